@@ -1,0 +1,89 @@
+"""PPO hyperparameters, with per-environment presets from the public PureJaxRL-family settings."""
+
+import dataclasses
+from dataclasses import dataclass
+
+from sandbox.training.envs import CLASSIC_CONTROL, MINATAR, check_env_id
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    env_id: str
+    total_timesteps: int = 500_000
+    num_envs: int = 4
+    num_steps: int = 128
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    learning_rate: float = 2.5e-4
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2  # value clipping; the policy's trust region lives in the drift
+    clip_value: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    eval_episodes: int = 32
+    eval_greedy: bool = False  # sample from the trained stochastic policy by default
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.batch_size
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def env_steps(self) -> int:
+        """Environment steps actually taken by one run (timesteps rounded down to whole updates)."""
+        return self.num_updates * self.batch_size
+
+    def validate(self) -> None:
+        if self.num_updates < 1:
+            raise ValueError(
+                f"total_timesteps={self.total_timesteps} is smaller than one update "
+                f"({self.num_envs} envs x {self.num_steps} steps = {self.batch_size})"
+            )
+        if self.batch_size % self.num_minibatches:
+            raise ValueError(
+                f"batch of {self.batch_size} does not split into {self.num_minibatches} minibatches"
+            )
+
+
+# Per-env learning rates for MinAtar follow the tuned PPO settings of the public
+# "How Should We Meta-Learn RL Algorithms?" code (64-unit relu MLP, 64 envs x 128 steps).
+_MINATAR_LR = {
+    "Breakout-MinAtar": 1e-2,
+    "SpaceInvaders-MinAtar": 7e-3,
+    "Asterix-MinAtar": 3e-3,
+    "Freeway-MinAtar": 1e-3,
+}
+
+
+def preset(env_id: str, **overrides) -> PPOConfig:
+    """The default PPO configuration for an environment, with keyword overrides."""
+    check_env_id(env_id)
+    if env_id in CLASSIC_CONTROL:
+        base = PPOConfig(env_id=env_id)  # PureJaxRL's CartPole example
+    elif env_id in MINATAR:
+        base = PPOConfig(
+            env_id=env_id,
+            total_timesteps=10_000_000,
+            num_envs=64,
+            num_steps=128,
+            num_minibatches=8,
+            learning_rate=_MINATAR_LR[env_id],
+            activation="relu",
+        )
+    else:
+        raise AssertionError(f"{env_id} is supported but has no preset")
+    config = dataclasses.replace(base, **overrides)
+    config.validate()
+    return config

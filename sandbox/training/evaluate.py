@@ -1,0 +1,60 @@
+"""Evaluation of trained policies: a fixed number of full episodes, one jitted call.
+
+Kept apart from training so that a trusted scorer can run it on parameters alone, with
+evaluation seeds the training code never saw.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from sandbox.training.config import PPOConfig
+from sandbox.training.envs import make_env
+from sandbox.training.networks import ActorCritic
+from sandbox.training.ppo import make_network
+
+
+def make_evaluate(config: PPOConfig):
+    """Returns evaluate(params, rng) -> [eval_episodes] undiscounted episode returns."""
+    spec = make_env(config.env_id)
+    env, env_params = spec.env, spec.params
+    network = make_network(config, spec.num_actions)
+    episodes = config.eval_episodes
+
+    def evaluate(params, rng):
+        rng, reset_rng = jax.random.split(rng)
+        obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_rng, episodes), env_params)
+
+        def still_running(carry):
+            t, _, _, done, _, _ = carry
+            return jnp.logical_and(t < spec.max_episode_steps, ~jnp.all(done))
+
+        def step(carry):
+            t, obs, state, done, returns, rng = carry
+            rng, action_rng, step_rng = jax.random.split(rng, 3)
+            logits = network.apply(params, obs, method=ActorCritic.policy)
+            if config.eval_greedy:
+                action = jnp.argmax(logits, axis=-1)
+            else:
+                action = jax.random.categorical(action_rng, logits)
+            obs, state, reward, terminated, truncated, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+                jax.random.split(step_rng, episodes), state, action, env_params
+            )
+            returns = returns + jnp.where(done, 0.0, reward)
+            done = done | terminated | truncated
+            return t + 1, obs, state, done, returns, rng
+
+        init = (0, obs, state, jnp.zeros(episodes, bool), jnp.zeros(episodes), rng)
+        return lax.while_loop(still_running, step, init)[4]
+
+    return evaluate
+
+
+def uniform_policy_params(config: PPOConfig, rng):
+    """Network parameters whose policy is uniform over actions (actor output weights zeroed),
+    for measuring the random-policy return with the same evaluation code."""
+    spec = make_env(config.env_id)
+    params = make_network(config, spec.num_actions).init(rng, jnp.zeros((1, *spec.obs_shape)))
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: jnp.zeros_like(x) if "actor" in jax.tree_util.keystr(path) else x, params
+    )

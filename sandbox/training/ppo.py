@@ -1,0 +1,243 @@
+"""PPO with a pluggable Mirror Learning objective, in the PureJaxRL style.
+
+`make_train(config, components)` returns a pure `train(rng, learning_rate)` that runs a whole
+training run (rollouts, GAE, minibatch updates) inside `jax.lax.scan`, so it jits into one
+XLA computation with no host round trips. `batched(train)` vmaps it over seeds and over a
+learning-rate sweep in the same compiled call.
+
+Departures from PureJaxRL, on purpose:
+- the policy loss is -mean(r*A - drift(r, A)); PPO's clipping is the `ppo` drift;
+- truncated episodes bootstrap from the critic's value of the final observation (gymnax 1.x
+  reports it), so time limits are not mistaken for terminal states.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from sandbox.training.components import Components
+from sandbox.training.config import PPOConfig
+from sandbox.training.envs import make_env
+from sandbox.training.networks import ActorCritic
+
+
+class CandidateContractError(ValueError):
+    """A plugged-in component broke its contract (shape, dtype) while being traced."""
+
+
+class Transition(NamedTuple):
+    obs: jnp.ndarray
+    action: jnp.ndarray
+    log_prob: jnp.ndarray
+    value: jnp.ndarray
+    reward: jnp.ndarray
+    terminated: jnp.ndarray
+    done: jnp.ndarray
+    final_obs: jnp.ndarray  # observation before the automatic reset
+    ended_return: jnp.ndarray  # return of the episode that ended here, else 0
+
+
+class TrainOutput(NamedTuple):
+    params: Any  # final actor-critic parameters
+    episode_return_sum: jnp.ndarray  # [num_updates] sum of returns of episodes ended in the update
+    episode_count: jnp.ndarray  # [num_updates] number of such episodes
+    entropy: jnp.ndarray  # [num_updates] mean policy entropy over the update's minibatches
+    approx_kl: jnp.ndarray  # [num_updates] mean KL(old || new) estimate
+
+    def learning_curve(self) -> jnp.ndarray:
+        """Mean episodic return per update; NaN for updates in which no episode ended."""
+        return jnp.where(
+            self.episode_count > 0, self.episode_return_sum / jnp.maximum(self.episode_count, 1), jnp.nan
+        )
+
+
+def generalized_advantages(reward, value, next_value, terminated, done, *, gamma, gae_lambda):
+    """GAE over time-major arrays [T, envs].
+
+    `next_value[t]` is V of the observation that followed step t *before* any automatic
+    reset, so a truncated episode bootstraps from its true final state while a terminated
+    one does not bootstrap at all; `done` (terminated or truncated) cuts the recursion.
+    """
+    terminated = terminated.astype(jnp.float32)
+    done = done.astype(jnp.float32)
+
+    def backward(gae, t):
+        reward, value, next_value, terminated, done = t
+        delta = reward + gamma * next_value * (1.0 - terminated) - value
+        gae = delta + gamma * gae_lambda * (1.0 - done) * gae
+        return gae, gae
+
+    _, advantages = lax.scan(
+        backward, jnp.zeros_like(reward[0]), (reward, value, next_value, terminated, done),
+        reverse=True, unroll=16,
+    )
+    return advantages
+
+
+def make_network(config: PPOConfig, num_actions: int) -> ActorCritic:
+    return ActorCritic(num_actions, tuple(config.hidden_sizes), config.activation)
+
+
+def _log_prob_and_entropy(logits, action):
+    log_probs = jax.nn.log_softmax(logits)
+    log_prob = jnp.take_along_axis(log_probs, action[..., None], axis=-1)[..., 0]
+    entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+    return log_prob, entropy
+
+
+def _checked(name: str, fn, *args):
+    """Call a plugged-in elementwise component and enforce its output shape at trace time."""
+    out = fn(*args)
+    expected = jnp.shape(args[0])
+    if jnp.shape(out) != expected:
+        raise CandidateContractError(
+            f"{name} must be elementwise: inputs of shape {expected} gave output of shape "
+            f"{jnp.shape(out)}"
+        )
+    if not jnp.issubdtype(jnp.result_type(out), jnp.floating):
+        raise CandidateContractError(f"{name} must return floats, got {jnp.result_type(out)}")
+    return out.astype(jnp.float32)
+
+
+def policy_loss(components: Components, ratio, advantage):
+    """Mirror Learning policy loss: the negated surrogate r*A minus the drift penalty."""
+    drift = _checked("drift", components.drift, ratio, advantage)
+    return -jnp.mean(ratio * advantage - drift)
+
+
+def make_train(config: PPOConfig, components: Components = Components(), on_update=None):
+    """`on_update(update_index)`, if given, is called on the host after every update (one
+    callback per update, for progress displays; leave it out when timing)."""
+    config.validate()
+    spec = make_env(config.env_id)
+    env, env_params = spec.env, spec.params
+    network = make_network(config, spec.num_actions)
+    num_updates, num_envs, num_steps = config.num_updates, config.num_envs, config.num_steps
+    steps_per_update = config.update_epochs * config.num_minibatches
+
+    def loss_fn(params, minibatch):
+        traj, advantages, targets = minibatch
+        logits, value = network.apply(params, traj.obs)
+        log_prob, entropy = _log_prob_and_entropy(logits, traj.action)
+
+        value_error = _checked("value_loss", components.value_loss, value, targets)
+        if config.clip_value:
+            clipped = traj.value + jnp.clip(value - traj.value, -config.clip_eps, config.clip_eps)
+            value_error = jnp.maximum(value_error, components.value_loss(clipped, targets))
+        value_loss = jnp.mean(value_error)
+
+        log_ratio = log_prob - traj.log_prob
+        ratio = jnp.exp(log_ratio)
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        actor_loss = policy_loss(components, ratio, advantages)
+
+        entropy = entropy.mean()
+        total = actor_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+        approx_kl = jnp.mean((ratio - 1.0) - log_ratio)
+        return total, (entropy, approx_kl)
+
+    def train(rng, learning_rate=config.learning_rate):
+        def schedule(count):
+            if not config.anneal_lr:
+                return learning_rate
+            return learning_rate * (1.0 - (count // steps_per_update) / num_updates)
+
+        tx = components.make_optimizer(schedule, config.max_grad_norm)
+        rng, init_rng, reset_rng = jax.random.split(rng, 3)
+        params = network.init(init_rng, jnp.zeros((1, *spec.obs_shape)))
+        opt_state = tx.init(params)
+        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(reset_rng, num_envs), env_params
+        )
+
+        def env_step(carry, _):
+            params, env_state, obs, episode_return, rng = carry
+            rng, action_rng, step_rng = jax.random.split(rng, 3)
+            logits = network.apply(params, obs, method=ActorCritic.policy)
+            action = jax.random.categorical(action_rng, logits)
+            log_prob, _ = _log_prob_and_entropy(logits, action)
+            next_obs, env_state, reward, terminated, truncated, info = jax.vmap(
+                env.step, in_axes=(0, 0, 0, None)
+            )(jax.random.split(step_rng, num_envs), env_state, action, env_params)
+            done = jnp.logical_or(terminated, truncated)
+            episode_return = episode_return + reward
+            transition = Transition(
+                obs, action, log_prob, None, reward, terminated, done,
+                info["final_observation"], jnp.where(done, episode_return, 0.0),
+            )
+            episode_return = jnp.where(done, 0.0, episode_return)
+            return (params, env_state, next_obs, episode_return, rng), transition
+
+        def critic_values(params, traj: Transition):
+            # The rollout runs the actor only; one batched critic pass afterwards gives V(s_t) and
+            # V(s_{t+1}) for every step (the latter from the final observation, so truncated
+            # episodes bootstrap correctly). Batched, it is cheaper than a critic call per step.
+            both = jnp.concatenate([traj.obs, traj.final_obs])
+            values = network.apply(params, both, method=ActorCritic.value)
+            return traj._replace(value=values[:num_steps]), values[num_steps:]
+
+        def update_step(carry, update_index):
+            params, opt_state, env_state, obs, episode_return, rng = carry
+            (params, env_state, obs, episode_return, rng), traj = lax.scan(
+                env_step, (params, env_state, obs, episode_return, rng), None, num_steps
+            )
+            traj, next_value = critic_values(params, traj)
+            advantages = generalized_advantages(
+                traj.reward, traj.value, next_value, traj.terminated, traj.done,
+                gamma=config.gamma, gae_lambda=config.gae_lambda,
+            )
+            targets = advantages + traj.value
+            batch = jax.tree.map(
+                lambda x: x.reshape((config.batch_size, *x.shape[2:])),
+                (traj._replace(final_obs=None, ended_return=None), advantages, targets),
+            )
+
+            def update_epoch(carry, _):
+                params, opt_state, rng = carry
+                rng, perm_rng = jax.random.split(rng)
+                permutation = jax.random.permutation(perm_rng, config.batch_size)
+                minibatches = jax.tree.map(
+                    lambda x: x[permutation].reshape(
+                        (config.num_minibatches, config.minibatch_size, *x.shape[1:])
+                    ),
+                    batch,
+                )
+
+                def update_minibatch(carry, minibatch):
+                    params, opt_state = carry
+                    grads, aux = jax.grad(loss_fn, has_aux=True)(params, minibatch)
+                    updates, opt_state = tx.update(grads, opt_state, params)
+                    params = jax.tree.map(lambda p, u: p + u, params, updates)
+                    return (params, opt_state), aux
+
+                (params, opt_state), aux = lax.scan(update_minibatch, (params, opt_state), minibatches)
+                return (params, opt_state, rng), aux
+
+            (params, opt_state, rng), (entropy, approx_kl) = lax.scan(
+                update_epoch, (params, opt_state, rng), None, config.update_epochs
+            )
+            if on_update is not None:
+                jax.debug.callback(on_update, update_index)
+            stats = (
+                traj.ended_return.sum(),
+                traj.done.sum(),
+                entropy.mean(),
+                approx_kl.mean(),
+            )
+            return (params, opt_state, env_state, obs, episode_return, rng), stats
+
+        carry = (params, opt_state, env_state, obs, jnp.zeros(num_envs), rng)
+        (params, *_), (return_sum, count, entropy, approx_kl) = lax.scan(
+            update_step, carry, jnp.arange(num_updates)
+        )
+        return TrainOutput(params, return_sum, count, entropy, approx_kl)
+
+    return train
+
+
+def batched(train):
+    """vmap a `train` over seeds and learning rates: (keys [S], lrs [L]) -> outputs [L, S, ...]."""
+    over_seeds = jax.vmap(train, in_axes=(0, None))
+    return jax.vmap(over_seeds, in_axes=(None, 0))

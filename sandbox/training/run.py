@@ -1,0 +1,145 @@
+"""Compile, run and score a batch of training runs (seeds x learning rates) for one environment.
+
+Training is one compiled call; evaluation of the final policies is a second one with its own
+seed, so a scorer can re-run it on the parameters alone.
+"""
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sandbox.budgets import EnvBudget
+from sandbox.fitness import Aggregate, normalise
+from sandbox.training.components import Components
+from sandbox.training.config import PPOConfig
+from sandbox.training.evaluate import make_evaluate
+from sandbox.training.ppo import TrainOutput, batched, make_train
+
+# Called as progress(phase, completed, total) with phase in {"compile", "train", "evaluate"}.
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class TrainingBatch:
+    """Raw outputs of one compiled call: leading axes [learning_rates, seeds]."""
+
+    config: PPOConfig
+    learning_rates: list[float]
+    output: TrainOutput
+    compile_seconds: float
+    train_seconds: float
+
+    @property
+    def env_steps(self) -> int:
+        return self.config.env_steps * self.output.episode_count.shape[0] * self.output.episode_count.shape[1]
+
+
+def train_batch(
+    config: PPOConfig,
+    components: Components = Components(),
+    *,
+    seeds: int,
+    seed: int = 0,
+    learning_rates: Sequence[float] | None = None,
+    progress: ProgressFn | None = None,
+) -> TrainingBatch:
+    lrs = [float(lr) for lr in (learning_rates or [config.learning_rate])]
+    on_update = None
+    if progress is not None:
+        on_update = lambda update: progress("train", int(np.max(update)) + 1, config.num_updates)  # noqa: E731
+    train = make_train(config, components, on_update=on_update)
+    keys = jax.random.split(jax.random.key(seed), seeds)
+    report = progress or (lambda *_: None)
+
+    report("compile", 0, 1)
+    start = time.perf_counter()
+    lr_array = jnp.asarray(lrs, dtype=jnp.float32)
+    compiled = jax.jit(batched(train)).lower(keys, lr_array).compile()
+    compile_seconds = time.perf_counter() - start
+    report("compile", 1, 1)
+
+    start = time.perf_counter()
+    output = jax.block_until_ready(compiled(keys, lr_array))
+    train_seconds = time.perf_counter() - start
+    return TrainingBatch(config, lrs, output, compile_seconds, train_seconds)
+
+
+def evaluate_batch(batch: TrainingBatch, *, eval_seed: int) -> np.ndarray:
+    """Mean return over `eval_episodes` episodes for every trained policy: [learning_rates, seeds]."""
+    evaluate = make_evaluate(batch.config)
+    leading = batch.output.episode_count.shape[:2]
+    keys = jax.random.split(jax.random.key(eval_seed), int(np.prod(leading))).reshape(leading)
+    returns = jax.jit(jax.vmap(jax.vmap(evaluate)))(batch.output.params, keys)
+    return np.asarray(returns).mean(axis=-1)
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    """What a caller needs to know about one learning rate's runs on one environment."""
+
+    env: str
+    seeds: int
+    timesteps: int  # environment steps per seed actually taken
+    learning_rate: float
+    final_returns: list[float]
+    returns: Aggregate
+    normalised: Aggregate | None
+    normalised_scores: list[float] | None
+    learning_curve: list[float | None]  # mean return of episodes ended in each update, all seeds pooled
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "env": self.env,
+            "seeds": self.seeds,
+            "timesteps": self.timesteps,
+            "learning_rate": self.learning_rate,
+            "final_returns": self.final_returns,
+            "iqm": self.returns.iqm,
+            "ci_low": self.returns.ci_low,
+            "ci_high": self.returns.ci_high,
+            "mean": self.returns.mean,
+            "median": self.returns.median,
+            "normalised": None,
+            "learning_curve": self.learning_curve,
+        }
+        if self.normalised is not None:
+            data["normalised"] = {
+                "scores": self.normalised_scores,
+                "iqm": self.normalised.iqm,
+                "ci_low": self.normalised.ci_low,
+                "ci_high": self.normalised.ci_high,
+            }
+        return data
+
+
+def summarise(batch: TrainingBatch, final_returns: np.ndarray, reference: EnvBudget | None = None) -> list[TrainingSummary]:
+    """One summary per learning rate. `reference` normalises scores when the run matches a budget."""
+    # Pool the episodes of all seeds per update: [L, updates].
+    return_sums = np.asarray(batch.output.episode_return_sum).sum(axis=1)
+    counts = np.asarray(batch.output.episode_count).sum(axis=1)
+    summaries = []
+    for i, lr in enumerate(batch.learning_rates):
+        per_seed = final_returns[i]
+        normalised = None
+        if reference is not None:
+            normalised = normalise(per_seed, random_return=reference.random_return, ppo_return=reference.ppo_return)
+        curve = [float(s / c) if c else None for s, c in zip(return_sums[i], counts[i])]
+        summaries.append(
+            TrainingSummary(
+                env=batch.config.env_id,
+                seeds=per_seed.size,
+                timesteps=batch.config.env_steps,
+                learning_rate=float(lr),
+                final_returns=[float(x) for x in per_seed],
+                returns=Aggregate.of(per_seed),
+                normalised=Aggregate.of(normalised) if normalised is not None else None,
+                normalised_scores=[float(x) for x in normalised] if normalised is not None else None,
+                learning_curve=curve,
+            )
+        )
+    return summaries

@@ -1,0 +1,210 @@
+"""The `scientist` command line."""
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Automated discovery of reinforcement-learning algorithms.",
+)
+console = Console(stderr=True)
+
+
+def _json_safe(value):
+    """NaN/inf are not JSON; report them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(_json_safe(data)) + "\n")
+
+
+class _RichProgress:
+    """Adapts the trainer's progress(phase, done, total) calls to a rich progress bar."""
+
+    def __init__(self, progress: Progress, label: str):
+        self.progress, self.label, self.tasks = progress, label, {}
+
+    def __call__(self, phase: str, completed: int, total: int) -> None:
+        if phase not in self.tasks:
+            self.tasks[phase] = self.progress.add_task(f"{self.label}: {phase}", total=total)
+        self.progress.update(self.tasks[phase], completed=completed, total=total)
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=console, transient=False,
+    )
+
+
+@app.command()
+def train(
+    baseline: Annotated[str | None, typer.Option(help="Built-in drift: ppo, dpo or zero.")] = None,
+    candidate: Annotated[Path | None, typer.Option(help="Python file defining drift(ratio, advantage). Runs in this process: trusted code only.")] = None,
+    env: Annotated[str, typer.Option(help="gymnax environment id.")] = "CartPole-v1",
+    seeds: Annotated[int | None, typer.Option(min=1, help="Seeds trained in one vmapped call (default: the budget's, else 8).")] = None,
+    timesteps: Annotated[int | None, typer.Option(min=1, help="Environment steps per seed (default: the budget's, else the env preset's).")] = None,
+    budget: Annotated[str | None, typer.Option(help="Named budget (smoke, quick, paper): sets steps and seeds and enables normalised scores.")] = None,
+    lr: Annotated[list[float] | None, typer.Option(help="Learning rate; repeat for a sweep compiled into the same call.")] = None,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    eval_seed: Annotated[int | None, typer.Option(help="Seed of the evaluation episodes (default: seed + 1_000_003).")] = None,
+    eval_episodes: Annotated[int | None, typer.Option(min=1, help="Evaluation episodes per trained policy.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+):
+    """Train PPO-family agents with a built-in or candidate drift, vmapped over seeds."""
+    from sandbox.budgets import get_budget
+    from sandbox.candidate import CandidateLoadError, load_drift
+    from sandbox.training import drifts
+    from sandbox.training.components import Components
+    from sandbox.training.config import preset
+    from sandbox.training.ppo import CandidateContractError
+    from sandbox.training.run import evaluate_batch, summarise, train_batch
+
+    if baseline and candidate:
+        raise typer.BadParameter("give either --baseline or --candidate, not both")
+    if candidate is not None:
+        try:
+            drift, drift_name = load_drift(candidate), str(candidate)
+        except CandidateLoadError as error:
+            raise typer.BadParameter(str(error), param_hint="--candidate") from None
+    else:
+        drift_name = baseline or "ppo"
+        if drift_name not in drifts.BUILTIN:
+            raise typer.BadParameter(f"unknown baseline {drift_name!r}; choose from {', '.join(drifts.BUILTIN)}")
+        drift = drifts.BUILTIN[drift_name]
+
+    overrides = {}
+    reference = None
+    try:
+        if budget is not None:
+            chosen = get_budget(budget)
+            entry = chosen.env(env)
+            seeds = seeds or chosen.seeds
+            overrides["eval_episodes"] = chosen.eval_episodes
+            timesteps = timesteps or entry.timesteps
+            # Normalised scores are only meaningful at the budget's own step count.
+            reference = entry if timesteps == entry.timesteps else None
+        if timesteps is not None:
+            overrides["total_timesteps"] = timesteps
+        if eval_episodes is not None:
+            overrides["eval_episodes"] = eval_episodes
+        config = preset(env, **overrides)
+    except (KeyError, ValueError) as error:  # unknown budget or env, bad step count
+        raise typer.BadParameter(error.args[0]) from None
+    seeds = seeds or 8
+
+    components = Components(drift=drift)
+    eval_seed = seed + 1_000_003 if eval_seed is None else eval_seed
+    try:
+        if json_output:
+            batch = train_batch(config, components, seeds=seeds, seed=seed, learning_rates=lr)
+            start = time.perf_counter()
+            final_returns = evaluate_batch(batch, eval_seed=eval_seed)
+        else:
+            with _progress() as progress:
+                batch = train_batch(config, components, seeds=seeds, seed=seed, learning_rates=lr,
+                                    progress=_RichProgress(progress, env))
+                task = progress.add_task(f"{env}: evaluate", total=None)
+                start = time.perf_counter()
+                final_returns = evaluate_batch(batch, eval_seed=eval_seed)
+                progress.update(task, total=1, completed=1)
+    except CandidateContractError as error:
+        console.print(f"[red]candidate broke its contract:[/red] {error}")
+        raise typer.Exit(1) from None
+    eval_seconds = time.perf_counter() - start
+
+    summaries = summarise(batch, final_returns, reference)
+    best = max(summaries, key=lambda s: s.returns.iqm)
+    result = {
+        **best.to_dict(),
+        "drift": drift_name,
+        "budget": budget,
+        "compile_seconds": batch.compile_seconds,
+        "train_seconds": batch.train_seconds,
+        "eval_seconds": eval_seconds,
+        "env_steps_per_second": batch.env_steps / batch.train_seconds,
+        "total_env_steps": batch.env_steps,
+    }
+    if len(summaries) > 1:
+        result["sweep"] = [s.to_dict() for s in summaries]
+    if json_output:
+        _print_json(result)
+    else:
+        _print_training_summary(result, summaries)
+
+
+def _print_training_summary(result: dict, summaries) -> None:
+    out = Console()
+    table = Table(title=f"{result['env']} · drift {result['drift']} · {result['seeds']} seeds × {result['timesteps']:,} steps")
+    for column in ("learning rate", "IQM return", "95% CI", "median", "normalised IQM"):
+        table.add_column(column, justify="right")
+    for s in summaries:
+        norm = "–" if s.normalised is None else f"{s.normalised.iqm:.3f} [{s.normalised.ci_low:.3f}, {s.normalised.ci_high:.3f}]"
+        table.add_row(f"{s.learning_rate:.2e}", f"{s.returns.iqm:.1f}", f"[{s.returns.ci_low:.1f}, {s.returns.ci_high:.1f}]",
+                      f"{s.returns.median:.1f}", norm)
+    out.print(table)
+    out.print("final returns per seed: " + ", ".join(f"{x:.1f}" for x in result["final_returns"]))
+    out.print(
+        f"compile {result['compile_seconds']:.1f} s · train {result['train_seconds']:.1f} s · "
+        f"evaluate {result['eval_seconds']:.1f} s · {result['env_steps_per_second']:,.0f} env steps/s"
+    )
+
+
+@app.command()
+def calibrate(
+    budget: Annotated[str, typer.Option(help="Budget whose reference returns to measure.")] = "smoke",
+    env: Annotated[list[str] | None, typer.Option(help="Only these environments (repeatable).")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="PPO seeds per environment.")] = 16,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 12345,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Measure the random-policy and PPO reference returns that normalise scores at a budget."""
+    import jax
+    import numpy as np
+
+    from sandbox.budgets import get_budget
+    from sandbox.fitness import interquartile_mean
+    from sandbox.training.evaluate import make_evaluate, uniform_policy_params
+    from sandbox.training.run import evaluate_batch, train_batch
+
+    chosen = get_budget(budget)
+    rows = {}
+    for env_id in env or chosen.env_ids:
+        config = chosen.config(env_id)
+        random_returns = jax.jit(make_evaluate(config))(
+            uniform_policy_params(config, jax.random.key(0)), jax.random.key(seed + 1)
+        )
+        batch = train_batch(config, seeds=seeds, seed=seed)
+        ppo_returns = evaluate_batch(batch, eval_seed=seed + 2)[0]
+        rows[env_id] = {
+            "random_return": float(np.mean(random_returns)),
+            "ppo_return": interquartile_mean(ppo_returns),
+            "ppo_returns": [float(x) for x in ppo_returns],
+            "timesteps": config.env_steps,
+            "train_seconds": batch.train_seconds,
+        }
+        if not json_output:
+            console.print(f"{env_id}: random {rows[env_id]['random_return']:.2f}, PPO IQM {rows[env_id]['ppo_return']:.2f}")
+    if json_output:
+        _print_json({"budget": budget, "seeds": seeds, "envs": rows})
+
+
+if __name__ == "__main__":
+    app()
