@@ -1,35 +1,60 @@
-"""Loading a candidate module from a file.
+"""Loading candidate modules.
 
-This imports the file in the current process, so it is only for code the user trusts (their
-own drift in `scientist train`). Untrusted candidates go through the sandbox.
+A candidate is executed with a reduced set of builtins and an `__import__` that only admits
+the static checker's allowlist, as a second line behind the static checks (which must pass
+first). In-process loading is still only as safe as those two layers; untrusted
+candidates are loaded inside the sandbox process, never in the orchestrator.
 """
 
-import importlib.util
-import uuid
+import builtins
 from pathlib import Path
 
-from sandbox.training.components import Drift
+from sandbox.checks.static import ALLOWED_IMPORTS, check_source
+
+_SAFE_BUILTIN_NAMES = (
+    "abs all any bool complex dict divmod enumerate filter float frozenset int isinstance "
+    "issubclass len list map max min next pow range repr reversed round set slice sorted str "
+    "sum tuple zip iter callable hash id True False None NotImplemented Ellipsis "
+    "ArithmeticError AssertionError Exception FloatingPointError IndexError KeyError "
+    "LookupError NotImplementedError OverflowError RuntimeError StopIteration TypeError "
+    "ValueError ZeroDivisionError"
+).split()
 
 
 class CandidateLoadError(ValueError):
     pass
 
 
-def load_module(path: Path):
+def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+    if level or name not in ALLOWED_IMPORTS:
+        raise ImportError(f"import of {name!r} is not allowed in a candidate")
+    return builtins.__import__(name, globals, locals, fromlist, level)
+
+
+def _safe_builtins() -> dict:
+    safe = {name: getattr(builtins, name) for name in _SAFE_BUILTIN_NAMES}
+    safe["__import__"] = _guarded_import
+    return safe
+
+
+def load_entry_point(source: str, entry_point: str, *, filename: str = "candidate.py"):
+    """Statically check `source`, execute it with restricted builtins, return `entry_point`."""
+    violations = check_source(source)
+    if violations:
+        raise CandidateLoadError("; ".join(str(v) for v in violations))
+    namespace = {"__builtins__": _safe_builtins(), "__name__": "candidate"}
+    try:
+        exec(compile(source, filename, "exec"), namespace)  # noqa: S102  (checked above)
+    except Exception as error:  # a failure in candidate code becomes one clear error
+        raise CandidateLoadError(f"{filename} failed to load: {type(error).__name__}: {error}") from error
+    function = namespace.get(entry_point)
+    if not callable(function):
+        raise CandidateLoadError(f"{filename} must define a function {entry_point}()")
+    return function
+
+
+def load_entry_point_file(path: Path, entry_point: str):
     path = Path(path)
     if not path.is_file():
         raise CandidateLoadError(f"candidate file not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"candidate_{uuid.uuid4().hex}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as error:  # any failure in user code becomes one clear error
-        raise CandidateLoadError(f"{path}: failed to load: {type(error).__name__}: {error}") from error
-    return module
-
-
-def load_drift(path: Path) -> Drift:
-    drift = getattr(load_module(path), "drift", None)
-    if not callable(drift):
-        raise CandidateLoadError(f"{path} must define a function drift(ratio, advantage)")
-    return drift
+    return load_entry_point(path.read_text(), entry_point, filename=str(path))

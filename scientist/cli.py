@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+import sandbox  # noqa: F401  (sets XLA flags before anything imports jax)
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -56,8 +58,8 @@ def _progress() -> Progress:
 
 @app.command()
 def train(
-    baseline: Annotated[str | None, typer.Option(help="Built-in drift: ppo, dpo or zero.")] = None,
-    candidate: Annotated[Path | None, typer.Option(help="Python file defining drift(ratio, advantage). Runs in this process: trusted code only.")] = None,
+    baseline: Annotated[str | None, typer.Option(help="A mirror_drift baseline: ppo, dpo, zero (task_templates/mirror_drift/baselines).")] = None,
+    candidate: Annotated[Path | None, typer.Option(help="Python file defining drift(ratio, advantage); it must pass the static checks.")] = None,
     env: Annotated[str, typer.Option(help="gymnax environment id.")] = "CartPole-v1",
     seeds: Annotated[int | None, typer.Option(min=1, help="Seeds trained in one vmapped call (default: the budget's, else 8).")] = None,
     timesteps: Annotated[int | None, typer.Option(min=1, help="Environment steps per seed (default: the budget's, else the env preset's).")] = None,
@@ -70,8 +72,8 @@ def train(
 ):
     """Train PPO-family agents with a built-in or candidate drift, vmapped over seeds."""
     from sandbox.budgets import get_budget
-    from sandbox.candidate import CandidateLoadError, load_drift
-    from sandbox.training import drifts
+    from sandbox.candidate import CandidateLoadError, load_entry_point_file
+    from sandbox.tasks import load_baseline, load_task
     from sandbox.training.components import Components
     from sandbox.training.config import preset
     from sandbox.training.ppo import CandidateContractError
@@ -80,15 +82,19 @@ def train(
     if baseline and candidate:
         raise typer.BadParameter("give either --baseline or --candidate, not both")
     if candidate is not None:
+        if not candidate.is_file():
+            raise typer.BadParameter(f"file not found: {candidate}", param_hint="--candidate")
         try:
-            drift, drift_name = load_drift(candidate), str(candidate)
+            drift, drift_name = load_entry_point_file(candidate, "drift"), str(candidate)
         except CandidateLoadError as error:
-            raise typer.BadParameter(str(error), param_hint="--candidate") from None
+            console.print(f"[red]candidate rejected:[/red] {error}")
+            raise typer.Exit(1) from None
     else:
         drift_name = baseline or "ppo"
-        if drift_name not in drifts.BUILTIN:
-            raise typer.BadParameter(f"unknown baseline {drift_name!r}; choose from {', '.join(drifts.BUILTIN)}")
-        drift = drifts.BUILTIN[drift_name]
+        choices = load_task("mirror_drift").baseline_names
+        if drift_name not in choices:
+            raise typer.BadParameter(f"unknown baseline {drift_name!r}; choose from {', '.join(choices)}")
+        drift = load_baseline("mirror_drift", drift_name)
 
     overrides = {}
     reference = None
@@ -167,6 +173,9 @@ def _print_training_summary(result: dict, summaries) -> None:
     )
 
 
+RANDOM_POLICY_EPISODES = 1024
+
+
 @app.command()
 def calibrate(
     budget: Annotated[str, typer.Option(help="Budget whose reference returns to measure.")] = "smoke",
@@ -176,6 +185,8 @@ def calibrate(
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ):
     """Measure the random-policy and PPO reference returns that normalise scores at a budget."""
+    import dataclasses
+
     import jax
     import numpy as np
 
@@ -188,7 +199,9 @@ def calibrate(
     rows = {}
     for env_id in env or chosen.env_ids:
         config = chosen.config(env_id)
-        random_returns = jax.jit(make_evaluate(config))(
+        # The random policy's return is cheap to pin down precisely: many more episodes.
+        random_config = dataclasses.replace(config, eval_episodes=RANDOM_POLICY_EPISODES)
+        random_returns = jax.jit(make_evaluate(random_config))(
             uniform_policy_params(config, jax.random.key(0)), jax.random.key(seed + 1)
         )
         batch = train_batch(config, seeds=seeds, seed=seed)
@@ -204,6 +217,39 @@ def calibrate(
             console.print(f"{env_id}: random {rows[env_id]['random_return']:.2f}, PPO IQM {rows[env_id]['ppo_return']:.2f}")
     if json_output:
         _print_json({"budget": budget, "seeds": seeds, "envs": rows})
+
+
+@app.command()
+def check(
+    file: Annotated[Path, typer.Argument(help="Candidate module to check.")],
+    task: Annotated[str, typer.Option(help="Task whose contract and validity conditions apply.")] = "mirror_drift",
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Check a candidate without training it: static rules, contract, validity conditions.
+    Exit 0 when valid, 1 when invalid or rejected, 2 for a usage error."""
+    from sandbox.checks.pipeline import check_candidate
+    from sandbox.tasks import TaskError, load_task
+
+    try:
+        spec = load_task(task)
+    except TaskError as error:
+        raise typer.BadParameter(str(error), param_hint="--task") from None
+    if not file.is_file():
+        raise typer.BadParameter(f"file not found: {file}", param_hint="FILE")
+    try:
+        source = file.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise typer.BadParameter(f"cannot read {file}: {error}", param_hint="FILE") from None
+    report = check_candidate(spec, source, filename=str(file))
+    if json_output:
+        _print_json(report.to_dict())
+    else:
+        out = Console()
+        for result in report.checks:
+            mark = "[green]pass[/green]" if result.passed else "[red]FAIL[/red]"
+            out.print(f"{mark} {result.name}: {result.detail}", highlight=False)
+        out.print(f"[bold]{'valid' if report.valid else 'invalid'}[/bold] {spec.name} candidate: {file}")
+    raise typer.Exit(0 if report.valid else 1)
 
 
 if __name__ == "__main__":

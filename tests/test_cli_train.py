@@ -55,3 +55,11 @@ def test_usage_errors_exit_2():
     assert unknown_env.returncode == 2 and "unknown environment" in unknown_env.stderr
     assert run("train", "--baseline", "trpo").returncode == 2
     assert run("train", "--candidate", "/nonexistent/drift.py").returncode == 2
+
+
+def test_cli_sets_xla_flags_before_jax_is_imported():
+    """Without the flag, vmapped CPU training can deadlock on small hosts (seen here)."""
+    code = "import scientist.cli, os, jax; print(os.environ['XLA_FLAGS'])"
+    result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "xla_cpu_enable_concurrency_optimized_scheduler=false" in result.stdout

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sandbox.training import drifts
+from sandbox.tasks import load_baseline
 from sandbox.training.components import Components
 from sandbox.training.ppo import CandidateContractError, policy_loss
 
@@ -37,7 +37,7 @@ def test_ppo_drift_reproduces_clipped_surrogate_loss_and_gradients():
     assert float(jnp.mean((ratio < 0.8) | (ratio > 1.2))) > 0.2  # the clip is really exercised
 
     def drift_loss(logits):
-        return policy_loss(Components(drift=drifts.ppo), _ratio(logits, old_logits, action), advantage)
+        return policy_loss(Components(drift=load_baseline("mirror_drift", "ppo")), _ratio(logits, old_logits, action), advantage)
 
     def ppo_loss(logits):
         return clipped_surrogate_loss(_ratio(logits, old_logits, action), advantage)
@@ -49,13 +49,13 @@ def test_ppo_drift_reproduces_clipped_surrogate_loss_and_gradients():
 def test_zero_drift_is_the_importance_weighted_policy_gradient():
     old_logits, new_logits, action, advantage = _policy_batch(seed=1)
     ratio = _ratio(new_logits, old_logits, action)
-    loss = policy_loss(Components(drift=drifts.zero), ratio, advantage)
+    loss = policy_loss(Components(drift=load_baseline("mirror_drift", "zero")), ratio, advantage)
     np.testing.assert_allclose(loss, -jnp.mean(ratio * advantage), rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["ppo", "dpo", "zero"])
 def test_builtin_drifts_are_zero_at_ratio_one_and_nonnegative(name):
-    drift = drifts.BUILTIN[name]
+    drift = load_baseline("mirror_drift", name)
     r = jnp.exp(jnp.linspace(-5, 5, 201))[:, None]
     a = jnp.linspace(-10, 10, 81)[None, :]
     values = drift(r * jnp.ones_like(a), a * jnp.ones_like(r))
@@ -75,8 +75,8 @@ def test_dpo_matches_paper_formula_by_advantage_sign():
         else:
             x = np.log(ri) * ai
             expected.append(max(x - 0.6 * np.tanh(x / 0.6), 0.0))
-    np.testing.assert_allclose(drifts.dpo(r, a), expected, rtol=1e-5)
-    assert float(drifts.dpo(r, a)[1]) > 0  # rollback: penalises pushing down a bad action's probability
+    np.testing.assert_allclose(load_baseline("mirror_drift", "dpo")(r, a), expected, rtol=1e-5)
+    assert float(load_baseline("mirror_drift", "dpo")(r, a)[1]) > 0  # rollback: penalises pushing down a bad action's probability
 
 
 def test_reduced_drift_is_rejected_with_a_clear_error():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sandbox.budgets import get_budget
-from sandbox.training import drifts
+from sandbox.tasks import load_baseline
 from sandbox.training.components import Components
 from sandbox.training.config import preset
 from sandbox.training.evaluate import make_evaluate, uniform_policy_params
@@ -35,7 +35,7 @@ def test_gae_bootstraps_truncated_but_not_terminated_episodes():
 
 def test_cartpole_learns_in_seconds_with_a_learning_rate_sweep():
     config = preset("CartPole-v1", total_timesteps=50_000, eval_episodes=8)
-    batch = train_batch(config, Components(drift=drifts.dpo), seeds=2, learning_rates=[2.5e-4, 2.5e-3])
+    batch = train_batch(config, Components(drift=load_baseline("mirror_drift", "dpo")), seeds=2, learning_rates=[2.5e-4, 2.5e-3])
     assert batch.output.episode_count.shape == (2, 2, config.num_updates)
     assert batch.env_steps == 2 * 2 * config.env_steps
 

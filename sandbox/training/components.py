@@ -9,6 +9,9 @@ dataclass. Each piece is a pure JAX function:
   PPO's value clipping around it when the config asks for it).
 - make_optimizer(learning_rate, max_grad_norm) -> optax.GradientTransformation, where
   learning_rate may be a float or an optax schedule.
+
+The defaults are PPO's, taken from the task baselines in task_templates/ so that the
+built-ins and the baselines a campaign starts from are one and the same code.
 """
 
 from collections.abc import Callable
@@ -17,23 +20,22 @@ from dataclasses import dataclass, field
 import jax.numpy as jnp
 import optax
 
-from sandbox.training import drifts
-
 Drift = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
 ValueLoss = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
 OptimizerFactory = Callable[[float | optax.Schedule, float], optax.GradientTransformation]
 
 
-def squared_error(prediction, target):
-    return 0.5 * jnp.square(prediction - target)
+def _baseline(task: str, name: str):
+    def load():
+        from sandbox.tasks import load_baseline  # tasks import the trainer's config
 
+        return load_baseline(task, name)
 
-def adam_with_grad_clipping(learning_rate, max_grad_norm):
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate, eps=1e-5))
+    return field(default_factory=load)
 
 
 @dataclass(frozen=True)
 class Components:
-    drift: Drift = drifts.ppo
-    value_loss: ValueLoss = squared_error
-    make_optimizer: OptimizerFactory = field(default=adam_with_grad_clipping)
+    drift: Drift = _baseline("mirror_drift", "ppo")
+    value_loss: ValueLoss = _baseline("value_loss", "squared_error")
+    make_optimizer: OptimizerFactory = _baseline("optimizer", "adam")

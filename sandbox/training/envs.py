@@ -3,10 +3,6 @@
 from dataclasses import dataclass
 from typing import Any
 
-import gymnax
-from gymnax.environments import spaces
-from gymnax.wrappers.purerl import FlattenObservationWrapper
-
 CLASSIC_CONTROL = ("CartPole-v1", "Acrobot-v1")
 MINATAR = ("Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar")
 SUPPORTED_ENVS = CLASSIC_CONTROL + MINATAR
@@ -34,6 +30,10 @@ def check_env_id(env_id: str) -> None:
 
 def make_env(env_id: str, *, flatten: bool = True) -> EnvSpec:
     """Build a gymnax environment; MinAtar image observations are flattened for an MLP."""
+    import gymnax  # imported here: it is slow to import and most callers only need the ids
+    from gymnax.environments import spaces
+    from gymnax.wrappers.purerl import FlattenObservationWrapper
+
     check_env_id(env_id)
     env, params = gymnax.make(env_id)
     action_space = env.action_space(params)

@@ -107,10 +107,11 @@ def policy_loss(components: Components, ratio, advantage):
     return -jnp.mean(ratio * advantage - drift)
 
 
-def make_train(config: PPOConfig, components: Components = Components(), on_update=None):
+def make_train(config: PPOConfig, components: Components | None = None, on_update=None):
     """`on_update(update_index)`, if given, is called on the host after every update (one
     callback per update, for progress displays; leave it out when timing)."""
     config.validate()
+    components = components or Components()
     spec = make_env(config.env_id)
     env, env_params = spec.env, spec.params
     network = make_network(config, spec.num_actions)

@@ -41,7 +41,7 @@ class TrainingBatch:
 
 def train_batch(
     config: PPOConfig,
-    components: Components = Components(),
+    components: Components | None = None,
     *,
     seeds: int,
     seed: int = 0,

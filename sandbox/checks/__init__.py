@@ -1,0 +1,1 @@
+"""Validity checks of candidates; `pipeline.check_candidate` runs them in order."""

@@ -1,0 +1,135 @@
+"""Discovery tasks: one folder under task_templates/ each, found by listing the folder.
+
+A task folder holds `task.toml` (the spec), `candidate.py.j2` (renders a candidate module
+from a function body or a full source) and `baselines/*.py` (candidates in the same form).
+Adding a folder adds a task; nothing else changes.
+"""
+
+import functools
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from sandbox.budgets import get_budget
+
+TASKS_DIR = Path(os.environ.get("SCIENTIST_TASKS_DIR", Path(__file__).resolve().parent.parent / "task_templates"))
+
+# The trainer's plug points a task's candidate can fill (fields of training.Components).
+SLOTS = ("drift", "value_loss", "make_optimizer")
+
+
+class TaskError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Split:
+    meta_train: tuple[str, ...]
+    meta_test: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    summary: str
+    description: str
+    slot: str
+    entry_point: str
+    signature: str
+    normaliser: str
+    budgets: tuple[str, ...]
+    inputs: dict[str, str]
+    output: dict[str, str]
+    splits: dict[str, Split]
+    folder: Path
+
+    def split(self, budget: str) -> Split:
+        """The meta-train / meta-test environments at a budget (the task's default split
+        unless the spec names one for that budget)."""
+        if budget not in self.budgets:
+            raise TaskError(f"task {self.name} does not run at budget {budget!r}; it supports {', '.join(self.budgets)}")
+        return self.splits.get(budget, self.splits["default"])
+
+    @property
+    def baseline_names(self) -> tuple[str, ...]:
+        return tuple(sorted(p.stem for p in (self.folder / "baselines").glob("*.py")))
+
+    def baseline_source(self, name: str) -> str:
+        path = self.folder / "baselines" / f"{name}.py"
+        if not path.is_file():
+            raise TaskError(f"task {self.name} has no baseline {name!r}; it has {', '.join(self.baseline_names)}")
+        return path.read_text()
+
+    def render(self, *, body: str | None = None, source: str | None = None) -> str:
+        """A candidate module from the body of the entry point, or from a full source."""
+        if (body is None) == (source is None):
+            raise TaskError("render takes exactly one of body= or source=")
+        template = _templates(self.folder).get_template("candidate.py.j2")
+        return template.render(body=body.strip("\n") if body is not None else None, source=source)
+
+
+@functools.cache
+def _templates(folder: Path) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    )
+
+
+@functools.cache
+def load_baseline(task: str, name: str):
+    """A task's baseline candidate, loaded through the same path as any candidate."""
+    from sandbox.candidate import load_entry_point  # candidate loading needs the checker
+
+    spec = load_task(task)
+    return load_entry_point(spec.baseline_source(name), spec.entry_point, filename=f"{task}/baselines/{name}.py")
+
+
+def list_tasks() -> list[str]:
+    return sorted(p.parent.name for p in TASKS_DIR.glob("*/task.toml"))
+
+
+@functools.cache
+def load_task(name: str) -> TaskSpec:
+    path = TASKS_DIR / name / "task.toml"
+    if not path.is_file():
+        raise TaskError(f"unknown task {name!r}; available: {', '.join(list_tasks())}")
+    try:
+        raw = tomllib.loads(path.read_text())
+        spec = TaskSpec(
+            name=raw["name"],
+            summary=raw["summary"],
+            description=raw["description"].strip(),
+            slot=raw["slot"],
+            entry_point=raw["entry_point"],
+            signature=raw["signature"],
+            normaliser=raw["normaliser"],
+            budgets=tuple(raw["budgets"]),
+            inputs=dict(raw["inputs"]),
+            output=dict(raw["output"]),
+            splits={k: Split(tuple(v["meta_train"]), tuple(v["meta_test"])) for k, v in raw["splits"].items()},
+            folder=path.parent,
+        )
+    except (KeyError, TypeError, tomllib.TOMLDecodeError) as error:
+        raise TaskError(f"{path}: malformed task spec: {error!r}") from error
+    _validate(spec, path)
+    return spec
+
+
+def _validate(spec: TaskSpec, path: Path) -> None:
+    if spec.name != path.parent.name:
+        raise TaskError(f"{path}: name {spec.name!r} differs from its folder {path.parent.name!r}")
+    if spec.slot not in SLOTS:
+        raise TaskError(f"{path}: slot {spec.slot!r} is not one of {', '.join(SLOTS)}")
+    if "default" not in spec.splits:
+        raise TaskError(f"{path}: needs a [splits.default] table")
+    for budget_name in spec.budgets:
+        budget = get_budget(budget_name)
+        split = spec.split(budget_name)
+        if not split.meta_train:
+            raise TaskError(f"{path}: budget {budget_name} has no meta-train environment")
+        for env_id in split.meta_train + split.meta_test:
+            if env_id not in budget.env_ids:
+                raise TaskError(f"{path}: {env_id} is not covered by budget {budget_name} ({', '.join(budget.env_ids)})")
