@@ -36,7 +36,6 @@ class Transition(NamedTuple):
     terminated: jnp.ndarray
     done: jnp.ndarray
     final_obs: jnp.ndarray  # observation before the automatic reset
-    ended_return: jnp.ndarray  # return of the episode that ended here, else 0
 
 
 class TrainOutput(NamedTuple):
@@ -154,7 +153,7 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
         )
 
         def env_step(carry, _):
-            params, env_state, obs, episode_return, rng = carry
+            params, env_state, obs, episode_return, ended, rng = carry
             rng, action_rng, step_rng = jax.random.split(rng, 3)
             logits = network.apply(params, obs, method=ActorCritic.policy)
             action = jax.random.categorical(action_rng, logits)
@@ -164,25 +163,24 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
             )(jax.random.split(step_rng, num_envs), env_state, action, env_params)
             done = jnp.logical_or(terminated, truncated)
             episode_return = episode_return + reward
-            transition = Transition(
-                obs, action, log_prob, None, reward, terminated, done,
-                info["final_observation"], jnp.where(done, episode_return, 0.0),
-            )
+            # Episode statistics accumulate in the carry: cheaper than stacking them per step.
+            ended = (ended[0] + jnp.sum(jnp.where(done, episode_return, 0.0)), ended[1] + jnp.sum(done))
+            transition = Transition(obs, action, log_prob, None, reward, terminated, done, info["final_observation"])
             episode_return = jnp.where(done, 0.0, episode_return)
-            return (params, env_state, next_obs, episode_return, rng), transition
+            return (params, env_state, next_obs, episode_return, ended, rng), transition
 
         def critic_values(params, traj: Transition):
-            # The rollout runs the actor only; one batched critic pass afterwards gives V(s_t) and
+            # The rollout runs the actor only; batched critic passes afterwards give V(s_t) and
             # V(s_{t+1}) for every step (the latter from the final observation, so truncated
-            # episodes bootstrap correctly). Batched, it is cheaper than a critic call per step.
-            both = jnp.concatenate([traj.obs, traj.final_obs])
-            values = network.apply(params, both, method=ActorCritic.value)
-            return traj._replace(value=values[:num_steps]), values[num_steps:]
+            # episodes bootstrap correctly). Batched, they beat a critic call per step.
+            value = network.apply(params, traj.obs, method=ActorCritic.value)
+            next_value = network.apply(params, traj.final_obs, method=ActorCritic.value)
+            return traj._replace(value=value), next_value
 
         def update_step(carry, update_index):
             params, opt_state, env_state, obs, episode_return, rng = carry
-            (params, env_state, obs, episode_return, rng), traj = lax.scan(
-                env_step, (params, env_state, obs, episode_return, rng), None, num_steps
+            (params, env_state, obs, episode_return, ended, rng), traj = lax.scan(
+                env_step, (params, env_state, obs, episode_return, (0.0, 0), rng), None, num_steps
             )
             traj, next_value = critic_values(params, traj)
             advantages = generalized_advantages(
@@ -192,7 +190,7 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
             targets = advantages + traj.value
             batch = jax.tree.map(
                 lambda x: x.reshape((config.batch_size, *x.shape[2:])),
-                (traj._replace(final_obs=None, ended_return=None), advantages, targets),
+                (traj._replace(final_obs=None), advantages, targets),
             )
 
             def update_epoch(carry, _):
@@ -221,12 +219,7 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
             )
             if on_update is not None:
                 jax.debug.callback(on_update, update_index)
-            stats = (
-                traj.ended_return.sum(),
-                traj.done.sum(),
-                entropy.mean(),
-                approx_kl.mean(),
-            )
+            stats = (*ended, entropy.mean(), approx_kl.mean())
             return (params, opt_state, env_state, obs, episode_return, rng), stats
 
         carry = (params, opt_state, env_state, obs, jnp.zeros(num_envs), rng)
