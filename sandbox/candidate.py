@@ -7,6 +7,8 @@ candidates are loaded inside the sandbox process, never in the orchestrator.
 """
 
 import builtins
+import dis
+import sys
 from pathlib import Path
 
 from sandbox.checks.static import ALLOWED_IMPORTS, check_source
@@ -25,8 +27,14 @@ class CandidateLoadError(ValueError):
     pass
 
 
+_IMPORT_NAME = dis.opmap["IMPORT_NAME"]
+
+
 def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
-    if level or name not in ALLOWED_IMPORTS:
+    # C code (numpy, jaxlib) importing lazily while a candidate frame is the innermost Python
+    # frame also lands here; only an `import` statement in candidate code is checked.
+    caller = sys._getframe(1)
+    if caller.f_code.co_code[caller.f_lasti] == _IMPORT_NAME and (level or name not in ALLOWED_IMPORTS):
         raise ImportError(f"import of {name!r} is not allowed in a candidate")
     return builtins.__import__(name, globals, locals, fromlist, level)
 

@@ -252,5 +252,63 @@ def check(
     raise typer.Exit(0 if report.valid else 1)
 
 
+@app.command()
+def evaluate(
+    file: Annotated[Path, typer.Argument(help="Candidate module to evaluate.")],
+    task: Annotated[str, typer.Option(help="Task the candidate is for.")] = "mirror_drift",
+    budget: Annotated[str, typer.Option(help="smoke, quick or paper.")] = "smoke",
+    sandbox_name: Annotated[str, typer.Option("--sandbox", help="auto, process or docker.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Evaluate an untrusted candidate: static checks, then trace, validity, smoke and full
+    runs in the sandbox, then the trusted scorer. Exit 0 only when the status is ok."""
+    from sandbox.backends import SandboxUnavailable
+    from sandbox.budgets import get_budget
+    from sandbox.cascade import evaluate_candidate
+    from sandbox.tasks import TaskError, load_task
+
+    try:
+        load_task(task).split(get_budget(budget).name)
+    except (TaskError, KeyError) as error:
+        raise typer.BadParameter(error.args[0]) from None
+    if sandbox_name not in ("auto", "process", "docker"):
+        raise typer.BadParameter("choose auto, process or docker", param_hint="--sandbox")
+    if not file.is_file():
+        raise typer.BadParameter(f"file not found: {file}", param_hint="FILE")
+    try:
+        source = file.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise typer.BadParameter(f"cannot read {file}: {error}", param_hint="FILE") from None
+    try:
+        if json_output:
+            result = evaluate_candidate(task, source, budget, sandbox=sandbox_name, seed=seed)
+        else:
+            with console.status(f"evaluating {file} ({task}, {budget} budget)"):
+                result = evaluate_candidate(task, source, budget, sandbox=sandbox_name, seed=seed)
+    except SandboxUnavailable as error:
+        console.print(f"[red]sandbox unavailable:[/red] {error}")
+        raise typer.Exit(2) from None
+    if json_output:
+        _print_json(result.to_dict())
+    else:
+        _print_evaluation(result)
+    raise typer.Exit(0 if result.status == "ok" else 1)
+
+
+def _print_evaluation(result) -> None:
+    out = Console()
+    for stage in result.stages:
+        mark = "[green]ok[/green]" if stage.status == "ok" else f"[red]{stage.status}[/red]"
+        out.print(f"{stage.name:>9} {mark} {stage.seconds:6.1f} s  {stage.detail[:160]}", highlight=False)
+    for part, envs in result.per_env.items():
+        for env_id, data in envs.items():
+            n = data["normalised"]
+            out.print(f"{part:>10} {env_id:<22} return IQM {data['return_iqm']:8.2f}   normalised "
+                      f"{n['iqm']:.3f} [{n['ci_low']:.3f}, {n['ci_high']:.3f}]", highlight=False)
+    fitness = "–" if result.fitness is None else f"{result.fitness:.3f}"
+    out.print(f"[bold]{result.status}[/bold] fitness {fitness} ({result.backend} sandbox, {result.seconds:.1f} s)")
+
+
 if __name__ == "__main__":
     app()

@@ -30,7 +30,16 @@ def is_control_flow_error(error: BaseException) -> bool:
     )
 
 
+def is_resource_exhaustion(error: BaseException) -> bool:
+    text = f"{type(error).__name__}: {error}"
+    return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text or "Out of memory" in text
+
+
 def describe_failure(error: BaseException, filename: str) -> str:
+    """Plain words for a candidate's crash. Resource exhaustion is not a verdict on the
+    candidate's validity: it propagates, so the cascade can report it as such."""
+    if is_resource_exhaustion(error):
+        raise error
     where = candidate_line(error, filename)
     if is_control_flow_error(error):
         return (

@@ -17,7 +17,13 @@ _CONDITIONS = {
     "value_loss": ("sandbox.checks.value_loss", "check_value_loss"),
     "make_optimizer": ("sandbox.checks.optimizer", "check_optimizer"),
 }
-_ELEMENTWISE_SLOTS = ("drift", "value_loss")
+ELEMENTWISE_SLOTS = ("drift", "value_loss")
+
+
+def run_conditions(task: TaskSpec, function, filename: str = "candidate.py") -> CheckReport:
+    """The task's validity conditions on an already loaded and traced entry point."""
+    module, name = _CONDITIONS[task.slot]
+    return CheckReport(list(getattr(importlib.import_module(module), name)(function, filename)))
 
 
 def check_candidate(task: TaskSpec, source: str, filename: str = "candidate.py") -> CheckReport:
@@ -36,11 +42,11 @@ def check_candidate(task: TaskSpec, source: str, filename: str = "candidate.py")
         return report
     report.add(CheckResult("load", True, f"defines {task.signature}"))
 
-    if task.slot in _ELEMENTWISE_SLOTS:
-        arg_names = tuple(task.inputs)
-        if not report.add(check_elementwise_contract(function, arg_names, filename)).passed:
-            return report
-    module, name = _CONDITIONS[task.slot]
-    for result in getattr(importlib.import_module(module), name)(function, filename):
-        report.add(result)
+    try:
+        if task.slot in ELEMENTWISE_SLOTS:
+            if not report.add(check_elementwise_contract(function, tuple(task.inputs), filename)).passed:
+                return report
+        report.checks += run_conditions(task, function, filename).checks
+    except Exception as error:  # resource exhaustion propagates out of the checks
+        report.add(CheckResult("resources", False, f"the candidate exhausted memory: {str(error)[:300]}"))
     return report

@@ -50,6 +50,19 @@ def make_evaluate(config: PPOConfig):
     return evaluate
 
 
+def evaluate_params(config: PPOConfig, params, eval_seed: int, batch_shape: tuple[int, ...]):
+    """Mean return over `eval_episodes` for a batch of trained policies (`params` leaves have
+    leading axes `batch_shape`), each on its own evaluation key: array of `batch_shape`."""
+    evaluate = make_evaluate(config)
+    for _ in batch_shape:
+        evaluate = jax.vmap(evaluate)
+    count = 1
+    for size in batch_shape:
+        count *= size
+    keys = jax.random.split(jax.random.key(eval_seed), count).reshape(batch_shape)
+    return jnp.mean(jax.jit(evaluate)(params, keys), axis=-1)
+
+
 def uniform_policy_params(config: PPOConfig, rng):
     """Network parameters whose policy is uniform over actions (actor output weights zeroed),
     for measuring the random-policy return with the same evaluation code."""

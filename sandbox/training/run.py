@@ -17,7 +17,7 @@ from sandbox.budgets import EnvBudget
 from sandbox.fitness import Aggregate, normalise
 from sandbox.training.components import Components
 from sandbox.training.config import PPOConfig
-from sandbox.training.evaluate import make_evaluate
+from sandbox.training.evaluate import evaluate_params
 from sandbox.training.ppo import TrainOutput, batched, make_train
 
 # Called as progress(phase, completed, total) with phase in {"compile", "train", "evaluate"}.
@@ -71,11 +71,8 @@ def train_batch(
 
 def evaluate_batch(batch: TrainingBatch, *, eval_seed: int) -> np.ndarray:
     """Mean return over `eval_episodes` episodes for every trained policy: [learning_rates, seeds]."""
-    evaluate = make_evaluate(batch.config)
     leading = batch.output.episode_count.shape[:2]
-    keys = jax.random.split(jax.random.key(eval_seed), int(np.prod(leading))).reshape(leading)
-    returns = jax.jit(jax.vmap(jax.vmap(evaluate)))(batch.output.params, keys)
-    return np.asarray(returns).mean(axis=-1)
+    return np.asarray(evaluate_params(batch.config, batch.output.params, eval_seed, leading))
 
 
 @dataclass(frozen=True)

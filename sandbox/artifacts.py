@@ -1,0 +1,78 @@
+"""The files a candidate's training run leaves for the scorer, and their validation.
+
+One `.npz` per environment holding the final parameters of every seed (keys are the
+parameter paths, leading axis = seed) and the pooled learning curve. It is written by the
+untrusted process, so the reader trusts nothing in it: no pickle, a size cap, exactly the
+expected keys, shapes and dtypes, and finite values.
+"""
+
+import json
+import zipfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+CURVE_KEY = "learning_curve"
+PARAM_PREFIX = "params"
+MAX_ARTIFACT_BYTES = 512 * 1024**2
+
+
+class ArtifactError(ValueError):
+    def __init__(self, message: str, status: str = "failed"):
+        super().__init__(message)
+        self.status = status  # "failed" (missing/malformed) or "nonfinite"
+
+
+def artifact_path(out_dir: Path, env_id: str) -> Path:
+    return Path(out_dir) / f"{env_id}.npz"
+
+
+def _flatten(params) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {PARAM_PREFIX + jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def write_training_artifact(out_dir: Path, env_id: str, params, curve) -> Path:
+    """Called inside the sandbox after training: params have a leading seed axis."""
+    path = artifact_path(out_dir, env_id)
+    np.savez(path, **_flatten(params), **{CURVE_KEY: np.asarray(curve, dtype=np.float32)})
+    return path
+
+
+def read_training_artifact(out_dir: Path, env_id: str, template, seeds: int):
+    """Load and validate against `template` (the parameter tree of one network, built by
+    the trusted side). Returns (params with a leading seed axis, learning curve)."""
+    path = artifact_path(out_dir, env_id)
+    if not path.is_file():
+        raise ArtifactError(f"the training run left no artifact for {env_id}")
+    if path.stat().st_size > MAX_ARTIFACT_BYTES:
+        raise ArtifactError(f"the artifact for {env_id} is {path.stat().st_size} bytes, over the limit")
+    expected = {key: value.shape for key, value in _flatten(template).items()}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise ArtifactError(f"the artifact for {env_id} is unreadable: {error}") from None
+    if set(arrays) != set(expected) | {CURVE_KEY}:
+        raise ArtifactError(f"the artifact for {env_id} has keys {sorted(arrays)}, expected {sorted(expected)}")
+    for key, shape in expected.items():
+        array = arrays[key]
+        if array.dtype != np.float32 or array.shape != (seeds, *shape):
+            raise ArtifactError(f"{env_id}: {key} is {array.dtype}{list(array.shape)}, expected float32{[seeds, *shape]}")
+        if not np.isfinite(array).all():
+            raise ArtifactError(f"{env_id}: the trained parameters contain NaN or inf", status="nonfinite")
+    curve = arrays[CURVE_KEY]
+    if curve.dtype != np.float32 or curve.ndim != 1:
+        raise ArtifactError(f"{env_id}: malformed learning curve")
+    leaves = [arrays[PARAM_PREFIX + jax.tree_util.keystr(path)] for path, _ in jax.tree_util.tree_flatten_with_path(template)[0]]
+    return jax.tree.unflatten(jax.tree.structure(template), leaves), curve
+
+
+def write_json(path: Path, data) -> None:
+    Path(path).write_text(json.dumps(data))
+
+
+def append_stage(out_dir: Path, record: dict) -> None:
+    with open(Path(out_dir) / "stages.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,75 @@
+"""What every sandbox backend takes and returns.
+
+A backend runs one Python command (`python -m sandbox.runner ...` in production, any module
+or `-c` code in tests) with a scratch directory as its only writable place, under limits,
+and reports how it ended. It never interprets the command's output: results travel only as
+files in the scratch directory's `out/`, read later by the trusted scorer.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_seconds: float = 300.0
+    memory_bytes: int = 6 * GIB  # address-space data limit (JAX fails cleanly under it)
+    cpu_seconds: int = 3600
+    file_bytes: int = 256 * 1024**2  # largest single file the sandbox may write
+    open_files: int = 256
+    processes: int = 1024  # JAX's thread pools count as processes for this limit
+    output_bytes: int = 4 * 1024**2  # stdout + stderr together
+
+
+@dataclass(frozen=True)
+class SandboxRun:
+    args: tuple[str, ...]  # arguments after `python`, e.g. ("-m", "sandbox.runner", "request.json")
+    scratch: Path  # the run's only writable directory; holds in/ (read by the command) and out/
+    limits: Limits = field(default_factory=Limits)
+    env: dict[str, str] = field(default_factory=dict)  # extra allowlisted variables
+    gpu: bool = False
+    # Polled about twice a second while the command runs; returning True kills it as timed out
+    # (the cascade uses it for per-stage time limits).
+    watchdog: Callable[[], bool] | None = None
+
+
+@dataclass(frozen=True)
+class SandboxOutcome:
+    exit_code: int | None  # None when killed
+    timed_out: bool
+    output_exceeded: bool
+    seconds: float
+    log_tail: str  # last part of stdout + stderr, decoded leniently
+    isolation: tuple[str, ...]  # the protections that were in force
+
+    @property
+    def killed_by_signal(self) -> int | None:
+        return -self.exit_code if self.exit_code is not None and self.exit_code < 0 else None
+
+
+class SandboxUnavailable(RuntimeError):
+    """The backend cannot run here (no engine, no image, interpreter unusable...)."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def run(self, run: SandboxRun) -> SandboxOutcome: ...
+
+    def preflight(self) -> None:
+        """Raise SandboxUnavailable unless the sandboxed interpreter can import JAX."""
+
+
+# Variables a sandboxed command may see. Everything else, API keys included, stays outside.
+BASE_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONNOUSERSITE": "1",
+    "PYTHONUNBUFFERED": "1",
+    "XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+}

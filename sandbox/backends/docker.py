@@ -1,0 +1,216 @@
+"""The hardened Docker backend: one container per evaluation.
+
+No network, read-only root with a sized tmpfs /tmp, all capabilities dropped,
+no-new-privileges, uid/gid 65534, pids/memory/CPU/file-size/open-file limits, the scratch
+directory as the only writable mount, an allowlisted environment (no API keys), GPUs by
+device request (one per evaluation) when asked, a hard wall-clock timeout with kill and
+removal, and leftover containers (by label) swept when the backend starts.
+
+Images: `SCIENTIST_SANDBOX_IMAGE` names one built from sandbox/Dockerfile (CUDA 12) or
+sandbox/Dockerfile.cpu (`docker compose build sandbox`), which contains the interpreter and
+this repository. Without it the backend imports a tiny root filesystem as
+`rl-scientist-sandbox:host` and mounts the host's /usr, the interpreter and the repository
+read-only, which needs no registry.
+"""
+
+import io
+import os
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+from sandbox.backends.base import BASE_ENV, SandboxOutcome, SandboxRun, SandboxUnavailable
+from sandbox.backends.process import REPO_ROOT, SANDBOX_UID, TAIL_BYTES, hand_over_scratch, new_scratch, wait_or_kill
+
+LABEL = "rl-scientist.sandbox"
+HOST_IMAGE = "rl-scientist-sandbox:host"
+TMPFS_BYTES = 512 * 1024**2
+
+
+def _host_rootfs_tar() -> bytes:
+    """A root filesystem with nothing in it but mount points, merged-/usr symlinks, an
+    unprivileged user and the dynamic loader's configuration: /usr comes from the host."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        def add_dir(name, mode=0o755):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            tar.addfile(info)
+
+        def add_file(name, data: bytes, mode=0o644):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+
+        for directory in ("usr", "etc", "root", "proc", "dev", "sys", "run", "var", "home", "opt", "work"):
+            add_dir(directory)
+        add_dir("tmp", 0o1777)
+        for link in ("bin", "sbin", "lib", "lib64"):
+            info = tarfile.TarInfo(link)
+            info.type, info.linkname = tarfile.SYMTYPE, f"usr/{link}"
+            tar.addfile(info)
+        add_file("etc/passwd", b"root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+        add_file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+        for name in ("ld.so.cache", "ld.so.conf"):
+            path = Path("/etc") / name
+            if path.is_file():
+                add_file(f"etc/{name}", path.read_bytes())
+        conf_d = Path("/etc/ld.so.conf.d")
+        if conf_d.is_dir():
+            add_dir("etc/ld.so.conf.d")
+            for path in conf_d.glob("*.conf"):
+                add_file(f"etc/ld.so.conf.d/{path.name}", path.read_bytes())
+    return buffer.getvalue()
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self, image: str | None = None):
+        try:
+            import docker
+        except ImportError:
+            raise SandboxUnavailable("the docker Python package is not installed") from None
+        try:
+            self.client = docker.from_env(timeout=60)
+            self.client.ping()
+        except Exception as error:
+            raise SandboxUnavailable(f"no Docker engine reachable: {error}") from None
+        self.docker = docker
+        self.image = image or os.environ.get("SCIENTIST_SANDBOX_IMAGE", HOST_IMAGE)
+        self.host_mode = self.image == HOST_IMAGE
+        self.as_root = os.geteuid() == 0
+        self.sweep()
+
+    def sweep(self) -> int:
+        """Remove containers a previous, killed evaluation left behind."""
+        leftovers = self.client.containers.list(all=True, filters={"label": LABEL})
+        for container in leftovers:
+            container.remove(force=True)
+        return len(leftovers)
+
+    def _ensure_image(self) -> None:
+        try:
+            self.client.images.get(self.image)
+            return
+        except self.docker.errors.ImageNotFound:
+            if not self.host_mode:
+                raise SandboxUnavailable(
+                    f"sandbox image {self.image} not found; build it with `docker compose build sandbox`"
+                ) from None
+        self.client.api.import_image_from_data(_host_rootfs_tar(), repository=HOST_IMAGE.split(":")[0],
+                                               tag=HOST_IMAGE.split(":")[1])
+
+    def _mounts(self, run: SandboxRun) -> list:
+        Mount = self.docker.types.Mount
+        mounts = [Mount(str(run.scratch), str(run.scratch), type="bind", read_only=False)]
+        if self.host_mode:
+            for path in sorted({Path("/usr"), Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), REPO_ROOT}):
+                mounts.append(Mount(str(path), str(path), type="bind", read_only=True))
+        return mounts
+
+    def run(self, run: SandboxRun) -> SandboxOutcome:
+        self._ensure_image()
+        hand_over_scratch(run.scratch, to_sandbox_uid=self.as_root)
+        limits = run.limits
+        python = sys.executable if self.host_mode else "python"
+        env = {**BASE_ENV, "HOME": str(run.scratch), "TMPDIR": "/tmp", **run.env}
+        device_requests = None
+        if run.gpu:
+            device_requests = [self.docker.types.DeviceRequest(count=1, capabilities=[["gpu"]])]
+        else:
+            env["JAX_PLATFORMS"] = "cpu"
+        Ulimit = self.docker.types.Ulimit
+        container = self.client.containers.create(
+            self.image,
+            command=[python, *run.args],
+            user=f"{SANDBOX_UID}:{SANDBOX_UID}",
+            working_dir=str(run.scratch),
+            environment=env,
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMPFS_BYTES},mode=1777"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=limits.processes,
+            mem_limit=limits.memory_bytes,
+            memswap_limit=limits.memory_bytes,
+            nano_cpus=int((os.cpu_count() or 1) * 1e9),
+            ulimits=[Ulimit(name="fsize", soft=limits.file_bytes, hard=limits.file_bytes),
+                     Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),
+                     Ulimit(name="core", soft=0, hard=0)],
+            mounts=self._mounts(run),
+            labels={LABEL: "1"},
+            device_requests=device_requests,
+            log_config=self.docker.types.LogConfig(type="json-file", config={"max-size": str(limits.output_bytes)}),
+        )
+        tail, exceeded = bytearray(), threading.Event()
+        start = time.monotonic()
+        try:
+            container.start()
+
+            def drain():
+                total = 0
+                for chunk in container.logs(stream=True, follow=True):
+                    total += len(chunk)
+                    tail.extend(chunk)
+                    del tail[:-TAIL_BYTES]
+                    if total > limits.output_bytes and not exceeded.is_set():
+                        exceeded.set()
+                        _kill(container)
+                        return
+
+            reader = threading.Thread(target=drain, daemon=True)
+            reader.start()
+            timed_out = wait_or_kill(_ContainerProcess(container), run, start, lambda: _kill(container))
+            reader.join(timeout=10)
+            container.reload()
+            state = container.attrs["State"]
+            exit_code = state.get("ExitCode")
+            if state.get("OOMKilled") or (exit_code == 137 and not timed_out and not exceeded.is_set()):
+                exit_code = -9  # killed by the memory cgroup: reported like a SIGKILL
+            elif timed_out or exceeded.is_set():
+                exit_code = -9
+        finally:
+            container.remove(force=True)
+        isolation = ("docker: no network, read-only root, tmpfs /tmp, no capabilities, no-new-privileges",
+                     f"uid {SANDBOX_UID}", "memory/pids/cpu cgroup limits", "clean environment")
+        return SandboxOutcome(exit_code, timed_out, exceeded.is_set(), time.monotonic() - start,
+                              bytes(tail).decode("utf-8", errors="replace"), isolation)
+
+    def preflight(self) -> None:
+        scratch = new_scratch("preflight-")
+        try:
+            outcome = self.run(SandboxRun(("-c", "import jax, sandbox.training.ppo; print('ok')"), scratch))
+        finally:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+        if outcome.exit_code != 0 or "ok" not in outcome.log_tail:
+            raise SandboxUnavailable(f"the sandbox image {self.image} cannot import jax and sandbox:\n{outcome.log_tail[-2000:]}")
+
+
+class _ContainerProcess:
+    """Just enough of subprocess.Popen's wait() for wait_or_kill."""
+
+    def __init__(self, container):
+        self.container = container
+
+    def wait(self, timeout=None):
+        import requests
+
+        try:
+            self.container.wait(timeout=timeout if timeout is not None else None)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            import subprocess
+
+            raise subprocess.TimeoutExpired("container", timeout) from None
+
+
+def _kill(container) -> None:
+    try:
+        container.kill()
+    except Exception:  # already gone
+        pass

@@ -1,0 +1,237 @@
+"""The embedded default backend: a child process with the strongest isolation this host offers.
+
+With bubblewrap (Debian package `bubblewrap`) the command sees a read-only root filesystem,
+private /tmp, /var/tmp and /dev/shm, a minimal /dev, its scratch directory as the only
+writable place, no network, and its own PID, IPC and UTS namespaces; directories it has no
+business reading and cannot traverse anyway (such as a 0700 /root) are masked, and only
+the interpreter and this repository are bound back read-only. Run as root, it drops to
+uid/gid 65534 with no capabilities and no-new-privs. Without bubblewrap it falls back to
+`unshare --net` (root only) or to no namespace isolation at all; `SandboxOutcome.isolation`
+always says which protections were in force.
+
+Everywhere: a new session, a clean allowlisted environment (no API keys), rlimits (set by
+util-linux's prlimit) on data memory (JAX survives it, unlike RLIMIT_AS), CPU time, file
+size, open files and processes,
+a byte budget on stdout+stderr, and a wall-clock timeout that kills the whole group.
+
+What it does not protect against: kernel exploits, CPU and memory-bandwidth contention
+with the host, reading world-readable files on the host (e.g. /etc), and, without
+bubblewrap, writes to world-writable directories and network access when not root.
+"""
+
+import collections
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from sandbox.backends.base import BASE_ENV, SandboxOutcome, SandboxRun, SandboxUnavailable
+
+SANDBOX_UID = 65534  # nobody
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TAIL_BYTES = 64 * 1024
+
+
+def _needed_paths() -> list[Path]:
+    """What the sandboxed interpreter must read: its installation and this repository."""
+    paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), REPO_ROOT}
+    return sorted(paths)
+
+
+def _traversable_by_others(path: Path) -> bool:
+    return bool(path.stat().st_mode & 0o001)
+
+
+def _mask_and_rebind(paths: list[Path]) -> list[str]:
+    """bwrap arguments that hide untraversable ancestors (e.g. /root) behind an empty tmpfs
+    and bind the needed paths back, read-only, through world-traversable directories."""
+    args, masked = [], set()
+    for path in paths:
+        ancestors = list(reversed(path.parents))[1:]  # without "/"
+        blocked = next((a for a in ancestors if not _traversable_by_others(a)), None)
+        if blocked is None:
+            continue
+        if blocked not in masked:
+            args += ["--perms", "0755", "--tmpfs", str(blocked)]
+            masked.add(blocked)
+        for directory in ancestors[ancestors.index(blocked) + 1:]:
+            args += ["--perms", "0755", "--dir", str(directory)]
+        args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def _scratch_mount_point(scratch: Path) -> list[str]:
+    """The scratch directory usually lives under a path that is a private tmpfs inside the
+    sandbox; recreate its ancestors there as traversable directories."""
+    args = []
+    for tmp in map(Path, PRIVATE_TMPFS):
+        if tmp in scratch.parents:
+            for directory in reversed(scratch.parents):
+                if tmp in directory.parents:
+                    args += ["--perms", "0755", "--dir", str(directory)]
+    return args
+
+
+class ProcessBackend:
+    name = "process"
+
+    def __init__(self, python: str = sys.executable):
+        self.python = python
+        self.bwrap = shutil.which("bwrap")
+        self.setpriv = shutil.which("setpriv")
+        self.unshare = shutil.which("unshare")
+        self.prlimit = shutil.which("prlimit")
+        self.as_root = os.geteuid() == 0
+        self.drop_uid = self.as_root and self.setpriv is not None
+
+    # -- command assembly ---------------------------------------------------------------
+    def _wrap(self, run: SandboxRun) -> tuple[list[str], tuple[str, ...]]:
+        env = {**BASE_ENV, "HOME": str(run.scratch), "TMPDIR": "/tmp", "JAX_PLATFORMS": "cpu", **run.env}
+        python = [self.python, *run.args]
+        drop = []
+        if self.drop_uid:
+            drop = [self.setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
+                    "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
+        if self.bwrap:
+            command = [
+                self.bwrap, "--die-with-parent", "--new-session",
+                "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                "--ro-bind", "/", "/",
+                *_mask_and_rebind(_needed_paths()),
+                *[arg for tmp in PRIVATE_TMPFS for arg in ("--tmpfs", tmp)],
+                "--dev", "/dev", "--proc", "/proc",
+                *_scratch_mount_point(run.scratch),
+                "--bind", str(run.scratch), str(run.scratch), "--chdir", str(run.scratch),
+                "--clearenv", *[arg for k, v in env.items() for arg in ("--setenv", k, v)],
+                "--", *drop, *python,
+            ]
+            isolation = ("bubblewrap: read-only root, private /tmp, no network, pid/ipc/uts namespaces",)
+            if drop:
+                isolation += (f"uid {SANDBOX_UID}, no capabilities, no-new-privs",)
+            return command, isolation + ("clean environment", "rlimits", "new session")
+        if self.as_root and self.unshare:
+            return ([self.unshare, "--net", "--pid", "--fork", "--kill-child", "--", *drop, *python],
+                    ("unshare: no network, pid namespace", *(("uid 65534",) if drop else ()),
+                     "clean environment", "rlimits", "new session"))
+        return python, ("clean environment", "rlimits", "new session")
+
+    def _environment(self, run: SandboxRun) -> dict[str, str]:
+        if self.bwrap:
+            return {}  # bwrap sets the inner environment itself; start it clean (see --clearenv)
+        return {**BASE_ENV, "HOME": str(run.scratch), "TMPDIR": str(run.scratch), "JAX_PLATFORMS": "cpu", **run.env}
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self, run: SandboxRun) -> SandboxOutcome:
+        if self.drop_uid:
+            hand_over_scratch(run.scratch, to_sandbox_uid=True)
+        command, isolation = self._wrap(run)
+        limits = run.limits
+
+        # rlimits through util-linux's prlimit: a preexec_fn would run Python in a forked child
+        # of this multithreaded (JAX) process, which can deadlock.
+        rlimits = [f"--data={limits.memory_bytes}", f"--cpu={limits.cpu_seconds}", f"--fsize={limits.file_bytes}",
+                   f"--nofile={limits.open_files}", f"--nproc={limits.processes}", "--core=0"]
+        if self.prlimit is None:
+            raise SandboxUnavailable("prlimit (util-linux) is needed to set the sandbox's resource limits")
+        command = [self.prlimit, *rlimits, "--", *command]
+        start = time.monotonic()
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=run.scratch, env=self._environment(run), start_new_session=True,
+        )
+        tail, exceeded = collections.deque(), threading.Event()
+
+        def drain():
+            total, kept = 0, 0
+            while chunk := process.stdout.read1(65536):
+                total += len(chunk)
+                tail.append(chunk)
+                kept += len(chunk)
+                while kept - len(tail[0]) >= TAIL_BYTES:
+                    kept -= len(tail.popleft())
+                if total > limits.output_bytes and not exceeded.is_set():
+                    exceeded.set()
+                    _kill_group(process)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        timed_out = wait_or_kill(process, run, start, lambda: _kill_group(process))
+        reader.join(timeout=10)
+        seconds = time.monotonic() - start
+        log = b"".join(tail)[-TAIL_BYTES:].decode("utf-8", errors="replace")
+        return SandboxOutcome(process.returncode, timed_out, exceeded.is_set(), seconds, log, isolation)
+
+    @functools.cache
+    def preflight(self) -> None:
+        """Check that the sandboxed interpreter imports JAX. Without bubblewrap to re-expose
+        it, an interpreter under a 0700 home is unreadable to uid 65534: then keep the uid."""
+        outcome = self._try_import()
+        if outcome.exit_code != 0 and self.drop_uid and not self.bwrap:
+            self.drop_uid = False
+            outcome = self._try_import()
+        if outcome.exit_code != 0 or "ok" not in outcome.log_tail:
+            raise SandboxUnavailable(
+                f"the sandboxed interpreter {self.python} cannot import jax and sandbox "
+                f"(isolation: {', '.join(outcome.isolation)}):\n{outcome.log_tail[-2000:]}"
+            )
+
+
+    def _try_import(self) -> SandboxOutcome:
+        scratch = new_scratch("preflight-")
+        try:
+            return self.run(SandboxRun(("-c", "import jax, sandbox.training.ppo; print('ok')"), scratch))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def wait_or_kill(process, run: SandboxRun, start: float, kill) -> bool:
+    """Wait for `process`; kill it past the wall-clock limit or when the watchdog says so.
+    Returns whether it was killed for time."""
+    while True:
+        try:
+            process.wait(timeout=0.5)
+            return False
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() - start > run.limits.wall_seconds or (run.watchdog is not None and run.watchdog()):
+            kill()
+            process.wait()
+            return True
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # the child leads its own session and group
+    except ProcessLookupError:
+        pass
+
+
+def hand_over_scratch(scratch: Path, to_sandbox_uid: bool) -> None:
+    """Make the scratch directory writable by the sandboxed user, and only there."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    for path in [scratch, *scratch.rglob("*")]:
+        if to_sandbox_uid:
+            os.chown(path, SANDBOX_UID, SANDBOX_UID)
+        elif path.is_dir():
+            path.chmod(0o777)  # the sandbox runs as another uid we cannot chown to
+
+
+def _scratch_root() -> str:
+    root = Path(os.environ.get("SCIENTIST_SCRATCH", "/tmp/scientist-sandbox"))
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o711)  # others may traverse to their own run directory, not list the rest
+    return str(root)
+
+
+def new_scratch(prefix: str = "run-") -> Path:
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch_root()))

@@ -1,0 +1,202 @@
+"""The evaluation cascade, run by the trusted side around a sandbox backend.
+
+static checks (here, before anything executes) -> [in the sandbox: trace -> validity ->
+smoke -> full] -> the trusted scorer (a separate process that never imports the
+candidate). The first failing stage stops the cascade with one of: rejected, invalid,
+failed, timeout, oom, output_limit, nonfinite.
+"""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sandbox.backends import Limits, SandboxRun, get_backend
+from sandbox.backends.process import new_scratch
+from sandbox.checks.static import check_source
+
+STATUSES = ("ok", "rejected", "invalid", "failed", "timeout", "oom", "output_limit", "nonfinite")
+CANDIDATE_STAGES = ("trace", "validity", "smoke", "full")
+STAGE_SECONDS = {"trace": 180.0, "validity": 120.0, "smoke": 180.0}
+FULL_SECONDS = {"smoke": 900.0, "quick": 4 * 3600.0, "paper": 24 * 3600.0}
+SCORER_SECONDS = 900.0
+LOG_TAIL_CHARS = 4000
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class Evaluation:
+    status: str
+    fitness: float | None
+    meta_test_fitness: float | None = None
+    per_env: dict = field(default_factory=dict)
+    stages: list[StageRecord] = field(default_factory=list)
+    checks: dict | None = None  # the validity report, counterexamples included
+    log_tail: str = ""
+    backend: str = ""
+    isolation: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _StageWatch:
+    """Per-stage time limits, from the stage records the runner appends. The records are
+    written by the untrusted process, so they only ever shorten its time: the backend's
+    overall wall-clock limit still holds."""
+
+    def __init__(self, stages_file: Path, limits: dict[str, float]):
+        self.file, self.limits, self.seen = stages_file, limits, {}
+        self.expired: str | None = None
+
+    def current(self) -> str | None:
+        started, ended = [], set()
+        try:
+            for line in self.file.read_text(errors="replace").splitlines():
+                record = json.loads(line)
+                (started.append(record["stage"]) if record.get("event") == "start" else ended.add(record.get("stage")))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        running = [s for s in started if s not in ended]
+        return running[-1] if running else None
+
+    def __call__(self) -> bool:
+        stage = self.current()
+        if stage is None:
+            return False
+        first_seen = self.seen.setdefault(stage, time.monotonic())
+        if time.monotonic() - first_seen > self.limits.get(stage, float("inf")):
+            self.expired = stage
+            return True
+        return False
+
+
+def _read_stage_records(stages_file: Path) -> list[StageRecord]:
+    records = []
+    try:
+        lines = stages_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return records
+    for line in lines[:100]:
+        try:
+            r = json.loads(line)
+            if "status" in r and r.get("stage") in CANDIDATE_STAGES and r["status"] in STATUSES:
+                records.append(StageRecord(r["stage"], r["status"], float(r["seconds"]), str(r.get("detail", ""))[:2000]))
+        except (ValueError, TypeError, KeyError):
+            continue
+    return records
+
+
+def evaluate_candidate(
+    task: str,
+    source: str,
+    budget: str,
+    *,
+    sandbox: str = "auto",
+    seed: int = 0,
+    stage_seconds: dict[str, float] | None = None,
+    limits: Limits | None = None,
+    keep_scratch: bool = False,
+) -> Evaluation:
+    start = time.monotonic()
+    violations = check_source(source)
+    if violations:
+        detail = "; ".join(str(v) for v in violations)
+        return Evaluation("rejected", None, stages=[StageRecord("static", "rejected", time.monotonic() - start, detail)],
+                          seconds=time.monotonic() - start)
+    static = StageRecord("static", "ok", time.monotonic() - start)
+
+    backend = get_backend(sandbox)
+    stage_limits = {**STAGE_SECONDS, "full": FULL_SECONDS[budget], **(stage_seconds or {})}
+    limits = limits or Limits(wall_seconds=sum(stage_limits.values()) + 60.0)
+    scratch = new_scratch()
+    try:
+        (scratch / "in").mkdir()
+        (scratch / "out").mkdir()
+        (scratch / "in" / "candidate.py").write_text(source)
+        (scratch / "in" / "request.json").write_text(json.dumps({"task": task, "budget": budget, "seed": seed}))
+        watch = _StageWatch(scratch / "out" / "stages.jsonl", stage_limits)
+        outcome = backend.run(SandboxRun(("-m", "sandbox.runner", str(scratch / "in" / "request.json")), scratch,
+                                         limits, watchdog=watch))
+        stages = [static, *_read_stage_records(scratch / "out" / "stages.jsonl")]
+        evaluation = Evaluation("ok", None, stages=stages, log_tail=outcome.log_tail[-LOG_TAIL_CHARS:],
+                                backend=backend.name, isolation=outcome.isolation)
+        evaluation.checks = _read_checks(scratch / "out" / "checks.json")
+        status = _candidate_status(outcome, stages, watch)
+        if status == "ok":
+            scored = _score(task, budget, scratch / "out")
+            stages.append(StageRecord("score", scored["status"], scored.pop("seconds"), scored.get("detail", "")))
+            status = scored["status"]
+            if status == "ok":
+                evaluation.fitness = scored["fitness"]
+                evaluation.meta_test_fitness = scored["meta_test_fitness"]
+                evaluation.per_env = scored["per_env"]
+        evaluation.status = status
+        evaluation.seconds = time.monotonic() - start
+        return evaluation
+    finally:
+        if not keep_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _candidate_status(outcome, stages: list[StageRecord], watch: _StageWatch) -> str:
+    """How the sandboxed part ended. Signals and limits observed here outrank what the
+    untrusted stage records claim."""
+    ran = {s.name: s for s in stages}
+    if outcome.timed_out:
+        stage = watch.expired or watch.current() or "sandbox"
+        stages.append(StageRecord(stage, "timeout", outcome.seconds, "killed at its time limit"))
+        return "timeout"
+    if outcome.output_exceeded:
+        stages.append(StageRecord("sandbox", "output_limit", outcome.seconds, "printed more than its output budget"))
+        return "output_limit"
+    if outcome.killed_by_signal is not None:
+        sig = outcome.killed_by_signal
+        status = {signal.SIGKILL: "oom", signal.SIGXCPU: "timeout"}.get(sig, "failed")
+        stages.append(StageRecord(watch.current() or "sandbox", status, outcome.seconds, f"killed by signal {sig}"))
+        return status
+    failed = next((s for s in stages if s.status != "ok"), None)
+    if failed is not None:
+        return failed.status
+    if outcome.exit_code != 0 or any(name not in ran for name in CANDIDATE_STAGES):
+        stages.append(StageRecord("sandbox", "failed", outcome.seconds, f"exit code {outcome.exit_code}"))
+        return "failed"
+    return "ok"
+
+
+def _read_checks(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) and isinstance(data.get("checks"), list) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _score(task: str, budget: str, out_dir: Path) -> dict:
+    """Run the trusted scorer in its own process and return its verdict."""
+    start = time.monotonic()
+    request = out_dir.parent / "score_request.json"
+    request.write_text(json.dumps({"task": task, "budget": budget, "out_dir": str(out_dir)}))
+    try:
+        done = subprocess.run([sys.executable, "-m", "sandbox.scorer", str(request)], capture_output=True, text=True,
+                              timeout=SCORER_SECONDS)
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "detail": "the scorer timed out", "seconds": time.monotonic() - start}
+    try:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"status": "failed", "detail": f"scorer error: {done.stderr[-1500:]}", "seconds": time.monotonic() - start}
+    result["seconds"] = time.monotonic() - start
+    return result

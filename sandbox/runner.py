@@ -1,0 +1,149 @@
+"""The program that runs inside the sandbox: the candidate-side stages of an evaluation.
+
+    python -m sandbox.runner in/request.json
+
+trace (load with restricted builtins, abstract shape contract, lower and compile the smoke
+trainer under an HLO size cap) -> validity (the task's conditions) -> smoke (1 seed, a few
+updates, finite results) -> full (budget seeds on every meta-train and meta-test env).
+
+Everything this process writes is untrusted, candidate code runs in it: stage records in
+out/stages.jsonl are diagnostics, and fitness is computed elsewhere from the parameters
+left in out/*.npz.
+"""
+
+import dataclasses
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import sandbox  # noqa: F401  (XLA flags)
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sandbox.artifacts import append_stage, write_json, write_training_artifact
+from sandbox.budgets import get_budget
+from sandbox.candidate import CandidateLoadError, load_entry_point
+from sandbox.checks.contract import (
+    check_elementwise_contract,
+    describe_failure,
+    is_control_flow_error,
+    is_resource_exhaustion,
+)
+from sandbox.checks.pipeline import ELEMENTWISE_SLOTS, run_conditions
+from sandbox.tasks import load_task
+from sandbox.training.components import Components
+from sandbox.training.ppo import CandidateContractError, make_train
+from sandbox.training.run import train_batch
+
+MAX_HLO_BYTES = 64 * 1024**2  # a PPO trainer is a few MB of HLO text; unroll bombs are not
+SMOKE_UPDATES = 8
+
+
+class StageFailure(Exception):
+    def __init__(self, status: str, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def classify(error: BaseException) -> str:
+    if is_resource_exhaustion(error):
+        return "oom"
+    if isinstance(error, (CandidateContractError,)) or is_control_flow_error(error):
+        return "invalid"
+    return "failed"
+
+
+def smoke_config(budget, env_id):
+    config = budget.config(env_id)
+    steps = min(config.total_timesteps, SMOKE_UPDATES * config.batch_size)
+    return dataclasses.replace(config, total_timesteps=steps)
+
+
+def main(request_path: str) -> int:
+    request = json.loads(Path(request_path).read_text())
+    scratch = Path(request_path).resolve().parent.parent
+    out = scratch / "out"
+    out.mkdir(exist_ok=True)
+    task = load_task(request["task"])
+    budget = get_budget(request["budget"])
+    split = task.split(budget.name)
+    stages = request.get("stages", ["trace", "validity", "smoke", "full"])
+    source = (scratch / "in" / "candidate.py").read_text()
+    state = {}
+
+    def trace():
+        try:
+            function = load_entry_point(source, task.entry_point, filename="candidate.py")
+        except CandidateLoadError as error:
+            raise StageFailure("failed", str(error)) from None
+        if task.slot in ELEMENTWISE_SLOTS:
+            # A crash while tracing is a failure; Python control flow on tracers, a wrong shape or
+            # mixing across the batch break the contract (invalid).
+            try:
+                jax.eval_shape(function, *[jax.ShapeDtypeStruct((7,), jnp.float32)] * len(task.inputs))
+            except Exception as error:
+                status = "invalid" if is_control_flow_error(error) else classify(error)
+                raise StageFailure(status, describe_failure(error, "candidate.py")) from None
+            contract = check_elementwise_contract(function, tuple(task.inputs), "candidate.py")
+            if not contract.passed:
+                raise StageFailure("invalid", contract.detail)
+        components = Components(**{task.slot: function})
+        config = smoke_config(budget, split.meta_train[0])
+        lowered = jax.jit(make_train(config, components)).lower(jax.random.key(0), config.learning_rate)
+        size = len(lowered.as_text())
+        if size > MAX_HLO_BYTES:
+            raise StageFailure("failed", f"the training program is {size / 1e6:.0f} MB of HLO (limit "
+                               f"{MAX_HLO_BYTES / 1e6:.0f} MB): unrolled Python loops in the candidate?")
+        state.update(function=function, components=components, smoke=(config, lowered.compile()))
+        return f"compiled the {config.env_id} trainer ({size / 1e6:.1f} MB HLO)"
+
+    def validity():
+        report = run_conditions(task, state["function"], "candidate.py")
+        write_json(out / "checks.json", report.to_dict())
+        if not report.valid:
+            raise StageFailure("invalid", "; ".join(f"{c.name}: {c.detail}" for c in report.failures))
+        return f"{len(report.checks)} conditions hold"
+
+    def smoke():
+        config, compiled = state["smoke"]
+        output = jax.block_until_ready(compiled(jax.random.key(request["seed"]), config.learning_rate))
+        leaves = jax.tree.leaves(output.params)
+        if not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves) or not np.isfinite(output.entropy).all():
+            raise StageFailure("nonfinite", f"{config.total_timesteps} steps on {config.env_id} gave NaN or inf")
+        return f"{config.total_timesteps} steps on {config.env_id}, finite"
+
+    def full():
+        for env_id in split.meta_train + split.meta_test:
+            batch = train_batch(budget.config(env_id), state["components"], seeds=budget.seeds, seed=request["seed"])
+            returns = np.asarray(batch.output.episode_return_sum).sum(axis=(0, 1))
+            counts = np.asarray(batch.output.episode_count).sum(axis=(0, 1))
+            curve = np.where(counts > 0, returns / np.maximum(counts, 1), np.nan)
+            params = jax.tree.map(lambda x: x[0], batch.output.params)  # one learning rate
+            write_training_artifact(out, env_id, params, curve)
+            print(f"trained {env_id}: {batch.env_steps} steps in {batch.train_seconds:.1f} s", flush=True)
+        return f"{budget.seeds} seeds on {', '.join(split.meta_train + split.meta_test)}"
+
+    for name in stages:
+        append_stage(out, {"stage": name, "event": "start", "time": time.time()})
+        start = time.monotonic()
+        try:
+            detail = {"trace": trace, "validity": validity, "smoke": smoke, "full": full}[name]()
+            status = "ok"
+        except StageFailure as failure:
+            status, detail = failure.status, failure.detail
+        except Exception as error:  # a crash in candidate code, or resource exhaustion
+            status = classify(error)
+            detail = f"{type(error).__name__}: {str(error)[:2000]}"
+            traceback.print_exc()
+        append_stage(out, {"stage": name, "status": status, "seconds": time.monotonic() - start, "detail": detail})
+        print(f"stage {name}: {status}: {detail[:500]}", flush=True)
+        if status != "ok":
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

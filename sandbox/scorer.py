@@ -1,0 +1,64 @@
+"""The trusted scorer: the only code that turns a training run into a fitness.
+
+    python -m sandbox.scorer request.json     # prints one JSON object
+
+It never imports the candidate. It rebuilds the expected parameter tree from the budget's
+configuration, validates the artifacts the sandboxed run left (see artifacts.py), and
+evaluates the final policies on an evaluation seed drawn now, which the training run could
+not know. Whatever the candidate printed or wrote, only these numbers count.
+"""
+
+import json
+import secrets
+import sys
+from pathlib import Path
+
+import sandbox  # noqa: F401  (XLA flags)
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sandbox.artifacts import ArtifactError, read_training_artifact
+from sandbox.budgets import get_budget
+from sandbox.fitness import Aggregate, normalise
+from sandbox.tasks import load_task
+from sandbox.training.envs import make_env
+from sandbox.training.evaluate import evaluate_params
+from sandbox.training.ppo import make_network
+
+
+def score(task_name: str, budget_name: str, out_dir: Path, eval_seed: int | None = None) -> dict:
+    task, budget = load_task(task_name), get_budget(budget_name)
+    split = task.split(budget.name)
+    eval_seed = secrets.randbits(31) if eval_seed is None else eval_seed
+    per_env = {"meta_train": {}, "meta_test": {}}
+    for part, env_ids in (("meta_train", split.meta_train), ("meta_test", split.meta_test)):
+        for env_id in env_ids:
+            config, reference = budget.config(env_id), budget.env(env_id)
+            spec = make_env(env_id)
+            template = make_network(config, spec.num_actions).init(jax.random.key(0), jnp.zeros((1, *spec.obs_shape)))
+            try:
+                params, curve = read_training_artifact(out_dir, env_id, template, budget.seeds)
+            except ArtifactError as error:
+                return {"status": error.status, "detail": str(error), "fitness": None, "per_env": per_env}
+            returns = np.asarray(evaluate_params(config, params, eval_seed, (budget.seeds,)))
+            if not np.isfinite(returns).all():
+                return {"status": "nonfinite", "detail": f"{env_id}: non-finite evaluation returns",
+                        "fitness": None, "per_env": per_env}
+            scores = normalise(returns, random_return=reference.random_return, ppo_return=reference.ppo_return)
+            agg, raw = Aggregate.of(scores), Aggregate.of(returns)
+            per_env[part][env_id] = {
+                "returns": [float(x) for x in returns],
+                "return_iqm": raw.iqm,
+                "normalised": {"scores": [float(x) for x in scores], "iqm": agg.iqm,
+                               "ci_low": agg.ci_low, "ci_high": agg.ci_high},
+                "learning_curve": [float(x) if np.isfinite(x) else None for x in curve],
+            }
+    mean_iqm = lambda part: float(np.mean([e["normalised"]["iqm"] for e in per_env[part].values()])) if per_env[part] else None  # noqa: E731
+    return {"status": "ok", "fitness": mean_iqm("meta_train"), "meta_test_fitness": mean_iqm("meta_test"),
+            "per_env": per_env, "eval_seed": eval_seed}
+
+
+if __name__ == "__main__":
+    request = json.loads(Path(sys.argv[1]).read_text())
+    sys.stdout.write(json.dumps(score(request["task"], request["budget"], Path(request["out_dir"]))) + "\n")

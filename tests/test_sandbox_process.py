@@ -1,0 +1,93 @@
+"""The process backend itself, probed with code that bypasses the candidate path entirely
+(as if the static checks had been defeated): what can a sandboxed program see and do?"""
+
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from sandbox.backends import Limits, SandboxRun
+from sandbox.backends.process import ProcessBackend, new_scratch
+
+PLANTED = "sk-planted-test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def backend():
+    os.environ["OPENAI_API_KEY"] = PLANTED
+    backend = ProcessBackend()
+    backend.preflight()
+    yield backend
+    os.environ.pop("OPENAI_API_KEY", None)
+
+
+def run(backend, code, **limits):
+    scratch = new_scratch()
+    try:
+        return backend.run(SandboxRun(("-c", code), scratch, Limits(**limits) if limits else Limits()))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+PROBE = r"""
+import os, socket
+print("UID", os.getuid())
+print("KEY" if any("sk-planted" in v for v in os.environ.values()) else "NOKEY")
+for pid in (os.getppid(), 1):
+    try:
+        text = open(f"/proc/{pid}/environ", "rb").read()
+        print("ENVIRON", pid, b"sk-planted" in text)
+    except OSError as e:
+        print("ENVIRON-BLOCKED", pid)
+for path in ("/tmp/escape-canary", "/var/tmp/escape-canary", "/dev/shm/escape-canary", "%(repo)s/escape-canary", "/etc/escape-canary"):
+    try:
+        open(path, "w").write("x"); print("WROTE", path)
+    except OSError:
+        print("NOWRITE", path)
+try:
+    socket.create_connection(("127.0.0.1", 1), timeout=1); print("NET-OPEN")
+except OSError as e:
+    print("NET", type(e).__name__)
+open("inside-scratch", "w").write("ok"); print("SCRATCH-OK")
+"""
+
+
+def test_probe_sees_no_key_cannot_write_outside_scratch_and_has_no_network(backend):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outcome = run(backend, PROBE % {"repo": repo})
+    log = outcome.log_tail
+    assert outcome.exit_code == 0, log
+    assert "NOKEY" in log.splitlines() and "KEY" not in log.splitlines()
+    assert not any(line.startswith("ENVIRON ") and line.endswith("True") for line in log.splitlines()), log
+    assert "WROTE" not in log, log
+    assert "SCRATCH-OK" in log
+    for canary in ("/tmp/escape-canary", "/var/tmp/escape-canary", "/dev/shm/escape-canary", f"{repo}/escape-canary"):
+        assert not os.path.exists(canary)
+    if os.geteuid() == 0 and backend.bwrap:
+        assert "UID 65534" in log and "NET-OPEN" not in log
+
+
+def test_wall_clock_timeout_kills_the_whole_group(backend):
+    code = "import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time\\nwhile True: time.sleep(1)'])\nwhile True: pass"
+    start = time.monotonic()
+    outcome = run(backend, code, wall_seconds=3)
+    assert outcome.timed_out and outcome.exit_code == -signal.SIGKILL
+    assert time.monotonic() - start < 15
+
+
+def test_output_budget(backend):
+    outcome = run(backend, "import sys\nwhile True: sys.stdout.write('x' * 65536)", output_bytes=2_000_000)
+    assert outcome.output_exceeded and not outcome.timed_out
+    assert len(outcome.log_tail) <= 64 * 1024
+
+
+def test_memory_limit_gives_jax_a_clean_error(backend):
+    outcome = run(backend, "import jax.numpy as jnp\nprint(jnp.ones((40000, 40000)).sum())", memory_bytes=2 * 1024**3)
+    assert outcome.exit_code == 1 and "RESOURCE_EXHAUSTED" in outcome.log_tail
+
+
+def test_file_size_limit(backend):
+    outcome = run(backend, "open('big', 'wb').write(b'x' * 50_000_000)", file_bytes=1_000_000)
+    assert outcome.exit_code != 0
