@@ -36,7 +36,7 @@ from sandbox.checks.pipeline import ELEMENTWISE_SLOTS, run_conditions
 from sandbox.tasks import load_task
 from sandbox.training.components import Components
 from sandbox.training.ppo import CandidateContractError, make_train
-from sandbox.training.run import train_batch
+from sandbox.training.run import pooled_learning_curve, train_batch
 
 MAX_HLO_BYTES = 64 * 1024**2  # a PPO trainer is a few MB of HLO text; unroll bombs are not
 SMOKE_UPDATES = 8
@@ -118,9 +118,7 @@ def main(request_path: str) -> int:
     def full():
         for env_id in split.meta_train + split.meta_test:
             batch = train_batch(budget.config(env_id), state["components"], seeds=budget.seeds, seed=request["seed"])
-            returns = np.asarray(batch.output.episode_return_sum).sum(axis=(0, 1))
-            counts = np.asarray(batch.output.episode_count).sum(axis=(0, 1))
-            curve = np.where(counts > 0, returns / np.maximum(counts, 1), np.nan)
+            curve = pooled_learning_curve(batch.output, axis=(0, 1))
             params = jax.tree.map(lambda x: x[0], batch.output.params)  # one learning rate
             write_training_artifact(out, env_id, params, curve)
             print(f"trained {env_id}: {batch.env_steps} steps in {batch.train_seconds:.1f} s", flush=True)

@@ -37,6 +37,15 @@ def _print_json(data) -> None:
     sys.stdout.write(json.dumps(_json_safe(data)) + "\n")
 
 
+def _read_source(file: Path) -> str:
+    if not file.is_file():
+        raise typer.BadParameter(f"file not found: {file}", param_hint="FILE")
+    try:
+        return file.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise typer.BadParameter(f"cannot read {file}: {error}", param_hint="FILE") from None
+
+
 class _RichProgress:
     """Adapts the trainer's progress(phase, done, total) calls to a rich progress bar."""
 
@@ -234,12 +243,7 @@ def check(
         spec = load_task(task)
     except TaskError as error:
         raise typer.BadParameter(str(error), param_hint="--task") from None
-    if not file.is_file():
-        raise typer.BadParameter(f"file not found: {file}", param_hint="FILE")
-    try:
-        source = file.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise typer.BadParameter(f"cannot read {file}: {error}", param_hint="FILE") from None
+    source = _read_source(file)
     report = check_candidate(spec, source, filename=str(file))
     if json_output:
         _print_json(report.to_dict())
@@ -274,12 +278,7 @@ def evaluate(
         raise typer.BadParameter(error.args[0]) from None
     if sandbox_name not in ("auto", "process", "docker"):
         raise typer.BadParameter("choose auto, process or docker", param_hint="--sandbox")
-    if not file.is_file():
-        raise typer.BadParameter(f"file not found: {file}", param_hint="FILE")
-    try:
-        source = file.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise typer.BadParameter(f"cannot read {file}: {error}", param_hint="FILE") from None
+    source = _read_source(file)
     try:
         if json_output:
             result = evaluate_candidate(task, source, budget, sandbox=sandbox_name, seed=seed)

@@ -45,12 +45,6 @@ class TrainOutput(NamedTuple):
     entropy: jnp.ndarray  # [num_updates] mean policy entropy over the update's minibatches
     approx_kl: jnp.ndarray  # [num_updates] mean KL(old || new) estimate
 
-    def learning_curve(self) -> jnp.ndarray:
-        """Mean episodic return per update; NaN for updates in which no episode ended."""
-        return jnp.where(
-            self.episode_count > 0, self.episode_return_sum / jnp.maximum(self.episode_count, 1), jnp.nan
-        )
-
 
 def generalized_advantages(reward, value, next_value, terminated, done, *, gamma, gae_lambda):
     """GAE over time-major arrays [T, envs].

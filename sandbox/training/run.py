@@ -114,18 +114,24 @@ class TrainingSummary:
         return data
 
 
+def pooled_learning_curve(output: TrainOutput, axis) -> np.ndarray:
+    """Mean return of the episodes that ended in each update, pooling the seeds on `axis`;
+    NaN for updates in which none ended."""
+    returns = np.asarray(output.episode_return_sum).sum(axis=axis)
+    counts = np.asarray(output.episode_count).sum(axis=axis)
+    return np.where(counts > 0, returns / np.maximum(counts, 1), np.nan)
+
+
 def summarise(batch: TrainingBatch, final_returns: np.ndarray, reference: EnvBudget | None = None) -> list[TrainingSummary]:
     """One summary per learning rate. `reference` normalises scores when the run matches a budget."""
-    # Pool the episodes of all seeds per update: [L, updates].
-    return_sums = np.asarray(batch.output.episode_return_sum).sum(axis=1)
-    counts = np.asarray(batch.output.episode_count).sum(axis=1)
+    curves = pooled_learning_curve(batch.output, axis=1)  # [learning rates, updates]
     summaries = []
     for i, lr in enumerate(batch.learning_rates):
         per_seed = final_returns[i]
         normalised = None
         if reference is not None:
             normalised = normalise(per_seed, random_return=reference.random_return, ppo_return=reference.ppo_return)
-        curve = [float(s / c) if c else None for s, c in zip(return_sums[i], counts[i])]
+        curve = [float(x) if np.isfinite(x) else None for x in curves[i]]
         summaries.append(
             TrainingSummary(
                 env=batch.config.env_id,
