@@ -22,7 +22,16 @@ import time
 from pathlib import Path
 
 from sandbox.backends.base import BASE_ENV, SandboxOutcome, SandboxRun, SandboxUnavailable
-from sandbox.backends.process import REPO_ROOT, SANDBOX_UID, TAIL_BYTES, hand_over_scratch, new_scratch, wait_or_kill
+from sandbox.backends.process import (
+    REPO_ROOT,
+    SANDBOX_UID,
+    TAIL_BYTES,
+    code_snapshot,
+    hand_over_scratch,
+    interpreter_paths,
+    new_scratch,
+    wait_or_kill,
+)
 
 LABEL = "rl-scientist.sandbox"
 HOST_IMAGE = "rl-scientist-sandbox:host"
@@ -107,8 +116,9 @@ class DockerBackend:
         Mount = self.docker.types.Mount
         mounts = [Mount(str(run.scratch), str(run.scratch), type="bind", read_only=False)]
         if self.host_mode:
-            for path in sorted({Path("/usr"), Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), REPO_ROOT}):
+            for path in [Path("/usr"), *interpreter_paths()]:
                 mounts.append(Mount(str(path), str(path), type="bind", read_only=True))
+            mounts.append(Mount(str(REPO_ROOT), str(code_snapshot()), type="bind", read_only=True))
         return mounts
 
     def run(self, run: SandboxRun) -> SandboxOutcome:

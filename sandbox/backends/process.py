@@ -21,11 +21,13 @@ bubblewrap, writes to world-writable directories and network access when not roo
 
 import collections
 import functools
+import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,46 +39,72 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TAIL_BYTES = 64 * 1024
 
 
-def _needed_paths() -> list[Path]:
-    """What the sandboxed interpreter must read: its installation and this repository."""
-    paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), REPO_ROOT}
-    return sorted(paths)
+CODE_DIRS = ("sandbox", "task_templates")
+
+
+def interpreter_paths() -> list[Path]:
+    return sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()})
+
+
+@functools.cache
+def code_snapshot() -> Path:
+    """A world-readable copy of the code the sandbox runs (sandbox/, task_templates/), to be
+    mounted at the repository's own path: a checkout in a 0700 directory (mktemp -d) would
+    otherwise be unreadable to uid 65534. Keyed by content, so it is made once."""
+    files = sorted(p for d in CODE_DIRS for p in (REPO_ROOT / d).rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
+    target = Path(_scratch_root()) / f"code-{digest.hexdigest()[:16]}"
+    if not target.exists():
+        staging = Path(tempfile.mkdtemp(dir=_scratch_root(), prefix="code-staging-"))
+        for path in files:
+            destination = staging / path.relative_to(REPO_ROOT)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination)
+        for path in [staging, *staging.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        try:
+            staging.rename(target)
+        except OSError:  # another process made it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def _traversable_by_others(path: Path) -> bool:
     return bool(path.stat().st_mode & 0o001)
 
 
-def _mask_and_rebind(paths: list[Path]) -> list[str]:
-    """bwrap arguments that hide untraversable ancestors (e.g. /root) behind an empty tmpfs
-    and bind the needed paths back, read-only, through world-traversable directories."""
-    args, masked = [], set()
-    for path in paths:
-        ancestors = list(reversed(path.parents))[1:]  # without "/"
-        blocked = next((a for a in ancestors if not _traversable_by_others(a)), None)
-        if blocked is None:
-            continue
-        if blocked not in masked:
-            args += ["--perms", "0755", "--tmpfs", str(blocked)]
-            masked.add(blocked)
-        for directory in ancestors[ancestors.index(blocked) + 1:]:
-            args += ["--perms", "0755", "--dir", str(directory)]
-        args += ["--ro-bind", str(path), str(path)]
-    return args
-
-
 PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
 
 
-def _scratch_mount_point(scratch: Path) -> list[str]:
-    """The scratch directory usually lives under a path that is a private tmpfs inside the
-    sandbox; recreate its ancestors there as traversable directories."""
-    args = []
-    for tmp in map(Path, PRIVATE_TMPFS):
-        if tmp in scratch.parents:
-            for directory in reversed(scratch.parents):
-                if tmp in directory.parents:
+def _filesystem_args(read_only: dict[Path, Path], writable: Path) -> list[str]:
+    """bwrap mounts: the host root read-only; untraversable ancestors of needed paths (e.g. a
+    0700 /root) and the usual temporary directories replaced by empty tmpfs; then the needed
+    paths (`read_only` maps where they appear to what is mounted there) bound back, wherever
+    they live, through world-traversable directories."""
+    covered = {Path(p) for p in PRIVATE_TMPFS}
+    for path in [*read_only, writable]:
+        blocked = next((a for a in reversed(path.parents) if a != Path("/") and not _traversable_by_others(a)), None)
+        if blocked is not None:
+            covered.add(blocked)
+    args = ["--ro-bind", "/", "/"]
+    for mount in sorted(covered, key=lambda p: len(p.parts)):
+        if not any(other in mount.parents for other in covered):
+            mode = "1777" if str(mount) in PRIVATE_TMPFS else "0755"
+            args += ["--perms", mode, "--tmpfs", str(mount)]
+    args += ["--dev", "/dev", "--proc", "/proc"]
+    created = set()
+    mounts = [*((p, src, "--ro-bind") for p, src in read_only.items()), (writable, writable, "--bind")]
+    for path, source, mode in mounts:
+        mount = next((m for m in covered if m in path.parents), None)
+        if mount is not None:
+            for directory in reversed(path.parents):
+                if mount in directory.parents and directory not in created:
                     args += ["--perms", "0755", "--dir", str(directory)]
+                    created.add(directory)
+        args += [mode, str(source), str(path)]
     return args
 
 
@@ -104,12 +132,8 @@ class ProcessBackend:
             command = [
                 self.bwrap, "--die-with-parent", "--new-session",
                 "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-                "--ro-bind", "/", "/",
-                *_mask_and_rebind(_needed_paths()),
-                *[arg for tmp in PRIVATE_TMPFS for arg in ("--tmpfs", tmp)],
-                "--dev", "/dev", "--proc", "/proc",
-                *_scratch_mount_point(run.scratch),
-                "--bind", str(run.scratch), str(run.scratch), "--chdir", str(run.scratch),
+                *_filesystem_args({**{p: p for p in interpreter_paths()}, REPO_ROOT: code_snapshot()}, run.scratch),
+                "--chdir", str(run.scratch),
                 "--clearenv", *[arg for k, v in env.items() for arg in ("--setenv", k, v)],
                 "--", *drop, *python,
             ]
@@ -232,6 +256,4 @@ def _scratch_root() -> str:
 
 
 def new_scratch(prefix: str = "run-") -> Path:
-    import tempfile
-
     return Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch_root()))
