@@ -53,6 +53,8 @@ def load_entry_point(source: str, entry_point: str, *, filename: str = "candidat
     namespace = {"__builtins__": _safe_builtins(), "__name__": "candidate"}
     try:
         exec(compile(source, filename, "exec"), namespace)  # noqa: S102  (checked above)
+    except MemoryError:
+        raise  # resource exhaustion, not a verdict on the code: the caller reports it as such
     except Exception as error:  # a failure in candidate code becomes one clear error
         raise CandidateLoadError(f"{filename} failed to load: {type(error).__name__}: {error}") from error
     function = namespace.get(entry_point)

@@ -33,6 +33,8 @@ HOSTILE = {
     "busy_sleep_at_import": (HEAD + "x = 0\nwhile True:\n    x += 1\n", "timeout"),
     "unroll_bomb": (HEAD + "def drift(ratio, advantage):\n    x = 0.0 * ratio\n    for i in range(10_000_000):\n        x = x + 0.0 * ratio\n    return x\n", "timeout"),
     "memory_bomb": (HEAD + "def drift(ratio, advantage):\n    big = jnp.cumsum(jnp.broadcast_to(ratio[..., None], ratio.shape + (2_000_000_000,)), axis=-1)\n    return 0.0 * big[..., -1]\n", "oom"),
+    "memory_bomb_at_import": ("big = [0.5] * 4_000_000_000\n\ndef drift(ratio, advantage):\n    return 0.0 * ratio\n", "oom"),
+    "recursion": (HEAD + "def drift(ratio, advantage):\n    return drift(ratio, advantage)\n", "failed"),
     "nan_output": (HEAD + "def drift(ratio, advantage):\n    return ratio * jnp.nan\n", "invalid"),
     "python_branch": (HEAD + "def drift(ratio, advantage):\n    if ratio > 1:\n        return ratio\n    return ratio\n", "invalid"),
     "gigabytes_of_output": (HEAD + "def drift(ratio, advantage):\n    print('x' * 2_000_000_000)\n    return 0.0 * ratio\n", "rejected"),
@@ -51,7 +53,8 @@ def planted_key(monkeypatch):
 def test_hostile_candidate(name):
     source, expected = HOSTILE[name]
     scratch_root = Path(_scratch_root())
-    before = set(scratch_root.iterdir())
+    runs = lambda: {p for p in scratch_root.iterdir() if p.name.startswith("run-")}  # noqa: E731
+    before = runs()
     start = time.monotonic()
     result = evaluate_candidate("mirror_drift", source, "smoke", sandbox="process", stage_seconds=LIMITS)
     elapsed = time.monotonic() - start
@@ -61,5 +64,16 @@ def test_hostile_candidate(name):
     assert PLANTED not in result.log_tail
     assert len(result.log_tail) <= 4000 and all(len(s.detail) <= 2000 for s in result.stages)
     assert elapsed < sum(LIMITS.values()) + 60
-    assert set(scratch_root.iterdir()) == before  # nothing left behind
+    assert runs() == before  # nothing left behind
     assert not os.path.exists("/tmp/hostile-canary")
+
+
+def test_machine_is_unharmed_after_the_hostile_suite():
+    """Runs last in this module: nothing of the sandbox user survives, and the sandbox still works."""
+    import subprocess
+
+    left = subprocess.run(["ps", "-u", "65534", "-o", "pid=,comm="], capture_output=True, text=True).stdout.strip()
+    assert left == "", left
+    result = evaluate_candidate("mirror_drift", HEAD + "def drift(ratio, advantage):\n    return (ratio - 1.0) ** 2\n",
+                                "smoke", sandbox="process", stage_seconds=LIMITS)
+    assert result.status == "ok" and result.fitness is not None

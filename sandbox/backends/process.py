@@ -57,6 +57,9 @@ def code_snapshot() -> Path:
     for path in files:
         digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
     target = Path(_scratch_root()) / f"code-{digest.hexdigest()[:16]}"
+    for stale in Path(_scratch_root()).glob("code-*"):  # older code versions, unused for a day
+        if stale != target and time.time() - stale.stat().st_mtime > 86400:
+            shutil.rmtree(stale, ignore_errors=True)
     if not target.exists():
         staging = Path(tempfile.mkdtemp(dir=_scratch_root(), prefix="code-staging-"))
         for path in files:
