@@ -9,6 +9,7 @@ not know. Whatever the candidate printed or wrote, only these numbers count.
 """
 
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -59,6 +60,17 @@ def score(task_name: str, budget_name: str, out_dir: Path, eval_seed: int | None
             "per_env": per_env, "eval_seed": eval_seed}
 
 
+def enable_compilation_cache() -> None:
+    """The evaluation program is the same for every candidate at a budget, so compile it once
+    per machine. The cache lives in the trusted user's cache directory, which no sandbox can
+    see (bwrap masks it, Docker does not mount it)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rl-scientist" / "xla"
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    jax.config.update("jax_compilation_cache_dir", str(root))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 if __name__ == "__main__":
+    enable_compilation_cache()
     request = json.loads(Path(sys.argv[1]).read_text())
     sys.stdout.write(json.dumps(score(request["task"], request["budget"], Path(request["out_dir"]))) + "\n")
