@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sandbox.backends import Limits, SandboxRun, get_backend
 from sandbox.backends.process import new_scratch
+from sandbox.checks.report import CheckReport, CheckResult
 from sandbox.checks.static import check_source
 
 STATUSES = ("ok", "rejected", "invalid", "failed", "timeout", "oom", "output_limit", "nonfinite")
@@ -114,8 +115,9 @@ def evaluate_candidate(
     violations = check_source(source)
     if violations:
         detail = "; ".join(str(v) for v in violations)
+        report = CheckReport([CheckResult("static", False, detail, {"line": violations[0].line})])
         return Evaluation("rejected", None, stages=[StageRecord("static", "rejected", time.monotonic() - start, detail)],
-                          seconds=time.monotonic() - start)
+                          checks=report.to_dict(), seconds=time.monotonic() - start)
     static = StageRecord("static", "ok", time.monotonic() - start)
 
     backend = get_backend(sandbox)

@@ -61,6 +61,8 @@ def test_hostile_candidate(name):
 
     assert result.status == expected, (result.status, [(s.name, s.status, s.detail[:200]) for s in result.stages], result.log_tail[-1500:])
     assert result.fitness is None and not result.per_env
+    if expected == "rejected":
+        assert result.checks["checks"][0]["name"] == "static" and "line" in result.checks["checks"][0]["detail"]
     assert PLANTED not in result.log_tail
     assert len(result.log_tail) <= 4000 and all(len(s.detail) <= 2000 for s in result.stages)
     assert elapsed < sum(LIMITS.values()) + 60

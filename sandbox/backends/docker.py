@@ -212,7 +212,7 @@ class _ContainerProcess:
         import requests
 
         try:
-            self.container.wait(timeout=timeout if timeout is not None else None)
+            self.container.wait(timeout=timeout)
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             import subprocess
 
