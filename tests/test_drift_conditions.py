@@ -26,6 +26,9 @@ VALID = {
     "log_ratio_squared": "return jnp.log(r) ** 2 * (1.0 + jnp.tanh(a))",
     "power_three_halves": "return jnp.abs(r - 1.0) ** 1.5",
     "asymmetric_by_sign": "return jnp.where(a >= 0, (r - 1.0) ** 2, 2.0 * jnp.log(r) ** 2)",
+    # Finite everywhere, though float64 overflows to +inf for r beyond ~700: not a violation.
+    "exponential_bregman": "return jnp.exp(r - 1.0) - r",
+    "exponential_in_advantage": "return jnp.exp((r - 1.0) * a) - 1.0 - (r - 1.0) * a",
 }
 
 
@@ -65,7 +68,8 @@ INVALID = {
     "advantage_offset": ("return (r - 1.0) ** 2 + 0.1 * a ** 2", "zero_at_one"),
     "nan_region": ("return jnp.sqrt(r - 0.5) * (r - 1.0) ** 2", "finite"),
     "log_of_advantage": ("return (r - 1.0) ** 2 * jnp.log(a)", "finite"),
-    "overflow": ("return jnp.exp(50.0 * jnp.abs(r - 1.0)) - 1.0 - 50.0 * jnp.abs(r - 1.0)", "finite"),
+    "infinite_outside_a_band": ("return jnp.where(jnp.abs(r - 1.0) > 0.5, jnp.inf, (r - 1.0) ** 2)", "finite"),
+    "overflows_at_ordinary_ratios": ("return jnp.exp(1000.0 * (r - 1.0) ** 2) - 1.0", "finite"),
     "nan_gradient_from_where": ("return jnp.where(r > 0.01, (r - 1.0) ** 2, jnp.sqrt(r - 0.01))", "finite"),
 }
 

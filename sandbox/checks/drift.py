@@ -84,34 +84,53 @@ def _slope_autodiff(drift, r, a):
     return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(r, jnp.float64), jnp.asarray(a, jnp.float64)))
 
 
+# Where a float64 overflow cannot be the excuse: values and slopes must be finite here.
+# Outside it (e.g. exp(r - 1) at r = 800) +inf is the arithmetic's limit, not the drift's;
+# NaN and -inf are refused everywhere.
+ORDINARY_R = (0.1, 10.0)
+
+
+def _ordinary(r, a):
+    return (r >= ORDINARY_R[0]) & (r <= ORDINARY_R[1]) & (np.abs(a) <= A_MAX)
+
+
+def _non_finite(values, r, a):
+    """Values that break finiteness: NaN or -inf anywhere, +inf at ordinary points."""
+    return np.isnan(values) | np.isneginf(values) | (np.isposinf(values) & _ordinary(r, a))
+
+
 def _check_finite(drift, tol):
     r_grid, a_grid = _grid()
     R, A = (x.ravel() for x in np.meshgrid(r_grid, a_grid, indexing="ij"))
     r_rand, a_rand = _random_points()
     r, a = np.concatenate([R, r_rand]), np.concatenate([A, a_rand])
     values = _evaluate(drift, r, a)
-    bad = ~np.isfinite(values)
+    bad = _non_finite(values, r, a)
     if bad.any():
         i = int(np.argmax(bad))
-        share = bad.mean()
         return CheckResult(
             "finite", False,
             f"drift(r={_fmt(r[i])}, A={_fmt(a[i])}) = {values[i]}; a drift must be finite for every "
-            f"ratio > 0 and advantage ({share:.1%} of the points checked are not)",
+            f"ratio > 0 and advantage ({bad.mean():.1%} of the points checked are not)",
             {"r": float(r[i]), "A": float(a[i]), "value": str(values[i])},
         )
-    slopes = _slope_autodiff(drift, r_grid.repeat(9), np.tile(np.linspace(-A_MAX, A_MAX, 9), r_grid.size))
-    bad = ~np.isfinite(slopes)
+    r_slope = r_grid.repeat(9)
+    a_slope = np.tile(np.linspace(-A_MAX, A_MAX, 9), r_grid.size)
+    slopes = _slope_autodiff(drift, r_slope, a_slope)
+    bad = np.isnan(slopes) | (np.isinf(slopes) & _ordinary(r_slope, a_slope))  # slopes may be -inf far out
     if bad.any():
         i = int(np.argmax(bad))
-        ri, ai = r_grid.repeat(9)[i], np.tile(np.linspace(-A_MAX, A_MAX, 9), r_grid.size)[i]
         return CheckResult(
             "finite", False,
-            f"the gradient of the drift in r at r={_fmt(ri)}, A={_fmt(ai)} is {slopes[i]}; training "
+            f"the gradient of the drift in r at r={_fmt(r_slope[i])}, A={_fmt(a_slope[i])} is {slopes[i]}; training "
             "would propagate it into the policy (e.g. jnp.where with a NaN branch, sqrt at 0)",
-            {"r": float(ri), "A": float(ai), "gradient": str(slopes[i])},
+            {"r": float(r_slope[i]), "A": float(a_slope[i]), "gradient": str(slopes[i])},
         )
-    return CheckResult("finite", True, f"finite values and gradients at {r.size} points, r in [{R_MIN:g}, {R_MAX:g}], |A| <= {A_MAX:g}")
+    return CheckResult(
+        "finite", True,
+        f"no NaN or -inf at {r.size} points, r in [{R_MIN:g}, {R_MAX:g}], |A| <= {A_MAX:g}; values and "
+        f"gradients finite for r in [{ORDINARY_R[0]:g}, {ORDINARY_R[1]:g}]",
+    )
 
 
 def _check_non_negative(drift, tol):
