@@ -17,8 +17,8 @@ from pathlib import Path
 
 from sandbox.backends import Limits, SandboxRun, get_backend
 from sandbox.backends.process import new_scratch
-from sandbox.checks.report import CheckReport, CheckResult
-from sandbox.checks.static import check_source
+from sandbox.checks.pipeline import static_check
+from sandbox.checks.report import CheckReport
 
 STATUSES = ("ok", "rejected", "invalid", "failed", "timeout", "oom", "output_limit", "nonfinite")
 CANDIDATE_STAGES = ("trace", "validity", "smoke", "full")
@@ -109,15 +109,13 @@ def evaluate_candidate(
     seed: int = 0,
     stage_seconds: dict[str, float] | None = None,
     limits: Limits | None = None,
-    keep_scratch: bool = False,
 ) -> Evaluation:
     start = time.monotonic()
-    violations = check_source(source)
-    if violations:
-        detail = "; ".join(str(v) for v in violations)
-        report = CheckReport([CheckResult("static", False, detail, {"line": violations[0].line})])
-        return Evaluation("rejected", None, stages=[StageRecord("static", "rejected", time.monotonic() - start, detail)],
-                          checks=report.to_dict(), seconds=time.monotonic() - start)
+    static_result = static_check(source)
+    if not static_result.passed:
+        stage = StageRecord("static", "rejected", time.monotonic() - start, static_result.detail)
+        return Evaluation("rejected", None, stages=[stage], checks=CheckReport([static_result]).to_dict(),
+                          seconds=time.monotonic() - start)
     static = StageRecord("static", "ok", time.monotonic() - start)
 
     backend = get_backend(sandbox)
@@ -149,8 +147,7 @@ def evaluate_candidate(
         evaluation.seconds = time.monotonic() - start
         return evaluation
     finally:
-        if not keep_scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _candidate_status(outcome, stages: list[StageRecord], watch: _StageWatch) -> str:

@@ -29,7 +29,7 @@ from sandbox.backends.process import (
     code_snapshot,
     hand_over_scratch,
     interpreter_paths,
-    new_scratch,
+    require_imports,
     wait_or_kill,
 )
 
@@ -191,15 +191,7 @@ class DockerBackend:
                               bytes(tail).decode("utf-8", errors="replace"), isolation)
 
     def preflight(self) -> None:
-        scratch = new_scratch("preflight-")
-        try:
-            outcome = self.run(SandboxRun(("-c", "import jax, sandbox.training.ppo; print('ok')"), scratch))
-        finally:
-            import shutil
-
-            shutil.rmtree(scratch, ignore_errors=True)
-        if outcome.exit_code != 0 or "ok" not in outcome.log_tail:
-            raise SandboxUnavailable(f"the sandbox image {self.image} cannot import jax and sandbox:\n{outcome.log_tail[-2000:]}")
+        require_imports(self, f"the sandbox image {self.image}")
 
 
 class _ContainerProcess:

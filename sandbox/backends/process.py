@@ -196,27 +196,29 @@ class ProcessBackend:
         log = b"".join(tail)[-TAIL_BYTES:].decode("utf-8", errors="replace")
         return SandboxOutcome(process.returncode, timed_out, exceeded.is_set(), seconds, log, isolation)
 
-    @functools.cache
     def preflight(self) -> None:
         """Check that the sandboxed interpreter imports JAX. Without bubblewrap to re-expose
         it, an interpreter under a 0700 home is unreadable to uid 65534: then keep the uid."""
-        outcome = self._try_import()
-        if outcome.exit_code != 0 and self.drop_uid and not self.bwrap:
-            self.drop_uid = False
-            outcome = self._try_import()
-        if outcome.exit_code != 0 or "ok" not in outcome.log_tail:
-            raise SandboxUnavailable(
-                f"the sandboxed interpreter {self.python} cannot import jax and sandbox "
-                f"(isolation: {', '.join(outcome.isolation)}):\n{outcome.log_tail[-2000:]}"
-            )
-
-
-    def _try_import(self) -> SandboxOutcome:
-        scratch = new_scratch("preflight-")
         try:
-            return self.run(SandboxRun(("-c", "import jax, sandbox.training.ppo; print('ok')"), scratch))
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            require_imports(self, f"the sandboxed interpreter {self.python}")
+        except SandboxUnavailable:
+            if not (self.drop_uid and not self.bwrap):
+                raise
+            self.drop_uid = False
+            require_imports(self, f"the sandboxed interpreter {self.python}")
+
+
+def require_imports(backend, what: str) -> None:
+    """Raise SandboxUnavailable unless a command run by `backend` can import jax and sandbox."""
+    scratch = new_scratch("preflight-")
+    try:
+        outcome = backend.run(SandboxRun(("-c", "import jax, sandbox.training.ppo; print('ok')"), scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if outcome.exit_code != 0 or "ok" not in outcome.log_tail:
+        raise SandboxUnavailable(
+            f"{what} cannot import jax and sandbox (isolation: {', '.join(outcome.isolation)}):\n{outcome.log_tail[-2000:]}"
+        )
 
 
 def wait_or_kill(process, run: SandboxRun, start: float, kill) -> bool:

@@ -26,14 +26,17 @@ def run_conditions(task: TaskSpec, function, filename: str = "candidate.py") -> 
     return CheckReport(list(getattr(importlib.import_module(module), name)(function, filename)))
 
 
-def check_candidate(task: TaskSpec, source: str, filename: str = "candidate.py") -> CheckReport:
-    report = CheckReport()
+def static_check(source: str) -> CheckResult:
     violations = check_source(source)
     if violations:
-        detail = "; ".join(str(v) for v in violations)
-        report.add(CheckResult("static", False, detail, {"line": violations[0].line}))
+        return CheckResult("static", False, "; ".join(str(v) for v in violations), {"line": violations[0].line})
+    return CheckResult("static", True, "imports, names and attributes are within the allowlist")
+
+
+def check_candidate(task: TaskSpec, source: str, filename: str = "candidate.py") -> CheckReport:
+    report = CheckReport()
+    if not report.add(static_check(source)).passed:
         return report
-    report.add(CheckResult("static", True, "imports, names and attributes are within the allowlist"))
 
     try:
         function = load_entry_point(source, task.entry_point, filename=filename)
