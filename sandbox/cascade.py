@@ -48,6 +48,8 @@ class Evaluation:
     backend: str = ""
     isolation: tuple[str, ...] = ()
     seconds: float = 0.0
+    signature: str | None = None  # behaviour signature from the validity stage
+    duplicate_of: int | None = None  # set when status is "duplicate"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,9 +60,29 @@ class _StageWatch:
     written by the untrusted process, so they only ever shorten its time: the backend's
     overall wall-clock limit still holds."""
 
-    def __init__(self, stages_file: Path, limits: dict[str, float]):
+    def __init__(self, stages_file: Path, limits: dict[str, float], claim_signature=None, cancelled=None):
         self.file, self.limits, self.seen = stages_file, limits, {}
+        self.cancelled = cancelled or (lambda: False)
         self.expired: str | None = None
+        self.claim_signature = claim_signature
+        self.signature: str | None = None
+        self.duplicate_of: int | None = None
+
+    def check_signature(self) -> bool:
+        """Once the validity stage has left the behaviour signature, ask the archive whether an
+        earlier candidate behaves the same; if so the run is stopped before training."""
+        if self.claim_signature is None or self.signature is not None:
+            return False
+        try:
+            signature = json.loads((self.file.parent / "signature.json").read_text())["signature"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if not (isinstance(signature, str) and 0 < len(signature) <= 64 and signature.isalnum()):
+            self.signature = ""  # malformed: never deduplicated, never asked again
+            return False
+        self.signature = signature
+        self.duplicate_of = self.claim_signature(signature)
+        return self.duplicate_of is not None
 
     def current(self) -> str | None:
         started, ended = [], set()
@@ -74,6 +96,8 @@ class _StageWatch:
         return running[-1] if running else None
 
     def __call__(self) -> bool:
+        if self.cancelled() or self.check_signature():
+            return True
         stage = self.current()
         if stage is None:
             return False
@@ -109,7 +133,13 @@ def evaluate_candidate(
     seed: int = 0,
     stage_seconds: dict[str, float] | None = None,
     limits: Limits | None = None,
+    claim_signature=None,
+    cancelled=None,
 ) -> Evaluation:
+    """Run the whole cascade on one candidate source. `claim_signature(signature)` (optional)
+    returns the id of an earlier candidate with the same behaviour, or None after recording
+    this one's; a duplicate stops before training with status "duplicate". When `cancelled()`
+    turns true the sandbox is killed and the status is "cancelled": no verdict at all."""
     start = time.monotonic()
     static_result = static_check(source)
     if not static_result.passed:
@@ -127,13 +157,23 @@ def evaluate_candidate(
         (scratch / "out").mkdir()
         (scratch / "in" / "candidate.py").write_text(source)
         (scratch / "in" / "request.json").write_text(json.dumps({"task": task, "budget": budget, "seed": seed}))
-        watch = _StageWatch(scratch / "out" / "stages.jsonl", stage_limits)
+        watch = _StageWatch(scratch / "out" / "stages.jsonl", stage_limits, claim_signature, cancelled)
         outcome = backend.run(SandboxRun(("-m", "sandbox.runner", str(scratch / "in" / "request.json")), scratch,
                                          limits, watchdog=watch))
+        if watch.cancelled():
+            return Evaluation("cancelled", None, backend=backend.name, seconds=time.monotonic() - start)
         stages = [static, *_read_stage_records(scratch / "out" / "stages.jsonl")]
         evaluation = Evaluation("ok", None, stages=stages, log_tail=outcome.log_tail[-LOG_TAIL_CHARS:],
                                 backend=backend.name, isolation=outcome.isolation)
         evaluation.checks = _read_checks(scratch / "out" / "checks.json")
+        watch.check_signature()  # in case the run ended between two watchdog polls
+        evaluation.signature = watch.signature or None
+        if watch.duplicate_of is not None:
+            evaluation.duplicate_of = watch.duplicate_of
+            stages.append(StageRecord("signature", "duplicate", outcome.seconds,
+                                      f"behaves like candidate {watch.duplicate_of} on the signature grid"))
+            evaluation.status, evaluation.seconds = "duplicate", time.monotonic() - start
+            return evaluation
         status = _candidate_status(outcome, stages, watch)
         if status == "ok":
             scored = _score(task, budget, scratch / "out")

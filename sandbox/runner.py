@@ -33,6 +33,7 @@ from sandbox.checks.contract import (
     is_resource_exhaustion,
 )
 from sandbox.checks.pipeline import ELEMENTWISE_SLOTS, run_conditions
+from sandbox.checks.signature import behaviour_signature
 from sandbox.tasks import load_task
 from sandbox.training.components import Components
 from sandbox.training.ppo import CandidateContractError, make_train
@@ -105,6 +106,8 @@ def main(request_path: str) -> int:
         write_json(out / "checks.json", report.to_dict())
         if not report.valid:
             raise StageFailure("invalid", "; ".join(f"{c.name}: {c.detail}" for c in report.failures))
+        # The trusted side compares this with the archive and may stop the run as a duplicate.
+        write_json(out / "signature.json", {"signature": behaviour_signature(task.slot, state["function"])})
         return f"{len(report.checks)} conditions hold"
 
     def smoke():

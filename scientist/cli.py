@@ -22,6 +22,15 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+def _register_campaign_commands() -> None:
+    from scientist.commands import archive, campaign
+
+    app.command()(campaign.run)
+    app.command()(campaign.resume)
+    app.command()(campaign.status)
+    app.add_typer(archive.app, name="archive")
+
+
 def _json_safe(value):
     """NaN/inf are not JSON; report them as null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -308,6 +317,8 @@ def _print_evaluation(result) -> None:
     fitness = "–" if result.fitness is None else f"{result.fitness:.3f}"
     out.print(f"[bold]{result.status}[/bold] fitness {fitness} ({result.backend} sandbox, {result.seconds:.1f} s)")
 
+
+_register_campaign_commands()
 
 if __name__ == "__main__":
     app()

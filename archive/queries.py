@@ -1,0 +1,163 @@
+"""Reads and writes of the archive. Each function works inside the caller's transaction
+(archive.db.transaction), so a caller groups what must be written together."""
+
+from sqlalchemy import case, func, update
+from sqlmodel import Session, col, select
+
+from archive.fingerprint import code_hash
+from archive.schema import DUPLICATE, NO_CODE, PENDING, Campaign, Candidate, Event, IslandMember, LLMCall, utcnow
+
+# Statuses that a real evaluation produced (everything but pending / duplicate / no_code).
+EVALUATED = ("ok", "rejected", "invalid", "failed", "timeout", "oom", "output_limit", "nonfinite")
+FAILED = tuple(s for s in EVALUATED if s != "ok")
+
+
+class CampaignNotFound(LookupError):
+    pass
+
+
+def get_campaign(session: Session, name: str) -> Campaign:
+    campaign = session.exec(select(Campaign).where(Campaign.name == name)).first()
+    if campaign is None:
+        names = session.exec(select(Campaign.name).order_by(Campaign.id)).all()
+        raise CampaignNotFound(f"no campaign named {name!r} in this archive"
+                               + (f"; it has {', '.join(names)}" if names else "; it has none yet"))
+    return campaign
+
+
+def find_campaign(session: Session, name: str) -> Campaign | None:
+    return session.exec(select(Campaign).where(Campaign.name == name)).first()
+
+
+def log_event(session: Session, campaign_id: int, kind: str, message: str = "", data: dict | None = None,
+              key: str | None = None) -> Event:
+    event = Event(campaign_id=campaign_id, kind=kind, message=message, data=data or {}, key=key)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def has_event(session: Session, campaign_id: int, key: str) -> bool:
+    return session.exec(select(Event.id).where(Event.campaign_id == campaign_id, Event.key == key)).first() is not None
+
+
+def add_candidate(session: Session, campaign: Campaign, *, code: str | None, origin: str, operator: str,
+                  island: int, generation: int, member_of: tuple[int, ...] | None = None,
+                  parent_id: int | None = None, inspiration_ids: list[int] | tuple[int, ...] = (),
+                  model: str | None = None, note: str = "", calls=(), baseline_name: str | None = None) -> Candidate:
+    """A new candidate with its model calls. It is pending (to be evaluated) unless it has no
+    code, or its normalised code is already in the campaign (then it is a duplicate of that)."""
+    digest = code_hash(code) if code is not None else None
+    status, duplicate_of = (NO_CODE, None) if code is None else (PENDING, None)
+    if digest is not None:
+        earlier = session.exec(select(Candidate.id).where(
+            Candidate.campaign_id == campaign.id, Candidate.code_hash == digest, Candidate.status != DUPLICATE,
+        ).order_by(Candidate.id)).first()
+        if earlier is not None:
+            status, duplicate_of = DUPLICATE, earlier
+    candidate = Candidate(
+        campaign_id=campaign.id, task=campaign.task, code=code, code_hash=digest, origin=origin, operator=operator,
+        baseline_name=baseline_name, parent_id=parent_id, inspiration_ids=list(inspiration_ids),
+        duplicate_of=duplicate_of, island=island, generation=generation, model=model, proposal_note=note[:4000],
+        prompt_tokens=sum(c.prompt_tokens for c in calls), completion_tokens=sum(c.completion_tokens for c in calls),
+        cost_usd=sum(c.cost_usd for c in calls), status=status,
+    )
+    session.add(candidate)
+    session.flush()
+    for call in calls:
+        session.add(LLMCall(campaign_id=campaign.id, candidate_id=candidate.id, model=call.model,
+                            messages=call.messages, response=call.response, prompt_tokens=call.prompt_tokens,
+                            completion_tokens=call.completion_tokens, cost_usd=call.cost_usd, seconds=call.seconds,
+                            attempts=call.attempts, error=call.error))
+    if status == PENDING:
+        for member_island in (member_of if member_of is not None else (island,)):
+            session.add(IslandMember(campaign_id=campaign.id, island=member_island, candidate_id=candidate.id,
+                                     since_generation=generation))
+    session.flush()
+    return candidate
+
+
+def record_evaluation(session: Session, candidate_id: int, evaluation) -> Candidate:
+    """Store a cascade Evaluation on its candidate, and its fitness on every island it lives on."""
+    candidate = session.get(Candidate, candidate_id)
+    if candidate.status != PENDING:
+        raise ValueError(f"candidate {candidate_id} was already evaluated ({candidate.status})")
+    candidate.status = evaluation.status
+    candidate.fitness = evaluation.fitness if evaluation.status == "ok" else None
+    candidate.meta_test_fitness = evaluation.meta_test_fitness if evaluation.status == "ok" else None
+    candidate.per_env = evaluation.per_env or {}
+    candidate.stages = [s if isinstance(s, dict) else s.__dict__ for s in evaluation.stages]
+    candidate.checks = evaluation.checks
+    candidate.log_tail = evaluation.log_tail or ""
+    candidate.backend = evaluation.backend
+    candidate.eval_seconds = evaluation.seconds
+    candidate.evaluated_at = utcnow()
+    if evaluation.status == DUPLICATE:
+        candidate.duplicate_of = evaluation.duplicate_of
+    session.add(candidate)
+    if evaluation.status == "ok":
+        session.exec(update(IslandMember).where(IslandMember.candidate_id == candidate_id)
+                     .values(fitness=candidate.fitness))
+    else:
+        # Only scored candidates can be parents; the rest leave their islands.
+        session.exec(IslandMember.__table__.delete().where(IslandMember.candidate_id == candidate_id))
+    session.flush()
+    return candidate
+
+
+def claim_signature(session: Session, campaign_id: int, candidate_id: int, signature: str) -> int | None:
+    """Give the candidate its behaviour signature unless an earlier candidate of the campaign
+    behaves the same; then return that candidate's id and leave this one unsigned."""
+    earlier = session.exec(select(Candidate.id).where(
+        Candidate.campaign_id == campaign_id, Candidate.signature == signature, Candidate.id != candidate_id,
+    ).order_by(Candidate.id)).first()
+    if earlier is not None:
+        return earlier
+    session.exec(update(Candidate).where(Candidate.id == candidate_id).values(signature=signature))
+    return None
+
+
+def pending_candidates(session: Session, campaign_id: int) -> list[Candidate]:
+    return list(session.exec(select(Candidate).where(Candidate.campaign_id == campaign_id,
+                                                     Candidate.status == PENDING).order_by(Candidate.id)).all())
+
+
+def slot_counts(session: Session, campaign_id: int) -> dict[tuple[int, int], tuple[int, int]]:
+    """(generation, island) -> (proposals with code that was new, all proposals)."""
+    useful = func.sum(case((col(Candidate.status).in_((DUPLICATE, NO_CODE)), 0), else_=1))
+    rows = session.exec(select(Candidate.generation, Candidate.island, useful, func.count())
+                        .where(Candidate.campaign_id == campaign_id, Candidate.origin != "baseline")
+                        .group_by(Candidate.generation, Candidate.island)).all()
+    return {(g, i): (int(u or 0), int(n)) for g, i, u, n in rows}
+
+
+def spent_usd(session: Session, campaign_id: int) -> float:
+    return float(session.exec(select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0))
+                              .where(LLMCall.campaign_id == campaign_id)).one())
+
+
+def status_counts(session: Session, campaign_id: int) -> dict[str, int]:
+    rows = session.exec(select(Candidate.status, func.count()).where(Candidate.campaign_id == campaign_id)
+                        .group_by(Candidate.status)).all()
+    return {status: int(n) for status, n in rows}
+
+
+def leaderboard(session: Session, campaign_id: int, top: int | None = 10) -> list[Candidate]:
+    query = (select(Candidate).where(Candidate.campaign_id == campaign_id, Candidate.status == "ok")
+             .order_by(col(Candidate.fitness).desc(), Candidate.id))
+    return list(session.exec(query.limit(top) if top else query).all())
+
+
+def candidates(session: Session, campaign_id: int) -> list[Candidate]:
+    return list(session.exec(select(Candidate).where(Candidate.campaign_id == campaign_id)
+                             .order_by(Candidate.id)).all())
+
+
+def events(session: Session, campaign_id: int, limit: int = 20) -> list[Event]:
+    rows = session.exec(select(Event).where(Event.campaign_id == campaign_id)
+                        .order_by(col(Event.id).desc()).limit(limit)).all()
+    return list(reversed(rows))
+
+
+def calls_of(session: Session, candidate_id: int) -> list[LLMCall]:
+    return list(session.exec(select(LLMCall).where(LLMCall.candidate_id == candidate_id).order_by(LLMCall.id)).all())

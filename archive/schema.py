@@ -1,0 +1,131 @@
+"""The archive's tables. Every candidate ever proposed is a row, whatever became of it.
+
+Schema changes go through a new Alembic revision in archive/migrations (tests fail when the
+models and the migrations disagree), so an archive written today opens next month.
+"""
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# Candidate statuses: pending until evaluated, then the cascade's verdict, or one of the two
+# outcomes decided before any evaluation.
+PENDING = "pending"
+DUPLICATE = "duplicate"  # same normalised code or same behaviour as an earlier candidate
+NO_CODE = "no_code"  # the proposer returned nothing usable
+ORIGINS = ("baseline", "llm", "mutation", "es", "distilled")
+
+
+class Campaign(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    task: str
+    budget: str
+    proposer: str
+    config: dict = Field(sa_column=Column(JSON, nullable=False))
+    status: str = "created"  # created / running / finished / cost_cap / failed / interrupted
+    message: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    # Liveness of the process running the campaign: a second runner refuses to start while
+    # the first one's heartbeat is fresh and its process alive.
+    runner_host: str | None = None
+    runner_pid: int | None = None
+    heartbeat_at: datetime | None = None
+
+
+class Candidate(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_candidate_campaign_code_hash", "campaign_id", "code_hash"),
+        Index("ix_candidate_campaign_signature", "campaign_id", "signature"),
+        Index("ix_candidate_campaign_status", "campaign_id", "status"),
+        Index("ix_candidate_campaign_slot", "campaign_id", "generation", "island"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    task: str
+    code: str | None = Field(default=None, sa_column=Column(Text))
+    code_hash: str | None = None  # sha256 of the normalised source (comments, docstrings, layout removed)
+    signature: str | None = None  # behaviour: hash of the outputs on a fixed input grid, from the validity stage
+    origin: str  # one of ORIGINS
+    operator: str = ""  # how the proposer made it: rewrite / diff / crossover / repair / mutate / random / seed
+    baseline_name: str | None = None
+    parent_id: int | None = Field(default=None, foreign_key="candidate.id")
+    inspiration_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    duplicate_of: int | None = Field(default=None, foreign_key="candidate.id")
+    island: int = 0
+    generation: int = 0
+    model: str | None = None
+    proposal_note: str = Field(default="", sa_column=Column(Text, nullable=False))
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    status: str = PENDING
+    fitness: float | None = None  # mean normalised IQM over the meta-train environments
+    meta_test_fitness: float | None = None
+    per_env: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # split -> env -> scores, curve
+    stages: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    checks: dict | None = Field(default=None, sa_column=Column(JSON))
+    log_tail: str = Field(default="", sa_column=Column(Text, nullable=False))
+    backend: str = ""
+    eval_seconds: float | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    evaluated_at: datetime | None = None
+
+
+class IslandMember(SQLModel, table=True):
+    """Who lives on which island: every candidate on its own island, baselines on all of them,
+    migrants on the islands they moved to. Fitness is copied here, written in the same
+    transaction as the candidate's, so parent selection is one indexed scan."""
+
+    __tablename__ = "island_member"
+    __table_args__ = (Index("ix_island_member_rank", "campaign_id", "island", "fitness"),)
+
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True)
+    island: int = Field(primary_key=True)
+    candidate_id: int = Field(foreign_key="candidate.id", primary_key=True)
+    since_generation: int = 0
+    migrated_from: int | None = None  # the island it came from, None for a native member
+    fitness: float | None = None
+
+
+class LLMCall(SQLModel, table=True):
+    """One request to a model and its response (prompts and responses of the archive)."""
+
+    __tablename__ = "llm_call"
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    candidate_id: int | None = Field(default=None, foreign_key="candidate.id", index=True)
+    model: str
+    messages: list = Field(sa_column=Column(JSON, nullable=False))
+    response: str | None = Field(default=None, sa_column=Column(Text))
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+    attempts: int = 1
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Event(SQLModel, table=True):
+    """The campaign's log: starts, resumes, migrations, stops, errors."""
+
+    __table_args__ = (UniqueConstraint("campaign_id", "key", name="uq_event_campaign_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    time: datetime = Field(default_factory=utcnow)
+    kind: str
+    message: str = Field(default="", sa_column=Column(Text, nullable=False))
+    data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    key: str | None = None  # set for events that must happen once (a migration), enforced by the database

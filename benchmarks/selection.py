@@ -1,0 +1,86 @@
+"""Parent selection from a large archive.
+
+    python -m benchmarks.selection [--candidates 100000] [--islands 4] [--db URL]
+
+Fills a fresh archive with scored candidates spread over the islands (bulk inserts), then
+times what the campaign loop does per proposal: drawing the parents by rank, the island's
+best, its recent failures, and loading those candidates.
+"""
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+
+from sqlalchemy import insert
+
+from archive.db import open_engine, transaction
+from archive.schema import Campaign, Candidate, IslandMember, utcnow
+from scientist.selection import SelectionConfig, Selector
+
+CODE = "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n    return {c} * jnp.square(ratio - 1.0)\n"
+
+
+def fill(engine, n: int, islands: int) -> int:
+    with transaction(engine) as session:
+        campaign = Campaign(name="bench", task="mirror_drift", budget="smoke", proposer="mutation", config={})
+        session.add(campaign)
+        session.flush()
+        campaign_id = campaign.id
+    rng, now, chunk = random.Random(0), utcnow(), 10_000
+    for start in range(0, n, chunk):
+        rows, members = [], []
+        for i in range(start, min(n, start + chunk)):
+            failed = rng.random() < 0.3
+            fitness = None if failed else rng.gauss(0.8, 0.3)
+            rows.append(dict(id=i + 1, campaign_id=campaign_id, task="mirror_drift", code=CODE.format(c=i),
+                             code_hash=f"{i:064x}", origin="mutation", operator="mutate", inspiration_ids=[],
+                             island=i % islands, generation=i // 100, proposal_note="", prompt_tokens=0,
+                             completion_tokens=0, cost_usd=0.0, status="invalid" if failed else "ok",
+                             fitness=fitness, per_env={}, stages=[], log_tail="", backend="process",
+                             created_at=now))
+            if not failed:
+                members.append(dict(campaign_id=campaign_id, island=i % islands, candidate_id=i + 1,
+                                    since_generation=i // 100, fitness=fitness))
+        with engine.begin() as connection:
+            connection.execute(insert(Candidate), rows)
+            connection.execute(insert(IslandMember), members)
+    return campaign_id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", type=int, default=100_000)
+    parser.add_argument("--islands", type=int, default=4)
+    parser.add_argument("--draws", type=int, default=300)
+    parser.add_argument("--db", default=None, help="archive URL (default: a fresh SQLite file)")
+    args = parser.parse_args()
+    url = args.db or f"sqlite:///{tempfile.mkdtemp(prefix='selection-bench-')}/archive.db"
+    engine = open_engine(url)
+    start = time.perf_counter()
+    campaign_id = fill(engine, args.candidates, args.islands)
+    print(f"archive: {args.candidates} candidates on {args.islands} islands ({url}), "
+          f"filled in {time.perf_counter() - start:.1f} s")
+    selector = Selector(engine, campaign_id, SelectionConfig(islands=args.islands))
+    rng = random.Random(1)
+    timings = {"parents (2 by rank)": [], "full request (parents, best 3, failures 2, load)": []}
+    for draw in range(args.draws):
+        island = draw % args.islands
+        t0 = time.perf_counter()
+        parents = selector.sample_parent_ids(island, 2, rng)
+        t1 = time.perf_counter()
+        best = selector.best_ids(island, 5)
+        failures = selector.recent_failure_ids(island, 2)
+        selector.views(parents), selector.views(best[:3]), selector.views(failures)
+        t2 = time.perf_counter()
+        timings["parents (2 by rank)"].append((t1 - t0) * 1e3)
+        timings["full request (parents, best 3, failures 2, load)"].append((t2 - t0) * 1e3)
+    for name, values in timings.items():
+        values.sort()
+        print(f"{name:<50} median {statistics.median(values):6.2f} ms   p95 {values[int(0.95 * len(values))]:6.2f} ms"
+              f"   max {values[-1]:6.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Discovery campaigns: the loop that proposes, evaluates, archives and selects."""

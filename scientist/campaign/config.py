@@ -1,0 +1,79 @@
+"""A campaign's settings: from CLI options, a TOML file, or both (options win)."""
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sandbox.budgets import BUDGETS
+from scientist.selection import SelectionConfig
+
+# Settings that may change when a campaign is resumed; the rest define the campaign.
+RESUMABLE = ("generations", "workers", "max_cost", "sandbox", "api_base", "timeout")
+
+
+class CampaignConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")
+    task: str
+    proposer: Literal["mutation", "llm"] | None = None  # None: llm when a model is given, else mutation
+    models: list[str] = []
+    api_base: str | None = None
+    generations: int = Field(3, ge=0)
+    population: int = Field(4, ge=1, description="proposals per island per generation")
+    islands: int = Field(2, ge=1)
+    budget: str = "smoke"
+    sandbox: str = "auto"
+    workers: int = Field(2, ge=1)
+    max_cost: float | None = Field(None, ge=0, description="stop proposing once this many dollars are spent")
+    seed: int = 0
+    parents: int = Field(2, ge=1, description="parents sampled per proposal")
+    inspirations: int = Field(3, ge=0)
+    exploration: float = Field(0.2, ge=0, le=1)
+    migration_interval: int = Field(2, ge=0)
+    migrants: int = Field(1, ge=0)
+    attempts_per_slot: int = Field(3, ge=1, description="proposals tried for one slot before moving on")
+    timeout: float = Field(120.0, gt=0, description="seconds per LLM request")
+    price_per_million: tuple[float, float] | None = None  # USD per million input/output tokens, for unpriced models
+
+    @model_validator(mode="after")
+    def _resolve(self):
+        if self.proposer is None:
+            self.proposer = "llm" if self.models else "mutation"
+        if self.proposer == "llm" and not self.models:
+            raise ValueError("the llm proposer needs --model (any litellm model name)")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"unknown budget {self.budget!r}; choose from {', '.join(BUDGETS)}")
+        return self
+
+    @property
+    def selection(self) -> SelectionConfig:
+        return SelectionConfig(islands=self.islands, exploration=self.exploration,
+                               migration_interval=self.migration_interval, migrants=self.migrants)
+
+    @classmethod
+    def load(cls, toml_path: Path | None = None, **options) -> "CampaignConfig":
+        """Settings from a TOML file (top-level keys named like the options), overridden by
+        the options that were given (None means not given)."""
+        data = tomllib.loads(Path(toml_path).read_text()) if toml_path else {}
+        data.update({k: v for k, v in options.items() if v is not None and v != []})
+        return cls(**data)
+
+    def resumed_with(self, stored: dict) -> "CampaignConfig":
+        """The stored campaign's settings with this run's resumable changes applied. Anything
+        else that differs is an error: it would make a different campaign under the same name."""
+        given = self.model_dump()
+        merged = {**stored, **{k: given[k] for k in RESUMABLE if k in self.model_fields_set}}
+        clash = [k for k in self.model_fields_set - set(RESUMABLE) - {"name"}
+                 if k in stored and _comparable(given[k]) != _comparable(stored[k])]
+        if clash:
+            raise ValueError(f"campaign {self.name} exists with different " + ", ".join(
+                f"{k} ({stored[k]!r}, not {given[k]!r})" for k in sorted(clash))
+                + f"; only {', '.join(RESUMABLE)} can change on resume. Choose another --name for a new campaign.")
+        return CampaignConfig(**merged)
+
+
+def _comparable(value):
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,61 @@
+"""Terminal views of campaigns and candidates (rich)."""
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from archive.schema import Campaign, Candidate
+from scientist.campaign.loop import Progress
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def leaderboard_table(rows: list[Candidate], title: str = "leaderboard") -> Table:
+    table = Table(title=title, title_justify="left")
+    for name, justify in (("#", "right"), ("id", "right"), ("fitness", "right"), ("meta-test", "right"),
+                          ("origin", "left"), ("op", "left"), ("gen", "right"), ("island", "right"),
+                          ("parent", "right"), ("name / note", "left")):
+        table.add_column(name, justify=justify)
+    for rank, c in enumerate(rows, 1):
+        table.add_row(str(rank), str(c.id), fmt(c.fitness), fmt(c.meta_test_fitness), c.origin, c.operator,
+                      str(c.generation), str(c.island), str(c.parent_id or ""),
+                      c.baseline_name or (c.proposal_note or "")[:60])
+    return table
+
+
+def progress_view(p: Progress) -> Group:
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(p.counts.items())) or "nothing yet"
+    best = f"#{p.best_id} fitness {p.best_fitness:.3f}" if p.best_id is not None else "none scored yet"
+    lines = [
+        Text.assemble(("campaign ", "bold"), p.name, f"   generation {p.generation}"),
+        Text(f"proposed {p.proposed} this run · evaluated {p.evaluated} · in flight {p.in_flight} · "
+             f"planned {p.planned} · spent ${p.spent_usd:.4f}"),
+        Text(f"archive: {counts}"),
+        Text(f"best: {best}"),
+        Text(p.last, style="dim"),
+    ]
+    return Group(*lines)
+
+
+def campaign_summary(campaign: Campaign, counts: dict[str, int], spent: float, alive: bool) -> Table:
+    table = Table(show_header=False, title=f"campaign {campaign.name}", title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    config = campaign.config
+    state = campaign.status + (" (runner alive)" if alive else " (no runner: `scientist resume` continues it)"
+                               if campaign.status == "running" else "")
+    planned = config["generations"] * config["islands"] * config["population"]
+    for key, value in (
+        ("status", state + (f" — {campaign.message}" if campaign.message else "")),
+        ("task / budget", f"{campaign.task} / {campaign.budget}"),
+        ("proposer", campaign.proposer + (f" ({', '.join(config.get('models') or [])})" if config.get("models") else "")),
+        ("plan", f"{config['generations']} generations × {config['islands']} islands × {config['population']} "
+                 f"= {planned} proposals, {config['workers']} workers"),
+        ("candidates", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
+        ("spent", f"${spent:.4f}" + (f" of ${config['max_cost']}" if config.get("max_cost") is not None else "")),
+        ("created", f"{campaign.created_at:%Y-%m-%d %H:%M:%S} UTC"),
+    ):
+        table.add_row(key, value)
+    return table

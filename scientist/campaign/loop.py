@@ -1,0 +1,286 @@
+"""The campaign loop: proposals and evaluations overlap, the archive is the only state.
+
+The main thread walks the slots (generation, island, k) in order and asks the proposer for
+a candidate whenever an evaluator is free; evaluator threads run the sandbox cascade. Each
+proposal is written (with its model calls) before it is evaluated, and each evaluation in
+one transaction with its candidate, so a crash at any moment, kill -9 included, loses at
+most work in flight: on resume, pending candidates are evaluated, filled slots are skipped,
+and nothing is evaluated twice.
+"""
+
+import os
+import random
+import socket
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from archive import queries
+from archive.db import transaction
+from archive.schema import PENDING, Campaign, Candidate, utcnow
+from sandbox.cascade import evaluate_candidate
+from sandbox.tasks import load_task
+from scientist.campaign.config import CampaignConfig
+from scientist.proposers.base import Proposal, ProposalRequest, Proposer
+from scientist.selection import Selector
+
+HEARTBEAT_SECONDS = 5.0
+STALE_AFTER = timedelta(seconds=60)
+
+
+class CampaignError(RuntimeError):
+    pass
+
+
+@dataclass
+class Progress:
+    """What the terminal display shows; refreshed after every proposal and evaluation."""
+
+    name: str
+    planned: int
+    proposed: int = 0
+    evaluated: int = 0
+    in_flight: int = 0
+    generation: int = 0
+    best_id: int | None = None
+    best_fitness: float | None = None
+    spent_usd: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    last: str = ""
+
+
+class CampaignRunner:
+    def __init__(self, engine: Engine, config: CampaignConfig, proposer: Proposer, *,
+                 evaluate=evaluate_candidate, on_progress=None):
+        self.engine, self.proposer, self.evaluate = engine, proposer, evaluate
+        self.on_progress = on_progress or (lambda progress: None)
+        self.campaign, self.config = open_campaign(engine, config)
+        self.task = load_task(self.config.task)
+        self.selector = Selector(engine, self.campaign.id, self.config.selection)
+        self.stop = threading.Event()  # set on Ctrl-C: evaluations in flight are abandoned, left pending
+        self.progress = Progress(self.config.name, planned=self._planned())
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> Campaign:
+        self._claim_runner()
+        beat = threading.Thread(target=self._heartbeat, daemon=True)
+        beat.start()
+        executor = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="evaluator")
+        self.in_flight: dict[Future, int] = {}
+        status, message = "finished", ""
+        try:
+            self._seed_baselines()
+            for candidate in self._pending():
+                self._wait_for_capacity()
+                self._submit(executor, candidate.id, candidate.code)
+            status, message = self._propose_all(executor)
+            while self.in_flight:
+                self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
+        except KeyboardInterrupt:
+            status, message = "interrupted", "stopped by the user; `scientist resume` continues it"
+            raise
+        except BaseException as error:
+            status, message = "failed", f"{type(error).__name__}: {error}"
+            raise
+        finally:
+            self.stop.set()
+            executor.shutdown(wait=True, cancel_futures=True)
+            self._finish(status, message)
+            beat.join(timeout=1)
+        return self.campaign
+
+    def _propose_all(self, executor) -> tuple[str, str]:
+        with transaction(self.engine) as session:
+            filled = queries.slot_counts(session, self.campaign.id)
+        c = self.config
+        for generation in range(1, c.generations + 1):
+            self.progress.generation = generation
+            self.selector.migrate(generation)
+            for island in range(c.islands):
+                useful, total = filled.get((generation, island), (0, 0))
+                while useful < c.population and total < c.population * c.attempts_per_slot:
+                    if c.max_cost is not None and self._spent() >= c.max_cost:
+                        self._event("cost_cap", f"spent ${self._spent():.4f} of ${c.max_cost:.4f}; no more proposals")
+                        return "cost_cap", f"dollar cap ${c.max_cost} reached"
+                    self._wait_for_capacity()
+                    self._wait_for_parents(island)
+                    status = self._propose_one(executor, generation, island, attempt=total)
+                    total += 1
+                    useful += status not in ("duplicate", "no_code")
+        return "finished", ""
+
+    def _propose_one(self, executor, generation: int, island: int, attempt: int) -> str:
+        c = self.config
+        rng = random.Random(f"{c.seed}:{generation}:{island}:{attempt}")
+        parent_ids = self.selector.sample_parent_ids(island, c.parents, rng)
+        best_ids = [i for i in self.selector.best_ids(island, c.inspirations + len(parent_ids)) if i not in parent_ids]
+        request = ProposalRequest(
+            task=self.task, island=island, generation=generation, parents=self.selector.views(parent_ids),
+            inspirations=self.selector.views(best_ids[:c.inspirations]),
+            failures=self.selector.views(self.selector.recent_failure_ids(island, 2)), rng=rng)
+        proposal: Proposal = self.proposer.propose(request)
+        with transaction(self.engine) as session:
+            candidate = queries.add_candidate(
+                session, self.campaign, code=proposal.code, origin=self.proposer.name, operator=proposal.operator,
+                island=island, generation=generation, parent_id=proposal.parent_ids[0] if proposal.parent_ids else None,
+                inspiration_ids=proposal.parent_ids[1:], model=proposal.model, note=proposal.note, calls=proposal.calls)
+        self.progress.proposed += 1
+        self.progress.spent_usd += proposal.cost_usd
+        self.progress.last = f"#{candidate.id} g{generation} i{island} {proposal.operator}: {candidate.status}"
+        if candidate.status == PENDING:
+            self._submit(executor, candidate.id, candidate.code)
+        self._refresh()
+        return candidate.status
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _submit(self, executor, candidate_id: int, code: str) -> None:
+        self.in_flight[executor.submit(self._evaluate, candidate_id, code)] = candidate_id
+        self.progress.in_flight = len(self.in_flight)
+
+    def _evaluate(self, candidate_id: int, code: str):
+        def claim(signature: str) -> int | None:
+            with transaction(self.engine) as session:
+                return queries.claim_signature(session, self.campaign.id, candidate_id, signature)
+
+        evaluation = self.evaluate(self.config.task, code, self.config.budget, sandbox=self.config.sandbox,
+                                   seed=self.config.seed, claim_signature=claim, cancelled=self.stop.is_set)
+        if evaluation.status == "cancelled":
+            return None  # abandoned at shutdown: still pending, evaluated on resume
+        with transaction(self.engine) as session:
+            candidate = queries.record_evaluation(session, candidate_id, evaluation)
+            parent = session.get(Candidate, candidate.parent_id) if candidate.parent_id else None
+            return candidate, parent.fitness if parent else None
+
+    def _collect(self, done) -> None:
+        for future in done:
+            candidate_id = self.in_flight.pop(future)
+            result = future.result()  # a sandbox or archive failure stops the campaign; the candidate stays pending
+            if result is None:
+                continue
+            candidate, parent_fitness = result
+            self.progress.evaluated += 1
+            self.progress.last = f"#{candidate_id} {candidate.status}" + (
+                f" fitness {candidate.fitness:.3f}" if candidate.fitness is not None else "")
+            if candidate.model and hasattr(self.proposer, "record_outcome"):
+                # Feedback for a cost-aware model ensemble: did the child beat its parent?
+                improved = candidate.fitness is not None and (parent_fitness is None or candidate.fitness > parent_fitness)
+                self.proposer.record_outcome(candidate.model, improved)
+        self.progress.in_flight = len(self.in_flight)
+        self._refresh()
+
+    def _wait_for_capacity(self) -> None:
+        while len(self.in_flight) >= self.config.workers:
+            self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
+
+    def _wait_for_parents(self, island: int) -> None:
+        """Proposals need at least one scored member on their island (a baseline at worst)."""
+        while self.selector.scored_count(island) == 0:
+            if not self.in_flight:
+                raise CampaignError(f"island {island} has no scored candidate to select parents from: every "
+                                    "baseline failed its evaluation (see `scientist archive list`)")
+            self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
+
+    # -- archive bookkeeping ---------------------------------------------------------------
+    def _seed_baselines(self) -> None:
+        """Generation 0: the task's baselines, members of every island, added once."""
+        with transaction(self.engine) as session:
+            if queries.has_event(session, self.campaign.id, "baselines"):
+                return
+            for name in self.task.baseline_names:
+                queries.add_candidate(session, self.campaign, code=self.task.baseline_source(name), origin="baseline",
+                                      operator="seed", island=0, generation=0, baseline_name=name,
+                                      member_of=tuple(range(self.config.islands)), note=f"baseline {name}")
+            queries.log_event(session, self.campaign.id, "baselines", ", ".join(self.task.baseline_names),
+                              key="baselines")
+
+    def _pending(self):
+        with transaction(self.engine) as session:
+            return queries.pending_candidates(session, self.campaign.id)
+
+    def _spent(self) -> float:
+        with transaction(self.engine) as session:
+            return queries.spent_usd(session, self.campaign.id)
+
+    def _planned(self) -> int:
+        return len(self.task.baseline_names) + self.config.generations * self.config.islands * self.config.population
+
+    def _refresh(self) -> None:
+        with transaction(self.engine) as session:
+            self.progress.counts = queries.status_counts(session, self.campaign.id)
+            best = queries.leaderboard(session, self.campaign.id, top=1)
+        if best:
+            self.progress.best_id, self.progress.best_fitness = best[0].id, best[0].fitness
+        self.on_progress(self.progress)
+
+    def _event(self, kind: str, message: str, **data) -> None:
+        with transaction(self.engine) as session:
+            queries.log_event(session, self.campaign.id, kind, message, data)
+
+    def _claim_runner(self) -> None:
+        with transaction(self.engine) as session:
+            campaign = session.get(Campaign, self.campaign.id)
+            if runner_alive(campaign) and campaign.runner_pid != os.getpid():
+                raise CampaignError(f"campaign {campaign.name} is already running (pid {campaign.runner_pid} on "
+                                    f"{campaign.runner_host}, heartbeat {campaign.heartbeat_at:%H:%M:%S} UTC)")
+            resumed = campaign.status != "created"
+            campaign.runner_host, campaign.runner_pid = socket.gethostname(), os.getpid()
+            campaign.heartbeat_at = campaign.updated_at = utcnow()
+            campaign.status, campaign.message = "running", ""
+            campaign.config = self.config.model_dump(mode="json")
+            queries.log_event(session, campaign.id, "resume" if resumed else "start",
+                              f"pid {os.getpid()} on {socket.gethostname()}", {"config": campaign.config})
+
+    def _heartbeat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_SECONDS):
+            try:
+                with transaction(self.engine) as session:
+                    campaign = session.get(Campaign, self.campaign.id)
+                    campaign.heartbeat_at = utcnow()
+            except Exception:  # a busy database only delays the next beat
+                pass
+
+    def _finish(self, status: str, message: str) -> None:
+        with transaction(self.engine) as session:
+            campaign = session.get(Campaign, self.campaign.id)
+            campaign.status, campaign.message, campaign.updated_at = status, message[:2000], utcnow()
+            campaign.runner_pid = campaign.heartbeat_at = None
+            queries.log_event(session, campaign.id, status, message)
+        self.campaign = campaign
+
+
+def runner_alive(campaign: Campaign) -> bool:
+    """Whether another process is running the campaign now. On this host its pid answers for
+    it; elsewhere a heartbeat younger than a minute does."""
+    if campaign.runner_pid is None or campaign.heartbeat_at is None:
+        return False
+    if campaign.runner_host == socket.gethostname():
+        try:
+            os.kill(campaign.runner_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+    return utcnow() - campaign.heartbeat_at < STALE_AFTER
+
+
+def open_campaign(engine: Engine, config: CampaignConfig) -> tuple[Campaign, CampaignConfig]:
+    """The campaign of that name, created from `config` if new; resumed with the stored
+    settings (and the resumable changes in `config`) if it exists."""
+    load_task(config.task)  # an unknown task fails here, before anything is written
+    with transaction(engine) as session:
+        campaign = queries.find_campaign(session, config.name)
+        if campaign is not None:
+            if campaign.task != config.task:
+                raise CampaignError(f"campaign {config.name} exists for task {campaign.task}, not {config.task}")
+            config = config.resumed_with(campaign.config)
+            return campaign, config
+        campaign = Campaign(name=config.name, task=config.task, budget=config.budget, proposer=config.proposer,
+                            config=config.model_dump(mode="json"))
+        session.add(campaign)
+        session.flush()
+        queries.log_event(session, campaign.id, "created", f"{config.proposer} campaign on {config.task}")
+        return campaign, config

@@ -1,0 +1,1 @@
+"""CLI command groups, registered on the app in scientist/cli.py."""

@@ -1,0 +1,330 @@
+"""The llm proposer: asks a language model (through litellm) for a new candidate module.
+
+One proposal = one edit operator (rewrite / diff / crossover / repair), one model picked from
+the ensemble, one model call (with its own retries), and the code parsed out of the reply.
+Network trouble and unusable replies are ordinary outcomes: they come back as a Proposal
+without code and with the call recorded. Only a configuration that cannot work (no models,
+a rejected API key) raises ProposerError.
+
+The API key is handed to litellm and nowhere else: not to prompts, records or notes.
+"""
+
+import email.utils
+import functools
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# litellm fetches its model price map from GitHub at import unless told otherwise; without
+# internet that costs retries (and would hang behind a firewall that drops packets). The
+# copy bundled with the installed litellm is enough for cost estimates.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from scientist.proposers import parsing, prompting  # noqa: E402
+from scientist.proposers.base import (  # noqa: E402
+    CallRecord, ParentView, Proposal, ProposalRequest, ProposerError,
+)
+
+DEFAULT_OPERATOR_WEIGHTS = {"repair": 0.2, "crossover": 0.2, "diff": 0.3, "rewrite": 0.3}
+MAX_INSPIRATIONS = 3
+MAX_BACKOFF_SECONDS = 60.0
+MAX_RETRY_AFTER_SECONDS = 300.0
+# The cost floor added to every model's mean cost, as a fraction of the ensemble's typical
+# cost: a free model then weighs a few times a typical one at equal usefulness, not infinitely.
+COST_FLOOR_FRACTION = 0.5
+
+
+@functools.cache
+def _litellm():
+    """litellm, imported on first use (it takes seconds to import, and most commands never
+    call a model)."""
+    import litellm
+
+    litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banner on every error
+    litellm.telemetry = False  # a no-op in current versions; older ones phoned home
+    return litellm
+
+
+@dataclass
+class ModelStats:
+    """What the ensemble rule knows about one model, with Beta(1, 1) priors on the rates."""
+
+    calls: int = 0
+    usable: int = 0  # calls whose reply gave a candidate module
+    cost_usd: float = 0.0
+    outcomes: int = 0  # candidates reported through record_outcome
+    improvements: int = 0
+
+    @property
+    def usable_rate(self) -> float:
+        return (self.usable + 1) / (self.calls + 2)
+
+    @property
+    def improvement_rate(self) -> float:
+        return (self.improvements + 1) / (self.outcomes + 2)
+
+    @property
+    def mean_cost(self) -> float | None:
+        return self.cost_usd / self.calls if self.calls else None
+
+
+class LLMProposer:
+    name = "llm"
+
+    def __init__(
+        self,
+        models: list[str],
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 4,
+        backoff_seconds: float = 2.0,
+        temperature: float = 0.8,
+        max_tokens: int = 4096,
+        operator_weights: dict | None = None,
+        price_per_million: tuple[float, float] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        models = list(dict.fromkeys(models or []))
+        if not models:
+            raise ProposerError("the llm proposer needs at least one model")
+        weights = dict(DEFAULT_OPERATOR_WEIGHTS if operator_weights is None else operator_weights)
+        unknown = set(weights) - set(prompting.OPERATORS)
+        if unknown:
+            raise ProposerError(f"unknown operators {sorted(unknown)}; known: {', '.join(prompting.OPERATORS)}")
+        if any(not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0) for w in weights.values()):
+            raise ProposerError(f"operator weights must be finite and non-negative: {weights}")
+        if price_per_million is not None and (len(price_per_million) != 2 or min(price_per_million) < 0):
+            raise ProposerError(f"price_per_million is (input, output) USD per million tokens: {price_per_million}")
+        if max_retries < 0 or timeout <= 0:
+            raise ProposerError("max_retries must be >= 0 and timeout > 0")
+        self.models = models
+        self.api_base = api_base
+        self._api_key = api_key
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_seconds = backoff_seconds
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.operator_weights = weights
+        self.price_per_million = price_per_million
+        self.sleep = sleep
+        self.stats = {model: ModelStats() for model in models}
+        self._lock = threading.Lock()  # proposals may run in parallel threads
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"LLMProposer(models={self.models!r}, api_base={self.api_base!r})"
+
+    # --- the proposal ----------------------------------------------------------------------
+
+    def propose(self, request: ProposalRequest) -> Proposal:
+        model = self.choose_model(request.rng)
+        operator = self.choose_operator(request)
+        jitter = random.Random(request.rng.getrandbits(64))  # retries never shift request.rng
+        messages, parent_ids = self._prompt(operator, request)
+        record, truncated = self._call(model, messages, jitter)
+        if record.error is not None:
+            parsed = parsing.Parsed(None, f"{model} failed after {record.attempts} attempt(s): {record.error}")
+        elif operator == "diff":
+            parsed = parsing.edit_module(record.response or "", request.parents[0].code, request.task)
+        else:
+            parsed = parsing.extract_module(record.response or "", request.task)
+        note = parsed.note
+        if not parsed.ok and truncated:
+            note += " (the reply was cut off at max_tokens)"
+        with self._lock:
+            stats = self.stats[model]
+            stats.calls += 1
+            stats.usable += parsed.ok
+            stats.cost_usd += record.cost_usd
+        return Proposal(code=parsed.code, operator=operator, parent_ids=parent_ids, model=model,
+                        calls=[record], note=note)
+
+    def choose_operator(self, request: ProposalRequest) -> str:
+        """An operator the request has material for, drawn with the configured weights;
+        rewrite (from the task alone if need be) when no weighted operator applies."""
+        applicable = {
+            "rewrite": True,
+            "diff": bool(request.parents),
+            "crossover": len(request.parents) >= 2,
+            "repair": bool(request.failures),
+        }
+        options = [(op, self.operator_weights.get(op, 0.0)) for op in prompting.OPERATORS if applicable[op]]
+        options = [(op, w) for op, w in options if w > 0]
+        if not options:
+            return "rewrite"
+        return request.rng.choices([op for op, _ in options], weights=[w for _, w in options])[0]
+
+    def _prompt(self, operator: str, request: ProposalRequest) -> tuple[list[dict], list[int]]:
+        task, parents = request.task, request.parents
+        if operator == "repair":
+            failure = request.failures[0]  # the newest: the most relevant to what the island does now
+            return prompting.render_messages("repair", task, failure=failure), [failure.id]
+        if operator == "crossover":
+            return prompting.render_messages("crossover", task, parents=parents[:2]), [p.id for p in parents[:2]]
+        if operator == "diff":
+            return prompting.render_messages("diff", task, parents=parents[:1]), [parents[0].id]
+        inspirations = _distinct(request.inspirations, exclude={p.id for p in parents[:1]})[:MAX_INSPIRATIONS]
+        messages = prompting.render_messages("rewrite", task, parents=parents[:1], inspirations=inspirations)
+        return messages, [p.id for p in parents[:1]] + [c.id for c in inspirations]
+
+    # --- the ensemble ----------------------------------------------------------------------
+
+    def model_weights(self) -> dict[str, float]:
+        """Sampling weight per model: usable-reply rate x improvement rate (both with a
+        Beta(1, 1) prior) / (mean cost per call + a floor). A model not called yet is priced
+        at the ensemble's typical cost so that it gets tried."""
+        with self._lock:
+            known = [s.mean_cost for s in self.stats.values() if s.mean_cost is not None]
+            typical = sum(known) / len(known) if known else 0.0
+            floor = COST_FLOOR_FRACTION * typical + 1e-12
+            return {
+                model: s.usable_rate * s.improvement_rate / ((typical if s.mean_cost is None else s.mean_cost) + floor)
+                for model, s in self.stats.items()
+            }
+
+    def choose_model(self, rng: random.Random) -> str:
+        if len(self.models) == 1:
+            return self.models[0]
+        weights = self.model_weights()
+        return rng.choices(self.models, weights=[weights[m] for m in self.models])[0]
+
+    def record_outcome(self, model: str, fitness_improved: bool) -> None:
+        """Tells the ensemble whether a candidate of `model` beat its primary parent. Optional:
+        without it every model has the same improvement rate. Unknown models are ignored (an
+        archive may hold candidates of models no longer configured)."""
+        with self._lock:
+            stats = self.stats.get(model)
+            if stats is not None:
+                stats.outcomes += 1
+                stats.improvements += bool(fitness_improved)
+
+    # --- the call --------------------------------------------------------------------------
+
+    def _call(self, model: str, messages: list[dict], jitter: random.Random) -> tuple[CallRecord, bool]:
+        """The call with its retries, and whether the reply was cut off at max_tokens."""
+        litellm = _litellm()
+        started = time.monotonic()
+        error_text = None
+        for attempt in range(1, self.max_retries + 2):
+            try:
+                response = litellm.completion(
+                    model=model, messages=[dict(m) for m in messages],  # the record keeps the original
+                    api_base=self.api_base, api_key=self._api_key,
+                    timeout=self.timeout, temperature=self.temperature, max_tokens=self.max_tokens,
+                    num_retries=0,  # the retries are ours, so that each attempt is counted
+                    drop_params=True,  # some models refuse e.g. temperature; drop it rather than fail
+                )
+            except Exception as error:  # anything from the provider path is an outcome to record
+                kind = _classify(error, litellm)
+                error_text = self._scrub(f"{type(error).__name__}: {error}")
+                if kind == "fatal":
+                    raise ProposerError(f"{model}: {error_text}") from error
+                if kind == "final" or attempt > self.max_retries:
+                    return CallRecord(model=model, messages=messages, response=None,
+                                      seconds=time.monotonic() - started, attempts=attempt, error=error_text), False
+                self.sleep(self._delay(attempt, error, jitter))
+                continue
+            return self._record(model, messages, response, attempt, time.monotonic() - started)
+        raise AssertionError("unreachable")  # the loop always returns
+
+    def _record(self, model: str, messages: list[dict], response, attempts: int,
+                seconds: float) -> tuple[CallRecord, bool]:
+        try:
+            choice = response.choices[0]
+            text = choice.message.content or ""
+            truncated = getattr(choice, "finish_reason", None) == "length"
+        except (AttributeError, IndexError, TypeError):
+            text, truncated = "", False
+        usage = getattr(response, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        return CallRecord(
+            model=model, messages=messages, response=text, prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens, cost_usd=self._cost(response, prompt_tokens, completion_tokens),
+            seconds=seconds, attempts=attempts,
+        ), truncated
+
+    def _cost(self, response, prompt_tokens: int, completion_tokens: int) -> float:
+        """litellm's price for the call; for a model it cannot price (local, unknown, or a
+        price of 0) the configured price_per_million, else 0. Never raises."""
+        try:
+            cost = float(_litellm().completion_cost(completion_response=response))
+            if math.isfinite(cost) and cost > 0:
+                return cost
+        except Exception:  # unmapped models raise; the price map is best effort
+            pass
+        if self.price_per_million:
+            per_input, per_output = self.price_per_million
+            return (prompt_tokens * per_input + completion_tokens * per_output) / 1e6
+        return 0.0
+
+    def _delay(self, attempt: int, error: Exception, jitter: random.Random) -> float:
+        """Exponential backoff with jitter (half fixed, half random), at least the server's
+        Retry-After when it sent one."""
+        base = min(self.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+        delay = base * (0.5 + 0.5 * jitter.random())
+        retry_after = _retry_after(error)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS))
+        return delay
+
+    def _scrub(self, text: str) -> str:
+        if self._api_key and len(self._api_key) >= 4:
+            text = text.replace(self._api_key, "***")
+        return text
+
+
+def _distinct(candidates: list[ParentView], exclude: set[int]) -> list[ParentView]:
+    seen, out = set(exclude), []
+    for candidate in candidates:
+        if candidate.id not in seen:
+            seen.add(candidate.id)
+            out.append(candidate)
+    return out
+
+
+def _classify(error: Exception, litellm) -> str:
+    """fatal: nothing will work (the key is refused); retry: transient (timeouts, rate limits,
+    lost connections, 5xx); final: this request will not succeed as it is (bad request,
+    unknown model, context too long, permission on one model...)."""
+    if isinstance(error, litellm.AuthenticationError):
+        return "fatal"
+    transient = (litellm.Timeout, litellm.RateLimitError, litellm.APIConnectionError,
+                 litellm.ServiceUnavailableError, litellm.InternalServerError, litellm.BadGatewayError)
+    if isinstance(error, transient):
+        return "retry"
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int) and (status in (408, 429) or status >= 500):
+        return "retry"
+    return "final"
+
+
+def _retry_after(error: Exception) -> float | None:
+    """Seconds the server asked to wait (Retry-After in seconds or as a date, or OpenAI's
+    retry-after-ms), from whichever headers litellm kept on the exception."""
+    sources = (getattr(error, "litellm_response_headers", None),
+               getattr(getattr(error, "response", None), "headers", None))
+    for headers in sources:
+        try:
+            items = {str(k).lower(): str(v) for k, v in dict(headers or {}).items()}
+        except (TypeError, ValueError, AttributeError):
+            continue
+        try:
+            if "retry-after-ms" in items:
+                return max(float(items["retry-after-ms"]) / 1000, 0.0)
+            if "retry-after" in items:
+                value = items["retry-after"].strip()
+                try:
+                    return max(float(value), 0.0)
+                except ValueError:
+                    when = email.utils.parsedate_to_datetime(value)
+                    return max(when.timestamp() - time.time(), 0.0)
+        except (TypeError, ValueError, OverflowError):
+            continue
+    return None

@@ -1,0 +1,139 @@
+"""Parent selection from the archive: islands, rank-based sampling with exploration, and
+ring migration.
+
+An island's members are the rows of island_member for it: its own candidates, the
+baselines (members of every island) and migrants explicitly moved there. Parents are drawn
+only from there, so islands evolve apart until a migration says otherwise.
+"""
+
+import random
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, func
+from sqlmodel import col, select
+
+from archive.db import transaction
+from archive.queries import FAILED, has_event, log_event
+from archive.schema import Candidate, IslandMember
+from scientist.proposers.base import ParentView
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    islands: int = 2
+    exploration: float = 0.2  # chance a parent is drawn uniformly from the island instead of by rank
+    rank_pressure: float = 2.5  # rank = floor(n * u**pressure): larger favours the top more
+    migration_interval: int = 2  # generations between migrations (0: never)
+    migrants: int = 1  # best members copied from each island to the next one
+
+
+class Selector:
+    def __init__(self, engine: Engine, campaign_id: int, config: SelectionConfig):
+        self.engine, self.campaign_id, self.config = engine, campaign_id, config
+
+    # -- parents ---------------------------------------------------------------------------
+    def scored_count(self, island: int) -> int:
+        with transaction(self.engine) as session:
+            return session.exec(select(func.count()).select_from(IslandMember).where(*self._scored(island))).one()
+
+    def sample_parent_ids(self, island: int, k: int, rng: random.Random) -> list[int]:
+        """Up to k distinct parents of the island, by fitness rank with exploration. Two
+        indexed queries per parent: the member count, then the member at the drawn rank."""
+        with transaction(self.engine) as session:
+            n = session.exec(select(func.count()).select_from(IslandMember).where(*self._scored(island))).one()
+            chosen: list[int] = []
+            for _ in range(min(k, n) * 4):
+                if len(chosen) == min(k, n):
+                    break
+                rank = rng.randrange(n) if rng.random() < self.config.exploration \
+                    else min(n - 1, int(n * rng.random() ** self.config.rank_pressure))
+                candidate_id = session.exec(self._ranked(island).offset(rank).limit(1)).first()
+                if candidate_id not in chosen:
+                    chosen.append(candidate_id)
+            return chosen
+
+    def best_ids(self, island: int, k: int) -> list[int]:
+        with transaction(self.engine) as session:
+            return list(session.exec(self._ranked(island).limit(k)).all())
+
+    def recent_failure_ids(self, island: int, k: int) -> list[int]:
+        with transaction(self.engine) as session:
+            return list(session.exec(
+                select(Candidate.id).where(Candidate.campaign_id == self.campaign_id, Candidate.island == island,
+                                           col(Candidate.status).in_(FAILED), Candidate.origin != "baseline")
+                .order_by(col(Candidate.id).desc()).limit(k)).all())
+
+    def views(self, ids: list[int]) -> list[ParentView]:
+        if not ids:
+            return []
+        with transaction(self.engine) as session:
+            rows = {c.id: c for c in session.exec(select(Candidate).where(col(Candidate.id).in_(ids))).all()}
+        return [parent_view(rows[i]) for i in ids if i in rows]
+
+    def _scored(self, island: int):
+        return (IslandMember.campaign_id == self.campaign_id, IslandMember.island == island,
+                col(IslandMember.fitness).is_not(None))
+
+    def _ranked(self, island: int):
+        return (select(IslandMember.candidate_id).where(*self._scored(island))
+                .order_by(col(IslandMember.fitness).desc(), IslandMember.candidate_id))
+
+    # -- migration -------------------------------------------------------------------------
+    def migrate(self, generation: int) -> list[tuple[int, int, int]]:
+        """Ring migration before `generation`: each island's best `migrants` scored members
+        join the next island. Happens once per generation, also across resumes (the event
+        key is unique). Returns (candidate, from island, to island)."""
+        c = self.config
+        if c.islands < 2 or c.migration_interval <= 0 or generation <= 1 or (generation - 1) % c.migration_interval:
+            return []
+        key = f"migration:{generation}"
+        with transaction(self.engine) as session:
+            if has_event(session, self.campaign_id, key):
+                return []
+            moves = []
+            for island in range(c.islands):
+                target = (island + 1) % c.islands
+                best = session.exec(select(IslandMember).where(*self._scored(island))
+                                    .order_by(col(IslandMember.fitness).desc(), IslandMember.candidate_id)
+                                    .limit(c.migrants)).all()
+                for member in best:
+                    if session.get(IslandMember, (self.campaign_id, target, member.candidate_id)) is None:
+                        moves.append((member.candidate_id, island, target))
+            # Inserted after all reads, so a migrant does not travel on around the ring at once.
+            for candidate_id, source, target in moves:
+                fitness = session.get(IslandMember, (self.campaign_id, source, candidate_id)).fitness
+                session.add(IslandMember(campaign_id=self.campaign_id, island=target, candidate_id=candidate_id,
+                                         since_generation=generation, migrated_from=source, fitness=fitness))
+            log_event(session, self.campaign_id, "migration",
+                      f"before generation {generation}: " + (", ".join(f"#{m} {s}→{t}" for m, s, t in moves) or "nothing new"),
+                      {"generation": generation, "moves": moves}, key=key)
+            return moves
+
+
+def parent_view(candidate: Candidate) -> ParentView:
+    return ParentView(id=candidate.id, code=candidate.code or "", status=candidate.status, fitness=candidate.fitness,
+                      origin=candidate.origin, summary=score_summary(candidate), error=failure_summary(candidate))
+
+
+def score_summary(candidate: Candidate) -> str:
+    lines = []
+    for split, envs in (candidate.per_env or {}).items():
+        for env_id, result in envs.items():
+            normalised = result.get("normalised", {})
+            lines.append(f"{split} {env_id}: normalised IQM {normalised.get('iqm', float('nan')):.3f}, "
+                         f"return IQM {result.get('return_iqm', float('nan')):.2f}")
+    return "\n".join(lines)
+
+
+def failure_summary(candidate: Candidate) -> str:
+    """The failing stage and its detail, with the check counterexamples when there are any."""
+    if candidate.status in ("ok", "pending"):
+        return ""
+    stage = next((s for s in candidate.stages if s.get("status") != "ok"), None)
+    parts = [f"status {candidate.status}" + (f" at stage {stage['name']}: {stage.get('detail', '')}" if stage else "")]
+    for check in (candidate.checks or {}).get("checks", []):
+        if not check.get("passed", True):
+            example = check.get("counterexample")
+            parts.append(f"check {check.get('name')}: {check.get('detail', '')}"
+                         + (f" (counterexample: {example})" if example else ""))
+    return "\n".join(parts)[:3000]
