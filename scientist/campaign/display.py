@@ -12,16 +12,22 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def leaderboard_table(rows: list[Candidate], title: str = "leaderboard") -> Table:
+    """Fits 80 columns; `scientist archive show ID` has the rest."""
     table = Table(title=title, title_justify="left")
-    for name, justify in (("#", "right"), ("id", "right"), ("fitness", "right"), ("meta-test", "right"),
-                          ("origin", "left"), ("op", "left"), ("gen", "right"), ("island", "right"),
-                          ("parent", "right"), ("name / note", "left")):
-        table.add_column(name, justify=justify)
-    for rank, c in enumerate(rows, 1):
-        table.add_row(str(rank), str(c.id), fmt(c.fitness), fmt(c.meta_test_fitness), c.origin, c.operator,
-                      str(c.generation), str(c.island), str(c.parent_id or ""),
-                      c.baseline_name or (c.proposal_note or "")[:60])
+    for name in ("id", "fitness", "test", "g/i", "from"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("how", no_wrap=True)
+    table.add_column("note", no_wrap=True)
+    for c in rows:
+        how = "baseline" if c.origin == "baseline" else c.operator if c.origin == "mutation" else f"{c.origin}:{c.operator}"
+        table.add_row(str(c.id), fmt(c.fitness), fmt(c.meta_test_fitness), f"{c.generation}/{c.island}",
+                      str(c.parent_id or ""), clip(how, 13), clip(c.baseline_name or c.proposal_note or "", 24))
     return table
 
 

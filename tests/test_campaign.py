@@ -1,0 +1,151 @@
+"""A real discovery campaign from the CLI: the default mutation proposer, the process
+sandbox, the smoke budget, a SQLite archive. It is killed with SIGKILL at random moments
+(during proposals, evaluations and writes) and resumed until it finishes; the archive must
+then hold every planned evaluation exactly once and be consistent.
+
+Slow: about 5 minutes on 2 CPU cores (every candidate trains for real)."""
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+PLAN = dict(generations=2, population=1, islands=2)
+BASELINES = 3  # mirror_drift: dpo, ppo, zero
+
+
+def scientist(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "scientist.cli", *args], capture_output=True, text=True,
+                          timeout=900, **kwargs)
+
+
+def evaluated(path) -> int:
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+            return db.execute("SELECT count(*) FROM candidate WHERE status NOT IN ('pending')").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def sandbox_runners() -> int:
+    return subprocess.run(["pgrep", "-f", "sandbox.runner"], capture_output=True).stdout.count(b"\n")
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    path = tmp_path_factory.mktemp("campaign") / "archive.db"
+    db = f"sqlite:///{path}"
+    command = [sys.executable, "-m", "scientist.cli", "run", "--task", "mirror_drift", "--budget", "smoke",
+               "--generations", str(PLAN["generations"]), "--population", str(PLAN["population"]),
+               "--islands", str(PLAN["islands"]), "--workers", "2", "--sandbox", "process", "--seed", "3",
+               "--name", "crashy", "--db", db]
+    rng, kills = random.Random(7), []
+    # An early kill (start-up, baselines being written), then kills a random moment after the
+    # archive has moved on, so each one lands in a different phase of the campaign.
+    for target in (0, 1, 3, 5):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while evaluated(path) < target and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.5)
+        time.sleep(rng.uniform(0.5, 8.0) if target else 2.0)
+        if process.poll() is not None:
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills.append(evaluated(path))
+        time.sleep(1.0)
+        assert sandbox_runners() == 0, "a sandboxed evaluation outlived its killed campaign"
+    final = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    return path, db, kills, final
+
+
+def test_resume_after_kill_9_finishes_with_every_evaluation_exactly_once(killed_and_resumed):
+    path, _, kills, final = killed_and_resumed
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert len(kills) >= 3, kills
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert db.execute("SELECT status FROM campaign").fetchone()[0] == "finished"
+    rows = db.execute("SELECT id, origin, status, generation, island, fitness, code_hash, parent_id, evaluated_at "
+                      "FROM candidate ORDER BY id").fetchall()
+    assert not [r for r in rows if r[2] == "pending"]
+    assert sorted(r[1] for r in rows if r[1] == "baseline") == ["baseline"] * BASELINES
+    # Each slot (generation, island) holds exactly `population` new candidates.
+    for generation in range(1, PLAN["generations"] + 1):
+        for island in range(PLAN["islands"]):
+            new = [r for r in rows if r[3:5] == (generation, island) and r[2] not in ("duplicate", "no_code")]
+            assert len(new) == PLAN["population"], (generation, island, new)
+    # Evaluated once: one verdict and timestamp each, no code evaluated under two rows.
+    judged = [r for r in rows if r[2] not in ("duplicate", "no_code")]
+    assert all(r[8] is not None for r in judged)
+    assert len({r[6] for r in judged}) == len(judged)
+    # Island bookkeeping matches the candidates: scored ones carry their fitness, others are gone.
+    members = db.execute("SELECT candidate_id, island, fitness FROM island_member").fetchall()
+    fitness = {r[0]: r[5] for r in rows}
+    assert all(fitness[c] == f for c, _, f in members)
+    assert {c for c, _, _ in members} == {r[0] for r in rows if r[2] == "ok"}
+    # Lineage: every parent is an earlier, scored member of the child's island.
+    member_of = {(c, i) for c, i, _ in members}
+    for r in rows:
+        if r[7] is not None:
+            assert r[7] < r[0] and (r[7], r[4]) in member_of, r
+    events = [e[0] for e in db.execute("SELECT kind FROM event ORDER BY id")]
+    assert events.count("resume") >= len(kills)
+
+
+def test_status_and_archive_commands_read_the_campaign(killed_and_resumed):
+    _, db, _, final = killed_and_resumed
+    assert "top" in final.stdout and "fitness" in final.stdout  # the leaderboard printed at the end
+    status = scientist("status", "crashy", "--db", db)
+    assert status.returncode == 0 and "finished" in status.stdout and "$0.0000" in status.stdout
+    listed = scientist("archive", "list", "crashy", "--json", "--db", db)
+    records = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert records and all(r["status"] == "ok" for r in records[:1])
+    everything = [json.loads(line) for line in scientist("archive", "list", "crashy", "--json", "--db", db,
+                                                           "--top", "100").stdout.splitlines()]
+    assert [r["fitness"] for r in everything] == sorted((r["fitness"] for r in everything), reverse=True)
+    child = next(r for r in everything if r["parent_id"] is not None) if any(
+        r["parent_id"] for r in everything) else everything[0]
+    shown = json.loads(scientist("archive", "show", str(child["id"]), "--json", "--db", db).stdout)
+    assert shown["code"].startswith("import") and shown["lineage"][0] == child["id"]
+    assert {s["name"] for s in shown["stages"]} >= {"static", "trace", "validity", "smoke", "full", "score"}
+    assert shown["per_env"]["meta_train"]["CartPole-v1"]["learning_curve"]
+    text = scientist("archive", "show", str(child["id"]), "--db", db)
+    assert text.returncode == 0 and "def drift" in text.stdout
+    diff = scientist("archive", "diff", str(everything[0]["id"]), str(everything[-1]["id"]), "--db", db)
+    assert diff.returncode == 0 and ("@@" in diff.stdout or "identical" in diff.stdout)
+    missing = scientist("status", "nope", "--db", db)
+    assert missing.returncode == 2 and "crashy" in missing.stderr
+
+
+def test_a_second_runner_of_a_live_campaign_is_refused(tmp_path):
+    """Two processes running one campaign would evaluate its pending candidates twice."""
+    db = f"sqlite:///{tmp_path}/archive.db"
+    args = ["run", "--task", "mirror_drift", "--budget", "smoke", "--generations", "0", "--sandbox", "process",
+            "--name", "solo", "--db", db]
+    first = subprocess.Popen([sys.executable, "-m", "scientist.cli", *args], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with sqlite3.connect(f"{tmp_path}/archive.db", timeout=30) as conn:
+                try:
+                    if conn.execute("SELECT runner_pid FROM campaign").fetchone()[0]:
+                        break
+                except (sqlite3.Error, TypeError):
+                    pass
+            time.sleep(0.5)
+        second = scientist(*args)
+        assert second.returncode == 1 and "already running" in second.stderr
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
