@@ -1,5 +1,6 @@
 """`scientist run`, `resume` and `status`."""
 
+import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -82,7 +83,12 @@ def resume(name: Annotated[str, typer.Argument()], db: DbOption = None,
     _run(CampaignConfig(**{**stored, **overrides}), engine, top)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops a campaign like Ctrl-C: evaluations in flight stay pending
+
+
 def _run(settings: CampaignConfig, engine, top: int) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         from sandbox.tasks import load_task
 
