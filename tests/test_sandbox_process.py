@@ -4,7 +4,10 @@
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +95,20 @@ def test_memory_limit_gives_jax_a_clean_error(backend):
 def test_file_size_limit(backend):
     outcome = run(backend, "open('big', 'wb').write(b'x' * 50_000_000)", file_bytes=1_000_000)
     assert outcome.exit_code != 0
+
+
+def test_a_checkout_in_a_private_temporary_directory_is_mounted_traversably(tmp_path):
+    """A checkout in a 0700 directory under /tmp (mktemp -d) must be reachable by the sandbox
+    user in every process: the mount plan once depended on set order, which varies with
+    the hash seed, and failed at random."""
+    private = tmp_path / "private"
+    (private / "repo").mkdir(parents=True)
+    private.chmod(0o700)
+    script = ("from pathlib import Path; from sandbox.backends.process import _filesystem_args; "
+              f"print(_filesystem_args({{Path('{private}/repo'): Path('/usr')}}, Path('{tmp_path}/scratch')))")
+    for seed in range(6):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+        below_tmp = [d for d in (private / "repo").parents if Path("/tmp") in d.parents]
+        for directory in below_tmp:  # every directory between the private /tmp and the checkout
+            assert f"'--perms', '0755', '--dir', '{directory}'" in out, (seed, directory, out)

@@ -93,15 +93,20 @@ def _filesystem_args(read_only: dict[Path, Path], writable: Path) -> list[str]:
         if blocked is not None:
             covered.add(blocked)
     args = ["--ro-bind", "/", "/"]
-    for mount in sorted(covered, key=lambda p: len(p.parts)):
-        if not any(other in mount.parents for other in covered):
-            mode = "1777" if str(mount) in PRIVATE_TMPFS else "0755"
-            args += ["--perms", mode, "--tmpfs", str(mount)]
+    # Only the outermost covered directories get a tmpfs; one inside another is hidden by it.
+    mounted = [m for m in sorted(covered, key=lambda p: len(p.parts))
+               if not any(other in m.parents for other in covered)]
+    for mount in mounted:
+        mode = "1777" if str(mount) in PRIVATE_TMPFS else "0755"
+        args += ["--perms", mode, "--tmpfs", str(mount)]
     args += ["--dev", "/dev", "--proc", "/proc"]
     created = set()
     mounts = [*((p, src, "--ro-bind") for p, src in read_only.items()), (writable, writable, "--bind")]
     for path, source, mode in mounts:
-        mount = next((m for m in covered if m in path.parents), None)
+        # The tmpfs the path lies in, whose missing directories must be made traversable. Not
+        # any covered ancestor: a set's order varies between processes, and a covered but
+        # unmounted one (a 0700 mktemp dir under /tmp) left the checkout unreadable at random.
+        mount = next((m for m in mounted if m in path.parents), None)
         if mount is not None:
             for directory in reversed(path.parents):
                 if mount in directory.parents and directory not in created:
