@@ -6,7 +6,7 @@ models and the migrations disagree), so an archive written today opens next mont
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -129,3 +129,28 @@ class Event(SQLModel, table=True):
     message: str = Field(default="", sa_column=Column(Text, nullable=False))
     data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     key: str | None = None  # set for events that must happen once (a migration), enforced by the database
+
+
+class ESCheckpoint(SQLModel, table=True):
+    """The state of an evolution-strategies campaign after a generation, so it resumes from
+    the newest row. Arrays are npz bytes (numpy.savez; never pickle), with the costs of the
+    generation: training runs, environment steps and wall seconds (ES spends no dollars)."""
+
+    __tablename__ = "es_checkpoint"
+    __table_args__ = (UniqueConstraint("campaign_id", "generation", name="uq_es_checkpoint_campaign_generation"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    generation: int  # generations completed; the state is ready for generation + 1
+    state: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # the ES state's leaves
+    mean: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # the mean network's weights
+    best_fitness: float | None = None  # of this generation's members (normalised: 1 = PPO)
+    mean_fitness: float | None = None
+    std_fitness: float | None = None
+    member_fitness: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    per_env: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # env -> mean over members
+    sigma: float | None = None  # sampling std used for the next generation
+    env_steps: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))  # spent by this generation (> 2^31 at paper scale)
+    training_runs: int = 0
+    wall_seconds: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)

@@ -6,6 +6,10 @@ trace (load with restricted builtins, abstract shape contract, lower and compile
 trainer under an HLO size cap) -> validity (the task's conditions) -> smoke (1 seed, a few
 updates, finite results) -> full (budget seeds on every meta-train and meta-test env).
 
+Stages a request must name, never run by default: load (the first half of trace, without
+the trainer) and landscape (a drift's values and objective gradient on the analysis grid,
+out/landscape.npz; see sandbox/landscape.py).
+
 Everything this process writes is untrusted, candidate code runs in it: stage records in
 out/stages.jsonl are diagnostics, and fitness is computed elsewhere from the parameters
 left in out/*.npz.
@@ -34,6 +38,7 @@ from sandbox.checks.contract import (
 )
 from sandbox.checks.pipeline import ELEMENTWISE_SLOTS, run_conditions
 from sandbox.checks.signature import behaviour_signature
+from sandbox.landscape import LANDSCAPE_FILE, landscape_axes
 from sandbox.tasks import load_task
 from sandbox.training.components import Components
 from sandbox.training.ppo import CandidateContractError, make_train
@@ -63,6 +68,21 @@ def smoke_config(budget, env_id):
     return dataclasses.replace(config, total_timesteps=steps)
 
 
+def drift_landscape(function, ratio: np.ndarray, advantage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """D(r, A) and d(r*A - D)/dr on the grid, rows = advantage. Each row is one call on a 1-D
+    ratio array, as in training; the drift is elementwise, so the gradient of the row's sum
+    is the elementwise derivative."""
+    def drift_of(r, a):
+        return jnp.asarray(function(r, a), jnp.float32)
+
+    def row(r, a):
+        a = jnp.full_like(r, a)
+        return drift_of(r, a), jax.grad(lambda x: jnp.sum(x * a - drift_of(x, a)))(r)
+
+    drift, slope = jax.jit(jax.vmap(row, in_axes=(None, 0)))(jnp.asarray(ratio), jnp.asarray(advantage))
+    return np.asarray(drift, np.float32), np.asarray(slope, np.float32)
+
+
 def main(request_path: str) -> int:
     request = json.loads(Path(request_path).read_text())
     scratch = Path(request_path).resolve().parent.parent
@@ -75,7 +95,7 @@ def main(request_path: str) -> int:
     source = (scratch / "in" / "candidate.py").read_text()
     state = {}
 
-    def trace():
+    def load():
         try:
             function = load_entry_point(source, task.entry_point, filename="candidate.py")
         except CandidateLoadError as error:
@@ -91,15 +111,32 @@ def main(request_path: str) -> int:
             contract = check_elementwise_contract(function, tuple(task.inputs), "candidate.py")
             if not contract.passed:
                 raise StageFailure("invalid", contract.detail)
-        components = Components(**{task.slot: function})
+        state["function"] = function
+        return f"loaded {task.entry_point}()"
+
+    def trace():
+        load()
+        components = Components(**{task.slot: state["function"]})
         config = smoke_config(budget, split.meta_train[0])
         lowered = jax.jit(make_train(config, components)).lower(jax.random.key(0), config.learning_rate)
         size = len(lowered.as_text())
         if size > MAX_HLO_BYTES:
             raise StageFailure("failed", f"the training program is {size / 1e6:.0f} MB of HLO (limit "
                                f"{MAX_HLO_BYTES / 1e6:.0f} MB): unrolled Python loops in the candidate?")
-        state.update(function=function, components=components, smoke=(config, lowered.compile()))
+        state.update(components=components, smoke=(config, lowered.compile()))
         return f"compiled the {config.env_id} trainer ({size / 1e6:.1f} MB HLO)"
+
+    def landscape():
+        if task.slot != "drift":
+            raise StageFailure("failed", f"landscapes are defined for drift candidates, not {task.slot}")
+        if "function" not in state:
+            load()
+        ratio, advantage = landscape_axes()
+        drift, slope = drift_landscape(state["function"], ratio, advantage)
+        if drift.shape != (advantage.size, ratio.size) or slope.shape != drift.shape:
+            raise StageFailure("invalid", f"the drift returned shape {drift.shape} on a {ratio.size}-ratio grid")
+        np.savez(out / LANDSCAPE_FILE, ratio=ratio, advantage=advantage, drift=drift, d_objective_dr=slope)
+        return f"{advantage.size} x {ratio.size} grid, {int(np.isfinite(drift).sum())} finite drift values"
 
     def validity():
         report = run_conditions(task, state["function"], "candidate.py")
@@ -131,7 +168,8 @@ def main(request_path: str) -> int:
         append_stage(out, {"stage": name, "event": "start", "time": time.time()})
         start = time.monotonic()
         try:
-            detail = {"trace": trace, "validity": validity, "smoke": smoke, "full": full}[name]()
+            detail = {"load": load, "trace": trace, "validity": validity, "smoke": smoke, "full": full,
+                      "landscape": landscape}[name]()
             status = "ok"
         except StageFailure as failure:
             status, detail = failure.status, failure.detail

@@ -23,12 +23,16 @@ console = Console(stderr=True)
 
 
 def _register_campaign_commands() -> None:
-    from scientist.commands import archive, campaign
+    from scientist.commands import archive, campaign, compare, distill, es, plot
 
     app.command()(campaign.run)
     app.command()(campaign.resume)
     app.command()(campaign.status)
     app.add_typer(archive.app, name="archive")
+    app.command()(es.es)
+    app.command()(compare.compare)
+    app.add_typer(plot.app, name="plot")
+    app.command()(distill.distill)
 
 
 def _json_safe(value):

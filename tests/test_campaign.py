@@ -35,8 +35,35 @@ def evaluated(path) -> int:
         return 0
 
 
-def sandbox_runners() -> int:
-    return subprocess.run(["pgrep", "-f", "sandbox.runner"], capture_output=True).stdout.count(b"\n")
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (from /proc, so other tests' sandboxes do not count)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if fields[0] != "Z":
+                    parents[int(entry)] = int(fields[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    still = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    still.add(pid)
+        except OSError:
+            pass
+    return still
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +85,14 @@ def killed_and_resumed(tmp_path_factory):
         time.sleep(rng.uniform(0.5, 8.0) if target else 2.0)
         if process.poll() is not None:
             break
+        children = descendants(process.pid)
         process.send_signal(signal.SIGKILL)
         process.wait()
         kills.append(evaluated(path))
-        time.sleep(1.0)
-        assert sandbox_runners() == 0, "a sandboxed evaluation outlived its killed campaign"
+        time.sleep(2.0)
+        # Sandboxes die with their campaign (the trusted scorer, if one was running, finishes on its own).
+        leftovers = [pid for pid in alive(children) if b"sandbox.runner" in open(f"/proc/{pid}/cmdline", "rb").read()]
+        assert not leftovers, "a sandboxed evaluation outlived its killed campaign"
     final = subprocess.run(command, capture_output=True, text=True, timeout=900)
     return path, db, kills, final
 

@@ -8,29 +8,22 @@ most work in flight: on resume, pending candidates are evaluated, filled slots a
 and nothing is evaluated twice.
 """
 
-import os
 import random
-import socket
 import threading
-import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from sqlalchemy import Engine
 
 from archive import queries
 from archive.db import transaction
-from archive.schema import PENDING, Campaign, Candidate, utcnow
+from archive.schema import PENDING, Campaign, Candidate
 from sandbox.cascade import evaluate_candidate
 from sandbox.tasks import load_task
+from scientist.campaign import lease
 from scientist.campaign.config import CampaignConfig
 from scientist.proposers.base import Proposal, ProposalRequest, Proposer
 from scientist.selection import Selector
-
-HEARTBEAT_SECONDS = 5.0
-STALE_AFTER = timedelta(seconds=60)
-
 
 class CampaignError(RuntimeError):
     pass
@@ -66,9 +59,8 @@ class CampaignRunner:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> Campaign:
-        self._claim_runner()
-        beat = threading.Thread(target=self._heartbeat, daemon=True)
-        beat.start()
+        lease.claim(self.engine, self.campaign.id, config=self.config.model_dump(mode="json"))
+        beat = lease.heartbeat(self.engine, self.campaign.id, self.stop)
         executor = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="evaluator")
         self.in_flight: dict[Future, int] = {}
         status, message = "finished", ""
@@ -220,51 +212,9 @@ class CampaignRunner:
         with transaction(self.engine) as session:
             queries.log_event(session, self.campaign.id, kind, message, data)
 
-    def _claim_runner(self) -> None:
-        with transaction(self.engine) as session:
-            campaign = session.get(Campaign, self.campaign.id)
-            if runner_alive(campaign) and campaign.runner_pid != os.getpid():
-                raise CampaignError(f"campaign {campaign.name} is already running (pid {campaign.runner_pid} on "
-                                    f"{campaign.runner_host}, heartbeat {campaign.heartbeat_at:%H:%M:%S} UTC)")
-            resumed = campaign.status != "created"
-            campaign.runner_host, campaign.runner_pid = socket.gethostname(), os.getpid()
-            campaign.heartbeat_at = campaign.updated_at = utcnow()
-            campaign.status, campaign.message = "running", ""
-            campaign.config = self.config.model_dump(mode="json")
-            queries.log_event(session, campaign.id, "resume" if resumed else "start",
-                              f"pid {os.getpid()} on {socket.gethostname()}", {"config": campaign.config})
-
-    def _heartbeat(self) -> None:
-        while not self.stop.wait(HEARTBEAT_SECONDS):
-            try:
-                with transaction(self.engine) as session:
-                    campaign = session.get(Campaign, self.campaign.id)
-                    campaign.heartbeat_at = utcnow()
-            except Exception:  # a busy database only delays the next beat
-                pass
-
     def _finish(self, status: str, message: str) -> None:
         with transaction(self.engine) as session:
-            campaign = session.get(Campaign, self.campaign.id)
-            campaign.status, campaign.message, campaign.updated_at = status, message[:2000], utcnow()
-            campaign.runner_pid = campaign.heartbeat_at = None
-            queries.log_event(session, campaign.id, status, message)
-        self.campaign = campaign
-
-
-def runner_alive(campaign: Campaign) -> bool:
-    """Whether another process is running the campaign now. On this host its pid answers for
-    it; elsewhere a heartbeat younger than a minute does."""
-    if campaign.runner_pid is None or campaign.heartbeat_at is None:
-        return False
-    if campaign.runner_host == socket.gethostname():
-        try:
-            os.kill(campaign.runner_pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-    return utcnow() - campaign.heartbeat_at < STALE_AFTER
+            self.campaign = lease.release(session, self.campaign.id, status, message)
 
 
 def open_campaign(engine: Engine, config: CampaignConfig) -> tuple[Campaign, CampaignConfig]:

@@ -13,7 +13,8 @@ from archive import queries
 from archive.db import ArchiveError, default_url, open_engine, transaction
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.display import campaign_summary, leaderboard_table, progress_view
-from scientist.campaign.loop import CampaignError, CampaignRunner, runner_alive
+from scientist.campaign.lease import CampaignBusy, runner_alive
+from scientist.campaign.loop import CampaignError, CampaignRunner
 from scientist.proposers import ProposerError, make_proposer
 
 console = Console(stderr=True)
@@ -99,7 +100,7 @@ def _run(settings: CampaignConfig, engine, top: int) -> None:
             campaign = runner.run()
         if not console.is_terminal:
             console.line()  # the last progress view ends without a newline off a terminal
-    except (CampaignError, ProposerError, ValueError, KeyError) as error:
+    except (CampaignError, CampaignBusy, ProposerError, ValueError, KeyError) as error:
         console.print(f"[red]campaign stopped:[/red] {error}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:

@@ -206,6 +206,19 @@ class LLMProposer:
 
     # --- the call --------------------------------------------------------------------------
 
+    def complete(self, messages: list[dict], *, model: str | None = None,
+                 rng: random.Random | None = None) -> tuple[CallRecord, bool]:
+        """One model call with this proposer's retries, pricing and key handling, for callers
+        that keep their own conversation (distillation). Returns the call's record (its
+        `response` is the reply text, None when the call failed after its retries) and whether
+        the reply was cut off at max_tokens. Raises ProposerError for a refused key or a model
+        this proposer was not given. Leaves the ensemble statistics alone."""
+        model = model or self.models[0]
+        if model not in self.stats:
+            raise ProposerError(f"model {model!r} is not one of {self.models}")
+        snapshot = [dict(m) for m in messages]  # the record must not change when the caller's list grows
+        return self._call(model, snapshot, rng or random.Random())
+
     def _call(self, model: str, messages: list[dict], jitter: random.Random) -> tuple[CallRecord, bool]:
         """The call with its retries, and whether the reply was cut off at max_tokens."""
         litellm = _litellm()

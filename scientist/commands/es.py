@@ -1,0 +1,113 @@
+"""`scientist es`: the evolution-strategies baseline (an LPO drift network meta-learned by OpenES)."""
+
+import signal
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from scientist.commands.campaign import DbOption, engine_for
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: the last finished generation is kept
+
+
+def es(
+    name: Annotated[str, typer.Option("--name", help="campaign name; an existing ES campaign is continued")],
+    task: Annotated[str, typer.Option(help="task (only mirror_drift: ES learns a drift network)")] = "mirror_drift",
+    budget: Annotated[str, typer.Option(help="smoke, quick or paper: envs, steps and score references")] = "smoke",
+    generations: Annotated[int, typer.Option(min=1, help="ES generations in total (a continued run adds the rest)")] = 10,
+    population: Annotated[Optional[int], typer.Option(min=2, help="ES population, even (default 64)")] = None,
+    seeds: Annotated[Optional[int], typer.Option(min=1, help="PPO seeds per member and env (default 8)")] = None,
+    sigma: Annotated[Optional[float], typer.Option(help="initial ES sampling std (default 0.03)")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="initial Adam learning rate of the ES mean (default 0.01)")] = None,
+    from_scratch: Annotated[bool, typer.Option("--from-scratch", help="no PPO term, random output layer (LPO-Zero)")] = False,
+    member_batch: Annotated[Optional[int], typer.Option(min=0, help="members trained at once (memory); 0 = all")] = None,
+    render_every: Annotated[int, typer.Option(min=0, help="also evaluate the ES mean every K generations; 0 = only at the end")] = 0,
+    sandbox: Annotated[str, typer.Option(help="sandbox for the final evaluation: auto, process or docker")] = "auto",
+    seed: Annotated[int, typer.Option(help="ES and training seed")] = 0,
+    db: DbOption = None,
+) -> None:
+    """Meta-learn an LPO drift network with evolution strategies, then score its mean network
+    through the same sandbox and scorer as every other candidate."""
+    import dataclasses
+
+    from sandbox.backends import SandboxUnavailable
+    from scientist.es.campaign import ESCampaignError, run_es_campaign
+    from scientist.es.trainer import ESSettings
+
+    if task != "mirror_drift":
+        raise typer.BadParameter(f"the ES baseline only supports task mirror_drift (it learns a drift), not {task!r}",
+                                 param_hint="--task")
+    if sandbox not in ("auto", "process", "docker"):
+        raise typer.BadParameter("choose auto, process or docker", param_hint="--sandbox")
+    given = dict(population=population, seeds=seeds, sigma=sigma, learning_rate=lr, member_batch=member_batch)
+    settings = dataclasses.replace(ESSettings(ppo_init=not from_scratch), **{k: v for k, v in given.items() if v is not None})
+    try:
+        settings.validate()
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+    engine = engine_for(db)
+    signal.signal(signal.SIGTERM, _interrupt)
+    status = console.status(f"ES campaign {name}: starting")
+    status.start()
+
+    def on_progress(p) -> None:
+        if p.phase in ("compile+train", "train"):
+            status.update(f"generation {p.generation + 1}/{p.generations}: "
+                          + ("compiling and training" if p.phase == "compile+train" else "training")
+                          + f" {settings.population} × {settings.seeds} agents")
+        elif p.phase == "checkpoint":
+            r = p.last
+            compile_note = f" ({r.compile_seconds:.1f} s compile)" if r.compile_seconds else ""
+            out.print(f"generation {r.generation}/{p.generations}: best {r.best:.3f} mean {r.mean:.3f} std {r.std:.3f} · "
+                      f"{r.train_seconds + r.compile_seconds + r.tell_seconds:.1f} s{compile_note} · "
+                      f"{r.env_steps:,} env steps at {r.env_steps_per_second:,.0f}/s", highlight=False)
+        elif p.phase == "evaluate":
+            status.update(f"evaluating the ES mean (candidate #{p.candidate_id}) in the sandbox")
+        elif p.phase == "evaluated":
+            fitness = "–" if p.candidate_fitness is None else f"{p.candidate_fitness:.3f}"
+            test = "–" if p.candidate_meta_test is None else f"{p.candidate_meta_test:.3f}"
+            out.print(f"candidate #{p.candidate_id} (ES mean): {p.candidate_status} · fitness {fitness} · "
+                      f"meta-test {test}", highlight=False)
+
+    try:
+        candidate = run_es_campaign(engine, settings, name, task, budget, generations, seed, on_progress,
+                                    sandbox=sandbox, render_every=render_every)
+    except (ESCampaignError, ValueError, KeyError) as error:
+        status.stop()
+        console.print(f"[red]ES campaign stopped:[/red] {error}")
+        raise typer.Exit(1) from None
+    except SandboxUnavailable as error:
+        status.stop()
+        console.print(f"[red]sandbox unavailable:[/red] {error}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        status.stop()
+        console.print(f"[yellow]interrupted; `scientist es --name {name} ...` continues from the last generation")
+        raise typer.Exit(130) from None
+    status.stop()
+    _summary(engine, name, candidate)
+    raise typer.Exit(0 if candidate is not None and candidate.status == "ok" else 1)
+
+
+def _summary(engine, name: str, candidate) -> None:
+    from archive import queries
+    from archive.db import transaction
+    from scientist.es.campaign import budget_totals
+
+    with transaction(engine) as session:
+        campaign = queries.get_campaign(session, name)
+        totals = budget_totals(session, campaign.id)
+    out.print(f"campaign {name}: {campaign.status} · {totals['generations']} generations · "
+              f"{totals['training_runs']:,} training runs · {totals['env_steps']:,} env steps · "
+              f"{totals['wall_seconds']:.0f} s · $0", highlight=False)
+    if candidate is not None:
+        fitness = "–" if candidate.fitness is None else f"{candidate.fitness:.3f}"
+        out.print(f"final ES mean: candidate #{candidate.id}, {candidate.status}, sandbox score (fitness) {fitness}",
+                  highlight=False)

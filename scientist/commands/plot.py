@@ -1,0 +1,89 @@
+"""`scientist plot drift ID|FILE --out FILE.png`: a drift's landscape, features and figure."""
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from scientist.commands.campaign import DbOption, console, engine_for, out
+
+app = typer.Typer(no_args_is_help=True, help="Figures of candidates.")
+
+DRIFT_TASK = "mirror_drift"
+
+
+@app.command()
+def drift(
+    target: Annotated[str, typer.Argument(metavar="ID|FILE", help="archive candidate id, or a .py drift candidate")],
+    png: Annotated[Path, typer.Option("--out", help="where to write the PNG figure")],
+    db: DbOption = None,
+    sandbox: Annotated[str, typer.Option(help="auto, process or docker")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object with the numbers")] = False,
+) -> None:
+    """Heat map and slices of d(r*A - drift)/dr, and the drift's features (rollback,
+    cautious optimism, asymmetry, drift-free region). The candidate runs in the sandbox."""
+    from sandbox.backends import SandboxUnavailable
+    from sandbox.landscape import LandscapeError, compute_landscape
+    from scientist.analysis import detect_features
+    from scientist.plots import save_drift_plot
+
+    if sandbox not in ("auto", "process", "docker"):
+        raise typer.BadParameter("choose auto, process or docker", param_hint="--sandbox")
+    task, source, label, candidate_id = _resolve(target, db)
+    try:
+        landscape = compute_landscape(task, source, sandbox)
+    except LandscapeError as error:
+        console.print(f"[red]no landscape for {label}:[/red] {error}")
+        raise typer.Exit(1) from None
+    except SandboxUnavailable as error:
+        console.print(f"[red]sandbox unavailable:[/red] {error}")
+        raise typer.Exit(2) from None
+    features = detect_features(landscape)
+    sentences = features.describe()
+    save_drift_plot(landscape, png, sentences=sentences, title=f"{label}: {task}")
+    if as_json:
+        record = {"candidate": candidate_id, "file": None if candidate_id is not None else target, "task": task,
+                  "png": str(png), "features": features.to_dict(), "sentences": sentences}
+        sys.stdout.write(json.dumps(_finite_or_null(record)) + "\n")
+        return
+    for sentence in sentences:
+        out.print(sentence, highlight=False, soft_wrap=True)
+    console.print(f"wrote {png}")
+
+
+def _resolve(target: str, db: str | None) -> tuple[str, str, str, int | None]:
+    """(task, source, label, candidate id) from a file path or an archive id."""
+    path = Path(target)
+    if path.is_file():
+        try:
+            return DRIFT_TASK, path.read_text(), path.name, None
+        except (OSError, UnicodeDecodeError) as error:
+            raise typer.BadParameter(f"cannot read {path}: {error}", param_hint="ID|FILE") from None
+    if not target.isdigit():
+        raise typer.BadParameter(f"{target!r} is neither a file nor a candidate id", param_hint="ID|FILE")
+    from archive.db import transaction
+    from archive.schema import Candidate
+
+    with transaction(engine_for(db)) as session:
+        candidate = session.get(Candidate, int(target))
+    if candidate is None:
+        console.print(f"[red]no candidate {target} in this archive")
+        raise typer.Exit(2)
+    if not candidate.code:
+        console.print(f"[red]candidate {target} has no code")
+        raise typer.Exit(2)
+    return candidate.task, candidate.code, f"candidate #{candidate.id}", candidate.id
+
+
+def _finite_or_null(value):
+    """JSON has no NaN or infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value

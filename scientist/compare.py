@@ -1,0 +1,141 @@
+"""LLM vs mutation vs ES vs hand-designed drifts, compared fairly: the best candidate of each
+kind from the named campaigns and the task's PPO and DPO baselines are re-trained on fresh
+seeds at one shared budget (search-time scores are selected, hence optimistic), through the
+same sandbox and scorer; costs are the search's, in the same units for every method.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from sqlmodel import Session, col, func, select
+
+from archive import queries
+from archive.schema import Campaign, Candidate, ESCheckpoint
+from sandbox.budgets import get_budget
+from sandbox.cascade import evaluate_candidate
+from sandbox.fitness import interquartile_mean
+from sandbox.tasks import load_task
+
+KINDS = (("llm", "LLM"), ("mutation", "mutation"), ("es", "ES (LPO)"), ("distilled", "distilled"))
+HAND_DESIGNED = (("ppo", "PPO"), ("dpo", "DPO"))
+
+
+class CompareError(ValueError):
+    pass
+
+
+@dataclass
+class Cost:
+    """What the search that produced a candidate spent (None for a hand-designed baseline)."""
+
+    training_runs: int = 0
+    env_steps: int = 0
+    wall_seconds: float = 0.0
+    dollars: float = 0.0
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+
+
+@dataclass
+class Score:
+    iqm: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+@dataclass
+class Row:
+    label: str
+    candidate_id: int | None = None
+    campaigns: list[str] = field(default_factory=list)
+    search_fitness: float | None = None
+    status: str = "missing"  # missing (no such candidate in the named campaigns) or the re-evaluation's status
+    meta_train: Score = field(default_factory=Score)
+    meta_test: Score = field(default_factory=Score)
+    cost: Cost | None = None  # None: hand-designed, or missing
+    code: str | None = None
+    hand_designed: bool = False
+
+
+def split_score(envs: dict, resamples: int = 2000, seed: int = 0) -> Score:
+    """Mean over a split's environments of the IQM of normalised scores over seeds, with a
+    95% stratified bootstrap CI (seeds resampled within each environment)."""
+    samples = [np.asarray(result["normalised"]["scores"], dtype=np.float64) for result in envs.values()]
+    if not samples:
+        return Score()
+    point = float(np.mean([interquartile_mean(s) for s in samples]))
+    rng = np.random.default_rng(seed)
+    stats = np.mean([interquartile_mean(s[rng.integers(0, s.size, size=(resamples, s.size))], axis=1)
+                     for s in samples], axis=0)
+    low, high = np.quantile(stats, [0.025, 0.975])
+    return Score(point, float(low), float(high))
+
+
+def search_cost(session: Session, campaign: Campaign) -> Cost:
+    """Training runs, environment steps, sandbox wall time and dollars of a whole campaign:
+    every candidate that trained (its full stage ran) at the campaign's budget, plus the ES
+    generations' own training."""
+    budget, split = get_budget(campaign.budget), load_task(campaign.task).split(campaign.budget)
+    envs = split.meta_train + split.meta_test
+    per_candidate = Cost(training_runs=budget.seeds * len(envs),
+                         env_steps=budget.seeds * sum(budget.env(e).timesteps for e in envs))
+    cost = Cost(dollars=queries.spent_usd(session, campaign.id))
+    for candidate in session.exec(select(Candidate).where(Candidate.campaign_id == campaign.id)).all():
+        cost.wall_seconds += candidate.eval_seconds or 0.0
+        if any(s.get("name") == "full" for s in candidate.stages):
+            cost = cost + Cost(per_candidate.training_runs, per_candidate.env_steps)
+    # ES campaigns' own meta-training, generation by generation.
+    runs, steps, seconds = session.exec(select(
+        func.coalesce(func.sum(ESCheckpoint.training_runs), 0), func.coalesce(func.sum(ESCheckpoint.env_steps), 0),
+        func.coalesce(func.sum(ESCheckpoint.wall_seconds), 0.0)).where(ESCheckpoint.campaign_id == campaign.id)).one()
+    return cost + Cost(int(runs), int(steps), float(seconds))
+
+
+def gather(session: Session, names: list[str]) -> tuple[str, list[Campaign], list[Row]]:
+    """The rows to compare: the task's PPO and DPO, then the best scored candidate of each
+    origin across the named campaigns (a row stays `missing` when there is none)."""
+    campaigns = [queries.get_campaign(session, name) for name in names]
+    tasks = {c.task for c in campaigns}
+    if len(tasks) != 1:
+        raise CompareError(f"the campaigns are on different tasks ({', '.join(sorted(tasks))}); compare one task at a time")
+    task = load_task(tasks.pop())
+    rows = [Row(label, code=task.baseline_source(name), hand_designed=True, status="pending")
+            for name, label in HAND_DESIGNED if name in task.baseline_names]
+    ids = [c.id for c in campaigns]
+    for origin, label in KINDS:
+        best = session.exec(select(Candidate).where(col(Candidate.campaign_id).in_(ids), Candidate.origin == origin,
+                                                    Candidate.status == "ok")
+                            .order_by(col(Candidate.fitness).desc(), Candidate.id).limit(1)).first()
+        row = Row(label)
+        if best is not None:
+            producers = [c for c in campaigns if session.exec(select(func.count()).select_from(Candidate).where(
+                Candidate.campaign_id == c.id, Candidate.origin == origin)).one()]
+            row.candidate_id, row.search_fitness, row.code = best.id, best.fitness, best.code
+            row.campaigns = [c.name for c in producers]
+            row.cost = sum((search_cost(session, c) for c in producers), Cost())
+            row.status = "pending"
+        rows.append(row)
+    return task.name, campaigns, rows
+
+
+def reevaluate(task: str, rows: list[Row], budget: str, *, seed: int, sandbox: str = "auto", workers: int = 2,
+               on_done=None) -> list[Row]:
+    """Train and score every present row again on `seed` (the same for all: common random
+    numbers), in parallel sandboxes."""
+    present = [r for r in rows if r.code is not None]
+
+    def run(row: Row) -> Row:
+        evaluation = evaluate_candidate(task, row.code, budget, sandbox=sandbox, seed=seed)
+        row.status = evaluation.status
+        if evaluation.status == "ok":
+            row.meta_train = split_score(evaluation.per_env.get("meta_train", {}))
+            row.meta_test = split_score(evaluation.per_env.get("meta_test", {}))
+        if on_done:
+            on_done(row)
+        return row
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(run, present))
+    return rows

@@ -1,0 +1,311 @@
+"""An ES campaign against the archive: generations resume from the newest checkpoint.
+
+Each generation is written in one transaction (its `es_checkpoint` row and an event), so a
+crash loses at most the generation in flight, and a rerun with the same name continues
+from generation k + 1 with the same random keys. The ES mean network is then rendered as an
+ordinary mirror_drift candidate (origin "es", operator "es-mean") and evaluated by the same
+sandbox cascade and scorer as every other candidate. Costs are accounted in training runs,
+environment steps and wall seconds (an ES campaign spends no dollars).
+
+The campaign row stores `proposer = "es"` and a config with the keys `scientist status`
+reads (generations, population, islands = 1, workers = 1); `scientist resume` is for
+proposer campaigns, so an ES campaign is continued by running `scientist es` again.
+"""
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import Engine
+from sqlmodel import col, func, select
+
+from archive import queries
+from archive.db import transaction
+from archive.schema import PENDING, Campaign, Candidate, ESCheckpoint
+from sandbox.cascade import evaluate_candidate
+from sandbox.tasks import load_task
+from sandbox.training.config import PPOConfig
+from scientist.campaign import lease
+from scientist.es.checkpoint import params_to_bytes, state_from_bytes, state_to_bytes
+from scientist.es.lpo import render_lpo_candidate, slope_at_one
+from scientist.es.trainer import ESGeneration, ESSettings, GenerationResult, make_es_generation
+
+SUPPORTED_TASKS = ("mirror_drift",)
+OPERATOR = "es-mean"
+# Settings that may change when a campaign is resumed; the rest define it.
+RESUMABLE = ("generations", "sandbox", "render_every")
+
+
+class ESCampaignError(RuntimeError):
+    pass
+
+
+@dataclass
+class ESProgress:
+    """What the command line shows; passed to `on_progress` at every phase change."""
+
+    name: str
+    generations: int
+    generation: int = 0  # generations completed
+    phase: str = "start"  # start / compile+train / train / checkpoint / evaluate / done
+    last: GenerationResult | None = None
+    best_mean_fitness: float | None = None  # best generation-mean fitness so far this run
+    training_runs: int = 0  # this run
+    env_steps: int = 0
+    wall_seconds: float = 0.0
+    candidate_id: int | None = None
+    candidate_status: str | None = None
+    candidate_fitness: float | None = None
+    candidate_meta_test: float | None = None
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _finite(x: float) -> float | None:
+    return x if x == x and abs(x) != float("inf") else None
+
+
+@functools.lru_cache(maxsize=4)
+def _generation_for(budget: str, task: str, settings: ESSettings, configs: tuple) -> ESGeneration:
+    """One ES runner (and one compiled population trainer) per setting within a process."""
+    return make_es_generation(budget, load_task(task), settings, dict(configs) or None)
+
+
+def open_es_campaign(engine: Engine, name: str, task: str, budget: str, settings: ESSettings, seed: int,
+                     generations: int, sandbox: str, render_every: int) -> Campaign:
+    """The ES campaign of that name: created if new, else checked against these settings
+    (only generations, sandbox and render_every may differ) and updated."""
+    if task not in SUPPORTED_TASKS:
+        raise ESCampaignError(f"the ES baseline learns a Mirror Learning drift: only task {', '.join(SUPPORTED_TASKS)} "
+                              f"is supported, not {task!r}")
+    load_task(task).split(budget)  # an unknown budget fails before anything is written
+    settings.validate()
+    config = {"name": name, "task": task, "budget": budget, "proposer": "es", "es": settings.to_dict(), "seed": seed,
+              "generations": generations, "sandbox": sandbox, "render_every": render_every,
+              # read by `scientist status`: one "island" of `population` members per generation
+              "population": settings.population, "islands": 1, "workers": 1, "max_cost": None, "models": []}
+    with transaction(engine) as session:
+        campaign = queries.find_campaign(session, name)
+        if campaign is None:
+            campaign = Campaign(name=name, task=task, budget=budget, proposer="es", config=config)
+            session.add(campaign)
+            session.flush()
+            queries.log_event(session, campaign.id, "created", f"es campaign on {task} at the {budget} budget",
+                              {"config": config})
+            return campaign
+        stored = campaign.config
+        if campaign.proposer != "es":
+            raise ESCampaignError(f"campaign {name} is a {campaign.proposer} campaign, not an ES one; choose another --name")
+        clash = [k for k in config if k not in RESUMABLE and k in stored and stored[k] != config[k]]
+        if clash:
+            raise ESCampaignError(f"campaign {name} exists with different " + ", ".join(
+                f"{k} ({stored[k]!r}, not {config[k]!r})" for k in sorted(clash))
+                + f"; only {', '.join(RESUMABLE)} can change. Choose another --name for a new campaign.")
+        campaign.config = {**stored, **{k: config[k] for k in RESUMABLE}}
+        session.add(campaign)
+        return campaign
+
+
+def latest_checkpoint(session, campaign_id: int) -> ESCheckpoint | None:
+    return session.exec(select(ESCheckpoint).where(ESCheckpoint.campaign_id == campaign_id)
+                        .order_by(col(ESCheckpoint.generation).desc())).first()
+
+
+def budget_totals(session, campaign_id: int) -> dict:
+    """Training runs, environment steps and wall seconds over all of a campaign's generations."""
+    runs, steps, seconds, count = session.exec(select(
+        func.coalesce(func.sum(ESCheckpoint.training_runs), 0), func.coalesce(func.sum(ESCheckpoint.env_steps), 0),
+        func.coalesce(func.sum(ESCheckpoint.wall_seconds), 0.0), func.count(),
+    ).where(ESCheckpoint.campaign_id == campaign_id)).one()
+    return {"generations": int(count), "training_runs": int(runs), "env_steps": int(steps),
+            "wall_seconds": float(seconds), "dollars": 0.0}
+
+
+class ESCampaign:
+    def __init__(self, engine: Engine, settings: ESSettings, name: str, task: str, budget: str, generations: int,
+                 seed: int, *, sandbox: str = "auto", render_every: int = 0,
+                 on_progress: Callable[[ESProgress], None] | None = None, evaluate=evaluate_candidate,
+                 configs: dict[str, PPOConfig] | None = None):
+        if generations < 1:
+            raise ESCampaignError("an ES campaign needs at least one generation")
+        self.engine, self.settings, self.task, self.budget = engine, settings, task, budget
+        self.generations, self.seed, self.sandbox, self.render_every = generations, seed, sandbox, render_every
+        self.evaluate = evaluate
+        self.on_progress = on_progress or (lambda progress: None)
+        self.campaign = open_es_campaign(engine, name, task, budget, settings, seed, generations, sandbox, render_every)
+        self.runner = _generation_for(budget, task, settings, tuple(sorted((configs or {}).items())))
+        self.progress = ESProgress(name, generations)
+        self.stop = threading.Event()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> Candidate | None:
+        """Run the remaining generations and evaluate the final mean; returns its candidate."""
+        with transaction(self.engine) as session:
+            done = budget_totals(session, self.campaign.id)["generations"]
+        try:
+            lease.claim(self.engine, self.campaign.id, detail=f"; generations {done + 1}..{self.generations}")
+        except lease.CampaignBusy as error:
+            raise ESCampaignError(str(error)) from None
+        beat = lease.heartbeat(self.engine, self.campaign.id, self.stop)
+        status, message, final = "finished", "", None
+        try:
+            self._evaluate_pending()
+            state, done = self._restore()
+            if done > self.generations:
+                raise ESCampaignError(f"campaign {self.campaign.name} has {done} generations already; "
+                                      f"ask for at least that many")
+            self.progress.generation = done
+            for generation in range(done + 1, self.generations + 1):
+                self._report("train" if self.runner.compiled else "compile+train")
+                start = time.perf_counter()
+                state, result = self.runner.step(state, generation, self.seed)
+                self._save(state, result, time.perf_counter() - start)
+                if self.render_every and generation % self.render_every == 0 and generation < self.generations:
+                    self._candidate(state, generation)
+            final = self._candidate(state, self.generations)
+        except KeyboardInterrupt:
+            status, message = "interrupted", "stopped by the user; run `scientist es` with the same --name to continue"
+            raise
+        except BaseException as error:
+            status, message = "failed", f"{type(error).__name__}: {error}"
+            raise
+        finally:
+            self.stop.set()
+            beat.join(timeout=1)
+            self._finish(status, message)
+        self._report("done")
+        return final
+
+    def _restore(self):
+        with transaction(self.engine) as session:
+            checkpoint = latest_checkpoint(session, self.campaign.id)
+        initial = self.runner.init_state(self.seed)
+        if checkpoint is None:
+            return initial, 0
+        return state_from_bytes(checkpoint.state, initial), checkpoint.generation
+
+    def _save(self, state, result: GenerationResult, wall_seconds: float) -> None:
+        units, s = self.runner.units, self.settings
+        sigma = float(state.std)
+        row = ESCheckpoint(
+            campaign_id=self.campaign.id, generation=result.generation, state=state_to_bytes(state),
+            mean=params_to_bytes(self.runner.mean_params(state)), best_fitness=_finite(result.best),
+            mean_fitness=_finite(result.mean), std_fitness=_finite(result.std),
+            member_fitness=[_finite(float(f)) for f in result.fitness],
+            per_env={env: _finite(float(v.mean())) for env, v in result.per_env.items()}, sigma=sigma,
+            env_steps=units.env_steps, training_runs=units.training_runs, wall_seconds=wall_seconds)
+        message = (f"generation {result.generation}: fitness best {result.best:.3f} mean {result.mean:.3f} "
+                   f"std {result.std:.3f}; {units.training_runs} training runs, {units.env_steps:,} env steps, "
+                   f"{wall_seconds:.1f} s")
+        data = {"generation": result.generation, "best": row.best_fitness, "mean": row.mean_fitness,
+                "std": row.std_fitness, "sigma": sigma, "training_runs": units.training_runs,
+                "env_steps": units.env_steps, "wall_seconds": wall_seconds,
+                "compile_seconds": result.compile_seconds, "train_seconds": result.train_seconds,
+                "env_steps_per_second": _finite(result.env_steps_per_second),
+                "population": s.population, "seeds": s.seeds}
+        with transaction(self.engine) as session:
+            session.add(row)
+            queries.log_event(session, self.campaign.id, "es_generation", message, data,
+                              key=f"es_generation:{result.generation}")
+        p = self.progress
+        p.generation, p.last = result.generation, result
+        p.training_runs += units.training_runs
+        p.env_steps += units.env_steps
+        p.wall_seconds += wall_seconds
+        if _finite(result.mean) is not None and (p.best_mean_fitness is None or result.mean > p.best_mean_fitness):
+            p.best_mean_fitness = result.mean
+        self._report("checkpoint")
+
+    # -- the ES mean as a candidate ----------------------------------------------------------
+    def _candidate(self, state, generation: int) -> Candidate:
+        """Render the mean network after `generation`, add it (once) and evaluate it."""
+        with transaction(self.engine) as session:
+            existing = session.exec(select(Candidate).where(
+                Candidate.campaign_id == self.campaign.id, Candidate.origin == "es",
+                Candidate.operator == OPERATOR, Candidate.generation == generation).order_by(Candidate.id)).first()
+            checkpoint = session.exec(select(ESCheckpoint).where(ESCheckpoint.campaign_id == self.campaign.id,
+                                                                 ESCheckpoint.generation == generation)).first()
+        if existing is not None and existing.status != PENDING:
+            return existing
+        if existing is None:
+            best, mean = (checkpoint.best_fitness, checkpoint.mean_fitness) if checkpoint else (None, None)
+            params = self.runner.mean_params(state)
+            # The drift check calls a first-order slope of about 2 at r = 1 a kink (see scientist.es.lpo).
+            slope = float(np.abs(slope_at_one(params, np.linspace(-10.0, 10.0, 41))).max())
+            note = (f"ES mean network after generation {generation} of campaign {self.campaign.name}; that "
+                    f"generation's members scored best {_fmt(best)}, mean {_fmt(mean)} (normalised, 1 = PPO); "
+                    f"network slope at r = 1 up to {slope:.2f} for |A| <= 10")
+            code = render_lpo_candidate(params, ppo_init=self.settings.ppo_init,
+                                        shift=self.settings.shift, note=f"generation {generation} of {self.campaign.name}")
+            with transaction(self.engine) as session:
+                campaign = session.get(Campaign, self.campaign.id)
+                existing = queries.add_candidate(session, campaign, code=code, origin="es", operator=OPERATOR,
+                                                 island=0, generation=generation, note=note)
+                queries.log_event(session, campaign.id, "es_candidate",
+                                  f"candidate {existing.id}: ES mean after generation {generation} ({existing.status})",
+                                  {"candidate_id": existing.id, "generation": generation, "slope_at_one": slope})
+        if existing.status == PENDING:
+            existing = self._evaluate(existing)
+        return existing
+
+    def _evaluate_pending(self) -> None:
+        """An evaluation cut short by a crash is redone first."""
+        with transaction(self.engine) as session:
+            pending = [c for c in queries.pending_candidates(session, self.campaign.id) if c.origin == "es"]
+        for candidate in pending:
+            self._evaluate(candidate)
+
+    def _evaluate(self, candidate: Candidate) -> Candidate:
+        p = self.progress
+        p.candidate_id, p.candidate_status, p.candidate_fitness, p.candidate_meta_test = candidate.id, None, None, None
+        self._report("evaluate")
+
+        def claim(signature: str) -> int | None:
+            with transaction(self.engine) as session:
+                return queries.claim_signature(session, self.campaign.id, candidate.id, signature)
+
+        evaluation = self.evaluate(self.task, candidate.code, self.budget, sandbox=self.sandbox, seed=self.seed,
+                                   claim_signature=claim, cancelled=self.stop.is_set)
+        if evaluation.status == "cancelled":
+            return candidate
+        with transaction(self.engine) as session:
+            candidate = queries.record_evaluation(session, candidate.id, evaluation)
+            fitness = "" if candidate.fitness is None else f", fitness {candidate.fitness:.3f}"
+            queries.log_event(session, self.campaign.id, "es_evaluated",
+                              f"candidate {candidate.id}: {candidate.status}{fitness}",
+                              {"candidate_id": candidate.id, "status": candidate.status, "fitness": candidate.fitness,
+                               "meta_test_fitness": candidate.meta_test_fitness, "seconds": evaluation.seconds})
+        p.candidate_status, p.candidate_fitness = candidate.status, candidate.fitness
+        p.candidate_meta_test = candidate.meta_test_fitness
+        self._report("evaluated")
+        return candidate
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def _report(self, phase: str) -> None:
+        self.progress.phase = phase
+        self.on_progress(self.progress)
+
+    def _finish(self, status: str, message: str) -> None:
+        with transaction(self.engine) as session:
+            totals = budget_totals(session, self.campaign.id)
+            queries.log_event(session, self.campaign.id, "es_budget",
+                              f"{totals['generations']} generations: {totals['training_runs']} training runs, "
+                              f"{totals['env_steps']:,} env steps, {totals['wall_seconds']:.1f} s, $0", totals)
+            self.campaign = lease.release(session, self.campaign.id, status, message)
+
+
+def run_es_campaign(engine: Engine, settings: ESSettings, name: str, task: str = "mirror_drift",
+                    budget: str = "smoke", generations: int = 10, seed: int = 0,
+                    on_progress: Callable[[ESProgress], None] | None = None, *, sandbox: str = "auto",
+                    render_every: int = 0, evaluate=evaluate_candidate,
+                    configs: dict[str, PPOConfig] | None = None) -> Candidate | None:
+    """Create or continue the ES campaign `name` up to `generations`, then render the ES mean
+    as a candidate and evaluate it in the sandbox (also every `render_every` generations when
+    > 0). `evaluate` and `configs` (PPO configs per env for the ES itself) are test hooks."""
+    return ESCampaign(engine, settings, name, task, budget, generations, seed, sandbox=sandbox,
+                      render_every=render_every, on_progress=on_progress, evaluate=evaluate, configs=configs).run()
