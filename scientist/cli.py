@@ -23,7 +23,7 @@ console = Console(stderr=True)
 
 
 def _register_campaign_commands() -> None:
-    from scientist.commands import archive, campaign, compare, distill, es, plot
+    from scientist.commands import archive, campaign, compare, distill, es, plot, web
 
     app.command()(campaign.run)
     app.command()(campaign.resume)
@@ -33,6 +33,7 @@ def _register_campaign_commands() -> None:
     app.command()(compare.compare)
     app.add_typer(plot.app, name="plot")
     app.command()(distill.distill)
+    app.command()(web.web)
 
 
 def _json_safe(value):

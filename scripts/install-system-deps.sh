@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # System packages the sandboxes use, from Debian: bubblewrap (process sandbox namespaces)
-# and docker.io (the Docker sandbox). As root, also starts a Docker engine if none answers,
+# and docker.io (the Docker sandbox); and chromium with chromium-driver, for the end-to-end
+# test of `scientist web` in a headless browser. As root, also starts a Docker engine if none answers,
 # with flags that leave the host's networking untouched (sandbox containers use no network).
 # Safe to re-run. Without root or apt it only says what is missing; the sandbox then falls
-# back to weaker isolation and reports it, and the Docker tests skip.
+# back to weaker isolation and reports it, and the Docker and browser tests skip.
 set -euo pipefail
 missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v dockerd >/dev/null || missing+=(docker.io)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "note: ${missing[*]} not installed; sandbox isolation is weaker and Docker tests skip" >&2
+    echo "note: ${missing[*]} not installed; sandbox isolation is weaker, Docker or browser tests skip" >&2
   fi
 fi
 if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; then
