@@ -82,9 +82,11 @@ def search_cost(session: Session, campaign: Campaign) -> Cost:
     per_candidate = Cost(training_runs=budget.seeds * len(envs),
                          env_steps=budget.seeds * sum(budget.env(e).timesteps for e in envs))
     cost = Cost(dollars=queries.spent_usd(session, campaign.id))
-    for candidate in session.exec(select(Candidate).where(Candidate.campaign_id == campaign.id)).all():
-        cost.wall_seconds += candidate.eval_seconds or 0.0
-        if any(s.get("name") == "full" for s in candidate.stages):
+    # Two columns only: a campaign's full rows (curves, logs) can run to gigabytes.
+    for seconds, stages in session.exec(select(Candidate.eval_seconds, Candidate.stages)
+                                        .where(Candidate.campaign_id == campaign.id)).all():
+        cost.wall_seconds += seconds or 0.0
+        if any(s.get("name") == "full" for s in stages):
             cost = cost + Cost(per_candidate.training_runs, per_candidate.env_steps)
     # ES campaigns' own meta-training, generation by generation.
     runs, steps, seconds = session.exec(select(

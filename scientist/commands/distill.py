@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from scientist.commands.campaign import DbOption, console, engine_for, out
+from scientist.commands.reporting import exit_on
 
 
 def distill(
@@ -52,24 +53,13 @@ def distill(
             console.print(f"attempt {attempt.number} ({attempt.model}): [{colour}]{attempt.outcome}[/{colour}] "
                           f"{attempt.detail[:200]}" + "".join(f"\n  {v}" for v in attempt.violations), highlight=False)
 
-    try:
+    with exit_on(status, ((DistillError, 2, f"cannot distil candidate {candidate}"),
+                          (SandboxUnavailable, 2, "sandbox unavailable")),
+                 "interrupted; the calls made so far are in the archive"):
         result = run_distill(engine, candidate, models=model, api_base=api_base,
                              api_key=os.environ.get("SCIENTIST_API_KEY"), budget=budget, sandbox=sandbox, seed=seed,
                              attempts=attempts, tolerance=tolerance, timeout=timeout, price_per_million=price,
                              on_attempt=on_attempt, on_phase=status.update)
-    except DistillError as error:
-        status.stop()
-        console.print(f"[red]cannot distil candidate {candidate}:[/red] {error}")
-        raise typer.Exit(2) from None
-    except SandboxUnavailable as error:
-        status.stop()
-        console.print(f"[red]sandbox unavailable:[/red] {error}")
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        status.stop()
-        console.print("[yellow]interrupted; the calls made so far are in the archive")
-        raise typer.Exit(130) from None
-    status.stop()
     if as_json:
         sys.stdout.write(json.dumps(_finite(result.to_dict())) + "\n")
     else:

@@ -7,6 +7,7 @@ import typer
 from rich.console import Console
 
 from scientist.commands.campaign import DbOption, engine_for
+from scientist.commands.reporting import exit_on
 
 console = Console(stderr=True)
 out = Console()
@@ -76,22 +77,11 @@ def es(
             out.print(f"candidate #{p.candidate_id} (ES mean): {p.candidate_status} · fitness {fitness} · "
                       f"meta-test {test}", highlight=False)
 
-    try:
+    with exit_on(status, ((ESCampaignError, 1, "ES campaign stopped"), (ValueError, 1, "ES campaign stopped"),
+                          (KeyError, 1, "ES campaign stopped"), (SandboxUnavailable, 2, "sandbox unavailable")),
+                 f"interrupted; `scientist es --name {name} ...` continues from the last generation"):
         candidate = run_es_campaign(engine, settings, name, task, budget, generations, seed, on_progress,
                                     sandbox=sandbox, render_every=render_every)
-    except (ESCampaignError, ValueError, KeyError) as error:
-        status.stop()
-        console.print(f"[red]ES campaign stopped:[/red] {error}")
-        raise typer.Exit(1) from None
-    except SandboxUnavailable as error:
-        status.stop()
-        console.print(f"[red]sandbox unavailable:[/red] {error}")
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        status.stop()
-        console.print(f"[yellow]interrupted; `scientist es --name {name} ...` continues from the last generation")
-        raise typer.Exit(130) from None
-    status.stop()
     _summary(engine, name, candidate)
     raise typer.Exit(0 if candidate is not None and candidate.status == "ok" else 1)
 
