@@ -54,6 +54,14 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:  # it exited meanwhile
+        return b""
+
+
 def alive(pids: set[int]) -> set[int]:
     still = set()
     for pid in pids:
@@ -91,7 +99,7 @@ def killed_and_resumed(tmp_path_factory):
         kills.append(evaluated(path))
         time.sleep(2.0)
         # Sandboxes die with their campaign (the trusted scorer, if one was running, finishes on its own).
-        leftovers = [pid for pid in alive(children) if b"sandbox.runner" in open(f"/proc/{pid}/cmdline", "rb").read()]
+        leftovers = [pid for pid in alive(children) if b"sandbox.runner" in cmdline(pid)]
         assert not leftovers, "a sandboxed evaluation outlived its killed campaign"
     final = subprocess.run(command, capture_output=True, text=True, timeout=900)
     return path, db, kills, final
