@@ -15,12 +15,13 @@ read-only, which needs no registry.
 
 import io
 import os
+import signal
 import sys
 import tarfile
-import threading
 import time
 from pathlib import Path
 
+from sandbox.backends.output_cap import MARKER
 from sandbox.backends.base import BASE_ENV, SandboxOutcome, SandboxRun, SandboxUnavailable
 from sandbox.backends.process import (
     REPO_ROOT,
@@ -135,7 +136,7 @@ class DockerBackend:
         Ulimit = self.docker.types.Ulimit
         container = self.client.containers.create(
             self.image,
-            command=[python, *run.args],
+            command=[python, "-m", "sandbox.backends.output_cap", str(limits.output_bytes), python, *run.args],
             user=f"{SANDBOX_UID}:{SANDBOX_UID}",
             working_dir=str(run.scratch),
             environment=env,
@@ -154,41 +155,29 @@ class DockerBackend:
             mounts=self._mounts(run),
             labels={LABEL: "1"},
             device_requests=device_requests,
-            log_config=self.docker.types.LogConfig(type="json-file", config={"max-size": str(limits.output_bytes)}),
+            # The cap keeps the log under this size; it is a second line of defence.
+            log_config=self.docker.types.LogConfig(type="json-file", config={
+                "max-size": str(limits.output_bytes + TAIL_BYTES), "max-file": "1"}),
         )
-        tail, exceeded = bytearray(), threading.Event()
         start = time.monotonic()
         try:
             container.start()
-
-            def drain():
-                total = 0
-                for chunk in container.logs(stream=True, follow=True):
-                    total += len(chunk)
-                    tail.extend(chunk)
-                    del tail[:-TAIL_BYTES]
-                    if total > limits.output_bytes and not exceeded.is_set():
-                        exceeded.set()
-                        _kill(container)
-                        return
-
-            reader = threading.Thread(target=drain, daemon=True)
-            reader.start()
             timed_out = wait_or_kill(_ContainerProcess(container), run, start, lambda: _kill(container))
-            reader.join(timeout=10)
             container.reload()
             state = container.attrs["State"]
-            exit_code = state.get("ExitCode")
-            if state.get("OOMKilled") or (exit_code == 137 and not timed_out and not exceeded.is_set()):
-                exit_code = -9  # killed by the memory cgroup: reported like a SIGKILL
-            elif timed_out or exceeded.is_set():
-                exit_code = -9
+            log = container.logs(stdout=True, stderr=True)[-TAIL_BYTES:]
         finally:
             container.remove(force=True)
+        exceeded = log.endswith(MARKER)
+        exit_code = state.get("ExitCode")
+        if timed_out or exceeded or state.get("OOMKilled"):
+            exit_code = -signal.SIGKILL  # killed by us, the output cap or the memory cgroup
+        elif exit_code is not None and 128 < exit_code < 128 + signal.NSIG:
+            exit_code = 128 - exit_code  # the cap reports a signal as a shell does; as Popen does here
         isolation = ("docker: no network, read-only root, tmpfs /tmp, no capabilities, no-new-privileges",
                      f"uid {SANDBOX_UID}", "memory/pids/cpu cgroup limits", "clean environment")
-        return SandboxOutcome(exit_code, timed_out, exceeded.is_set(), time.monotonic() - start,
-                              bytes(tail).decode("utf-8", errors="replace"), isolation)
+        return SandboxOutcome(exit_code, timed_out, exceeded, time.monotonic() - start,
+                              log.decode("utf-8", errors="replace"), isolation)
 
     def preflight(self) -> None:
         require_imports(self, f"the sandbox image {self.image}")
