@@ -23,7 +23,7 @@ console = Console(stderr=True)
 
 
 def _register_campaign_commands() -> None:
-    from scientist.commands import archive, campaign, compare, distill, es, plot, web
+    from scientist.commands import archive, campaign, compare, distill, es, plot, report, web
 
     app.command()(campaign.run)
     app.command()(campaign.resume)
@@ -34,6 +34,7 @@ def _register_campaign_commands() -> None:
     app.add_typer(plot.app, name="plot")
     app.command()(distill.distill)
     app.command()(web.web)
+    app.command()(report.report)
 
 
 def _json_safe(value):

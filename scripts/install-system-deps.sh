@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the sandboxes use, from Debian: bubblewrap (process sandbox namespaces)
-# and docker.io (the Docker sandbox); and chromium with chromium-driver, for the end-to-end
-# test of `scientist web` in a headless browser. As root, also starts a Docker engine if none answers,
+# and docker.io (the Docker sandbox); docker-compose (checks compose.yaml); chromium with
+# chromium-driver, for the end-to-end test of `scientist web` in a headless browser; pango and
+# fonts, which WeasyPrint renders report PDFs with; postgresql, for the shared-archive tests. As root, also starts a Docker engine if none answers,
 # with flags that leave the host's networking untouched (sandbox containers use no network).
 # Safe to re-run. Without root or apt it only says what is missing; the sandbox then falls
 # back to weaker isolation and reports it, and the Docker and browser tests skip.
@@ -12,6 +13,11 @@ command -v setpriv >/dev/null || missing+=(util-linux)
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+for lib in libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core; do
+  dpkg -s "$lib" >/dev/null 2>&1 || missing+=("$lib")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -2,6 +2,8 @@
 scripts/install-system-deps.sh). Skipped, with the reason, where no engine answers."""
 
 import shutil
+import socket
+import subprocess
 
 import pytest
 
@@ -68,9 +70,18 @@ def test_limits_and_cleanup(backend):
 def test_leftover_containers_are_swept_at_start(backend):
     from sandbox.backends.docker import LABEL, DockerBackend
 
-    backend.client.containers.create(backend.image, command=["/bin/true"], labels={LABEL: "1"})
-    DockerBackend()
-    assert backend.client.containers.list(all=True, filters={"label": LABEL}) == []
+    dead, alive = subprocess.Popen(["true"]), subprocess.Popen(["sleep", "60"])
+    dead.wait()
+    host = socket.gethostname()
+    backend.client.containers.create(backend.image, command=["/bin/true"], labels={LABEL: f"{host}:{dead.pid}"})
+    live = backend.client.containers.create(backend.image, command=["/bin/true"], labels={LABEL: f"{host}:{alive.pid}"})
+    try:
+        DockerBackend()
+        # The dead process's container is gone; a live runner's evaluation is left alone.
+        assert [c.id for c in backend.client.containers.list(all=True, filters={"label": LABEL})] == [live.id]
+    finally:
+        alive.kill()
+        live.remove(force=True)
 
 
 def test_baseline_evaluates_ok_and_hostile_ones_do_not_score(backend):

@@ -8,6 +8,7 @@ the sandbox would compute (`scientist web --precompute`), which the server valid
 renders like any other. Skips only when Chromium or its driver is not installed
 (`apt-get install chromium chromium-driver`, see scripts/install-system-deps.sh)."""
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -53,15 +54,12 @@ def write_stand_in_landscape(path: Path) -> None:
              d_objective_dr=d_objective_dr.astype(np.float32))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser")
-    ids = build_archive(root / "archive.db", root / "EXECUTED")
-    url = f"sqlite:///{root / 'archive.db'}"
-    write_stand_in_landscape(root / "landscapes" / f"{code_hash_of(reader_engine(url), ids['child'])}.npz")
+@contextlib.contextmanager
+def serve(url: str, cache: Path):
+    """`scientist web` as a subprocess on a free port; yields its base URL once it answers."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "scientist.cli", "web", "--db", url, "--port", str(port),
-                                "--cache", str(root / "landscapes")], cwd=REPO, stdout=subprocess.PIPE,
+                                "--cache", str(cache)], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -76,22 +74,42 @@ def server(tmp_path_factory):
             process.kill()
             pytest.fail(f"scientist web did not start: {process.communicate()[0][-3000:]}")
         time.sleep(0.2)
-    yield base, ids, root
-    process.terminate()
-    process.wait(10)
-    assert not (root / "EXECUTED").exists()
+    try:
+        yield base
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 @pytest.fixture(scope="module")
-def browser():
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    ids = build_archive(root / "archive.db", root / "EXECUTED")
+    url = f"sqlite:///{root / 'archive.db'}"
+    write_stand_in_landscape(root / "landscapes" / f"{code_hash_of(reader_engine(url), ids['child'])}.npz")
+    with serve(url, root / "landscapes") as base:
+        yield base, ids, root
+    assert not (root / "EXECUTED").exists()
+
+
+@contextlib.contextmanager
+def new_browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
     driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with new_browser() as driver:
+        yield driver
 
 
 def test_click_from_the_campaigns_to_a_candidate_and_a_comparison(server, browser):

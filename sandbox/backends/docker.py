@@ -7,7 +7,7 @@ device request (one per evaluation) when asked, a hard wall-clock timeout with k
 removal, and leftover containers (by label) swept when the backend starts.
 
 Images: `SCIENTIST_SANDBOX_IMAGE` names one built from sandbox/Dockerfile (CUDA 12) or
-sandbox/Dockerfile.cpu (`docker compose build sandbox`), which contains the interpreter and
+sandbox/Dockerfile.cpu (`docker compose --profile build build sandbox-cpu`), which contains the interpreter and
 this repository. Without it the backend imports a tiny root filesystem as
 `rl-scientist-sandbox:host` and mounts the host's /usr, the interpreter and the repository
 read-only, which needs no registry.
@@ -16,6 +16,7 @@ read-only, which needs no registry.
 import io
 import os
 import signal
+import socket
 import sys
 import tarfile
 import time
@@ -95,8 +96,11 @@ class DockerBackend:
         self.sweep()
 
     def sweep(self) -> int:
-        """Remove containers a previous, killed evaluation left behind."""
-        leftovers = self.client.containers.list(all=True, filters={"label": LABEL})
+        """Remove containers that a killed process on this host left behind. Each container
+        is labelled with the host and pid that started it, so the running evaluations of
+        another runner (or of `scientist web`) sharing the engine are left alone."""
+        leftovers = [c for c in self.client.containers.list(all=True, filters={"label": LABEL})
+                     if _orphaned(c.labels.get(LABEL, ""))]
         for container in leftovers:
             container.remove(force=True)
         return len(leftovers)
@@ -108,7 +112,7 @@ class DockerBackend:
         except self.docker.errors.ImageNotFound:
             if not self.host_mode:
                 raise SandboxUnavailable(
-                    f"sandbox image {self.image} not found; build it with `docker compose build sandbox`"
+                    f"sandbox image {self.image} not found; build it with `docker compose --profile build build sandbox-cpu` (or `sandbox` for CUDA)"
                 ) from None
         self.client.api.import_image_from_data(_host_rootfs_tar(), repository=HOST_IMAGE.split(":")[0],
                                                tag=HOST_IMAGE.split(":")[1])
@@ -153,7 +157,7 @@ class DockerBackend:
                      Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),
                      Ulimit(name="core", soft=0, hard=0)],
             mounts=self._mounts(run),
-            labels={LABEL: "1"},
+            labels={LABEL: _owner()},
             device_requests=device_requests,
             # The cap keeps the log under this size; it is a second line of defence.
             log_config=self.docker.types.LogConfig(type="json-file", config={
@@ -198,6 +202,27 @@ class _ContainerProcess:
             import subprocess
 
             raise subprocess.TimeoutExpired("container", timeout) from None
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _orphaned(owner: str) -> bool:
+    """Whether the process named by a container's owner label is gone (an unreadable label
+    counts as gone; another host's process cannot be checked, so it is left alone)."""
+    host, _, pid = owner.rpartition(":")
+    if not pid.isdigit():
+        return True
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+        return False
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
 
 
 def _kill(container) -> None:

@@ -123,6 +123,7 @@ class LandscapeCache:
         try:
             with os.fdopen(handle, "wb") as f:
                 f.write(data)
+            os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide it from a browser running as another user
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

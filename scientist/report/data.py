@@ -1,0 +1,338 @@
+"""Everything a report says, read from the archive in one pass: pure data, no rendering.
+
+Scores are the search's own evaluations (the seeds the campaign trained on); confidence
+intervals are 95% stratified bootstraps with a fixed seed, so the same archive always gives
+the same report. Nothing here runs a candidate.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from sqlmodel import Session, col, func, select
+
+from archive import queries
+from archive.schema import Campaign, Candidate, ESCheckpoint
+from sandbox.budgets import get_budget
+from sandbox.tasks import load_task
+from scientist.compare import KINDS, Cost, Score, search_cost, split_score
+
+LEADERBOARD_SIZE = 10
+DISCOVERED_SIZE = 3
+LINEAGE_DEPTH = 12
+
+
+@dataclass(frozen=True)
+class Method:
+    task: str
+    summary: str
+    description: str
+    slot: str
+    signature: str
+    meta_train: tuple[str, ...]
+    meta_test: tuple[str, ...]
+    budget: str
+    budget_description: str
+    seeds: int
+    eval_episodes: int
+    timesteps: dict[str, int]  # env -> training steps per seed
+    proposer: str
+    models: tuple[str, ...]
+    generations: int | None
+    islands: int | None
+    population: int | None
+    backends: tuple[str, ...]  # sandboxes the evaluations ran in
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One scored candidate as the report shows it."""
+
+    id: int
+    label: str  # "PPO", "#12 (llm, rewrite)"
+    origin: str
+    operator: str
+    model: str | None
+    generation: int
+    parent_id: int | None
+    fitness: float
+    meta_train: Score
+    meta_test: Score
+    code: str
+    code_hash: str | None
+    checks: tuple[dict, ...]
+    lineage: tuple[str, ...] = ()  # ancestors, nearest first, as labels
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.origin == "baseline"
+
+
+@dataclass(frozen=True)
+class GenerationPoint:
+    generation: int
+    evaluated: int
+    scored: int
+    best: float | None
+    median: float | None
+    best_so_far: float | None
+
+
+@dataclass(frozen=True)
+class Curve:
+    label: str
+    steps: tuple[float, ...]
+    returns: tuple[float | None, ...]
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    label: str
+    candidate_id: int | None
+    campaigns: tuple[str, ...]
+    search_fitness: float | None
+    meta_test: Score
+    cost: Cost | None  # None for the hand-designed baselines
+
+
+@dataclass(frozen=True)
+class ESRun:
+    campaign: str
+    generations: tuple[tuple[int, float | None, float | None], ...]  # (generation, best, mean)
+
+    @property
+    def best(self) -> float | None:
+        return max((b for _, b, _ in self.generations if b is not None), default=None)
+
+
+@dataclass
+class ReportData:
+    campaign: str
+    status: str
+    created: datetime
+    last_evaluated: datetime | None
+    method: Method
+    counts: dict[str, int]
+    dollars: float
+    cost: Cost
+    generations: list[GenerationPoint]
+    baselines: list[Entry]
+    leaderboard: list[Entry]
+    discovered: list[Entry]
+    curves: dict[str, dict[str, list[Curve]]]  # split -> env -> curves
+    comparison: list[ComparisonRow]
+    compared_campaigns: tuple[str, ...]
+    es_runs: list[ESRun]
+    limitations: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> Entry | None:
+        return self.discovered[0] if self.discovered else None
+
+    @property
+    def evaluated(self) -> int:
+        return sum(n for status, n in self.counts.items() if status not in ("pending", "duplicate", "no_code"))
+
+
+class ReportError(ValueError):
+    pass
+
+
+def collect(session: Session, name: str, against: list[str] | None = None) -> ReportData:
+    """The report's data for campaign `name`. `against` names the campaigns it is compared
+    with (default: every other campaign on the same task in this archive)."""
+    campaign = session.exec(select(Campaign).where(Campaign.name == name)).first()
+    if campaign is None:
+        raise ReportError(f"no campaign named {name!r} in this archive")
+    task = load_task(campaign.task)
+    ranked = session.exec(select(Candidate.id, Candidate.origin).where(
+        Candidate.campaign_id == campaign.id, Candidate.status == "ok", col(Candidate.fitness).is_not(None))
+        .order_by(col(Candidate.fitness).desc(), Candidate.id)).all()
+    # Full rows (curves, code) only for what is shown: an archive may hold 100,000 candidates.
+    shown = [i for i, _ in ranked[:LEADERBOARD_SIZE]]
+    shown += [i for i, origin in ranked if origin == "baseline" and i not in shown]
+    shown += [i for i, origin in ranked if origin != "baseline" and i not in shown][:DISCOVERED_SIZE]
+    rows = {c.id: c for c in session.exec(select(Candidate).where(col(Candidate.id).in_(shown))).all()}
+    labels = _labels(session, campaign.id)
+    entries = {i: _entry(rows[i], labels) for i in shown}
+    baselines = [entries[i] for i, origin in ranked if origin == "baseline"]
+    discovered = [_with_lineage(session, entries[i], labels)
+                  for i in [i for i, origin in ranked if origin != "baseline"][:DISCOVERED_SIZE]]
+    others = _comparison_campaigns(session, campaign, against)
+    data = ReportData(
+        campaign=campaign.name,
+        status=campaign.status,
+        created=campaign.created_at,
+        last_evaluated=session.exec(select(func.max(Candidate.evaluated_at))
+                                    .where(Candidate.campaign_id == campaign.id)).one(),
+        method=_method(session, campaign, task),
+        counts=dict(sorted(queries.status_counts(session, campaign.id).items())),
+        dollars=queries.spent_usd(session, campaign.id),
+        cost=search_cost(session, campaign),
+        generations=_generations(session, campaign.id),
+        baselines=baselines,
+        leaderboard=[entries[i] for i, _ in ranked[:LEADERBOARD_SIZE]],
+        discovered=discovered,
+        curves=_curves(rows, [*discovered, *baselines], campaign),
+        comparison=_comparison(session, campaign, others, baselines),
+        compared_campaigns=tuple(c.name for c in others),
+        es_runs=_es_runs(session, [campaign, *others]),
+    )
+    data.limitations = limitations(data)
+    return data
+
+
+def _labels(session: Session, campaign_id: int) -> dict[int, str]:
+    rows = session.exec(select(Candidate.id, Candidate.origin, Candidate.operator, Candidate.baseline_name)
+                        .where(Candidate.campaign_id == campaign_id)).all()
+    return {i: (baseline or "").upper() if origin == "baseline" else f"#{i} ({origin}, {operator or '?'})"
+            for i, origin, operator, baseline in rows}
+
+
+def _entry(c: Candidate, labels: dict[int, str]) -> Entry:
+    return Entry(
+        id=c.id, label=labels.get(c.id, f"#{c.id}"), origin=c.origin, operator=c.operator, model=c.model,
+        generation=c.generation, parent_id=c.parent_id, fitness=float(c.fitness),
+        meta_train=split_score(c.per_env.get("meta_train", {})), meta_test=split_score(c.per_env.get("meta_test", {})),
+        code=c.code or "", code_hash=c.code_hash, checks=tuple((c.checks or {}).get("checks", ())),
+    )
+
+
+def _with_lineage(session: Session, entry: Entry, labels: dict[int, str]) -> Entry:
+    chain, parent = [], entry.parent_id
+    while parent is not None and len(chain) < LINEAGE_DEPTH:
+        chain.append(labels.get(parent, f"#{parent}"))
+        parent = session.exec(select(Candidate.parent_id).where(Candidate.id == parent)).first()
+    return Entry(**{**entry.__dict__, "lineage": tuple(chain)})
+
+
+def _method(session: Session, campaign: Campaign, task) -> Method:
+    budget, split = get_budget(campaign.budget), task.split(campaign.budget)
+    backends = session.exec(select(Candidate.backend).where(Candidate.campaign_id == campaign.id,
+                                                            Candidate.backend != "").distinct()).all()
+    config = campaign.config or {}
+    return Method(
+        task=task.name, summary=task.summary, description=task.description.strip(), slot=task.slot,
+        signature=task.signature, meta_train=tuple(split.meta_train), meta_test=tuple(split.meta_test),
+        budget=budget.name, budget_description=budget.description, seeds=budget.seeds,
+        eval_episodes=budget.eval_episodes,
+        timesteps={e: budget.env(e).timesteps for e in (*split.meta_train, *split.meta_test)},
+        proposer=campaign.proposer, models=tuple(config.get("models") or ()),
+        generations=config.get("generations"), islands=config.get("islands"), population=config.get("population"),
+        backends=tuple(sorted(backends)),
+    )
+
+
+def _generations(session: Session, campaign_id: int) -> list[GenerationPoint]:
+    rows = session.exec(select(Candidate.generation, Candidate.status, Candidate.fitness)
+                        .where(Candidate.campaign_id == campaign_id)).all()
+    by_generation: dict[int, list[tuple[str, float | None]]] = {}
+    for generation, status, fitness in rows:
+        by_generation.setdefault(generation, []).append((status, fitness))
+    points, best_so_far = [], None
+    for generation, here in sorted(by_generation.items()):
+        scores = [f for s, f in here if s == "ok" and f is not None]
+        if scores:
+            best_so_far = max(scores) if best_so_far is None else max(best_so_far, max(scores))
+        points.append(GenerationPoint(
+            generation, sum(s not in ("pending", "duplicate", "no_code") for s, _ in here), len(scores),
+            max(scores) if scores else None, float(np.median(scores)) if scores else None, best_so_far))
+    return points
+
+
+def _curves(rows: dict[int, Candidate], shown: list[Entry], campaign: Campaign) -> dict[str, dict[str, list[Curve]]]:
+    """Learning curves (mean return over seeds during training) of the discovered candidates
+    and the baselines, per split and environment."""
+    budget = get_budget(campaign.budget)
+    curves: dict[str, dict[str, list[Curve]]] = {}
+    for entry in shown:
+        for split, envs in rows[entry.id].per_env.items():
+            for env, result in envs.items():
+                values = result.get("learning_curve") or []
+                if not values:
+                    continue
+                total = budget.env(env).timesteps
+                steps = tuple(float(x) for x in np.linspace(total / len(values), total, len(values)))
+                curves.setdefault(split, {}).setdefault(env, []).append(Curve(entry.label, steps, tuple(values)))
+    return curves
+
+
+def _comparison_campaigns(session: Session, campaign: Campaign, against: list[str] | None) -> list[Campaign]:
+    if against is None:
+        return list(session.exec(select(Campaign).where(Campaign.task == campaign.task, Campaign.id != campaign.id)
+                                 .order_by(Campaign.id)).all())
+    found = []
+    for name in dict.fromkeys(against):
+        other = session.exec(select(Campaign).where(Campaign.name == name)).first()
+        if other is None:
+            raise ReportError(f"no campaign named {name!r} to compare with")
+        if other.task != campaign.task:
+            raise ReportError(f"campaign {name} is on task {other.task}, not {campaign.task}; compare one task at a time")
+        if other.id != campaign.id:
+            found.append(other)
+    return found
+
+
+def _comparison(session: Session, campaign: Campaign, others: list[Campaign], baselines: list[Entry]) -> list[ComparisonRow]:
+    """PPO and DPO (this campaign's evaluations of them), then the best candidate of each
+    kind (LLM, mutation, ES, distilled) across the campaigns, with what its search cost."""
+    rows = [ComparisonRow(b.label, b.id, (campaign.name,), b.fitness, b.meta_test, None) for b in baselines]
+    campaigns = [campaign, *others]
+    ids = [c.id for c in campaigns]
+    for origin, label in KINDS:
+        best = session.exec(select(Candidate).where(col(Candidate.campaign_id).in_(ids), Candidate.origin == origin,
+                                                    Candidate.status == "ok", col(Candidate.fitness).is_not(None))
+                            .order_by(col(Candidate.fitness).desc(), Candidate.id).limit(1)).first()
+        if best is None:
+            continue
+        producers = [c for c in campaigns if session.exec(select(func.count()).select_from(Candidate).where(
+            Candidate.campaign_id == c.id, Candidate.origin == origin)).one()]
+        rows.append(ComparisonRow(label, best.id, tuple(c.name for c in producers), best.fitness,
+                                  split_score(best.per_env.get("meta_test", {})),
+                                  sum((search_cost(session, c) for c in producers), Cost())))
+    return rows
+
+
+def _es_runs(session: Session, campaigns: list[Campaign]) -> list[ESRun]:
+    runs = []
+    for campaign in campaigns:
+        points = session.exec(select(ESCheckpoint.generation, ESCheckpoint.best_fitness, ESCheckpoint.mean_fitness)
+                              .where(ESCheckpoint.campaign_id == campaign.id).order_by(ESCheckpoint.generation)).all()
+        if points:
+            runs.append(ESRun(campaign.name, tuple((int(g), b, m) for g, b, m in points)))
+    return runs
+
+
+def limitations(data: ReportData) -> list[str]:
+    """What the numbers do not show, worked out from the data itself."""
+    m, notes = data.method, []
+    notes.append(
+        f"Scores come from the search's own training runs ({m.seeds} seeds per environment, "
+        f"{m.eval_episodes} evaluation episodes). The best of {data.evaluated} evaluated candidates was chosen "
+        "on the meta-training score, which is therefore optimistic; the held-out environments played no part "
+        "in selection. `scientist compare` re-trains the best candidates on fresh seeds.")
+    widths = [e.meta_train.ci_high - e.meta_train.ci_low for e in data.leaderboard
+              if e.meta_train.ci_low is not None and e.meta_train.ci_high is not None]
+    if widths and m.seeds < 8:
+        notes.append(f"With {m.seeds} seeds the 95% intervals are wide (up to {max(widths):.2f} normalised units "
+                     "on meta-train) and bootstraps over so few seeds understate the uncertainty; differences "
+                     "inside them are not evidence.")
+    if data.method.slot == "drift":
+        notes.append("The Mirror Learning conditions are checked numerically (a grid and random points with "
+                     "ratio in [1e-3, 1e3] and |advantage| <= 10, autodiff and finite-difference slopes at "
+                     "ratio 1): strong evidence, not a symbolic proof.")
+    failed = {s: n for s, n in data.counts.items() if s not in ("ok", "pending", "duplicate", "no_code")}
+    if failed:
+        notes.append(f"{sum(failed.values())} of {data.evaluated} evaluated candidates failed a stage ("
+                     + ", ".join(f"{n} {s}" for s, n in failed.items()) + "); they are in the archive, not here.")
+    if data.counts.get("pending"):
+        notes.append(f"{data.counts['pending']} candidates were never evaluated (campaign status: {data.status}).")
+    if data.status != "finished":
+        notes.append(f"The campaign's status is '{data.status}': this report shows the archive as it stood.")
+    if not data.es_runs:
+        notes.append("No evolution-strategies campaign on this task is in the archive, so there is no ES "
+                     "baseline to compare with (`scientist es`).")
+    if m.proposer == "llm" and data.dollars == 0:
+        notes.append("No dollars were recorded: the models were free or unpriced (set price_per_million).")
+    return notes
+
