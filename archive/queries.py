@@ -4,6 +4,7 @@
 from sqlalchemy import case, func, update
 from sqlmodel import Session, col, select
 
+from archive.db import ADVISORY_NAMESPACE
 from archive.fingerprint import code_hash
 from archive.schema import DUPLICATE, NO_CODE, PENDING, Campaign, Candidate, Event, IslandMember, LLMCall, utcnow
 
@@ -41,6 +42,25 @@ def has_event(session: Session, campaign_id: int, key: str) -> bool:
     return session.exec(select(Event.id).where(Event.campaign_id == campaign_id, Event.key == key)).first() is not None
 
 
+def lock_campaign(session: Session, campaign_id: int) -> None:
+    """Serialise, until this transaction ends, the steps that decide whether something is
+    new to the campaign (add_candidate's code-hash check, claim_signature): of two writers
+    adding the same code at once, the second must see the first's row.
+
+    SQLite needs nothing: every transaction begins IMMEDIATE, holding the database's one
+    write lock (archive.db.make_engine). PostgreSQL runs writers side by side, and at READ
+    COMMITTED neither sees the other's uncommitted insert, so both would store the code as
+    new; a transaction-scoped advisory lock keyed by the campaign makes the second wait until
+    the first commits, and its next statement then sees the first's row. Chosen over a
+    unique index (the rule is "the earliest candidate that is not a duplicate", whose status
+    can change afterwards, and a violation would need a savepoint and retry) and over
+    SERIALIZABLE (every caller would need a retry loop). Campaigns sharing a database do not
+    wait on each other. One lock for both checks, so a transaction doing both cannot
+    deadlock with another."""
+    if session.connection().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(ADVISORY_NAMESPACE, campaign_id)))
+
+
 def add_candidate(session: Session, campaign: Campaign, *, code: str | None, origin: str, operator: str,
                   island: int, generation: int, member_of: tuple[int, ...] | None = None,
                   parent_id: int | None = None, inspiration_ids: list[int] | tuple[int, ...] = (),
@@ -50,6 +70,7 @@ def add_candidate(session: Session, campaign: Campaign, *, code: str | None, ori
     digest = code_hash(code) if code is not None else None
     status, duplicate_of = (NO_CODE, None) if code is None else (PENDING, None)
     if digest is not None:
+        lock_campaign(session, campaign.id)
         earlier = session.exec(select(Candidate.id).where(
             Candidate.campaign_id == campaign.id, Candidate.code_hash == digest, Candidate.status != DUPLICATE,
         ).order_by(Candidate.id)).first()
@@ -78,8 +99,11 @@ def add_candidate(session: Session, campaign: Campaign, *, code: str | None, ori
 
 
 def record_evaluation(session: Session, candidate_id: int, evaluation) -> Candidate:
-    """Store a cascade Evaluation on its candidate, and its fitness on every island it lives on."""
-    candidate = session.get(Candidate, candidate_id)
+    """Store a cascade Evaluation on its candidate, and its fitness on every island it lives on.
+    The row is locked first (FOR NO KEY UPDATE on PostgreSQL, the lock the update takes anyway,
+    which leaves children free to reference it; SQLite's write lock is held already), so of
+    two evaluations of one candidate committed at once the second sees the first and fails."""
+    candidate = session.get(Candidate, candidate_id, with_for_update={"key_share": True}, populate_existing=True)
     if candidate.status != PENDING:
         raise ValueError(f"candidate {candidate_id} was already evaluated ({candidate.status})")
     candidate.status = evaluation.status
@@ -108,6 +132,7 @@ def record_evaluation(session: Session, candidate_id: int, evaluation) -> Candid
 def claim_signature(session: Session, campaign_id: int, candidate_id: int, signature: str) -> int | None:
     """Give the candidate its behaviour signature unless an earlier candidate of the campaign
     behaves the same; then return that candidate's id and leave this one unsigned."""
+    lock_campaign(session, campaign_id)
     earlier = session.exec(select(Candidate.id).where(
         Candidate.campaign_id == campaign_id, Candidate.signature == signature, Candidate.id != candidate_id,
     ).order_by(Candidate.id)).first()

@@ -1,1 +1,25 @@
 import sandbox  # noqa: F401  (sets XLA flags before any test imports jax)
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """URL of the `postgres` database on a real PostgreSQL server started for this test session
+    (tests/postgres_server.py), stopped at its end. A test that needs its own database makes
+    one: postgres_server.create_database(postgres_url)."""
+    from postgres_server import PostgresServer, PostgresUnavailable
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install -e '.[postgres]')")
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as error:
+        pytest.skip(str(error))
+    server.start()
+    try:
+        yield server.url()
+    finally:
+        server.stop()

@@ -40,7 +40,9 @@ def claim(engine: Engine, campaign_id: int, *, config: dict | None = None, detai
     """Take the campaign for this process and log a start or resume event; CampaignBusy if a
     live runner holds it."""
     with transaction(engine) as session:
-        campaign = session.get(Campaign, campaign_id)
+        # Row-locked on PostgreSQL so two runners starting at once cannot both take it
+        # (SQLite's BEGIN IMMEDIATE serialises them already).
+        campaign = session.get(Campaign, campaign_id, with_for_update={"key_share": True}, populate_existing=True)
         if runner_alive(campaign) and campaign.runner_pid != os.getpid():
             raise CampaignBusy(f"campaign {campaign.name} is already running (pid {campaign.runner_pid} on "
                                f"{campaign.runner_host}, heartbeat {campaign.heartbeat_at:%H:%M:%S} UTC)")
