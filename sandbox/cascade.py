@@ -7,6 +7,7 @@ failed, timeout, oom, output_limit, nonfinite.
 """
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -135,6 +136,7 @@ def evaluate_candidate(
     limits: Limits | None = None,
     claim_signature=None,
     cancelled=None,
+    gpu: bool = False,
 ) -> Evaluation:
     """Run the whole cascade on one candidate source. `claim_signature(signature)` (optional)
     returns the id of an earlier candidate with the same behaviour, or None after recording
@@ -158,8 +160,10 @@ def evaluate_candidate(
         (scratch / "in" / "candidate.py").write_text(source)
         (scratch / "in" / "request.json").write_text(json.dumps({"task": task, "budget": budget, "seed": seed}))
         watch = _StageWatch(scratch / "out" / "stages.jsonl", stage_limits, claim_signature, cancelled)
+        # The devices a scheduler (Ray, a batch system) gave this process are the sandbox's.
+        visible = {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES",) if gpu and k in os.environ}
         outcome = backend.run(SandboxRun(("-m", "sandbox.runner", str(scratch / "in" / "request.json")), scratch,
-                                         limits, watchdog=watch))
+                                         limits, env=visible, gpu=gpu, watchdog=watch))
         if watch.cancelled():
             return Evaluation("cancelled", None, backend=backend.name, seconds=time.monotonic() - start)
         stages = [static, *_read_stage_records(scratch / "out" / "stages.jsonl")]

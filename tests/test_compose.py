@@ -104,10 +104,20 @@ def test_compose_file_is_valid(docker_compose):
 
 def test_services_and_their_wiring(config):
     services = config["services"]
-    assert set(services) == {"db", "migrate", "web", "runner", "sandbox", "sandbox-cpu"}
+    assert set(services) == {"db", "migrate", "web", "runner", "ray-head", "ray-worker", "sandbox", "sandbox-cpu"}
     # `docker compose up` starts db, migrate and web; the runner and the image builds are on demand.
     assert {name for name, s in services.items() if not s.get("profiles")} == {"db", "migrate", "web"}
     assert services["runner"]["profiles"] == ["runner"]
+    # The Ray cluster (profile ray): a head that only schedules, workers that join it and
+    # start sandbox containers through the host's Docker socket.
+    head, worker = services["ray-head"], services["ray-worker"]
+    assert head["profiles"] == worker["profiles"] == ["ray"]
+    assert head["command"][:3] == ["ray", "start", "--head"] and "--num-cpus" in head["command"]
+    assert "ray start --address ray-head:6379 --block --num-gpus 0" in worker["command"][-1]
+    assert "ray-head" in worker["depends_on"]
+    for node in (head, worker):
+        assert "/var/run/docker.sock:/var/run/docker.sock:rw" in node["volumes"]
+        assert node["environment"]["SCIENTIST_DB"] == "postgresql+psycopg://scientist:scientist@db:5432/scientist"
 
     db = services["db"]
     assert db["image"] == "postgres:16"
@@ -133,7 +143,7 @@ def test_services_and_their_wiring(config):
         assert services[name]["environment"]["SCIENTIST_DB"] == \
             "postgresql+psycopg://scientist:scientist@db:5432/scientist"
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
-    assert '".[cpu,postgres]"' in dockerfile
+    assert '".[cpu,postgres,ray]"' in dockerfile
     # Everything the application needs at run time is copied, and exists (the build context is the repo).
     copied = {name for line in dockerfile.splitlines() if line.startswith("COPY ") for name in line.split()[1:-1]}
     assert {"archive", "sandbox", "scientist", "task_templates", "prompts", "pyproject.toml"} <= copied

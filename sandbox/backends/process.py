@@ -21,6 +21,7 @@ bubblewrap, writes to world-writable directories and network access when not roo
 
 import collections
 import functools
+import glob
 import hashlib
 import os
 import shutil
@@ -130,7 +131,7 @@ class ProcessBackend:
 
     # -- command assembly ---------------------------------------------------------------
     def _wrap(self, run: SandboxRun) -> tuple[list[str], tuple[str, ...]]:
-        env = {**BASE_ENV, "HOME": str(run.scratch), "TMPDIR": "/tmp", "JAX_PLATFORMS": "cpu", **run.env}
+        env = {**BASE_ENV, "HOME": str(run.scratch), "TMPDIR": "/tmp", **_platform(run), **run.env}
         python = [self.python, *run.args]
         drop = []
         if self.drop_uid:
@@ -141,6 +142,7 @@ class ProcessBackend:
                 self.bwrap, "--die-with-parent", "--new-session",
                 "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                 *_filesystem_args({**{p: p for p in interpreter_paths()}, REPO_ROOT: code_snapshot()}, run.scratch),
+                *_gpu_devices(run),
                 "--chdir", str(run.scratch),
                 "--clearenv", *[arg for k, v in env.items() for arg in ("--setenv", k, v)],
                 "--", *drop, *python,
@@ -158,7 +160,7 @@ class ProcessBackend:
     def _environment(self, run: SandboxRun) -> dict[str, str]:
         if self.bwrap:
             return {}  # bwrap sets the inner environment itself; start it clean (see --clearenv)
-        return {**BASE_ENV, "HOME": str(run.scratch), "TMPDIR": str(run.scratch), "JAX_PLATFORMS": "cpu", **run.env}
+        return {**BASE_ENV, "HOME": str(run.scratch), "TMPDIR": str(run.scratch), **_platform(run), **run.env}
 
     # -- running ----------------------------------------------------------------------------
     def run(self, run: SandboxRun) -> SandboxOutcome:
@@ -211,6 +213,19 @@ class ProcessBackend:
                 raise
             self.drop_uid = False
             require_imports(self, f"the sandboxed interpreter {self.python}")
+
+
+def _platform(run: SandboxRun) -> dict[str, str]:
+    """JAX on CPU unless a GPU was asked for (then JAX picks it, or falls back to CPU)."""
+    return {} if run.gpu else {"JAX_PLATFORMS": "cpu"}
+
+
+def _gpu_devices(run: SandboxRun) -> list[str]:
+    """bwrap's minimal /dev has no GPU: bind NVIDIA's device nodes back when one is asked for."""
+    if not run.gpu:
+        return []
+    nodes = sorted(glob.glob("/dev/nvidia*")) + sorted(glob.glob("/dev/dri/*"))
+    return [arg for node in nodes if not os.path.isdir(node) for arg in ("--dev-bind", node, node)]
 
 
 def require_imports(backend, what: str) -> None:

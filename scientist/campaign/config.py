@@ -10,7 +10,7 @@ from sandbox.budgets import BUDGETS
 from scientist.selection import SelectionConfig
 
 # Settings that may change when a campaign is resumed; the rest define the campaign.
-RESUMABLE = ("generations", "workers", "max_cost", "sandbox", "api_base", "timeout")
+RESUMABLE = ("generations", "workers", "max_cost", "sandbox", "api_base", "timeout", "executor", "ray_address")
 
 
 class CampaignConfig(BaseModel):
@@ -26,7 +26,9 @@ class CampaignConfig(BaseModel):
     islands: int = Field(2, ge=1)
     budget: str = "smoke"
     sandbox: str = "auto"
-    workers: int = Field(2, ge=1)
+    workers: int = Field(2, ge=1, description="evaluations at once (with ray: tasks in flight on the cluster)")
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # None: a Ray cluster started for this campaign; "auto": the running one
     max_cost: float | None = Field(None, ge=0, description="stop proposing once this many dollars are spent")
     seed: int = 0
     parents: int = Field(2, ge=1, description="parents sampled per proposal")

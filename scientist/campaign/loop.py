@@ -1,7 +1,8 @@
 """The campaign loop: proposals and evaluations overlap, the archive is the only state.
 
 The main thread walks the slots (generation, island, k) in order and asks the proposer for
-a candidate whenever an evaluator is free; evaluator threads run the sandbox cascade. Each
+a candidate whenever an evaluator is free; evaluator threads hand candidates to the executor
+(the sandbox cascade here, or a Ray task on a cluster) and write what comes back. Each
 proposal is written (with its model calls) before it is evaluated, and each evaluation in
 one transaction with its candidate, so a crash at any moment, kill -9 included, loses at
 most work in flight: on resume, pending candidates are evaluated, filled slots are skipped,
@@ -18,10 +19,10 @@ from sqlalchemy import Engine
 from archive import queries
 from archive.db import transaction
 from archive.schema import PENDING, Campaign, Candidate
-from sandbox.cascade import evaluate_candidate
 from sandbox.tasks import load_task
 from scientist.campaign import lease
 from scientist.campaign.config import CampaignConfig
+from scientist.executors.base import Executor, LocalExecutor
 from scientist.proposers.base import Proposal, ProposalRequest, Proposer
 from scientist.selection import Selector
 
@@ -48,8 +49,8 @@ class Progress:
 
 class CampaignRunner:
     def __init__(self, engine: Engine, config: CampaignConfig, proposer: Proposer, *,
-                 evaluate=evaluate_candidate, on_progress=None):
-        self.engine, self.proposer, self.evaluate = engine, proposer, evaluate
+                 evaluate: Executor | None = None, on_progress=None):
+        self.engine, self.proposer, self.evaluate = engine, proposer, evaluate or LocalExecutor()
         self.on_progress = on_progress or (lambda progress: None)
         self.campaign, self.config = open_campaign(engine, config)
         self.task = load_task(self.config.task)

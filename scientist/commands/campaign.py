@@ -15,6 +15,7 @@ from scientist.campaign.config import CampaignConfig
 from scientist.campaign.display import campaign_summary, leaderboard_table, progress_view
 from scientist.campaign.lease import CampaignBusy, runner_alive
 from scientist.campaign.loop import CampaignError, CampaignRunner
+from scientist.executors import get_executor
 from scientist.proposers import ProposerError, make_proposer
 
 console = Console(stderr=True)
@@ -54,6 +55,9 @@ def run(
     workers: Annotated[Optional[int], typer.Option(help="evaluations at once")] = None,
     max_cost: Annotated[Optional[float], typer.Option(help="dollar cap on model calls")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
+    executor: Annotated[Optional[str], typer.Option(help="where evaluations run: local (default) or ray")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (ray://host:10001, host:6379 "
+                                                              "or auto); default: start one on this machine")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with any of these settings")] = None,
     db: DbOption = None,
     top: Annotated[int, typer.Option(help="rows of the final leaderboard")] = 10,
@@ -63,7 +67,7 @@ def run(
         settings = CampaignConfig.load(config, name=name, task=task, proposer=proposer, models=model,
                                        api_base=api_base, generations=generations, population=population,
                                        islands=islands, budget=budget, sandbox=sandbox, workers=workers,
-                                       max_cost=max_cost, seed=seed)
+                                       max_cost=max_cost, seed=seed, executor=executor, ray_address=ray_address)
     except (ValidationError, ValueError, OSError) as error:
         console.print(f"[red]invalid campaign settings:[/red] {error}")
         raise typer.Exit(2) from None
@@ -74,13 +78,15 @@ def resume(name: Annotated[str, typer.Argument()], db: DbOption = None,
            workers: Annotated[Optional[int], typer.Option()] = None,
            generations: Annotated[Optional[int], typer.Option(help="extend the campaign")] = None,
            max_cost: Annotated[Optional[float], typer.Option()] = None,
+           executor: Annotated[Optional[str], typer.Option(help="local or ray")] = None,
+           ray_address: Annotated[Optional[str], typer.Option()] = None,
            top: Annotated[int, typer.Option()] = 10) -> None:
     """Continue a campaign from its archive: pending candidates are evaluated, nothing twice."""
     engine = engine_for(db)
     with transaction(engine) as session:
         stored = campaign_or_exit(session, name).config
-    overrides = {k: v for k, v in dict(workers=workers, generations=generations, max_cost=max_cost).items()
-                 if v is not None}
+    overrides = {k: v for k, v in dict(workers=workers, generations=generations, max_cost=max_cost,
+                                       executor=executor, ray_address=ray_address).items() if v is not None}
     _run(CampaignConfig(**{**stored, **overrides}), engine, top)
 
 
@@ -94,13 +100,18 @@ def _run(settings: CampaignConfig, engine, top: int) -> None:
         from sandbox.tasks import load_task
 
         proposer = make_proposer(settings, load_task(settings.task))
-        with Live(console=console, refresh_per_second=4, transient=False) as live:
-            runner = CampaignRunner(engine, settings, proposer, on_progress=lambda p: live.update(progress_view(p)))
-            live.update(progress_view(runner.progress))
-            campaign = runner.run()
+        evaluate = get_executor(settings.executor, ray_address=settings.ray_address)
+        try:
+            with Live(console=console, refresh_per_second=4, transient=False) as live:
+                runner = CampaignRunner(engine, settings, proposer, evaluate=evaluate,
+                                        on_progress=lambda p: live.update(progress_view(p)))
+                live.update(progress_view(runner.progress))
+                campaign = runner.run()
+        finally:
+            evaluate.close()
         if not console.is_terminal:
             console.line()  # the last progress view ends without a newline off a terminal
-    except (CampaignError, CampaignBusy, ProposerError, ValueError, KeyError) as error:
+    except (CampaignError, CampaignBusy, ProposerError, ValueError, KeyError, RuntimeError) as error:
         console.print(f"[red]campaign stopped:[/red] {error}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:

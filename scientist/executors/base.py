@@ -1,0 +1,53 @@
+"""The executor interface and the choice between implementations."""
+
+from collections.abc import Callable
+from typing import Protocol
+
+from sandbox.cascade import Evaluation, evaluate_candidate
+
+EXECUTORS = ("local", "ray")
+
+
+class Executor(Protocol):
+    name: str
+
+    def __call__(self, task: str, source: str, budget: str, *, sandbox: str, seed: int,
+                 claim_signature: Callable[[str], int | None] | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> Evaluation: ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """The cascade in the calling thread: the campaign's evaluator threads are the pool."""
+
+    name = "local"
+
+    def __call__(self, task, source, budget, *, sandbox, seed, claim_signature=None, cancelled=None) -> Evaluation:
+        return evaluate_candidate(task, source, budget, sandbox=sandbox, seed=seed, gpu=gpu_for(budget),
+                                  claim_signature=claim_signature, cancelled=cancelled)
+
+    def close(self) -> None:
+        pass
+
+
+def gpu_for(budget: str) -> bool:
+    """The paper budget trains MinAtar for 1e7 steps: one GPU per evaluation, where this
+    machine has one (a GPU request to Docker without NVIDIA's toolkit fails at start)."""
+    return budget == "paper" and gpu_present()
+
+
+def gpu_present() -> bool:
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def get_executor(name: str, *, ray_address: str | None = None) -> Executor:
+    if name == "local":
+        return LocalExecutor()
+    if name == "ray":
+        from scientist.executors.ray import RayExecutor
+
+        return RayExecutor(ray_address)
+    raise ValueError(f"unknown executor {name!r}; choose {' or '.join(EXECUTORS)}")

@@ -1,0 +1,137 @@
+"""Evaluations as Ray tasks: each runs the cascade (and its sandbox) on whichever node has
+the resources it asks for, and hands the Evaluation back to the campaign, which alone
+writes to the archive.
+
+Behaviour-signature claims are archive writes too, and a node may not reach the archive
+(a SQLite file on the campaign's machine). So a task asks a small broker actor, and the
+campaign thread waiting for that task answers it from the archive: the campaign stays the
+only writer and a duplicate still stops before training.
+
+Fault tolerance: a task whose worker process or node dies is retried by Ray on another
+node (`max_retries`); one that dies every time comes back as a `crashed` Evaluation,
+recorded like any failure. A retried task claims its signature again, which the archive
+answers idempotently. Ctrl-C cancels the tasks in flight (they stay pending for resume).
+"""
+
+import os
+import time
+from collections.abc import Callable
+
+from sandbox.cascade import Evaluation, StageRecord
+
+MAX_RETRIES = 2  # a task runs at most 3 times when workers or nodes die under it
+POLL_SECONDS = 0.2
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, max_retries: int = MAX_RETRIES):
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError("the ray executor needs Ray: pip install -e '.[ray]'") from None
+        self.ray = ray
+        if not ray.is_initialized():
+            # The runtime environment only names what every node must already have installed;
+            # candidates never travel this way, only their source as a task argument.
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
+                     runtime_env={"env_vars": _forwarded_env()})
+        self.max_retries = max_retries
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # On the head node: the broker must outlive any worker node that dies.
+        head = next((n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"]),
+                    ray.get_runtime_context().get_node_id())
+        self.broker = _broker_class(ray).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False)).remote()
+        self.has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        self.remote = ray.remote(_evaluate_on_node)
+
+    def __call__(self, task: str, source: str, budget: str, *, sandbox: str, seed: int,
+                 claim_signature: Callable[[str], int | None] | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> Evaluation:
+        ray = self.ray
+        gpu = budget == "paper" and self.has_gpus
+        key = os.urandom(8).hex()  # this evaluation's mailbox at the broker
+        started = time.monotonic()
+        ref = self.remote.options(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=self.max_retries,
+                                  retry_exceptions=False).remote(
+            task, source, budget, sandbox, seed, gpu, self.broker if claim_signature else None, key)
+        try:
+            while True:
+                ready, _ = ray.wait([ref], timeout=POLL_SECONDS)
+                if ready:
+                    return ray.get(ref)
+                if cancelled is not None and cancelled():
+                    ray.cancel(ref, force=True)
+                    return Evaluation("cancelled", None, backend="ray", seconds=time.monotonic() - started)
+                if claim_signature is not None:
+                    asked = ray.get(self.broker.asked.remote(key))
+                    if asked is not None:
+                        self.broker.answer.remote(key, claim_signature(asked))
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.OwnerDiedError, ray.exceptions.ObjectLostError) as error:
+            detail = f"the Ray worker died {self.max_retries + 1} times: {type(error).__name__}: {error}"[:2000]
+            return Evaluation("crashed", None, stages=[StageRecord("ray", "crashed", time.monotonic() - started, detail)],
+                              backend="ray", seconds=time.monotonic() - started)
+        finally:
+            self.broker.forget.remote(key)
+
+    def close(self) -> None:
+        if self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+def _evaluate_on_node(task, source, budget, sandbox, seed, gpu, broker, key) -> Evaluation:
+    """The Ray task: the cascade on this node, its claims relayed to the campaign."""
+    import ray
+
+    import sandbox as _sandbox  # noqa: F401  (XLA flags before jax)
+    from sandbox.cascade import evaluate_candidate
+
+    def claim(signature: str) -> int | None:
+        ray.get(broker.ask.remote(key, signature))
+        while True:
+            reply = ray.get(broker.reply.remote(key))
+            if reply is not None:
+                return reply[0]
+            time.sleep(POLL_SECONDS / 2)
+
+    return evaluate_candidate(task, source, budget, sandbox=sandbox, seed=seed, gpu=gpu,
+                              claim_signature=claim if broker is not None else None)
+
+
+def _broker_class(ray):
+    @ray.remote(num_cpus=0)
+    class SignatureBroker:
+        """Mailboxes: a task leaves its signature, the campaign thread leaves the answer."""
+
+        def __init__(self):
+            self.questions: dict[str, str] = {}
+            self.answers: dict[str, tuple[int | None]] = {}
+
+        def ask(self, key: str, signature: str) -> None:
+            self.answers.pop(key, None)  # a retried task asks afresh
+            self.questions[key] = signature
+
+        def asked(self, key: str) -> str | None:
+            return self.questions.pop(key, None)
+
+        def answer(self, key: str, duplicate_of: int | None) -> None:
+            self.answers[key] = (duplicate_of,)
+
+        def reply(self, key: str) -> tuple[int | None] | None:
+            return self.answers.get(key)
+
+        def forget(self, key: str) -> None:
+            self.questions.pop(key, None)
+            self.answers.pop(key, None)
+
+    return SignatureBroker
+
+
+def _forwarded_env() -> dict[str, str]:
+    """Settings a node's cascade reads (never API keys: the sandbox needs none)."""
+    names = ("SCIENTIST_SANDBOX_IMAGE", "SCIENTIST_SCRATCH", "XLA_FLAGS")
+    return {n: os.environ[n] for n in names if n in os.environ}

@@ -1,0 +1,106 @@
+"""Campaigns on a Ray cluster with a shared PostgreSQL archive (issue 8's acceptance).
+
+A real local Ray cluster (ray.cluster_utils: a head and an extra worker node, each its own
+raylet with one CPU) and a real PostgreSQL server (tests/postgres_server.py) run a smoke
+campaign launched by the CLI with `--executor ray`. While an evaluation's sandbox is
+running on the worker node, that node is killed outright; Ray retries the task on the
+head. The archive must then hold every candidate evaluated exactly once (a second
+evaluation of a candidate is refused by the archive and would stop the campaign) or
+recorded as failed, none left pending, none lost.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+
+from archive.db import open_engine
+from archive.schema import Campaign, Candidate, Event
+from postgres_server import create_database
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+NAME = "on-ray"
+
+
+def children(pid: int) -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            tree.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    return tree
+
+
+def runs_a_sandbox(root: int) -> bool:
+    """Whether a sandboxed evaluation (python -m sandbox.runner) runs under process `root`."""
+    tree, todo = children(root), [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            if b"sandbox.runner" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except OSError:
+            pass
+        todo.extend(tree.get(pid, []))
+    return False
+
+
+@pytest.fixture
+def cluster():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def test_worker_killed_mid_campaign_loses_and_duplicates_nothing(cluster, postgres_url):
+    db = create_database(postgres_url)
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    raylet = worker.all_processes["raylet"][0].process.pid
+    command = [sys.executable, "-m", "scientist.cli", "run", "--task", "mirror_drift", "--budget", "smoke",
+               "--generations", "1", "--population", "1", "--islands", "1", "--workers", "2", "--sandbox", "process",
+               "--executor", "ray", "--ray-address", cluster.address, "--name", NAME, "--db", db]
+    campaign = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not runs_a_sandbox(raylet):
+            assert campaign.poll() is None, campaign.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "no evaluation was ever scheduled on the worker node"
+            time.sleep(0.5)
+        time.sleep(3)  # well into the evaluation
+        cluster.remove_node(worker, allow_graceful=False)
+        cluster.add_node(num_cpus=1)  # capacity comes back, as an autoscaler would bring it
+        output, _ = campaign.communicate(timeout=900)
+    finally:
+        if campaign.poll() is None:
+            campaign.kill()
+    assert campaign.returncode == 0, output[-3000:]
+
+    engine = open_engine(db)
+    with Session(engine) as session:
+        campaign_row = session.exec(select(Campaign).where(Campaign.name == NAME)).one()
+        rows = session.exec(select(Candidate).where(Candidate.campaign_id == campaign_row.id)).all()
+        events = [e.kind for e in session.exec(select(Event).where(Event.campaign_id == campaign_row.id)).all()]
+    assert campaign_row.status == "finished" and "start" in events
+    assert len(rows) >= 4  # 3 baselines and a proposal (more if one was a duplicate)
+    statuses = {r.id: r.status for r in rows}
+    assert "pending" not in statuses.values(), statuses
+    evaluated = [r for r in rows if r.status not in ("duplicate", "no_code")]
+    assert all(r.evaluated_at is not None and r.stages for r in evaluated)
+    assert all(r.backend in ("process", "ray") for r in evaluated)
+    ok = [r for r in rows if r.status == "ok"]
+    assert len([r for r in ok if r.origin == "baseline"]) == 3 and all(r.fitness is not None for r in ok)
+    failed = [r for r in rows if r.status not in ("ok", "duplicate", "no_code")]
+    assert all(r.status in ("crashed", "invalid", "rejected", "failed", "timeout", "oom") for r in failed), statuses
