@@ -43,20 +43,13 @@ def has_event(session: Session, campaign_id: int, key: str) -> bool:
 
 
 def lock_campaign(session: Session, campaign_id: int) -> None:
-    """Serialise, until this transaction ends, the steps that decide whether something is
-    new to the campaign (add_candidate's code-hash check, claim_signature): of two writers
-    adding the same code at once, the second must see the first's row.
-
-    SQLite needs nothing: every transaction begins IMMEDIATE, holding the database's one
-    write lock (archive.db.make_engine). PostgreSQL runs writers side by side, and at READ
-    COMMITTED neither sees the other's uncommitted insert, so both would store the code as
-    new; a transaction-scoped advisory lock keyed by the campaign makes the second wait until
-    the first commits, and its next statement then sees the first's row. Chosen over a
-    unique index (the rule is "the earliest candidate that is not a duplicate", whose status
-    can change afterwards, and a violation would need a savepoint and retry) and over
-    SERIALIZABLE (every caller would need a retry loop). Campaigns sharing a database do not
-    wait on each other. One lock for both checks, so a transaction doing both cannot
-    deadlock with another."""
+    """Serialise, until this transaction ends, the steps that decide whether something is new
+    to the campaign (add_candidate's code-hash check, claim_signature). SQLite's writers are
+    serialised already (BEGIN IMMEDIATE). On PostgreSQL a transaction-scoped advisory lock
+    keyed by the campaign makes a second writer wait for the first's commit, after which its
+    READ COMMITTED reads see the first's row: simpler than a unique index (a candidate's
+    status may later become duplicate) or SERIALIZABLE (retries in every caller), and
+    campaigns sharing a database never wait on each other."""
     if session.connection().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(ADVISORY_NAMESPACE, campaign_id)))
 
