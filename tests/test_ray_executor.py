@@ -3,8 +3,9 @@
 A real local Ray cluster (ray.cluster_utils: a head and an extra worker node, each its own
 raylet with one CPU) and a real PostgreSQL server (tests/postgres_server.py) run a smoke
 campaign launched by the CLI with `--executor ray`. While an evaluation's sandbox is
-running on the worker node, that node is killed outright; Ray retries the task on the
-head. The archive must then hold every candidate evaluated exactly once (a second
+running on the worker node, that node is killed outright (Ray retries the task); then the
+campaign process itself is killed with SIGKILL and `scientist resume` restarts it against
+the live cluster. The archive must then hold every candidate evaluated exactly once (a second
 evaluation of a candidate is refused by the archive and would stop the campaign) or
 recorded as failed, none left pending, none lost.
 """
@@ -64,7 +65,7 @@ def cluster():
         cluster.shutdown()
 
 
-def test_worker_killed_mid_campaign_loses_and_duplicates_nothing(cluster, postgres_url):
+def test_worker_and_campaign_killed_mid_campaign_lose_and_duplicate_nothing(cluster, postgres_url, tmp_path):
     db = create_database(postgres_url)
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -72,28 +73,36 @@ def test_worker_killed_mid_campaign_loses_and_duplicates_nothing(cluster, postgr
     command = [sys.executable, "-m", "scientist.cli", "run", "--task", "mirror_drift", "--budget", "smoke",
                "--generations", "1", "--population", "1", "--islands", "1", "--workers", "2", "--sandbox", "process",
                "--executor", "ray", "--ray-address", cluster.address, "--name", NAME, "--db", db]
-    campaign = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "campaign.log"  # a file, not a pipe nobody drains while the test waits
+    campaign = subprocess.Popen(command, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 600
         while not runs_a_sandbox(raylet):
-            assert campaign.poll() is None, campaign.communicate()[0][-3000:]
+            assert campaign.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no evaluation was ever scheduled on the worker node"
             time.sleep(0.5)
         time.sleep(3)  # well into the evaluation
         cluster.remove_node(worker, allow_graceful=False)
         cluster.add_node(num_cpus=1)  # capacity comes back, as an autoscaler would bring it
-        output, _ = campaign.communicate(timeout=900)
+        time.sleep(5)  # the lost evaluation is being retried
+        # Then the campaign process itself dies (kill -9), and is restarted against the live cluster.
+        assert campaign.poll() is None, f"the campaign ended before it could be killed: {log.read_text()[-3000:]}"
+        campaign.kill()
+        campaign.wait()
+        resumed = subprocess.run([sys.executable, "-m", "scientist.cli", "resume", NAME, "--db", db,
+                                  "--ray-address", cluster.address], cwd=REPO, capture_output=True, text=True,
+                                 timeout=900)
     finally:
         if campaign.poll() is None:
             campaign.kill()
-    assert campaign.returncode == 0, output[-3000:]
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     engine = open_engine(db)
     with Session(engine) as session:
         campaign_row = session.exec(select(Campaign).where(Campaign.name == NAME)).one()
         rows = session.exec(select(Candidate).where(Candidate.campaign_id == campaign_row.id)).all()
         events = [e.kind for e in session.exec(select(Event).where(Event.campaign_id == campaign_row.id)).all()]
-    assert campaign_row.status == "finished" and "start" in events
+    assert campaign_row.status == "finished" and "start" in events and "resume" in events
     assert len(rows) >= 4  # 3 baselines and a proposal (more if one was a duplicate)
     statuses = {r.id: r.status for r in rows}
     assert "pending" not in statuses.values(), statuses
