@@ -1,7 +1,7 @@
 """compose.yaml, the whole stack: db (PostgreSQL 16), migrate (creates or upgrades the
 archive's schema, which the read-only browser never does), web (`scientist web` on port
-8000), runner (campaigns on demand; sandbox containers through the host's Docker socket) and
-the sandbox image builds.
+8000), runner (campaigns on demand; sandbox containers through the host's Docker socket), a
+Ray head and workers (profile ray) and the sandbox image builds.
 
 Two levels:
 
