@@ -1,8 +1,5 @@
 """The `scientist` command line."""
 
-import json
-import math
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +10,8 @@ import sandbox  # noqa: F401  (sets XLA flags before anything imports jax)
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from scientist.commands.json_output import print_json
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -35,21 +34,6 @@ def _register_campaign_commands() -> None:
     app.command()(distill.distill)
     app.command()(web.web)
     app.command()(report.report)
-
-
-def _json_safe(value):
-    """NaN/inf are not JSON; report them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _print_json(data) -> None:
-    sys.stdout.write(json.dumps(_json_safe(data)) + "\n")
 
 
 def _read_source(file: Path) -> str:
@@ -175,7 +159,7 @@ def train(
     if len(summaries) > 1:
         result["sweep"] = [s.to_dict() for s in summaries]
     if json_output:
-        _print_json(result)
+        print_json(result)
     else:
         _print_training_summary(result, summaries)
 
@@ -240,7 +224,7 @@ def calibrate(
         if not json_output:
             console.print(f"{env_id}: random {rows[env_id]['random_return']:.2f}, PPO IQM {rows[env_id]['ppo_return']:.2f}")
     if json_output:
-        _print_json({"budget": budget, "seeds": seeds, "envs": rows})
+        print_json({"budget": budget, "seeds": seeds, "envs": rows})
 
 
 @app.command()
@@ -261,7 +245,7 @@ def check(
     source = _read_source(file)
     report = check_candidate(spec, source, filename=str(file))
     if json_output:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
     else:
         out = Console()
         for result in report.checks:
@@ -304,7 +288,7 @@ def evaluate(
         console.print(f"[red]sandbox unavailable:[/red] {error}")
         raise typer.Exit(2) from None
     if json_output:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
     else:
         _print_evaluation(result)
     raise typer.Exit(0 if result.status == "ok" else 1)

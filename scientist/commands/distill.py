@@ -1,15 +1,13 @@
 """`scientist distill ID --model M`: a learned drift (e.g. an ES network) -> a closed form, scored."""
 
-import json
-import math
 import os
-import sys
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from scientist.commands.campaign import DbOption, console, engine_for, out
+from scientist.commands.json_output import print_json
 from scientist.commands.reporting import exit_on
 
 
@@ -61,7 +59,7 @@ def distill(
                              attempts=attempts, tolerance=tolerance, timeout=timeout, price_per_million=price,
                              on_attempt=on_attempt, on_phase=status.update)
     if as_json:
-        sys.stdout.write(json.dumps(_finite(result.to_dict())) + "\n")
+        print_json(result.to_dict())
     else:
         _show(result)
     raise typer.Exit(0 if result.status == "ok" else 1)
@@ -101,13 +99,3 @@ def _show(result) -> None:
 
 def _num(value) -> str:
     return "–" if value is None else f"{value:.4g}"
-
-
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

@@ -1,14 +1,12 @@
 """`scientist plot drift ID|FILE --out FILE.png`: a drift's landscape, features and figure."""
 
-import json
-import math
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from scientist.commands.campaign import DbOption, console, engine_for, out
+from scientist.commands.json_output import print_json
 
 app = typer.Typer(no_args_is_help=True, help="Figures of candidates.")
 
@@ -47,7 +45,7 @@ def drift(
     if as_json:
         record = {"candidate": candidate_id, "file": None if candidate_id is not None else target, "task": task,
                   "png": str(png), "features": features.to_dict(), "sentences": sentences}
-        sys.stdout.write(json.dumps(_finite_or_null(record)) + "\n")
+        print_json(record)
         return
     for sentence in sentences:
         out.print(sentence, highlight=False, soft_wrap=True)
@@ -76,14 +74,3 @@ def _resolve(target: str, db: str | None) -> tuple[str, str, str, int | None]:
         console.print(f"[red]candidate {target} has no code")
         raise typer.Exit(2)
     return candidate.task, candidate.code, f"candidate #{candidate.id}", candidate.id
-
-
-def _finite_or_null(value):
-    """JSON has no NaN or infinity."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_null(v) for v in value]
-    return value

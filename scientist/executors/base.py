@@ -1,5 +1,6 @@
 """The executor interface and the choice between implementations."""
 
+import glob
 from collections.abc import Callable
 from typing import Protocol
 
@@ -38,8 +39,6 @@ def gpu_for(budget: str) -> bool:
 
 
 def gpu_present() -> bool:
-    import glob
-
     return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
