@@ -21,7 +21,7 @@ Two levels:
     - images: postgres:16 and the application image (docker/Dockerfile) can be neither pulled
       nor built, so every service runs a `docker import`ed empty root filesystem with the
       host's /usr (Debian's PostgreSQL 15 binaries stand in for 16's), this interpreter and
-      this checkout bind-mounted read-only, as uid 65534 (initdb refuses root);
+      a world-readable copy of this checkout bind-mounted read-only at its path, as uid 65534 (initdb refuses root);
     - db's entrypoint: the official image's entrypoint script is not there, so a short shell
       script does what it does with POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB (initdb
       with that user and password in the named volume, create the database), then runs postgres;
@@ -222,11 +222,31 @@ exec postgres -D "$PGDATA" -k /run/postgresql -c fsync=off
 SOCKET_DIR = "/run/postgresql"
 
 
-def offline_override(image: str, pg_bin: Path, sockets: Path, db_url: str) -> dict:
+APP_CODE = ("archive", "sandbox", "scientist", "task_templates", "prompts", "examples", "pyproject.toml")
+
+
+def readable_checkout(target: Path) -> Path:
+    """A copy of the code the services run, readable by uid 65534, to mount at the checkout's
+    own path (where the editable install points): a clone in a 0700 directory (mktemp -d)
+    would be unreadable to the containers' user."""
+    import shutil
+
+    for name in APP_CODE:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copyfile(source, target / name)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
+def offline_override(image: str, pg_bin: Path, sockets: Path, db_url: str, code: Path) -> dict:
     prefixes = sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()})
     shared = ["/usr:/usr:ro", f"{sockets}:{SOCKET_DIR}"]
     app = {"image": image, "user": "65534:65534", "network_mode": "none", "working_dir": "/tmp",
-           "volumes": [*shared, *(f"{p}:{p}:ro" for p in prefixes), f"{REPO}:{REPO}:ro"],
+           "volumes": [*shared, *(f"{p}:{p}:ro" for p in prefixes), f"{code}:{REPO}:ro"],
            "environment": {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": "/tmp",
                            "SCIENTIST_DB": db_url}}
     return {"services": {
@@ -278,7 +298,8 @@ def stack(tmp_path, docker_compose):
     user, password, database = "scientist", secrets.token_hex(8), "archive"
     url = f"postgresql+psycopg://{user}:{password}@/{database}?host="
     override = tmp_path / "compose.offline.yaml"
-    override.write_text(yaml.safe_dump(offline_override(image, pg_bins[-1].parent, sockets, url + SOCKET_DIR)))
+    override.write_text(yaml.safe_dump(offline_override(image, pg_bins[-1].parent, sockets, url + SOCKET_DIR,
+                                                     readable_checkout(tmp_path / "checkout"))))
     project = f"rlsci-compose-test-{run_id}"
     base = [*docker_compose, "-p", project, "-f", str(COMPOSE_FILE), "-f", str(override)]
     env = compose_env(POSTGRES_USER=user, POSTGRES_PASSWORD=password, POSTGRES_DB=database)
