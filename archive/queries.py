@@ -11,6 +11,8 @@ from archive.schema import DUPLICATE, NO_CODE, PENDING, Campaign, Candidate, Eve
 # Statuses that a real evaluation produced (everything but pending / duplicate / no_code).
 EVALUATED = ("ok", "rejected", "invalid", "failed", "timeout", "oom", "output_limit", "nonfinite")
 FAILED = tuple(s for s in EVALUATED if s != "ok")
+# Outcomes of an evaluation that say nothing about the candidate: it stays pending.
+NO_VERDICT = ("cancelled", "infra")
 
 
 class CampaignNotFound(LookupError):
@@ -96,6 +98,8 @@ def record_evaluation(session: Session, candidate_id: int, evaluation) -> Candid
     The row is locked first (FOR NO KEY UPDATE on PostgreSQL, the lock the update takes anyway,
     which leaves children free to reference it; SQLite's write lock is held already), so of
     two evaluations of one candidate committed at once the second sees the first and fails."""
+    if evaluation.status in NO_VERDICT:
+        raise ValueError(f"an evaluation that ended {evaluation.status} is no verdict on candidate {candidate_id}")
     candidate = session.get(Candidate, candidate_id, with_for_update={"key_share": True}, populate_existing=True)
     if candidate.status != PENDING:
         raise ValueError(f"candidate {candidate_id} was already evaluated ({candidate.status})")
@@ -120,6 +124,15 @@ def record_evaluation(session: Session, candidate_id: int, evaluation) -> Candid
         session.exec(IslandMember.__table__.delete().where(IslandMember.candidate_id == candidate_id))
     session.flush()
     return candidate
+
+
+def log_infra_failure(session: Session, campaign_id: int, candidate_id: int, evaluation) -> str:
+    """Record that the sandbox itself failed under a candidate, which stays pending; returns
+    the one-line message, for the console too."""
+    reason = evaluation.stages[-1].detail if evaluation.stages else "no reason given"
+    message = f"candidate {candidate_id} left pending, the sandbox failed: {reason}; `scientist resume` retries it"
+    log_event(session, campaign_id, "infra", message, {"candidate_id": candidate_id})
+    return message
 
 
 def claim_signature(session: Session, campaign_id: int, candidate_id: int, signature: str) -> int | None:

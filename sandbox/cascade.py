@@ -3,7 +3,9 @@
 static checks (here, before anything executes) -> [in the sandbox: trace -> validity ->
 smoke -> full] -> the trusted scorer (a separate process that never imports the
 candidate). The first failing stage stops the cascade with one of: rejected, invalid,
-failed, timeout, oom, output_limit, nonfinite.
+failed, timeout, oom, output_limit, nonfinite. Two outcomes are no verdict on the candidate:
+`cancelled` (the caller stopped it) and `infra` (the sandbox backend itself failed, again
+after retries); neither is ever recorded as the candidate's result.
 """
 
 import json
@@ -16,8 +18,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sandbox.backends import Limits, SandboxRun, get_backend
-from sandbox.backends.process import new_scratch
+from sandbox.backends import Limits, SandboxInfraError, SandboxRun, get_backend
+from sandbox.backends.filesystem import new_scratch
 from sandbox.checks.pipeline import static_check
 from sandbox.checks.report import CheckReport
 
@@ -27,6 +29,7 @@ STAGE_SECONDS = {"trace": 180.0, "validity": 120.0, "smoke": 180.0}
 FULL_SECONDS = {"smoke": 900.0, "quick": 4 * 3600.0, "paper": 24 * 3600.0}
 SCORER_SECONDS = 900.0
 LOG_TAIL_CHARS = 4000
+INFRA_RETRY_SECONDS = (2.0, 10.0)  # waits before the second and third try after a backend failure
 
 
 @dataclass
@@ -141,7 +144,9 @@ def evaluate_candidate(
     """Run the whole cascade on one candidate source. `claim_signature(signature)` (optional)
     returns the id of an earlier candidate with the same behaviour, or None after recording
     this one's; a duplicate stops before training with status "duplicate". When `cancelled()`
-    turns true the sandbox is killed and the status is "cancelled": no verdict at all."""
+    turns true the sandbox is killed and the status is "cancelled": no verdict at all. A failure
+    of the backend itself (SandboxInfraError) is retried from scratch; if it persists the
+    status is "infra", with the one-line reason as the last stage: no verdict either."""
     start = time.monotonic()
     static_result = static_check(source)
     if not static_result.passed:
@@ -151,6 +156,28 @@ def evaluate_candidate(
     static = StageRecord("static", "ok", time.monotonic() - start)
 
     backend = get_backend(sandbox)
+    for wait in (*INFRA_RETRY_SECONDS, None):
+        try:
+            evaluation = _run_in_sandbox(backend, task, source, budget, seed, stage_seconds, limits,
+                                         claim_signature, cancelled, gpu)
+            break
+        except SandboxInfraError as error:
+            if wait is None or (cancelled is not None and cancelled()):
+                failure = StageRecord("sandbox", "infra", time.monotonic() - start,
+                                      f"{error} (tried {len(INFRA_RETRY_SECONDS) + 1} times)")
+                return Evaluation("infra", None, stages=[static, failure], backend=backend.name,
+                                  seconds=time.monotonic() - start)
+            time.sleep(wait)
+    evaluation.stages.insert(0, static)
+    evaluation.seconds = time.monotonic() - start
+    return evaluation
+
+
+def _run_in_sandbox(backend, task, source, budget, seed, stage_seconds, limits, claim_signature, cancelled,
+                    gpu) -> Evaluation:
+    """The sandboxed stages and the scorer, in a fresh scratch directory. SandboxInfraError
+    when the backend fails under the candidate."""
+    start = time.monotonic()
     stage_limits = {**STAGE_SECONDS, "full": FULL_SECONDS[budget], **(stage_seconds or {})}
     limits = limits or Limits(wall_seconds=sum(stage_limits.values()) + 60.0)
     scratch = new_scratch()
@@ -165,8 +192,8 @@ def evaluate_candidate(
         outcome = backend.run(SandboxRun(("-m", "sandbox.runner", str(scratch / "in" / "request.json")), scratch,
                                          limits, env=visible, gpu=gpu, watchdog=watch))
         if watch.cancelled():
-            return Evaluation("cancelled", None, backend=backend.name, seconds=time.monotonic() - start)
-        stages = [static, *_read_stage_records(scratch / "out" / "stages.jsonl")]
+            return Evaluation("cancelled", None, backend=backend.name)
+        stages = _read_stage_records(scratch / "out" / "stages.jsonl")
         evaluation = Evaluation("ok", None, stages=stages, log_tail=outcome.log_tail[-LOG_TAIL_CHARS:],
                                 backend=backend.name, isolation=outcome.isolation)
         evaluation.checks = _read_checks(scratch / "out" / "checks.json")
@@ -176,7 +203,7 @@ def evaluate_candidate(
             evaluation.duplicate_of = watch.duplicate_of
             stages.append(StageRecord("signature", "duplicate", outcome.seconds,
                                       f"behaves like candidate {watch.duplicate_of} on the signature grid"))
-            evaluation.status, evaluation.seconds = "duplicate", time.monotonic() - start
+            evaluation.status = "duplicate"
             return evaluation
         status = _candidate_status(outcome, stages, watch)
         if status == "ok":
@@ -188,7 +215,6 @@ def evaluate_candidate(
                 evaluation.meta_test_fitness = scored["meta_test_fitness"]
                 evaluation.per_env = scored["per_env"]
         evaluation.status = status
-        evaluation.seconds = time.monotonic() - start
         return evaluation
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

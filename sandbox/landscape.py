@@ -129,7 +129,7 @@ def compute_landscape(task: str, source: str, sandbox: str = "auto", *,
     LandscapeError when the task has no drift, the source fails the static checks or the
     run fails; SandboxUnavailable (from the backend) when no sandbox can run."""
     from sandbox.backends import Limits, SandboxRun, get_backend
-    from sandbox.backends.process import new_scratch
+    from sandbox.backends.filesystem import new_scratch
     from sandbox.checks.pipeline import static_check
     from sandbox.tasks import TaskError, load_task
 

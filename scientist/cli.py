@@ -265,8 +265,10 @@ def evaluate(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
     """Evaluate an untrusted candidate: static checks, then trace, validity, smoke and full
-    runs in the sandbox, then the trusted scorer. Exit 0 only when the status is ok."""
-    from sandbox.backends import SandboxUnavailable
+    runs in the sandbox, then the trusted scorer. Exit 0 when the status is ok, 1 for any
+    verdict against the candidate, 2 when no sandbox could run it (status infra: the
+    sandbox itself failed)."""
+    from sandbox.backends import SANDBOX_CHOICES, SandboxUnavailable
     from sandbox.budgets import get_budget
     from sandbox.cascade import evaluate_candidate
     from sandbox.tasks import TaskError, load_task
@@ -275,8 +277,8 @@ def evaluate(
         load_task(task).split(get_budget(budget).name)
     except (TaskError, KeyError) as error:
         raise typer.BadParameter(error.args[0]) from None
-    if sandbox_name not in ("auto", "process", "docker"):
-        raise typer.BadParameter("choose auto, process or docker", param_hint="--sandbox")
+    if sandbox_name not in SANDBOX_CHOICES:
+        raise typer.BadParameter(f"choose {', '.join(SANDBOX_CHOICES)}", param_hint="--sandbox")
     source = _read_source(file)
     try:
         if json_output:
@@ -291,7 +293,7 @@ def evaluate(
         print_json(result.to_dict())
     else:
         _print_evaluation(result)
-    raise typer.Exit(0 if result.status == "ok" else 1)
+    raise typer.Exit({"ok": 0, "infra": 2}.get(result.status, 1))
 
 
 def _print_evaluation(result) -> None:

@@ -334,6 +334,7 @@ def distill(
     campaign with all the conversation's calls, evaluate it at `budget` (default: the
     campaign's) and return the outcome. Models take turns, one per attempt. Raises
     DistillError when it cannot start; SandboxUnavailable from the sandbox backend."""
+    from sandbox.backends import SandboxInfraError
     from sandbox.cascade import evaluate_candidate
     from scientist.proposers.llm import LLMProposer
 
@@ -400,6 +401,10 @@ def distill(
     if candidate.status == PENDING:
         phase(f"evaluating candidate {candidate.id} ({budget} budget)")
         evaluation = evaluate_candidate(task.name, candidate.code, budget, sandbox=sandbox, seed=seed)
+        if evaluation.status == "infra":  # the sandbox, not the candidate, failed: stop, keep it pending
+            with transaction(engine) as session:
+                message = queries.log_infra_failure(session, campaign.id, candidate.id, evaluation)
+            raise SandboxInfraError(message)
         with transaction(engine) as session:
             candidate = queries.record_evaluation(session, candidate.id, evaluation)
             if evaluation.signature:

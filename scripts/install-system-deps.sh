@@ -2,7 +2,8 @@
 # System packages the sandboxes use, from Debian: bubblewrap (process sandbox namespaces)
 # and docker.io (the Docker sandbox); docker-compose (checks compose.yaml); chromium with
 # chromium-driver, for the end-to-end test of `scientist web` in a headless browser; pango and
-# fonts, which WeasyPrint renders report PDFs with; postgresql, for the shared-archive tests. As root, also starts a Docker engine if none answers,
+# fonts, which WeasyPrint renders report PDFs with; postgresql, for the shared-archive tests;
+# python3-venv where the system Python lacks it. As root, also starts a Docker engine if none answers,
 # with flags that leave the host's networking untouched (sandbox containers use no network).
 # Safe to re-run. Without root or apt it only says what is missing; the sandbox then falls
 # back to weaker isolation and reports it, and the Docker and browser tests skip.
@@ -14,6 +15,7 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)  # Debian's python3 lacks venv
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 for lib in libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core; do
   dpkg -s "$lib" >/dev/null 2>&1 || missing+=("$lib")

@@ -56,6 +56,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sandbox.backends.filesystem import interpreter_mounts, mount_points_in_checkout
+
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "compose.yaml"
 OFFLINE_REPOSITORY = "rl-scientist-compose-test"  # tagged per run, removed after it
@@ -237,16 +239,19 @@ def readable_checkout(target: Path) -> Path:
             shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copyfile(source, target / name)
+    for point in mount_points_in_checkout():  # where a venv inside the checkout is mounted back
+        (target / point).mkdir(parents=True, exist_ok=True)
     for path in [target, *target.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     return target
 
 
 def offline_override(image: str, pg_bin: Path, sockets: Path, db_url: str, code: Path) -> dict:
-    prefixes = sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()})
     shared = ["/usr:/usr:ro", f"{sockets}:{SOCKET_DIR}"]
+    interpreter = [f"{source}:{target}:ro" for target, source in interpreter_mounts().items()
+                   if Path("/usr") not in [target, *target.parents]]
     app = {"image": image, "user": "65534:65534", "network_mode": "none", "working_dir": "/tmp",
-           "volumes": [*shared, *(f"{p}:{p}:ro" for p in prefixes), f"{code}:{REPO}:ro"],
+           "volumes": [*shared, *interpreter, f"{code}:{REPO}:ro"],
            "environment": {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": "/tmp",
                            "SCIENTIST_DB": db_url}}
     return {"services": {

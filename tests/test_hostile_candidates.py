@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.backends.process import _scratch_root
+from sandbox.backends.filesystem import scratch_root
 from sandbox.cascade import evaluate_candidate
 
 PLANTED = "sk-planted-hostile-key"
@@ -52,8 +52,8 @@ def planted_key(monkeypatch):
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_candidate(name):
     source, expected = HOSTILE[name]
-    scratch_root = Path(_scratch_root())
-    runs = lambda: {p for p in scratch_root.iterdir() if p.name.startswith("run-")}  # noqa: E731
+    root = scratch_root()
+    runs = lambda: {p for p in root.iterdir() if p.name.startswith("run-")}  # noqa: E731
     before = runs()
     start = time.monotonic()
     result = evaluate_candidate("mirror_drift", source, "smoke", sandbox="process", stage_seconds=LIMITS)

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from sandbox.backends import Limits, SandboxRun, SandboxUnavailable
-from sandbox.backends.process import new_scratch
+from sandbox.backends import Limits, SandboxInfraError, SandboxRun, SandboxUnavailable
+from sandbox.backends.filesystem import new_scratch
 from sandbox.cascade import evaluate_candidate
 from sandbox.tasks import load_task
 
@@ -84,11 +84,8 @@ def test_leftover_containers_are_swept_at_start(backend):
         live.remove(force=True)
 
 
-def test_baseline_evaluates_ok_and_hostile_ones_do_not_score(backend):
-    task = load_task("mirror_drift")
-    result = evaluate_candidate("mirror_drift", task.baseline_source("dpo"), "smoke", sandbox="docker")
-    assert result.status == "ok" and result.backend == "docker", [(s.name, s.status, s.detail) for s in result.stages]
-    assert result.fitness is not None and set(result.per_env["meta_test"]) == {"Acrobot-v1"}
+def test_hostile_candidates_do_not_score(backend):
+    """(The DPO baseline evaluating ok on this backend is tests/test_sandbox_layouts.py's.)"""
     limits = {"trace": 20.0, "validity": 25.0, "smoke": 40.0, "full": 90.0}
     for source, expected in (
         ("import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n    while True:\n        pass\n", "timeout"),
@@ -96,3 +93,122 @@ def test_baseline_evaluates_ok_and_hostile_ones_do_not_score(backend):
     ):
         hostile = evaluate_candidate("mirror_drift", source, "smoke", sandbox="docker", stage_seconds=limits)
         assert hostile.status == expected and hostile.fitness is None
+
+
+def broken_backend():
+    """A real engine refusing a real container: a mount at a path missing from the read-only
+    code snapshot, the failure a `.venv` inside the checkout once caused."""
+    from sandbox.backends.docker import DockerBackend
+    from sandbox.backends.filesystem import REPO_ROOT
+
+    class BrokenMounts(DockerBackend):
+        def _mounts(self, run):
+            return [*super()._mounts(run), self.docker.types.Mount(
+                str(REPO_ROOT / "no-such-mount-point"), str(run.scratch), type="bind", read_only=True)]
+
+    return BrokenMounts()
+
+
+def our_containers(backend) -> list:
+    from sandbox.backends.docker import LABEL, _owner
+
+    return backend.client.containers.list(all=True, filters={"label": f"{LABEL}={_owner()}"})
+
+
+def test_an_engine_error_is_an_infra_failure_in_one_line_and_fails_the_preflight(backend):
+    broken = broken_backend()
+    with pytest.raises(SandboxInfraError) as raised:
+        run(broken, "print('never runs')")
+    assert "read-only file system" in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(SandboxUnavailable) as raised:
+        broken.preflight()
+    assert "cannot run" in str(raised.value) and "\n" not in str(raised.value)
+    assert our_containers(backend) == []
+
+
+def test_auto_falls_back_past_a_backend_that_fails_its_preflight(backend, monkeypatch, caplog):
+    import sandbox.backends as backends
+    from sandbox.backends.process import ProcessBackend
+
+    monkeypatch.setattr(backends, "_ready", {})
+    monkeypatch.setattr(backends, "_make", lambda name: broken_backend() if name == "docker" else ProcessBackend())
+    with caplog.at_level("WARNING", logger="sandbox.backends"):
+        chosen = backends.get_backend("auto")
+    assert chosen.name == "process"
+    notes = [r.getMessage() for r in caplog.records if r.name == "sandbox.backends"]
+    assert len(notes) == 1 and "docker" in notes[0] and "using process" in notes[0] and "\n" not in notes[0]
+
+    monkeypatch.setattr(backends, "_ready", {})
+    monkeypatch.setattr(backends, "_make", lambda name: broken_backend() if name == "docker"
+                        else ProcessBackend(python="/nonexistent/python3"))
+    with pytest.raises(SandboxUnavailable) as raised:
+        backends.get_backend("auto")
+    message = str(raised.value)
+    assert message.startswith("no sandbox backend works here") and "docker:" in message and "process:" in message
+    assert "\n" not in message
+
+
+def test_an_infra_failure_is_no_verdict_and_stops_a_campaign_leaving_it_pending(backend, monkeypatch, tmp_path):
+    """Through the real cascade and campaign loop: the sandbox failing under a candidate is
+    retried, then reported as `infra` with its reason; the campaign stops with one line, and
+    the archive records the reason and keeps every candidate pending for resume."""
+    import sandbox.cascade as cascade
+    from archive import queries
+    from archive.db import open_engine, transaction
+    from scientist.campaign.config import CampaignConfig
+    from scientist.campaign.loop import CampaignRunner
+    from scientist.proposers.mutation import MutationProposer
+
+    broken = broken_backend()
+    monkeypatch.setattr(cascade, "get_backend", lambda name: broken)
+    monkeypatch.setattr(cascade, "INFRA_RETRY_SECONDS", (0.1, 0.1))
+    task = load_task("mirror_drift")
+    result = evaluate_candidate("mirror_drift", task.baseline_source("dpo"), "smoke", sandbox="docker")
+    assert result.status == "infra" and result.fitness is None
+    assert [(s.name, s.status) for s in result.stages] == [("static", "ok"), ("sandbox", "infra")]
+    assert "read-only file system" in result.stages[-1].detail and "tried 3 times" in result.stages[-1].detail
+
+    engine = open_engine(f"sqlite:///{tmp_path}/archive.db")
+    config = CampaignConfig(name="infra", task="mirror_drift", generations=0, sandbox="docker", workers=1)
+    runner = CampaignRunner(engine, config, MutationProposer(task))
+    with pytest.raises(SandboxInfraError) as raised:
+        runner.run()
+    assert "left pending" in str(raised.value) and "\n" not in str(raised.value)
+    with transaction(engine) as session:
+        campaign = queries.get_campaign(session, "infra")
+        assert campaign.status == "failed" and "left pending" in campaign.message
+        assert {c.status for c in queries.candidates(session, campaign.id)} == {"pending"}
+        assert [e.kind for e in queries.events(session, campaign.id, 50)].count("infra") == 1
+    assert our_containers(backend) == []
+
+
+def test_the_sweep_tolerates_containers_already_going_away(backend):
+    """Two runners sweeping at once race for the same leftovers (404 or 409 for the loser);
+    a stale handle to a removed container is the same case."""
+    import threading
+
+    from sandbox.backends.docker import LABEL, DockerBackend
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    label = {LABEL: f"{socket.gethostname()}:{dead.pid}"}
+    gone = backend.client.containers.create(backend.image, command=["/bin/true"], labels=label)
+    backend.client.containers.get(gone.id).remove(force=True)
+    assert backend._remove(gone) is False  # 404: already gone, no error
+    for _ in range(6):
+        backend.client.containers.create(backend.image, command=["/bin/true"], labels=label)
+    errors = []
+
+    def sweep():
+        try:
+            DockerBackend()
+        except Exception as error:  # the test's point: nothing may escape a sweep
+            errors.append(error)
+
+    sweepers = [threading.Thread(target=sweep) for _ in range(3)]
+    for thread in sweepers:
+        thread.start()
+    for thread in sweepers:
+        thread.join()
+    assert errors == []
+    assert backend.client.containers.list(all=True, filters={"label": f"{LABEL}={label[LABEL]}"}) == []

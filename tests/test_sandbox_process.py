@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from sandbox.backends import Limits, SandboxRun
-from sandbox.backends.process import ProcessBackend, new_scratch
+from sandbox.backends.filesystem import new_scratch
+from sandbox.backends.process import ProcessBackend
 
 PLANTED = "sk-planted-test-key-0123456789"
 
@@ -105,7 +106,8 @@ def test_a_checkout_in_a_private_temporary_directory_is_mounted_traversably(tmp_
     (private / "repo").mkdir(parents=True)
     private.chmod(0o700)
     script = ("from pathlib import Path; from sandbox.backends.process import _filesystem_args; "
-              f"print(_filesystem_args({{Path('{private}/repo'): Path('/usr')}}, Path('{tmp_path}/scratch')))")
+              f"print(_filesystem_args([(Path('{private}/repo'), Path('/usr'), False), "
+              f"(Path('{tmp_path}/scratch'), Path('{tmp_path}/scratch'), True)]))")
     for seed in range(6):
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                              env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout

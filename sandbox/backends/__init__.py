@@ -1,28 +1,60 @@
-"""Sandbox backends: one interface (`base.Backend`), chosen by name; `auto` picks the strongest."""
+"""Sandbox backends: one interface (`base.Backend`), chosen by name; `auto` picks the strongest
+that passes its preflight here."""
 
-import functools
+import logging
+import threading
 
-from sandbox.backends.base import Backend, Limits, SandboxOutcome, SandboxRun, SandboxUnavailable
+from sandbox.backends.base import (
+    Backend,
+    Limits,
+    SandboxInfraError,
+    SandboxOutcome,
+    SandboxRun,
+    SandboxUnavailable,
+)
 
-__all__ = ["Backend", "Limits", "SandboxOutcome", "SandboxRun", "SandboxUnavailable", "get_backend"]
+__all__ = ["Backend", "Limits", "SandboxInfraError", "SandboxOutcome", "SandboxRun", "SandboxUnavailable",
+           "get_backend", "SANDBOX_CHOICES"]
+
+AUTO_ORDER = ("docker", "process")  # strongest isolation first
+SANDBOX_CHOICES = ("auto", *AUTO_ORDER)
+
+log = logging.getLogger(__name__)
+_ready: dict[str, Backend] = {}
+_lock = threading.Lock()  # evaluator threads ask at once; one preflight (and one Docker sweep) per process
 
 
-@functools.cache
-def get_backend(name: str = "auto") -> Backend:
-    """One preflighted backend per name and process; `auto` prefers Docker, then process."""
-    from sandbox.backends.docker import DockerBackend
+def _make(name: str) -> Backend:
+    if name == "docker":
+        from sandbox.backends.docker import DockerBackend
+
+        return DockerBackend()
     from sandbox.backends.process import ProcessBackend
 
-    if name not in ("auto", "process", "docker"):
-        raise ValueError(f"unknown sandbox {name!r}; choose auto, process or docker")
-    if name in ("auto", "docker"):
-        try:
-            backend = DockerBackend()
-            backend.preflight()
+    return ProcessBackend()
+
+
+def get_backend(name: str = "auto") -> Backend:
+    """One preflighted backend per name and process. `auto` commits to a backend only after
+    its import probe has run there: one that fails falls back to the next with a one-line
+    note of why; SandboxUnavailable, one line naming each reason, when none works."""
+    if name not in SANDBOX_CHOICES:
+        raise ValueError(f"unknown sandbox {name!r}; choose {', '.join(SANDBOX_CHOICES)}")
+    with _lock:
+        if name in _ready:
+            return _ready[name]
+        reasons = []
+        for choice in AUTO_ORDER if name == "auto" else (name,):
+            try:
+                backend = _make(choice)
+                backend.preflight()
+            except SandboxUnavailable as error:
+                reasons.append(f"{choice}: {error}")
+                continue
+            if reasons:
+                log.warning("note: sandbox %s; using %s", reasons[-1], choice)
+            _ready[name] = backend
             return backend
-        except SandboxUnavailable:
-            if name == "docker":
-                raise
-    backend = ProcessBackend()
-    backend.preflight()
-    return backend
+        if name == "auto":
+            raise SandboxUnavailable("no sandbox backend works here (" + "; ".join(reasons) + ")")
+        raise SandboxUnavailable(reasons[0])

@@ -52,7 +52,28 @@ class SandboxOutcome:
 
 
 class SandboxUnavailable(RuntimeError):
-    """The backend cannot run here (no engine, no image, interpreter unusable...)."""
+    """The backend cannot run here (no engine, no image, interpreter unusable...). The
+    message is one line; `log` keeps the sandboxed command's output, if there was one."""
+
+    def __init__(self, message: str, *, log: str = ""):
+        super().__init__(message)
+        self.log = log
+
+
+class SandboxInfraError(SandboxUnavailable):
+    """The backend failed while running a command (an engine API or container runtime
+    error): the sandbox's fault, not the command's, so no verdict on what it ran."""
+
+
+def one_line(text, limit: int = 400) -> str:
+    """A message fit for one console line and one archive field: whitespace collapsed, and a
+    long one cut in the middle, since errors put the cause at the end (an OCI runtime error
+    names the failing mount last)."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    return text[:head] + " … " + text[len(text) - (limit - head - 3):]
 
 
 class Backend(Protocol):

@@ -14,26 +14,22 @@ read-only, which needs no registry.
 """
 
 import io
+import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import tarfile
 import time
 from pathlib import Path
 
+from sandbox.backends.base import BASE_ENV, SandboxInfraError, SandboxOutcome, SandboxRun, SandboxUnavailable, one_line
+from sandbox.backends.filesystem import SANDBOX_UID, hand_over_scratch, sandbox_mounts
 from sandbox.backends.output_cap import MARKER
-from sandbox.backends.base import BASE_ENV, SandboxOutcome, SandboxRun, SandboxUnavailable
-from sandbox.backends.process import (
-    REPO_ROOT,
-    SANDBOX_UID,
-    TAIL_BYTES,
-    code_snapshot,
-    hand_over_scratch,
-    interpreter_paths,
-    require_imports,
-    wait_or_kill,
-)
+from sandbox.backends.process import TAIL_BYTES, require_imports, wait_or_kill
+
+log = logging.getLogger(__name__)
 
 LABEL = "rl-scientist.sandbox"
 HOST_IMAGE = "rl-scientist-sandbox:host"
@@ -82,14 +78,17 @@ class DockerBackend:
     def __init__(self, image: str | None = None):
         try:
             import docker
+            import requests
         except ImportError:
             raise SandboxUnavailable("the docker Python package is not installed") from None
         try:
             self.client = docker.from_env(timeout=60)
             self.client.ping()
         except Exception as error:
-            raise SandboxUnavailable(f"no Docker engine reachable: {error}") from None
+            raise SandboxUnavailable(f"no Docker engine reachable: {one_line(error)}") from None
         self.docker = docker
+        # What the engine or its connection can raise: every one is an infrastructure failure.
+        self.engine_errors = (docker.errors.DockerException, requests.exceptions.RequestException)
         self.image = image or os.environ.get("SCIENTIST_SANDBOX_IMAGE", HOST_IMAGE)
         self.host_mode = self.image == HOST_IMAGE
         self.as_root = os.geteuid() == 0
@@ -98,12 +97,32 @@ class DockerBackend:
     def sweep(self) -> int:
         """Remove containers that a killed process on this host left behind. Each container
         is labelled with the host and pid that started it, so the running evaluations of
-        another runner (or of `scientist web`) sharing the engine are left alone."""
-        leftovers = [c for c in self.client.containers.list(all=True, filters={"label": LABEL})
-                     if _orphaned(c.labels.get(LABEL, ""))]
-        for container in leftovers:
+        another runner (or of `scientist web`) sharing the engine are left alone. Containers
+        already going away (another sweep got there first) and engine errors are not fatal:
+        a leftover is only a leftover."""
+        try:
+            leftovers = [c for c in self.client.containers.list(all=True, filters={"label": LABEL})
+                         if _orphaned(c.labels.get(LABEL, ""))]
+        except self.engine_errors as error:
+            log.warning("note: could not list leftover sandbox containers: %s", _reason(error))
+            return 0
+        return sum(self._remove(container) for container in leftovers)
+
+    def _remove(self, container) -> bool:
+        """Force-remove a container; False if it was gone or going already, or the engine
+        refused (with a note)."""
+        try:
             container.remove(force=True)
-        return len(leftovers)
+            return True
+        except self.docker.errors.NotFound:
+            return False
+        except self.docker.errors.APIError as error:
+            if error.status_code != 409:  # 409: its removal is already in progress
+                log.warning("note: could not remove sandbox container %s: %s", container.short_id, _reason(error))
+            return False
+        except self.engine_errors as error:
+            log.warning("note: could not remove sandbox container %s: %s", container.short_id, _reason(error))
+            return False
 
     def _ensure_image(self) -> None:
         try:
@@ -119,15 +138,42 @@ class DockerBackend:
 
     def _mounts(self, run: SandboxRun) -> list:
         Mount = self.docker.types.Mount
-        mounts = [Mount(str(run.scratch), str(run.scratch), type="bind", read_only=False)]
-        if self.host_mode:
-            for path in [Path("/usr"), *interpreter_paths()]:
-                mounts.append(Mount(str(path), str(path), type="bind", read_only=True))
-            mounts.append(Mount(str(REPO_ROOT), str(code_snapshot()), type="bind", read_only=True))
-        return mounts
+        if not self.host_mode:  # the image holds the interpreter and the code
+            return [Mount(str(run.scratch), str(run.scratch), type="bind", read_only=False)]
+        return [Mount(str(target), str(source), type="bind", read_only=not writable)
+                for target, source, writable in sandbox_mounts(run.scratch, host_dirs=("/usr",))]
 
     def run(self, run: SandboxRun) -> SandboxOutcome:
-        self._ensure_image()
+        """Run the command in a fresh container. An engine or runtime failure (API error,
+        OCI runtime error, lost connection) raises SandboxInfraError with a one-line reason."""
+        try:
+            self._ensure_image()
+            container = self._create(run)
+        except self.engine_errors as error:
+            raise SandboxInfraError(f"docker could not create the sandbox container: {_reason(error)}") from None
+        start = time.monotonic()
+        try:
+            container.start()
+            timed_out = wait_or_kill(_ContainerProcess(container), run, start, lambda: _kill(container))
+            container.reload()
+            state = container.attrs["State"]
+            output = container.logs(stdout=True, stderr=True)[-TAIL_BYTES:]
+        except self.engine_errors as error:
+            raise SandboxInfraError(f"docker failed running the sandbox container: {_reason(error)}") from None
+        finally:
+            self._remove(container)
+        exceeded = output.endswith(MARKER)
+        exit_code = state.get("ExitCode")
+        if timed_out or exceeded or state.get("OOMKilled"):
+            exit_code = -signal.SIGKILL  # killed by us, the output cap or the memory cgroup
+        elif exit_code is not None and 128 < exit_code < 128 + signal.NSIG:
+            exit_code = 128 - exit_code  # the cap reports a signal as a shell does; as Popen does here
+        isolation = ("docker: no network, read-only root, tmpfs /tmp, no capabilities, no-new-privileges",
+                     f"uid {SANDBOX_UID}", "memory/pids/cpu cgroup limits", "clean environment")
+        return SandboxOutcome(exit_code, timed_out, exceeded, time.monotonic() - start,
+                              output.decode("utf-8", errors="replace"), isolation)
+
+    def _create(self, run: SandboxRun):
         hand_over_scratch(run.scratch, to_sandbox_uid=self.as_root)
         limits = run.limits
         python = sys.executable if self.host_mode else "python"
@@ -138,7 +184,7 @@ class DockerBackend:
         else:
             env["JAX_PLATFORMS"] = "cpu"
         Ulimit = self.docker.types.Ulimit
-        container = self.client.containers.create(
+        return self.client.containers.create(
             self.image,
             command=[python, "-m", "sandbox.backends.output_cap", str(limits.output_bytes), python, *run.args],
             user=f"{SANDBOX_UID}:{SANDBOX_UID}",
@@ -163,28 +209,19 @@ class DockerBackend:
             log_config=self.docker.types.LogConfig(type="json-file", config={
                 "max-size": str(limits.output_bytes + TAIL_BYTES), "max-file": "1"}),
         )
-        start = time.monotonic()
-        try:
-            container.start()
-            timed_out = wait_or_kill(_ContainerProcess(container), run, start, lambda: _kill(container))
-            container.reload()
-            state = container.attrs["State"]
-            log = container.logs(stdout=True, stderr=True)[-TAIL_BYTES:]
-        finally:
-            container.remove(force=True)
-        exceeded = log.endswith(MARKER)
-        exit_code = state.get("ExitCode")
-        if timed_out or exceeded or state.get("OOMKilled"):
-            exit_code = -signal.SIGKILL  # killed by us, the output cap or the memory cgroup
-        elif exit_code is not None and 128 < exit_code < 128 + signal.NSIG:
-            exit_code = 128 - exit_code  # the cap reports a signal as a shell does; as Popen does here
-        isolation = ("docker: no network, read-only root, tmpfs /tmp, no capabilities, no-new-privileges",
-                     f"uid {SANDBOX_UID}", "memory/pids/cpu cgroup limits", "clean environment")
-        return SandboxOutcome(exit_code, timed_out, exceeded, time.monotonic() - start,
-                              log.decode("utf-8", errors="replace"), isolation)
 
     def preflight(self) -> None:
-        require_imports(self, f"the sandbox image {self.image}")
+        """The import probe, run in a real container: an image or mount plan that cannot start
+        (an OCI runtime error) makes the backend unavailable here, with the reason."""
+        try:
+            require_imports(self, f"the sandbox image {self.image}")
+        except SandboxInfraError as error:
+            raise SandboxUnavailable(f"the sandbox image {self.image} cannot run: {error}") from None
+
+
+def _reason(error) -> str:
+    """The engine's own explanation when it gave one (an APIError's str repeats the URL)."""
+    return one_line(getattr(error, "explanation", None) or error)
 
 
 class _ContainerProcess:
@@ -198,9 +235,7 @@ class _ContainerProcess:
 
         try:
             self.container.wait(timeout=timeout)
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            import subprocess
-
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):  # a read timeout, either way
             raise subprocess.TimeoutExpired("container", timeout) from None
 
 

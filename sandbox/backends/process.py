@@ -20,76 +20,34 @@ bubblewrap, writes to world-writable directories and network access when not roo
 """
 
 import collections
-import functools
 import glob
-import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from sandbox.backends.base import BASE_ENV, SandboxOutcome, SandboxRun, SandboxUnavailable
+from sandbox.backends.base import BASE_ENV, SandboxOutcome, SandboxRun, SandboxUnavailable, one_line
+from sandbox.backends.filesystem import SANDBOX_UID, hand_over_scratch, new_scratch, sandbox_mounts
 
-SANDBOX_UID = 65534  # nobody
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TAIL_BYTES = 64 * 1024
-
-
-CODE_DIRS = ("sandbox", "task_templates")
-
-
-def interpreter_paths() -> list[Path]:
-    return sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()})
-
-
-@functools.cache
-def code_snapshot() -> Path:
-    """A world-readable copy of the code the sandbox runs (sandbox/, task_templates/), to be
-    mounted at the repository's own path: a checkout in a 0700 directory (mktemp -d) would
-    otherwise be unreadable to uid 65534. Keyed by content, so it is made once."""
-    files = sorted(p for d in CODE_DIRS for p in (REPO_ROOT / d).rglob("*")
-                   if p.is_file() and "__pycache__" not in p.parts)
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
-    target = Path(_scratch_root()) / f"code-{digest.hexdigest()[:16]}"
-    for stale in Path(_scratch_root()).glob("code-*"):  # older code versions, unused for a day
-        if stale != target and time.time() - stale.stat().st_mtime > 86400:
-            shutil.rmtree(stale, ignore_errors=True)
-    if not target.exists():
-        staging = Path(tempfile.mkdtemp(dir=_scratch_root(), prefix="code-staging-"))
-        for path in files:
-            destination = staging / path.relative_to(REPO_ROOT)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, destination)
-        for path in [staging, *staging.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        try:
-            staging.rename(target)
-        except OSError:  # another process made it first
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 def _traversable_by_others(path: Path) -> bool:
     return bool(path.stat().st_mode & 0o001)
 
 
-PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
-
-
-def _filesystem_args(read_only: dict[Path, Path], writable: Path) -> list[str]:
+def _filesystem_args(mounts: list[tuple[Path, Path, bool]]) -> list[str]:
     """bwrap mounts: the host root read-only; untraversable ancestors of needed paths (e.g. a
     0700 /root) and the usual temporary directories replaced by empty tmpfs; then the needed
-    paths (`read_only` maps where they appear to what is mounted there) bound back, wherever
-    they live, through world-traversable directories."""
+    paths ((path inside, host path, writable), parents first) bound back, wherever they live,
+    through world-traversable directories."""
     covered = {Path(p) for p in PRIVATE_TMPFS}
-    for path in [*read_only, writable]:
+    for path, _, _ in mounts:
         blocked = next((a for a in reversed(path.parents) if a != Path("/") and not _traversable_by_others(a)), None)
         if blocked is not None:
             covered.add(blocked)
@@ -101,19 +59,21 @@ def _filesystem_args(read_only: dict[Path, Path], writable: Path) -> list[str]:
         mode = "1777" if str(mount) in PRIVATE_TMPFS else "0755"
         args += ["--perms", mode, "--tmpfs", str(mount)]
     args += ["--dev", "/dev", "--proc", "/proc"]
-    created = set()
-    mounts = [*((p, src, "--ro-bind") for p, src in read_only.items()), (writable, writable, "--bind")]
-    for path, source, mode in mounts:
+    made, bound = set(), set()
+    for path, source, writable in mounts:
         # The tmpfs the path lies in, whose missing directories must be made traversable. Not
         # any covered ancestor: a set's order varies between processes, and a covered but
         # unmounted one (a 0700 mktemp dir under /tmp) left the checkout unreadable at random.
-        mount = next((m for m in mounted if m in path.parents), None)
-        if mount is not None:
+        # Directories at or inside an earlier mount are that mount's own (the snapshot's).
+        tmpfs = next((m for m in mounted if m in path.parents), None)
+        if tmpfs is not None:
             for directory in reversed(path.parents):
-                if mount in directory.parents and directory not in created:
+                inside_mount = directory in bound or any(b in directory.parents for b in bound)
+                if tmpfs in directory.parents and directory not in made and not inside_mount:
                     args += ["--perms", "0755", "--dir", str(directory)]
-                    created.add(directory)
-        args += [mode, str(source), str(path)]
+                    made.add(directory)
+        args += ["--bind" if writable else "--ro-bind", str(source), str(path)]
+        bound.add(path)
     return args
 
 
@@ -141,7 +101,7 @@ class ProcessBackend:
             command = [
                 self.bwrap, "--die-with-parent", "--new-session",
                 "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-                *_filesystem_args({**{p: p for p in interpreter_paths()}, REPO_ROOT: code_snapshot()}, run.scratch),
+                *_filesystem_args(sandbox_mounts(run.scratch)),
                 *_gpu_devices(run),
                 "--chdir", str(run.scratch),
                 "--clearenv", *[arg for k, v in env.items() for arg in ("--setenv", k, v)],
@@ -229,16 +189,17 @@ def _gpu_devices(run: SandboxRun) -> list[str]:
 
 
 def require_imports(backend, what: str) -> None:
-    """Raise SandboxUnavailable unless a command run by `backend` can import jax and sandbox."""
+    """Raise SandboxUnavailable, with a one-line reason, unless a command run by `backend` can
+    import jax and sandbox."""
     scratch = new_scratch("preflight-")
     try:
         outcome = backend.run(SandboxRun(("-c", "import jax, sandbox.training.ppo; print('ok')"), scratch))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if outcome.exit_code != 0 or "ok" not in outcome.log_tail:
-        raise SandboxUnavailable(
-            f"{what} cannot import jax and sandbox (isolation: {', '.join(outcome.isolation)}):\n{outcome.log_tail[-2000:]}"
-        )
+        last = next((line for line in reversed(outcome.log_tail.splitlines()) if line.strip()), "no output")
+        raise SandboxUnavailable(f"{what} cannot import jax and sandbox (exit code {outcome.exit_code}): "
+                                 f"{one_line(last)}", log=outcome.log_tail)
 
 
 def wait_or_kill(process, run: SandboxRun, start: float, kill) -> bool:
@@ -261,24 +222,3 @@ def _kill_group(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # the child leads its own session and group
     except ProcessLookupError:
         pass
-
-
-def hand_over_scratch(scratch: Path, to_sandbox_uid: bool) -> None:
-    """Make the scratch directory writable by the sandboxed user, and only there."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    for path in [scratch, *scratch.rglob("*")]:
-        if to_sandbox_uid:
-            os.chown(path, SANDBOX_UID, SANDBOX_UID)
-        elif path.is_dir():
-            path.chmod(0o777)  # the sandbox runs as another uid we cannot chown to
-
-
-def _scratch_root() -> str:
-    root = Path(os.environ.get("SCIENTIST_SCRATCH", "/tmp/scientist-sandbox"))
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o711)  # others may traverse to their own run directory, not list the rest
-    return str(root)
-
-
-def new_scratch(prefix: str = "run-") -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch_root()))

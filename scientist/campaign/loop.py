@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from archive import queries
 from archive.db import transaction
 from archive.schema import PENDING, Campaign, Candidate
+from sandbox.backends import SandboxInfraError
 from sandbox.tasks import load_task
 from scientist.campaign import lease
 from scientist.campaign.config import CampaignConfig
@@ -143,6 +144,10 @@ class CampaignRunner:
                                    seed=self.config.seed, claim_signature=claim, cancelled=self.stop.is_set)
         if evaluation.status == "cancelled":
             return None  # abandoned at shutdown: still pending, evaluated on resume
+        if evaluation.status == "infra":  # the sandbox, not the candidate, failed: stop, keep it pending
+            with transaction(self.engine) as session:
+                message = queries.log_infra_failure(session, self.campaign.id, candidate_id, evaluation)
+            raise SandboxInfraError(message)
         with transaction(self.engine) as session:
             candidate = queries.record_evaluation(session, candidate_id, evaluation)
             parent = session.get(Candidate, candidate.parent_id) if candidate.parent_id else None

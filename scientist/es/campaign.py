@@ -25,6 +25,7 @@ from sqlmodel import col, func, select
 from archive import queries
 from archive.db import transaction
 from archive.schema import PENDING, Campaign, Candidate, ESCheckpoint
+from sandbox.backends import SandboxInfraError
 from sandbox.cascade import evaluate_candidate
 from sandbox.tasks import load_task
 from sandbox.training.config import PPOConfig
@@ -273,6 +274,10 @@ class ESCampaign:
                                    claim_signature=claim, cancelled=self.stop.is_set)
         if evaluation.status == "cancelled":
             return candidate
+        if evaluation.status == "infra":  # the sandbox, not the candidate, failed: stop, keep it pending
+            with transaction(self.engine) as session:
+                message = queries.log_infra_failure(session, self.campaign.id, candidate.id, evaluation)
+            raise SandboxInfraError(message)
         with transaction(self.engine) as session:
             candidate = queries.record_evaluation(session, candidate.id, evaluation)
             fitness = "" if candidate.fitness is None else f", fitness {candidate.fitness:.3f}"

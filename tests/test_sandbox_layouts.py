@@ -1,0 +1,137 @@
+"""Both sandbox backends work wherever the interpreter lives: a virtual environment inside
+the checkout (`python -m venv .venv`, the README's layout, which the code snapshot mounted
+over the repository used to hide), one outside it, one reached through a symlink. Each
+layout is a real venv made from the base interpreter (here under a 0700 home) in a copy of
+this working tree in a 0700 temporary directory, with the project installed into it by pip.
+
+The third-party packages are hard-linked from this environment's site-packages instead of
+downloaded again (the same files, in the new venv's own site-packages); the project itself
+is installed by `pip install --no-deps -e`. Slow: four smoke evaluations."""
+
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from sandbox.backends import SandboxUnavailable
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+DPO = "task_templates/mirror_drift/baselines/dpo.py"
+OWN_FILES = ("__editable__", "rl_scientist")  # this checkout's editable install, not copied
+
+
+def docker_or_skip() -> None:
+    from sandbox.backends.docker import DockerBackend
+
+    try:
+        DockerBackend().preflight()
+    except SandboxUnavailable as error:
+        pytest.skip(f"Docker backend unavailable here: {error}")
+
+
+def copy_working_tree(target: Path) -> Path:
+    """The files git knows of (tracked, or new and not ignored), as a fresh clone would have
+    them plus any uncommitted change."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.split(b"\0")
+    for name in filter(None, (n.decode() for n in listed)):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+def link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:  # another filesystem
+        shutil.copy2(source, destination)
+
+
+def make_venv(path: Path, checkout: Path) -> Path:
+    """A venv of the base interpreter at `path` with this environment's packages and the
+    checkout installed in it."""
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
+    python = path / "bin" / "python"
+    packages = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                                   capture_output=True, text=True, check=True).stdout.strip())
+    for source in map(Path, site.getsitepackages()):
+        for entry in source.iterdir():
+            if entry.name.startswith(OWN_FILES) or (packages / entry.name).exists():
+                continue
+            if entry.is_dir():
+                shutil.copytree(entry, packages / entry.name, copy_function=link_or_copy, symlinks=True)
+            else:
+                link_or_copy(entry, packages / entry.name)
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "-e", str(checkout)], check=True,
+                   timeout=600, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """name -> (checkout, venv): inside the checkout and outside it."""
+    root = tmp_path_factory.mktemp("layouts")
+    root.chmod(0o700)
+    inside = copy_working_tree(root / "inside")
+    outside = copy_working_tree(root / "outside")
+    return {"venv inside the checkout": (inside, make_venv(inside / ".venv", inside)),
+            "venv outside the checkout": (outside, make_venv(root / "elsewhere" / "venv", outside))}
+
+
+def evaluate(checkout: Path, venv: Path, sandbox: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    return subprocess.run([venv / "bin" / "scientist", "evaluate", "--task", "mirror_drift", DPO, "--budget",
+                           "smoke", "--sandbox", sandbox, "--json"], cwd=checkout, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def evaluations(layouts):
+    docker_or_skip()
+    runs = [(name, sandbox) for name in layouts for sandbox in ("process", "docker")]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: compiling is mostly one core each
+        done = pool.map(lambda run: evaluate(*layouts[run[0]], run[1]), runs)
+        return dict(zip(runs, done))
+
+
+@pytest.mark.parametrize("sandbox", ["process", "docker"])
+@pytest.mark.parametrize("layout", ["venv inside the checkout", "venv outside the checkout"])
+def test_dpo_evaluates_ok_from_each_layout(evaluations, layouts, layout, sandbox):
+    result = evaluations[(layout, sandbox)]
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    assert data["status"] == "ok" and data["backend"] == sandbox and data["fitness"] > 0.3
+    assert set(data["per_env"]["meta_train"]) == {"CartPole-v1"} and set(data["per_env"]["meta_test"]) == {"Acrobot-v1"}
+    assert [s["name"] for s in data["stages"]] == ["static", "trace", "validity", "smoke", "full", "score"]
+
+
+def test_a_venv_behind_a_symlink_passes_both_preflights(layouts, tmp_path):
+    """`.venv` a symlink to a venv elsewhere: Python knows it by the link's path, the files
+    live at the target's; both must be reachable in the sandbox."""
+    docker_or_skip()
+    checkout, venv = layouts["venv outside the checkout"]
+    link = checkout / ".venv"
+    link.symlink_to(venv)
+    probe = ("from sandbox.backends import get_backend\n"
+             "from sandbox.backends.filesystem import interpreter_mounts\n"
+             "print(sorted(map(str, interpreter_mounts())))\n"
+             "for name in ('process', 'docker'):\n"
+             "    get_backend(name)\n"
+             "    print(name, 'ok')\n")
+    try:
+        result = subprocess.run([link / "bin" / "python", "-c", probe], cwd=checkout, capture_output=True,
+                                text=True, timeout=300)
+    finally:
+        link.unlink()
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert str(link) in result.stdout and "process ok" in result.stdout and "docker ok" in result.stdout
