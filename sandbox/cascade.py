@@ -168,7 +168,8 @@ def evaluate_candidate(
                 return Evaluation("infra", None, stages=[static, failure], backend=backend.name,
                                   seconds=time.monotonic() - start)
             time.sleep(wait)
-    evaluation.stages.insert(0, static)
+    if evaluation.status != "cancelled":  # no verdict: no stages either
+        evaluation.stages.insert(0, static)
     evaluation.seconds = time.monotonic() - start
     return evaluation
 
