@@ -5,7 +5,7 @@ page) never block the campaign writing, and every transaction takes the write lo
 so writers are serialised. PostgreSQL (`postgresql://...`, through psycopg 3: the
 `[postgres]` extra) runs transactions at READ COMMITTED, side by side; the few
 read-then-write steps whose outcome depends on rows other writers may be adding take a
-lock first (archive.queries.lock_campaign), and the schema is migrated under an advisory
+lock first (archive.writes.lock_campaign), and the schema is migrated under an advisory
 lock, so several campaigns and processes can share one database.
 """
 
@@ -25,7 +25,7 @@ from sqlmodel import Session
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_URL = "sqlite:///scientist-runs/archive.db"
 # Keys of PostgreSQL advisory locks: (ADVISORY_NAMESPACE, campaign id) for one campaign's
-# deduplication (archive.queries.lock_campaign), (ADVISORY_NAMESPACE, 0) for migrations
+# deduplication (archive.writes.lock_campaign), (ADVISORY_NAMESPACE, 0) for migrations
 # (campaign ids start at 1).
 ADVISORY_NAMESPACE = 0x524C5343  # "RLSC"
 MIGRATION_LOCK = 0

@@ -19,6 +19,12 @@ def utcnow() -> datetime:
 PENDING = "pending"
 DUPLICATE = "duplicate"  # same normalised code or same behaviour as an earlier candidate
 NO_CODE = "no_code"  # the proposer returned nothing usable
+# Statuses that a real evaluation produced (everything but pending / duplicate / no_code).
+EVALUATED = ("ok", "rejected", "invalid", "failed", "timeout", "oom", "output_limit", "nonfinite")
+FAILED = tuple(s for s in EVALUATED if s != "ok")
+NOT_EVALUATED = (PENDING, DUPLICATE, NO_CODE)  # never went through an evaluation
+# Outcomes of an evaluation that say nothing about the candidate: it stays pending.
+NO_VERDICT = ("cancelled", "infra")
 ORIGINS = ("baseline", "llm", "mutation", "es", "distilled")
 
 

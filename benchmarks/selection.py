@@ -13,8 +13,7 @@ import statistics
 import tempfile
 import time
 
-from sqlalchemy import insert
-
+from archive import writes
 from archive.db import open_engine, transaction
 from archive.schema import Campaign, Candidate, IslandMember, utcnow
 from scientist.selection import SelectionConfig, Selector
@@ -43,9 +42,9 @@ def fill(engine, n: int, islands: int) -> int:
             if not failed:
                 members.append(dict(campaign_id=campaign_id, island=i % islands, candidate_id=i + 1,
                                     since_generation=i // 100, fitness=fitness))
-        with engine.begin() as connection:
-            connection.execute(insert(Candidate), rows)
-            connection.execute(insert(IslandMember), members)
+        with transaction(engine) as session:
+            writes.insert_rows(session, Candidate, rows)
+            writes.insert_rows(session, IslandMember, members)
     return campaign_id
 
 

@@ -12,7 +12,6 @@ are computed) and the median and 95th percentile of the repeats.
 """
 
 import argparse
-import json
 import random
 import statistics
 import tempfile
@@ -21,11 +20,10 @@ from pathlib import Path
 
 import sandbox  # noqa: F401  (XLA flags, before anything imports jax)
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, text
 
+from archive import reads, writes
 from archive.db import open_engine, transaction
-from archive.queries import log_event
-from archive.schema import IslandMember, LLMCall
+from archive.schema import LLMCall
 from benchmarks.selection import fill
 from scientist.web import create_app
 from scientist.web.engine import reader_engine
@@ -34,7 +32,7 @@ ENVS = (("meta_train", "Breakout-MinAtar"), ("meta_test", "Asterix-MinAtar"), ("
         ("meta_test", "SpaceInvaders-MinAtar"))
 
 
-def realistic_json(points: int, seeds: int = 4) -> tuple[str, str, str]:
+def realistic_results(points: int, seeds: int = 4) -> tuple[dict, list, dict]:
     rng = random.Random(0)
     per_env: dict = {}
     for split, env in ENVS:
@@ -47,38 +45,36 @@ def realistic_json(points: int, seeds: int = 4) -> tuple[str, str, str]:
               for n in ("static", "trace", "validity", "smoke", "full", "score")]
     checks = {"valid": True, "checks": [{"name": n, "passed": True, "detail": "ok", "counterexample": None}
                                         for n in ("finite", "non_negative", "zero_at_one", "zero_slope_at_one")]}
-    return json.dumps(per_env), json.dumps(stages), json.dumps(checks)
+    return per_env, stages, checks
 
 
 def make_realistic(engine, campaign_id: int, n: int, islands: int, points: int, calls_every: int) -> None:
-    per_env, stages, checks = realistic_json(points)
-    with engine.begin() as connection:
-        connection.execute(text("UPDATE candidate SET per_env = :p, stages = :s, checks = :c, eval_seconds = 37.5 "
-                                "WHERE status = 'ok'"), {"p": per_env, "s": stages, "c": checks})
+    per_env, stages, checks = realistic_results(points)
+    with transaction(engine) as session:
+        writes.update_candidates(session, campaign_id, "ok",
+                                 {"per_env": per_env, "stages": stages, "checks": checks, "eval_seconds": 37.5})
         # fill() puts 100 candidates in each generation: each one's parent is in the one before.
-        connection.execute(text("UPDATE candidate SET parent_id = id - 100 WHERE id > 100"))
+        writes.chain_parents(session, campaign_id, 100)
     prompt = [{"role": "system", "content": "x" * 1000}, {"role": "user", "content": "y" * 3000}]
     rows = [dict(campaign_id=campaign_id, candidate_id=i, model="bench/model", messages=prompt, response="z" * 800,
                  prompt_tokens=1200, completion_tokens=300, cost_usd=0.0021, seconds=2.0, attempts=1)
             for i in range(1, n + 1, calls_every)]
-    with engine.begin() as connection:
+    with transaction(engine) as session:
         for start in range(0, len(rows), 5000):
-            connection.execute(insert(LLMCall), rows[start:start + 5000])
+            writes.insert_rows(session, LLMCall, rows[start:start + 5000])
     with transaction(engine) as session:
         rng = random.Random(2)
         scored = [i for i in range(1, n + 1, 7)]
         for generation in range(2, 10, 2):
             for island in range(islands):
                 candidate = next(i for i in rng.sample(scored, 50) if (i - 1) % islands == island
-                                 and session.get(IslandMember, (campaign_id, island, i)) is not None)
+                                 and reads.membership(session, campaign_id, island, i) is not None)
                 target = (island + 1) % islands
-                if session.get(IslandMember, (campaign_id, target, candidate)) is None:
-                    fitness = session.get(IslandMember, (campaign_id, island, candidate)).fitness
-                    session.add(IslandMember(campaign_id=campaign_id, island=target, candidate_id=candidate,
-                                             since_generation=generation, migrated_from=island, fitness=fitness))
-            log_event(session, campaign_id, "migration", f"before generation {generation}")
-    with engine.begin() as connection:
-        connection.execute(text("ANALYZE"))  # as a long-lived archive would have statistics
+                if reads.membership(session, campaign_id, target, candidate) is None:
+                    writes.add_migrant(session, campaign_id, candidate, island, target, generation)
+            writes.log_event(session, campaign_id, "migration", f"before generation {generation}")
+    with transaction(engine) as session:
+        writes.analyze(session)
 
 
 def pages(n: int, best: int) -> dict[str, str]:
@@ -113,14 +109,14 @@ def main() -> None:
     start = time.perf_counter()
     campaign_id = fill(engine, args.candidates, args.islands)
     make_realistic(engine, campaign_id, args.candidates, args.islands, args.curve_points, args.calls_every)
+    with transaction(engine) as session:
+        best = reads.leaderboard(session, campaign_id, top=1)[0].id
     engine.dispose()
     size = Path(url.removeprefix("sqlite:///")).stat().st_size / 1e6 if url.startswith("sqlite:///") else float("nan")
     print(f"archive: {args.candidates} candidates on {args.islands} islands, {size:.0f} MB ({url}), "
           f"built in {time.perf_counter() - start:.1f} s")
     reader = reader_engine(url)
     client = TestClient(create_app(reader, workdir / "landscapes"))
-    with reader.connect() as connection:
-        best = connection.execute(text("SELECT id FROM candidate WHERE status = 'ok' ORDER BY fitness DESC LIMIT 1")).scalar()
     print(f"{'page':<36} {'first':>9} {'median':>9} {'p95':>9}   (ms; {args.repeats} repeats)")
     for name, path in pages(args.candidates, best).items():
         timings = []

@@ -60,7 +60,7 @@ class Evaluation:
 
 
 class _StageWatch:
-    """Per-stage time limits, from the stage records the runner appends. The records are
+    """Per-stage time limits, from the stage records the sandboxed stages append. The records are
     written by the untrusted process, so they only ever shorten its time: the backend's
     overall wall-clock limit still holds."""
 
@@ -190,7 +190,7 @@ def _run_in_sandbox(backend, task, source, budget, seed, stage_seconds, limits, 
         watch = _StageWatch(scratch / "out" / "stages.jsonl", stage_limits, claim_signature, cancelled)
         # The devices a scheduler (Ray, a batch system) gave this process are the sandbox's.
         visible = {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES",) if gpu and k in os.environ}
-        outcome = backend.run(SandboxRun(("-m", "sandbox.runner", str(scratch / "in" / "request.json")), scratch,
+        outcome = backend.run(SandboxRun(("-m", "sandbox.stages", str(scratch / "in" / "request.json")), scratch,
                                          limits, env=visible, gpu=gpu, watchdog=watch))
         if watch.cancelled():
             return Evaluation("cancelled", None, backend=backend.name)

@@ -2,7 +2,7 @@
 
 The Discovered Policy Optimisation paper reads a drift off the heat map of
 d(r*A - D(r, A))/dr over (r, A). Computing it means running the candidate, so the sandbox
-does it (runner stages load -> landscape) and leaves out/landscape.npz; this side asks for
+does it (sandbox.stages: load -> landscape) and leaves out/landscape.npz; this side asks for
 it and reads the file back as untrusted data: no pickle, a size cap checked before
 anything is decompressed, exactly the expected keys, dtypes, shapes and grid.
 
@@ -29,7 +29,7 @@ ADVANTAGE_STEPS = 40  # steps of 0.05 on each side of 0
 LANDSCAPE_SECONDS = 120.0
 MAX_LANDSCAPE_BYTES = 4 * 1024**2  # the real file is about 100 kB
 KEYS = ("ratio", "advantage", "drift", "d_objective_dr")
-STAGE_LOG_BYTES = 64 * 1024  # of the runner's stage records read back for an error message
+STAGE_LOG_BYTES = 64 * 1024  # of the stage records read back for an error message
 
 
 class LandscapeError(ValueError):
@@ -137,8 +137,8 @@ def compute_landscape(task: str, source: str, sandbox: str = "auto", *,
         spec = load_task(task)
     except TaskError as error:
         raise LandscapeError(str(error)) from None
-    if spec.slot != "drift":
-        raise LandscapeError(f"task {task} fills the {spec.slot} slot; landscapes are for drift tasks (mirror_drift)")
+    if not spec.piece.has_landscape:
+        raise LandscapeError(f"task {task} searches for a {spec.piece.kind}; landscapes are for drift tasks (mirror_drift)")
     checked = static_check(source)
     if not checked.passed:
         raise LandscapeError(f"rejected by the static checks: {checked.detail}")
@@ -148,10 +148,10 @@ def compute_landscape(task: str, source: str, sandbox: str = "auto", *,
         (scratch / "in").mkdir()
         (scratch / "out").mkdir()
         (scratch / "in" / "candidate.py").write_text(source)
-        budget = "smoke" if "smoke" in spec.budgets else spec.budgets[0]  # the runner needs one; nothing trains
+        budget = "smoke" if "smoke" in spec.budgets else spec.budgets[0]  # the stages need one; nothing trains
         request = {"task": task, "budget": budget, "seed": 0, "stages": ["load", "landscape"]}
         (scratch / "in" / "request.json").write_text(json.dumps(request))
-        outcome = backend.run(SandboxRun(("-m", "sandbox.runner", str(scratch / "in" / "request.json")), scratch,
+        outcome = backend.run(SandboxRun(("-m", "sandbox.stages", str(scratch / "in" / "request.json")), scratch,
                                          Limits(wall_seconds=seconds)))
         if outcome.timed_out:
             raise LandscapeError(f"the landscape run was killed at its {seconds:.0f} s limit")

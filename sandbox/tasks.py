@@ -1,8 +1,9 @@
 """Discovery tasks: one folder under task_templates/ each, found by listing the folder.
 
-A task folder holds `task.toml` (the spec), `candidate.py.j2` (renders a candidate module
-from a function body or a full source) and `baselines/*.py` (candidates in the same form).
-Adding a folder adds a task; nothing else changes.
+A task folder holds `task.toml` (the spec, naming the kind of piece it searches for: a
+module of sandbox/pieces), `candidate.py.j2` (renders a candidate module from a function
+body or a full source) and `baselines/*.py` (candidates in the same form). Adding a folder
+adds a task; nothing else changes.
 """
 
 import functools
@@ -14,11 +15,9 @@ from pathlib import Path
 import jinja2
 
 from sandbox.budgets import get_budget
+from sandbox.pieces import Piece, UnknownPiece, get_piece
 
 TASKS_DIR = Path(os.environ.get("SCIENTIST_TASKS_DIR", Path(__file__).resolve().parent.parent / "task_templates"))
-
-# The trainer's plug points a task's candidate can fill (fields of training.Components).
-SLOTS = ("drift", "value_loss", "make_optimizer")
 
 
 class TaskError(ValueError):
@@ -36,9 +35,9 @@ class TaskSpec:
     name: str
     summary: str
     description: str
-    slot: str
+    piece: Piece  # the kind of piece a candidate is
     entry_point: str
-    signature: str
+    prototype: str  # how the entry point is called, e.g. drift(ratio, advantage)
     normaliser: str
     budgets: tuple[str, ...]
     inputs: dict[str, str]
@@ -102,9 +101,9 @@ def load_task(name: str) -> TaskSpec:
             name=raw["name"],
             summary=raw["summary"],
             description=raw["description"].strip(),
-            slot=raw["slot"],
+            piece=get_piece(raw["piece"]),
             entry_point=raw["entry_point"],
-            signature=raw["signature"],
+            prototype=raw["prototype"],
             normaliser=raw["normaliser"],
             budgets=tuple(raw["budgets"]),
             inputs=dict(raw["inputs"]),
@@ -112,6 +111,8 @@ def load_task(name: str) -> TaskSpec:
             splits={k: Split(tuple(v["meta_train"]), tuple(v["meta_test"])) for k, v in raw["splits"].items()},
             folder=path.parent,
         )
+    except UnknownPiece as error:
+        raise TaskError(f"{path}: {error}") from None
     except (KeyError, TypeError, tomllib.TOMLDecodeError) as error:
         raise TaskError(f"{path}: malformed task spec: {error!r}") from error
     _validate(spec, path)
@@ -121,8 +122,8 @@ def load_task(name: str) -> TaskSpec:
 def _validate(spec: TaskSpec, path: Path) -> None:
     if spec.name != path.parent.name:
         raise TaskError(f"{path}: name {spec.name!r} differs from its folder {path.parent.name!r}")
-    if spec.slot not in SLOTS:
-        raise TaskError(f"{path}: slot {spec.slot!r} is not one of {', '.join(SLOTS)}")
+    if len(spec.inputs) != spec.piece.arity:
+        raise TaskError(f"{path}: a {spec.piece.kind} takes {spec.piece.arity} inputs, [inputs] names {len(spec.inputs)}")
     if "default" not in spec.splits:
         raise TaskError(f"{path}: needs a [splits.default] table")
     for budget_name in spec.budgets:

@@ -8,14 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session
 
-from archive import queries
-from archive.schema import Campaign, Candidate, ESCheckpoint
+from archive import reads
+from archive.schema import Campaign, Candidate
 from sandbox.budgets import get_budget
-from sandbox.cascade import evaluate_candidate
 from sandbox.fitness import interquartile_mean
 from sandbox.tasks import load_task
+from scientist.executors.base import Executor, LocalExecutor
 
 KINDS = (("llm", "LLM"), ("mutation", "mutation"), ("es", "ES (LPO)"), ("distilled", "distilled"))
 HAND_DESIGNED = (("ppo", "PPO"), ("dpo", "DPO"))
@@ -79,57 +79,57 @@ def search_cost(session: Session, campaign: Campaign) -> Cost:
     generations' own training."""
     budget, split = get_budget(campaign.budget), load_task(campaign.task).split(campaign.budget)
     envs = split.meta_train + split.meta_test
-    per_candidate = Cost(training_runs=budget.seeds * len(envs),
-                         env_steps=budget.seeds * sum(budget.env(e).timesteps for e in envs))
-    cost = Cost(dollars=queries.spent_usd(session, campaign.id))
-    # Two columns only: a campaign's full rows (curves, logs) can run to gigabytes.
-    for seconds, stages in session.exec(select(Candidate.eval_seconds, Candidate.stages)
-                                        .where(Candidate.campaign_id == campaign.id)).all():
-        cost.wall_seconds += seconds or 0.0
-        if any(s.get("name") == "full" for s in stages):
-            cost = cost + Cost(per_candidate.training_runs, per_candidate.env_steps)
-    # ES campaigns' own meta-training, generation by generation.
-    runs, steps, seconds = session.exec(select(
-        func.coalesce(func.sum(ESCheckpoint.training_runs), 0), func.coalesce(func.sum(ESCheckpoint.env_steps), 0),
-        func.coalesce(func.sum(ESCheckpoint.wall_seconds), 0.0)).where(ESCheckpoint.campaign_id == campaign.id)).one()
-    return cost + Cost(int(runs), int(steps), float(seconds))
+    trained = reads.fully_trained_count(session, campaign.id)
+    es = reads.es_totals(session, campaign.id)  # ES campaigns' own meta-training, generation by generation
+    return Cost(training_runs=trained * budget.seeds * len(envs) + es["training_runs"],
+                env_steps=trained * budget.seeds * sum(budget.env(e).timesteps for e in envs) + es["env_steps"],
+                wall_seconds=reads.sandbox_seconds(session, campaign.id) + es["wall_seconds"],
+                dollars=reads.spent_usd(session, campaign.id))
+
+
+def best_of_kind(session: Session, campaigns: list[Campaign], origin: str) -> tuple[Candidate, list[Campaign], Cost] | None:
+    """The best scored candidate of `origin` across the campaigns, the campaigns that
+    proposed that origin, and what their searches cost together (None: no such candidate)."""
+    best = reads.best_of_origin(session, [c.id for c in campaigns], origin)
+    if best is None:
+        return None
+    producing = reads.campaigns_producing(session, [c.id for c in campaigns], origin)
+    producers = [c for c in campaigns if c.id in producing]
+    return best, producers, sum((search_cost(session, c) for c in producers), Cost())
 
 
 def gather(session: Session, names: list[str]) -> tuple[str, list[Campaign], list[Row]]:
     """The rows to compare: the task's PPO and DPO, then the best scored candidate of each
     origin across the named campaigns (a row stays `missing` when there is none)."""
-    campaigns = [queries.get_campaign(session, name) for name in names]
+    campaigns = [reads.get_campaign(session, name) for name in names]
     tasks = {c.task for c in campaigns}
     if len(tasks) != 1:
         raise CompareError(f"the campaigns are on different tasks ({', '.join(sorted(tasks))}); compare one task at a time")
     task = load_task(tasks.pop())
     rows = [Row(label, code=task.baseline_source(name), hand_designed=True, status="pending")
             for name, label in HAND_DESIGNED if name in task.baseline_names]
-    ids = [c.id for c in campaigns]
     for origin, label in KINDS:
-        best = session.exec(select(Candidate).where(col(Candidate.campaign_id).in_(ids), Candidate.origin == origin,
-                                                    Candidate.status == "ok")
-                            .order_by(col(Candidate.fitness).desc(), Candidate.id).limit(1)).first()
         row = Row(label)
-        if best is not None:
-            producers = [c for c in campaigns if session.exec(select(func.count()).select_from(Candidate).where(
-                Candidate.campaign_id == c.id, Candidate.origin == origin)).one()]
+        found = best_of_kind(session, campaigns, origin)
+        if found is not None:
+            best, producers, row.cost = found
             row.candidate_id, row.search_fitness, row.code = best.id, best.fitness, best.code
             row.campaigns = [c.name for c in producers]
-            row.cost = sum((search_cost(session, c) for c in producers), Cost())
             row.status = "pending"
         rows.append(row)
     return task.name, campaigns, rows
 
 
 def reevaluate(task: str, rows: list[Row], budget: str, *, seed: int, sandbox: str = "auto", workers: int = 2,
-               on_done=None) -> list[Row]:
+               executor: Executor | None = None, on_done=None) -> list[Row]:
     """Train and score every present row again on `seed` (the same for all: common random
-    numbers), in parallel sandboxes."""
+    numbers), `workers` at a time through the executor (default: sandboxes here). Nothing is
+    recorded: the archive keeps the search's own evaluations."""
     present = [r for r in rows if r.code is not None]
+    executor = executor or LocalExecutor()
 
     def run(row: Row) -> Row:
-        evaluation = evaluate_candidate(task, row.code, budget, sandbox=sandbox, seed=seed)
+        evaluation = executor(task, row.code, budget, sandbox=sandbox, seed=seed)
         row.status = evaluation.status
         if evaluation.status == "ok":
             row.meta_train = split_score(evaluation.per_env.get("meta_train", {}))

@@ -31,12 +31,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sqlalchemy import Engine
 
-from archive import queries
+from archive import writes
 from archive.db import transaction
 from archive.schema import PENDING, Campaign, Candidate
 from sandbox.landscape import Landscape, LandscapeError, compute_landscape
+from sandbox.pieces import drift
 from sandbox.tasks import TaskError, TaskSpec, load_task
 from scientist.analysis import DriftFeatures, detect_features
+from scientist.evaluation import EventNote, Recorder, SignatureClaim
+from scientist.executors.base import Executor, LocalExecutor
 from scientist.proposers import parsing, prompting
 from scientist.proposers.base import CallRecord, ProposerError
 
@@ -47,12 +50,6 @@ SCALE_FLOOR = 1e-3  # relative errors divide by max(target RMS, this): a zero ta
 TABLE_RATIOS = (0.4, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.3, 1.5, 2.0, 3.0)
 TABLE_ADVANTAGES = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)
 WORST_CELLS = 6
-# Grid conditions (float32 landscapes), each scaled by 1 + |A| as in sandbox.checks.drift. They
-# are a quick screen for the conversation; the cascade's validity stage is the real check.
-VALUE_TOLERANCE = 1e-4
-SLOPE_TOLERANCE = 1e-3
-KINK_QUOTIENT = 0.02  # a one-sided difference quotient at r = 1 above this...
-KINK_RATIO = 0.75  # ...that keeps this share of itself at twice the step is a kink (smooth: 1/2 or less)
 
 # Attempt outcomes, in the order a kept candidate is preferred (best last).
 CALL_FAILED, NO_CODE, NO_LANDSCAPE, CONDITIONS, POOR_FIT, ACCEPTED = (
@@ -182,44 +179,34 @@ def worst_cells(target: Landscape, candidate: Landscape, count: int = WORST_CELL
 
 
 def grid_conditions(landscape: Landscape) -> list[str]:
-    """The drift conditions as far as the landscape grid shows them, as sentences (empty when
-    they hold): finite, non-negative, zero at r = 1, zero slope at r = 1 (autodiff, and one-
-    sided difference quotients that would reveal a kink autodiff calls flat)."""
-    r, a, d, g = landscape.ratio, landscape.advantage, landscape.drift, landscape.d_objective_dr
-    scale = 1.0 + np.abs(a)
-    one = int(np.argmin(np.abs(r - 1.0)))
-    found = []
+    """The drift conditions as far as the landscape grid shows them (the drift piece's own
+    definitions in float32 tolerances), as sentences; empty when they hold."""
+    results = drift.landscape_check(landscape.ratio, landscape.advantage, landscape.drift, landscape.d_objective_dr)
+    return [_sentence(result) for result in results if not result.passed]
 
-    def at(i: int, j: int | None = None) -> str:
-        return f"A = {a[i]:g}" if j is None else f"r = {r[j]:.4g}, A = {a[i]:g}"
 
-    bad = np.isnan(d) | np.isnan(g)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        found.append(f"not finite at {int(bad.sum())} grid points (e.g. {at(i, j)})")
-    below = np.where(np.isnan(d), 0.0, d) / scale[:, None]
-    if below.min() < -VALUE_TOLERANCE:
-        i, j = np.unravel_index(np.argmin(below), below.shape)
-        found.append(f"negative: D = {d[i, j]:.4g} at {at(i, j)}")
-    off = np.abs(np.nan_to_num(d[:, one])) / scale
-    if off.max() > VALUE_TOLERANCE:
-        i = int(np.argmax(off))
-        found.append(f"not zero at r = 1: D = {d[i, one]:.4g} at {at(i)}")
-    slope = np.abs(np.nan_to_num(g[:, one] - a)) / scale  # dD/dr = A - dJ/dr
-    if slope.max() > SLOPE_TOLERANCE:
-        i = int(np.argmax(slope))
-        found.append(f"slope at r = 1 is {a[i] - g[i, one]:.4g}, not 0, at {at(i)}")
-    elif 2 <= one <= r.size - 3:
-        for side in (+1, -1):
-            near, far = ((np.nan_to_num(d[:, one + side * k]) - np.nan_to_num(d[:, one])) / (r[one + side * k] - 1.0)
-                         for k in (1, 2))
-            kink = (np.abs(near) / scale > KINK_QUOTIENT) & (np.abs(near) > KINK_RATIO * np.abs(far))
-            if kink.any():
-                i = int(np.argmax(np.where(kink, np.abs(near), 0.0)))
-                found.append(f"kink at r = 1 ({'right' if side > 0 else 'left'} slope about {near[i]:.3g} at "
-                             f"{at(i)}, however small the step)")
-                break
-    return found
+def _sentence(result) -> str:
+    """A failed condition in the words the conversation uses, from its counterexample."""
+    x = {k: _as_float(v) for k, v in (result.counterexample or {}).items()}
+    at = f"r = {x.get('r', float('nan')):.4g}, A = {x.get('A', float('nan')):g}"
+    if result.name == drift.FINITE.name:
+        return f"not finite (e.g. at {at})"
+    if result.name == drift.NON_NEGATIVE.name:
+        return f"negative: D = {x['value']:.4g} at {at}"
+    if result.name == drift.ZERO_AT_ONE.name:
+        return f"not zero at r = 1: D = {x['value']:.4g} at A = {x['A']:g}"
+    kink = (result.counterexample or {}).get("kink")
+    if kink is None:
+        return f"slope at r = 1 is {x['autodiff_slope']:.4g}, not 0, at A = {x['A']:g}"
+    slope = x["right_slope"] if kink == "right" else x["left_slope"]
+    return f"kink at r = 1 ({kink} slope about {slope:.3g} at A = {x['A']:g}, however small the step)"
+
+
+def _as_float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):  # a counterexample's non-finite value is kept as text ("nan")
+        return float("nan")
 
 
 # -- the conversation ---------------------------------------------------------------------
@@ -329,13 +316,13 @@ def distill(
     price_per_million: tuple[float, float] | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
+    executor: Executor | None = None,
 ) -> DistillResult:
     """Distil candidate `source_id` (a drift) into a closed form, archive it in the source's
     campaign with all the conversation's calls, evaluate it at `budget` (default: the
-    campaign's) and return the outcome. Models take turns, one per attempt. Raises
-    DistillError when it cannot start; SandboxUnavailable from the sandbox backend."""
-    from sandbox.backends import SandboxInfraError
-    from sandbox.cascade import evaluate_candidate
+    campaign's) through `executor` (default: here) and return the outcome. Models take turns,
+    one per attempt. Raises DistillError when it cannot start; SandboxUnavailable from the
+    sandbox backend."""
     from scientist.proposers.llm import LLMProposer
 
     if attempts < 1 or not tolerance > 0:
@@ -348,8 +335,9 @@ def distill(
         task.split(budget)
     except TaskError as error:
         raise DistillError(str(error)) from None
-    if task.slot != "drift":
-        raise DistillError(f"candidate {source_id} is a {task.name} candidate ({task.slot}); only drifts are distilled")
+    if not task.piece.has_landscape:
+        raise DistillError(f"candidate {source_id} is a {task.name} candidate ({task.piece.kind}); only drifts "
+                           "are distilled")
     try:
         llm = LLMProposer(models, api_base=api_base, api_key=api_key, timeout=timeout,
                           price_per_million=price_per_million)
@@ -400,21 +388,12 @@ def distill(
                   duplicate_of=candidate.duplicate_of)
     if candidate.status == PENDING:
         phase(f"evaluating candidate {candidate.id} ({budget} budget)")
-        evaluation = evaluate_candidate(task.name, candidate.code, budget, sandbox=sandbox, seed=seed)
-        if evaluation.status == "infra":  # the sandbox, not the candidate, failed: stop, keep it pending
-            with transaction(engine) as session:
-                message = queries.log_infra_failure(session, campaign.id, candidate.id, evaluation)
-            raise SandboxInfraError(message)
-        with transaction(engine) as session:
-            candidate = queries.record_evaluation(session, candidate.id, evaluation)
-            if evaluation.signature:
-                queries.claim_signature(session, campaign.id, candidate.id, evaluation.signature)
-            fitness = "" if candidate.fitness is None else f", fitness {candidate.fitness:.3f}"
-            queries.log_event(session, campaign.id, "distill_evaluated",
-                              f"candidate {candidate.id} (distilled from {source.id}): {candidate.status}{fitness}",
-                              {"candidate_id": candidate.id, "source_id": source.id, "status": candidate.status,
-                               "fitness": candidate.fitness, "meta_test_fitness": candidate.meta_test_fitness,
-                               "seconds": evaluation.seconds})
+        record = Recorder(engine, campaign.id, executor or LocalExecutor(), task=task.name, budget=budget,
+                          sandbox=sandbox, seed=seed)
+        recorded = record(candidate.id, candidate.code, claim=SignatureClaim.AFTER_RECORDING,
+                          event=EventNote("distill_evaluated", f"candidate {candidate.id} (distilled from {source.id})",
+                                          {"source_id": source.id}))
+        candidate, evaluation = recorded.candidate, recorded.evaluation
         result.update(status=candidate.status, fitness=candidate.fitness, meta_test_fitness=candidate.meta_test_fitness,
                       stages=tuple(s.__dict__ if not isinstance(s, dict) else s for s in evaluation.stages))
     return DistillResult(candidate_id=candidate.id, source_id=source.id, campaign=campaign.name,
@@ -429,18 +408,18 @@ def _add(engine: Engine, campaign_id: int, source: Candidate, kept: Attempt | No
     """The distillation's one candidate and all its calls, in one transaction, with an event."""
     with transaction(engine) as session:
         campaign = session.get(Campaign, campaign_id)
-        candidate = queries.add_candidate(
+        candidate = writes.add_candidate(
             session, campaign, code=kept.code if kept else None, origin=ORIGIN, operator=OPERATOR,
             island=source.island, generation=source.generation, parent_id=source.id,
             model=kept.model if kept else records[-1].model, note=_note(source, kept, tried, stopped), calls=records)
         fit = kept.fit if kept else None
-        queries.log_event(session, campaign_id, "distilled",
-                          f"candidate {candidate.id} from {source.id}: {candidate.status}"
-                          + (f", {_fit_line(fit)}" if fit else ""),
-                          {"candidate_id": candidate.id, "source_id": source.id, "fit": _finite(fit),
-                           "attempts": [a.to_dict() | {"fit": _finite(a.fit)} for a in tried],
-                           "kept_attempt": kept.number if kept else None,
-                           "cost_usd": sum(r.cost_usd for r in records), "stopped": stopped})
+        writes.log_event(session, campaign_id, "distilled",
+                         f"candidate {candidate.id} from {source.id}: {candidate.status}"
+                         + (f", {_fit_line(fit)}" if fit else ""),
+                         {"candidate_id": candidate.id, "source_id": source.id, "fit": _finite(fit),
+                          "attempts": [a.to_dict() | {"fit": _finite(a.fit)} for a in tried],
+                          "kept_attempt": kept.number if kept else None,
+                          "cost_usd": sum(r.cost_usd for r in records), "stopped": stopped})
     return candidate
 
 

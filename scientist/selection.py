@@ -9,12 +9,11 @@ only from there, so islands evolve apart until a migration says otherwise.
 import random
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func
-from sqlmodel import col, select
+from sqlalchemy import Engine
 
+from archive import reads, writes
 from archive.db import transaction
-from archive.queries import FAILED, has_event, log_event
-from archive.schema import Candidate, IslandMember
+from archive.schema import Candidate
 from scientist.proposers.base import ParentView
 
 
@@ -34,49 +33,38 @@ class Selector:
     # -- parents ---------------------------------------------------------------------------
     def scored_count(self, island: int) -> int:
         with transaction(self.engine) as session:
-            return session.exec(select(func.count()).select_from(IslandMember).where(*self._scored(island))).one()
+            return reads.scored_member_count(session, self.campaign_id, island)
 
     def sample_parent_ids(self, island: int, k: int, rng: random.Random) -> list[int]:
         """Up to k distinct parents of the island, by fitness rank with exploration. Two
         indexed queries per parent: the member count, then the member at the drawn rank."""
         with transaction(self.engine) as session:
-            n = session.exec(select(func.count()).select_from(IslandMember).where(*self._scored(island))).one()
+            n = reads.scored_member_count(session, self.campaign_id, island)
             chosen: list[int] = []
             for _ in range(min(k, n) * 4):
                 if len(chosen) == min(k, n):
                     break
                 rank = rng.randrange(n) if rng.random() < self.config.exploration \
                     else min(n - 1, int(n * rng.random() ** self.config.rank_pressure))
-                candidate_id = session.exec(self._ranked(island).offset(rank).limit(1)).first()
+                candidate_id = reads.member_at_rank(session, self.campaign_id, island, rank)
                 if candidate_id not in chosen:
                     chosen.append(candidate_id)
             return chosen
 
     def best_ids(self, island: int, k: int) -> list[int]:
         with transaction(self.engine) as session:
-            return list(session.exec(self._ranked(island).limit(k)).all())
+            return reads.best_member_ids(session, self.campaign_id, island, k)
 
     def recent_failure_ids(self, island: int, k: int) -> list[int]:
         with transaction(self.engine) as session:
-            return list(session.exec(
-                select(Candidate.id).where(Candidate.campaign_id == self.campaign_id, Candidate.island == island,
-                                           col(Candidate.status).in_(FAILED), Candidate.origin != "baseline")
-                .order_by(col(Candidate.id).desc()).limit(k)).all())
+            return reads.recent_failure_ids(session, self.campaign_id, island, k)
 
     def views(self, ids: list[int]) -> list[ParentView]:
         if not ids:
             return []
         with transaction(self.engine) as session:
-            rows = {c.id: c for c in session.exec(select(Candidate).where(col(Candidate.id).in_(ids))).all()}
+            rows = reads.candidates_by_id(session, ids)
         return [parent_view(rows[i]) for i in ids if i in rows]
-
-    def _scored(self, island: int):
-        return (IslandMember.campaign_id == self.campaign_id, IslandMember.island == island,
-                col(IslandMember.fitness).is_not(None))
-
-    def _ranked(self, island: int):
-        return (select(IslandMember.candidate_id).where(*self._scored(island))
-                .order_by(col(IslandMember.fitness).desc(), IslandMember.candidate_id))
 
     # -- migration -------------------------------------------------------------------------
     def migrate(self, generation: int) -> list[tuple[int, int, int]]:
@@ -88,25 +76,20 @@ class Selector:
             return []
         key = f"migration:{generation}"
         with transaction(self.engine) as session:
-            if has_event(session, self.campaign_id, key):
+            if reads.has_event(session, self.campaign_id, key):
                 return []
             moves = []
             for island in range(c.islands):
                 target = (island + 1) % c.islands
-                best = session.exec(select(IslandMember).where(*self._scored(island))
-                                    .order_by(col(IslandMember.fitness).desc(), IslandMember.candidate_id)
-                                    .limit(c.migrants)).all()
-                for member in best:
-                    if session.get(IslandMember, (self.campaign_id, target, member.candidate_id)) is None:
-                        moves.append((member.candidate_id, island, target))
+                for candidate_id in reads.best_member_ids(session, self.campaign_id, island, c.migrants):
+                    if reads.membership(session, self.campaign_id, target, candidate_id) is None:
+                        moves.append((candidate_id, island, target))
             # Inserted after all reads, so a migrant does not travel on around the ring at once.
             for candidate_id, source, target in moves:
-                fitness = session.get(IslandMember, (self.campaign_id, source, candidate_id)).fitness
-                session.add(IslandMember(campaign_id=self.campaign_id, island=target, candidate_id=candidate_id,
-                                         since_generation=generation, migrated_from=source, fitness=fitness))
-            log_event(session, self.campaign_id, "migration",
-                      f"before generation {generation}: " + (", ".join(f"#{m} {s}→{t}" for m, s, t in moves) or "nothing new"),
-                      {"generation": generation, "moves": moves}, key=key)
+                writes.add_migrant(session, self.campaign_id, candidate_id, source, target, generation)
+            summary = ", ".join(f"#{m} {s}→{t}" for m, s, t in moves) or "nothing new"
+            writes.log_event(session, self.campaign_id, "migration", f"before generation {generation}: {summary}",
+                             {"generation": generation, "moves": moves}, key=key)
             return moves
 
 

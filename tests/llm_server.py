@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
+from requests.structures import CaseInsensitiveDict
+
 COMPLETION_PATHS = ("/v1/chat/completions", "/chat/completions")
 
 
@@ -31,7 +33,7 @@ class Reply:
 @dataclass
 class ReceivedRequest:
     path: str
-    headers: dict[str, str]
+    headers: CaseInsensitiveDict  # HTTP header names are case-insensitive (newer clients send them lowercase)
     body: dict
 
     @property
@@ -124,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             body = {"unparsable": raw.decode("utf-8", "replace")}
-        reply = self.server.next_reply(ReceivedRequest(self.path, dict(self.headers), body))
+        reply = self.server.next_reply(ReceivedRequest(self.path, CaseInsensitiveDict(self.headers.items()), body))
         if reply.delay:
             time.sleep(reply.delay)
         self._write(reply)

@@ -6,7 +6,7 @@ from alembic import command
 from sqlalchemy import text
 from sqlmodel import select
 
-from archive import queries
+from archive import reads, writes
 from archive.db import ArchiveError, alembic_config, current_revision, head_revision, open_engine, transaction
 from archive.fingerprint import code_hash
 from archive.schema import Campaign, Candidate, IslandMember, LLMCall
@@ -59,56 +59,56 @@ def test_code_identity_ignores_comments_docstrings_and_layout():
 def test_a_duplicate_and_a_proposal_without_code_are_recorded_but_never_pending(engine, campaign):
     call = CallRecord("m", [{"role": "user", "content": "p"}], "no code here", 10, 5, 0.25)
     with transaction(engine) as session:
-        first = queries.add_candidate(session, campaign, code=CODE, origin="llm", operator="rewrite", island=1,
-                                      generation=1, calls=[call])
-        again = queries.add_candidate(session, campaign, code=CODE + "# same\n", origin="llm", operator="diff",
-                                      island=0, generation=1)
-        empty = queries.add_candidate(session, campaign, code=None, origin="llm", operator="rewrite", island=0,
-                                      generation=1, calls=[call], note="no code block")
+        first = writes.add_candidate(session, campaign, code=CODE, origin="llm", operator="rewrite", island=1,
+                                     generation=1, calls=[call])
+        again = writes.add_candidate(session, campaign, code=CODE + "# same\n", origin="llm", operator="diff",
+                                     island=0, generation=1)
+        empty = writes.add_candidate(session, campaign, code=None, origin="llm", operator="rewrite", island=0,
+                                     generation=1, calls=[call], note="no code block")
     assert (first.status, again.status, again.duplicate_of, empty.status) == ("pending", "duplicate", first.id, "no_code")
     with transaction(engine) as session:
-        assert [c.id for c in queries.pending_candidates(session, campaign.id)] == [first.id]
-        assert queries.spent_usd(session, campaign.id) == pytest.approx(0.5)
+        assert [c.id for c in reads.pending_candidates(session, campaign.id)] == [first.id]
+        assert reads.spent_usd(session, campaign.id) == pytest.approx(0.5)
         assert session.get(Candidate, first.id).prompt_tokens == 10
         assert len(session.exec(select(LLMCall)).all()) == 2
-        assert queries.slot_counts(session, campaign.id) == {(1, 1): (1, 1), (1, 0): (0, 2)}
+        assert reads.slot_counts(session, campaign.id) == {(1, 1): (1, 1), (1, 0): (0, 2)}
         members = session.exec(select(IslandMember)).all()
     assert [(m.island, m.candidate_id) for m in members] == [(1, first.id)]
 
 
 def test_an_evaluation_sets_fitness_on_every_island_and_a_failure_leaves_them(engine, campaign):
     with transaction(engine) as session:
-        good = queries.add_candidate(session, campaign, code=CODE, origin="baseline", operator="seed", island=0,
-                                     generation=0, member_of=(0, 1))
-        bad = queries.add_candidate(session, campaign, code=CODE.replace("1.0", "2.0"), origin="mutation",
-                                    operator="mutate", island=1, generation=1)
+        good = writes.add_candidate(session, campaign, code=CODE, origin="baseline", operator="seed", island=0,
+                                    generation=0, member_of=(0, 1))
+        bad = writes.add_candidate(session, campaign, code=CODE.replace("1.0", "2.0"), origin="mutation",
+                                   operator="mutate", island=1, generation=1)
     with transaction(engine) as session:
-        queries.record_evaluation(session, good.id, ok(0.9))
-        queries.record_evaluation(session, bad.id, Evaluation("invalid", None, stages=[StageRecord("validity", "invalid", 1.0, "x")]))
+        writes.record_evaluation(session, good.id, ok(0.9))
+        writes.record_evaluation(session, bad.id, Evaluation("invalid", None, stages=[StageRecord("validity", "invalid", 1.0, "x")]))
     with transaction(engine) as session:
         members = session.exec(select(IslandMember)).all()
         assert sorted((m.island, m.candidate_id, m.fitness) for m in members) == [(0, good.id, 0.9), (1, good.id, 0.9)]
         with pytest.raises(ValueError, match="already evaluated"):
-            queries.record_evaluation(session, good.id, ok(0.1))
+            writes.record_evaluation(session, good.id, ok(0.1))
 
 
 def test_a_failing_transaction_writes_nothing(engine, campaign):
     with pytest.raises(RuntimeError):
         with transaction(engine) as session:
-            queries.add_candidate(session, campaign, code=CODE, origin="llm", operator="rewrite", island=0, generation=1)
+            writes.add_candidate(session, campaign, code=CODE, origin="llm", operator="rewrite", island=0, generation=1)
             raise RuntimeError("crash between two writes")
     with transaction(engine) as session:
-        assert queries.candidates(session, campaign.id) == []
+        assert reads.candidates(session, campaign.id) == []
         assert session.exec(select(IslandMember)).all() == []
 
 
 def test_a_behaviour_signature_is_claimed_once(engine, campaign):
     with transaction(engine) as session:
-        a = queries.add_candidate(session, campaign, code=CODE, origin="llm", operator="rewrite", island=0, generation=1)
-        b = queries.add_candidate(session, campaign, code=CODE.replace("square(ratio - 1.0)", "square(1.0 - ratio)"),
-                                  origin="llm", operator="rewrite", island=0, generation=1)
+        a = writes.add_candidate(session, campaign, code=CODE, origin="llm", operator="rewrite", island=0, generation=1)
+        b = writes.add_candidate(session, campaign, code=CODE.replace("square(ratio - 1.0)", "square(1.0 - ratio)"),
+                                 origin="llm", operator="rewrite", island=0, generation=1)
     with transaction(engine) as session:
-        assert queries.claim_signature(session, campaign.id, a.id, "abc") is None
-        assert queries.claim_signature(session, campaign.id, a.id, "abc") is None  # its own signature again
-        assert queries.claim_signature(session, campaign.id, b.id, "abc") == a.id
+        assert writes.claim_signature(session, campaign.id, a.id, "abc") is None
+        assert writes.claim_signature(session, campaign.id, a.id, "abc") is None  # its own signature again
+        assert writes.claim_signature(session, campaign.id, b.id, "abc") == a.id
         assert session.get(Candidate, b.id).signature is None

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import select
 
-from archive import queries
+from archive import reads, writes
 from archive.db import alembic_config, current_revision, head_revision, open_engine, transaction
 from archive.schema import DUPLICATE, PENDING, Campaign, Candidate, ESCheckpoint, Event, IslandMember, LLMCall
 from postgres_server import create_database
@@ -54,7 +54,7 @@ def new_campaign(engine, name: str, islands: int = 2) -> Campaign:
 
 
 def evaluation(status: str = "ok", fitness: float | None = 0.5, **extra):
-    """What queries.record_evaluation reads of a cascade Evaluation (without importing jax)."""
+    """What writes.record_evaluation reads of a cascade Evaluation (without importing jax)."""
     fields = dict(status=status, fitness=fitness, meta_test_fitness=None, per_env={}, stages=[], checks=None,
                   log_tail="", backend="fake", seconds=0.1, duplicate_of=None)
     return SimpleNamespace(**(fields | extra))
@@ -102,15 +102,15 @@ def test_every_column_kind_round_trips(engine):
         call = SimpleNamespace(model="m", messages=[{"role": "user", "content": "π ≈ 3.14159 \\ \" '"}],
                                response="```python\nx\n```", prompt_tokens=10, completion_tokens=5, cost_usd=0.0125,
                                seconds=1.5, attempts=2, error=None)
-        candidate = queries.add_candidate(session, campaign, code=CODE.format(c=1.0), origin="llm", operator="rewrite",
-                                          island=1, generation=1, inspiration_ids=[3, 1], calls=[call], note="n" * 5000)
+        candidate = writes.add_candidate(session, campaign, code=CODE.format(c=1.0), origin="llm", operator="rewrite",
+                                         island=1, generation=1, inspiration_ids=[3, 1], calls=[call], note="n" * 5000)
         session.add(ESCheckpoint(campaign_id=campaign.id, generation=1, state=blob, mean=b"", member_fitness=[0.5, None],
                                  per_env={"CartPole-v1": 0.75}, env_steps=big, sigma=0.1))
-        queries.log_event(session, campaign.id, "migration", "m", {"moves": [[1, 0, 1]]}, key="once")
+        writes.log_event(session, campaign.id, "migration", "m", {"moves": [[1, 0, 1]]}, key="once")
     per_env = {"meta_train": {"CartPole-v1": {"returns": [1.0, 2.5], "normalised": {"iqm": 0.9},
                                                "learning_curve": [0.0, None, 3.0]}}}
     with transaction(engine) as session:
-        queries.record_evaluation(session, candidate.id, evaluation(
+        writes.record_evaluation(session, candidate.id, evaluation(
             per_env=per_env, stages=[{"name": "full", "status": "ok", "seconds": 1.0}],
             checks={"checks": [{"name": "c", "passed": False, "counterexample": {"r": 1.5}}]}))
 
@@ -134,7 +134,7 @@ def test_every_column_kind_round_trips(engine):
             assert [m.fitness for m in session.exec(select(IslandMember)).all()] == [0.5]
         with pytest.raises(IntegrityError):  # an event that must happen once, enforced by the database
             with transaction(fresh) as session:
-                queries.log_event(session, campaign.id, "migration", "again", key="once")
+                writes.log_event(session, campaign.id, "migration", "again", key="once")
     finally:
         fresh.dispose()
 
@@ -142,20 +142,20 @@ def test_every_column_kind_round_trips(engine):
 def test_two_campaigns_in_one_database_keep_their_own_candidates(engine):
     a, b = new_campaign(engine, "a"), new_campaign(engine, "b")
     with transaction(engine) as session:
-        first_a = queries.add_candidate(session, a, code=CODE.format(c=1.0), origin="llm", operator="r", island=0, generation=1)
-        first_b = queries.add_candidate(session, b, code=CODE.format(c=1.0), origin="llm", operator="r", island=0, generation=1)
-        again_a = queries.add_candidate(session, a, code=CODE.format(c=1.0) + "# same\n", origin="llm", operator="r",
-                                        island=1, generation=1)
+        first_a = writes.add_candidate(session, a, code=CODE.format(c=1.0), origin="llm", operator="r", island=0, generation=1)
+        first_b = writes.add_candidate(session, b, code=CODE.format(c=1.0), origin="llm", operator="r", island=0, generation=1)
+        again_a = writes.add_candidate(session, a, code=CODE.format(c=1.0) + "# same\n", origin="llm", operator="r",
+                                       island=1, generation=1)
     assert (first_a.status, first_b.status, again_a.status, again_a.duplicate_of) == (PENDING, PENDING, DUPLICATE, first_a.id)
     with transaction(engine) as session:
-        assert queries.claim_signature(session, a.id, first_a.id, "sig") is None
-        assert queries.claim_signature(session, b.id, first_b.id, "sig") is None  # the other campaign's is no duplicate
-        queries.record_evaluation(session, first_a.id, evaluation(fitness=0.9))
+        assert writes.claim_signature(session, a.id, first_a.id, "sig") is None
+        assert writes.claim_signature(session, b.id, first_b.id, "sig") is None  # the other campaign's is no duplicate
+        writes.record_evaluation(session, first_a.id, evaluation(fitness=0.9))
     with transaction(engine) as session:
-        assert queries.slot_counts(session, a.id) == {(1, 0): (1, 1), (1, 1): (0, 1)}
-        assert queries.slot_counts(session, b.id) == {(1, 0): (1, 1)}
-        assert [c.id for c in queries.leaderboard(session, a.id)] == [first_a.id] and queries.leaderboard(session, b.id) == []
-        assert queries.status_counts(session, b.id) == {PENDING: 1}
+        assert reads.slot_counts(session, a.id) == {(1, 0): (1, 1), (1, 1): (0, 1)}
+        assert reads.slot_counts(session, b.id) == {(1, 0): (1, 1)}
+        assert [c.id for c in reads.leaderboard(session, a.id)] == [first_a.id] and reads.leaderboard(session, b.id) == []
+        assert reads.status_counts(session, b.id) == {PENDING: 1}
 
 
 # -- concurrent writers ---------------------------------------------------------------------------------
@@ -178,13 +178,13 @@ def racing_writer(url: str, campaign_names: list[str], writer: int, start, resul
     try:
         engine = open_engine(url)
         with transaction(engine) as session:
-            campaigns = [queries.get_campaign(session, name) for name in campaign_names]
+            campaigns = [reads.get_campaign(session, name) for name in campaign_names]
         added, claims, recorded, refused = [], [], [], 0
 
         def add(campaign, code):
             with transaction(engine) as session:
-                candidate = queries.add_candidate(session, campaign, code=code, origin="llm", operator="rewrite",
-                                                  island=writer % 2, generation=1)
+                candidate = writes.add_candidate(session, campaign, code=code, origin="llm", operator="rewrite",
+                                                 island=writer % 2, generation=1)
             added.append((campaign.id, candidate.id, candidate.code_hash, candidate.status, candidate.duplicate_of))
             return candidate
 
@@ -199,7 +199,7 @@ def racing_writer(url: str, campaign_names: list[str], writer: int, start, resul
             start.wait(timeout=60)
             for campaign in campaigns:
                 with transaction(engine) as session:
-                    earlier = queries.claim_signature(session, campaign.id, own[campaign.id, k].id, behaviour(k))
+                    earlier = writes.claim_signature(session, campaign.id, own[campaign.id, k].id, behaviour(k))
                 claims.append((campaign.id, own[campaign.id, k].id, behaviour(k), earlier))
         start.wait(timeout=60)
         for campaign in campaigns:
@@ -208,7 +208,7 @@ def racing_writer(url: str, campaign_names: list[str], writer: int, start, resul
                                                                  Candidate.operator == "shared")).one()
             try:
                 with transaction(engine) as session:
-                    queries.record_evaluation(session, shared, evaluation(fitness=float(writer)))
+                    writes.record_evaluation(session, shared, evaluation(fitness=float(writer)))
                 recorded.append(shared)
             except ValueError as error:
                 assert "already evaluated" in str(error)
@@ -227,8 +227,8 @@ def test_writers_in_several_processes_store_each_program_and_behaviour_once(engi
     for name in names:
         campaign = new_campaign(engine, name)
         with transaction(engine) as session:
-            shared[campaign.id] = queries.add_candidate(session, campaign, code=CODE.format(c=-1.0), origin="llm",
-                                                        operator="shared", island=0, generation=0).id
+            shared[campaign.id] = writes.add_candidate(session, campaign, code=CODE.format(c=-1.0), origin="llm",
+                                                       operator="shared", island=0, generation=0).id
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(WRITERS), context.Queue()
     writers = [context.Process(target=racing_writer, args=(db_url, names, w, start, results)) for w in range(WRITERS)]
@@ -291,7 +291,7 @@ def test_two_campaigns_run_side_by_side_on_one_database(engine, db_url):
     from sandbox.cascade import Evaluation
     from sandbox.tasks import load_task
     from scientist.campaign.config import CampaignConfig
-    from scientist.campaign.loop import CampaignRunner
+    from scientist.campaign.loop import CampaignLoop
     from scientist.proposers.mutation import MutationProposer
 
     def evaluate(task, code, budget, *, claim_signature, **kwargs):
@@ -304,7 +304,7 @@ def test_two_campaigns_run_side_by_side_on_one_database(engine, db_url):
 
     configs = [CampaignConfig(name=name, task="mirror_drift", generations=3, population=2, islands=2, workers=3,
                               migration_interval=1, seed=seed) for seed, name in enumerate(["north", "south"])]
-    runners = [CampaignRunner(engine, c, MutationProposer(load_task("mirror_drift")), evaluate=evaluate) for c in configs]
+    runners = [CampaignLoop(engine, c, MutationProposer(load_task("mirror_drift")), executor=evaluate) for c in configs]
     outcomes = {}
 
     def run(runner):
@@ -322,17 +322,17 @@ def test_two_campaigns_run_side_by_side_on_one_database(engine, db_url):
     with transaction(engine) as session:
         for runner in runners:
             campaign_id = runner.campaign.id
-            counts = queries.status_counts(session, campaign_id)
+            counts = reads.status_counts(session, campaign_id)
             assert PENDING not in counts and counts.get("ok", 0) >= 3  # the baselines at least
-            rows = queries.candidates(session, campaign_id)
-            slots = queries.slot_counts(session, campaign_id)  # every slot was proposed for
+            rows = reads.candidates(session, campaign_id)
+            slots = reads.slot_counts(session, campaign_id)  # every slot was proposed for
             assert all(slots.get((g, i), (0, 0))[1] >= 2 for g in (1, 2, 3) for i in (0, 1)), slots
             signatures = Counter(c.signature for c in rows if c.signature)
             assert all(n == 1 for n in signatures.values())
             assert all(c.duplicate_of is None or session.get(Candidate, c.duplicate_of).campaign_id == campaign_id
                        for c in rows)
             assert all(c.parent_id is None or session.get(Candidate, c.parent_id).campaign_id == campaign_id for c in rows)
-            assert queries.has_event(session, campaign_id, "migration:2")
+            assert reads.has_event(session, campaign_id, "migration:2")
             campaign = session.get(Campaign, campaign_id)
             assert campaign.status == "finished" and campaign.runner_pid is None
 
@@ -347,25 +347,25 @@ def test_the_web_engine_reads_but_cannot_write(engine, db_url, postgres_url, tmp
 
     campaign = new_campaign(engine, "browsed")
     with transaction(engine) as session:
-        parent = queries.add_candidate(session, campaign, code=CODE.format(c=1.0), origin="baseline", operator="seed",
-                                       island=0, generation=0, member_of=(0, 1))
-        child = queries.add_candidate(session, campaign, code=CODE.format(c=2.0), origin="llm", operator="rewrite",
-                                      island=1, generation=1, parent_id=parent.id)
+        parent = writes.add_candidate(session, campaign, code=CODE.format(c=1.0), origin="baseline", operator="seed",
+                                      island=0, generation=0, member_of=(0, 1))
+        child = writes.add_candidate(session, campaign, code=CODE.format(c=2.0), origin="llm", operator="rewrite",
+                                     island=1, generation=1, parent_id=parent.id)
     with transaction(engine) as session:
-        queries.record_evaluation(session, parent.id, evaluation(fitness=1.0))
-        queries.record_evaluation(session, child.id, evaluation(fitness=1.2))
+        writes.record_evaluation(session, parent.id, evaluation(fitness=1.0))
+        writes.record_evaluation(session, child.id, evaluation(fitness=1.2))
 
     reader = reader_engine(db_url.replace("postgresql+psycopg://", "postgresql://"))
     try:
         with transaction(reader) as session:
-            assert [c.id for c in queries.leaderboard(session, campaign.id)] == [child.id, parent.id]
-        writes = [
+            assert [c.id for c in reads.leaderboard(session, campaign.id)] == [child.id, parent.id]
+        forbidden = [
             lambda s: s.add(Campaign(name="sneaky", task="t", budget="smoke", proposer="p", config={})),
             lambda s: s.execute(text("UPDATE candidate SET fitness = 0")),
             lambda s: s.execute(text("DELETE FROM island_member")),
             lambda s: s.execute(text("CREATE TABLE sneaky (x int)")),
         ]
-        for write in writes:
+        for write in forbidden:
             with pytest.raises(DBAPIError, match="read-only transaction"):
                 with transaction(reader) as session:
                     write(session)
@@ -379,7 +379,7 @@ def test_the_web_engine_reads_but_cannot_write(engine, db_url, postgres_url, tmp
     finally:
         reader.dispose()
     with transaction(engine) as session:  # all still there, unchanged
-        assert queries.find_campaign(session, "sneaky") is None
+        assert reads.find_campaign(session, "sneaky") is None
         assert session.get(Candidate, child.id).fitness == 1.2 and len(session.exec(select(IslandMember)).all()) == 3
     with pytest.raises(ArchiveUnreadable, match="not an rl-scientist archive"):
         reader_engine(create_database(postgres_url)).dispose()

@@ -6,6 +6,7 @@ import pytest
 from sandbox.candidate import load_entry_point
 from sandbox.cascade import evaluate_candidate
 from sandbox.checks.signature import behaviour_signature
+from sandbox.pieces import get_piece
 from sandbox.tasks import load_baseline, load_task
 
 SQUARE = "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n    return 0.5 * jnp.square(ratio - 1.0)\n"
@@ -13,19 +14,19 @@ PRODUCT = ("import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
            "    d = ratio - 1.0\n    return d * d / 2.0 + 0.0 * advantage\n")
 
 
-def signature(source: str, entry_point: str = "drift", slot: str = "drift") -> str:
-    return behaviour_signature(slot, load_entry_point(source, entry_point))
+def signature(source: str, entry_point: str = "drift", kind: str = "drift") -> str:
+    return behaviour_signature(get_piece(kind), load_entry_point(source, entry_point))
 
 
 def test_equal_functions_share_a_signature_and_different_ones_do_not():
     assert signature(SQUARE) == signature(PRODUCT)
     assert signature(SQUARE) != signature(SQUARE.replace("0.5", "0.6"))
     ppo, dpo = load_baseline("mirror_drift", "ppo"), load_baseline("mirror_drift", "dpo")
-    assert behaviour_signature("drift", ppo) != behaviour_signature("drift", dpo)
+    assert behaviour_signature(get_piece("drift"), ppo) != behaviour_signature(get_piece("drift"), dpo)
     huber, squared = load_baseline("value_loss", "huber"), load_baseline("value_loss", "squared_error")
-    assert behaviour_signature("value_loss", huber) != behaviour_signature("value_loss", squared)
+    assert behaviour_signature(get_piece("value_loss"), huber) != behaviour_signature(get_piece("value_loss"), squared)
     adam = load_baseline("optimizer", "adam")
-    assert behaviour_signature("make_optimizer", adam) == behaviour_signature("make_optimizer", adam)
+    assert behaviour_signature(get_piece("optimizer"), adam) == behaviour_signature(get_piece("optimizer"), adam)
 
 
 @pytest.mark.slow

@@ -104,7 +104,7 @@ def killed_and_resumed(tmp_path_factory):
         kills.append(evaluated(path))
         time.sleep(2.0)
         # Sandboxes die with their campaign (the trusted scorer, if one was running, finishes on its own).
-        leftovers = [pid for pid in alive(children) if b"sandbox.runner" in cmdline(pid)]
+        leftovers = [pid for pid in alive(children) if b"sandbox.stages" in cmdline(pid)]
         assert not leftovers, "a sandboxed evaluation outlived its killed campaign"
     final = subprocess.run(command, capture_output=True, text=True, timeout=900)
     return path, db, kills, final

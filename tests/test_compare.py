@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from archive import queries
+from archive import writes
 from archive.db import open_engine, transaction
 from archive.schema import Campaign
 from sandbox.cascade import Evaluation
@@ -49,9 +49,9 @@ def test_compare_prints_every_row_with_fresh_seed_scores_and_costs(tmp_path):
         for origin, code, fitness, calls in (
                 ("llm", LLM_DRIFT, 1.1, [CallRecord("openai/recorded", [], "reply", 100, 50, 0.25)]),
                 ("mutation", proposal.code, 1.05, []), ("distilled", DISTILLED, 0.97, [])):
-            candidate = queries.add_candidate(session, campaign, code=code, origin=origin, operator="stand-in",
-                                              island=0, generation=1, calls=calls)
-            queries.record_evaluation(session, candidate.id, Evaluation("ok", fitness, 1.0, seconds=30.0))
+            candidate = writes.add_candidate(session, campaign, code=code, origin=origin, operator="stand-in",
+                                             island=0, generation=1, calls=calls)
+            writes.record_evaluation(session, candidate.id, Evaluation("ok", fitness, 1.0, seconds=30.0))
 
     done = cli("compare", "es1", "search", "--sandbox", "process", "--seed", "4242", "--json", "--out",
                str(tmp_path / "report"), "--db", db)

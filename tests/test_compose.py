@@ -14,7 +14,7 @@ Two levels:
 * The stack for real, where a Docker engine answers (skipped otherwise): `docker-compose up`
   of db, migrate and web from the real compose.yaml plus an override file; then the test
   writes a campaign into the PostgreSQL in the db container with archive.db /
-  archive.queries, and the web service must list it over HTTP. These machines have no
+  archive.writes, and the web service must list it over HTTP. These machines have no
   container registry, and their dockerd runs with `--bridge=none --iptables=false`, so the
   override (written by the test to a temporary directory, passed as a second `-f`)
   substitutes what cannot work offline, and only that:
@@ -333,7 +333,7 @@ def stack(tmp_path, docker_compose):
 
 
 def test_stack_serves_the_archive_from_postgres(stack):
-    from archive import queries
+    from archive import writes
     from archive.db import open_engine, transaction
     from archive.schema import Campaign
     from sandbox.tasks import load_task
@@ -356,9 +356,9 @@ def test_stack_serves_the_archive_from_postgres(stack):
                                 config={"islands": 1, "population": 1, "generations": 1})
             session.add(campaign)
             session.flush()
-            candidate = queries.add_candidate(session, campaign, code=load_task("mirror_drift").baseline_source("ppo"),
-                                              origin="baseline", operator="seed", island=0, generation=0,
-                                              member_of=(0,), baseline_name="ppo", note="baseline ppo")
+            candidate = writes.add_candidate(session, campaign, code=load_task("mirror_drift").baseline_source("ppo"),
+                                             origin="baseline", operator="seed", island=0, generation=0,
+                                             member_of=(0,), baseline_name="ppo", note="baseline ppo")
             campaign_id, candidate_id = campaign.id, candidate.id
     finally:
         engine.dispose()

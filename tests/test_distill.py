@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import pytest
 
-from archive import queries
+from archive import reads, writes
 from archive.db import open_engine, transaction
 from archive.schema import Campaign
 from sandbox.landscape import compute_landscape
@@ -152,9 +152,9 @@ def _archive_with_learned_drift(tmp_path) -> tuple[str, int]:
         campaign = Campaign(name="es1", task="mirror_drift", budget="smoke", proposer="es", config={"name": "es1"})
         session.add(campaign)
         session.flush()
-        source = queries.add_candidate(session, campaign, code=load_task("mirror_drift").baseline_source("dpo"),
-                                       origin="es", operator="es-mean", island=0, generation=4,
-                                       note="stand-in for an ES mean network")
+        source = writes.add_candidate(session, campaign, code=load_task("mirror_drift").baseline_source("dpo"),
+                                      origin="es", operator="es-mean", island=0, generation=4,
+                                      note="stand-in for an ES mean network")
         return url, source.id
 
 
@@ -208,7 +208,7 @@ def test_distill_feeds_back_the_fit_until_the_closed_form_matches_then_scores_it
     assert [c[1] for c in calls] == pytest.approx([PROSE_COST, CALL_COST, CALL_COST])
     assert cost == pytest.approx(PROSE_COST + 2 * CALL_COST)
     with transaction(open_engine(db)) as session:
-        assert queries.spent_usd(session, campaign_id) == pytest.approx(PROSE_COST + 2 * CALL_COST)
+        assert reads.spent_usd(session, campaign_id) == pytest.approx(PROSE_COST + 2 * CALL_COST)
     kinds = {kind: json.loads(data) for kind, data in archive.execute("SELECT kind, data FROM event")}
     assert kinds["distilled"]["fit"]["drift_rmse"] < 1e-5 and kinds["distill_evaluated"]["status"] == "ok"
 

@@ -243,7 +243,7 @@ def test_cli_plots_a_candidate_file(tmp_path):
 
 
 def test_cli_plots_an_archive_candidate(tmp_path):
-    from archive import queries
+    from archive import writes
     from archive.db import open_engine, transaction
     from archive.schema import Campaign
 
@@ -252,8 +252,8 @@ def test_cli_plots_an_archive_candidate(tmp_path):
         campaign = Campaign(name="c", task="mirror_drift", budget="smoke", proposer="mutation", config={})
         session.add(campaign)
         session.flush()
-        candidate = queries.add_candidate(session, campaign, code=(BASELINES / "dpo.py").read_text(),
-                                          origin="baseline", operator="baseline", island=0, generation=0)
+        candidate = writes.add_candidate(session, campaign, code=(BASELINES / "dpo.py").read_text(),
+                                         origin="baseline", operator="baseline", island=0, generation=0)
         candidate_id = candidate.id
     png = tmp_path / "dpo.png"
     result = plot(str(candidate_id), "--out", str(png), "--db", url)

@@ -16,17 +16,17 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from archive import queries
+from archive import reads
 from archive.db import open_engine, transaction
 from archive.schema import Candidate, ESCheckpoint, Event
 from sandbox.budgets import get_budget
 from sandbox.candidate import load_entry_point
 from sandbox.cascade import Evaluation
-from sandbox.checks.drift import check_drift
+from sandbox.pieces.drift import check_drift
 from sandbox.checks.pipeline import check_candidate
 from sandbox.checks.static import MAX_SOURCE_BYTES, check_source
 from sandbox.tasks import load_baseline, load_task
-from scientist.es.campaign import ESCampaignError, budget_totals, run_es_campaign
+from scientist.es.campaign import ESCampaignError, run_es_campaign
 from scientist.es.checkpoint import CheckpointError, params_from_bytes, params_to_bytes, state_from_bytes, state_to_bytes
 from scientist.es.lpo import LPOParams, init_params, lpo_drift, render_lpo_candidate, slope_at_one
 from scientist.es.trainer import ESSettings, GenerationUnits, make_es_generation, tail_returns
@@ -155,7 +155,7 @@ def test_a_campaign_checkpoints_every_generation_and_resumes_exactly(tmp_path):
     def run(name, generations, settings=TINY):
         return run_es_campaign(engine, settings, name, "mirror_drift", "smoke", generations, seed=5,
                                on_progress=lambda p: seen.append((name, p.phase, p.generation)),
-                               evaluate=fake_evaluate, configs=TINY_CONFIGS)
+                               executor=fake_evaluate, configs=TINY_CONFIGS)
 
     first = run("split", 1)
     assert first.origin == "es" and first.operator == "es-mean" and first.generation == 1 and first.status == "ok"
@@ -166,14 +166,14 @@ def test_a_campaign_checkpoints_every_generation_and_resumes_exactly(tmp_path):
     run("whole", 2)  # the same two generations in one go
 
     def checkpoints(session, name):
-        campaign_id = queries.get_campaign(session, name).id
+        campaign_id = reads.get_campaign(session, name).id
         return session.exec(select(ESCheckpoint).where(ESCheckpoint.campaign_id == campaign_id)
                             .order_by(ESCheckpoint.generation)).all()
 
     with transaction(engine) as session:
         split, whole = checkpoints(session, "split"), checkpoints(session, "whole")
         candidates = session.exec(select(Candidate).where(Candidate.campaign_id == first.campaign_id)).all()
-        totals = budget_totals(session, first.campaign_id)
+        totals = reads.es_totals(session, first.campaign_id)
         kinds = [e.kind for e in session.exec(select(Event).where(Event.campaign_id == first.campaign_id)
                                               .order_by(Event.id)).all()]
     assert [r.generation for r in split] == [1, 2] and [r.generation for r in whole] == [1, 2]

@@ -43,12 +43,12 @@ def children(pid: int) -> dict[int, list[int]]:
 
 
 def runs_a_sandbox(root: int) -> bool:
-    """Whether a sandboxed evaluation (python -m sandbox.runner) runs under process `root`."""
+    """Whether a sandboxed evaluation (python -m sandbox.stages) runs under process `root`."""
     tree, todo = children(root), [root]
     while todo:
         pid = todo.pop()
         try:
-            if b"sandbox.runner" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"sandbox.stages" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return True
         except OSError:
             pass

@@ -153,10 +153,10 @@ def test_an_infra_failure_is_no_verdict_and_stops_a_campaign_leaving_it_pending(
     retried, then reported as `infra` with its reason; the campaign stops with one line, and
     the archive records the reason and keeps every candidate pending for resume."""
     import sandbox.cascade as cascade
-    from archive import queries
+    from archive import reads
     from archive.db import open_engine, transaction
     from scientist.campaign.config import CampaignConfig
-    from scientist.campaign.loop import CampaignRunner
+    from scientist.campaign.loop import CampaignLoop
     from scientist.proposers.mutation import MutationProposer
 
     broken = broken_backend()
@@ -170,15 +170,15 @@ def test_an_infra_failure_is_no_verdict_and_stops_a_campaign_leaving_it_pending(
 
     engine = open_engine(f"sqlite:///{tmp_path}/archive.db")
     config = CampaignConfig(name="infra", task="mirror_drift", generations=0, sandbox="docker", workers=1)
-    runner = CampaignRunner(engine, config, MutationProposer(task))
+    runner = CampaignLoop(engine, config, MutationProposer(task))
     with pytest.raises(SandboxInfraError) as raised:
         runner.run()
     assert "left pending" in str(raised.value) and "\n" not in str(raised.value)
     with transaction(engine) as session:
-        campaign = queries.get_campaign(session, "infra")
+        campaign = reads.get_campaign(session, "infra")
         assert campaign.status == "failed" and "left pending" in campaign.message
-        assert {c.status for c in queries.candidates(session, campaign.id)} == {"pending"}
-        assert [e.kind for e in queries.events(session, campaign.id, 50)].count("infra") == 1
+        assert {c.status for c in reads.candidates(session, campaign.id)} == {"pending"}
+        assert [e.kind for e in reads.events(session, campaign.id, 50)].count("infra") == 1
     assert our_containers(backend) == []
 
 

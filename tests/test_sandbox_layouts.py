@@ -2,30 +2,22 @@
 the checkout (`python -m venv .venv`, the README's layout, which the code snapshot mounted
 over the repository used to hide), one outside it, one reached through a symlink. Each
 layout is a real venv made from the base interpreter (here under a 0700 home) in a copy of
-this working tree in a 0700 temporary directory, with the project installed into it by pip.
-
-The third-party packages are hard-linked from this environment's site-packages instead of
-downloaded again (the same files, in the new venv's own site-packages); the project itself
-is installed by `pip install --no-deps -e`. Slow: four smoke evaluations."""
+this working tree in a 0700 temporary directory, with the project installed into it by pip
+(tests/venvs.py). Slow: four smoke evaluations."""
 
 import json
-import os
-import shutil
-import site
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from venvs import copy_working_tree, make_venv, run_from
 
 from sandbox.backends import SandboxUnavailable
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 DPO = "task_templates/mirror_drift/baselines/dpo.py"
-OWN_FILES = ("__editable__", "rl_scientist")  # this checkout's editable install, not copied
 
 
 def docker_or_skip() -> None:
@@ -35,46 +27,6 @@ def docker_or_skip() -> None:
         DockerBackend().preflight()
     except SandboxUnavailable as error:
         pytest.skip(f"Docker backend unavailable here: {error}")
-
-
-def copy_working_tree(target: Path) -> Path:
-    """The files git knows of (tracked, or new and not ignored), as a fresh clone would have
-    them plus any uncommitted change."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, check=True).stdout.split(b"\0")
-    for name in filter(None, (n.decode() for n in listed)):
-        source = REPO / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    return target
-
-
-def link_or_copy(source: str, destination: str) -> None:
-    try:
-        os.link(source, destination)
-    except OSError:  # another filesystem
-        shutil.copy2(source, destination)
-
-
-def make_venv(path: Path, checkout: Path) -> Path:
-    """A venv of the base interpreter at `path` with this environment's packages and the
-    checkout installed in it."""
-    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
-    python = path / "bin" / "python"
-    packages = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                                   capture_output=True, text=True, check=True).stdout.strip())
-    for source in map(Path, site.getsitepackages()):
-        for entry in source.iterdir():
-            if entry.name.startswith(OWN_FILES) or (packages / entry.name).exists():
-                continue
-            if entry.is_dir():
-                shutil.copytree(entry, packages / entry.name, copy_function=link_or_copy, symlinks=True)
-            else:
-                link_or_copy(entry, packages / entry.name)
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "-e", str(checkout)], check=True,
-                   timeout=600, capture_output=True)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +41,8 @@ def layouts(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
 
 
 def evaluate(checkout: Path, venv: Path, sandbox: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    return subprocess.run([venv / "bin" / "scientist", "evaluate", "--task", "mirror_drift", DPO, "--budget",
-                           "smoke", "--sandbox", sandbox, "--json"], cwd=checkout, env=env, capture_output=True,
-                          text=True, timeout=900)
+    return run_from(venv, checkout, "evaluate", "--task", "mirror_drift", DPO, "--budget", "smoke",
+                    "--sandbox", sandbox, "--json")
 
 
 @pytest.fixture(scope="module")

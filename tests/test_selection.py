@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from sqlmodel import select
 
-from archive import queries
+from archive import writes
 from archive.db import open_engine, transaction
 from archive.schema import Campaign, IslandMember
 from sandbox.cascade import Evaluation
@@ -21,14 +21,14 @@ def populate(engine, islands: int, per_island: int) -> tuple[Campaign, dict[int,
         session.add(campaign)
         session.flush()
         ids = {i: [] for i in range(islands)}
-        base = queries.add_candidate(session, campaign, code="baseline", origin="baseline", operator="seed",
-                                     island=0, generation=0, member_of=tuple(range(islands)))
-        queries.record_evaluation(session, base.id, Evaluation("ok", -1.0))
+        base = writes.add_candidate(session, campaign, code="baseline", origin="baseline", operator="seed",
+                                    island=0, generation=0, member_of=tuple(range(islands)))
+        writes.record_evaluation(session, base.id, Evaluation("ok", -1.0))
         for island in range(islands):
             for k in range(per_island):
-                c = queries.add_candidate(session, campaign, code=f"island {island} candidate {k}", origin="mutation",
-                                          operator="mutate", island=island, generation=1)
-                queries.record_evaluation(session, c.id, Evaluation("ok", float(k)))
+                c = writes.add_candidate(session, campaign, code=f"island {island} candidate {k}", origin="mutation",
+                                         operator="mutate", island=island, generation=1)
+                writes.record_evaluation(session, c.id, Evaluation("ok", float(k)))
                 ids[island].append(c.id)
     return campaign, ids | {"baseline": base.id}
 

@@ -1,4 +1,4 @@
-"""`scientist web`: every page over a small real archive (built with archive.queries and
+"""`scientist web`: every page over a small real archive (built with archive.writes and
 filled like real evaluations), through FastAPI's TestClient, with a read-only engine. The
 app must only read: GET only, no writes, and never import or run candidate code."""
 
@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, func, select
 from typer.testing import CliRunner
 
-from archive import queries
+from archive import reads, writes
 from archive.db import open_engine, transaction
 from archive.schema import Campaign, Candidate, ESCheckpoint, Event, IslandMember, LLMCall
 from sandbox.cascade import Evaluation, StageRecord
@@ -88,40 +88,40 @@ def build_archive(path: Path, marker: Path, fillers: int = 60) -> dict:
         s.add(campaign)
         s.flush()
         for name, fitness in (("ppo", 1.0), ("dpo", 1.05)):
-            c = queries.add_candidate(s, campaign, code=TASK.baseline_source(name), origin="baseline", operator="seed",
-                                      island=0, generation=0, member_of=(0, 1), baseline_name=name,
-                                      note=f"baseline {name}")
-            queries.record_evaluation(s, c.id, ok(fitness, fitness - 0.02, len(ids)))
+            c = writes.add_candidate(s, campaign, code=TASK.baseline_source(name), origin="baseline", operator="seed",
+                                     island=0, generation=0, member_of=(0, 1), baseline_name=name,
+                                     note=f"baseline {name}")
+            writes.record_evaluation(s, c.id, ok(fitness, fitness - 0.02, len(ids)))
             ids[name] = c.id
         call = CallRecord("test/model-a", [{"role": "system", "content": "You design drifts."},
                                            {"role": "user", "content": "Improve <b>PPO</b>."}],
                           f"```python\n{CHILD}```", 1200, 300, 0.0123, 2.5)
-        child = queries.add_candidate(s, campaign, code=CHILD, origin="llm", operator="rewrite", island=0,
-                                      generation=1, parent_id=ids["ppo"], inspiration_ids=[ids["dpo"]],
-                                      model="test/model-a", note="wider clip", calls=[call])
-        queries.record_evaluation(s, child.id, ok(1.234, 1.111, 7))
+        child = writes.add_candidate(s, campaign, code=CHILD, origin="llm", operator="rewrite", island=0,
+                                     generation=1, parent_id=ids["ppo"], inspiration_ids=[ids["dpo"]],
+                                     model="test/model-a", note="wider clip", calls=[call])
+        writes.record_evaluation(s, child.id, ok(1.234, 1.111, 7))
         ids["child"] = child.id
         s.add(IslandMember(campaign_id=campaign.id, island=1, candidate_id=child.id, since_generation=2,
                            migrated_from=0, fitness=1.234))
-        queries.log_event(s, campaign.id, "migration", f"before generation 2: #{child.id} 0→1",
-                          {"generation": 2, "moves": [[child.id, 0, 1]]}, key="migration:2")
-        grandchild = queries.add_candidate(s, campaign, code=GRANDCHILD, origin="llm", operator="diff", island=1,
-                                           generation=2, parent_id=child.id, model="test/model-a")
-        queries.record_evaluation(s, grandchild.id, Evaluation("invalid", None, stages=stages("invalid"),
-                                                               checks=checks(False), backend="process", seconds=4.0))
+        writes.log_event(s, campaign.id, "migration", f"before generation 2: #{child.id} 0→1",
+                         {"generation": 2, "moves": [[child.id, 0, 1]]}, key="migration:2")
+        grandchild = writes.add_candidate(s, campaign, code=GRANDCHILD, origin="llm", operator="diff", island=1,
+                                          generation=2, parent_id=child.id, model="test/model-a")
+        writes.record_evaluation(s, grandchild.id, Evaluation("invalid", None, stages=stages("invalid"),
+                                                              checks=checks(False), backend="process", seconds=4.0))
         ids["grandchild"] = grandchild.id
-        hostile = queries.add_candidate(s, campaign, code=marker_code(marker), origin="mutation", operator="mutate",
-                                        island=1, generation=2, parent_id=ids["dpo"])
-        queries.record_evaluation(s, hostile.id, ok(0.5, 0.4, 11))
+        hostile = writes.add_candidate(s, campaign, code=marker_code(marker), origin="mutation", operator="mutate",
+                                       island=1, generation=2, parent_id=ids["dpo"])
+        writes.record_evaluation(s, hostile.id, ok(0.5, 0.4, 11))
         ids["hostile"] = hostile.id
         rng = random.Random(3)
         ids["fillers"] = []
         for k in range(fillers):
-            f = queries.add_candidate(s, campaign, code=FILLER.format(c=k + 2), origin="mutation", operator="mutate",
-                                      island=k % 2, generation=1 + k % 3, parent_id=ids["ppo"])
-            queries.record_evaluation(s, f.id, ok(round(rng.uniform(0.1, 0.99), 4), rng.uniform(0.1, 0.9), k))
+            f = writes.add_candidate(s, campaign, code=FILLER.format(c=k + 2), origin="mutation", operator="mutate",
+                                     island=k % 2, generation=1 + k % 3, parent_id=ids["ppo"])
+            writes.record_evaluation(s, f.id, ok(round(rng.uniform(0.1, 0.99), 4), rng.uniform(0.1, 0.9), k))
             ids["fillers"].append(f.id)
-        queries.log_event(s, campaign.id, "started", "generation 1 of 3")
+        writes.log_event(s, campaign.id, "started", "generation 1 of 3")
         other = Campaign(name="empty", task="value_loss", budget="smoke", proposer="mutation", config={})
         s.add(other)
         es = Campaign(name="es-run", task="mirror_drift", budget="smoke", proposer="es", config={"islands": 1})
@@ -209,7 +209,7 @@ def test_campaign_page_leaderboard_chart_islands_cost_and_events(client, archive
 def test_leaderboard_pages_sorts_and_status_filter(client, archive, engine):
     _, ids, _ = archive
     with Session(engine) as s:
-        expected = [c.id for c in queries.leaderboard(s, 1, top=None)]
+        expected = [c.id for c in reads.leaderboard(s, 1, top=None)]
     first, second = (ids_in(section(client.get(f"/campaigns/1?page={p}").text, "leaderboard")) for p in (1, 2))
     assert first + second == expected and len(second) == 14
     assert 'class="next"' not in client.get("/campaigns/1?page=2").text
@@ -376,19 +376,19 @@ def test_ranked_ids_merge_islands_like_a_global_sort(tmp_path):
         s.flush()
         for k in range(240):
             baseline = k < 3
-            c = queries.add_candidate(s, campaign, code=FILLER.format(c=k), origin="baseline" if baseline else "mutation",
-                                      operator="m", island=k % 3, generation=k // 30,
-                                      member_of=(0, 1, 2) if baseline else None)
+            c = writes.add_candidate(s, campaign, code=FILLER.format(c=k), origin="baseline" if baseline else "mutation",
+                                     operator="m", island=k % 3, generation=k // 30,
+                                     member_of=(0, 1, 2) if baseline else None)
             fitness = round(rng.uniform(0, 2), 1)  # many ties
-            queries.record_evaluation(s, c.id, Evaluation("ok", fitness, None) if rng.random() > 0.2
-                                      else Evaluation("invalid", None))
+            writes.record_evaluation(s, c.id, Evaluation("ok", fitness, None) if rng.random() > 0.2
+                                     else Evaluation("invalid", None))
         best = s.exec(select(IslandMember).where(IslandMember.fitness > 1.5)).all()
         for m in best[:20]:
             if s.get(IslandMember, (campaign.id, (m.island + 1) % 3, m.candidate_id)) is None:
                 s.add(IslandMember(campaign_id=campaign.id, island=(m.island + 1) % 3, candidate_id=m.candidate_id,
                                    migrated_from=m.island, fitness=m.fitness))
     with Session(engine) as s:
-        expected = [c.id for c in queries.leaderboard(s, campaign.id, top=None)]
+        expected = [c.id for c in reads.leaderboard(s, campaign.id, top=None)]
         for descending in (True, False):
             pages = [web_queries.ranked_ids(s, campaign.id, [0, 1, 2], offset, 7, descending)
                      for offset in range(0, len(expected) + 7, 7)]
@@ -401,7 +401,7 @@ def test_ranked_ids_merge_islands_like_a_global_sort(tmp_path):
 def test_deep_pages_come_from_a_memoised_ordering_that_agrees(client, engine, monkeypatch):
     monkeypatch.setattr(web_queries, "DEEP", 10)  # page 2 onwards is "deep"
     with Session(engine) as s:
-        expected = [c.id for c in queries.leaderboard(s, 1, top=None)]
+        expected = [c.id for c in reads.leaderboard(s, 1, top=None)]
         fitness = {c.id: c.fitness for c in s.exec(select(Candidate).where(Candidate.status == "ok")).all()}
     pages = [ids_in(section(client.get(f"/campaigns/1?page={p}").text, "leaderboard")) for p in (1, 2)]
     assert pages[0] + pages[1] == expected
@@ -427,12 +427,12 @@ def test_charts_are_svg_with_escaped_labels():
     assert nice_ticks(-3.7, 12.2) == [0.0, 5.0, 10.0]
     chart = curves_chart([("<script>", [1.0, None, 2.0, 3.0])])
     assert "<script>" not in chart and "&lt;script&gt;" in chart and chart.count("<polyline") == 1
-    progression = web_queries.Progression([web_queries.GenerationStat(0, 2, 1.0, 0.9),
-                                           web_queries.GenerationStat(1, 5, 1.2, 0.7)], None,
-                                          es=[(1, 1.1, 0.8), (2, 1.3, 0.9)])
+    progression = reads.Progression([reads.GenerationStat(0, 2, 1.0, 0.9),
+                                     reads.GenerationStat(1, 5, 1.2, 0.7)], None,
+                                    es=[(1, 1.1, 0.8), (2, 1.3, 0.9)])
     svg = generation_chart(progression)
     assert svg.startswith("<svg") and "ES best" in svg
-    assert generation_chart(web_queries.Progression([], None)) is None
+    assert generation_chart(reads.Progression([], None)) is None
 
 
 def test_reader_engine_refuses_what_it_cannot_read(tmp_path):

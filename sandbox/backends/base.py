@@ -1,6 +1,6 @@
 """What every sandbox backend takes and returns.
 
-A backend runs one Python command (`python -m sandbox.runner ...` in production, any module
+A backend runs one Python command (`python -m sandbox.stages ...` in production, any module
 or `-c` code in tests) with a scratch directory as its only writable place, under limits,
 and reports how it ended. It never interprets the command's output: results travel only as
 files in the scratch directory's `out/`, read later by the trusted scorer.
@@ -27,7 +27,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class SandboxRun:
-    args: tuple[str, ...]  # arguments after `python`, e.g. ("-m", "sandbox.runner", "request.json")
+    args: tuple[str, ...]  # arguments after `python`, e.g. ("-m", "sandbox.stages", "request.json")
     scratch: Path  # the run's only writable directory; holds in/ (read by the command) and out/
     limits: Limits = field(default_factory=Limits)
     env: dict[str, str] = field(default_factory=dict)  # extra allowlisted variables

@@ -1,29 +1,20 @@
 """Validity checks of a candidate for a task, cheapest first; the first failing stage stops.
 
-static (source only) -> load (restricted execution) -> shape (abstract tracing) -> the task's
-conditions (drift conditions, value-loss minimum, optimizer behaviour).
+static (source only) -> load (restricted execution) -> the piece's contract (abstract
+tracing of an elementwise piece) -> the piece's conditions (sandbox/pieces).
 """
-
-import importlib
 
 from sandbox.candidate import CandidateLoadError, load_entry_point
 from sandbox.checks.contract import check_elementwise_contract
 from sandbox.checks.report import CheckReport, CheckResult
 from sandbox.checks.static import check_source
+from sandbox.pieces import Contract
 from sandbox.tasks import TaskSpec
-
-_CONDITIONS = {
-    "drift": ("sandbox.checks.drift", "check_drift"),
-    "value_loss": ("sandbox.checks.value_loss", "check_value_loss"),
-    "make_optimizer": ("sandbox.checks.optimizer", "check_optimizer"),
-}
-ELEMENTWISE_SLOTS = ("drift", "value_loss")
 
 
 def run_conditions(task: TaskSpec, function, filename: str = "candidate.py") -> CheckReport:
     """The task's validity conditions on an already loaded and traced entry point."""
-    module, name = _CONDITIONS[task.slot]
-    return CheckReport(list(getattr(importlib.import_module(module), name)(function, filename)))
+    return CheckReport(list(task.piece.check(function, filename)))
 
 
 def static_check(source: str) -> CheckResult:
@@ -43,10 +34,10 @@ def check_candidate(task: TaskSpec, source: str, filename: str = "candidate.py")
     except CandidateLoadError as error:
         report.add(CheckResult("load", False, str(error)))
         return report
-    report.add(CheckResult("load", True, f"defines {task.signature}"))
+    report.add(CheckResult("load", True, f"defines {task.prototype}"))
 
     try:
-        if task.slot in ELEMENTWISE_SLOTS:
+        if task.piece.contract is Contract.ELEMENTWISE:
             if not report.add(check_elementwise_contract(function, tuple(task.inputs), filename)).passed:
                 return report
         report.checks += run_conditions(task, function, filename).checks

@@ -1,13 +1,16 @@
-"""Validity of an optimizer factory: an optax transformation with a fixed-structure state,
-finite updates shaped like the parameters, rest on zero gradients, and descent on a quadratic."""
+"""Optimizers: `make_optimizer(learning_rate, max_grad_norm)` returns the optax
+transformation that updates the actor-critic; `learning_rate` may be an annealing schedule.
 
-import jax
-import jax.numpy as jnp
+Valid: a fixed-structure state, finite updates shaped like the parameters, rest on zero
+gradients (up to weight decay), and descent on a quadratic. Transformations are not
+expression trees, so there is no pre-screen: the LLM proposer writes these.
+"""
+
 import numpy as np
-import optax
 
-from sandbox.checks.contract import describe_failure
 from sandbox.checks.report import CheckResult
+from sandbox.pieces.base import Contract, Piece
+from sandbox.training.components import PlugPoint
 
 LEARNING_RATE = 1e-2
 MAX_GRAD_NORM = 0.5
@@ -15,6 +18,9 @@ MAX_GRAD_NORM = 0.5
 
 def _params():
     """A small pytree shaped like an actor-critic layer stack."""
+    import jax
+    import jax.numpy as jnp
+
     k1, k2 = jax.random.split(jax.random.key(0))
     return {
         "actor": {"kernel": jax.random.normal(k1, (4, 8)) * 0.5, "bias": jnp.zeros(8)},
@@ -27,10 +33,17 @@ def _schedule(count):
 
 
 def _describe_tree(tree) -> str:
+    import jax
+    import jax.numpy as jnp
+
     return str(jax.tree.map(lambda x: f"{jnp.shape(x)}:{jnp.result_type(x)}", tree))[:300]
 
 
 def check_optimizer(make_optimizer, filename: str = "candidate.py") -> list[CheckResult]:
+    import optax
+
+    from sandbox.checks.contract import describe_failure
+
     names = ("structure", "finite", "zero_gradient", "descent")
     try:
         tx = make_optimizer(_schedule, MAX_GRAD_NORM)
@@ -42,6 +55,9 @@ def check_optimizer(make_optimizer, filename: str = "candidate.py") -> list[Chec
 
 
 def _check_structure(tx, filename):
+    import jax
+    import jax.numpy as jnp
+
     params = _params()
     state = jax.jit(tx.init)(params)
     grads = jax.tree.map(jnp.ones_like, params)
@@ -66,6 +82,10 @@ def _check_structure(tx, filename):
 
 def _run(tx, grads_fn, steps, *args):
     """`steps` updates from the fresh parameters; grads_fn(params, i, *args) gives gradients."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
 
     def run(params, *args):
         def step(carry, i):
@@ -81,12 +101,18 @@ def _run(tx, grads_fn, steps, *args):
 
 
 def _random_gradients(params, i, scale):
+    import jax
+    import jax.numpy as jnp
+
     keys = jax.random.split(jax.random.fold_in(jax.random.key(1), i), len(jax.tree.leaves(params)))
     leaves = [jax.random.normal(k, jnp.shape(x)) * scale for k, x in zip(keys, jax.tree.leaves(params))]
     return jax.tree.unflatten(jax.tree.structure(params), leaves)
 
 
 def _all_finite(tree) -> bool:
+    import jax
+    import jax.numpy as jnp
+
     return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact))
 
 
@@ -96,6 +122,9 @@ SCALES = (0.0, 1e-6, 1.0, 1e3)  # gradient scales; 0 is the zero-gradient case
 def _check_random_gradients(tx) -> list[CheckResult]:
     """Finite behaviour under random gradients and rest under zero gradients, from one
     compiled call vmapped over the gradient scale."""
+    import jax
+    import jax.numpy as jnp
+
     run = jax.vmap(lambda scale: _run(tx, _random_gradients, 20, scale), in_axes=0)
     params, finals, states, updates = run(jnp.array(SCALES))
     results = []
@@ -123,6 +152,9 @@ def _check_random_gradients(tx) -> list[CheckResult]:
 
 
 def _check_descent(make_optimizer):
+    import jax
+    import jax.numpy as jnp
+
     tx = make_optimizer(LEARNING_RATE, MAX_GRAD_NORM)
     target = jax.tree.map(lambda x: x + 1.0, _params())
 
@@ -137,3 +169,33 @@ def _check_descent(make_optimizer):
                            "updates are added to the parameters, so they must point down the gradient",
                            {"loss_before": before, "loss_after": after})
     return CheckResult("descent", True, f"50 steps on a quadratic reduced the loss from {before:.4g} to {after:.4g}")
+
+
+def behaviour(make_optimizer) -> np.ndarray:
+    """Three updates on fixed gradients of a small parameter tree."""
+    import jax
+    import jax.numpy as jnp
+
+    params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.zeros(4)}
+    tx = make_optimizer(lambda count: 1e-2 * (1.0 - count / 1000.0), 0.5)
+    state = tx.init(params)
+    outputs = []
+    for step in range(3):
+        grads = jax.tree.map(lambda p: jnp.cos(p * (step + 1.0)) * 0.3, params)
+        updates, state = tx.update(grads, state, params)
+        outputs += [np.asarray(u, dtype=np.float64).ravel() for u in jax.tree.leaves(updates)]
+    return np.concatenate(outputs)
+
+
+PIECE = Piece(
+    kind="optimizer",
+    plug_point=PlugPoint.OPTIMIZER,
+    contract=Contract.TRANSFORMATION,
+    arity=2,
+    default=("optimizer", "adam"),
+    check=check_optimizer,
+    behaviour=behaviour,
+    evidence=("The optimizer conditions (fixed state structure, finite updates under random gradients, rest "
+              "under zero gradients, descent on a quadratic) are checked by running it on a small parameter "
+              "tree: evidence about these cases, not a proof."),
+)

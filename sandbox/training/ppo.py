@@ -125,6 +125,7 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
         log_ratio = log_prob - traj.log_prob
         ratio = jnp.exp(log_ratio)
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        advantages = _checked("advantage", components.advantage, advantages)
         actor_loss = policy_loss(components, ratio, advantages)
 
         entropy = entropy.mean()

@@ -2,11 +2,11 @@
 
 import tomllib
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sandbox.budgets import BUDGETS
+from sandbox.vocabulary import PROPOSERS, ExecutorName, Origin, Sandbox
 from scientist.selection import SelectionConfig
 
 # Settings that may change when a campaign is resumed; the rest define the campaign.
@@ -18,16 +18,16 @@ class CampaignConfig(BaseModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")
     task: str
-    proposer: Literal["mutation", "llm"] | None = None  # None: llm when a model is given, else mutation
+    proposer: Origin | None = None  # mutation or llm; None: llm when a model is given, else mutation
     models: list[str] = []
     api_base: str | None = None
     generations: int = Field(3, ge=0)
     population: int = Field(4, ge=1, description="proposals per island per generation")
     islands: int = Field(2, ge=1)
     budget: str = "smoke"
-    sandbox: str = "auto"
+    sandbox: Sandbox = Sandbox.AUTO
     workers: int = Field(2, ge=1, description="evaluations at once (with ray: tasks in flight on the cluster)")
-    executor: Literal["local", "ray"] = "local"
+    executor: ExecutorName = ExecutorName.LOCAL
     ray_address: str | None = None  # None: a Ray cluster started for this campaign; "auto": the running one
     max_cost: float | None = Field(None, ge=0, description="stop proposing once this many dollars are spent")
     seed: int = 0
@@ -43,8 +43,10 @@ class CampaignConfig(BaseModel):
     @model_validator(mode="after")
     def _resolve(self):
         if self.proposer is None:
-            self.proposer = "llm" if self.models else "mutation"
-        if self.proposer == "llm" and not self.models:
+            self.proposer = Origin.LLM if self.models else Origin.MUTATION
+        if self.proposer not in PROPOSERS:
+            raise ValueError(f"proposer {self.proposer!r} does not propose; choose {' or '.join(PROPOSERS)}")
+        if self.proposer == Origin.LLM and not self.models:
             raise ValueError("the llm proposer needs --model (any litellm model name)")
         if self.budget not in BUDGETS:
             raise ValueError(f"unknown budget {self.budget!r}; choose from {', '.join(BUDGETS)}")

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from archive import queries
+from archive import writes
 from archive.db import transaction
 from archive.schema import Campaign, utcnow
 
@@ -52,8 +52,8 @@ def claim(engine: Engine, campaign_id: int, *, config: dict | None = None, detai
         campaign.status, campaign.message = "running", ""
         if config is not None:
             campaign.config = config
-        queries.log_event(session, campaign_id, "resume" if resumed else "start",
-                          f"pid {os.getpid()} on {socket.gethostname()}{detail}", {"config": campaign.config})
+        writes.log_event(session, campaign_id, "resume" if resumed else "start",
+                         f"pid {os.getpid()} on {socket.gethostname()}{detail}", {"config": campaign.config})
 
 
 def heartbeat(engine: Engine, campaign_id: int, stop: threading.Event) -> threading.Thread:
@@ -77,5 +77,5 @@ def release(session, campaign_id: int, status: str, message: str) -> Campaign:
     campaign = session.get(Campaign, campaign_id)
     campaign.status, campaign.message, campaign.updated_at = status, message[:2000], utcnow()
     campaign.runner_pid = campaign.heartbeat_at = None
-    queries.log_event(session, campaign_id, status, message)
+    writes.log_event(session, campaign_id, status, message)
     return campaign

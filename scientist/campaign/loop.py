@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from archive import queries
+from archive import reads, writes
 from archive.db import transaction
 from archive.schema import PENDING, Campaign, Candidate
-from sandbox.backends import SandboxInfraError
 from sandbox.tasks import load_task
 from scientist.campaign import lease
 from scientist.campaign.config import CampaignConfig
+from scientist.evaluation import Recorder
 from scientist.executors.base import Executor, LocalExecutor
 from scientist.proposers.base import Proposal, ProposalRequest, Proposer
 from scientist.selection import Selector
@@ -48,15 +48,18 @@ class Progress:
     last: str = ""
 
 
-class CampaignRunner:
+class CampaignLoop:
     def __init__(self, engine: Engine, config: CampaignConfig, proposer: Proposer, *,
-                 evaluate: Executor | None = None, on_progress=None):
-        self.engine, self.proposer, self.evaluate = engine, proposer, evaluate or LocalExecutor()
+                 executor: Executor | None = None, on_progress=None):
+        self.engine, self.proposer = engine, proposer
         self.on_progress = on_progress or (lambda progress: None)
         self.campaign, self.config = open_campaign(engine, config)
         self.task = load_task(self.config.task)
         self.selector = Selector(engine, self.campaign.id, self.config.selection)
         self.stop = threading.Event()  # set on Ctrl-C: evaluations in flight are abandoned, left pending
+        c = self.config
+        self.record = Recorder(engine, self.campaign.id, executor or LocalExecutor(), task=c.task, budget=c.budget,
+                               sandbox=c.sandbox, seed=c.seed, cancelled=self.stop.is_set)
         self.progress = Progress(self.config.name, planned=self._planned())
 
     # -- the loop --------------------------------------------------------------------------
@@ -89,7 +92,7 @@ class CampaignRunner:
 
     def _propose_all(self, executor) -> tuple[str, str]:
         with transaction(self.engine) as session:
-            filled = queries.slot_counts(session, self.campaign.id)
+            filled = reads.slot_counts(session, self.campaign.id)
         c = self.config
         for generation in range(1, c.generations + 1):
             self.progress.generation = generation
@@ -118,7 +121,7 @@ class CampaignRunner:
             failures=self.selector.views(self.selector.recent_failure_ids(island, 2)), rng=rng)
         proposal: Proposal = self.proposer.propose(request)
         with transaction(self.engine) as session:
-            candidate = queries.add_candidate(
+            candidate = writes.add_candidate(
                 session, self.campaign, code=proposal.code, origin=self.proposer.name, operator=proposal.operator,
                 island=island, generation=generation, parent_id=proposal.parent_ids[0] if proposal.parent_ids else None,
                 inspiration_ids=proposal.parent_ids[1:], model=proposal.model, note=proposal.note, calls=proposal.calls)
@@ -135,23 +138,14 @@ class CampaignRunner:
         self.in_flight[executor.submit(self._evaluate, candidate_id, code)] = candidate_id
         self.progress.in_flight = len(self.in_flight)
 
-    def _evaluate(self, candidate_id: int, code: str):
-        def claim(signature: str) -> int | None:
-            with transaction(self.engine) as session:
-                return queries.claim_signature(session, self.campaign.id, candidate_id, signature)
-
-        evaluation = self.evaluate(self.config.task, code, self.config.budget, sandbox=self.config.sandbox,
-                                   seed=self.config.seed, claim_signature=claim, cancelled=self.stop.is_set)
-        if evaluation.status == "cancelled":
-            return None  # abandoned at shutdown: still pending, evaluated on resume
-        if evaluation.status == "infra":  # the sandbox, not the candidate, failed: stop, keep it pending
-            with transaction(self.engine) as session:
-                message = queries.log_infra_failure(session, self.campaign.id, candidate_id, evaluation)
-            raise SandboxInfraError(message)
+    def _evaluate(self, candidate_id: int, code: str) -> tuple[Candidate, float | None] | None:
+        """The recorded candidate and its parent's fitness; None when abandoned at shutdown
+        (still pending, evaluated on resume). A sandbox failure raises: it stops the campaign."""
+        recorded = self.record(candidate_id, code)
+        if recorded is None:
+            return None
         with transaction(self.engine) as session:
-            candidate = queries.record_evaluation(session, candidate_id, evaluation)
-            parent = session.get(Candidate, candidate.parent_id) if candidate.parent_id else None
-            return candidate, parent.fitness if parent else None
+            return recorded.candidate, reads.fitness_of(session, recorded.candidate.parent_id)
 
     def _collect(self, done) -> None:
         for future in done:
@@ -186,37 +180,37 @@ class CampaignRunner:
     def _seed_baselines(self) -> None:
         """Generation 0: the task's baselines, members of every island, added once."""
         with transaction(self.engine) as session:
-            if queries.has_event(session, self.campaign.id, "baselines"):
+            if reads.has_event(session, self.campaign.id, "baselines"):
                 return
             for name in self.task.baseline_names:
-                queries.add_candidate(session, self.campaign, code=self.task.baseline_source(name), origin="baseline",
-                                      operator="seed", island=0, generation=0, baseline_name=name,
-                                      member_of=tuple(range(self.config.islands)), note=f"baseline {name}")
-            queries.log_event(session, self.campaign.id, "baselines", ", ".join(self.task.baseline_names),
-                              key="baselines")
+                writes.add_candidate(session, self.campaign, code=self.task.baseline_source(name), origin="baseline",
+                                     operator="seed", island=0, generation=0, baseline_name=name,
+                                     member_of=tuple(range(self.config.islands)), note=f"baseline {name}")
+            writes.log_event(session, self.campaign.id, "baselines", ", ".join(self.task.baseline_names),
+                             key="baselines")
 
     def _pending(self):
         with transaction(self.engine) as session:
-            return queries.pending_candidates(session, self.campaign.id)
+            return reads.pending_candidates(session, self.campaign.id)
 
     def _spent(self) -> float:
         with transaction(self.engine) as session:
-            return queries.spent_usd(session, self.campaign.id)
+            return reads.spent_usd(session, self.campaign.id)
 
     def _planned(self) -> int:
         return len(self.task.baseline_names) + self.config.generations * self.config.islands * self.config.population
 
     def _refresh(self) -> None:
         with transaction(self.engine) as session:
-            self.progress.counts = queries.status_counts(session, self.campaign.id)
-            best = queries.leaderboard(session, self.campaign.id, top=1)
+            self.progress.counts = reads.status_counts(session, self.campaign.id)
+            best = reads.leaderboard(session, self.campaign.id, top=1)
         if best:
             self.progress.best_id, self.progress.best_fitness = best[0].id, best[0].fitness
         self.on_progress(self.progress)
 
     def _event(self, kind: str, message: str, **data) -> None:
         with transaction(self.engine) as session:
-            queries.log_event(session, self.campaign.id, kind, message, data)
+            writes.log_event(session, self.campaign.id, kind, message, data)
 
     def _finish(self, status: str, message: str) -> None:
         with transaction(self.engine) as session:
@@ -228,7 +222,7 @@ def open_campaign(engine: Engine, config: CampaignConfig) -> tuple[Campaign, Cam
     settings (and the resumable changes in `config`) if it exists."""
     load_task(config.task)  # an unknown task fails here, before anything is written
     with transaction(engine) as session:
-        campaign = queries.find_campaign(session, config.name)
+        campaign = reads.find_campaign(session, config.name)
         if campaign is not None:
             if campaign.task != config.task:
                 raise CampaignError(f"campaign {config.name} exists for task {campaign.task}, not {config.task}")
@@ -238,5 +232,5 @@ def open_campaign(engine: Engine, config: CampaignConfig) -> tuple[Campaign, Cam
                             config=config.model_dump(mode="json"))
         session.add(campaign)
         session.flush()
-        queries.log_event(session, campaign.id, "created", f"{config.proposer} campaign on {config.task}")
+        writes.log_event(session, campaign.id, "created", f"{config.proposer} campaign on {config.task}")
         return campaign, config

@@ -9,7 +9,7 @@ import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
-from archive import queries
+from archive import reads
 from archive.db import transaction
 from archive.schema import Candidate
 from scientist.campaign.display import fmt, leaderboard_table
@@ -17,6 +17,7 @@ from scientist.commands.campaign import DbOption, campaign_or_exit, console, eng
 from scientist.selection import failure_summary
 
 app = typer.Typer(no_args_is_help=True, help="Browse a campaign's archive.")
+LINEAGE_LIMIT = 100_000  # ids `show` lists at most (far beyond any real lineage; parent links could form a loop)
 
 
 def candidate_record(c: Candidate, lineage: list[int] | None = None) -> dict:
@@ -39,7 +40,7 @@ def list_(name: Annotated[str, typer.Argument()], db: DbOption = None,
     engine = engine_for(db)
     with transaction(engine) as session:
         campaign = campaign_or_exit(session, name)
-        rows = queries.leaderboard(session, campaign.id, top) if top else queries.candidates(session, campaign.id)
+        rows = reads.leaderboard(session, campaign.id, top) if top else reads.candidates(session, campaign.id)
     if as_json:
         for c in rows:
             sys.stdout.write(json.dumps(candidate_record(c)) + "\n")
@@ -65,16 +66,6 @@ def _get(session, candidate_id: int) -> Candidate:
     return candidate
 
 
-def lineage(session, candidate: Candidate) -> list[int]:
-    """Ids from the candidate back to its root ancestor (parent links)."""
-    chain, seen = [candidate.id], {candidate.id}
-    while candidate.parent_id is not None and candidate.parent_id not in seen:
-        candidate = session.get(Candidate, candidate.parent_id)
-        chain.append(candidate.id)
-        seen.add(candidate.id)
-    return chain
-
-
 @app.command()
 def show(candidate_id: Annotated[int, typer.Argument()], db: DbOption = None,
          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -82,8 +73,8 @@ def show(candidate_id: Annotated[int, typer.Argument()], db: DbOption = None,
     engine = engine_for(db)
     with transaction(engine) as session:
         c = _get(session, candidate_id)
-        chain = lineage(session, c)
-        calls = queries.calls_of(session, c.id)
+        chain = reads.lineage(session, c.id, LINEAGE_LIMIT)
+        calls = reads.calls_of(session, c.id)
     if as_json:
         record = {**candidate_record(c, chain), "code": c.code, "stages": c.stages, "checks": c.checks,
                   "per_env": c.per_env, "calls": [{"model": k.model, "attempts": k.attempts, "error": k.error,

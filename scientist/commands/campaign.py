@@ -9,13 +9,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 
-from archive import queries
+from archive import reads
 from archive.db import ArchiveError, default_url, open_engine, transaction
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.display import campaign_summary, leaderboard_table, progress_view
 from scientist.campaign.lease import CampaignBusy, runner_alive
-from scientist.campaign.loop import CampaignError, CampaignRunner
-from scientist.executors import get_executor
+from scientist.campaign.loop import CampaignError, CampaignLoop
+from scientist.commands.options import executor_for
 from scientist.proposers import ProposerError, make_proposer
 
 console = Console(stderr=True)
@@ -35,8 +35,8 @@ def engine_for(db: str | None):
 
 def campaign_or_exit(session, name: str):
     try:
-        return queries.get_campaign(session, name)
-    except queries.CampaignNotFound as error:
+        return reads.get_campaign(session, name)
+    except reads.CampaignNotFound as error:
         console.print(f"[red]{error}")
         raise typer.Exit(2) from None
 
@@ -100,15 +100,12 @@ def _run(settings: CampaignConfig, engine, top: int) -> None:
         from sandbox.tasks import load_task
 
         proposer = make_proposer(settings, load_task(settings.task))
-        evaluate = get_executor(settings.executor, ray_address=settings.ray_address)
-        try:
-            with Live(console=console, refresh_per_second=4, transient=False) as live:
-                runner = CampaignRunner(engine, settings, proposer, evaluate=evaluate,
-                                        on_progress=lambda p: live.update(progress_view(p)))
-                live.update(progress_view(runner.progress))
-                campaign = runner.run()
-        finally:
-            evaluate.close()
+        with executor_for(settings.executor, settings.ray_address) as executor, \
+                Live(console=console, refresh_per_second=4, transient=False) as live:
+            loop = CampaignLoop(engine, settings, proposer, executor=executor,
+                                on_progress=lambda p: live.update(progress_view(p)))
+            live.update(progress_view(loop.progress))
+            campaign = loop.run()
         if not console.is_terminal:
             console.line()  # the last progress view ends without a newline off a terminal
     except (CampaignError, CampaignBusy, ProposerError, ValueError, KeyError, RuntimeError) as error:
@@ -118,8 +115,8 @@ def _run(settings: CampaignConfig, engine, top: int) -> None:
         console.print(f"[yellow]interrupted; `scientist resume {settings.name}` continues it")
         raise typer.Exit(130) from None
     with transaction(engine) as session:
-        rows = queries.leaderboard(session, campaign.id, top)
-        counts = queries.status_counts(session, campaign.id)
+        rows = reads.leaderboard(session, campaign.id, top)
+        counts = reads.status_counts(session, campaign.id)
     console.print(f"campaign {campaign.name}: {campaign.status}"
                   + (f" ({campaign.message})" if campaign.message else "") + " — "
                   + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -132,8 +129,8 @@ def status(name: Annotated[str, typer.Argument()], db: DbOption = None,
     engine = engine_for(db)
     with transaction(engine) as session:
         campaign = campaign_or_exit(session, name)
-        counts, spent = queries.status_counts(session, campaign.id), queries.spent_usd(session, campaign.id)
-        rows, recent = queries.leaderboard(session, campaign.id, top), queries.events(session, campaign.id, 5)
+        counts, spent = reads.status_counts(session, campaign.id), reads.spent_usd(session, campaign.id)
+        rows, recent = reads.leaderboard(session, campaign.id, top), reads.events(session, campaign.id, 5)
     out.print(campaign_summary(campaign, counts, spent, runner_alive(campaign)))
     out.print(leaderboard_table(rows, f"best {top}"))
     for event in recent:

@@ -9,9 +9,11 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from archive import queries
+from archive import reads
 from archive.db import transaction
+from sandbox.vocabulary import ExecutorName, Sandbox
 from scientist.campaign.display import fmt
+from scientist.commands.options import ExecutorOption, RayAddressOption, SandboxOption, executor_for
 from scientist.commands.campaign import DbOption, console, engine_for, out
 from scientist.compare import CompareError, Row, gather, reevaluate
 
@@ -20,8 +22,10 @@ def compare(
     names: Annotated[list[str], typer.Argument(help="campaigns whose best candidates are compared")],
     budget: Annotated[Optional[str], typer.Option(help="shared budget (default: the campaigns' own, if they agree)")] = None,
     seed: Annotated[int, typer.Option(help="training seed of the re-evaluation (fresh: not a campaign's)")] = 1009,
-    sandbox: Annotated[str, typer.Option()] = "auto",
-    workers: Annotated[int, typer.Option()] = 2,
+    sandbox: SandboxOption = Sandbox.AUTO,
+    workers: Annotated[int, typer.Option(help="evaluations at once (with ray: tasks in flight)")] = 2,
+    executor: ExecutorOption = ExecutorName.LOCAL,
+    ray_address: RayAddressOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="the table as JSON on stdout")] = False,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="write comparison.json and comparison.md here")] = None,
     db: DbOption = None,
@@ -32,7 +36,7 @@ def compare(
     try:
         with transaction(engine) as session:
             task, campaigns, rows = gather(session, names)
-    except (queries.CampaignNotFound, CompareError) as error:
+    except (reads.CampaignNotFound, CompareError) as error:
         console.print(f"[red]{error}")
         raise typer.Exit(2) from None
     budgets = {c.budget for c in campaigns}
@@ -42,8 +46,9 @@ def compare(
     budget = budget or budgets.pop()
     console.print(f"re-evaluating {sum(r.code is not None for r in rows)} candidates on {task} at budget {budget}, "
                   f"seed {seed} ...")
-    reevaluate(task, rows, budget, seed=seed, sandbox=sandbox, workers=workers,
-               on_done=lambda r: console.print(f"  {r.label}: {r.status}"))
+    with executor_for(executor, ray_address) as runs:
+        reevaluate(task, rows, budget, seed=seed, sandbox=sandbox, workers=workers, executor=runs,
+                   on_done=lambda r: console.print(f"  {r.label}: {r.status}"))
     record = {"task": task, "budget": budget, "seed": seed, "campaigns": names,
               "rows": [{k: v for k, v in asdict(r).items() if k != "code"} for r in rows]}
     if as_json:

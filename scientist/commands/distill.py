@@ -7,7 +7,9 @@ import typer
 from rich.table import Table
 
 from scientist.commands.campaign import DbOption, console, engine_for, out
+from sandbox.vocabulary import ExecutorName, Sandbox
 from scientist.commands.json_output import print_json
+from scientist.commands.options import ExecutorOption, RayAddressOption, SandboxOption, executor_for
 from scientist.commands.reporting import exit_on
 
 
@@ -16,13 +18,15 @@ def distill(
     model: Annotated[list[str], typer.Option("--model", help="litellm model; repeat to let models take turns")],
     api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL (key in $SCIENTIST_API_KEY)")] = None,
     budget: Annotated[Optional[str], typer.Option(help="smoke, quick or paper (default: the campaign's)")] = None,
-    sandbox: Annotated[str, typer.Option(help="auto, docker or process")] = "auto",
+    sandbox: SandboxOption = Sandbox.AUTO,
     attempts: Annotated[int, typer.Option(min=1, help="model replies at most, each checked and fed back")] = 3,
     tolerance: Annotated[float, typer.Option(min=0.0, help="relative RMSE of the drift that counts as a fit")] = 0.05,
     timeout: Annotated[float, typer.Option(min=1.0, help="seconds per model request")] = 120.0,
     price_in: Annotated[Optional[float], typer.Option(min=0.0, help="USD per million input tokens, for unpriced models")] = None,
     price_out: Annotated[Optional[float], typer.Option(min=0.0, help="USD per million output tokens, for unpriced models")] = None,
     seed: Annotated[int, typer.Option(help="training seed of the evaluation")] = 0,
+    executor: ExecutorOption = ExecutorName.LOCAL,
+    ray_address: RayAddressOption = None,
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
 ) -> None:
@@ -33,8 +37,6 @@ def distill(
     from scientist.distill import DistillError
     from scientist.distill import distill as run_distill
 
-    if sandbox not in ("auto", "process", "docker"):
-        raise typer.BadParameter("choose auto, process or docker", param_hint="--sandbox")
     if (price_in is None) != (price_out is None):
         raise typer.BadParameter("give both --price-in and --price-out, or neither")
     if tolerance <= 0:
@@ -53,11 +55,11 @@ def distill(
 
     with exit_on(status, ((DistillError, 2, f"cannot distil candidate {candidate}"),
                           (SandboxUnavailable, 2, "sandbox unavailable")),
-                 "interrupted; the calls made so far are in the archive"):
+                 "interrupted; the calls made so far are in the archive"), executor_for(executor, ray_address) as runs:
         result = run_distill(engine, candidate, models=model, api_base=api_base,
                              api_key=os.environ.get("SCIENTIST_API_KEY"), budget=budget, sandbox=sandbox, seed=seed,
                              attempts=attempts, tolerance=tolerance, timeout=timeout, price_per_million=price,
-                             on_attempt=on_attempt, on_phase=status.update)
+                             on_attempt=on_attempt, on_phase=status.update, executor=runs)
     if as_json:
         print_json(result.to_dict())
     else:

@@ -6,7 +6,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from sandbox.vocabulary import ExecutorName, Sandbox
 from scientist.commands.campaign import DbOption, engine_for
+from scientist.commands.options import ExecutorOption, RayAddressOption, SandboxOption, executor_for
 from scientist.commands.reporting import exit_on
 
 console = Console(stderr=True)
@@ -29,8 +31,10 @@ def es(
     from_scratch: Annotated[bool, typer.Option("--from-scratch", help="no PPO term, random output layer (LPO-Zero)")] = False,
     member_batch: Annotated[Optional[int], typer.Option(min=0, help="members trained at once (memory); 0 = all")] = None,
     render_every: Annotated[int, typer.Option(min=0, help="also evaluate the ES mean every K generations; 0 = only at the end")] = 0,
-    sandbox: Annotated[str, typer.Option(help="sandbox for the final evaluation: auto, process or docker")] = "auto",
+    sandbox: SandboxOption = Sandbox.AUTO,
     seed: Annotated[int, typer.Option(help="ES and training seed")] = 0,
+    executor: ExecutorOption = ExecutorName.LOCAL,
+    ray_address: RayAddressOption = None,
     db: DbOption = None,
 ) -> None:
     """Meta-learn an LPO drift network with evolution strategies, then score its mean network
@@ -44,8 +48,6 @@ def es(
     if task != "mirror_drift":
         raise typer.BadParameter(f"the ES baseline only supports task mirror_drift (it learns a drift), not {task!r}",
                                  param_hint="--task")
-    if sandbox not in ("auto", "process", "docker"):
-        raise typer.BadParameter("choose auto, process or docker", param_hint="--sandbox")
     given = dict(population=population, seeds=seeds, sigma=sigma, learning_rate=lr, member_batch=member_batch)
     settings = dataclasses.replace(ESSettings(ppo_init=not from_scratch), **{k: v for k, v in given.items() if v is not None})
     try:
@@ -79,21 +81,21 @@ def es(
 
     with exit_on(status, ((ESCampaignError, 1, "ES campaign stopped"), (ValueError, 1, "ES campaign stopped"),
                           (KeyError, 1, "ES campaign stopped"), (SandboxUnavailable, 2, "sandbox unavailable")),
-                 f"interrupted; `scientist es --name {name} ...` continues from the last generation"):
+                 f"interrupted; `scientist es --name {name} ...` continues from the last generation"), \
+            executor_for(executor, ray_address) as runs:
         candidate = run_es_campaign(engine, settings, name, task, budget, generations, seed, on_progress,
-                                    sandbox=sandbox, render_every=render_every)
+                                    sandbox=sandbox, render_every=render_every, executor=runs)
     _summary(engine, name, candidate)
     raise typer.Exit(0 if candidate is not None and candidate.status == "ok" else 1)
 
 
 def _summary(engine, name: str, candidate) -> None:
-    from archive import queries
+    from archive import reads
     from archive.db import transaction
-    from scientist.es.campaign import budget_totals
 
     with transaction(engine) as session:
-        campaign = queries.get_campaign(session, name)
-        totals = budget_totals(session, campaign.id)
+        campaign = reads.get_campaign(session, name)
+        totals = reads.es_totals(session, campaign.id)
     out.print(f"campaign {name}: {campaign.status} · {totals['generations']} generations · "
               f"{totals['training_runs']:,} training runs · {totals['env_steps']:,} env steps · "
               f"{totals['wall_seconds']:.0f} s · $0", highlight=False)

@@ -66,14 +66,14 @@ def report(
 
 
 def _narrator(engine, name: str, model: str | None, api_base: str | None):
-    from sqlmodel import Session, select
+    from sqlmodel import Session
 
-    from archive.schema import Campaign
+    from archive import reads
     from scientist.proposers.llm import LLMProposer
     from scientist.report.narrative import write_narrative
 
     with Session(engine) as session:
-        campaign = session.exec(select(Campaign).where(Campaign.name == name)).first()
+        campaign = reads.find_campaign(session, name)
     config = campaign.config if campaign else {}
     model = model or next(iter(config.get("models") or []), None)
     if model is None:

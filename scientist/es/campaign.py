@@ -20,16 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import Engine
-from sqlmodel import col, func, select
 
-from archive import queries
+from archive import reads, writes
 from archive.db import transaction
 from archive.schema import PENDING, Campaign, Candidate, ESCheckpoint
-from sandbox.backends import SandboxInfraError
-from sandbox.cascade import evaluate_candidate
 from sandbox.tasks import load_task
 from sandbox.training.config import PPOConfig
 from scientist.campaign import lease
+from scientist.evaluation import EventNote, Recorder
+from scientist.executors.base import Executor, LocalExecutor
 from scientist.es.checkpoint import params_to_bytes, state_from_bytes, state_to_bytes
 from scientist.es.lpo import render_lpo_candidate, slope_at_one
 from scientist.es.trainer import ESGeneration, ESSettings, GenerationResult, make_es_generation
@@ -73,7 +72,7 @@ def _finite(x: float) -> float | None:
 
 @functools.lru_cache(maxsize=4)
 def _generation_for(budget: str, task: str, settings: ESSettings, configs: tuple) -> ESGeneration:
-    """One ES runner (and one compiled population trainer) per setting within a process."""
+    """One ES generation (and one compiled population trainer) per setting within a process."""
     return make_es_generation(budget, load_task(task), settings, dict(configs) or None)
 
 
@@ -91,13 +90,13 @@ def open_es_campaign(engine: Engine, name: str, task: str, budget: str, settings
               # read by `scientist status`: one "island" of `population` members per generation
               "population": settings.population, "islands": 1, "workers": 1, "max_cost": None, "models": []}
     with transaction(engine) as session:
-        campaign = queries.find_campaign(session, name)
+        campaign = reads.find_campaign(session, name)
         if campaign is None:
             campaign = Campaign(name=name, task=task, budget=budget, proposer="es", config=config)
             session.add(campaign)
             session.flush()
-            queries.log_event(session, campaign.id, "created", f"es campaign on {task} at the {budget} budget",
-                              {"config": config})
+            writes.log_event(session, campaign.id, "created", f"es campaign on {task} at the {budget} budget",
+                             {"config": config})
             return campaign
         stored = campaign.config
         if campaign.proposer != "es":
@@ -112,42 +111,28 @@ def open_es_campaign(engine: Engine, name: str, task: str, budget: str, settings
         return campaign
 
 
-def latest_checkpoint(session, campaign_id: int) -> ESCheckpoint | None:
-    return session.exec(select(ESCheckpoint).where(ESCheckpoint.campaign_id == campaign_id)
-                        .order_by(col(ESCheckpoint.generation).desc())).first()
-
-
-def budget_totals(session, campaign_id: int) -> dict:
-    """Training runs, environment steps and wall seconds over all of a campaign's generations."""
-    runs, steps, seconds, count = session.exec(select(
-        func.coalesce(func.sum(ESCheckpoint.training_runs), 0), func.coalesce(func.sum(ESCheckpoint.env_steps), 0),
-        func.coalesce(func.sum(ESCheckpoint.wall_seconds), 0.0), func.count(),
-    ).where(ESCheckpoint.campaign_id == campaign_id)).one()
-    return {"generations": int(count), "training_runs": int(runs), "env_steps": int(steps),
-            "wall_seconds": float(seconds), "dollars": 0.0}
-
-
 class ESCampaign:
     def __init__(self, engine: Engine, settings: ESSettings, name: str, task: str, budget: str, generations: int,
                  seed: int, *, sandbox: str = "auto", render_every: int = 0,
-                 on_progress: Callable[[ESProgress], None] | None = None, evaluate=evaluate_candidate,
+                 on_progress: Callable[[ESProgress], None] | None = None, executor: Executor | None = None,
                  configs: dict[str, PPOConfig] | None = None):
         if generations < 1:
             raise ESCampaignError("an ES campaign needs at least one generation")
         self.engine, self.settings, self.task, self.budget = engine, settings, task, budget
         self.generations, self.seed, self.sandbox, self.render_every = generations, seed, sandbox, render_every
-        self.evaluate = evaluate
         self.on_progress = on_progress or (lambda progress: None)
         self.campaign = open_es_campaign(engine, name, task, budget, settings, seed, generations, sandbox, render_every)
-        self.runner = _generation_for(budget, task, settings, tuple(sorted((configs or {}).items())))
-        self.progress = ESProgress(name, generations)
         self.stop = threading.Event()
+        self.record = Recorder(engine, self.campaign.id, executor or LocalExecutor(), task=task, budget=budget,
+                               sandbox=sandbox, seed=seed, cancelled=self.stop.is_set)
+        self.es_generation = _generation_for(budget, task, settings, tuple(sorted((configs or {}).items())))
+        self.progress = ESProgress(name, generations)
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> Candidate | None:
         """Run the remaining generations and evaluate the final mean; returns its candidate."""
         with transaction(self.engine) as session:
-            done = budget_totals(session, self.campaign.id)["generations"]
+            done = reads.es_totals(session, self.campaign.id)["generations"]
         try:
             lease.claim(self.engine, self.campaign.id, detail=f"; generations {done + 1}..{self.generations}")
         except lease.CampaignBusy as error:
@@ -162,9 +147,9 @@ class ESCampaign:
                                       f"ask for at least that many")
             self.progress.generation = done
             for generation in range(done + 1, self.generations + 1):
-                self._report("train" if self.runner.compiled else "compile+train")
+                self._report("train" if self.es_generation.compiled else "compile+train")
                 start = time.perf_counter()
-                state, result = self.runner.step(state, generation, self.seed)
+                state, result = self.es_generation.step(state, generation, self.seed)
                 self._save(state, result, time.perf_counter() - start)
                 if self.render_every and generation % self.render_every == 0 and generation < self.generations:
                     self._candidate(state, generation)
@@ -184,18 +169,18 @@ class ESCampaign:
 
     def _restore(self):
         with transaction(self.engine) as session:
-            checkpoint = latest_checkpoint(session, self.campaign.id)
-        initial = self.runner.init_state(self.seed)
+            checkpoint = reads.latest_es_checkpoint(session, self.campaign.id)
+        initial = self.es_generation.init_state(self.seed)
         if checkpoint is None:
             return initial, 0
         return state_from_bytes(checkpoint.state, initial), checkpoint.generation
 
     def _save(self, state, result: GenerationResult, wall_seconds: float) -> None:
-        units, s = self.runner.units, self.settings
+        units, s = self.es_generation.units, self.settings
         sigma = float(state.std)
         row = ESCheckpoint(
             campaign_id=self.campaign.id, generation=result.generation, state=state_to_bytes(state),
-            mean=params_to_bytes(self.runner.mean_params(state)), best_fitness=_finite(result.best),
+            mean=params_to_bytes(self.es_generation.mean_params(state)), best_fitness=_finite(result.best),
             mean_fitness=_finite(result.mean), std_fitness=_finite(result.std),
             member_fitness=[_finite(float(f)) for f in result.fitness],
             per_env={env: _finite(float(v.mean())) for env, v in result.per_env.items()}, sigma=sigma,
@@ -211,8 +196,8 @@ class ESCampaign:
                 "population": s.population, "seeds": s.seeds}
         with transaction(self.engine) as session:
             session.add(row)
-            queries.log_event(session, self.campaign.id, "es_generation", message, data,
-                              key=f"es_generation:{result.generation}")
+            writes.log_event(session, self.campaign.id, "es_generation", message, data,
+                             key=f"es_generation:{result.generation}")
         p = self.progress
         p.generation, p.last = result.generation, result
         p.training_runs += units.training_runs
@@ -226,16 +211,14 @@ class ESCampaign:
     def _candidate(self, state, generation: int) -> Candidate:
         """Render the mean network after `generation`, add it (once) and evaluate it."""
         with transaction(self.engine) as session:
-            existing = session.exec(select(Candidate).where(
-                Candidate.campaign_id == self.campaign.id, Candidate.origin == "es",
-                Candidate.operator == OPERATOR, Candidate.generation == generation).order_by(Candidate.id)).first()
-            checkpoint = session.exec(select(ESCheckpoint).where(ESCheckpoint.campaign_id == self.campaign.id,
-                                                                 ESCheckpoint.generation == generation)).first()
+            existing = reads.first_candidate(session, self.campaign.id, origin="es", operator=OPERATOR,
+                                             generation=generation)
+            checkpoint = reads.es_checkpoint(session, self.campaign.id, generation)
         if existing is not None and existing.status != PENDING:
             return existing
         if existing is None:
             best, mean = (checkpoint.best_fitness, checkpoint.mean_fitness) if checkpoint else (None, None)
-            params = self.runner.mean_params(state)
+            params = self.es_generation.mean_params(state)
             # The drift check calls a first-order slope of about 2 at r = 1 a kink (see scientist.es.lpo).
             slope = float(np.abs(slope_at_one(params, np.linspace(-10.0, 10.0, 41))).max())
             note = (f"ES mean network after generation {generation} of campaign {self.campaign.name}; that "
@@ -245,11 +228,11 @@ class ESCampaign:
                                         shift=self.settings.shift, note=f"generation {generation} of {self.campaign.name}")
             with transaction(self.engine) as session:
                 campaign = session.get(Campaign, self.campaign.id)
-                existing = queries.add_candidate(session, campaign, code=code, origin="es", operator=OPERATOR,
-                                                 island=0, generation=generation, note=note)
-                queries.log_event(session, campaign.id, "es_candidate",
-                                  f"candidate {existing.id}: ES mean after generation {generation} ({existing.status})",
-                                  {"candidate_id": existing.id, "generation": generation, "slope_at_one": slope})
+                existing = writes.add_candidate(session, campaign, code=code, origin="es", operator=OPERATOR,
+                                                island=0, generation=generation, note=note)
+                writes.log_event(session, campaign.id, "es_candidate",
+                                 f"candidate {existing.id}: ES mean after generation {generation} ({existing.status})",
+                                 {"candidate_id": existing.id, "generation": generation, "slope_at_one": slope})
         if existing.status == PENDING:
             existing = self._evaluate(existing)
         return existing
@@ -257,7 +240,7 @@ class ESCampaign:
     def _evaluate_pending(self) -> None:
         """An evaluation cut short by a crash is redone first."""
         with transaction(self.engine) as session:
-            pending = [c for c in queries.pending_candidates(session, self.campaign.id) if c.origin == "es"]
+            pending = [c for c in reads.pending_candidates(session, self.campaign.id) if c.origin == "es"]
         for candidate in pending:
             self._evaluate(candidate)
 
@@ -266,25 +249,11 @@ class ESCampaign:
         p.candidate_id, p.candidate_status, p.candidate_fitness, p.candidate_meta_test = candidate.id, None, None, None
         self._report("evaluate")
 
-        def claim(signature: str) -> int | None:
-            with transaction(self.engine) as session:
-                return queries.claim_signature(session, self.campaign.id, candidate.id, signature)
-
-        evaluation = self.evaluate(self.task, candidate.code, self.budget, sandbox=self.sandbox, seed=self.seed,
-                                   claim_signature=claim, cancelled=self.stop.is_set)
-        if evaluation.status == "cancelled":
+        recorded = self.record(candidate.id, candidate.code,
+                               event=EventNote("es_evaluated", f"candidate {candidate.id}"))
+        if recorded is None:  # cancelled: still pending
             return candidate
-        if evaluation.status == "infra":  # the sandbox, not the candidate, failed: stop, keep it pending
-            with transaction(self.engine) as session:
-                message = queries.log_infra_failure(session, self.campaign.id, candidate.id, evaluation)
-            raise SandboxInfraError(message)
-        with transaction(self.engine) as session:
-            candidate = queries.record_evaluation(session, candidate.id, evaluation)
-            fitness = "" if candidate.fitness is None else f", fitness {candidate.fitness:.3f}"
-            queries.log_event(session, self.campaign.id, "es_evaluated",
-                              f"candidate {candidate.id}: {candidate.status}{fitness}",
-                              {"candidate_id": candidate.id, "status": candidate.status, "fitness": candidate.fitness,
-                               "meta_test_fitness": candidate.meta_test_fitness, "seconds": evaluation.seconds})
+        candidate = recorded.candidate
         p.candidate_status, p.candidate_fitness = candidate.status, candidate.fitness
         p.candidate_meta_test = candidate.meta_test_fitness
         self._report("evaluated")
@@ -297,20 +266,20 @@ class ESCampaign:
 
     def _finish(self, status: str, message: str) -> None:
         with transaction(self.engine) as session:
-            totals = budget_totals(session, self.campaign.id)
-            queries.log_event(session, self.campaign.id, "es_budget",
-                              f"{totals['generations']} generations: {totals['training_runs']} training runs, "
-                              f"{totals['env_steps']:,} env steps, {totals['wall_seconds']:.1f} s, $0", totals)
+            totals = reads.es_totals(session, self.campaign.id)
+            writes.log_event(session, self.campaign.id, "es_budget",
+                             f"{totals['generations']} generations: {totals['training_runs']} training runs, "
+                             f"{totals['env_steps']:,} env steps, {totals['wall_seconds']:.1f} s, $0", totals)
             self.campaign = lease.release(session, self.campaign.id, status, message)
 
 
 def run_es_campaign(engine: Engine, settings: ESSettings, name: str, task: str = "mirror_drift",
                     budget: str = "smoke", generations: int = 10, seed: int = 0,
                     on_progress: Callable[[ESProgress], None] | None = None, *, sandbox: str = "auto",
-                    render_every: int = 0, evaluate=evaluate_candidate,
+                    render_every: int = 0, executor: Executor | None = None,
                     configs: dict[str, PPOConfig] | None = None) -> Candidate | None:
     """Create or continue the ES campaign `name` up to `generations`, then render the ES mean
-    as a candidate and evaluate it in the sandbox (also every `render_every` generations when
-    > 0). `evaluate` and `configs` (PPO configs per env for the ES itself) are test hooks."""
+    as a candidate and evaluate it through the executor (also every `render_every`
+    generations when > 0). `configs` (PPO configs per env for the ES itself) is a test hook."""
     return ESCampaign(engine, settings, name, task, budget, generations, seed, sandbox=sandbox,
-                      render_every=render_every, on_progress=on_progress, evaluate=evaluate, configs=configs).run()
+                      render_every=render_every, on_progress=on_progress, executor=executor, configs=configs).run()

@@ -35,7 +35,7 @@ import optax
 from sandbox.budgets import EnvBudget, get_budget
 from sandbox.fitness import normalise
 from sandbox.tasks import TaskSpec
-from sandbox.training.components import Components
+from sandbox.training.components import Components, PlugPoint
 from sandbox.training.config import PPOConfig
 from sandbox.training.ppo import make_train
 from scientist.es.lpo import HIDDEN, SHIFT, LPOParams, init_params, lpo_drift
@@ -154,8 +154,8 @@ class ESGeneration:
 
     def __init__(self, budget_name: str, task: TaskSpec, settings: ESSettings,
                  configs: dict[str, PPOConfig] | None = None):
-        if task.slot != "drift":
-            raise ValueError(f"the ES baseline learns a drift; task {task.name} has slot {task.slot!r}")
+        if task.piece.plug_point is not PlugPoint.DRIFT:
+            raise ValueError(f"the ES baseline learns a drift; task {task.name} searches for a {task.piece.kind}")
         settings.validate()
         self.settings = settings
         self.budget = get_budget(budget_name)

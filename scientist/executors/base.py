@@ -5,8 +5,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 from sandbox.cascade import Evaluation, evaluate_candidate
+from sandbox.vocabulary import ExecutorName
 
-EXECUTORS = ("local", "ray")
+
+class ExecutorUnavailable(RuntimeError):
+    """The executor cannot start here (Ray missing, no cluster at the address...)."""
 
 
 class Executor(Protocol):
@@ -22,7 +25,7 @@ class Executor(Protocol):
 class LocalExecutor:
     """The cascade in the calling thread: the campaign's evaluator threads are the pool."""
 
-    name = "local"
+    name = ExecutorName.LOCAL
 
     def __call__(self, task, source, budget, *, sandbox, seed, claim_signature=None, cancelled=None) -> Evaluation:
         return evaluate_candidate(task, source, budget, sandbox=sandbox, seed=seed, gpu=gpu_for(budget),
@@ -42,11 +45,11 @@ def gpu_present() -> bool:
     return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
-def get_executor(name: str, *, ray_address: str | None = None) -> Executor:
-    if name == "local":
+def get_executor(name: ExecutorName, *, ray_address: str | None = None) -> Executor:
+    if name == ExecutorName.LOCAL:
         return LocalExecutor()
-    if name == "ray":
+    if name == ExecutorName.RAY:
         from scientist.executors.ray import RayExecutor
 
         return RayExecutor(ray_address)
-    raise ValueError(f"unknown executor {name!r}; choose {' or '.join(EXECUTORS)}")
+    raise ValueError(f"unknown executor {name!r}; choose {', '.join(ExecutorName)}")

@@ -18,25 +18,30 @@ import time
 from collections.abc import Callable
 
 from sandbox.cascade import Evaluation, StageRecord
+from sandbox.vocabulary import ExecutorName, Status
+from scientist.executors.base import ExecutorUnavailable
 
 MAX_RETRIES = 2  # a task runs at most 3 times when workers or nodes die under it
 POLL_SECONDS = 0.2
 
 
 class RayExecutor:
-    name = "ray"
+    name = ExecutorName.RAY
 
     def __init__(self, address: str | None = None, *, max_retries: int = MAX_RETRIES):
         try:
             import ray
         except ImportError:
-            raise RuntimeError("the ray executor needs Ray: pip install -e '.[ray]'") from None
+            raise ExecutorUnavailable("the ray executor needs Ray: pip install -e '.[ray]'") from None
         self.ray = ray
         if not ray.is_initialized():
             # The runtime environment only names what every node must already have installed;
             # candidates never travel this way, only their source as a task argument.
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
-                     runtime_env={"env_vars": _forwarded_env()})
+            try:
+                ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
+                         runtime_env={"env_vars": _forwarded_env()})
+            except (ConnectionError, RuntimeError, ValueError) as error:  # no cluster at the address
+                raise ExecutorUnavailable(f"cannot start or join a Ray cluster ({address or 'local'}): {error}") from None
         self.max_retries = max_retries
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

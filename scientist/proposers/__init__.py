@@ -2,6 +2,7 @@
 model). Both return a Proposal built from parents that selection picked."""
 
 from sandbox.tasks import TaskSpec
+from sandbox.vocabulary import Origin
 from scientist.proposers.base import Proposal, ProposalRequest, Proposer, ProposerError
 
 __all__ = ["Proposal", "ProposalRequest", "Proposer", "ProposerError", "make_proposer"]
@@ -10,11 +11,11 @@ __all__ = ["Proposal", "ProposalRequest", "Proposer", "ProposerError", "make_pro
 def make_proposer(config, task: TaskSpec) -> Proposer:
     """The proposer a campaign config asks for. The API key, if any, comes from the
     environment (litellm's provider variables, or SCIENTIST_API_KEY for --api-base servers)."""
-    if config.proposer == "mutation":
+    if config.proposer == Origin.MUTATION:
         from scientist.proposers.mutation import MutationProposer
 
         return MutationProposer(task)
-    if config.proposer == "llm":
+    if config.proposer == Origin.LLM:
         import os
 
         from scientist.proposers.llm import LLMProposer

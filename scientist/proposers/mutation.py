@@ -7,9 +7,10 @@ terminals, operators, constant range and wrappers) is the `[mutation]` table of 
 task.toml; a task without one cannot be searched this way.
 
 Random trees are rarely valid drifts or value losses, so each child is pre-screened with
-numpy on a grid before it is proposed, and variation retries until one passes. The screen
-mirrors the sandbox's checks (a little stricter on tolerances) but is only an efficiency
-filter: the sandbox re-checks everything. No JAX here, and no randomness but request.rng.
+numpy before it is proposed, and variation retries until one passes. The screen is the
+kind of piece's own (sandbox/pieces: the sandbox's conditions and tolerances on coarser
+points) but only an efficiency filter: the sandbox re-checks everything. No candidate code
+runs here, and no randomness but request.rng.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sandbox.pieces.base import Screen
 from sandbox.tasks import TaskSpec
 from scientist.proposers import expressions as ex
 from scientist.proposers.base import ParentView, Proposal, ProposalRequest, ProposerError
@@ -55,127 +57,42 @@ def load_grammar(task: TaskSpec) -> ex.Grammar | None:
     return ex.Grammar(terminals=terminals, ops=ops, constant_range=(low, high), wrappers=wrappers)
 
 
-# --- pre-screens ---------------------------------------------------------------------------------
+# --- the pre-screen ------------------------------------------------------------------------------
 
 
-def _grid(*axes: np.ndarray) -> list[np.ndarray]:
-    return [m.ravel() for m in np.meshgrid(*axes, indexing="ij")]
+class TreeProbe:
+    """An expression tree as a piece's Probe: numpy values, with every intermediate value
+    bounded (an overflow in float32 training, or a NaN gradient, raises ex.Unbounded), and
+    the slope JAX's autodiff would report, kinks included."""
+
+    def __init__(self, tree: ex.Node, inputs: tuple[str, ...]):
+        self.tree, self.inputs = tree, inputs
+
+    def values(self, *arrays: np.ndarray) -> np.ndarray:
+        return ex.evaluate(self.tree, dict(zip(self.inputs, arrays)), BOUND)
+
+    def slope(self, *arrays: np.ndarray) -> np.ndarray:
+        return ex.derivative(self.tree, dict(zip(self.inputs, arrays)), self.inputs[0])[1]
 
 
-def _unique(*parts) -> np.ndarray:
-    return np.unique(np.concatenate([np.atleast_1d(np.asarray(p, np.float64)) for p in parts]))
+class TreeScreen:
+    """The piece's own pre-screen (its conditions and tolerances, on coarser points) applied
+    to expression trees."""
 
-
-class DriftScreen:
-    """The Mirror Learning drift conditions on grids: finite (every intermediate value and the
-    slope too), non-negative, zero at r = 1 and flat there (one-sided difference quotients must
-    shrink with the step, as in the sandbox, and the slope JAX's autodiff would report must
-    vanish)."""
-
-    NEAR_ONE = 1.0 + np.array([-0.5, -0.3, -0.2, -0.1, -0.05, -0.01, -1e-3, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5])
-    STEPS = np.array([1e-2, 1e-3, 1e-4, 1e-5, 1e-6])
-    VALUE_TOL = 1e-9  # the sandbox allows 1e-6·(1 + |A|); stay well inside
-    SLOPE_TOL = 1e-4
-    KINK_RATIO = 0.5
-
-    def __init__(self, inputs: tuple[str, ...]):
-        self.r_name, self.a_name = inputs[:2]
-        self.probe = _grid(_unique(np.geomspace(1e-3, 1e3, 25), self.NEAR_ONE),
-                           _unique(np.linspace(-10, 10, 11), [-50, -1e-2, 1e-2, 50]))
-        self.a_line = _unique(np.linspace(-10, 10, 41), [-50, -20, -0.5, -0.1, -1e-2, 1e-2, 0.1, 0.5, 20, 50])
-        self.anchor = (self.env(np.ones_like(self.a_line), self.a_line), self.r_name)
-        self.dense = _grid(
-            _unique(np.geomspace(1e-3, 1e3, 301), self.NEAR_ONE, 1 + np.geomspace(1e-4, 0.5, 12), 1 - np.geomspace(1e-4, 0.5, 12)),
-            _unique(np.linspace(-10, 10, 41), [-50, -40, -30, -20, -15, -12.5, -1e-2, -1e-3, 1e-3, 1e-2, 12.5, 15, 20, 30, 40, 50]),
-        )
-
-    def env(self, r, a) -> dict[str, np.ndarray]:
-        return {self.r_name: r, self.a_name: a}
+    def __init__(self, screen: Screen, inputs: tuple[str, ...]):
+        self.screen, self.inputs = screen, inputs
+        self.anchor = (dict(zip(inputs, screen.anchor)), inputs[0])
 
     def fingerprint(self, tree: ex.Node) -> np.ndarray:
         """Values on a small grid: equal fingerprints mean a variation changed nothing."""
-        return ex.evaluate(tree, self.env(*self.probe))
+        return ex.evaluate(tree, dict(zip(self.inputs, self.screen.fingerprint)))
 
     def reject(self, tree: ex.Node) -> str | None:
-        """Why the tree is not a valid drift, or None when it passes the screen."""
-        try:
-            r, a = self.probe
-            values = ex.evaluate(tree, self.env(r, a), BOUND)
-            if np.any(values < -self.VALUE_TOL * (1 + np.abs(a))):
-                return "negative"
-            if not np.all(np.isfinite(ex.derivative(tree, self.env(r, a), self.r_name)[1])):
-                return "non-finite gradient"
-            a = self.a_line
-            at_one = ex.evaluate(tree, self.env(np.ones_like(a), a), BOUND)
-            if np.any(np.abs(at_one) > self.VALUE_TOL * (1 + np.abs(a))):
-                return "nonzero at r=1"
-            if self._sloped(tree, at_one, a):
-                return "slope at r=1"
-            r, a = self.dense
-            values = ex.evaluate(tree, self.env(r, a), BOUND)
-            if np.any(values < -self.VALUE_TOL * (1 + np.abs(a))):
-                return "negative"
-        except ex.Unbounded:
-            return "non-finite"
-        return None
-
-    def _sloped(self, tree: ex.Node, at_one: np.ndarray, a: np.ndarray) -> bool:
-        h = self.STEPS[:, None]
-        A = np.broadcast_to(a, (h.size, a.size))
-        right = (ex.evaluate(tree, self.env(np.broadcast_to(1 + h, A.shape), A), BOUND) - at_one) / h
-        left = (at_one - ex.evaluate(tree, self.env(np.broadcast_to(1 - h, A.shape), A), BOUND)) / h
-        allowed = self.SLOPE_TOL * (1 + np.abs(a))
-
-        def kinked(q):  # the sandbox's rule: a quotient that does not shrink with the step
-            return (np.abs(q[-1]) > allowed) & (np.abs(q[-1]) > self.KINK_RATIO * np.abs(q[-3]))
-
-        _, autodiff = ex.derivative(tree, self.env(np.ones_like(a), a), self.r_name)  # JAX's slope at the kinks too
-        bad_autodiff = ~np.isfinite(autodiff) | (np.abs(autodiff) > 0.5 * allowed)
-        return bool(np.any(kinked(right) | kinked(left) | bad_autodiff))
+        """Why the tree is not valid, or None when it passes the screen."""
+        return self.screen.check(TreeProbe(tree, self.inputs))
 
 
-class ValueLossScreen:
-    """Finite (every intermediate value too) and, for every target on the sandbox's grid,
-    strictly smallest at prediction = target."""
-
-    TARGETS = np.concatenate([np.linspace(-100.0, 100.0, 41), [-1.0, -0.1, 0.0, 0.1, 1.0]])
-    OFFSETS = np.concatenate([-np.geomspace(1e-2, 200.0, 40), np.geomspace(1e-2, 200.0, 40)])
-    GAP = 1e-9  # the sandbox asks for a gap > 1e-12·(1 + |loss at target|)
-
-    def __init__(self, inputs: tuple[str, ...]):
-        self.p_name, self.t_name = inputs[:2]
-        t, o = _grid(_unique(np.linspace(-100, 100, 9), [-1, 0, 1]), _unique(np.geomspace(1e-2, 200, 8), -np.geomspace(1e-2, 200, 8), 0))
-        self.probe = (t + o, t)
-        self.full = _grid(self.TARGETS, self.OFFSETS)
-        line = np.linspace(-100, 100, 21)
-        self.anchor = (self.env(line, line), self.p_name)
-
-    def env(self, p, t) -> dict[str, np.ndarray]:
-        return {self.p_name: p, self.t_name: t}
-
-    def fingerprint(self, tree: ex.Node) -> np.ndarray:
-        return ex.evaluate(tree, self.env(*self.probe))
-
-    def reject(self, tree: ex.Node) -> str | None:
-        try:
-            ex.evaluate(tree, self.env(*self.probe), BOUND)
-            t, o = self.full
-            elsewhere = ex.evaluate(tree, self.env(t + o, t), BOUND)
-            at_target = ex.evaluate(tree, self.env(self.TARGETS, self.TARGETS), BOUND)
-        except ex.Unbounded:
-            return "non-finite"
-        if not np.all(np.isfinite(ex.derivative(tree, self.env(t + o, t), self.p_name)[1])):
-            return "non-finite gradient"
-        reference = np.repeat(at_target, self.OFFSETS.size)
-        if not np.all(elsewhere - reference > self.GAP * (1 + np.abs(reference))):
-            return "minimum off target"
-        return None
-
-
-SCREENS = {"drift": DriftScreen, "value_loss": ValueLossScreen}
-
-
-def anchor_signature(screen: DriftScreen | ValueLossScreen, tree: ex.Node) -> np.ndarray:
+def anchor_signature(screen: TreeScreen, tree: ex.Node) -> np.ndarray:
     """Value and slope where validity is decided (r = 1 for drifts, prediction = target for
     value losses). Swapping subtrees that agree there tends to keep a child valid."""
     env, wrt = screen.anchor
@@ -214,12 +131,12 @@ class MutationProposer:
     def __init__(self, task: TaskSpec, *, max_depth: int = 5, max_nodes: int = 30, p_crossover: float = 0.3,
                  p_random: float = 0.1, prescreen: bool = True, max_attempts: int = 50):
         grammar = load_grammar(task)
-        if grammar is None or task.slot not in SCREENS:
+        if grammar is None or task.piece.screen is None:
             raise ProposerError(f"task {task.name} declares no [mutation] grammar; use --proposer llm")
         self.task = task
         self.grammar = grammar
         self.inputs = tuple(task.inputs)
-        self.screen = SCREENS[task.slot](self.inputs)
+        self.screen = TreeScreen(task.piece.screen, self.inputs)
         self.max_depth, self.max_nodes = max_depth, max_nodes
         self.p_crossover, self.p_random = p_crossover, p_random
         self.prescreen, self.max_attempts = prescreen, max_attempts

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session
 
-from archive import queries
-from archive.schema import Campaign, Candidate, ESCheckpoint
+from archive import reads
+from archive.schema import Campaign, Candidate
 from sandbox.budgets import get_budget
 from sandbox.tasks import load_task
-from scientist.compare import KINDS, Cost, Score, search_cost, split_score
+from scientist.compare import KINDS, Cost, Score, best_of_kind, search_cost, split_score
 
 LEADERBOARD_SIZE = 10
 DISCOVERED_SIZE = 3
@@ -27,8 +27,10 @@ class Method:
     task: str
     summary: str
     description: str
-    slot: str
-    signature: str
+    piece: str  # the kind of piece searched for
+    prototype: str
+    has_landscape: bool
+    evidence: str  # how the validity conditions were established
     meta_train: tuple[str, ...]
     meta_test: tuple[str, ...]
     budget: str
@@ -141,18 +143,16 @@ class ReportError(ValueError):
 def collect(session: Session, name: str, against: list[str] | None = None) -> ReportData:
     """The report's data for campaign `name`. `against` names the campaigns it is compared
     with (default: every other campaign on the same task in this archive)."""
-    campaign = session.exec(select(Campaign).where(Campaign.name == name)).first()
+    campaign = reads.find_campaign(session, name)
     if campaign is None:
         raise ReportError(f"no campaign named {name!r} in this archive")
     task = load_task(campaign.task)
-    ranked = session.exec(select(Candidate.id, Candidate.origin).where(
-        Candidate.campaign_id == campaign.id, Candidate.status == "ok", col(Candidate.fitness).is_not(None))
-        .order_by(col(Candidate.fitness).desc(), Candidate.id)).all()
+    ranked = [(r.id, r.origin) for r in reads.ranking(session, campaign.id)]
     # Full rows (curves, code) only for what is shown: an archive may hold 100,000 candidates.
     shown = [i for i, _ in ranked[:LEADERBOARD_SIZE]]
     shown += [i for i, origin in ranked if origin == "baseline" and i not in shown]
     shown += [i for i, origin in ranked if origin != "baseline" and i not in shown][:DISCOVERED_SIZE]
-    rows = {c.id: c for c in session.exec(select(Candidate).where(col(Candidate.id).in_(shown))).all()}
+    rows = reads.candidates_by_id(session, shown)
     labels = _labels(session, campaign.id)
     entries = {i: _entry(rows[i], labels) for i in shown}
     baselines = [entries[i] for i, origin in ranked if origin == "baseline"]
@@ -163,11 +163,10 @@ def collect(session: Session, name: str, against: list[str] | None = None) -> Re
         campaign=campaign.name,
         status=campaign.status,
         created=campaign.created_at,
-        last_evaluated=session.exec(select(func.max(Candidate.evaluated_at))
-                                    .where(Candidate.campaign_id == campaign.id)).one(),
+        last_evaluated=reads.last_evaluated_at(session, campaign.id),
         method=_method(session, campaign, task),
-        counts=dict(sorted(queries.status_counts(session, campaign.id).items())),
-        dollars=queries.spent_usd(session, campaign.id),
+        counts=reads.status_counts(session, campaign.id),
+        dollars=reads.spent_usd(session, campaign.id),
         cost=search_cost(session, campaign),
         generations=_generations(session, campaign.id),
         baselines=baselines,
@@ -183,10 +182,8 @@ def collect(session: Session, name: str, against: list[str] | None = None) -> Re
 
 
 def _labels(session: Session, campaign_id: int) -> dict[int, str]:
-    rows = session.exec(select(Candidate.id, Candidate.origin, Candidate.operator, Candidate.baseline_name)
-                        .where(Candidate.campaign_id == campaign_id)).all()
     return {i: (baseline or "").upper() if origin == "baseline" else f"#{i} ({origin}, {operator or '?'})"
-            for i, origin, operator, baseline in rows}
+            for i, origin, operator, baseline in reads.provenance(session, campaign_id)}
 
 
 def _entry(c: Candidate, labels: dict[int, str]) -> Entry:
@@ -199,21 +196,18 @@ def _entry(c: Candidate, labels: dict[int, str]) -> Entry:
 
 
 def _with_lineage(session: Session, entry: Entry, labels: dict[int, str]) -> Entry:
-    chain, parent = [], entry.parent_id
-    while parent is not None and len(chain) < LINEAGE_DEPTH:
-        chain.append(labels.get(parent, f"#{parent}"))
-        parent = session.exec(select(Candidate.parent_id).where(Candidate.id == parent)).first()
-    return Entry(**{**entry.__dict__, "lineage": tuple(chain)})
+    """The entry with the labels of its nearest LINEAGE_DEPTH ancestors."""
+    ancestors = reads.lineage(session, entry.id, LINEAGE_DEPTH + 1)[1:]
+    return Entry(**{**entry.__dict__, "lineage": tuple(labels.get(i, f"#{i}") for i in ancestors)})
 
 
 def _method(session: Session, campaign: Campaign, task) -> Method:
     budget, split = get_budget(campaign.budget), task.split(campaign.budget)
-    backends = session.exec(select(Candidate.backend).where(Candidate.campaign_id == campaign.id,
-                                                            Candidate.backend != "").distinct()).all()
+    backends = reads.backends(session, campaign.id)
     config = campaign.config or {}
     return Method(
-        task=task.name, summary=task.summary, description=task.description.strip(), slot=task.slot,
-        signature=task.signature, meta_train=tuple(split.meta_train), meta_test=tuple(split.meta_test),
+        task=task.name, summary=task.summary, description=task.description.strip(), piece=task.piece.kind,
+        prototype=task.prototype, has_landscape=task.piece.has_landscape, evidence=task.piece.evidence, meta_train=tuple(split.meta_train), meta_test=tuple(split.meta_test),
         budget=budget.name, budget_description=budget.description, seeds=budget.seeds,
         eval_episodes=budget.eval_episodes,
         timesteps={e: budget.env(e).timesteps for e in (*split.meta_train, *split.meta_test)},
@@ -224,19 +218,12 @@ def _method(session: Session, campaign: Campaign, task) -> Method:
 
 
 def _generations(session: Session, campaign_id: int) -> list[GenerationPoint]:
-    rows = session.exec(select(Candidate.generation, Candidate.status, Candidate.fitness)
-                        .where(Candidate.campaign_id == campaign_id)).all()
-    by_generation: dict[int, list[tuple[str, float | None]]] = {}
-    for generation, status, fitness in rows:
-        by_generation.setdefault(generation, []).append((status, fitness))
+    """Every generation's counts, best and median fitness, with the best so far."""
     points, best_so_far = [], None
-    for generation, here in sorted(by_generation.items()):
-        scores = [f for s, f in here if s == "ok" and f is not None]
-        if scores:
-            best_so_far = max(scores) if best_so_far is None else max(best_so_far, max(scores))
-        points.append(GenerationPoint(
-            generation, sum(s not in ("pending", "duplicate", "no_code") for s, _ in here), len(scores),
-            max(scores) if scores else None, float(np.median(scores)) if scores else None, best_so_far))
+    for g in reads.progression(session, campaign_id).generations:
+        if g.best is not None:
+            best_so_far = g.best if best_so_far is None else max(best_so_far, g.best)
+        points.append(GenerationPoint(g.generation, g.evaluated, g.scored, g.best, g.median, best_so_far))
     return points
 
 
@@ -259,11 +246,10 @@ def _curves(rows: dict[int, Candidate], shown: list[Entry], campaign: Campaign) 
 
 def _comparison_campaigns(session: Session, campaign: Campaign, against: list[str] | None) -> list[Campaign]:
     if against is None:
-        return list(session.exec(select(Campaign).where(Campaign.task == campaign.task, Campaign.id != campaign.id)
-                                 .order_by(Campaign.id)).all())
+        return [c for c in reads.campaigns(session, campaign.task) if c.id != campaign.id]
     found = []
     for name in dict.fromkeys(against):
-        other = session.exec(select(Campaign).where(Campaign.name == name)).first()
+        other = reads.find_campaign(session, name)
         if other is None:
             raise ReportError(f"no campaign named {name!r} to compare with")
         if other.task != campaign.task:
@@ -277,29 +263,21 @@ def _comparison(session: Session, campaign: Campaign, others: list[Campaign], ba
     """PPO and DPO (this campaign's evaluations of them), then the best candidate of each
     kind (LLM, mutation, ES, distilled) across the campaigns, with what its search cost."""
     rows = [ComparisonRow(b.label, b.id, (campaign.name,), b.fitness, b.meta_test, None) for b in baselines]
-    campaigns = [campaign, *others]
-    ids = [c.id for c in campaigns]
     for origin, label in KINDS:
-        best = session.exec(select(Candidate).where(col(Candidate.campaign_id).in_(ids), Candidate.origin == origin,
-                                                    Candidate.status == "ok", col(Candidate.fitness).is_not(None))
-                            .order_by(col(Candidate.fitness).desc(), Candidate.id).limit(1)).first()
-        if best is None:
-            continue
-        producers = [c for c in campaigns if session.exec(select(func.count()).select_from(Candidate).where(
-            Candidate.campaign_id == c.id, Candidate.origin == origin)).one()]
-        rows.append(ComparisonRow(label, best.id, tuple(c.name for c in producers), best.fitness,
-                                  split_score(best.per_env.get("meta_test", {})),
-                                  sum((search_cost(session, c) for c in producers), Cost())))
+        found = best_of_kind(session, [campaign, *others], origin)
+        if found is not None:
+            best, producers, cost = found
+            rows.append(ComparisonRow(label, best.id, tuple(c.name for c in producers), best.fitness,
+                                      split_score(best.per_env.get("meta_test", {})), cost))
     return rows
 
 
 def _es_runs(session: Session, campaigns: list[Campaign]) -> list[ESRun]:
     runs = []
     for campaign in campaigns:
-        points = session.exec(select(ESCheckpoint.generation, ESCheckpoint.best_fitness, ESCheckpoint.mean_fitness)
-                              .where(ESCheckpoint.campaign_id == campaign.id).order_by(ESCheckpoint.generation)).all()
+        points = reads.es_generations(session, campaign.id)
         if points:
-            runs.append(ESRun(campaign.name, tuple((int(g), b, m) for g, b, m in points)))
+            runs.append(ESRun(campaign.name, tuple(points)))
     return runs
 
 
@@ -317,10 +295,7 @@ def limitations(data: ReportData) -> list[str]:
         notes.append(f"With {m.seeds} seeds the 95% intervals are wide (up to {max(widths):.2f} normalised units "
                      "on meta-train) and bootstraps over so few seeds understate the uncertainty; differences "
                      "inside them are not evidence.")
-    if data.method.slot == "drift":
-        notes.append("The Mirror Learning conditions are checked numerically (a grid and random points with "
-                     "ratio in [1e-3, 1e3] and |advantage| <= 10, autodiff and finite-difference slopes at "
-                     "ratio 1): strong evidence, not a symbolic proof.")
+    notes.append(m.evidence)
     failed = {s: n for s, n in data.counts.items() if s not in ("ok", "pending", "duplicate", "no_code")}
     if failed:
         notes.append(f"{sum(failed.values())} of {data.evaluated} evaluated candidates failed a stage ("

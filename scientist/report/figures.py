@@ -82,7 +82,7 @@ def drift_panels(data: ReportData, cache, *, compute: bool, sandbox: str = "auto
     `compute`, a landscape missing from the cache is computed by the sandbox and stored."""
     from scientist.web.landscapes import cache_key, compute_in_sandbox
 
-    if data.method.slot != "drift":
+    if not data.method.has_landscape:
         return []
     panels = []
     references = [b for b in data.baselines if b.label in REFERENCE_DRIFTS]

@@ -51,14 +51,14 @@ def cost(c: Cost) -> str:
 
 
 def title(data: ReportData) -> str:
-    return f"Discovered {data.method.slot.replace('_', ' ')} functions for {data.method.task}: campaign {data.campaign}"
+    return f"Discovered {data.method.piece.replace('_', ' ')} functions for {data.method.task}: campaign {data.campaign}"
 
 
 def abstract(data: ReportData) -> str:
     """The abstract, in words, every number from the data."""
     m = data.method
     models = f" ({', '.join(m.models)})" if m.models else ""
-    parts = [f"We searched for {m.slot.replace('_', ' ')} functions on the {m.task} task with the {m.proposer} "
+    parts = [f"We searched for {m.piece.replace('_', ' ')} functions on the {m.task} task with the {m.proposer} "
              f"proposer{models}, evaluating {data.evaluated} candidates at the {m.budget} budget "
              f"({m.seeds} seeds per environment); {data.counts.get('ok', 0)} passed every stage."]
     best = data.best

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from archive import reads
 from archive.schema import Campaign, Candidate
 from sandbox.landscape import Landscape, LandscapeError
 from scientist.web import charts, queries
@@ -24,6 +25,9 @@ from scientist.web.landscapes import (DEFAULT_CACHE, LandscapeCache, LandscapeWo
 
 HERE = Path(__file__).resolve().parent
 MAX_COMPARE = 8
+MAX_ANCESTORS = 200  # a lineage longer than this is cut (parent links could even form a loop)
+MAX_CHILDREN = 200
+EVENTS = 20  # the newest events a campaign page lists
 SPLITS = ("meta_train", "meta_test")
 # Pages show archive text (code, prompts, model replies): no script may run, whatever it holds.
 SECURITY_HEADERS = {
@@ -90,24 +94,25 @@ def create_app(engine: Engine, cache_dir: Path = DEFAULT_CACHE, compute_landscap
         c = _found(s.get(Campaign, campaign_id), f"no campaign {campaign_id} in this archive")
         sort = sort if sort in queries.SORTS else "fitness"
         descending = order != "asc"
-        counts = queries.status_counts(s, c.id)
+        counts = reads.status_counts(s, c.id)
         status = status if status in counts or status == "ok" else "ok"
         board = queries.leaderboard(s, memo, c.id, counts, status=status, sort=sort, descending=descending,
                                     page=page_number)
         islands = queries.island_stats_memo(s, memo, c.id, counts)
-        best_id, best_fitness = queries.best_of(islands)
+        best_id, best_fitness = reads.best_of(islands)
         progression = queries.progression(s, memo, c.id, counts)
         return page(request, "campaign.html", campaign=c, counts=counts, board=board, sort=sort,
                     order="desc" if descending else "asc", status=status, islands=islands, best_id=best_id,
                     best_fitness=best_fitness, chart=charts.generation_chart(progression), progression=progression,
                     migrants=queries.migrants(s, memo, c.id), spending=queries.spending(s, memo, c.id),
-                    compute=queries.compute_spent(s, memo, c.id, counts), events=queries.recent_events(s, c.id))
+                    compute=queries.compute_spent(s, memo, c.id, counts),
+                    events=reads.events(s, c.id, EVENTS)[::-1])
 
     @app.get("/candidates/{candidate_id}", response_class=HTMLResponse)
     def candidate(request: Request, candidate_id: int, s: Session = Depends(session)):
         c = _found(s.get(Candidate, candidate_id), f"no candidate {candidate_id} in this archive")
         children = child_index.of(s, c.id)
-        parent_code = queries.parent_code(s, c)
+        parent_code = reads.code_of(s, c.parent_id) if c.parent_id is not None else None
         diff = None
         if c.code is not None and parent_code is not None:
             text = unified_diff(parent_code, c.code, f"candidate {c.parent_id}", f"candidate {c.id}")
@@ -115,10 +120,11 @@ def create_app(engine: Engine, cache_dir: Path = DEFAULT_CACHE, compute_landscap
         failed_stage = next((st for st in c.stages if isinstance(st, dict) and st.get("status") != "ok"), None)
         return page(request, "candidate.html", c=c, campaign=s.get(Campaign, c.campaign_id), failed_stage=failed_stage,
                     code=python_html(c.code) if c.code else None, diff=diff, parent_has_code=parent_code is not None,
-                    ancestors=queries.ancestors(s, c), children=queries.rows_by_id(s, children[:queries.MAX_CHILDREN]),
+                    ancestors=queries.rows_by_id(s, reads.lineage(s, c.id, MAX_ANCESTORS + 1)[1:]),
+                    children=queries.rows_by_id(s, children[:MAX_CHILDREN]),
                     children_total=len(children), splits=_splits(c.per_env), curves=_curve_charts(c.per_env),
                     intervals=charts.interval_chart(_interval_rows(c.per_env)), checks=_checks(c.checks),
-                    calls=queries.calls_of(s, c.id), landscape=heatmap_view(cache, worker, c.task, c.code_hash, c.code))
+                    calls=reads.calls_of(s, c.id), landscape=heatmap_view(cache, worker, c.task, c.code_hash, c.code))
 
     @app.get("/candidates/{candidate_id}/drift.png")
     def drift_png(candidate_id: int, s: Session = Depends(session)):
@@ -143,7 +149,7 @@ def create_app(engine: Engine, cache_dir: Path = DEFAULT_CACHE, compute_landscap
     @app.get("/compare", response_class=HTMLResponse)
     def compare(request: Request, s: Session = Depends(session)):
         ids = _compare_ids(request.query_params.getlist("ids"))
-        found = queries.candidates(s, ids)
+        found = reads.candidates_by_id(s, ids)
         missing = [i for i in ids if i not in found]
         if missing:
             raise HTTPException(404, "no candidate " + ", ".join(map(str, missing)) + " in this archive")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-from scientist.web.queries import Progression
+from archive.reads import Progression
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 LEFT, RIGHT, TOP, BOTTOM = 58, 14, 26, 44  # the legend goes in the top margin
@@ -115,7 +115,8 @@ class Frame:
 def generation_chart(progression: Progression) -> Markup | None:
     """Every scored candidate (when few), the best and mean per generation and the best so
     far; for ES campaigns also the population's best and mean per ES generation."""
-    stats, points, es = progression.generations, progression.points or [], progression.es
+    stats = [s for s in progression.generations if s.scored]  # a generation with no score has no line point
+    points, es = progression.points or [], progression.es
     if not stats and not es:
         return None
     xs = [s.generation for s in stats] + [g for g, _, _ in es]

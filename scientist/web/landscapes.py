@@ -36,7 +36,7 @@ def is_drift_task(task: str) -> bool:
     if not TASK_NAME.fullmatch(task):  # it names a folder: nothing like ../ from the database
         return False
     try:
-        return load_task(task).slot == "drift"
+        return load_task(task).piece.has_landscape
     except (TaskError, OSError, ValueError, KeyError):
         return False
 
@@ -230,30 +230,27 @@ def precompute(engine, campaign_name: str, cache: LandscapeCache, *, sandbox: st
     """Fill the cache for a campaign's scored candidates, best first, one sandbox run per
     distinct code. Raises LookupError for an unknown campaign, ValueError for a task with
     no drift; SandboxUnavailable (from the backend) stops it."""
-    from sqlmodel import Session, col, select
+    from sqlmodel import Session
 
-    from archive.schema import Campaign, Candidate
+    from archive import reads
     from sandbox.backends import SandboxUnavailable
 
     with Session(engine) as session:
-        campaign = session.exec(select(Campaign).where(Campaign.name == campaign_name)).first()
+        campaign = reads.find_campaign(session, campaign_name)
         if campaign is None:
             raise LookupError(f"no campaign named {campaign_name!r} in this archive")
         if not is_drift_task(campaign.task):
             raise ValueError(f"campaign {campaign_name} is on task {campaign.task}, which has no drift to plot")
         task = campaign.task
-        query = (select(Candidate.id, Candidate.code_hash).where(Candidate.campaign_id == campaign.id,
-                                                                 Candidate.status == "ok")
-                 .order_by(col(Candidate.fitness).desc(), Candidate.id))
-        rows = session.exec(query.limit(top) if top else query).all()
+        ranked = reads.ranking(session, campaign.id, top)
     result, seen = Precomputed(), set()
-    todo = [(i, d) for i, d in ((i, cache_key(h)) for i, h in rows) if d and not (d in seen or seen.add(d))]
+    todo = [(r.id, d) for r in ranked if (d := cache_key(r.code_hash)) and not (d in seen or seen.add(d))]
     for number, (candidate_id, digest) in enumerate(todo, 1):
         if cache.has(digest):
             result.cached += 1
             continue
         with Session(engine) as session:
-            code = session.exec(select(Candidate.code).where(Candidate.id == candidate_id)).one()
+            code = reads.code_of(session, candidate_id)
         try:
             cache.store(digest, compute(task, code, sandbox))
             result.computed += 1

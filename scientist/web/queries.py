@@ -1,30 +1,34 @@
-"""The reads behind the web pages, written for archives of 100,000+ candidates.
+"""The web pages' caching and paging over archive.reads, for archives of 100,000+ candidates.
 
-Lists are paginated and select only the columns they show (never code or per_env). The
-fitness leaderboard is merged from island_member's (campaign, island, fitness) index, one
-ordered stream per island, so a page costs about its own length. Aggregates that must read
-every scored row (fitness per generation, meta-test ordering, sums) are memoised under a
-fingerprint that changes whenever their inputs can: a candidate's scores are written once,
-when its status leaves `pending`, so the status counts are such a fingerprint.
+Paging: lists select only the columns they show (never code or per_env). The fitness
+leaderboard is merged from island_member's (campaign, island, fitness) index, one ordered
+stream per island, so a page costs about its own length; deep pages and the meta-test order
+come from a memoised full ordering.
+
+Caching: aggregates that must read every scored row (fitness per generation, meta-test
+ordering, sums) are memoised under a fingerprint that changes whenever their inputs can: a
+candidate's scores are written once, when its status leaves `pending`, so the status counts
+are such a fingerprint. Every other read comes from archive.reads.
 """
 
+import dataclasses
 import heapq
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, text
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from archive.schema import Campaign, Candidate, ESCheckpoint, Event, IslandMember, LLMCall
+from archive import reads
+from archive.reads import IslandStats, Migrant, Progression, Spending
+from archive.schema import Campaign, Candidate
 
 PAGE_SIZE = 50
 SORTS = ("fitness", "meta_test", "id")
-MAX_ANCESTORS = 200  # a lineage longer than this is cut (parent links could even form a loop)
-MAX_CHILDREN = 200
 SCATTER_POINTS = 2000  # above this many scored candidates the chart shows per-generation aggregates only
 DEEP = 1000  # leaderboard positions beyond this come from a memoised full ordering, not the island merge
 STALE_SECONDS = 30.0  # how old a whole-campaign aggregate may be while the campaign runs
@@ -80,17 +84,12 @@ class Memo:
         return value
 
 
+def fingerprint(counts: dict[str, int]) -> tuple:
+    """What changes whenever a candidate is added or evaluated: its campaign's status counts."""
+    return tuple(sorted(counts.items()))
+
+
 # -- campaigns ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class IslandStats:
-    island: int
-    members: int
-    scored: int
-    best_id: int | None
-    best_fitness: float | None
-    migrants_in: int = 0
-
 
 @dataclass(frozen=True)
 class CampaignSummary:
@@ -105,55 +104,31 @@ class CampaignSummary:
         return sum(self.counts.values())
 
 
-def status_counts(session: Session, campaign_id: int) -> dict[str, int]:
-    rows = session.exec(select(Candidate.status, func.count()).where(Candidate.campaign_id == campaign_id)
-                        .group_by(Candidate.status)).all()
-    return dict(sorted((status, int(n)) for status, n in rows))
-
-
-def fingerprint(counts: dict[str, int]) -> tuple:
-    return tuple(sorted(counts.items()))
-
-
-def island_stats(session: Session, campaign_id: int) -> list[IslandStats]:
-    """Members, scored members and the best one per island: a covering-index scan, then one
-    index seek per island for its best."""
-    rows = session.exec(select(IslandMember.island, func.count(), func.count(IslandMember.fitness))
-                        .where(IslandMember.campaign_id == campaign_id).group_by(IslandMember.island)).all()
-    stats = []
-    for island, members, scored in rows:
-        best = session.exec(_ranked(campaign_id, island, descending=True).limit(1)).first()
-        stats.append(IslandStats(island, int(members), int(scored), best[0] if best else None,
-                                 best[1] if best else None))
-    return stats
-
-
-def best_of(stats: list[IslandStats]) -> tuple[int | None, float | None]:
-    scored = [s for s in stats if s.best_fitness is not None]
-    if not scored:
-        return None, None
-    best = min(scored, key=lambda s: (-s.best_fitness, s.best_id))
-    return best.best_id, best.best_fitness
-
-
 def campaign_summaries(session: Session, memo: Memo) -> list[CampaignSummary]:
+    """Every campaign, newest first, with its counts, best candidate and dollars."""
     summaries = []
-    for campaign in session.exec(select(Campaign).order_by(col(Campaign.id).desc())).all():
-        best_id, best_fitness = best_of(island_stats(session, campaign.id))
-        summaries.append(CampaignSummary(campaign, status_counts(session, campaign.id), best_id, best_fitness,
+    for campaign in reversed(reads.campaigns(session)):
+        counts = reads.status_counts(session, campaign.id)
+        best_id, best_fitness = reads.best_of(island_stats_memo(session, memo, campaign.id, counts))
+        summaries.append(CampaignSummary(campaign, counts, best_id, best_fitness,
                                          spending(session, memo, campaign.id).dollars))
     return summaries
 
 
+def island_stats_memo(session: Session, memo: Memo, campaign_id: int, counts: dict[str, int]) -> list[IslandStats]:
+    """archive.reads.island_stats, memoised: memberships change with new candidates (counted)
+    and migrations (new members: also counted)."""
+    return memo.get(("islands", campaign_id), (fingerprint(counts), reads.member_count(session, campaign_id)),
+                    lambda: reads.island_stats(session, campaign_id))
+
+
+def migrants(session: Session, memo: Memo, campaign_id: int, limit: int = 30) -> list[Migrant]:
+    """archive.reads.recent_migrants, memoised until the memberships change."""
+    return memo.get(("migrants", campaign_id), reads.member_count(session, campaign_id),
+                    lambda: reads.recent_migrants(session, campaign_id, limit), STALE_SECONDS)
+
+
 # -- the leaderboard ---------------------------------------------------------------------------
-
-def _ranked(campaign_id: int, island: int, *, descending: bool):
-    order = col(IslandMember.fitness).desc() if descending else col(IslandMember.fitness).asc()
-    return (select(IslandMember.candidate_id, IslandMember.fitness)
-            .where(IslandMember.campaign_id == campaign_id, IslandMember.island == island,
-                   col(IslandMember.fitness).is_not(None))
-            .order_by(order, IslandMember.candidate_id))
-
 
 def ranked_ids(session: Session, campaign_id: int, islands: Iterable[int], offset: int, limit: int,
                descending: bool = True) -> list[int]:
@@ -166,8 +141,7 @@ def ranked_ids(session: Session, campaign_id: int, islands: Iterable[int], offse
     islands, need, fetch = list(islands), offset + limit, offset + limit
     sign = -1.0 if descending else 1.0
     while True:
-        streams = [list(session.exec(_ranked(campaign_id, i, descending=descending).limit(fetch)).all())
-                   for i in islands]
+        streams = [reads.ranked_members(session, campaign_id, i, fetch, descending) for i in islands]
         key = lambda row: (sign * row[1], row[0])  # noqa: E731
         # The certain prefix ends at the smallest last key among streams cut at `fetch`.
         cut = min((key(s[-1]) for s in streams if len(s) == fetch), default=None)
@@ -218,12 +192,18 @@ def leaderboard(session: Session, memo: Memo, campaign_id: int, counts: dict[str
                            lambda: _full_order(session, campaign_id, sort, descending), STALE_SECONDS)
         ids = ordered[offset:offset + size]
     else:
-        # (campaign_id, status) index entries are in id order: no sort, the page is read directly.
-        order = col(Candidate.id).desc() if descending else col(Candidate.id).asc()
-        ids = list(session.exec(select(Candidate.id).where(Candidate.campaign_id == campaign_id,
-                                                           Candidate.status == status)
-                                .order_by(order).offset(offset).limit(size)).all())
+        ids = _ids_with_status(session, campaign_id, status, offset, size, descending)
     return Page(rows_by_id(session, ids), page, total, size)
+
+
+def _ids_with_status(session: Session, campaign_id: int, status: str, offset: int, limit: int,
+                     descending: bool) -> list[int]:
+    """Ids of the campaign's candidates of a status, by id: (campaign_id, status) index
+    entries are in id order, so the page is read directly, without a sort."""
+    order = col(Candidate.id).desc() if descending else col(Candidate.id).asc()
+    return list(session.exec(select(Candidate.id).where(Candidate.campaign_id == campaign_id,
+                                                        Candidate.status == status)
+                             .order_by(order).offset(offset).limit(limit)).all())
 
 
 def _full_order(session: Session, campaign_id: int, sort: str, descending: bool) -> list[int]:
@@ -236,125 +216,27 @@ def _full_order(session: Session, campaign_id: int, sort: str, descending: bool)
     return [i for i, _ in sorted(rows, key=lambda r: (r[1] is None, sign * (r[1] or 0.0), r[0]))]
 
 
-def island_stats_memo(session: Session, memo: Memo, campaign_id: int, counts: dict[str, int]) -> list[IslandStats]:
-    # Memberships change with new candidates (counted) and migrations (new members: also counted).
-    members = session.exec(select(func.count()).select_from(IslandMember)
-                           .where(IslandMember.campaign_id == campaign_id)).one()
-    return memo.get(("islands", campaign_id), (fingerprint(counts), members),
-                    lambda: _with_migrants(session, campaign_id, island_stats(session, campaign_id)))
-
-
-def _with_migrants(session: Session, campaign_id: int, stats: list[IslandStats]) -> list[IslandStats]:
-    counts = dict(session.exec(select(IslandMember.island, func.count())
-                               .where(IslandMember.campaign_id == campaign_id,
-                                      col(IslandMember.migrated_from).is_not(None))
-                               .group_by(IslandMember.island)).all())
-    return [IslandStats(s.island, s.members, s.scored, s.best_id, s.best_fitness, int(counts.get(s.island, 0)))
-            for s in stats]
-
-
-@dataclass(frozen=True)
-class Migrant:
-    candidate_id: int
-    source: int
-    target: int
-    generation: int
-    fitness: float | None
-
-
-def migrants(session: Session, memo: Memo, campaign_id: int, limit: int = 30) -> list[Migrant]:
-    members = session.exec(select(func.count()).select_from(IslandMember)
-                           .where(IslandMember.campaign_id == campaign_id)).one()
-
-    def compute() -> list[Migrant]:
-        rows = session.exec(select(IslandMember).where(IslandMember.campaign_id == campaign_id,
-                                                       col(IslandMember.migrated_from).is_not(None))
-                            .order_by(col(IslandMember.since_generation).desc(), IslandMember.island)
-                            .limit(limit)).all()
-        return [Migrant(m.candidate_id, m.migrated_from, m.island, m.since_generation, m.fitness) for m in rows]
-
-    return memo.get(("migrants", campaign_id), members, compute, STALE_SECONDS)
-
-
 # -- fitness over generations ------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class GenerationStat:
-    generation: int
-    scored: int
-    best: float
-    mean: float
-
-
-@dataclass(frozen=True)
-class Progression:
-    generations: list[GenerationStat]
-    points: list[tuple[int, float, int]] | None  # (generation, fitness, id) of every scored one, when few
-    es: list[tuple[int, float | None, float | None]] = field(default_factory=list)  # ES checkpoints: best, mean
-
-
 def progression(session: Session, memo: Memo, campaign_id: int, counts: dict[str, int]) -> Progression:
-    """Best and mean fitness per generation, aggregated by the database."""
-
-    def compute() -> Progression:
-        scored = (Candidate.campaign_id == campaign_id, Candidate.status == "ok", col(Candidate.fitness).is_not(None))
-        rows = session.exec(select(Candidate.generation, func.count(), func.max(Candidate.fitness),
-                                   func.avg(Candidate.fitness)).where(*scored)
-                            .group_by(Candidate.generation).order_by(Candidate.generation)).all()
-        stats = [GenerationStat(int(g), int(n), float(best), float(mean)) for g, n, best, mean in rows]
-        points = None
-        if counts.get("ok", 0) <= SCATTER_POINTS:
-            points = [(int(g), float(f), int(i)) for g, f, i in session.exec(
-                select(Candidate.generation, Candidate.fitness, Candidate.id).where(*scored)).all()]
-        return Progression(stats, points)
-
-    result = memo.get(("progression", campaign_id), fingerprint(counts), compute, STALE_SECONDS)
-    checkpoints = session.exec(select(func.count(), func.max(ESCheckpoint.generation))
-                               .where(ESCheckpoint.campaign_id == campaign_id)).one()
-    if checkpoints[0]:
-        es = memo.get(("es", campaign_id), tuple(checkpoints), lambda: [
-            (g, b, m) for g, b, m in session.exec(
-                select(ESCheckpoint.generation, ESCheckpoint.best_fitness, ESCheckpoint.mean_fitness)
-                .where(ESCheckpoint.campaign_id == campaign_id).order_by(ESCheckpoint.generation)).all()])
-        result = Progression(result.generations, result.points, es)
+    """archive.reads.progression (with every scored point while there are few), memoised,
+    and the ES checkpoints' best and mean, memoised until a checkpoint is added."""
+    result = memo.get(("progression", campaign_id), fingerprint(counts),
+                      lambda: reads.progression(session, campaign_id, SCATTER_POINTS), STALE_SECONDS)
+    totals = reads.es_totals(session, campaign_id)
+    if totals["generations"]:
+        es = memo.get(("es", campaign_id), tuple(totals.values()), lambda: reads.es_generations(session, campaign_id))
+        result = dataclasses.replace(result, es=es)
     return result
 
 
 # -- costs -------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ModelSpend:
-    model: str
-    calls: int
-    prompt_tokens: int
-    completion_tokens: int
-    dollars: float
-    seconds: float
-    errors: int
-
-
-@dataclass(frozen=True)
-class Spending:
-    dollars: float = 0.0
-    models: list[ModelSpend] = field(default_factory=list)
-
-
 def spending(session: Session, memo: Memo, campaign_id: int) -> Spending:
-    """Dollars and tokens of the campaign's model calls, per model. Calls are written once,
-    so their count and newest id fingerprint the sum."""
-    where = LLMCall.campaign_id == campaign_id
-    stamp = tuple(session.exec(select(func.count(), func.max(LLMCall.id)).where(where)).one())
-
-    def compute() -> Spending:
-        rows = session.exec(select(LLMCall.model, func.count(), func.sum(LLMCall.prompt_tokens),
-                                   func.sum(LLMCall.completion_tokens), func.sum(LLMCall.cost_usd),
-                                   func.sum(LLMCall.seconds), func.count(LLMCall.error))
-                            .where(where).group_by(LLMCall.model).order_by(LLMCall.model)).all()
-        models = [ModelSpend(m, int(n), int(p or 0), int(c or 0), float(d or 0.0), float(s or 0.0), int(e))
-                  for m, n, p, c, d, s, e in rows]
-        return Spending(sum(m.dollars for m in models), models)
-
-    return memo.get(("spending", campaign_id), stamp, compute) if stamp[0] else Spending()
+    """archive.reads.model_spending, memoised until a model call is added."""
+    stamp = reads.call_stamp(session, campaign_id)
+    return memo.get(("spending", campaign_id), stamp, lambda: reads.model_spending(session, campaign_id)) \
+        if stamp[0] else Spending()
 
 
 @dataclass(frozen=True)
@@ -366,44 +248,14 @@ class Compute:
 
 
 def compute_spent(session: Session, memo: Memo, campaign_id: int, counts: dict[str, int]) -> Compute:
-    def compute() -> Compute:
-        seconds = session.exec(select(func.coalesce(func.sum(Candidate.eval_seconds), 0.0))
-                               .where(Candidate.campaign_id == campaign_id)).one()
-        runs, steps, es_seconds = session.exec(select(
-            func.coalesce(func.sum(ESCheckpoint.training_runs), 0), func.coalesce(func.sum(ESCheckpoint.env_steps), 0),
-            func.coalesce(func.sum(ESCheckpoint.wall_seconds), 0.0)).where(ESCheckpoint.campaign_id == campaign_id)).one()
-        return Compute(float(seconds), int(runs), int(steps), float(es_seconds))
-
-    checkpoints = session.exec(select(func.count()).where(ESCheckpoint.campaign_id == campaign_id)).one()
-    return memo.get(("compute", campaign_id), (fingerprint(counts), checkpoints), compute, STALE_SECONDS)
-
-
-def recent_events(session: Session, campaign_id: int, limit: int = 20) -> list[Event]:
-    return list(session.exec(select(Event).where(Event.campaign_id == campaign_id)
-                             .order_by(col(Event.id).desc()).limit(limit)).all())
+    """Sandbox seconds (memoised: a sum over every candidate) and the ES training totals."""
+    es = reads.es_totals(session, campaign_id)
+    return memo.get(("compute", campaign_id), (fingerprint(counts), es["generations"]),
+                    lambda: Compute(reads.sandbox_seconds(session, campaign_id), es["training_runs"],
+                                    es["env_steps"], es["wall_seconds"]), STALE_SECONDS)
 
 
 # -- one candidate -----------------------------------------------------------------------------
-
-def ancestors(session: Session, candidate: Candidate) -> list[Row]:
-    """Parent, grandparent, ... up to the root: one recursive query over primary keys,
-    bounded (parent links written by hand could even form a loop)."""
-    if candidate.parent_id is None:
-        return []
-    chain = session.connection().execute(text(
-        "WITH RECURSIVE chain(id, parent_id, depth) AS ("
-        " SELECT id, parent_id, 1 FROM candidate WHERE id = :parent"
-        " UNION ALL SELECT c.id, c.parent_id, chain.depth + 1 FROM candidate c JOIN chain ON c.id = chain.parent_id"
-        " WHERE chain.depth < :limit)"
-        " SELECT id FROM chain ORDER BY depth"), {"parent": candidate.parent_id, "limit": MAX_ANCESTORS}).scalars().all()
-    seen, ids = {candidate.id}, []
-    for i in chain:
-        if i in seen:
-            break
-        seen.add(i)
-        ids.append(i)
-    return rows_by_id(session, ids)
-
 
 class ChildIndex:
     """parent id -> child ids over the whole archive. candidate.parent_id has no index, and
@@ -419,13 +271,11 @@ class ChildIndex:
         self.lock = threading.Lock()
 
     def refresh(self, session: Session) -> None:
-        newest = session.exec(select(func.max(Candidate.id))).one() or 0
+        newest = reads.newest_candidate_id(session)
         with self.lock:
             if newest == self.newest:
                 return
-            start = max(0, self.newest - self.OVERLAP)
-            for child, parent in session.exec(select(Candidate.id, Candidate.parent_id)
-                                              .where(Candidate.id > start, col(Candidate.parent_id).is_not(None))).all():
+            for child, parent in reads.parent_links(session, after_id=max(0, self.newest - self.OVERLAP)):
                 self.children.setdefault(parent, set()).add(child)
             self.newest = max(self.newest, newest)
 
@@ -433,17 +283,3 @@ class ChildIndex:
         self.refresh(session)
         with self.lock:
             return sorted(self.children.get(candidate_id, ()))
-
-
-def parent_code(session: Session, candidate: Candidate) -> str | None:
-    if candidate.parent_id is None:
-        return None
-    return session.exec(select(Candidate.code).where(Candidate.id == candidate.parent_id)).first()
-
-
-def calls_of(session: Session, candidate_id: int) -> list[LLMCall]:
-    return list(session.exec(select(LLMCall).where(LLMCall.candidate_id == candidate_id).order_by(LLMCall.id)).all())
-
-
-def candidates(session: Session, ids: list[int]) -> dict[int, Candidate]:
-    return {c.id: c for c in session.exec(select(Candidate).where(col(Candidate.id).in_(ids))).all()}

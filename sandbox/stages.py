@@ -1,6 +1,6 @@
 """The program that runs inside the sandbox: the candidate-side stages of an evaluation.
 
-    python -m sandbox.runner in/request.json
+    python -m sandbox.stages in/request.json
 
 trace (load with restricted builtins, abstract shape contract, lower and compile the smoke
 trainer under an HLO size cap) -> validity (the task's conditions) -> smoke (1 seed, a few
@@ -36,9 +36,10 @@ from sandbox.checks.contract import (
     is_control_flow_error,
     is_resource_exhaustion,
 )
-from sandbox.checks.pipeline import ELEMENTWISE_SLOTS, run_conditions
+from sandbox.checks.pipeline import run_conditions
 from sandbox.checks.signature import behaviour_signature
 from sandbox.landscape import LANDSCAPE_FILE, landscape_axes
+from sandbox.pieces import Contract
 from sandbox.tasks import load_task
 from sandbox.training.components import Components
 from sandbox.training.ppo import CandidateContractError, make_train
@@ -100,7 +101,7 @@ def main(request_path: str) -> int:
             function = load_entry_point(source, task.entry_point, filename="candidate.py")
         except CandidateLoadError as error:
             raise StageFailure("failed", str(error)) from None
-        if task.slot in ELEMENTWISE_SLOTS:
+        if task.piece.contract is Contract.ELEMENTWISE:
             # A crash while tracing is a failure; Python control flow on tracers, a wrong shape or
             # mixing across the batch break the contract (invalid).
             try:
@@ -116,7 +117,7 @@ def main(request_path: str) -> int:
 
     def trace():
         load()
-        components = Components(**{task.slot: state["function"]})
+        components = Components(**{task.piece.plug_point: state["function"]})
         config = smoke_config(budget, split.meta_train[0])
         lowered = jax.jit(make_train(config, components)).lower(jax.random.key(0), config.learning_rate)
         size = len(lowered.as_text())
@@ -127,8 +128,8 @@ def main(request_path: str) -> int:
         return f"compiled the {config.env_id} trainer ({size / 1e6:.1f} MB HLO)"
 
     def landscape():
-        if task.slot != "drift":
-            raise StageFailure("failed", f"landscapes are defined for drift candidates, not {task.slot}")
+        if not task.piece.has_landscape:
+            raise StageFailure("failed", f"landscapes are defined for drift candidates, not {task.piece.kind}")
         if "function" not in state:
             load()
         ratio, advantage = landscape_axes()
@@ -144,7 +145,7 @@ def main(request_path: str) -> int:
         if not report.valid:
             raise StageFailure("invalid", "; ".join(f"{c.name}: {c.detail}" for c in report.failures))
         # The trusted side compares this with the archive and may stop the run as a duplicate.
-        write_json(out / "signature.json", {"signature": behaviour_signature(task.slot, state["function"])})
+        write_json(out / "signature.json", {"signature": behaviour_signature(task.piece, state["function"])})
         return f"{len(report.checks)} conditions hold"
 
     def smoke():

@@ -1,47 +1,19 @@
-"""Reads and writes of the archive. Each function works inside the caller's transaction
-(archive.db.transaction), so a caller groups what must be written together."""
+"""Every write to the archive: new candidates and their model calls, evaluations, behaviour
+signatures, events, island migrations, the campaign lock that serialises deduplication,
+and the bulk fills that build synthetic archives for the benchmarks.
 
-from sqlalchemy import case, func, update
-from sqlmodel import Session, col, select
+Each function works inside the caller's transaction (archive.db.transaction), so a caller
+groups what must be written together; the lookups a write depends on come from
+archive.reads, after the lock that makes them safe.
+"""
 
+from sqlalchemy import func, insert, text, update
+from sqlmodel import Session, SQLModel, col, select
+
+from archive import reads
 from archive.db import ADVISORY_NAMESPACE
 from archive.fingerprint import code_hash
-from archive.schema import DUPLICATE, NO_CODE, PENDING, Campaign, Candidate, Event, IslandMember, LLMCall, utcnow
-
-# Statuses that a real evaluation produced (everything but pending / duplicate / no_code).
-EVALUATED = ("ok", "rejected", "invalid", "failed", "timeout", "oom", "output_limit", "nonfinite")
-FAILED = tuple(s for s in EVALUATED if s != "ok")
-# Outcomes of an evaluation that say nothing about the candidate: it stays pending.
-NO_VERDICT = ("cancelled", "infra")
-
-
-class CampaignNotFound(LookupError):
-    pass
-
-
-def get_campaign(session: Session, name: str) -> Campaign:
-    campaign = session.exec(select(Campaign).where(Campaign.name == name)).first()
-    if campaign is None:
-        names = session.exec(select(Campaign.name).order_by(Campaign.id)).all()
-        raise CampaignNotFound(f"no campaign named {name!r} in this archive"
-                               + (f"; it has {', '.join(names)}" if names else "; it has none yet"))
-    return campaign
-
-
-def find_campaign(session: Session, name: str) -> Campaign | None:
-    return session.exec(select(Campaign).where(Campaign.name == name)).first()
-
-
-def log_event(session: Session, campaign_id: int, kind: str, message: str = "", data: dict | None = None,
-              key: str | None = None) -> Event:
-    event = Event(campaign_id=campaign_id, kind=kind, message=message, data=data or {}, key=key)
-    session.add(event)
-    session.flush()
-    return event
-
-
-def has_event(session: Session, campaign_id: int, key: str) -> bool:
-    return session.exec(select(Event.id).where(Event.campaign_id == campaign_id, Event.key == key)).first() is not None
+from archive.schema import DUPLICATE, NO_CODE, NO_VERDICT, PENDING, Campaign, Candidate, Event, IslandMember, LLMCall, utcnow
 
 
 def lock_campaign(session: Session, campaign_id: int) -> None:
@@ -56,6 +28,18 @@ def lock_campaign(session: Session, campaign_id: int) -> None:
         session.execute(select(func.pg_advisory_xact_lock(ADVISORY_NAMESPACE, campaign_id)))
 
 
+def log_event(session: Session, campaign_id: int, kind: str, message: str = "", data: dict | None = None,
+              key: str | None = None) -> Event:
+    """Append to the campaign's log; a `key` makes the event once-only (the database refuses
+    a second one with the same key)."""
+    event = Event(campaign_id=campaign_id, kind=kind, message=message, data=data or {}, key=key)
+    session.add(event)
+    session.flush()
+    return event
+
+
+# -- candidates --------------------------------------------------------------------------------
+
 def add_candidate(session: Session, campaign: Campaign, *, code: str | None, origin: str, operator: str,
                   island: int, generation: int, member_of: tuple[int, ...] | None = None,
                   parent_id: int | None = None, inspiration_ids: list[int] | tuple[int, ...] = (),
@@ -66,9 +50,7 @@ def add_candidate(session: Session, campaign: Campaign, *, code: str | None, ori
     status, duplicate_of = (NO_CODE, None) if code is None else (PENDING, None)
     if digest is not None:
         lock_campaign(session, campaign.id)
-        earlier = session.exec(select(Candidate.id).where(
-            Candidate.campaign_id == campaign.id, Candidate.code_hash == digest, Candidate.status != DUPLICATE,
-        ).order_by(Candidate.id)).first()
+        earlier = reads.first_with_code(session, campaign.id, digest)
         if earlier is not None:
             status, duplicate_of = DUPLICATE, earlier
     candidate = Candidate(
@@ -139,56 +121,49 @@ def claim_signature(session: Session, campaign_id: int, candidate_id: int, signa
     """Give the candidate its behaviour signature unless an earlier candidate of the campaign
     behaves the same; then return that candidate's id and leave this one unsigned."""
     lock_campaign(session, campaign_id)
-    earlier = session.exec(select(Candidate.id).where(
-        Candidate.campaign_id == campaign_id, Candidate.signature == signature, Candidate.id != candidate_id,
-    ).order_by(Candidate.id)).first()
+    earlier = reads.first_with_signature(session, campaign_id, signature, other_than=candidate_id)
     if earlier is not None:
         return earlier
     session.exec(update(Candidate).where(Candidate.id == candidate_id).values(signature=signature))
     return None
 
 
-def pending_candidates(session: Session, campaign_id: int) -> list[Candidate]:
-    return list(session.exec(select(Candidate).where(Candidate.campaign_id == campaign_id,
-                                                     Candidate.status == PENDING).order_by(Candidate.id)).all())
+# -- islands -----------------------------------------------------------------------------------
+
+def add_migrant(session: Session, campaign_id: int, candidate_id: int, source: int, target: int,
+                generation: int) -> IslandMember:
+    """Make a member of island `source` a member of `target` too, from `generation` on, with
+    the fitness it has there (a migration between islands)."""
+    fitness = reads.membership(session, campaign_id, source, candidate_id).fitness
+    member = IslandMember(campaign_id=campaign_id, island=target, candidate_id=candidate_id,
+                          since_generation=generation, migrated_from=source, fitness=fitness)
+    session.add(member)
+    return member
 
 
-def slot_counts(session: Session, campaign_id: int) -> dict[tuple[int, int], tuple[int, int]]:
-    """(generation, island) -> (proposals with code that was new, all proposals)."""
-    useful = func.sum(case((col(Candidate.status).in_((DUPLICATE, NO_CODE)), 0), else_=1))
-    rows = session.exec(select(Candidate.generation, Candidate.island, useful, func.count())
-                        .where(Candidate.campaign_id == campaign_id, Candidate.origin != "baseline")
-                        .group_by(Candidate.generation, Candidate.island)).all()
-    return {(g, i): (int(u or 0), int(n)) for g, i, u, n in rows}
+# -- synthetic archives (benchmarks) -----------------------------------------------------------
+
+def insert_rows(session: Session, table: type[SQLModel], rows: list[dict]) -> None:
+    """Insert rows given as column dicts in one executemany, without model instances or
+    checks (no deduplication, no island membership): for filling synthetic archives fast."""
+    if rows:
+        session.connection().execute(insert(table), rows)
 
 
-def spent_usd(session: Session, campaign_id: int) -> float:
-    return float(session.exec(select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0))
-                              .where(LLMCall.campaign_id == campaign_id)).one())
+def update_candidates(session: Session, campaign_id: int, status: str, values: dict) -> None:
+    """Give every candidate of the campaign with this status the same column values, in one
+    UPDATE (JSON values are serialised once)."""
+    session.exec(update(Candidate).where(Candidate.campaign_id == campaign_id, Candidate.status == status)
+                 .values(**values))
 
 
-def status_counts(session: Session, campaign_id: int) -> dict[str, int]:
-    rows = session.exec(select(Candidate.status, func.count()).where(Candidate.campaign_id == campaign_id)
-                        .group_by(Candidate.status)).all()
-    return {status: int(n) for status, n in rows}
+def chain_parents(session: Session, campaign_id: int, stride: int) -> None:
+    """Make each of the campaign's candidates the child of the candidate `stride` ids before
+    it (a synthetic lineage: one generation per `stride` candidates)."""
+    session.exec(update(Candidate).where(Candidate.campaign_id == campaign_id, col(Candidate.id) > stride)
+                 .values(parent_id=Candidate.id - stride))
 
 
-def leaderboard(session: Session, campaign_id: int, top: int | None = 10) -> list[Candidate]:
-    query = (select(Candidate).where(Candidate.campaign_id == campaign_id, Candidate.status == "ok")
-             .order_by(col(Candidate.fitness).desc(), Candidate.id))
-    return list(session.exec(query.limit(top) if top else query).all())
-
-
-def candidates(session: Session, campaign_id: int) -> list[Candidate]:
-    return list(session.exec(select(Candidate).where(Candidate.campaign_id == campaign_id)
-                             .order_by(Candidate.id)).all())
-
-
-def events(session: Session, campaign_id: int, limit: int = 20) -> list[Event]:
-    rows = session.exec(select(Event).where(Event.campaign_id == campaign_id)
-                        .order_by(col(Event.id).desc()).limit(limit)).all()
-    return list(reversed(rows))
-
-
-def calls_of(session: Session, candidate_id: int) -> list[LLMCall]:
-    return list(session.exec(select(LLMCall).where(LLMCall.candidate_id == candidate_id).order_by(LLMCall.id)).all())
+def analyze(session: Session) -> None:
+    """Refresh the query planner's statistics, as a long-lived archive would have them."""
+    session.execute(text("ANALYZE"))

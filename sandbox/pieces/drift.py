@@ -1,0 +1,389 @@
+"""Mirror Learning drifts: `drift(ratio, advantage)`, elementwise, in the policy loss
+-mean(r·A - drift(r, A)).
+
+For all ratios r > 0 and advantages A a valid drift is finite, non-negative, exactly 0 at
+r = 1, and has zero slope in r at r = 1. The conditions are defined once, on a `Probe`, with
+one table of tolerances per precision, and evaluated three ways:
+- thoroughly in the sandbox (`check_drift`: float64 JAX on a grid, random points and a
+  gradient search for negative values);
+- as the mutation proposer's pre-screen (`SCREEN`: numpy on expression trees, coarser points);
+- on a landscape computed in the sandbox (`landscape_check`: float32 values on a fixed grid,
+  for distillation).
+
+The slope condition uses autodiff *and* one-sided finite differences on both sides of 1:
+autodiff reports 0 at the kink of abs or relu, which is wrong. A kink shows as a one-sided
+difference quotient that keeps its size as the step shrinks; for a smooth drift with zero
+slope the quotient shrinks in proportion to the step.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from sandbox.checks.report import CheckResult
+from sandbox.pieces.base import Condition, Contract, JaxProbe, Piece, Probe, Screen, first_failure, grid, unique
+from sandbox.training.components import PlugPoint
+
+R_MIN, R_MAX = 1e-3, 1e3
+A_MAX = 10.0
+# Where a float64 overflow cannot be the excuse: values and slopes must be finite here.
+# Outside it (e.g. exp(r - 1) at r = 800) +inf is the arithmetic's limit, not the drift's;
+# NaN and -inf are refused everywhere.
+ORDINARY_R = (0.1, 10.0)
+
+FINITE = Condition("finite", "non-finite")
+NON_NEGATIVE = Condition("non_negative", "negative")
+ZERO_AT_ONE = Condition("zero_at_one", "nonzero at r=1")
+ZERO_SLOPE = Condition("zero_slope_at_one", "slope at r=1")
+CONDITIONS = (FINITE, NON_NEGATIVE, ZERO_AT_ONE, ZERO_SLOPE)
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Absolute tolerances, each scaled by (1 + |A|) since drifts scale with the advantage."""
+
+    value: float  # how negative a value may be, and how far from 0 at r = 1
+    slope: float  # the largest |slope| at r = 1 accepted without further evidence
+
+
+TOLERANCES = {"float64": Tolerances(value=1e-6, slope=1e-4), "float32": Tolerances(value=1e-4, slope=1e-3)}
+
+
+@dataclass(frozen=True)
+class Points:
+    """Where each condition looks: (ratio, advantage) arrays, or advantages at r = 1."""
+
+    finite: tuple[np.ndarray, np.ndarray]
+    slopes: tuple[np.ndarray, np.ndarray]  # autodiff slopes must be finite here (at ordinary points)
+    non_negative: tuple[np.ndarray, np.ndarray]
+    at_one: np.ndarray
+    flat: np.ndarray  # advantages where the slope at r = 1 must vanish
+    right_steps: tuple[float, float]  # (small, large) steps of one-sided quotients compared for a kink
+    left_steps: tuple[float, float]
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _ordinary(r, a):
+    return (r >= ORDINARY_R[0]) & (r <= ORDINARY_R[1]) & (np.abs(a) <= A_MAX)
+
+
+# -- the conditions -------------------------------------------------------------------------------
+
+def finite(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
+    r, a = points.finite
+    values = probe.values(r, a)
+    bad = np.isnan(values) | np.isneginf(values) | (np.isposinf(values) & _ordinary(r, a))
+    if bad.any():
+        i = int(np.argmax(bad))
+        return CheckResult(
+            FINITE.name, False,
+            f"drift(r={_fmt(r[i])}, A={_fmt(a[i])}) = {values[i]}; a drift must be finite for every "
+            f"ratio > 0 and advantage ({bad.mean():.1%} of the points checked are not)",
+            {"r": float(r[i]), "A": float(a[i]), "value": str(values[i])},
+        )
+    r_slope, a_slope = points.slopes
+    slopes = probe.slope(r_slope, a_slope)
+    bad = np.isnan(slopes) | (np.isinf(slopes) & _ordinary(r_slope, a_slope))  # slopes may be -inf far out
+    if bad.any():
+        i = int(np.argmax(bad))
+        return CheckResult(
+            FINITE.name, False,
+            f"the gradient of the drift in r at r={_fmt(r_slope[i])}, A={_fmt(a_slope[i])} is {slopes[i]}; training "
+            "would propagate it into the policy (e.g. jnp.where with a NaN branch, sqrt at 0)",
+            {"r": float(r_slope[i]), "A": float(a_slope[i]), "gradient": str(slopes[i])},
+        )
+    return CheckResult(
+        FINITE.name, True,
+        f"no NaN or -inf at {r.size} points, r in [{r.min():g}, {r.max():g}], |A| <= {np.abs(a).max():g}; values and "
+        f"gradients finite for r in [{ORDINARY_R[0]:g}, {ORDINARY_R[1]:g}]",
+    )
+
+
+def non_negative(probe: Probe, points: Points, tol: Tolerances,
+                 search: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple] | None = None) -> CheckResult:
+    """`search(r, a, values)`, if given, returns more (r, a) points where the drift may be lower."""
+    r, a = points.non_negative
+    values = probe.values(r, a)
+    if search is not None:
+        r_more, a_more = search(r, a, values)
+        r, a = np.concatenate([r, r_more]), np.concatenate([a, a_more])
+        values = np.concatenate([values, probe.values(r_more, a_more)])
+    margin = values + tol.value * (1.0 + np.abs(a))
+    margin = np.where(np.isfinite(margin), margin, np.inf)  # non-finite values are the finite check's job
+    violating = np.flatnonzero(margin < 0)
+    if violating.size:
+        # Show the violation nearest typical training values (r near 1, small |A|); it is the
+        # most useful to whoever repairs the drift. Mention the worst one too.
+        i = violating[np.argmin(np.abs(np.log(r[violating])) + np.abs(a[violating]) / A_MAX)]
+        w = violating[np.argmin(values[violating])]
+        worst = "" if w == i else f" (the most negative found: drift(r={_fmt(r[w])}, A={_fmt(a[w])}) = {_fmt(values[w])})"
+        return CheckResult(
+            NON_NEGATIVE.name, False,
+            f"drift(r={_fmt(r[i])}, A={_fmt(a[i])}) = {_fmt(values[i])} < 0; a drift must be non-negative "
+            f"for every ratio and advantage{worst}",
+            {"r": float(r[i]), "A": float(a[i]), "value": float(values[i])},
+        )
+    lowest = values[np.isfinite(values)].min() if np.isfinite(values).any() else float("nan")
+    how = "a grid, random points and a gradient search for negative values" if search else f"{r.size} points"
+    return CheckResult(NON_NEGATIVE.name, True, f"minimum {_fmt(lowest)} over {how}")
+
+
+def zero_at_one(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
+    a = points.at_one
+    values = probe.values(np.ones_like(a), a)
+    excess = np.abs(values) - tol.value * (1.0 + np.abs(a))
+    excess = np.where(np.isfinite(excess), excess, np.inf)
+    i = int(np.argmax(excess))
+    if excess[i] > 0:
+        return CheckResult(
+            ZERO_AT_ONE.name, False,
+            f"drift(r=1, A={_fmt(a[i])}) = {_fmt(values[i])}; a drift must be exactly 0 when the policy "
+            "has not changed (r = 1)",
+            {"r": 1.0, "A": float(a[i]), "value": float(values[i]) if np.isfinite(values[i]) else str(values[i])},
+        )
+    return CheckResult(ZERO_AT_ONE.name, True, f"|drift(1, A)| <= {tol.value:g}·(1+|A|) for {a.size} advantages")
+
+
+def _kinked(small: np.ndarray, large: np.ndarray, steps: tuple[float, float], allowed: np.ndarray) -> np.ndarray:
+    """A one-sided quotient that does not shrink with the step: at the small step it is above
+    `allowed` and keeps more than halfway between the share a smooth drift keeps
+    (small/large step, the quotient being proportional to the step) and all of it."""
+    keeps = 0.5 * (1.0 + steps[0] / steps[1])
+    return ~np.isfinite(small) | ((np.abs(small) > allowed) & (np.abs(small) > keeps * np.abs(large)))
+
+
+def zero_slope(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
+    a = points.flat
+    ones = np.ones_like(a)
+    at_one = probe.values(ones, a)
+
+    def quotients(side: int, steps: tuple[float, float]) -> list[np.ndarray]:
+        return [side * (probe.values(ones + side * h, a) - at_one) / h for h in steps]
+
+    right, left = quotients(+1, points.right_steps), quotients(-1, points.left_steps)
+    autodiff = probe.slope(ones, a)
+    allowed = tol.slope * (1.0 + np.abs(a))
+    bad_autodiff = ~np.isfinite(autodiff) | (np.abs(autodiff) > allowed)
+    kinked_right = _kinked(*right, points.right_steps, allowed)
+    kinked_left = _kinked(*left, points.left_steps, allowed)
+    bad = bad_autodiff | kinked_right | kinked_left
+    if bad.any():
+        # Report the advantage with the largest one-sided slope.
+        worst = np.where(bad, np.nan_to_num(np.maximum(np.abs(right[0]), np.abs(left[0])), nan=np.inf), -1.0)
+        i = int(np.argmax(worst))
+        example = {
+            "r": 1.0, "A": float(a[i]), "autodiff_slope": float(autodiff[i]),
+            "left_slope": float(left[0][i]), "right_slope": float(right[0][i]),
+            "step": float(min(points.right_steps[0], points.left_steps[0])),
+            "kink": None if bad_autodiff[i] else ("right" if kinked_right[i] else "left"),
+        }
+        if bad_autodiff[i]:
+            what = f"its derivative in r at r=1, A={_fmt(a[i])} is {_fmt(autodiff[i])}"
+        else:
+            what = (
+                f"it has a kink at r=1 for A={_fmt(a[i])}: slope {_fmt(left[0][i])} from the left and "
+                f"{_fmt(right[0][i])} from the right (over steps of {example['step']:g}), not shrinking towards 0"
+            )
+        return CheckResult(ZERO_SLOPE.name, False, f"a drift must have zero slope in r at r = 1, but {what}", example)
+    return CheckResult(
+        ZERO_SLOPE.name, True,
+        f"autodiff and one-sided finite differences (steps {points.right_steps[1]:g} and {points.right_steps[0]:g}) "
+        f"vanish at r = 1 for {a.size} advantages",
+    )
+
+
+def _all(probe: Probe, points: Points, tol: Tolerances, search=None) -> list[CheckResult]:
+    return [finite(probe, points, tol), non_negative(probe, points, tol, search), zero_at_one(probe, points, tol),
+            zero_slope(probe, points, tol)]
+
+
+# -- in the sandbox: float64 JAX, thoroughly -----------------------------------------------------
+
+NEAR_ONE = 1.0 + np.array([-0.5, -0.3, -0.2, -0.1, -0.05, -0.01, -1e-3, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5])
+
+
+def _random_points(n: int = 20_000, seed: int = 0, a_max: float = A_MAX):
+    """Log-uniform ratios and uniform advantages, plus a cluster of typical training values."""
+    rng = np.random.default_rng(seed)
+    r = np.exp(rng.uniform(np.log(R_MIN), np.log(R_MAX), n))
+    near_one = np.exp(rng.normal(0.0, 0.1, n // 4))
+    a = np.concatenate([rng.uniform(-a_max, a_max, n), rng.normal(0.0, 1.0, n // 4)])
+    return np.concatenate([r, near_one]), a
+
+
+def _sandbox_points() -> Points:
+    r_grid = unique(np.geomspace(R_MIN, R_MAX, 601), NEAR_ONE)
+    a_grid = unique(np.linspace(-A_MAX, A_MAX, 81), [-1e-2, -1e-3, 0.0, 1e-3, 1e-2])
+    on_grid = grid(r_grid, a_grid)
+    # Finiteness on the grid and random points; non-negativity must hold for every advantage:
+    # look beyond the grid's range as well.
+    r_rand, a_rand = _random_points()
+    r_wide, a_wide = _random_points(seed=1, a_max=5 * A_MAX)
+    steps = (1e-6, 1e-4)
+    return Points(
+        finite=(np.concatenate([on_grid[0], r_rand]), np.concatenate([on_grid[1], a_rand])),
+        slopes=(r_grid.repeat(9), np.tile(np.linspace(-A_MAX, A_MAX, 9), r_grid.size)),
+        non_negative=(np.concatenate([on_grid[0], r_wide]), np.concatenate([on_grid[1], a_wide])),
+        at_one=np.concatenate([a_grid, _random_points(2000, seed=3)[1]]),
+        flat=unique(np.linspace(-A_MAX, A_MAX, 41), [-0.5, -0.1, -1e-2, 1e-2, 0.1, 0.5]),
+        right_steps=steps, left_steps=steps,
+    )
+
+
+SANDBOX_POINTS = _sandbox_points()
+
+
+def _descent_search(drift, starts: int = 256, steps: int = 150):
+    """Gradient descent on the drift value over (log r, A) in the checked box, started from
+    the lowest points found so far and from random points."""
+
+    def search(r_start, a_start, values):
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        order = np.argsort(np.where(np.isfinite(values), values, np.inf))[: starts // 2]
+        rng = np.random.default_rng(2)
+        u0 = np.concatenate([np.log(r_start[order]), rng.uniform(np.log(R_MIN), np.log(R_MAX), starts // 2)])
+        a0 = np.concatenate([a_start[order], rng.uniform(-A_MAX, A_MAX, starts // 2)])
+        bounds_low = jnp.array([np.log(R_MIN), -A_MAX])
+        bounds_high = jnp.array([np.log(R_MAX), A_MAX])
+        optimizer = optax.adam(0.05)
+
+        def value(x):
+            return drift(jnp.exp(x[0])[None], x[1][None])[0]
+
+        def descend(x):
+            def step(carry, _):
+                x, state = carry
+                g = jax.grad(value)(x)
+                g = jnp.where(jnp.isfinite(g), g, 0.0)
+                updates, state = optimizer.update(g, state)
+                x = jnp.clip(x + updates, bounds_low, bounds_high)
+                return (x, state), None
+
+            (x, _), _ = jax.lax.scan(step, (x, optimizer.init(x)), None, steps)
+            return x
+
+        x = np.asarray(jax.jit(jax.vmap(descend))(jnp.stack([jnp.asarray(u0), jnp.asarray(a0)], axis=1)))
+        return np.exp(x[:, 0]), x[:, 1]
+
+    return search
+
+
+def check_drift(drift, filename: str = "candidate.py") -> list[CheckResult]:
+    """The four drift conditions in float64; each result carries a counterexample when it fails."""
+    import jax
+
+    from sandbox.checks.contract import describe_failure
+
+    with jax.enable_x64(True):
+        try:
+            return _all(JaxProbe(drift), SANDBOX_POINTS, TOLERANCES["float64"], _descent_search(drift))
+        except Exception as error:  # the candidate crashed on concrete inputs
+            detail = describe_failure(error, filename)
+            return [CheckResult(c.name, False, detail) for c in CONDITIONS]
+
+
+# -- the mutation proposer's pre-screen: the same conditions on coarser points -------------------
+
+def _screen_points() -> Points:
+    probe = grid(unique(np.geomspace(R_MIN, R_MAX, 25), NEAR_ONE), unique(np.linspace(-10, 10, 11), [-50, -1e-2, 1e-2, 50]))
+    dense = grid(
+        unique(np.geomspace(R_MIN, R_MAX, 301), NEAR_ONE, 1 + np.geomspace(1e-4, 0.5, 12), 1 - np.geomspace(1e-4, 0.5, 12)),
+        unique(np.linspace(-10, 10, 41), [-50, -40, -30, -20, -15, -12.5, -1e-2, -1e-3, 1e-3, 1e-2, 12.5, 15, 20, 30, 40, 50]),
+    )
+    line = unique(np.linspace(-10, 10, 41), [-50, -20, -0.5, -0.1, -1e-2, 1e-2, 0.1, 0.5, 20, 50])
+    steps = SANDBOX_POINTS.right_steps
+    both = (np.concatenate([probe[0], dense[0]]), np.concatenate([probe[1], dense[1]]))
+    return Points(finite=tuple(probe), slopes=tuple(probe), non_negative=both, at_one=line, flat=line,
+                  right_steps=steps, left_steps=steps)
+
+
+SCREEN_POINTS = _screen_points()
+
+
+def screen(probe: Probe) -> str | None:
+    tol = TOLERANCES["float64"]
+    p = SCREEN_POINTS
+    return first_failure([
+        (FINITE, lambda: finite(probe, p, tol)),
+        (NON_NEGATIVE, lambda: non_negative(probe, p, tol)),
+        (ZERO_AT_ONE, lambda: zero_at_one(probe, p, tol)),
+        (ZERO_SLOPE, lambda: zero_slope(probe, p, tol)),
+    ])
+
+
+# -- on a landscape grid (float32 values computed in the sandbox) ----------------------------------
+
+class _GridProbe:
+    """A landscape as a probe: it answers only at its own grid points."""
+
+    def __init__(self, ratio, advantage, drift, d_objective_dr):
+        self.ratio, self.advantage = np.asarray(ratio, np.float64), np.asarray(advantage, np.float64)
+        self.drift = np.asarray(drift, np.float64)
+        self.dD_dr = self.advantage[:, None] - np.asarray(d_objective_dr, np.float64)  # dJ/dr = A - dD/dr
+
+    def _index(self, axis: np.ndarray, x: np.ndarray) -> np.ndarray:
+        i = np.clip(np.searchsorted(axis, x), 0, axis.size - 1)
+        i = np.where((i > 0) & (np.abs(axis[i - 1] - x) < np.abs(axis[i] - x)), i - 1, i)
+        if not np.allclose(axis[i], x, rtol=1e-5, atol=1e-7):
+            raise ValueError("a landscape answers only at its grid points")
+        return i
+
+    def values(self, r, a):
+        return self.drift[self._index(self.advantage, a), self._index(self.ratio, r)]
+
+    def slope(self, r, a):
+        return self.dD_dr[self._index(self.advantage, a), self._index(self.ratio, r)]
+
+
+def landscape_check(ratio, advantage, drift, d_objective_dr) -> list[CheckResult]:
+    """The conditions as far as a landscape grid shows them, in float32 tolerances; the kink
+    test compares a grid point's quotient with the next one's on each side of r = 1."""
+    probe = _GridProbe(ratio, advantage, drift, d_objective_dr)
+    r, a = probe.ratio, probe.advantage
+    one = int(np.argmin(np.abs(r - 1.0)))
+    everywhere = tuple(grid(r, a))
+    if not 2 <= one <= r.size - 3:
+        raise ValueError("the landscape grid needs two ratios on each side of 1")
+    return _all(probe, Points(
+        finite=everywhere, slopes=everywhere, non_negative=everywhere, at_one=a, flat=a,
+        right_steps=(r[one + 1] - 1.0, r[one + 2] - 1.0), left_steps=(1.0 - r[one - 1], 1.0 - r[one - 2]),
+    ), TOLERANCES["float32"])
+
+
+# -- the behaviour signature's inputs ---------------------------------------------------------------
+
+def _behaviour_inputs():
+    import jax.numpy as jnp
+
+    ratio = np.concatenate([np.geomspace(0.25, 4.0, 12), [0.9, 0.97, 1.0, 1.03, 1.1]])
+    advantage = np.array([-3.0, -1.0, -0.3, 0.0, 0.3, 1.0, 3.0])
+    r, a = np.meshgrid(ratio, advantage)
+    return jnp.asarray(r.ravel(), jnp.float32), jnp.asarray(a.ravel(), jnp.float32)
+
+
+def behaviour(drift) -> np.ndarray:
+    return np.asarray(drift(*_behaviour_inputs()), dtype=np.float64)
+
+
+PIECE = Piece(
+    kind="drift",
+    plug_point=PlugPoint.DRIFT,
+    contract=Contract.ELEMENTWISE,
+    arity=2,
+    default=("mirror_drift", "ppo"),
+    check=check_drift,
+    behaviour=behaviour,
+    evidence=("The Mirror Learning conditions are checked numerically (a grid and random points with ratio in "
+              "[1e-3, 1e3] and |advantage| <= 10, autodiff and finite-difference slopes at ratio 1): strong "
+              "evidence, not a symbolic proof."),
+    screen=Screen(check=screen, fingerprint=tuple(SCREEN_POINTS.finite),
+                  anchor=(np.ones_like(SCREEN_POINTS.at_one), SCREEN_POINTS.at_one)),
+    has_landscape=True,
+)

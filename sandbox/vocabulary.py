@@ -1,0 +1,76 @@
+"""The names the system's records are made of, each defined once: what became of a candidate,
+where it came from, how a campaign stands, which sandbox and executor run evaluations.
+
+It lives in `sandbox/` because the sandbox ships alone (the sandbox image, the code snapshot)
+and reports stage statuses itself; the orchestration side and the archive import it from
+here. The values are what the archive stores: never rename one without a migration.
+"""
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """What became of a candidate, or of one stage of its evaluation."""
+
+    PENDING = "pending"  # proposed and archived, not yet evaluated
+    OK = "ok"  # evaluated and scored
+    REJECTED = "rejected"  # refused by the static checks
+    INVALID = "invalid"  # broke its contract or a validity condition
+    FAILED = "failed"  # crashed
+    TIMEOUT = "timeout"  # killed at a time limit
+    OOM = "oom"  # ran out of memory
+    OUTPUT_LIMIT = "output_limit"  # printed more than its output budget
+    NONFINITE = "nonfinite"  # training produced NaN or inf
+    CRASHED = "crashed"  # the Ray worker or node running it died on every try
+    DUPLICATE = "duplicate"  # the same code or behaviour as an earlier candidate: not trained
+    NO_CODE = "no_code"  # the proposer returned nothing usable
+    CANCELLED = "cancelled"  # stopped by its caller: no verdict, never stored
+    INFRA = "infra"  # the sandbox itself failed under it: no verdict, never stored
+
+
+# Verdicts of an evaluation that scored nothing: repair material for proposers, failures in reports.
+FAILURES = frozenset({Status.REJECTED, Status.INVALID, Status.FAILED, Status.TIMEOUT, Status.OOM,
+                      Status.OUTPUT_LIMIT, Status.NONFINITE, Status.CRASHED})
+EVALUATED = FAILURES | {Status.OK}  # an evaluation reached a verdict
+DECIDED_WITHOUT_EVALUATION = frozenset({Status.DUPLICATE, Status.NO_CODE})
+NO_VERDICT = frozenset({Status.CANCELLED, Status.INFRA})  # the candidate stays pending
+NOT_EVALUATED = DECIDED_WITHOUT_EVALUATION | {Status.PENDING}
+# What the sandboxed stages may report about themselves (read back as untrusted records).
+STAGE_VERDICTS = EVALUATED - {Status.CRASHED}
+
+
+class Origin(StrEnum):
+    """Where a candidate came from; LLM and MUTATION are also the campaign proposers."""
+
+    BASELINE = "baseline"
+    LLM = "llm"
+    MUTATION = "mutation"
+    ES = "es"
+    DISTILLED = "distilled"
+
+
+PROPOSERS = (Origin.MUTATION, Origin.LLM)
+ORIGIN_LABELS = {Origin.BASELINE: "baseline", Origin.LLM: "LLM", Origin.MUTATION: "mutation",
+                 Origin.ES: "ES (LPO)", Origin.DISTILLED: "distilled"}
+
+
+class CampaignStatus(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    FINISHED = "finished"
+    COST_CAP = "cost_cap"  # stopped proposing at its dollar cap
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM; `scientist resume` continues
+
+
+class Sandbox(StrEnum):
+    """Sandbox backends; AUTO is the strongest that passes its preflight here."""
+
+    AUTO = "auto"
+    DOCKER = "docker"
+    PROCESS = "process"
+
+
+class ExecutorName(StrEnum):
+    LOCAL = "local"
+    RAY = "ray"
