@@ -53,7 +53,9 @@ def require_driver(url: URL) -> None:
         try:
             import psycopg  # noqa: F401
         except ImportError as error:
-            raise ArchiveError("a PostgreSQL archive needs psycopg: pip install 'rl-scientist[postgres]'") from error
+            raise ArchiveError(
+                "a PostgreSQL archive needs psycopg: pip install 'rl-scientist[postgres]'"
+            ) from error
 
 
 def make_engine(url: str | URL) -> Engine:
@@ -105,10 +107,15 @@ def upgrade(engine: Engine) -> None:
     current, head = current_revision(engine), head_revision()
     if current == head:
         return
-    known = {script.revision for script in ScriptDirectory.from_config(alembic_config(engine)).walk_revisions()}
+    known = {
+        script.revision
+        for script in ScriptDirectory.from_config(alembic_config(engine)).walk_revisions()
+    }
     if current is not None and current not in known:
-        raise ArchiveError(f"the archive has schema revision {current}, which this version does not know: "
-                           "it was written by a newer rl-scientist")
+        raise ArchiveError(
+            f"the archive has schema revision {current}, which this version does not know: "
+            "it was written by a newer rl-scientist"
+        )
     with _migration_lock(engine):
         command.upgrade(alembic_config(engine), "head")
 

@@ -9,23 +9,11 @@ from datetime import datetime, timezone
 from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from sandbox.vocabulary import CampaignStatus, Status
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-# Candidate statuses: pending until evaluated, then the cascade's verdict, or one of the two
-# outcomes decided before any evaluation.
-PENDING = "pending"
-DUPLICATE = "duplicate"  # same normalised code or same behaviour as an earlier candidate
-NO_CODE = "no_code"  # the proposer returned nothing usable
-# Statuses that a real evaluation produced (everything but pending / duplicate / no_code).
-EVALUATED = ("ok", "rejected", "invalid", "failed", "timeout", "oom", "output_limit", "nonfinite")
-FAILED = tuple(s for s in EVALUATED if s != "ok")
-NOT_EVALUATED = (PENDING, DUPLICATE, NO_CODE)  # never went through an evaluation
-# Outcomes of an evaluation that say nothing about the candidate: it stays pending.
-NO_VERDICT = ("cancelled", "infra")
-ORIGINS = ("baseline", "llm", "mutation", "es", "distilled")
 
 
 class Campaign(SQLModel, table=True):
@@ -35,7 +23,7 @@ class Campaign(SQLModel, table=True):
     budget: str
     proposer: str
     config: dict = Field(sa_column=Column(JSON, nullable=False))
-    status: str = "created"  # created / running / finished / cost_cap / failed / interrupted
+    status: str = CampaignStatus.CREATED  # a CampaignStatus
     message: str = ""
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -58,10 +46,16 @@ class Candidate(SQLModel, table=True):
     campaign_id: int = Field(foreign_key="campaign.id")
     task: str
     code: str | None = Field(default=None, sa_column=Column(Text))
-    code_hash: str | None = None  # sha256 of the normalised source (comments, docstrings, layout removed)
-    signature: str | None = None  # behaviour: hash of the outputs on a fixed input grid, from the validity stage
+    code_hash: str | None = (
+        None  # sha256 of the normalised source (comments, docstrings, layout removed)
+    )
+    signature: str | None = (
+        None  # behaviour: hash of the outputs on a fixed input grid, from the validity stage
+    )
     origin: str  # one of ORIGINS
-    operator: str = ""  # how the proposer made it: rewrite / diff / crossover / repair / mutate / random / seed
+    operator: str = (
+        ""  # how the proposer made it: rewrite / diff / crossover / repair / mutate / random / seed
+    )
     baseline_name: str | None = None
     parent_id: int | None = Field(default=None, foreign_key="candidate.id")
     inspiration_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -74,10 +68,12 @@ class Candidate(SQLModel, table=True):
     completion_tokens: int = 0
     cost_usd: float = 0.0
 
-    status: str = PENDING
+    status: str = Status.PENDING  # a Status
     fitness: float | None = None  # mean normalised IQM over the meta-train environments
     meta_test_fitness: float | None = None
-    per_env: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # split -> env -> scores, curve
+    per_env: dict = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )  # split -> env -> scores, curve
     stages: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     checks: dict | None = Field(default=None, sa_column=Column(JSON))
     log_tail: str = Field(default="", sa_column=Column(Text, nullable=False))
@@ -134,7 +130,9 @@ class Event(SQLModel, table=True):
     kind: str
     message: str = Field(default="", sa_column=Column(Text, nullable=False))
     data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    key: str | None = None  # set for events that must happen once (a migration), enforced by the database
+    key: str | None = (
+        None  # set for events that must happen once (a migration), enforced by the database
+    )
 
 
 class ESCheckpoint(SQLModel, table=True):
@@ -143,7 +141,9 @@ class ESCheckpoint(SQLModel, table=True):
     generation: training runs, environment steps and wall seconds (ES spends no dollars)."""
 
     __tablename__ = "es_checkpoint"
-    __table_args__ = (UniqueConstraint("campaign_id", "generation", name="uq_es_checkpoint_campaign_generation"),)
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "generation", name="uq_es_checkpoint_campaign_generation"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
@@ -154,9 +154,13 @@ class ESCheckpoint(SQLModel, table=True):
     mean_fitness: float | None = None
     std_fitness: float | None = None
     member_fitness: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    per_env: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # env -> mean over members
+    per_env: dict = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )  # env -> mean over members
     sigma: float | None = None  # sampling std used for the next generation
-    env_steps: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))  # spent by this generation (> 2^31 at paper scale)
+    env_steps: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False)
+    )  # spent by this generation (> 2^31 at paper scale)
     training_runs: int = 0
     wall_seconds: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)

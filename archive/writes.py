@@ -13,7 +13,8 @@ from sqlmodel import Session, SQLModel, col, select
 from archive import reads
 from archive.db import ADVISORY_NAMESPACE
 from archive.fingerprint import code_hash
-from archive.schema import DUPLICATE, NO_CODE, NO_VERDICT, PENDING, Campaign, Candidate, Event, IslandMember, LLMCall, utcnow
+from archive.schema import Campaign, Candidate, Event, IslandMember, LLMCall, utcnow
+from sandbox.vocabulary import NO_VERDICT, Status
 
 
 def lock_campaign(session: Session, campaign_id: int) -> None:
@@ -28,8 +29,14 @@ def lock_campaign(session: Session, campaign_id: int) -> None:
         session.execute(select(func.pg_advisory_xact_lock(ADVISORY_NAMESPACE, campaign_id)))
 
 
-def log_event(session: Session, campaign_id: int, kind: str, message: str = "", data: dict | None = None,
-              key: str | None = None) -> Event:
+def log_event(
+    session: Session,
+    campaign_id: int,
+    kind: str,
+    message: str = "",
+    data: dict | None = None,
+    key: str | None = None,
+) -> Event:
     """Append to the campaign's log; a `key` makes the event once-only (the database refuses
     a second one with the same key)."""
     event = Event(campaign_id=campaign_id, kind=kind, message=message, data=data or {}, key=key)
@@ -40,37 +47,81 @@ def log_event(session: Session, campaign_id: int, kind: str, message: str = "", 
 
 # -- candidates --------------------------------------------------------------------------------
 
-def add_candidate(session: Session, campaign: Campaign, *, code: str | None, origin: str, operator: str,
-                  island: int, generation: int, member_of: tuple[int, ...] | None = None,
-                  parent_id: int | None = None, inspiration_ids: list[int] | tuple[int, ...] = (),
-                  model: str | None = None, note: str = "", calls=(), baseline_name: str | None = None) -> Candidate:
+
+def add_candidate(
+    session: Session,
+    campaign: Campaign,
+    *,
+    code: str | None,
+    origin: str,
+    operator: str,
+    island: int,
+    generation: int,
+    member_of: tuple[int, ...] | None = None,
+    parent_id: int | None = None,
+    inspiration_ids: list[int] | tuple[int, ...] = (),
+    model: str | None = None,
+    note: str = "",
+    calls=(),
+    baseline_name: str | None = None,
+) -> Candidate:
     """A new candidate with its model calls. It is pending (to be evaluated) unless it has no
     code, or its normalised code is already in the campaign (then it is a duplicate of that)."""
     digest = code_hash(code) if code is not None else None
-    status, duplicate_of = (NO_CODE, None) if code is None else (PENDING, None)
+    status, duplicate_of = (Status.NO_CODE, None) if code is None else (Status.PENDING, None)
     if digest is not None:
         lock_campaign(session, campaign.id)
         earlier = reads.first_with_code(session, campaign.id, digest)
         if earlier is not None:
-            status, duplicate_of = DUPLICATE, earlier
+            status, duplicate_of = Status.DUPLICATE, earlier
     candidate = Candidate(
-        campaign_id=campaign.id, task=campaign.task, code=code, code_hash=digest, origin=origin, operator=operator,
-        baseline_name=baseline_name, parent_id=parent_id, inspiration_ids=list(inspiration_ids),
-        duplicate_of=duplicate_of, island=island, generation=generation, model=model, proposal_note=note[:4000],
-        prompt_tokens=sum(c.prompt_tokens for c in calls), completion_tokens=sum(c.completion_tokens for c in calls),
-        cost_usd=sum(c.cost_usd for c in calls), status=status,
+        campaign_id=campaign.id,
+        task=campaign.task,
+        code=code,
+        code_hash=digest,
+        origin=origin,
+        operator=operator,
+        baseline_name=baseline_name,
+        parent_id=parent_id,
+        inspiration_ids=list(inspiration_ids),
+        duplicate_of=duplicate_of,
+        island=island,
+        generation=generation,
+        model=model,
+        proposal_note=note[:4000],
+        prompt_tokens=sum(c.prompt_tokens for c in calls),
+        completion_tokens=sum(c.completion_tokens for c in calls),
+        cost_usd=sum(c.cost_usd for c in calls),
+        status=status,
     )
     session.add(candidate)
     session.flush()
     for call in calls:
-        session.add(LLMCall(campaign_id=campaign.id, candidate_id=candidate.id, model=call.model,
-                            messages=call.messages, response=call.response, prompt_tokens=call.prompt_tokens,
-                            completion_tokens=call.completion_tokens, cost_usd=call.cost_usd, seconds=call.seconds,
-                            attempts=call.attempts, error=call.error))
-    if status == PENDING:
-        for member_island in (member_of if member_of is not None else (island,)):
-            session.add(IslandMember(campaign_id=campaign.id, island=member_island, candidate_id=candidate.id,
-                                     since_generation=generation))
+        session.add(
+            LLMCall(
+                campaign_id=campaign.id,
+                candidate_id=candidate.id,
+                model=call.model,
+                messages=call.messages,
+                response=call.response,
+                prompt_tokens=call.prompt_tokens,
+                completion_tokens=call.completion_tokens,
+                cost_usd=call.cost_usd,
+                seconds=call.seconds,
+                attempts=call.attempts,
+                error=call.error,
+            )
+        )
+    if status == Status.PENDING:
+        for member_island in member_of if member_of is not None else (island,):
+            session.add(
+                IslandMember(
+                    campaign_id=campaign.id,
+                    island=member_island,
+                    candidate_id=candidate.id,
+                    since_generation=generation,
+                )
+            )
     session.flush()
     return candidate
 
@@ -81,13 +132,19 @@ def record_evaluation(session: Session, candidate_id: int, evaluation) -> Candid
     which leaves children free to reference it; SQLite's write lock is held already), so of
     two evaluations of one candidate committed at once the second sees the first and fails."""
     if evaluation.status in NO_VERDICT:
-        raise ValueError(f"an evaluation that ended {evaluation.status} is no verdict on candidate {candidate_id}")
-    candidate = session.get(Candidate, candidate_id, with_for_update={"key_share": True}, populate_existing=True)
-    if candidate.status != PENDING:
+        raise ValueError(
+            f"an evaluation that ended {evaluation.status} is no verdict on candidate {candidate_id}"
+        )
+    candidate = session.get(
+        Candidate, candidate_id, with_for_update={"key_share": True}, populate_existing=True
+    )
+    if candidate.status != Status.PENDING:
         raise ValueError(f"candidate {candidate_id} was already evaluated ({candidate.status})")
     candidate.status = evaluation.status
-    candidate.fitness = evaluation.fitness if evaluation.status == "ok" else None
-    candidate.meta_test_fitness = evaluation.meta_test_fitness if evaluation.status == "ok" else None
+    candidate.fitness = evaluation.fitness if evaluation.status == Status.OK else None
+    candidate.meta_test_fitness = (
+        evaluation.meta_test_fitness if evaluation.status == Status.OK else None
+    )
     candidate.per_env = evaluation.per_env or {}
     candidate.stages = [s if isinstance(s, dict) else s.__dict__ for s in evaluation.stages]
     candidate.checks = evaluation.checks
@@ -95,15 +152,20 @@ def record_evaluation(session: Session, candidate_id: int, evaluation) -> Candid
     candidate.backend = evaluation.backend
     candidate.eval_seconds = evaluation.seconds
     candidate.evaluated_at = utcnow()
-    if evaluation.status == DUPLICATE:
+    if evaluation.status == Status.DUPLICATE:
         candidate.duplicate_of = evaluation.duplicate_of
     session.add(candidate)
-    if evaluation.status == "ok":
-        session.exec(update(IslandMember).where(IslandMember.candidate_id == candidate_id)
-                     .values(fitness=candidate.fitness))
+    if evaluation.status == Status.OK:
+        session.exec(
+            update(IslandMember)
+            .where(IslandMember.candidate_id == candidate_id)
+            .values(fitness=candidate.fitness)
+        )
     else:
         # Only scored candidates can be parents; the rest leave their islands.
-        session.exec(IslandMember.__table__.delete().where(IslandMember.candidate_id == candidate_id))
+        session.exec(
+            IslandMember.__table__.delete().where(IslandMember.candidate_id == candidate_id)
+        )
     session.flush()
     return candidate
 
@@ -113,11 +175,13 @@ def log_infra_failure(session: Session, campaign_id: int, candidate_id: int, eva
     the one-line message, for the console too."""
     reason = evaluation.stages[-1].detail if evaluation.stages else "no reason given"
     message = f"candidate {candidate_id} left pending, the sandbox failed: {reason}; `scientist resume` retries it"
-    log_event(session, campaign_id, "infra", message, {"candidate_id": candidate_id})
+    log_event(session, campaign_id, Status.INFRA, message, {"candidate_id": candidate_id})
     return message
 
 
-def claim_signature(session: Session, campaign_id: int, candidate_id: int, signature: str) -> int | None:
+def claim_signature(
+    session: Session, campaign_id: int, candidate_id: int, signature: str
+) -> int | None:
     """Give the candidate its behaviour signature unless an earlier candidate of the campaign
     behaves the same; then return that candidate's id and leave this one unsigned."""
     lock_campaign(session, campaign_id)
@@ -130,18 +194,27 @@ def claim_signature(session: Session, campaign_id: int, candidate_id: int, signa
 
 # -- islands -----------------------------------------------------------------------------------
 
-def add_migrant(session: Session, campaign_id: int, candidate_id: int, source: int, target: int,
-                generation: int) -> IslandMember:
+
+def add_migrant(
+    session: Session, campaign_id: int, candidate_id: int, source: int, target: int, generation: int
+) -> IslandMember:
     """Make a member of island `source` a member of `target` too, from `generation` on, with
     the fitness it has there (a migration between islands)."""
     fitness = reads.membership(session, campaign_id, source, candidate_id).fitness
-    member = IslandMember(campaign_id=campaign_id, island=target, candidate_id=candidate_id,
-                          since_generation=generation, migrated_from=source, fitness=fitness)
+    member = IslandMember(
+        campaign_id=campaign_id,
+        island=target,
+        candidate_id=candidate_id,
+        since_generation=generation,
+        migrated_from=source,
+        fitness=fitness,
+    )
     session.add(member)
     return member
 
 
 # -- synthetic archives (benchmarks) -----------------------------------------------------------
+
 
 def insert_rows(session: Session, table: type[SQLModel], rows: list[dict]) -> None:
     """Insert rows given as column dicts in one executemany, without model instances or
@@ -153,15 +226,21 @@ def insert_rows(session: Session, table: type[SQLModel], rows: list[dict]) -> No
 def update_candidates(session: Session, campaign_id: int, status: str, values: dict) -> None:
     """Give every candidate of the campaign with this status the same column values, in one
     UPDATE (JSON values are serialised once)."""
-    session.exec(update(Candidate).where(Candidate.campaign_id == campaign_id, Candidate.status == status)
-                 .values(**values))
+    session.exec(
+        update(Candidate)
+        .where(Candidate.campaign_id == campaign_id, Candidate.status == status)
+        .values(**values)
+    )
 
 
 def chain_parents(session: Session, campaign_id: int, stride: int) -> None:
     """Make each of the campaign's candidates the child of the candidate `stride` ids before
     it (a synthetic lineage: one generation per `stride` candidates)."""
-    session.exec(update(Candidate).where(Candidate.campaign_id == campaign_id, col(Candidate.id) > stride)
-                 .values(parent_id=Candidate.id - stride))
+    session.exec(
+        update(Candidate)
+        .where(Candidate.campaign_id == campaign_id, col(Candidate.id) > stride)
+        .values(parent_id=Candidate.id - stride)
+    )
 
 
 def analyze(session: Session) -> None:

@@ -16,6 +16,7 @@ import time
 from archive import writes
 from archive.db import open_engine, transaction
 from archive.schema import Campaign, Candidate, IslandMember, utcnow
+from sandbox.vocabulary import Origin, Sandbox, Status
 from scientist.selection import SelectionConfig, Selector
 
 CODE = "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n    return {c} * jnp.square(ratio - 1.0)\n"
@@ -23,7 +24,9 @@ CODE = "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n    return {c
 
 def fill(engine, n: int, islands: int) -> int:
     with transaction(engine) as session:
-        campaign = Campaign(name="bench", task="mirror_drift", budget="smoke", proposer="mutation", config={})
+        campaign = Campaign(
+            name="bench", task="mirror_drift", budget="smoke", proposer=Origin.MUTATION, config={}
+        )
         session.add(campaign)
         session.flush()
         campaign_id = campaign.id
@@ -33,15 +36,41 @@ def fill(engine, n: int, islands: int) -> int:
         for i in range(start, min(n, start + chunk)):
             failed = rng.random() < 0.3
             fitness = None if failed else rng.gauss(0.8, 0.3)
-            rows.append(dict(id=i + 1, campaign_id=campaign_id, task="mirror_drift", code=CODE.format(c=i),
-                             code_hash=f"{i:064x}", origin="mutation", operator="mutate", inspiration_ids=[],
-                             island=i % islands, generation=i // 100, proposal_note="", prompt_tokens=0,
-                             completion_tokens=0, cost_usd=0.0, status="invalid" if failed else "ok",
-                             fitness=fitness, per_env={}, stages=[], log_tail="", backend="process",
-                             created_at=now))
+            rows.append(
+                dict(
+                    id=i + 1,
+                    campaign_id=campaign_id,
+                    task="mirror_drift",
+                    code=CODE.format(c=i),
+                    code_hash=f"{i:064x}",
+                    origin=Origin.MUTATION,
+                    operator="mutate",
+                    inspiration_ids=[],
+                    island=i % islands,
+                    generation=i // 100,
+                    proposal_note="",
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    cost_usd=0.0,
+                    status=Status.INVALID if failed else Status.OK,
+                    fitness=fitness,
+                    per_env={},
+                    stages=[],
+                    log_tail="",
+                    backend=Sandbox.PROCESS,
+                    created_at=now,
+                )
+            )
             if not failed:
-                members.append(dict(campaign_id=campaign_id, island=i % islands, candidate_id=i + 1,
-                                    since_generation=i // 100, fitness=fitness))
+                members.append(
+                    dict(
+                        campaign_id=campaign_id,
+                        island=i % islands,
+                        candidate_id=i + 1,
+                        since_generation=i // 100,
+                        fitness=fitness,
+                    )
+                )
         with transaction(engine) as session:
             writes.insert_rows(session, Candidate, rows)
             writes.insert_rows(session, IslandMember, members)
@@ -59,8 +88,10 @@ def main() -> None:
     engine = open_engine(url)
     start = time.perf_counter()
     campaign_id = fill(engine, args.candidates, args.islands)
-    print(f"archive: {args.candidates} candidates on {args.islands} islands ({url}), "
-          f"filled in {time.perf_counter() - start:.1f} s")
+    print(
+        f"archive: {args.candidates} candidates on {args.islands} islands ({url}), "
+        f"filled in {time.perf_counter() - start:.1f} s"
+    )
     selector = Selector(engine, campaign_id, SelectionConfig(islands=args.islands))
     rng = random.Random(1)
     timings = {"parents (2 by rank)": [], "full request (parents, best 3, failures 2, load)": []}
@@ -77,8 +108,10 @@ def main() -> None:
         timings["full request (parents, best 3, failures 2, load)"].append((t2 - t0) * 1e3)
     for name, values in timings.items():
         values.sort()
-        print(f"{name:<50} median {statistics.median(values):6.2f} ms   p95 {values[int(0.95 * len(values))]:6.2f} ms"
-              f"   max {values[-1]:6.2f} ms")
+        print(
+            f"{name:<50} median {statistics.median(values):6.2f} ms   p95 {values[int(0.95 * len(values))]:6.2f} ms"
+            f"   max {values[-1]:6.2f} ms"
+        )
 
 
 if __name__ == "__main__":

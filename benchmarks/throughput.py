@@ -6,9 +6,12 @@
 Prints one row per configuration. Measured, never asserted: see the closing notes for figures.
 """
 
+import sandbox  # noqa: F401  (XLA flags before jax)
+
+# isort: split
+
 import argparse
 
-import sandbox  # noqa: F401  (XLA flags before jax)
 from sandbox.training.config import preset
 from sandbox.training.run import train_batch
 
@@ -22,18 +25,25 @@ DEFAULT_CASES = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--env")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--timesteps", type=int, default=500_000)
     args = parser.parse_args()
     cases = [(args.env, args.seeds, args.timesteps)] if args.env else DEFAULT_CASES
 
-    print(f"{'env':<22}{'seeds':>6}{'steps/seed':>12}{'compile s':>11}{'train s':>9}{'env steps/s':>13}")
+    print(
+        f"{'env':<22}{'seeds':>6}{'steps/seed':>12}{'compile s':>11}{'train s':>9}{'env steps/s':>13}"
+    )
     for env_id, seeds, timesteps in cases:
         batch = train_batch(preset(env_id, total_timesteps=timesteps), seeds=seeds)
-        print(f"{env_id:<22}{seeds:>6}{batch.config.env_steps:>12,}{batch.compile_seconds:>11.1f}"
-              f"{batch.train_seconds:>9.1f}{batch.env_steps / batch.train_seconds:>13,.0f}", flush=True)
+        print(
+            f"{env_id:<22}{seeds:>6}{batch.config.env_steps:>12,}{batch.compile_seconds:>11.1f}"
+            f"{batch.train_seconds:>9.1f}{batch.env_steps / batch.train_seconds:>13,.0f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

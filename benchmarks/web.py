@@ -11,6 +11,10 @@ TestClient on a read-only engine: the first request of each page (cold: memoised
 are computed) and the median and 95th percentile of the repeats.
 """
 
+import sandbox  # noqa: F401  (XLA flags, before anything imports jax)
+
+# isort: split
+
 import argparse
 import random
 import statistics
@@ -18,18 +22,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import sandbox  # noqa: F401  (XLA flags, before anything imports jax)
 from fastapi.testclient import TestClient
 
 from archive import reads, writes
 from archive.db import open_engine, transaction
 from archive.schema import LLMCall
 from benchmarks.selection import fill
+from sandbox.vocabulary import Status
 from scientist.web import create_app
 from scientist.web.engine import reader_engine
 
-ENVS = (("meta_train", "Breakout-MinAtar"), ("meta_test", "Asterix-MinAtar"), ("meta_test", "Freeway-MinAtar"),
-        ("meta_test", "SpaceInvaders-MinAtar"))
+ENVS = (
+    ("meta_train", "Breakout-MinAtar"),
+    ("meta_test", "Asterix-MinAtar"),
+    ("meta_test", "Freeway-MinAtar"),
+    ("meta_test", "SpaceInvaders-MinAtar"),
+)
 
 
 def realistic_results(points: int, seeds: int = 4) -> tuple[dict, list, dict]:
@@ -38,37 +46,68 @@ def realistic_results(points: int, seeds: int = 4) -> tuple[dict, list, dict]:
     for split, env in ENVS:
         scores = [rng.uniform(0.5, 1.5) for _ in range(seeds)]
         per_env.setdefault(split, {})[env] = {
-            "returns": [30 * s for s in scores], "return_iqm": 30.0,
+            "returns": [30 * s for s in scores],
+            "return_iqm": 30.0,
             "normalised": {"scores": scores, "iqm": 1.0, "ci_low": 0.8, "ci_high": 1.2},
-            "learning_curve": [rng.uniform(0, 40) for _ in range(points)]}
-    stages = [{"name": n, "status": "ok", "seconds": rng.uniform(0.1, 30), "detail": ""}
-              for n in ("static", "trace", "validity", "smoke", "full", "score")]
-    checks = {"valid": True, "checks": [{"name": n, "passed": True, "detail": "ok", "counterexample": None}
-                                        for n in ("finite", "non_negative", "zero_at_one", "zero_slope_at_one")]}
+            "learning_curve": [rng.uniform(0, 40) for _ in range(points)],
+        }
+    stages = [
+        {"name": n, "status": Status.OK, "seconds": rng.uniform(0.1, 30), "detail": ""}
+        for n in ("static", "trace", "validity", "smoke", "full", "score")
+    ]
+    checks = {
+        "valid": True,
+        "checks": [
+            {"name": n, "passed": True, "detail": Status.OK, "counterexample": None}
+            for n in ("finite", "non_negative", "zero_at_one", "zero_slope_at_one")
+        ],
+    }
     return per_env, stages, checks
 
 
-def make_realistic(engine, campaign_id: int, n: int, islands: int, points: int, calls_every: int) -> None:
+def make_realistic(
+    engine, campaign_id: int, n: int, islands: int, points: int, calls_every: int
+) -> None:
     per_env, stages, checks = realistic_results(points)
     with transaction(engine) as session:
-        writes.update_candidates(session, campaign_id, "ok",
-                                 {"per_env": per_env, "stages": stages, "checks": checks, "eval_seconds": 37.5})
+        writes.update_candidates(
+            session,
+            campaign_id,
+            Status.OK,
+            {"per_env": per_env, "stages": stages, "checks": checks, "eval_seconds": 37.5},
+        )
         # fill() puts 100 candidates in each generation: each one's parent is in the one before.
         writes.chain_parents(session, campaign_id, 100)
     prompt = [{"role": "system", "content": "x" * 1000}, {"role": "user", "content": "y" * 3000}]
-    rows = [dict(campaign_id=campaign_id, candidate_id=i, model="bench/model", messages=prompt, response="z" * 800,
-                 prompt_tokens=1200, completion_tokens=300, cost_usd=0.0021, seconds=2.0, attempts=1)
-            for i in range(1, n + 1, calls_every)]
+    rows = [
+        dict(
+            campaign_id=campaign_id,
+            candidate_id=i,
+            model="bench/model",
+            messages=prompt,
+            response="z" * 800,
+            prompt_tokens=1200,
+            completion_tokens=300,
+            cost_usd=0.0021,
+            seconds=2.0,
+            attempts=1,
+        )
+        for i in range(1, n + 1, calls_every)
+    ]
     with transaction(engine) as session:
         for start in range(0, len(rows), 5000):
-            writes.insert_rows(session, LLMCall, rows[start:start + 5000])
+            writes.insert_rows(session, LLMCall, rows[start : start + 5000])
     with transaction(engine) as session:
         rng = random.Random(2)
         scored = [i for i in range(1, n + 1, 7)]
         for generation in range(2, 10, 2):
             for island in range(islands):
-                candidate = next(i for i in rng.sample(scored, 50) if (i - 1) % islands == island
-                                 and reads.membership(session, campaign_id, island, i) is not None)
+                candidate = next(
+                    i
+                    for i in rng.sample(scored, 50)
+                    if (i - 1) % islands == island
+                    and reads.membership(session, campaign_id, island, i) is not None
+                )
                 target = (island + 1) % islands
                 if reads.membership(session, campaign_id, target, candidate) is None:
                     writes.add_migrant(session, campaign_id, candidate, island, target, generation)
@@ -99,8 +138,12 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=100_000)
     parser.add_argument("--islands", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--curve-points", type=int, default=122, help="learning-curve length (quick budget: 122)")
-    parser.add_argument("--calls-every", type=int, default=10, help="one model call per this many candidates")
+    parser.add_argument(
+        "--curve-points", type=int, default=122, help="learning-curve length (quick budget: 122)"
+    )
+    parser.add_argument(
+        "--calls-every", type=int, default=10, help="one model call per this many candidates"
+    )
     parser.add_argument("--db", default=None, help="archive URL (default: a fresh SQLite file)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="web-bench-"))
@@ -108,13 +151,21 @@ def main() -> None:
     engine = open_engine(url)
     start = time.perf_counter()
     campaign_id = fill(engine, args.candidates, args.islands)
-    make_realistic(engine, campaign_id, args.candidates, args.islands, args.curve_points, args.calls_every)
+    make_realistic(
+        engine, campaign_id, args.candidates, args.islands, args.curve_points, args.calls_every
+    )
     with transaction(engine) as session:
         best = reads.leaderboard(session, campaign_id, top=1)[0].id
     engine.dispose()
-    size = Path(url.removeprefix("sqlite:///")).stat().st_size / 1e6 if url.startswith("sqlite:///") else float("nan")
-    print(f"archive: {args.candidates} candidates on {args.islands} islands, {size:.0f} MB ({url}), "
-          f"built in {time.perf_counter() - start:.1f} s")
+    size = (
+        Path(url.removeprefix("sqlite:///")).stat().st_size / 1e6
+        if url.startswith("sqlite:///")
+        else float("nan")
+    )
+    print(
+        f"archive: {args.candidates} candidates on {args.islands} islands, {size:.0f} MB ({url}), "
+        f"built in {time.perf_counter() - start:.1f} s"
+    )
     reader = reader_engine(url)
     client = TestClient(create_app(reader, workdir / "landscapes"))
     print(f"{'page':<36} {'first':>9} {'median':>9} {'p95':>9}   (ms; {args.repeats} repeats)")

@@ -13,13 +13,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from sandbox.vocabulary import Status
+
 CURVE_KEY = "learning_curve"
 PARAM_PREFIX = "params"
 MAX_ARTIFACT_BYTES = 512 * 1024**2
 
 
 class ArtifactError(ValueError):
-    def __init__(self, message: str, status: str = "failed"):
+    def __init__(self, message: str, status: str = Status.FAILED):
         super().__init__(message)
         self.status = status  # "failed" (missing/malformed) or "nonfinite"
 
@@ -47,7 +49,9 @@ def read_training_artifact(out_dir: Path, env_id: str, template, seeds: int):
     if not path.is_file():
         raise ArtifactError(f"the training run left no artifact for {env_id}")
     if path.stat().st_size > MAX_ARTIFACT_BYTES:
-        raise ArtifactError(f"the artifact for {env_id} is {path.stat().st_size} bytes, over the limit")
+        raise ArtifactError(
+            f"the artifact for {env_id} is {path.stat().st_size} bytes, over the limit"
+        )
     expected = {key: value.shape for key, value in _flatten(template).items()}
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -55,17 +59,26 @@ def read_training_artifact(out_dir: Path, env_id: str, template, seeds: int):
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise ArtifactError(f"the artifact for {env_id} is unreadable: {error}") from None
     if set(arrays) != set(expected) | {CURVE_KEY}:
-        raise ArtifactError(f"the artifact for {env_id} has keys {sorted(arrays)}, expected {sorted(expected)}")
+        raise ArtifactError(
+            f"the artifact for {env_id} has keys {sorted(arrays)}, expected {sorted(expected)}"
+        )
     for key, shape in expected.items():
         array = arrays[key]
         if array.dtype != np.float32 or array.shape != (seeds, *shape):
-            raise ArtifactError(f"{env_id}: {key} is {array.dtype}{list(array.shape)}, expected float32{[seeds, *shape]}")
+            raise ArtifactError(
+                f"{env_id}: {key} is {array.dtype}{list(array.shape)}, expected float32{[seeds, *shape]}"
+            )
         if not np.isfinite(array).all():
-            raise ArtifactError(f"{env_id}: the trained parameters contain NaN or inf", status="nonfinite")
+            raise ArtifactError(
+                f"{env_id}: the trained parameters contain NaN or inf", status=Status.NONFINITE
+            )
     curve = arrays[CURVE_KEY]
     if curve.dtype != np.float32 or curve.ndim != 1:
         raise ArtifactError(f"{env_id}: malformed learning curve")
-    leaves = [arrays[PARAM_PREFIX + jax.tree_util.keystr(path)] for path, _ in jax.tree_util.tree_flatten_with_path(template)[0]]
+    leaves = [
+        arrays[PARAM_PREFIX + jax.tree_util.keystr(path)]
+        for path, _ in jax.tree_util.tree_flatten_with_path(template)[0]
+    ]
     return jax.tree.unflatten(jax.tree.structure(template), leaves), curve
 
 

@@ -36,11 +36,16 @@ class Budget:
         for entry in self.envs:
             if entry.env_id == env_id:
                 return entry
-        raise KeyError(f"budget {self.name!r} has no entry for {env_id!r}; it covers {', '.join(self.env_ids)}")
+        raise KeyError(
+            f"budget {self.name!r} has no entry for {env_id!r}; it covers {', '.join(self.env_ids)}"
+        )
 
     def config(self, env_id: str, **overrides) -> PPOConfig:
         """The PPO configuration for one environment at this budget."""
-        settings = {"total_timesteps": self.env(env_id).timesteps, "eval_episodes": self.eval_episodes}
+        settings = {
+            "total_timesteps": self.env(env_id).timesteps,
+            "eval_episodes": self.eval_episodes,
+        }
         return preset(env_id, **{**settings, **overrides})
 
 
@@ -53,7 +58,9 @@ _RANDOM = {
     "Freeway-MinAtar": 0.41,
     "SpaceInvaders-MinAtar": 4.04,
 }
-_PUBLISHED = "PPO normaliser of the public 'How Should We Meta-Learn RL Algorithms?' code (1e7 steps)"
+_PUBLISHED = (
+    "PPO normaliser of the public 'How Should We Meta-Learn RL Algorithms?' code (1e7 steps)"
+)
 
 
 def _env(env_id: str, timesteps: int, ppo_return: float, source: str = "calibrated") -> EnvBudget:

@@ -34,7 +34,9 @@ def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
     # C code (numpy, jaxlib) importing lazily while a candidate frame is the innermost Python
     # frame also lands here; only an `import` statement in candidate code is checked.
     caller = sys._getframe(1)
-    if caller.f_code.co_code[caller.f_lasti] == _IMPORT_NAME and (level or name not in ALLOWED_IMPORTS):
+    if caller.f_code.co_code[caller.f_lasti] == _IMPORT_NAME and (
+        level or name not in ALLOWED_IMPORTS
+    ):
         raise ImportError(f"import of {name!r} is not allowed in a candidate")
     return builtins.__import__(name, globals, locals, fromlist, level)
 
@@ -56,7 +58,9 @@ def load_entry_point(source: str, entry_point: str, *, filename: str = "candidat
     except MemoryError:
         raise  # resource exhaustion, not a verdict on the code: the caller reports it as such
     except Exception as error:  # a failure in candidate code becomes one clear error
-        raise CandidateLoadError(f"{filename} failed to load: {type(error).__name__}: {error}") from error
+        raise CandidateLoadError(
+            f"{filename} failed to load: {type(error).__name__}: {error}"
+        ) from error
     function = namespace.get(entry_point)
     if not callable(function):
         raise CandidateLoadError(f"{filename} must define a function {entry_point}()")

@@ -22,8 +22,8 @@ from sandbox.backends import Limits, SandboxInfraError, SandboxRun, get_backend
 from sandbox.backends.filesystem import new_scratch
 from sandbox.checks.pipeline import static_check
 from sandbox.checks.report import CheckReport
+from sandbox.vocabulary import STAGE_VERDICTS, Sandbox, Status
 
-STATUSES = ("ok", "rejected", "invalid", "failed", "timeout", "oom", "output_limit", "nonfinite")
 CANDIDATE_STAGES = ("trace", "validity", "smoke", "full")
 STAGE_SECONDS = {"trace": 180.0, "validity": 120.0, "smoke": 180.0}
 FULL_SECONDS = {"smoke": 900.0, "quick": 4 * 3600.0, "paper": 24 * 3600.0}
@@ -64,7 +64,9 @@ class _StageWatch:
     written by the untrusted process, so they only ever shorten its time: the backend's
     overall wall-clock limit still holds."""
 
-    def __init__(self, stages_file: Path, limits: dict[str, float], claim_signature=None, cancelled=None):
+    def __init__(
+        self, stages_file: Path, limits: dict[str, float], claim_signature=None, cancelled=None
+    ):
         self.file, self.limits, self.seen = stages_file, limits, {}
         self.cancelled = cancelled or (lambda: False)
         self.expired: str | None = None
@@ -93,7 +95,11 @@ class _StageWatch:
         try:
             for line in self.file.read_text(errors="replace").splitlines():
                 record = json.loads(line)
-                (started.append(record["stage"]) if record.get("event") == "start" else ended.add(record.get("stage")))
+                (
+                    started.append(record["stage"])
+                    if record.get("event") == "start"
+                    else ended.add(record.get("stage"))
+                )
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
         running = [s for s in started if s not in ended]
@@ -121,8 +127,19 @@ def _read_stage_records(stages_file: Path) -> list[StageRecord]:
     for line in lines[:100]:
         try:
             r = json.loads(line)
-            if "status" in r and r.get("stage") in CANDIDATE_STAGES and r["status"] in STATUSES:
-                records.append(StageRecord(r["stage"], r["status"], float(r["seconds"]), str(r.get("detail", ""))[:2000]))
+            if (
+                "status" in r
+                and r.get("stage") in CANDIDATE_STAGES
+                and r["status"] in STAGE_VERDICTS
+            ):
+                records.append(
+                    StageRecord(
+                        r["stage"],
+                        r["status"],
+                        float(r["seconds"]),
+                        str(r.get("detail", ""))[:2000],
+                    )
+                )
         except (ValueError, TypeError, KeyError):
             continue
     return records
@@ -133,7 +150,7 @@ def evaluate_candidate(
     source: str,
     budget: str,
     *,
-    sandbox: str = "auto",
+    sandbox: str = Sandbox.AUTO,
     seed: int = 0,
     stage_seconds: dict[str, float] | None = None,
     limits: Limits | None = None,
@@ -150,32 +167,59 @@ def evaluate_candidate(
     start = time.monotonic()
     static_result = static_check(source)
     if not static_result.passed:
-        stage = StageRecord("static", "rejected", time.monotonic() - start, static_result.detail)
-        return Evaluation("rejected", None, stages=[stage], checks=CheckReport([static_result]).to_dict(),
-                          seconds=time.monotonic() - start)
-    static = StageRecord("static", "ok", time.monotonic() - start)
+        stage = StageRecord(
+            "static", Status.REJECTED, time.monotonic() - start, static_result.detail
+        )
+        return Evaluation(
+            Status.REJECTED,
+            None,
+            stages=[stage],
+            checks=CheckReport([static_result]).to_dict(),
+            seconds=time.monotonic() - start,
+        )
+    static = StageRecord("static", Status.OK, time.monotonic() - start)
 
     backend = get_backend(sandbox)
     for wait in (*INFRA_RETRY_SECONDS, None):
         try:
-            evaluation = _run_in_sandbox(backend, task, source, budget, seed, stage_seconds, limits,
-                                         claim_signature, cancelled, gpu)
+            evaluation = _run_in_sandbox(
+                backend,
+                task,
+                source,
+                budget,
+                seed,
+                stage_seconds,
+                limits,
+                claim_signature,
+                cancelled,
+                gpu,
+            )
             break
         except SandboxInfraError as error:
             if wait is None or (cancelled is not None and cancelled()):
-                failure = StageRecord("sandbox", "infra", time.monotonic() - start,
-                                      f"{error} (tried {len(INFRA_RETRY_SECONDS) + 1} times)")
-                return Evaluation("infra", None, stages=[static, failure], backend=backend.name,
-                                  seconds=time.monotonic() - start)
+                failure = StageRecord(
+                    "sandbox",
+                    Status.INFRA,
+                    time.monotonic() - start,
+                    f"{error} (tried {len(INFRA_RETRY_SECONDS) + 1} times)",
+                )
+                return Evaluation(
+                    Status.INFRA,
+                    None,
+                    stages=[static, failure],
+                    backend=backend.name,
+                    seconds=time.monotonic() - start,
+                )
             time.sleep(wait)
-    if evaluation.status != "cancelled":  # no verdict: no stages either
+    if evaluation.status != Status.CANCELLED:  # no verdict: no stages either
         evaluation.stages.insert(0, static)
     evaluation.seconds = time.monotonic() - start
     return evaluation
 
 
-def _run_in_sandbox(backend, task, source, budget, seed, stage_seconds, limits, claim_signature, cancelled,
-                    gpu) -> Evaluation:
+def _run_in_sandbox(
+    backend, task, source, budget, seed, stage_seconds, limits, claim_signature, cancelled, gpu
+) -> Evaluation:
     """The sandboxed stages and the scorer, in a fresh scratch directory. SandboxInfraError
     when the backend fails under the candidate."""
     start = time.monotonic()
@@ -186,32 +230,60 @@ def _run_in_sandbox(backend, task, source, budget, seed, stage_seconds, limits, 
         (scratch / "in").mkdir()
         (scratch / "out").mkdir()
         (scratch / "in" / "candidate.py").write_text(source)
-        (scratch / "in" / "request.json").write_text(json.dumps({"task": task, "budget": budget, "seed": seed}))
-        watch = _StageWatch(scratch / "out" / "stages.jsonl", stage_limits, claim_signature, cancelled)
+        (scratch / "in" / "request.json").write_text(
+            json.dumps({"task": task, "budget": budget, "seed": seed})
+        )
+        watch = _StageWatch(
+            scratch / "out" / "stages.jsonl", stage_limits, claim_signature, cancelled
+        )
         # The devices a scheduler (Ray, a batch system) gave this process are the sandbox's.
         visible = {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES",) if gpu and k in os.environ}
-        outcome = backend.run(SandboxRun(("-m", "sandbox.stages", str(scratch / "in" / "request.json")), scratch,
-                                         limits, env=visible, gpu=gpu, watchdog=watch))
+        outcome = backend.run(
+            SandboxRun(
+                ("-m", "sandbox.stages", str(scratch / "in" / "request.json")),
+                scratch,
+                limits,
+                env=visible,
+                gpu=gpu,
+                watchdog=watch,
+            )
+        )
         if watch.cancelled():
-            return Evaluation("cancelled", None, backend=backend.name)
+            return Evaluation(Status.CANCELLED, None, backend=backend.name)
         stages = _read_stage_records(scratch / "out" / "stages.jsonl")
-        evaluation = Evaluation("ok", None, stages=stages, log_tail=outcome.log_tail[-LOG_TAIL_CHARS:],
-                                backend=backend.name, isolation=outcome.isolation)
+        evaluation = Evaluation(
+            Status.OK,
+            None,
+            stages=stages,
+            log_tail=outcome.log_tail[-LOG_TAIL_CHARS:],
+            backend=backend.name,
+            isolation=outcome.isolation,
+        )
         evaluation.checks = _read_checks(scratch / "out" / "checks.json")
         watch.check_signature()  # in case the run ended between two watchdog polls
         evaluation.signature = watch.signature or None
         if watch.duplicate_of is not None:
             evaluation.duplicate_of = watch.duplicate_of
-            stages.append(StageRecord("signature", "duplicate", outcome.seconds,
-                                      f"behaves like candidate {watch.duplicate_of} on the signature grid"))
-            evaluation.status = "duplicate"
+            stages.append(
+                StageRecord(
+                    "signature",
+                    Status.DUPLICATE,
+                    outcome.seconds,
+                    f"behaves like candidate {watch.duplicate_of} on the signature grid",
+                )
+            )
+            evaluation.status = Status.DUPLICATE
             return evaluation
         status = _candidate_status(outcome, stages, watch)
-        if status == "ok":
+        if status == Status.OK:
             scored = _score(task, budget, scratch / "out")
-            stages.append(StageRecord("score", scored["status"], scored.pop("seconds"), scored.get("detail", "")))
+            stages.append(
+                StageRecord(
+                    "score", scored["status"], scored.pop("seconds"), scored.get("detail", "")
+                )
+            )
             status = scored["status"]
-            if status == "ok":
+            if status == Status.OK:
                 evaluation.fitness = scored["fitness"]
                 evaluation.meta_test_fitness = scored["meta_test_fitness"]
                 evaluation.per_env = scored["per_env"]
@@ -227,23 +299,40 @@ def _candidate_status(outcome, stages: list[StageRecord], watch: _StageWatch) ->
     ran = {s.name: s for s in stages}
     if outcome.timed_out:
         stage = watch.expired or watch.current() or "sandbox"
-        stages.append(StageRecord(stage, "timeout", outcome.seconds, "killed at its time limit"))
-        return "timeout"
+        stages.append(
+            StageRecord(stage, Status.TIMEOUT, outcome.seconds, "killed at its time limit")
+        )
+        return Status.TIMEOUT
     if outcome.output_exceeded:
-        stages.append(StageRecord("sandbox", "output_limit", outcome.seconds, "printed more than its output budget"))
-        return "output_limit"
+        stages.append(
+            StageRecord(
+                "sandbox",
+                Status.OUTPUT_LIMIT,
+                outcome.seconds,
+                "printed more than its output budget",
+            )
+        )
+        return Status.OUTPUT_LIMIT
     if outcome.killed_by_signal is not None:
         sig = outcome.killed_by_signal
-        status = {signal.SIGKILL: "oom", signal.SIGXCPU: "timeout"}.get(sig, "failed")
-        stages.append(StageRecord(watch.current() or "sandbox", status, outcome.seconds, f"killed by signal {sig}"))
+        status = {signal.SIGKILL: Status.OOM, signal.SIGXCPU: Status.TIMEOUT}.get(
+            sig, Status.FAILED
+        )
+        stages.append(
+            StageRecord(
+                watch.current() or "sandbox", status, outcome.seconds, f"killed by signal {sig}"
+            )
+        )
         return status
-    failed = next((s for s in stages if s.status != "ok"), None)
+    failed = next((s for s in stages if s.status != Status.OK), None)
     if failed is not None:
         return failed.status
     if outcome.exit_code != 0 or any(name not in ran for name in CANDIDATE_STAGES):
-        stages.append(StageRecord("sandbox", "failed", outcome.seconds, f"exit code {outcome.exit_code}"))
-        return "failed"
-    return "ok"
+        stages.append(
+            StageRecord("sandbox", Status.FAILED, outcome.seconds, f"exit code {outcome.exit_code}")
+        )
+        return Status.FAILED
+    return Status.OK
 
 
 def _read_checks(path: Path) -> dict | None:
@@ -260,13 +349,25 @@ def _score(task: str, budget: str, out_dir: Path) -> dict:
     request = out_dir.parent / "score_request.json"
     request.write_text(json.dumps({"task": task, "budget": budget, "out_dir": str(out_dir)}))
     try:
-        done = subprocess.run([sys.executable, "-m", "sandbox.scorer", str(request)], capture_output=True, text=True,
-                              timeout=SCORER_SECONDS)
+        done = subprocess.run(
+            [sys.executable, "-m", "sandbox.scorer", str(request)],
+            capture_output=True,
+            text=True,
+            timeout=SCORER_SECONDS,
+        )
     except subprocess.TimeoutExpired:
-        return {"status": "timeout", "detail": "the scorer timed out", "seconds": time.monotonic() - start}
+        return {
+            "status": Status.TIMEOUT,
+            "detail": "the scorer timed out",
+            "seconds": time.monotonic() - start,
+        }
     try:
         result = json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        return {"status": "failed", "detail": f"scorer error: {done.stderr[-1500:]}", "seconds": time.monotonic() - start}
+        return {
+            "status": Status.FAILED,
+            "detail": f"scorer error: {done.stderr[-1500:]}",
+            "seconds": time.monotonic() - start,
+        }
     result["seconds"] = time.monotonic() - start
     return result

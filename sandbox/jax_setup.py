@@ -18,8 +18,7 @@ def configure_xla() -> None:
     if "jax" in sys.modules:
         warnings.warn(
             "jax was imported before sandbox; XLA_FLAGS could not be set and vmapped CPU "
-            "training may hang. Import sandbox first or export XLA_FLAGS="
-            + _CPU_SCHEDULER_FLAG,
+            "training may hang. Import sandbox first or export XLA_FLAGS=" + _CPU_SCHEDULER_FLAG,
             stacklevel=3,
         )
         return

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sandbox.vocabulary import Sandbox, Status
+
 LANDSCAPE_FILE = "landscape.npz"
 RATIO_RANGE, RATIO_POINTS = (1.0 / 3.0, 3.0), 161
 ADVANTAGE_STEPS = 40  # steps of 0.05 on each side of 0
@@ -63,12 +65,18 @@ def read_landscape(path: Path) -> Landscape:
     if not stat.S_ISREG(info.st_mode):  # a link could point the reader anywhere on the host
         raise LandscapeError("the landscape file is not a regular file")
     if info.st_size > MAX_LANDSCAPE_BYTES:
-        raise LandscapeError(f"the landscape file is {info.st_size} bytes, over the {MAX_LANDSCAPE_BYTES} limit")
+        raise LandscapeError(
+            f"the landscape file is {info.st_size} bytes, over the {MAX_LANDSCAPE_BYTES} limit"
+        )
     arrays = _load_arrays(path)
     ratio_axis, advantage_axis = landscape_axes()
-    ratio, advantage = (_axis(arrays, key, expected) for key, expected in
-                        (("ratio", ratio_axis), ("advantage", advantage_axis)))
-    grids = [_grid(arrays, key, (advantage.size, ratio.size)) for key in ("drift", "d_objective_dr")]
+    ratio, advantage = (
+        _axis(arrays, key, expected)
+        for key, expected in (("ratio", ratio_axis), ("advantage", advantage_axis))
+    )
+    grids = [
+        _grid(arrays, key, (advantage.size, ratio.size)) for key in ("drift", "d_objective_dr")
+    ]
     return Landscape(ratio, advantage, *grids)
 
 
@@ -81,7 +89,9 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
         raise LandscapeError(f"the landscape file is not an npz archive: {error}") from None
     names = [m.filename for m in members]
     if set(names) != expected or len(names) != len(expected):
-        raise LandscapeError(f"the landscape file holds {sorted(names)[:10]}, expected {sorted(expected)}")
+        raise LandscapeError(
+            f"the landscape file holds {sorted(names)[:10]}, expected {sorted(expected)}"
+        )
     # Uncompressed sizes, checked before np.load inflates anything (a zip bomb).
     if sum(m.file_size for m in members) > MAX_LANDSCAPE_BYTES:
         raise LandscapeError("the landscape arrays are over the size limit")
@@ -89,12 +99,16 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in KEYS}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        raise LandscapeError(f"the landscape file is unreadable: {type(error).__name__}: {error}") from None
+        raise LandscapeError(
+            f"the landscape file is unreadable: {type(error).__name__}: {error}"
+        ) from None
 
 
 def _check_dtype(key: str, array: np.ndarray) -> None:
     if array.dtype.kind != "f" or array.dtype.itemsize not in (4, 8):
-        raise LandscapeError(f"landscape {key} has dtype {array.dtype}, expected float32 or float64")
+        raise LandscapeError(
+            f"landscape {key} has dtype {array.dtype}, expected float32 or float64"
+        )
 
 
 def _axis(arrays: dict, key: str, expected: np.ndarray) -> np.ndarray:
@@ -112,7 +126,9 @@ def _grid(arrays: dict, key: str, shape: tuple[int, int]) -> np.ndarray:
     array = arrays[key]
     _check_dtype(key, array)
     if array.shape != shape:
-        raise LandscapeError(f"landscape {key} has shape {array.shape}, expected {shape} (advantage, ratio)")
+        raise LandscapeError(
+            f"landscape {key} has shape {array.shape}, expected {shape} (advantage, ratio)"
+        )
     array = array.astype(np.float64)
     array[~np.isfinite(array)] = np.nan
     return _frozen(array)
@@ -123,8 +139,9 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def compute_landscape(task: str, source: str, sandbox: str = "auto", *,
-                      seconds: float = LANDSCAPE_SECONDS) -> Landscape:
+def compute_landscape(
+    task: str, source: str, sandbox: str = Sandbox.AUTO, *, seconds: float = LANDSCAPE_SECONDS
+) -> Landscape:
     """Run a drift candidate's source in the sandbox on the landscape grid. Raises
     LandscapeError when the task has no drift, the source fails the static checks or the
     run fails; SandboxUnavailable (from the backend) when no sandbox can run."""
@@ -138,7 +155,9 @@ def compute_landscape(task: str, source: str, sandbox: str = "auto", *,
     except TaskError as error:
         raise LandscapeError(str(error)) from None
     if not spec.piece.has_landscape:
-        raise LandscapeError(f"task {task} searches for a {spec.piece.kind}; landscapes are for drift tasks (mirror_drift)")
+        raise LandscapeError(
+            f"task {task} searches for a {spec.piece.kind}; landscapes are for drift tasks (mirror_drift)"
+        )
     checked = static_check(source)
     if not checked.passed:
         raise LandscapeError(f"rejected by the static checks: {checked.detail}")
@@ -148,11 +167,18 @@ def compute_landscape(task: str, source: str, sandbox: str = "auto", *,
         (scratch / "in").mkdir()
         (scratch / "out").mkdir()
         (scratch / "in" / "candidate.py").write_text(source)
-        budget = "smoke" if "smoke" in spec.budgets else spec.budgets[0]  # the stages need one; nothing trains
+        budget = (
+            "smoke" if "smoke" in spec.budgets else spec.budgets[0]
+        )  # the stages need one; nothing trains
         request = {"task": task, "budget": budget, "seed": 0, "stages": ["load", "landscape"]}
         (scratch / "in" / "request.json").write_text(json.dumps(request))
-        outcome = backend.run(SandboxRun(("-m", "sandbox.stages", str(scratch / "in" / "request.json")), scratch,
-                                         Limits(wall_seconds=seconds)))
+        outcome = backend.run(
+            SandboxRun(
+                ("-m", "sandbox.stages", str(scratch / "in" / "request.json")),
+                scratch,
+                Limits(wall_seconds=seconds),
+            )
+        )
         if outcome.timed_out:
             raise LandscapeError(f"the landscape run was killed at its {seconds:.0f} s limit")
         if outcome.exit_code != 0:
@@ -174,7 +200,7 @@ def _failure(out: Path, outcome) -> str:
             lines = f.read(STAGE_LOG_BYTES).decode(errors="replace").splitlines()[:20]
         for line in lines:
             record = json.loads(line)
-            if isinstance(record, dict) and record.get("status") not in (None, "ok"):
+            if isinstance(record, dict) and record.get("status") not in (None, Status.OK):
                 stage, status = str(record.get("stage"))[:20], str(record["status"])[:20]
                 return f"stage {stage}: {status}: {str(record.get('detail'))[:500]}"
     except (OSError, ValueError):

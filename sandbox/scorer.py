@@ -8,13 +8,16 @@ evaluates the final policies on an evaluation seed drawn now, which the training
 not know. Whatever the candidate printed or wrote, only these numbers count.
 """
 
+import sandbox  # noqa: F401  (XLA flags)
+
+# isort: split
+
 import json
 import os
 import secrets
 import sys
 from pathlib import Path
 
-import sandbox  # noqa: F401  (XLA flags)
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +29,7 @@ from sandbox.tasks import load_task
 from sandbox.training.envs import make_env
 from sandbox.training.evaluate import evaluate_params
 from sandbox.training.ppo import make_network
+from sandbox.vocabulary import Status
 
 
 def score(task_name: str, budget_name: str, out_dir: Path, eval_seed: int | None = None) -> dict:
@@ -37,27 +41,53 @@ def score(task_name: str, budget_name: str, out_dir: Path, eval_seed: int | None
         for env_id in env_ids:
             config, reference = budget.config(env_id), budget.env(env_id)
             spec = make_env(env_id)
-            template = make_network(config, spec.num_actions).init(jax.random.key(0), jnp.zeros((1, *spec.obs_shape)))
+            template = make_network(config, spec.num_actions).init(
+                jax.random.key(0), jnp.zeros((1, *spec.obs_shape))
+            )
             try:
                 params, curve = read_training_artifact(out_dir, env_id, template, budget.seeds)
             except ArtifactError as error:
-                return {"status": error.status, "detail": str(error), "fitness": None, "per_env": per_env}
+                return {
+                    "status": error.status,
+                    "detail": str(error),
+                    "fitness": None,
+                    "per_env": per_env,
+                }
             returns = np.asarray(evaluate_params(config, params, eval_seed, (budget.seeds,)))
             if not np.isfinite(returns).all():
-                return {"status": "nonfinite", "detail": f"{env_id}: non-finite evaluation returns",
-                        "fitness": None, "per_env": per_env}
-            scores = normalise(returns, random_return=reference.random_return, ppo_return=reference.ppo_return)
+                return {
+                    "status": Status.NONFINITE,
+                    "detail": f"{env_id}: non-finite evaluation returns",
+                    "fitness": None,
+                    "per_env": per_env,
+                }
+            scores = normalise(
+                returns, random_return=reference.random_return, ppo_return=reference.ppo_return
+            )
             agg, raw = Aggregate.of(scores), Aggregate.of(returns)
             per_env[part][env_id] = {
                 "returns": [float(x) for x in returns],
                 "return_iqm": raw.iqm,
-                "normalised": {"scores": [float(x) for x in scores], "iqm": agg.iqm,
-                               "ci_low": agg.ci_low, "ci_high": agg.ci_high},
+                "normalised": {
+                    "scores": [float(x) for x in scores],
+                    "iqm": agg.iqm,
+                    "ci_low": agg.ci_low,
+                    "ci_high": agg.ci_high,
+                },
                 "learning_curve": [float(x) if np.isfinite(x) else None for x in curve],
             }
-    mean_iqm = lambda part: float(np.mean([e["normalised"]["iqm"] for e in per_env[part].values()])) if per_env[part] else None  # noqa: E731
-    return {"status": "ok", "fitness": mean_iqm("meta_train"), "meta_test_fitness": mean_iqm("meta_test"),
-            "per_env": per_env, "eval_seed": eval_seed}
+    mean_iqm = lambda part: (
+        float(np.mean([e["normalised"]["iqm"] for e in per_env[part].values()]))
+        if per_env[part]
+        else None
+    )  # noqa: E731
+    return {
+        "status": Status.OK,
+        "fitness": mean_iqm("meta_train"),
+        "meta_test_fitness": mean_iqm("meta_test"),
+        "per_env": per_env,
+        "eval_seed": eval_seed,
+    }
 
 
 def enable_compilation_cache() -> None:
@@ -73,4 +103,6 @@ def enable_compilation_cache() -> None:
 if __name__ == "__main__":
     enable_compilation_cache()
     request = json.loads(Path(sys.argv[1]).read_text())
-    sys.stdout.write(json.dumps(score(request["task"], request["budget"], Path(request["out_dir"]))) + "\n")
+    sys.stdout.write(
+        json.dumps(score(request["task"], request["budget"], Path(request["out_dir"]))) + "\n"
+    )

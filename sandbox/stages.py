@@ -15,6 +15,10 @@ out/stages.jsonl are diagnostics, and fitness is computed elsewhere from the par
 left in out/*.npz.
 """
 
+import sandbox  # noqa: F401  (XLA flags)
+
+# isort: split
+
 import dataclasses
 import json
 import sys
@@ -22,7 +26,6 @@ import time
 import traceback
 from pathlib import Path
 
-import sandbox  # noqa: F401  (XLA flags)
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,6 +47,7 @@ from sandbox.tasks import load_task
 from sandbox.training.components import Components
 from sandbox.training.ppo import CandidateContractError, make_train
 from sandbox.training.run import pooled_learning_curve, train_batch
+from sandbox.vocabulary import Status
 
 MAX_HLO_BYTES = 64 * 1024**2  # a PPO trainer is a few MB of HLO text; unroll bombs are not
 SMOKE_UPDATES = 8
@@ -57,10 +61,10 @@ class StageFailure(Exception):
 
 def classify(error: BaseException) -> str:
     if is_resource_exhaustion(error):
-        return "oom"
+        return Status.OOM
     if isinstance(error, (CandidateContractError,)) or is_control_flow_error(error):
-        return "invalid"
-    return "failed"
+        return Status.INVALID
+    return Status.FAILED
 
 
 def smoke_config(budget, env_id):
@@ -69,10 +73,13 @@ def smoke_config(budget, env_id):
     return dataclasses.replace(config, total_timesteps=steps)
 
 
-def drift_landscape(function, ratio: np.ndarray, advantage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def drift_landscape(
+    function, ratio: np.ndarray, advantage: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """D(r, A) and d(r*A - D)/dr on the grid, rows = advantage. Each row is one call on a 1-D
     ratio array, as in training; the drift is elementwise, so the gradient of the row's sum
     is the elementwise derivative."""
+
     def drift_of(r, a):
         return jnp.asarray(function(r, a), jnp.float32)
 
@@ -80,7 +87,9 @@ def drift_landscape(function, ratio: np.ndarray, advantage: np.ndarray) -> tuple
         a = jnp.full_like(r, a)
         return drift_of(r, a), jax.grad(lambda x: jnp.sum(x * a - drift_of(x, a)))(r)
 
-    drift, slope = jax.jit(jax.vmap(row, in_axes=(None, 0)))(jnp.asarray(ratio), jnp.asarray(advantage))
+    drift, slope = jax.jit(jax.vmap(row, in_axes=(None, 0)))(
+        jnp.asarray(ratio), jnp.asarray(advantage)
+    )
     return np.asarray(drift, np.float32), np.asarray(slope, np.float32)
 
 
@@ -100,18 +109,20 @@ def main(request_path: str) -> int:
         try:
             function = load_entry_point(source, task.entry_point, filename="candidate.py")
         except CandidateLoadError as error:
-            raise StageFailure("failed", str(error)) from None
+            raise StageFailure(Status.FAILED, str(error)) from None
         if task.piece.contract is Contract.ELEMENTWISE:
             # A crash while tracing is a failure; Python control flow on tracers, a wrong shape or
             # mixing across the batch break the contract (invalid).
             try:
-                jax.eval_shape(function, *[jax.ShapeDtypeStruct((7,), jnp.float32)] * len(task.inputs))
+                jax.eval_shape(
+                    function, *[jax.ShapeDtypeStruct((7,), jnp.float32)] * len(task.inputs)
+                )
             except Exception as error:
-                status = "invalid" if is_control_flow_error(error) else classify(error)
+                status = Status.INVALID if is_control_flow_error(error) else classify(error)
                 raise StageFailure(status, describe_failure(error, "candidate.py")) from None
             contract = check_elementwise_contract(function, tuple(task.inputs), "candidate.py")
             if not contract.passed:
-                raise StageFailure("invalid", contract.detail)
+                raise StageFailure(Status.INVALID, contract.detail)
         state["function"] = function
         return f"loaded {task.entry_point}()"
 
@@ -119,68 +130,116 @@ def main(request_path: str) -> int:
         load()
         components = Components(**{task.piece.plug_point: state["function"]})
         config = smoke_config(budget, split.meta_train[0])
-        lowered = jax.jit(make_train(config, components)).lower(jax.random.key(0), config.learning_rate)
+        lowered = jax.jit(make_train(config, components)).lower(
+            jax.random.key(0), config.learning_rate
+        )
         size = len(lowered.as_text())
         if size > MAX_HLO_BYTES:
-            raise StageFailure("failed", f"the training program is {size / 1e6:.0f} MB of HLO (limit "
-                               f"{MAX_HLO_BYTES / 1e6:.0f} MB): unrolled Python loops in the candidate?")
+            raise StageFailure(
+                Status.FAILED,
+                f"the training program is {size / 1e6:.0f} MB of HLO (limit "
+                f"{MAX_HLO_BYTES / 1e6:.0f} MB): unrolled Python loops in the candidate?",
+            )
         state.update(components=components, smoke=(config, lowered.compile()))
         return f"compiled the {config.env_id} trainer ({size / 1e6:.1f} MB HLO)"
 
     def landscape():
         if not task.piece.has_landscape:
-            raise StageFailure("failed", f"landscapes are defined for drift candidates, not {task.piece.kind}")
+            raise StageFailure(
+                Status.FAILED, f"landscapes are defined for drift candidates, not {task.piece.kind}"
+            )
         if "function" not in state:
             load()
         ratio, advantage = landscape_axes()
         drift, slope = drift_landscape(state["function"], ratio, advantage)
         if drift.shape != (advantage.size, ratio.size) or slope.shape != drift.shape:
-            raise StageFailure("invalid", f"the drift returned shape {drift.shape} on a {ratio.size}-ratio grid")
-        np.savez(out / LANDSCAPE_FILE, ratio=ratio, advantage=advantage, drift=drift, d_objective_dr=slope)
+            raise StageFailure(
+                Status.INVALID,
+                f"the drift returned shape {drift.shape} on a {ratio.size}-ratio grid",
+            )
+        np.savez(
+            out / LANDSCAPE_FILE,
+            ratio=ratio,
+            advantage=advantage,
+            drift=drift,
+            d_objective_dr=slope,
+        )
         return f"{advantage.size} x {ratio.size} grid, {int(np.isfinite(drift).sum())} finite drift values"
 
     def validity():
         report = run_conditions(task, state["function"], "candidate.py")
         write_json(out / "checks.json", report.to_dict())
         if not report.valid:
-            raise StageFailure("invalid", "; ".join(f"{c.name}: {c.detail}" for c in report.failures))
+            raise StageFailure(
+                Status.INVALID, "; ".join(f"{c.name}: {c.detail}" for c in report.failures)
+            )
         # The trusted side compares this with the archive and may stop the run as a duplicate.
-        write_json(out / "signature.json", {"signature": behaviour_signature(task.piece, state["function"])})
+        write_json(
+            out / "signature.json",
+            {"signature": behaviour_signature(task.piece, state["function"])},
+        )
         return f"{len(report.checks)} conditions hold"
 
     def smoke():
         config, compiled = state["smoke"]
-        output = jax.block_until_ready(compiled(jax.random.key(request["seed"]), config.learning_rate))
+        output = jax.block_until_ready(
+            compiled(jax.random.key(request["seed"]), config.learning_rate)
+        )
         leaves = jax.tree.leaves(output.params)
-        if not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves) or not np.isfinite(output.entropy).all():
-            raise StageFailure("nonfinite", f"{config.total_timesteps} steps on {config.env_id} gave NaN or inf")
+        if (
+            not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+            or not np.isfinite(output.entropy).all()
+        ):
+            raise StageFailure(
+                Status.NONFINITE,
+                f"{config.total_timesteps} steps on {config.env_id} gave NaN or inf",
+            )
         return f"{config.total_timesteps} steps on {config.env_id}, finite"
 
     def full():
         for env_id in split.meta_train + split.meta_test:
-            batch = train_batch(budget.config(env_id), state["components"], seeds=budget.seeds, seed=request["seed"])
+            batch = train_batch(
+                budget.config(env_id), state["components"], seeds=budget.seeds, seed=request["seed"]
+            )
             curve = pooled_learning_curve(batch.output, axis=(0, 1))
             params = jax.tree.map(lambda x: x[0], batch.output.params)  # one learning rate
             write_training_artifact(out, env_id, params, curve)
-            print(f"trained {env_id}: {batch.env_steps} steps in {batch.train_seconds:.1f} s", flush=True)
+            print(
+                f"trained {env_id}: {batch.env_steps} steps in {batch.train_seconds:.1f} s",
+                flush=True,
+            )
         return f"{budget.seeds} seeds on {', '.join(split.meta_train + split.meta_test)}"
 
     for name in stages:
         append_stage(out, {"stage": name, "event": "start", "time": time.time()})
         start = time.monotonic()
         try:
-            detail = {"load": load, "trace": trace, "validity": validity, "smoke": smoke, "full": full,
-                      "landscape": landscape}[name]()
-            status = "ok"
+            detail = {
+                "load": load,
+                "trace": trace,
+                "validity": validity,
+                "smoke": smoke,
+                "full": full,
+                "landscape": landscape,
+            }[name]()
+            status = Status.OK
         except StageFailure as failure:
             status, detail = failure.status, failure.detail
         except Exception as error:  # a crash in candidate code, or resource exhaustion
             status = classify(error)
             detail = f"{type(error).__name__}: {str(error)[:2000]}"
             traceback.print_exc()
-        append_stage(out, {"stage": name, "status": status, "seconds": time.monotonic() - start, "detail": detail})
+        append_stage(
+            out,
+            {
+                "stage": name,
+                "status": status,
+                "seconds": time.monotonic() - start,
+                "detail": detail,
+            },
+        )
         print(f"stage {name}: {status}: {detail[:500]}", flush=True)
-        if status != "ok":
+        if status != Status.OK:
             return 1
     return 0
 

@@ -17,7 +17,9 @@ import jinja2
 from sandbox.budgets import get_budget
 from sandbox.pieces import Piece, UnknownPiece, get_piece
 
-TASKS_DIR = Path(os.environ.get("SCIENTIST_TASKS_DIR", Path(__file__).resolve().parent.parent / "task_templates"))
+TASKS_DIR = Path(
+    os.environ.get("SCIENTIST_TASKS_DIR", Path(__file__).resolve().parent.parent / "task_templates")
+)
 
 
 class TaskError(ValueError):
@@ -49,7 +51,9 @@ class TaskSpec:
         """The meta-train / meta-test environments at a budget (the task's default split
         unless the spec names one for that budget)."""
         if budget not in self.budgets:
-            raise TaskError(f"task {self.name} does not run at budget {budget!r}; it supports {', '.join(self.budgets)}")
+            raise TaskError(
+                f"task {self.name} does not run at budget {budget!r}; it supports {', '.join(self.budgets)}"
+            )
         return self.splits.get(budget, self.splits["default"])
 
     @property
@@ -59,7 +63,9 @@ class TaskSpec:
     def baseline_source(self, name: str) -> str:
         path = self.folder / "baselines" / f"{name}.py"
         if not path.is_file():
-            raise TaskError(f"task {self.name} has no baseline {name!r}; it has {', '.join(self.baseline_names)}")
+            raise TaskError(
+                f"task {self.name} has no baseline {name!r}; it has {', '.join(self.baseline_names)}"
+            )
         return path.read_text()
 
     def render(self, *, body: str | None = None, source: str | None = None) -> str:
@@ -73,7 +79,9 @@ class TaskSpec:
 @functools.cache
 def _templates(folder: Path) -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(folder), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+        loader=jinja2.FileSystemLoader(folder),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
     )
 
 
@@ -83,7 +91,9 @@ def load_baseline(task: str, name: str):
     from sandbox.candidate import load_entry_point  # candidate loading needs the checker
 
     spec = load_task(task)
-    return load_entry_point(spec.baseline_source(name), spec.entry_point, filename=f"{task}/baselines/{name}.py")
+    return load_entry_point(
+        spec.baseline_source(name), spec.entry_point, filename=f"{task}/baselines/{name}.py"
+    )
 
 
 def list_tasks() -> list[str]:
@@ -108,7 +118,10 @@ def load_task(name: str) -> TaskSpec:
             budgets=tuple(raw["budgets"]),
             inputs=dict(raw["inputs"]),
             output=dict(raw["output"]),
-            splits={k: Split(tuple(v["meta_train"]), tuple(v["meta_test"])) for k, v in raw["splits"].items()},
+            splits={
+                k: Split(tuple(v["meta_train"]), tuple(v["meta_test"]))
+                for k, v in raw["splits"].items()
+            },
             folder=path.parent,
         )
     except UnknownPiece as error:
@@ -123,7 +136,9 @@ def _validate(spec: TaskSpec, path: Path) -> None:
     if spec.name != path.parent.name:
         raise TaskError(f"{path}: name {spec.name!r} differs from its folder {path.parent.name!r}")
     if len(spec.inputs) != spec.piece.arity:
-        raise TaskError(f"{path}: a {spec.piece.kind} takes {spec.piece.arity} inputs, [inputs] names {len(spec.inputs)}")
+        raise TaskError(
+            f"{path}: a {spec.piece.kind} takes {spec.piece.arity} inputs, [inputs] names {len(spec.inputs)}"
+        )
     if "default" not in spec.splits:
         raise TaskError(f"{path}: needs a [splits.default] table")
     for budget_name in spec.budgets:
@@ -133,4 +148,6 @@ def _validate(spec: TaskSpec, path: Path) -> None:
             raise TaskError(f"{path}: budget {budget_name} has no meta-train environment")
         for env_id in split.meta_train + split.meta_test:
             if env_id not in budget.env_ids:
-                raise TaskError(f"{path}: {env_id} is not covered by budget {budget_name} ({', '.join(budget.env_ids)})")
+                raise TaskError(
+                    f"{path}: {env_id} is not covered by budget {budget_name} ({', '.join(budget.env_ids)})"
+                )

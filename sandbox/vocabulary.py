@@ -28,15 +28,24 @@ class Status(StrEnum):
     INFRA = "infra"  # the sandbox itself failed under it: no verdict, never stored
 
 
+# Tuples, not sets: they serve as SQL IN lists as well as for membership tests.
 # Verdicts of an evaluation that scored nothing: repair material for proposers, failures in reports.
-FAILURES = frozenset({Status.REJECTED, Status.INVALID, Status.FAILED, Status.TIMEOUT, Status.OOM,
-                      Status.OUTPUT_LIMIT, Status.NONFINITE, Status.CRASHED})
-EVALUATED = FAILURES | {Status.OK}  # an evaluation reached a verdict
-DECIDED_WITHOUT_EVALUATION = frozenset({Status.DUPLICATE, Status.NO_CODE})
-NO_VERDICT = frozenset({Status.CANCELLED, Status.INFRA})  # the candidate stays pending
-NOT_EVALUATED = DECIDED_WITHOUT_EVALUATION | {Status.PENDING}
+FAILURES = (
+    Status.REJECTED,
+    Status.INVALID,
+    Status.FAILED,
+    Status.TIMEOUT,
+    Status.OOM,
+    Status.OUTPUT_LIMIT,
+    Status.NONFINITE,
+    Status.CRASHED,
+)
+EVALUATED = (Status.OK, *FAILURES)  # an evaluation reached a verdict
+DECIDED_WITHOUT_EVALUATION = (Status.DUPLICATE, Status.NO_CODE)
+NO_VERDICT = (Status.CANCELLED, Status.INFRA)  # the candidate stays pending
+NOT_EVALUATED = (Status.PENDING, *DECIDED_WITHOUT_EVALUATION)
 # What the sandboxed stages may report about themselves (read back as untrusted records).
-STAGE_VERDICTS = EVALUATED - {Status.CRASHED}
+STAGE_VERDICTS = tuple(s for s in EVALUATED if s != Status.CRASHED)
 
 
 class Origin(StrEnum):
@@ -50,8 +59,16 @@ class Origin(StrEnum):
 
 
 PROPOSERS = (Origin.MUTATION, Origin.LLM)
-ORIGIN_LABELS = {Origin.BASELINE: "baseline", Origin.LLM: "LLM", Origin.MUTATION: "mutation",
-                 Origin.ES: "ES (LPO)", Origin.DISTILLED: "distilled"}
+Proposer = StrEnum(
+    "Proposer", {origin.name: origin.value for origin in PROPOSERS}
+)  # the CLI's choices
+ORIGIN_LABELS = {
+    Origin.BASELINE: "baseline",
+    Origin.LLM: "LLM",
+    Origin.MUTATION: "mutation",
+    Origin.ES: "ES (LPO)",
+    Origin.DISTILLED: "distilled",
+}
 
 
 class CampaignStatus(StrEnum):

@@ -1,17 +1,21 @@
 """The `scientist` command line."""
 
+import sandbox  # noqa: F401  (sets XLA flags before anything imports jax)
+
+# isort: split
+
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-
-import sandbox  # noqa: F401  (sets XLA flags before anything imports jax)
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sandbox.vocabulary import Sandbox, Status
 from scientist.commands.json_output import print_json
+from scientist.commands.options import SandboxOption
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -59,24 +63,64 @@ class _RichProgress:
 
 def _progress() -> Progress:
     return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, transient=False,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
 
 
 @app.command()
 def train(
-    baseline: Annotated[str | None, typer.Option(help="A mirror_drift baseline: ppo, dpo, zero (task_templates/mirror_drift/baselines).")] = None,
-    candidate: Annotated[Path | None, typer.Option(help="Python file defining drift(ratio, advantage); it must pass the static checks.")] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="A mirror_drift baseline: ppo, dpo, zero (task_templates/mirror_drift/baselines)."
+        ),
+    ] = None,
+    candidate: Annotated[
+        Path | None,
+        typer.Option(
+            help="Python file defining drift(ratio, advantage); it must pass the static checks."
+        ),
+    ] = None,
     env: Annotated[str, typer.Option(help="gymnax environment id.")] = "CartPole-v1",
-    seeds: Annotated[int | None, typer.Option(min=1, help="Seeds trained in one vmapped call (default: the budget's, else 8).")] = None,
-    timesteps: Annotated[int | None, typer.Option(min=1, help="Environment steps per seed (default: the budget's, else the env preset's).")] = None,
-    budget: Annotated[str | None, typer.Option(help="Named budget (smoke, quick, paper): sets steps and seeds and enables normalised scores.")] = None,
-    lr: Annotated[list[float] | None, typer.Option(help="Learning rate; repeat for a sweep compiled into the same call.")] = None,
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Seeds trained in one vmapped call (default: the budget's, else 8)."
+        ),
+    ] = None,
+    timesteps: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Environment steps per seed (default: the budget's, else the env preset's)."
+        ),
+    ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Named budget (smoke, quick, paper): sets steps and seeds and enables normalised scores."
+        ),
+    ] = None,
+    lr: Annotated[
+        list[float] | None,
+        typer.Option(help="Learning rate; repeat for a sweep compiled into the same call."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
-    eval_seed: Annotated[int | None, typer.Option(help="Seed of the evaluation episodes (default: seed + 1_000_003).")] = None,
-    eval_episodes: Annotated[int | None, typer.Option(min=1, help="Evaluation episodes per trained policy.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    eval_seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of the evaluation episodes (default: seed + 1_000_003)."),
+    ] = None,
+    eval_episodes: Annotated[
+        int | None, typer.Option(min=1, help="Evaluation episodes per trained policy.")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
 ):
     """Train PPO-family agents with a built-in or candidate drift, vmapped over seeds."""
     from sandbox.budgets import get_budget
@@ -101,7 +145,9 @@ def train(
         drift_name = baseline or "ppo"
         choices = load_task("mirror_drift").baseline_names
         if drift_name not in choices:
-            raise typer.BadParameter(f"unknown baseline {drift_name!r}; choose from {', '.join(choices)}")
+            raise typer.BadParameter(
+                f"unknown baseline {drift_name!r}; choose from {', '.join(choices)}"
+            )
         drift = load_baseline("mirror_drift", drift_name)
 
     overrides = {}
@@ -133,8 +179,14 @@ def train(
             final_returns = evaluate_batch(batch, eval_seed=eval_seed)
         else:
             with _progress() as progress:
-                batch = train_batch(config, components, seeds=seeds, seed=seed, learning_rates=lr,
-                                    progress=_RichProgress(progress, env))
+                batch = train_batch(
+                    config,
+                    components,
+                    seeds=seeds,
+                    seed=seed,
+                    learning_rates=lr,
+                    progress=_RichProgress(progress, env),
+                )
                 task = progress.add_task(f"{env}: evaluate", total=None)
                 start = time.perf_counter()
                 final_returns = evaluate_batch(batch, eval_seed=eval_seed)
@@ -166,13 +218,24 @@ def train(
 
 def _print_training_summary(result: dict, summaries) -> None:
     out = Console()
-    table = Table(title=f"{result['env']} · drift {result['drift']} · {result['seeds']} seeds × {result['timesteps']:,} steps")
+    table = Table(
+        title=f"{result['env']} · drift {result['drift']} · {result['seeds']} seeds × {result['timesteps']:,} steps"
+    )
     for column in ("learning rate", "IQM return", "95% CI", "median", "normalised IQM"):
         table.add_column(column, justify="right")
     for s in summaries:
-        norm = "–" if s.normalised is None else f"{s.normalised.iqm:.3f} [{s.normalised.ci_low:.3f}, {s.normalised.ci_high:.3f}]"
-        table.add_row(f"{s.learning_rate:.2e}", f"{s.returns.iqm:.1f}", f"[{s.returns.ci_low:.1f}, {s.returns.ci_high:.1f}]",
-                      f"{s.returns.median:.1f}", norm)
+        norm = (
+            "–"
+            if s.normalised is None
+            else f"{s.normalised.iqm:.3f} [{s.normalised.ci_low:.3f}, {s.normalised.ci_high:.3f}]"
+        )
+        table.add_row(
+            f"{s.learning_rate:.2e}",
+            f"{s.returns.iqm:.1f}",
+            f"[{s.returns.ci_low:.1f}, {s.returns.ci_high:.1f}]",
+            f"{s.returns.median:.1f}",
+            norm,
+        )
     out.print(table)
     out.print("final returns per seed: " + ", ".join(f"{x:.1f}" for x in result["final_returns"]))
     out.print(
@@ -186,8 +249,12 @@ RANDOM_POLICY_EPISODES = 1024
 
 @app.command()
 def calibrate(
-    budget: Annotated[str, typer.Option(help="Budget whose reference returns to measure.")] = "smoke",
-    env: Annotated[list[str] | None, typer.Option(help="Only these environments (repeatable).")] = None,
+    budget: Annotated[
+        str, typer.Option(help="Budget whose reference returns to measure.")
+    ] = "smoke",
+    env: Annotated[
+        list[str] | None, typer.Option(help="Only these environments (repeatable).")
+    ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="PPO seeds per environment.")] = 16,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 12345,
     json_output: Annotated[bool, typer.Option("--json")] = False,
@@ -222,7 +289,9 @@ def calibrate(
             "train_seconds": batch.train_seconds,
         }
         if not json_output:
-            console.print(f"{env_id}: random {rows[env_id]['random_return']:.2f}, PPO IQM {rows[env_id]['ppo_return']:.2f}")
+            console.print(
+                f"{env_id}: random {rows[env_id]['random_return']:.2f}, PPO IQM {rows[env_id]['ppo_return']:.2f}"
+            )
     if json_output:
         print_json({"budget": budget, "seeds": seeds, "envs": rows})
 
@@ -230,7 +299,9 @@ def calibrate(
 @app.command()
 def check(
     file: Annotated[Path, typer.Argument(help="Candidate module to check.")],
-    task: Annotated[str, typer.Option(help="Task whose contract and validity conditions apply.")] = "mirror_drift",
+    task: Annotated[
+        str, typer.Option(help="Task whose contract and validity conditions apply.")
+    ] = "mirror_drift",
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
     """Check a candidate without training it: static rules, contract, validity conditions.
@@ -251,7 +322,9 @@ def check(
         for result in report.checks:
             mark = "[green]pass[/green]" if result.passed else "[red]FAIL[/red]"
             out.print(f"{mark} {result.name}: {result.detail}", highlight=False)
-        out.print(f"[bold]{'valid' if report.valid else 'invalid'}[/bold] {spec.name} candidate: {file}")
+        out.print(
+            f"[bold]{'valid' if report.valid else 'invalid'}[/bold] {spec.name} candidate: {file}"
+        )
     raise typer.Exit(0 if report.valid else 1)
 
 
@@ -260,7 +333,7 @@ def evaluate(
     file: Annotated[Path, typer.Argument(help="Candidate module to evaluate.")],
     task: Annotated[str, typer.Option(help="Task the candidate is for.")] = "mirror_drift",
     budget: Annotated[str, typer.Option(help="smoke, quick or paper.")] = "smoke",
-    sandbox_name: Annotated[str, typer.Option("--sandbox", help="auto, process or docker.")] = "auto",
+    sandbox_name: SandboxOption = Sandbox.AUTO,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
@@ -268,7 +341,7 @@ def evaluate(
     runs in the sandbox, then the trusted scorer. Exit 0 when the status is ok, 1 for any
     verdict against the candidate, 2 when no sandbox could run it (status infra: the
     sandbox itself failed)."""
-    from sandbox.backends import SANDBOX_CHOICES, SandboxUnavailable
+    from sandbox.backends import SandboxUnavailable
     from sandbox.budgets import get_budget
     from sandbox.cascade import evaluate_candidate
     from sandbox.tasks import TaskError, load_task
@@ -277,8 +350,6 @@ def evaluate(
         load_task(task).split(get_budget(budget).name)
     except (TaskError, KeyError) as error:
         raise typer.BadParameter(error.args[0]) from None
-    if sandbox_name not in SANDBOX_CHOICES:
-        raise typer.BadParameter(f"choose {', '.join(SANDBOX_CHOICES)}", param_hint="--sandbox")
     source = _read_source(file)
     try:
         if json_output:
@@ -293,21 +364,28 @@ def evaluate(
         print_json(result.to_dict())
     else:
         _print_evaluation(result)
-    raise typer.Exit({"ok": 0, "infra": 2}.get(result.status, 1))
+    raise typer.Exit({Status.OK: 0, Status.INFRA: 2}.get(result.status, 1))
 
 
 def _print_evaluation(result) -> None:
     out = Console()
     for stage in result.stages:
-        mark = "[green]ok[/green]" if stage.status == "ok" else f"[red]{stage.status}[/red]"
-        out.print(f"{stage.name:>9} {mark} {stage.seconds:6.1f} s  {stage.detail[:160]}", highlight=False)
+        mark = "[green]ok[/green]" if stage.status == Status.OK else f"[red]{stage.status}[/red]"
+        out.print(
+            f"{stage.name:>9} {mark} {stage.seconds:6.1f} s  {stage.detail[:160]}", highlight=False
+        )
     for part, envs in result.per_env.items():
         for env_id, data in envs.items():
             n = data["normalised"]
-            out.print(f"{part:>10} {env_id:<22} return IQM {data['return_iqm']:8.2f}   normalised "
-                      f"{n['iqm']:.3f} [{n['ci_low']:.3f}, {n['ci_high']:.3f}]", highlight=False)
+            out.print(
+                f"{part:>10} {env_id:<22} return IQM {data['return_iqm']:8.2f}   normalised "
+                f"{n['iqm']:.3f} [{n['ci_low']:.3f}, {n['ci_high']:.3f}]",
+                highlight=False,
+            )
     fitness = "–" if result.fitness is None else f"{result.fitness:.3f}"
-    out.print(f"[bold]{result.status}[/bold] fitness {fitness} ({result.backend} sandbox, {result.seconds:.1f} s)")
+    out.print(
+        f"[bold]{result.status}[/bold] fitness {fitness} ({result.backend} sandbox, {result.seconds:.1f} s)"
+    )
 
 
 _register_campaign_commands()

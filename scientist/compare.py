@@ -15,9 +15,13 @@ from archive.schema import Campaign, Candidate
 from sandbox.budgets import get_budget
 from sandbox.fitness import interquartile_mean
 from sandbox.tasks import load_task
+from sandbox.vocabulary import ORIGIN_LABELS, Origin, Sandbox, Status
 from scientist.executors.base import Executor, LocalExecutor
 
-KINDS = (("llm", "LLM"), ("mutation", "mutation"), ("es", "ES (LPO)"), ("distilled", "distilled"))
+KINDS = tuple(
+    (origin, ORIGIN_LABELS[origin])
+    for origin in (Origin.LLM, Origin.MUTATION, Origin.ES, Origin.DISTILLED)
+)
 HAND_DESIGNED = (("ppo", "PPO"), ("dpo", "DPO"))
 
 
@@ -62,13 +66,20 @@ class Row:
 def split_score(envs: dict, resamples: int = 2000, seed: int = 0) -> Score:
     """Mean over a split's environments of the IQM of normalised scores over seeds, with a
     95% stratified bootstrap CI (seeds resampled within each environment)."""
-    samples = [np.asarray(result["normalised"]["scores"], dtype=np.float64) for result in envs.values()]
+    samples = [
+        np.asarray(result["normalised"]["scores"], dtype=np.float64) for result in envs.values()
+    ]
     if not samples:
         return Score()
     point = float(np.mean([interquartile_mean(s) for s in samples]))
     rng = np.random.default_rng(seed)
-    stats = np.mean([interquartile_mean(s[rng.integers(0, s.size, size=(resamples, s.size))], axis=1)
-                     for s in samples], axis=0)
+    stats = np.mean(
+        [
+            interquartile_mean(s[rng.integers(0, s.size, size=(resamples, s.size))], axis=1)
+            for s in samples
+        ],
+        axis=0,
+    )
     low, high = np.quantile(stats, [0.025, 0.975])
     return Score(point, float(low), float(high))
 
@@ -80,14 +91,21 @@ def search_cost(session: Session, campaign: Campaign) -> Cost:
     budget, split = get_budget(campaign.budget), load_task(campaign.task).split(campaign.budget)
     envs = split.meta_train + split.meta_test
     trained = reads.fully_trained_count(session, campaign.id)
-    es = reads.es_totals(session, campaign.id)  # ES campaigns' own meta-training, generation by generation
-    return Cost(training_runs=trained * budget.seeds * len(envs) + es["training_runs"],
-                env_steps=trained * budget.seeds * sum(budget.env(e).timesteps for e in envs) + es["env_steps"],
-                wall_seconds=reads.sandbox_seconds(session, campaign.id) + es["wall_seconds"],
-                dollars=reads.spent_usd(session, campaign.id))
+    es = reads.es_totals(
+        session, campaign.id
+    )  # ES campaigns' own meta-training, generation by generation
+    return Cost(
+        training_runs=trained * budget.seeds * len(envs) + es["training_runs"],
+        env_steps=trained * budget.seeds * sum(budget.env(e).timesteps for e in envs)
+        + es["env_steps"],
+        wall_seconds=reads.sandbox_seconds(session, campaign.id) + es["wall_seconds"],
+        dollars=reads.spent_usd(session, campaign.id),
+    )
 
 
-def best_of_kind(session: Session, campaigns: list[Campaign], origin: str) -> tuple[Candidate, list[Campaign], Cost] | None:
+def best_of_kind(
+    session: Session, campaigns: list[Campaign], origin: str
+) -> tuple[Candidate, list[Campaign], Cost] | None:
     """The best scored candidate of `origin` across the campaigns, the campaigns that
     proposed that origin, and what their searches cost together (None: no such candidate)."""
     best = reads.best_of_origin(session, [c.id for c in campaigns], origin)
@@ -104,10 +122,15 @@ def gather(session: Session, names: list[str]) -> tuple[str, list[Campaign], lis
     campaigns = [reads.get_campaign(session, name) for name in names]
     tasks = {c.task for c in campaigns}
     if len(tasks) != 1:
-        raise CompareError(f"the campaigns are on different tasks ({', '.join(sorted(tasks))}); compare one task at a time")
+        raise CompareError(
+            f"the campaigns are on different tasks ({', '.join(sorted(tasks))}); compare one task at a time"
+        )
     task = load_task(tasks.pop())
-    rows = [Row(label, code=task.baseline_source(name), hand_designed=True, status="pending")
-            for name, label in HAND_DESIGNED if name in task.baseline_names]
+    rows = [
+        Row(label, code=task.baseline_source(name), hand_designed=True, status=Status.PENDING)
+        for name, label in HAND_DESIGNED
+        if name in task.baseline_names
+    ]
     for origin, label in KINDS:
         row = Row(label)
         found = best_of_kind(session, campaigns, origin)
@@ -115,13 +138,22 @@ def gather(session: Session, names: list[str]) -> tuple[str, list[Campaign], lis
             best, producers, row.cost = found
             row.candidate_id, row.search_fitness, row.code = best.id, best.fitness, best.code
             row.campaigns = [c.name for c in producers]
-            row.status = "pending"
+            row.status = Status.PENDING
         rows.append(row)
     return task.name, campaigns, rows
 
 
-def reevaluate(task: str, rows: list[Row], budget: str, *, seed: int, sandbox: str = "auto", workers: int = 2,
-               executor: Executor | None = None, on_done=None) -> list[Row]:
+def reevaluate(
+    task: str,
+    rows: list[Row],
+    budget: str,
+    *,
+    seed: int,
+    sandbox: str = Sandbox.AUTO,
+    workers: int = 2,
+    executor: Executor | None = None,
+    on_done=None,
+) -> list[Row]:
     """Train and score every present row again on `seed` (the same for all: common random
     numbers), `workers` at a time through the executor (default: sandboxes here). Nothing is
     recorded: the archive keeps the search's own evaluations."""
@@ -131,7 +163,7 @@ def reevaluate(task: str, rows: list[Row], budget: str, *, seed: int, sandbox: s
     def run(row: Row) -> Row:
         evaluation = executor(task, row.code, budget, sandbox=sandbox, seed=seed)
         row.status = evaluation.status
-        if evaluation.status == "ok":
+        if evaluation.status == Status.OK:
             row.meta_train = split_score(evaluation.per_env.get("meta_train", {}))
             row.meta_test = split_score(evaluation.per_env.get("meta_test", {}))
         if on_done:

@@ -33,19 +33,22 @@ from sqlalchemy import Engine
 
 from archive import writes
 from archive.db import transaction
-from archive.schema import PENDING, Campaign, Candidate
+from archive.schema import Campaign, Candidate
 from sandbox.landscape import Landscape, LandscapeError, compute_landscape
 from sandbox.pieces import drift
 from sandbox.tasks import TaskError, TaskSpec, load_task
+from sandbox.vocabulary import Origin, Sandbox, Status
 from scientist.analysis import DriftFeatures, detect_features
 from scientist.evaluation import EventNote, Recorder, SignatureClaim
 from scientist.executors.base import Executor, LocalExecutor
 from scientist.proposers import parsing, prompting
 from scientist.proposers.base import CallRecord, ProposerError
 
-ORIGIN, OPERATOR = "distilled", "distill"
+ORIGIN, OPERATOR = Origin.DISTILLED, "distill"
 DEFAULT_TOLERANCE = 0.05  # relative RMSE of D that ends the conversation
-SCALE_FLOOR = 1e-3  # relative errors divide by max(target RMS, this): a zero target must not divide by 0
+SCALE_FLOOR = (
+    1e-3  # relative errors divide by max(target RMS, this): a zero target must not divide by 0
+)
 # The description's sub-grid: nearest landscape points to these ratios, these exact advantages.
 TABLE_RATIOS = (0.4, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.3, 1.5, 2.0, 3.0)
 TABLE_ADVANTAGES = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)
@@ -53,7 +56,13 @@ WORST_CELLS = 6
 
 # Attempt outcomes, in the order a kept candidate is preferred (best last).
 CALL_FAILED, NO_CODE, NO_LANDSCAPE, CONDITIONS, POOR_FIT, ACCEPTED = (
-    "call_failed", "no_code", "no_landscape", "conditions", "poor_fit", "accepted")
+    "call_failed",
+    Status.NO_CODE,
+    "no_landscape",
+    "conditions",
+    "poor_fit",
+    "accepted",
+)
 
 
 class DistillError(ValueError):
@@ -101,6 +110,7 @@ class DistillResult:
 
 # -- describing and comparing landscapes --------------------------------------------------
 
+
 def _table_indices(landscape: Landscape) -> tuple[np.ndarray, np.ndarray]:
     """(advantage rows, ratio columns) of the description's sub-grid, nearest points, no repeats."""
     cols = np.unique([int(np.argmin(np.abs(landscape.ratio - r))) for r in TABLE_RATIOS])
@@ -116,10 +126,16 @@ def _number(value: float) -> str:
 
 def _table(landscape: Landscape, values: np.ndarray) -> str:
     rows, cols = _table_indices(landscape)
-    lines = ["| A \\ r | " + " | ".join(f"{landscape.ratio[c]:.4g}" for c in cols) + " |",
-             "|---" * (cols.size + 1) + "|"]
+    lines = [
+        "| A \\ r | " + " | ".join(f"{landscape.ratio[c]:.4g}" for c in cols) + " |",
+        "|---" * (cols.size + 1) + "|",
+    ]
     for i in rows:
-        lines.append(f"| {landscape.advantage[i]:g} | " + " | ".join(_number(values[i, c]) for c in cols) + " |")
+        lines.append(
+            f"| {landscape.advantage[i]:g} | "
+            + " | ".join(_number(values[i, c]) for c in cols)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -127,10 +143,12 @@ def describe_landscape(landscape: Landscape, features: DriftFeatures) -> str:
     """The drift for a prompt: D(r, A) and dJ/dr on a coarse sub-grid (4 significant digits)
     and the feature sentences."""
     sentences = "\n".join(f"- {s}" for s in features.describe())
-    return (f"drift D(r, A) (rows: advantage A; columns: ratio r):\n{_table(landscape, landscape.drift)}\n\n"
-            "dJ/dr = A - dD/dr, the incentive to move r (without a drift it is A everywhere):\n"
-            f"{_table(landscape, landscape.d_objective_dr)}\n\n"
-            f"What the whole grid ({landscape.advantage.size} x {landscape.ratio.size} points) shows:\n{sentences}")
+    return (
+        f"drift D(r, A) (rows: advantage A; columns: ratio r):\n{_table(landscape, landscape.drift)}\n\n"
+        "dJ/dr = A - dD/dr, the incentive to move r (without a drift it is A everywhere):\n"
+        f"{_table(landscape, landscape.d_objective_dr)}\n\n"
+        f"What the whole grid ({landscape.advantage.size} x {landscape.ratio.size} points) shows:\n{sentences}"
+    )
 
 
 def _errors(target: np.ndarray, candidate: np.ndarray) -> dict:
@@ -141,23 +159,35 @@ def _errors(target: np.ndarray, candidate: np.ndarray) -> dict:
     residual = c - t
     rmse = float(np.sqrt(np.mean(residual**2)))
     total = float(np.sum((t - t.mean()) ** 2))
-    return {"rmse": rmse, "relative_rmse": rmse / max(float(np.sqrt(np.mean(t**2))), SCALE_FLOOR),
-            "r2": 1.0 - float(np.sum(residual**2)) / total if total > 0 else None,
-            "max_error": float(np.abs(residual).max())}
+    return {
+        "rmse": rmse,
+        "relative_rmse": rmse / max(float(np.sqrt(np.mean(t**2))), SCALE_FLOOR),
+        "r2": 1.0 - float(np.sum(residual**2)) / total if total > 0 else None,
+        "max_error": float(np.abs(residual).max()),
+    }
 
 
 def fit_error(target: Landscape, candidate: Landscape) -> dict:
     """How well `candidate` reproduces `target` over the whole grid: RMSE, relative RMSE (to
     the target's RMS), R^2 and the largest error, of D and of dJ/dr. Cells where either
     side is NaN are left out and counted. None where nothing is left to compare."""
-    drift, slope = _errors(target.drift, candidate.drift), _errors(target.d_objective_dr, candidate.d_objective_dr)
+    drift, slope = (
+        _errors(target.drift, candidate.drift),
+        _errors(target.d_objective_dr, candidate.d_objective_dr),
+    )
     return {
-        "drift_rmse": drift["rmse"], "drift_relative_rmse": drift["relative_rmse"], "drift_r2": drift["r2"],
+        "drift_rmse": drift["rmse"],
+        "drift_relative_rmse": drift["relative_rmse"],
+        "drift_r2": drift["r2"],
         "drift_max_error": drift["max_error"],
-        "slope_rmse": slope["rmse"], "slope_relative_rmse": slope["relative_rmse"], "slope_r2": slope["r2"],
+        "slope_rmse": slope["rmse"],
+        "slope_relative_rmse": slope["relative_rmse"],
+        "slope_r2": slope["r2"],
         "cells": int(target.drift.size),
         "target_nan_cells": int((np.isnan(target.drift) | np.isnan(target.d_objective_dr)).sum()),
-        "candidate_nan_cells": int((np.isnan(candidate.drift) | np.isnan(candidate.d_objective_dr)).sum()),
+        "candidate_nan_cells": int(
+            (np.isnan(candidate.drift) | np.isnan(candidate.d_objective_dr)).sum()
+        ),
     }
 
 
@@ -172,16 +202,20 @@ def worst_cells(target: Landscape, candidate: Landscape, count: int = WORST_CELL
         i, j = cells[k]
         if gap[k] == 0:
             break
-        lines.append(f"r = {target.ratio[j]:.4g}, A = {target.advantage[i]:g}: D should be "
-                     f"{_number(target.drift[i, j])}, yours is {_number(candidate.drift[i, j])}; dJ/dr should be "
-                     f"{_number(target.d_objective_dr[i, j])}, yours is {_number(candidate.d_objective_dr[i, j])}")
+        lines.append(
+            f"r = {target.ratio[j]:.4g}, A = {target.advantage[i]:g}: D should be "
+            f"{_number(target.drift[i, j])}, yours is {_number(candidate.drift[i, j])}; dJ/dr should be "
+            f"{_number(target.d_objective_dr[i, j])}, yours is {_number(candidate.d_objective_dr[i, j])}"
+        )
     return lines
 
 
 def grid_conditions(landscape: Landscape) -> list[str]:
     """The drift conditions as far as the landscape grid shows them (the drift piece's own
     definitions in float32 tolerances), as sentences; empty when they hold."""
-    results = drift.landscape_check(landscape.ratio, landscape.advantage, landscape.drift, landscape.d_objective_dr)
+    results = drift.landscape_check(
+        landscape.ratio, landscape.advantage, landscape.drift, landscape.d_objective_dr
+    )
     return [_sentence(result) for result in results if not result.passed]
 
 
@@ -199,7 +233,9 @@ def _sentence(result) -> str:
     if kink is None:
         return f"slope at r = 1 is {x['autodiff_slope']:.4g}, not 0, at A = {x['A']:g}"
     slope = x["right_slope"] if kink == "right" else x["left_slope"]
-    return f"kink at r = 1 ({kink} slope about {slope:.3g} at A = {x['A']:g}, however small the step)"
+    return (
+        f"kink at r = 1 ({kink} slope about {slope:.3g} at A = {x['A']:g}, however small the step)"
+    )
 
 
 def _as_float(value) -> float:
@@ -211,22 +247,43 @@ def _as_float(value) -> float:
 
 # -- the conversation ---------------------------------------------------------------------
 
+
 def _messages(task: TaskSpec, source: Candidate, description: str) -> list[dict]:
-    user = prompting.render("distill.j2", task=task, description=description, source_id=source.id,
-                            source_origin=source.origin, source_fitness=source.fitness)
-    return [{"role": "system", "content": prompting.system_message(task)}, {"role": "user", "content": user}]
+    user = prompting.render(
+        "distill.j2",
+        task=task,
+        description=description,
+        source_id=source.id,
+        source_origin=source.origin,
+        source_fitness=source.fitness,
+    )
+    return [
+        {"role": "system", "content": prompting.system_message(task)},
+        {"role": "user", "content": user},
+    ]
 
 
 def _fit_line(fit: dict) -> str:
     def show(x):
         return "n/a" if x is None else f"{x:.4g}"
-    return (f"D RMSE {show(fit['drift_rmse'])} (relative {show(fit['drift_relative_rmse'])}, "
-            f"R² {show(fit['drift_r2'])}), dJ/dr RMSE {show(fit['slope_rmse'])} "
-            f"(relative {show(fit['slope_relative_rmse'])})")
+
+    return (
+        f"D RMSE {show(fit['drift_rmse'])} (relative {show(fit['drift_relative_rmse'])}, "
+        f"R² {show(fit['drift_r2'])}), dJ/dr RMSE {show(fit['slope_rmse'])} "
+        f"(relative {show(fit['slope_relative_rmse'])})"
+    )
 
 
-def _judge(number: int, model: str, record: CallRecord, truncated: bool, task: TaskSpec, target: Landscape,
-           sandbox: str, tolerance: float) -> tuple[Attempt, str]:
+def _judge(
+    number: int,
+    model: str,
+    record: CallRecord,
+    truncated: bool,
+    task: TaskSpec,
+    target: Landscape,
+    sandbox: str,
+    tolerance: float,
+) -> tuple[Attempt, str]:
     """The attempt's outcome and the feedback for the next turn."""
     cost = record.cost_usd
     if record.error is not None:
@@ -234,30 +291,50 @@ def _judge(number: int, model: str, record: CallRecord, truncated: bool, task: T
     parsed = parsing.extract_module(record.response or "", task)
     if not parsed.ok:
         note = parsed.note + (" (the reply was cut off at max_tokens)" if truncated else "")
-        return (Attempt(number, model, NO_CODE, note, cost),
-                f"Your reply gave no usable module: {note}. Answer with the complete module, "
-                f"`def {task.entry_point}` included, in one ```python block.")
+        return (
+            Attempt(number, model, NO_CODE, note, cost),
+            f"Your reply gave no usable module: {note}. Answer with the complete module, "
+            f"`def {task.entry_point}` included, in one ```python block.",
+        )
     try:
         landscape = compute_landscape(task.name, parsed.code, sandbox)
     except LandscapeError as error:
         detail = str(error)[:800]
-        return (Attempt(number, model, NO_LANDSCAPE, detail, cost, code=parsed.code),
-                f"Your module could not be evaluated on the grid: {detail}\nFix it and give the complete "
-                "module in one ```python block.")
+        return (
+            Attempt(number, model, NO_LANDSCAPE, detail, cost, code=parsed.code),
+            f"Your module could not be evaluated on the grid: {detail}\nFix it and give the complete "
+            "module in one ```python block.",
+        )
     fit, violations = fit_error(target, landscape), tuple(grid_conditions(landscape))
     relative = fit["drift_relative_rmse"]
     good_fit = relative is not None and relative <= tolerance
     outcome = CONDITIONS if violations else (ACCEPTED if good_fit else POOR_FIT)
-    attempt = Attempt(number, model, outcome, _fit_line(fit), cost, code=parsed.code, fit=fit, violations=violations)
-    feedback = [f"Your drift's fit to the learned one over the whole grid: {_fit_line(fit)}; the goal is a "
-                f"relative RMSE of D at most {tolerance:g}."]
+    attempt = Attempt(
+        number,
+        model,
+        outcome,
+        _fit_line(fit),
+        cost,
+        code=parsed.code,
+        fit=fit,
+        violations=violations,
+    )
+    feedback = [
+        f"Your drift's fit to the learned one over the whole grid: {_fit_line(fit)}; the goal is a "
+        f"relative RMSE of D at most {tolerance:g}."
+    ]
     if fit["candidate_nan_cells"]:
         feedback.append(f"It is NaN or infinite at {fit['candidate_nan_cells']} grid points.")
     if violations:
         feedback.append("It breaks the drift conditions: " + "; ".join(violations) + ".")
-    feedback += ["Largest differences on the table's points:", *(f"- {line}" for line in worst_cells(target, landscape))]
-    feedback.append("Adjust the form or the constants so that the values match and every condition holds, and give "
-                    "the complete module in one ```python block.")
+    feedback += [
+        "Largest differences on the table's points:",
+        *(f"- {line}" for line in worst_cells(target, landscape)),
+    ]
+    feedback.append(
+        "Adjust the form or the constants so that the values match and every condition holds, and give "
+        "the complete module in one ```python block."
+    )
     return attempt, "\n".join(feedback)
 
 
@@ -268,26 +345,42 @@ def _kept(attempts: list[Attempt]) -> Attempt | None:
 
     def key(attempt: Attempt):
         relative = (attempt.fit or {}).get("drift_relative_rmse")
-        return rank[attempt.outcome], -(relative if relative is not None else np.inf), attempt.number
+        return (
+            rank[attempt.outcome],
+            -(relative if relative is not None else np.inf),
+            attempt.number,
+        )
 
     with_code = [a for a in attempts if a.code is not None]
     return max(with_code, key=key) if with_code else None
 
 
-def _note(source: Candidate, kept: Attempt | None, attempts: list[Attempt], stopped: str | None) -> str:
-    history = "; ".join(f"{a.number} {a.outcome}" + (f" (relative RMSE {a.fit['drift_relative_rmse']:.3g})"
-                                                    if a.fit and a.fit["drift_relative_rmse"] is not None else "")
-                        for a in attempts)
+def _note(
+    source: Candidate, kept: Attempt | None, attempts: list[Attempt], stopped: str | None
+) -> str:
+    history = "; ".join(
+        f"{a.number} {a.outcome}"
+        + (
+            f" (relative RMSE {a.fit['drift_relative_rmse']:.3g})"
+            if a.fit and a.fit["drift_relative_rmse"] is not None
+            else ""
+        )
+        for a in attempts
+    )
     if kept is None:
         head = f"distillation of candidate {source.id} ({source.origin}) gave no usable closed form"
     else:
-        head = (f"closed form distilled from candidate {source.id} ({source.origin}), attempt {kept.number} of "
-                f"{len(attempts)}: " + (_fit_line(kept.fit) if kept.fit else f"no fit ({kept.detail[:300]})")
-                + (f"; grid conditions broken: {'; '.join(kept.violations)}" if kept.violations else ""))
+        head = (
+            f"closed form distilled from candidate {source.id} ({source.origin}), attempt {kept.number} of "
+            f"{len(attempts)}: "
+            + (_fit_line(kept.fit) if kept.fit else f"no fit ({kept.detail[:300]})")
+            + (f"; grid conditions broken: {'; '.join(kept.violations)}" if kept.violations else "")
+        )
     return f"{head}. Attempts: {history}" + (f". Stopped: {stopped}" if stopped else "")
 
 
 # -- the whole run ------------------------------------------------------------------------
+
 
 def _load_source(engine: Engine, source_id: int) -> tuple[Candidate, Campaign]:
     with transaction(engine) as session:
@@ -308,7 +401,7 @@ def distill(
     api_base: str | None = None,
     api_key: str | None = None,
     budget: str | None = None,
-    sandbox: str = "auto",
+    sandbox: str = Sandbox.AUTO,
     seed: int = 0,
     attempts: int = 3,
     tolerance: float = DEFAULT_TOLERANCE,
@@ -336,11 +429,18 @@ def distill(
     except TaskError as error:
         raise DistillError(str(error)) from None
     if not task.piece.has_landscape:
-        raise DistillError(f"candidate {source_id} is a {task.name} candidate ({task.piece.kind}); only drifts "
-                           "are distilled")
+        raise DistillError(
+            f"candidate {source_id} is a {task.name} candidate ({task.piece.kind}); only drifts "
+            "are distilled"
+        )
     try:
-        llm = LLMProposer(models, api_base=api_base, api_key=api_key, timeout=timeout,
-                          price_per_million=price_per_million)
+        llm = LLMProposer(
+            models,
+            api_base=api_base,
+            api_key=api_key,
+            timeout=timeout,
+            price_per_million=price_per_million,
+        )
     except ProposerError as error:
         raise DistillError(str(error)) from None
 
@@ -367,59 +467,130 @@ def distill(
                 break
             records.append(record)
             phase(f"attempt {number}/{attempts}: checking the reply in the sandbox")
-            attempt, feedback = _judge(number, model, record, truncated, task, target, sandbox, tolerance)
+            attempt, feedback = _judge(
+                number, model, record, truncated, task, target, sandbox, tolerance
+            )
             tried.append(attempt)
             if on_attempt:
                 on_attempt(attempt)
             if attempt.outcome == ACCEPTED:
                 break
             if record.response is not None:  # a failed call leaves the conversation as it was
-                messages += [{"role": "assistant", "content": record.response}, {"role": "user", "content": feedback}]
-    except BaseException as error:  # interrupted or a sandbox failure: the dollars spent still go on record
+                messages += [
+                    {"role": "assistant", "content": record.response},
+                    {"role": "user", "content": feedback},
+                ]
+    except (
+        BaseException
+    ) as error:  # interrupted or a sandbox failure: the dollars spent still go on record
         if records:
-            _add(engine, campaign.id, source, None, tried, records, f"{type(error).__name__}: {error}"[:300])
+            _add(
+                engine,
+                campaign.id,
+                source,
+                None,
+                tried,
+                records,
+                f"{type(error).__name__}: {error}"[:300],
+            )
         raise
     if not records:
         raise DistillError(f"no model call could be made: {stopped}")
 
     kept = _kept(tried)
     candidate = _add(engine, campaign.id, source, kept, tried, records, stopped)
-    result = dict(status=candidate.status, fitness=None, meta_test_fitness=None, stages=(),
-                  duplicate_of=candidate.duplicate_of)
-    if candidate.status == PENDING:
+    result = dict(
+        status=candidate.status,
+        fitness=None,
+        meta_test_fitness=None,
+        stages=(),
+        duplicate_of=candidate.duplicate_of,
+    )
+    if candidate.status == Status.PENDING:
         phase(f"evaluating candidate {candidate.id} ({budget} budget)")
-        record = Recorder(engine, campaign.id, executor or LocalExecutor(), task=task.name, budget=budget,
-                          sandbox=sandbox, seed=seed)
-        recorded = record(candidate.id, candidate.code, claim=SignatureClaim.AFTER_RECORDING,
-                          event=EventNote("distill_evaluated", f"candidate {candidate.id} (distilled from {source.id})",
-                                          {"source_id": source.id}))
+        record = Recorder(
+            engine,
+            campaign.id,
+            executor or LocalExecutor(),
+            task=task.name,
+            budget=budget,
+            sandbox=sandbox,
+            seed=seed,
+        )
+        recorded = record(
+            candidate.id,
+            candidate.code,
+            claim=SignatureClaim.AFTER_RECORDING,
+            event=EventNote(
+                "distill_evaluated",
+                f"candidate {candidate.id} (distilled from {source.id})",
+                {"source_id": source.id},
+            ),
+        )
         candidate, evaluation = recorded.candidate, recorded.evaluation
-        result.update(status=candidate.status, fitness=candidate.fitness, meta_test_fitness=candidate.meta_test_fitness,
-                      stages=tuple(s.__dict__ if not isinstance(s, dict) else s for s in evaluation.stages))
-    return DistillResult(candidate_id=candidate.id, source_id=source.id, campaign=campaign.name,
-                         fit=kept.fit if kept else None, kept_attempt=kept.number if kept else None,
-                         within_tolerance=kept is not None and kept.outcome == ACCEPTED,
-                         attempts=tuple(tried), cost_usd=sum(r.cost_usd for r in records),
-                         source_features=tuple(features.describe()), stopped=stopped, **result)
+        result.update(
+            status=candidate.status,
+            fitness=candidate.fitness,
+            meta_test_fitness=candidate.meta_test_fitness,
+            stages=tuple(s.__dict__ if not isinstance(s, dict) else s for s in evaluation.stages),
+        )
+    return DistillResult(
+        candidate_id=candidate.id,
+        source_id=source.id,
+        campaign=campaign.name,
+        fit=kept.fit if kept else None,
+        kept_attempt=kept.number if kept else None,
+        within_tolerance=kept is not None and kept.outcome == ACCEPTED,
+        attempts=tuple(tried),
+        cost_usd=sum(r.cost_usd for r in records),
+        source_features=tuple(features.describe()),
+        stopped=stopped,
+        **result,
+    )
 
 
-def _add(engine: Engine, campaign_id: int, source: Candidate, kept: Attempt | None, tried: list[Attempt],
-         records: list[CallRecord], stopped: str | None) -> Candidate:
+def _add(
+    engine: Engine,
+    campaign_id: int,
+    source: Candidate,
+    kept: Attempt | None,
+    tried: list[Attempt],
+    records: list[CallRecord],
+    stopped: str | None,
+) -> Candidate:
     """The distillation's one candidate and all its calls, in one transaction, with an event."""
     with transaction(engine) as session:
         campaign = session.get(Campaign, campaign_id)
         candidate = writes.add_candidate(
-            session, campaign, code=kept.code if kept else None, origin=ORIGIN, operator=OPERATOR,
-            island=source.island, generation=source.generation, parent_id=source.id,
-            model=kept.model if kept else records[-1].model, note=_note(source, kept, tried, stopped), calls=records)
+            session,
+            campaign,
+            code=kept.code if kept else None,
+            origin=ORIGIN,
+            operator=OPERATOR,
+            island=source.island,
+            generation=source.generation,
+            parent_id=source.id,
+            model=kept.model if kept else records[-1].model,
+            note=_note(source, kept, tried, stopped),
+            calls=records,
+        )
         fit = kept.fit if kept else None
-        writes.log_event(session, campaign_id, "distilled",
-                         f"candidate {candidate.id} from {source.id}: {candidate.status}"
-                         + (f", {_fit_line(fit)}" if fit else ""),
-                         {"candidate_id": candidate.id, "source_id": source.id, "fit": _finite(fit),
-                          "attempts": [a.to_dict() | {"fit": _finite(a.fit)} for a in tried],
-                          "kept_attempt": kept.number if kept else None,
-                          "cost_usd": sum(r.cost_usd for r in records), "stopped": stopped})
+        writes.log_event(
+            session,
+            campaign_id,
+            Origin.DISTILLED,
+            f"candidate {candidate.id} from {source.id}: {candidate.status}"
+            + (f", {_fit_line(fit)}" if fit else ""),
+            {
+                "candidate_id": candidate.id,
+                "source_id": source.id,
+                "fit": _finite(fit),
+                "attempts": [a.to_dict() | {"fit": _finite(a.fit)} for a in tried],
+                "kept_attempt": kept.number if kept else None,
+                "cost_usd": sum(r.cost_usd for r in records),
+                "stopped": stopped,
+            },
+        )
     return candidate
 
 

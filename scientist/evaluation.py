@@ -20,12 +20,17 @@ from archive.db import transaction
 from archive.schema import Candidate
 from sandbox.backends import SandboxInfraError
 from sandbox.cascade import Evaluation
+from sandbox.vocabulary import Status
 from scientist.executors.base import Executor
 
 
 class SignatureClaim(StrEnum):
-    BEFORE_TRAINING = "before_training"  # an earlier candidate behaving the same stops this one as a duplicate
-    AFTER_RECORDING = "after_recording"  # always trained; the signature is kept only if no earlier one has it
+    BEFORE_TRAINING = (
+        "before_training"  # an earlier candidate behaving the same stops this one as a duplicate
+    )
+    AFTER_RECORDING = (
+        "after_recording"  # always trained; the signature is kept only if no earlier one has it
+    )
 
 
 @dataclass(frozen=True)
@@ -46,14 +51,30 @@ class Recorded:
 class Recorder:
     """Evaluates a campaign's candidates through an executor and records each verdict."""
 
-    def __init__(self, engine: Engine, campaign_id: int, executor: Executor, *, task: str, budget: str,
-                 sandbox: str, seed: int, cancelled: Callable[[], bool] | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        campaign_id: int,
+        executor: Executor,
+        *,
+        task: str,
+        budget: str,
+        sandbox: str,
+        seed: int,
+        cancelled: Callable[[], bool] | None = None,
+    ):
         self.engine, self.campaign_id, self.executor = engine, campaign_id, executor
         self.task, self.budget, self.sandbox, self.seed = task, budget, sandbox, seed
         self.cancelled = cancelled
 
-    def __call__(self, candidate_id: int, code: str, *, claim: SignatureClaim = SignatureClaim.BEFORE_TRAINING,
-                 event: EventNote | None = None) -> Recorded | None:
+    def __call__(
+        self,
+        candidate_id: int,
+        code: str,
+        *,
+        claim: SignatureClaim = SignatureClaim.BEFORE_TRAINING,
+        event: EventNote | None = None,
+    ) -> Recorded | None:
         """The candidate as recorded, or None when the evaluation was cancelled (it stays
         pending). Raises SandboxInfraError, after logging it, when the sandbox failed."""
 
@@ -62,22 +83,44 @@ class Recorder:
                 return writes.claim_signature(session, self.campaign_id, candidate_id, signature)
 
         evaluation = self.executor(
-            self.task, code, self.budget, sandbox=self.sandbox, seed=self.seed, cancelled=self.cancelled,
-            claim_signature=claim_before_training if claim is SignatureClaim.BEFORE_TRAINING else None)
-        if evaluation.status == "cancelled":
+            self.task,
+            code,
+            self.budget,
+            sandbox=self.sandbox,
+            seed=self.seed,
+            cancelled=self.cancelled,
+            claim_signature=claim_before_training
+            if claim is SignatureClaim.BEFORE_TRAINING
+            else None,
+        )
+        if evaluation.status == Status.CANCELLED:
             return None
-        if evaluation.status == "infra":
+        if evaluation.status == Status.INFRA:
             with transaction(self.engine) as session:
-                message = writes.log_infra_failure(session, self.campaign_id, candidate_id, evaluation)
+                message = writes.log_infra_failure(
+                    session, self.campaign_id, candidate_id, evaluation
+                )
             raise SandboxInfraError(message)
         with transaction(self.engine) as session:
             candidate = writes.record_evaluation(session, candidate_id, evaluation)
             if claim is SignatureClaim.AFTER_RECORDING and evaluation.signature:
-                writes.claim_signature(session, self.campaign_id, candidate_id, evaluation.signature)
+                writes.claim_signature(
+                    session, self.campaign_id, candidate_id, evaluation.signature
+                )
             if event is not None:
                 fitness = "" if candidate.fitness is None else f", fitness {candidate.fitness:.3f}"
-                writes.log_event(session, self.campaign_id, event.kind, f"{event.label}: {candidate.status}{fitness}",
-                                 {"candidate_id": candidate.id, "status": candidate.status, "fitness": candidate.fitness,
-                                  "meta_test_fitness": candidate.meta_test_fitness, "seconds": evaluation.seconds,
-                                  **event.data})
+                writes.log_event(
+                    session,
+                    self.campaign_id,
+                    event.kind,
+                    f"{event.label}: {candidate.status}{fitness}",
+                    {
+                        "candidate_id": candidate.id,
+                        "status": candidate.status,
+                        "fitness": candidate.fitness,
+                        "meta_test_fitness": candidate.meta_test_fitness,
+                        "seconds": evaluation.seconds,
+                        **event.data,
+                    },
+                )
         return Recorded(candidate, evaluation)

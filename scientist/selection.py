@@ -14,13 +14,16 @@ from sqlalchemy import Engine
 from archive import reads, writes
 from archive.db import transaction
 from archive.schema import Candidate
+from sandbox.vocabulary import Status
 from scientist.proposers.base import ParentView
 
 
 @dataclass(frozen=True)
 class SelectionConfig:
     islands: int = 2
-    exploration: float = 0.2  # chance a parent is drawn uniformly from the island instead of by rank
+    exploration: float = (
+        0.2  # chance a parent is drawn uniformly from the island instead of by rank
+    )
     rank_pressure: float = 2.5  # rank = floor(n * u**pressure): larger favours the top more
     migration_interval: int = 2  # generations between migrations (0: never)
     migrants: int = 1  # best members copied from each island to the next one
@@ -44,8 +47,11 @@ class Selector:
             for _ in range(min(k, n) * 4):
                 if len(chosen) == min(k, n):
                     break
-                rank = rng.randrange(n) if rng.random() < self.config.exploration \
+                rank = (
+                    rng.randrange(n)
+                    if rng.random() < self.config.exploration
                     else min(n - 1, int(n * rng.random() ** self.config.rank_pressure))
+                )
                 candidate_id = reads.member_at_rank(session, self.campaign_id, island, rank)
                 if candidate_id not in chosen:
                     chosen.append(candidate_id)
@@ -72,7 +78,12 @@ class Selector:
         join the next island. Happens once per generation, also across resumes (the event
         key is unique). Returns (candidate, from island, to island)."""
         c = self.config
-        if c.islands < 2 or c.migration_interval <= 0 or generation <= 1 or (generation - 1) % c.migration_interval:
+        if (
+            c.islands < 2
+            or c.migration_interval <= 0
+            or generation <= 1
+            or (generation - 1) % c.migration_interval
+        ):
             return []
         key = f"migration:{generation}"
         with transaction(self.engine) as session:
@@ -81,21 +92,38 @@ class Selector:
             moves = []
             for island in range(c.islands):
                 target = (island + 1) % c.islands
-                for candidate_id in reads.best_member_ids(session, self.campaign_id, island, c.migrants):
+                for candidate_id in reads.best_member_ids(
+                    session, self.campaign_id, island, c.migrants
+                ):
                     if reads.membership(session, self.campaign_id, target, candidate_id) is None:
                         moves.append((candidate_id, island, target))
             # Inserted after all reads, so a migrant does not travel on around the ring at once.
             for candidate_id, source, target in moves:
-                writes.add_migrant(session, self.campaign_id, candidate_id, source, target, generation)
+                writes.add_migrant(
+                    session, self.campaign_id, candidate_id, source, target, generation
+                )
             summary = ", ".join(f"#{m} {s}→{t}" for m, s, t in moves) or "nothing new"
-            writes.log_event(session, self.campaign_id, "migration", f"before generation {generation}: {summary}",
-                             {"generation": generation, "moves": moves}, key=key)
+            writes.log_event(
+                session,
+                self.campaign_id,
+                "migration",
+                f"before generation {generation}: {summary}",
+                {"generation": generation, "moves": moves},
+                key=key,
+            )
             return moves
 
 
 def parent_view(candidate: Candidate) -> ParentView:
-    return ParentView(id=candidate.id, code=candidate.code or "", status=candidate.status, fitness=candidate.fitness,
-                      origin=candidate.origin, summary=score_summary(candidate), error=failure_summary(candidate))
+    return ParentView(
+        id=candidate.id,
+        code=candidate.code or "",
+        status=candidate.status,
+        fitness=candidate.fitness,
+        origin=candidate.origin,
+        summary=score_summary(candidate),
+        error=failure_summary(candidate),
+    )
 
 
 def score_summary(candidate: Candidate) -> str:
@@ -103,20 +131,27 @@ def score_summary(candidate: Candidate) -> str:
     for split, envs in (candidate.per_env or {}).items():
         for env_id, result in envs.items():
             normalised = result.get("normalised", {})
-            lines.append(f"{split} {env_id}: normalised IQM {normalised.get('iqm', float('nan')):.3f}, "
-                         f"return IQM {result.get('return_iqm', float('nan')):.2f}")
+            lines.append(
+                f"{split} {env_id}: normalised IQM {normalised.get('iqm', float('nan')):.3f}, "
+                f"return IQM {result.get('return_iqm', float('nan')):.2f}"
+            )
     return "\n".join(lines)
 
 
 def failure_summary(candidate: Candidate) -> str:
     """The failing stage and its detail, with the check counterexamples when there are any."""
-    if candidate.status in ("ok", "pending"):
+    if candidate.status in (Status.OK, Status.PENDING):
         return ""
-    stage = next((s for s in candidate.stages if s.get("status") != "ok"), None)
-    parts = [f"status {candidate.status}" + (f" at stage {stage['name']}: {stage.get('detail', '')}" if stage else "")]
+    stage = next((s for s in candidate.stages if s.get("status") != Status.OK), None)
+    parts = [
+        f"status {candidate.status}"
+        + (f" at stage {stage['name']}: {stage.get('detail', '')}" if stage else "")
+    ]
     for check in (candidate.checks or {}).get("checks", []):
         if not check.get("passed", True):
             example = check.get("counterexample")
-            parts.append(f"check {check.get('name')}: {check.get('detail', '')}"
-                         + (f" (counterexample: {example})" if example else ""))
+            parts.append(
+                f"check {check.get('name')}: {check.get('detail', '')}"
+                + (f" (counterexample: {example})" if example else "")
+            )
     return "\n".join(parts)[:3000]

@@ -1,5 +1,7 @@
 import sandbox  # noqa: F401  (sets XLA flags before any test imports jax)
 
+# isort: split
+
 import pytest
 
 

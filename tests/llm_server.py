@@ -45,30 +45,57 @@ class ReceivedRequest:
         return "\n".join(str(m.get("content", "")) for m in self.messages)
 
 
-def completion(content: str, *, prompt_tokens: int = 120, completion_tokens: int = 80,
-               model: str = "recorded-model") -> Reply:
+def completion(
+    content: str,
+    *,
+    prompt_tokens: int = 120,
+    completion_tokens: int = 80,
+    model: str = "recorded-model",
+) -> Reply:
     """A well-formed chat completion carrying `content`, with token usage."""
-    return Reply(body={
-        "id": "chatcmpl-recorded",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-    })
+    return Reply(
+        body={
+            "id": "chatcmpl-recorded",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+    )
 
 
 def prose_only() -> Reply:
     """A completion without any code in it."""
-    return completion("I think a smoother penalty would help, for example a quadratic one near "
-                      "ratio 1. Let me know if you want me to write it.", completion_tokens=31)
+    return completion(
+        "I think a smoother penalty would help, for example a quadratic one near "
+        "ratio 1. Let me know if you want me to write it.",
+        completion_tokens=31,
+    )
 
 
 def rate_limited(retry_after: str = "1") -> Reply:
-    return Reply(status=429, headers={"Retry-After": retry_after},
-                 body={"error": {"message": "Rate limit reached", "type": "rate_limit_error", "code": "rate_limit"}})
+    return Reply(
+        status=429,
+        headers={"Retry-After": retry_after},
+        body={
+            "error": {
+                "message": "Rate limit reached",
+                "type": "rate_limit_error",
+                "code": "rate_limit",
+            }
+        },
+    )
 
 
 def server_error() -> Reply:
@@ -76,8 +103,16 @@ def server_error() -> Reply:
 
 
 def unauthorized() -> Reply:
-    return Reply(status=401, body={"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
-                                             "code": "invalid_api_key"}})
+    return Reply(
+        status=401,
+        body={
+            "error": {
+                "message": "Incorrect API key provided",
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+            }
+        },
+    )
 
 
 def delayed(seconds: float, reply: Reply | None = None) -> Reply:
@@ -110,7 +145,10 @@ class RecordedServer(ThreadingHTTPServer):
             if self.replies:
                 return self.replies.popleft()
         # An unplanned request is a test bug; answer so that it shows rather than hangs.
-        return Reply(status=400, body={"error": {"message": "no recorded reply left", "type": "invalid_request_error"}})
+        return Reply(
+            status=400,
+            body={"error": {"message": "no recorded reply left", "type": "invalid_request_error"}},
+        )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -126,7 +164,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             body = {"unparsable": raw.decode("utf-8", "replace")}
-        reply = self.server.next_reply(ReceivedRequest(self.path, CaseInsensitiveDict(self.headers.items()), body))
+        reply = self.server.next_reply(
+            ReceivedRequest(self.path, CaseInsensitiveDict(self.headers.items()), body)
+        )
         if reply.delay:
             time.sleep(reply.delay)
         self._write(reply)
@@ -153,7 +193,9 @@ class _Handler(BaseHTTPRequestHandler):
 def recorded_server(replies: list[Reply] = ()) -> Iterator[RecordedServer]:
     """A running server on a free local port that answers with `replies` in order."""
     server = RecordedServer(list(replies))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield server
@@ -165,5 +207,7 @@ def recorded_server(replies: list[Reply] = ()) -> Iterator[RecordedServer]:
 
 def bad_diff() -> Reply:
     """A diff whose SEARCH text is nowhere in the parent."""
-    return completion("<<<<<<< SEARCH\n    return something_that_is_not_there(ratio)\n=======\n"
-                      "    return jnp.zeros_like(ratio)\n>>>>>>> REPLACE\n")
+    return completion(
+        "<<<<<<< SEARCH\n    return something_that_is_not_there(ratio)\n=======\n"
+        "    return jnp.zeros_like(ratio)\n>>>>>>> REPLACE\n"
+    )

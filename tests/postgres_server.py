@@ -39,15 +39,19 @@ class PostgresUnavailable(RuntimeError):
 
 def find_bin_dir() -> Path:
     """The directory of initdb and postgres: the newest Debian-installed version, else PATH."""
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                      key=lambda p: [int(x) for x in re.findall(r"\d+", Path(p).parent.parent.name)] or [0])
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: [int(x) for x in re.findall(r"\d+", Path(p).parent.parent.name)] or [0],
+    )
     if versions:
         return Path(versions[-1]).parent
     initdb, postgres = shutil.which("initdb"), shutil.which("postgres")
     if initdb and postgres and Path(initdb).parent == Path(postgres).parent:
         return Path(initdb).parent
-    raise PostgresUnavailable("no PostgreSQL server binaries (initdb, postgres) in /usr/lib/postgresql/*/bin "
-                              "or on PATH; scripts/install-system-deps.sh installs the Debian package postgresql")
+    raise PostgresUnavailable(
+        "no PostgreSQL server binaries (initdb, postgres) in /usr/lib/postgresql/*/bin "
+        "or on PATH; scripts/install-system-deps.sh installs the Debian package postgresql"
+    )
 
 
 def _unprivileged_user() -> tuple[int, int] | None:
@@ -82,13 +86,32 @@ class PostgresServer:
         self.root = Path(tempfile.mkdtemp(prefix="rlsci-pg-", dir="/tmp" if self.user else None))
         if self.user:
             os.chown(self.root, *self.user)
-        self.data, self.sockets, self.log = self.root / "data", self.root / "run", self.root / "server.log"
+        self.data, self.sockets, self.log = (
+            self.root / "data",
+            self.root / "run",
+            self.root / "server.log",
+        )
         self.sockets.mkdir()
         if self.user:
             os.chown(self.sockets, *self.user)
         try:
-            self._run([self.bin_dir / "initdb", "--pgdata", str(self.data), "--username", SUPERUSER, "--auth", "trust",
-                       "--encoding", "UTF8", "--locale", "C", "--no-sync", "--no-instructions"])
+            self._run(
+                [
+                    self.bin_dir / "initdb",
+                    "--pgdata",
+                    str(self.data),
+                    "--username",
+                    SUPERUSER,
+                    "--auth",
+                    "trust",
+                    "--encoding",
+                    "UTF8",
+                    "--locale",
+                    "C",
+                    "--no-sync",
+                    "--no-instructions",
+                ]
+            )
             for _ in range(5):  # the free port can be taken between probing and binding it
                 self.port = _free_port()
                 if self._serve():
@@ -99,16 +122,30 @@ class PostgresServer:
             raise
 
     def _serve(self) -> bool:
-        settings = {"listen_addresses": "127.0.0.1", "port": str(self.port),
-                    "unix_socket_directories": str(self.sockets), "fsync": "off", "synchronous_commit": "off",
-                    "full_page_writes": "off", "max_connections": "200", "shared_buffers": "32MB",
-                    "logging_collector": "off", "log_min_messages": "warning"}
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": str(self.sockets),
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+            "shared_buffers": "32MB",
+            "logging_collector": "off",
+            "log_min_messages": "warning",
+        }
         command = [str(self.bin_dir / "postgres"), "-D", str(self.data)]
         for name, value in settings.items():
             command += ["-c", f"{name}={value}"]
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self._as_user(command, pdeathsig=True), stdout=log, stderr=log,
-                                            stdin=subprocess.DEVNULL, cwd=self.root, **self._popen_user())
+            self.process = subprocess.Popen(
+                self._as_user(command, pdeathsig=True),
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                cwd=self.root,
+                **self._popen_user(),
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -117,8 +154,10 @@ class PostgresServer:
                 return True
             time.sleep(0.05)
         self._terminate()
-        raise RuntimeError(f"PostgreSQL did not accept connections within {START_TIMEOUT:.0f} s; its log:\n"
-                           f"{self._log_tail()}")
+        raise RuntimeError(
+            f"PostgreSQL did not accept connections within {START_TIMEOUT:.0f} s; its log:\n"
+            f"{self._log_tail()}"
+        )
 
     def stop(self) -> None:
         self._terminate()
@@ -145,8 +184,23 @@ class PostgresServer:
         return f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
     def _accepts_connections(self) -> bool:
-        result = subprocess.run([str(self.bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port),
-                                 "-U", SUPERUSER, "-d", "postgres", "-t", "1"], capture_output=True)
+        result = subprocess.run(
+            [
+                str(self.bin_dir / "pg_isready"),
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                SUPERUSER,
+                "-d",
+                "postgres",
+                "-t",
+                "1",
+            ],
+            capture_output=True,
+        )
         return result.returncode == 0
 
     # -- running as the unprivileged user ------------------------------------------------------------
@@ -171,11 +225,18 @@ class PostgresServer:
         return {}
 
     def _run(self, command: list) -> None:
-        result = subprocess.run(self._as_user(command), capture_output=True, text=True, cwd=self.root,
-                                **self._popen_user())
+        result = subprocess.run(
+            self._as_user(command),
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            **self._popen_user(),
+        )
         if result.returncode != 0:
-            raise RuntimeError(f"{Path(str(command[0])).name} failed ({result.returncode}):\n{result.stdout}\n"
-                               f"{result.stderr}")
+            raise RuntimeError(
+                f"{Path(str(command[0])).name} failed ({result.returncode}):\n{result.stdout}\n"
+                f"{result.stderr}"
+            )
 
     def _log_tail(self) -> str:
         try:
@@ -187,7 +248,9 @@ class PostgresServer:
 def remove_stale_directories(older_than: float = 600.0) -> None:
     """Directories of servers whose test run was killed outright (the parent-death signal
     stopped the server, but nothing was left to remove its files)."""
-    for root in glob.glob(os.path.join("/tmp", "rlsci-pg-*")) + glob.glob(os.path.join(tempfile.gettempdir(), "rlsci-pg-*")):
+    for root in glob.glob(os.path.join("/tmp", "rlsci-pg-*")) + glob.glob(
+        os.path.join(tempfile.gettempdir(), "rlsci-pg-*")
+    ):
         root = Path(root)
         try:
             if time.time() - root.stat().st_mtime < older_than:
@@ -219,7 +282,8 @@ def create_database(admin_url: str, prefix: str = "test") -> str:
 
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     url = make_url(admin_url)
-    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database,
-                         autocommit=True) as connection:
+    with psycopg.connect(
+        host=url.host, port=url.port, user=url.username, dbname=url.database, autocommit=True
+    ) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     return url.set(database=name).render_as_string(hide_password=False)

@@ -7,7 +7,14 @@ from sqlalchemy import text
 from sqlmodel import select
 
 from archive import reads, writes
-from archive.db import ArchiveError, alembic_config, current_revision, head_revision, open_engine, transaction
+from archive.db import (
+    ArchiveError,
+    alembic_config,
+    current_revision,
+    head_revision,
+    open_engine,
+    transaction,
+)
 from archive.fingerprint import code_hash
 from archive.schema import Campaign, Candidate, IslandMember, LLMCall
 from sandbox.cascade import Evaluation, StageRecord
@@ -24,13 +31,21 @@ def engine(tmp_path):
 @pytest.fixture
 def campaign(engine):
     with transaction(engine) as session:
-        c = Campaign(name="c", task="mirror_drift", budget="smoke", proposer="mutation", config={"islands": 2})
+        c = Campaign(
+            name="c",
+            task="mirror_drift",
+            budget="smoke",
+            proposer="mutation",
+            config={"islands": 2},
+        )
         session.add(c)
     return c
 
 
 def ok(fitness):
-    return Evaluation("ok", fitness, 0.5, per_env={"meta_train": {}}, stages=[StageRecord("full", "ok", 1.0)])
+    return Evaluation(
+        "ok", fitness, 0.5, per_env={"meta_train": {}}, stages=[StageRecord("full", "ok", 1.0)]
+    )
 
 
 def test_a_new_archive_is_at_the_head_revision_and_the_models_match_the_migrations(engine):
@@ -50,8 +65,10 @@ def test_reopening_is_a_no_op_and_an_archive_from_a_newer_version_is_refused(tmp
 
 
 def test_code_identity_ignores_comments_docstrings_and_layout():
-    variant = ('import jax.numpy as jnp\ndef drift(ratio, advantage):\n    """Doc."""\n'
-               "    # a comment\n    return jnp.square(ratio-1.0)\n")
+    variant = (
+        'import jax.numpy as jnp\ndef drift(ratio, advantage):\n    """Doc."""\n'
+        "    # a comment\n    return jnp.square(ratio-1.0)\n"
+    )
     assert code_hash(CODE) == code_hash(variant)
     assert code_hash(CODE) != code_hash(CODE.replace("1.0", "1.5"))
 
@@ -59,13 +76,42 @@ def test_code_identity_ignores_comments_docstrings_and_layout():
 def test_a_duplicate_and_a_proposal_without_code_are_recorded_but_never_pending(engine, campaign):
     call = CallRecord("m", [{"role": "user", "content": "p"}], "no code here", 10, 5, 0.25)
     with transaction(engine) as session:
-        first = writes.add_candidate(session, campaign, code=CODE, origin="llm", operator="rewrite", island=1,
-                                     generation=1, calls=[call])
-        again = writes.add_candidate(session, campaign, code=CODE + "# same\n", origin="llm", operator="diff",
-                                     island=0, generation=1)
-        empty = writes.add_candidate(session, campaign, code=None, origin="llm", operator="rewrite", island=0,
-                                     generation=1, calls=[call], note="no code block")
-    assert (first.status, again.status, again.duplicate_of, empty.status) == ("pending", "duplicate", first.id, "no_code")
+        first = writes.add_candidate(
+            session,
+            campaign,
+            code=CODE,
+            origin="llm",
+            operator="rewrite",
+            island=1,
+            generation=1,
+            calls=[call],
+        )
+        again = writes.add_candidate(
+            session,
+            campaign,
+            code=CODE + "# same\n",
+            origin="llm",
+            operator="diff",
+            island=0,
+            generation=1,
+        )
+        empty = writes.add_candidate(
+            session,
+            campaign,
+            code=None,
+            origin="llm",
+            operator="rewrite",
+            island=0,
+            generation=1,
+            calls=[call],
+            note="no code block",
+        )
+    assert (first.status, again.status, again.duplicate_of, empty.status) == (
+        "pending",
+        "duplicate",
+        first.id,
+        "no_code",
+    )
     with transaction(engine) as session:
         assert [c.id for c in reads.pending_candidates(session, campaign.id)] == [first.id]
         assert reads.spent_usd(session, campaign.id) == pytest.approx(0.5)
@@ -78,16 +124,38 @@ def test_a_duplicate_and_a_proposal_without_code_are_recorded_but_never_pending(
 
 def test_an_evaluation_sets_fitness_on_every_island_and_a_failure_leaves_them(engine, campaign):
     with transaction(engine) as session:
-        good = writes.add_candidate(session, campaign, code=CODE, origin="baseline", operator="seed", island=0,
-                                    generation=0, member_of=(0, 1))
-        bad = writes.add_candidate(session, campaign, code=CODE.replace("1.0", "2.0"), origin="mutation",
-                                   operator="mutate", island=1, generation=1)
+        good = writes.add_candidate(
+            session,
+            campaign,
+            code=CODE,
+            origin="baseline",
+            operator="seed",
+            island=0,
+            generation=0,
+            member_of=(0, 1),
+        )
+        bad = writes.add_candidate(
+            session,
+            campaign,
+            code=CODE.replace("1.0", "2.0"),
+            origin="mutation",
+            operator="mutate",
+            island=1,
+            generation=1,
+        )
     with transaction(engine) as session:
         writes.record_evaluation(session, good.id, ok(0.9))
-        writes.record_evaluation(session, bad.id, Evaluation("invalid", None, stages=[StageRecord("validity", "invalid", 1.0, "x")]))
+        writes.record_evaluation(
+            session,
+            bad.id,
+            Evaluation("invalid", None, stages=[StageRecord("validity", "invalid", 1.0, "x")]),
+        )
     with transaction(engine) as session:
         members = session.exec(select(IslandMember)).all()
-        assert sorted((m.island, m.candidate_id, m.fitness) for m in members) == [(0, good.id, 0.9), (1, good.id, 0.9)]
+        assert sorted((m.island, m.candidate_id, m.fitness) for m in members) == [
+            (0, good.id, 0.9),
+            (1, good.id, 0.9),
+        ]
         with pytest.raises(ValueError, match="already evaluated"):
             writes.record_evaluation(session, good.id, ok(0.1))
 
@@ -95,7 +163,15 @@ def test_an_evaluation_sets_fitness_on_every_island_and_a_failure_leaves_them(en
 def test_a_failing_transaction_writes_nothing(engine, campaign):
     with pytest.raises(RuntimeError):
         with transaction(engine) as session:
-            writes.add_candidate(session, campaign, code=CODE, origin="llm", operator="rewrite", island=0, generation=1)
+            writes.add_candidate(
+                session,
+                campaign,
+                code=CODE,
+                origin="llm",
+                operator="rewrite",
+                island=0,
+                generation=1,
+            )
             raise RuntimeError("crash between two writes")
     with transaction(engine) as session:
         assert reads.candidates(session, campaign.id) == []
@@ -104,11 +180,22 @@ def test_a_failing_transaction_writes_nothing(engine, campaign):
 
 def test_a_behaviour_signature_is_claimed_once(engine, campaign):
     with transaction(engine) as session:
-        a = writes.add_candidate(session, campaign, code=CODE, origin="llm", operator="rewrite", island=0, generation=1)
-        b = writes.add_candidate(session, campaign, code=CODE.replace("square(ratio - 1.0)", "square(1.0 - ratio)"),
-                                 origin="llm", operator="rewrite", island=0, generation=1)
+        a = writes.add_candidate(
+            session, campaign, code=CODE, origin="llm", operator="rewrite", island=0, generation=1
+        )
+        b = writes.add_candidate(
+            session,
+            campaign,
+            code=CODE.replace("square(ratio - 1.0)", "square(1.0 - ratio)"),
+            origin="llm",
+            operator="rewrite",
+            island=0,
+            generation=1,
+        )
     with transaction(engine) as session:
         assert writes.claim_signature(session, campaign.id, a.id, "abc") is None
-        assert writes.claim_signature(session, campaign.id, a.id, "abc") is None  # its own signature again
+        assert (
+            writes.claim_signature(session, campaign.id, a.id, "abc") is None
+        )  # its own signature again
         assert writes.claim_signature(session, campaign.id, b.id, "abc") == a.id
         assert session.get(Candidate, b.id).signature is None

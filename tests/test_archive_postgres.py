@@ -18,14 +18,15 @@ from types import SimpleNamespace
 
 import pytest
 from alembic import command
+from postgres_server import create_database
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import select
 
 from archive import reads, writes
 from archive.db import alembic_config, current_revision, head_revision, open_engine, transaction
-from archive.schema import DUPLICATE, PENDING, Campaign, Candidate, ESCheckpoint, Event, IslandMember, LLMCall
-from postgres_server import create_database
+from archive.schema import Campaign, Candidate, ESCheckpoint, Event, IslandMember, LLMCall
+from sandbox.vocabulary import Status
 
 # The writer processes import this module: nothing here may import jax (sandbox.cascade
 # does), or each process would spend seconds on it.
@@ -47,25 +48,43 @@ def engine(db_url):
 
 def new_campaign(engine, name: str, islands: int = 2) -> Campaign:
     with transaction(engine) as session:
-        campaign = Campaign(name=name, task="mirror_drift", budget="smoke", proposer="mutation",
-                            config={"islands": islands})
+        campaign = Campaign(
+            name=name,
+            task="mirror_drift",
+            budget="smoke",
+            proposer="mutation",
+            config={"islands": islands},
+        )
         session.add(campaign)
     return campaign
 
 
 def evaluation(status: str = "ok", fitness: float | None = 0.5, **extra):
     """What writes.record_evaluation reads of a cascade Evaluation (without importing jax)."""
-    fields = dict(status=status, fitness=fitness, meta_test_fitness=None, per_env={}, stages=[], checks=None,
-                  log_tail="", backend="fake", seconds=0.1, duplicate_of=None)
+    fields = dict(
+        status=status,
+        fitness=fitness,
+        meta_test_fitness=None,
+        per_env={},
+        stages=[],
+        checks=None,
+        log_tail="",
+        backend="fake",
+        seconds=0.1,
+        duplicate_of=None,
+    )
     return SimpleNamespace(**(fields | extra))
 
 
 # -- schema ----------------------------------------------------------------------------------------
 
+
 def test_a_new_database_is_migrated_to_the_head_and_the_models_match_the_migrations(db_url, engine):
     assert engine.dialect.name == "postgresql" and engine.driver == "psycopg"
     assert current_revision(engine) == head_revision()
-    command.check(alembic_config(engine))  # raises if schema.py and the migrations disagree on PostgreSQL
+    command.check(
+        alembic_config(engine)
+    )  # raises if schema.py and the migrations disagree on PostgreSQL
     # A plain postgresql:// URL means psycopg 3 too; reopening a current archive changes nothing.
     plain = open_engine(db_url.replace("postgresql+psycopg://", "postgresql://"))
     assert plain.driver == "psycopg" and current_revision(plain) == head_revision()
@@ -90,49 +109,116 @@ def open_and_report_revision(url: str) -> str:
 def test_every_column_kind_round_trips(engine):
     berlin = timezone(timedelta(hours=2))
     heartbeat = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=berlin)
-    config = {"islands": 2, "models": ["a/b", "ü-ß ✓"], "nested": {"x": [1, 2.5, None, True], "empty": {}},
-              "max_cost": None, "price": 1e-7}
+    config = {
+        "islands": 2,
+        "models": ["a/b", "ü-ß ✓"],
+        "nested": {"x": [1, 2.5, None, True], "empty": {}},
+        "max_cost": None,
+        "price": 1e-7,
+    }
     blob = bytes(range(256)) * 3 + b"\x00\x00"  # every byte value, NULs included
     big = 5 * 2**32 + 7  # env steps past 2^31
     with transaction(engine) as session:
-        campaign = Campaign(name="types", task="mirror_drift", budget="smoke", proposer="llm", config=config,
-                            heartbeat_at=heartbeat, runner_pid=2**31 - 1)
+        campaign = Campaign(
+            name="types",
+            task="mirror_drift",
+            budget="smoke",
+            proposer="llm",
+            config=config,
+            heartbeat_at=heartbeat,
+            runner_pid=2**31 - 1,
+        )
         session.add(campaign)
         session.flush()
-        call = SimpleNamespace(model="m", messages=[{"role": "user", "content": "π ≈ 3.14159 \\ \" '"}],
-                               response="```python\nx\n```", prompt_tokens=10, completion_tokens=5, cost_usd=0.0125,
-                               seconds=1.5, attempts=2, error=None)
-        candidate = writes.add_candidate(session, campaign, code=CODE.format(c=1.0), origin="llm", operator="rewrite",
-                                         island=1, generation=1, inspiration_ids=[3, 1], calls=[call], note="n" * 5000)
-        session.add(ESCheckpoint(campaign_id=campaign.id, generation=1, state=blob, mean=b"", member_fitness=[0.5, None],
-                                 per_env={"CartPole-v1": 0.75}, env_steps=big, sigma=0.1))
+        call = SimpleNamespace(
+            model="m",
+            messages=[{"role": "user", "content": "π ≈ 3.14159 \\ \" '"}],
+            response="```python\nx\n```",
+            prompt_tokens=10,
+            completion_tokens=5,
+            cost_usd=0.0125,
+            seconds=1.5,
+            attempts=2,
+            error=None,
+        )
+        candidate = writes.add_candidate(
+            session,
+            campaign,
+            code=CODE.format(c=1.0),
+            origin="llm",
+            operator="rewrite",
+            island=1,
+            generation=1,
+            inspiration_ids=[3, 1],
+            calls=[call],
+            note="n" * 5000,
+        )
+        session.add(
+            ESCheckpoint(
+                campaign_id=campaign.id,
+                generation=1,
+                state=blob,
+                mean=b"",
+                member_fitness=[0.5, None],
+                per_env={"CartPole-v1": 0.75},
+                env_steps=big,
+                sigma=0.1,
+            )
+        )
         writes.log_event(session, campaign.id, "migration", "m", {"moves": [[1, 0, 1]]}, key="once")
-    per_env = {"meta_train": {"CartPole-v1": {"returns": [1.0, 2.5], "normalised": {"iqm": 0.9},
-                                               "learning_curve": [0.0, None, 3.0]}}}
+    per_env = {
+        "meta_train": {
+            "CartPole-v1": {
+                "returns": [1.0, 2.5],
+                "normalised": {"iqm": 0.9},
+                "learning_curve": [0.0, None, 3.0],
+            }
+        }
+    }
     with transaction(engine) as session:
-        writes.record_evaluation(session, candidate.id, evaluation(
-            per_env=per_env, stages=[{"name": "full", "status": "ok", "seconds": 1.0}],
-            checks={"checks": [{"name": "c", "passed": False, "counterexample": {"r": 1.5}}]}))
+        writes.record_evaluation(
+            session,
+            candidate.id,
+            evaluation(
+                per_env=per_env,
+                stages=[{"name": "full", "status": "ok", "seconds": 1.0}],
+                checks={"checks": [{"name": "c", "passed": False, "counterexample": {"r": 1.5}}]},
+            ),
+        )
 
-    fresh = open_engine(engine.url.render_as_string(hide_password=False))  # nothing from the session's cache
+    fresh = open_engine(
+        engine.url.render_as_string(hide_password=False)
+    )  # nothing from the session's cache
     try:
         with transaction(fresh) as session:
             c = session.get(Campaign, campaign.id)
             assert c.config == config
-            assert c.heartbeat_at == heartbeat and c.heartbeat_at.utcoffset() == timedelta(0)  # aware, in UTC
-            assert c.created_at.tzinfo is not None and abs(datetime.now(timezone.utc) - c.created_at) < timedelta(minutes=5)
+            assert c.heartbeat_at == heartbeat and c.heartbeat_at.utcoffset() == timedelta(
+                0
+            )  # aware, in UTC
+            assert c.created_at.tzinfo is not None and abs(
+                datetime.now(timezone.utc) - c.created_at
+            ) < timedelta(minutes=5)
             assert c.runner_pid == 2**31 - 1
             k = session.get(Candidate, candidate.id)
-            assert (k.per_env, k.stages, k.inspiration_ids) == (per_env, [{"name": "full", "status": "ok", "seconds": 1.0}], [3, 1])
+            assert (k.per_env, k.stages, k.inspiration_ids) == (
+                per_env,
+                [{"name": "full", "status": "ok", "seconds": 1.0}],
+                [3, 1],
+            )
             assert k.checks["checks"][0]["counterexample"] == {"r": 1.5} and k.fitness == 0.5
             assert k.evaluated_at.utcoffset() == timedelta(0) and len(k.proposal_note) == 4000
             assert session.exec(select(LLMCall.messages)).one() == call.messages
             checkpoint = session.exec(select(ESCheckpoint)).one()
             assert (checkpoint.state, checkpoint.mean, checkpoint.env_steps) == (blob, b"", big)
             assert checkpoint.member_fitness == [0.5, None]
-            assert session.exec(select(Event.data).where(Event.key == "once")).one() == {"moves": [[1, 0, 1]]}
+            assert session.exec(select(Event.data).where(Event.key == "once")).one() == {
+                "moves": [[1, 0, 1]]
+            }
             assert [m.fitness for m in session.exec(select(IslandMember)).all()] == [0.5]
-        with pytest.raises(IntegrityError):  # an event that must happen once, enforced by the database
+        with pytest.raises(
+            IntegrityError
+        ):  # an event that must happen once, enforced by the database
             with transaction(fresh) as session:
                 writes.log_event(session, campaign.id, "migration", "again", key="once")
     finally:
@@ -142,20 +228,40 @@ def test_every_column_kind_round_trips(engine):
 def test_two_campaigns_in_one_database_keep_their_own_candidates(engine):
     a, b = new_campaign(engine, "a"), new_campaign(engine, "b")
     with transaction(engine) as session:
-        first_a = writes.add_candidate(session, a, code=CODE.format(c=1.0), origin="llm", operator="r", island=0, generation=1)
-        first_b = writes.add_candidate(session, b, code=CODE.format(c=1.0), origin="llm", operator="r", island=0, generation=1)
-        again_a = writes.add_candidate(session, a, code=CODE.format(c=1.0) + "# same\n", origin="llm", operator="r",
-                                       island=1, generation=1)
-    assert (first_a.status, first_b.status, again_a.status, again_a.duplicate_of) == (PENDING, PENDING, DUPLICATE, first_a.id)
+        first_a = writes.add_candidate(
+            session, a, code=CODE.format(c=1.0), origin="llm", operator="r", island=0, generation=1
+        )
+        first_b = writes.add_candidate(
+            session, b, code=CODE.format(c=1.0), origin="llm", operator="r", island=0, generation=1
+        )
+        again_a = writes.add_candidate(
+            session,
+            a,
+            code=CODE.format(c=1.0) + "# same\n",
+            origin="llm",
+            operator="r",
+            island=1,
+            generation=1,
+        )
+    assert (first_a.status, first_b.status, again_a.status, again_a.duplicate_of) == (
+        Status.PENDING,
+        Status.PENDING,
+        Status.DUPLICATE,
+        first_a.id,
+    )
     with transaction(engine) as session:
         assert writes.claim_signature(session, a.id, first_a.id, "sig") is None
-        assert writes.claim_signature(session, b.id, first_b.id, "sig") is None  # the other campaign's is no duplicate
+        assert (
+            writes.claim_signature(session, b.id, first_b.id, "sig") is None
+        )  # the other campaign's is no duplicate
         writes.record_evaluation(session, first_a.id, evaluation(fitness=0.9))
     with transaction(engine) as session:
         assert reads.slot_counts(session, a.id) == {(1, 0): (1, 1), (1, 1): (0, 1)}
         assert reads.slot_counts(session, b.id) == {(1, 0): (1, 1)}
-        assert [c.id for c in reads.leaderboard(session, a.id)] == [first_a.id] and reads.leaderboard(session, b.id) == []
-        assert reads.status_counts(session, b.id) == {PENDING: 1}
+        assert [c.id for c in reads.leaderboard(session, a.id)] == [
+            first_a.id
+        ] and reads.leaderboard(session, b.id) == []
+        assert reads.status_counts(session, b.id) == {Status.PENDING: 1}
 
 
 # -- concurrent writers ---------------------------------------------------------------------------------
@@ -183,29 +289,55 @@ def racing_writer(url: str, campaign_names: list[str], writer: int, start, resul
 
         def add(campaign, code):
             with transaction(engine) as session:
-                candidate = writes.add_candidate(session, campaign, code=code, origin="llm", operator="rewrite",
-                                                 island=writer % 2, generation=1)
-            added.append((campaign.id, candidate.id, candidate.code_hash, candidate.status, candidate.duplicate_of))
+                candidate = writes.add_candidate(
+                    session,
+                    campaign,
+                    code=code,
+                    origin="llm",
+                    operator="rewrite",
+                    island=writer % 2,
+                    generation=1,
+                )
+            added.append(
+                (
+                    campaign.id,
+                    candidate.id,
+                    candidate.code_hash,
+                    candidate.status,
+                    candidate.duplicate_of,
+                )
+            )
             return candidate
 
         start.wait(timeout=60)
         for round_ in range(ROUNDS):
             code_index = (round_ + writer) % CODES
             for campaign in campaigns:
-                add(campaign, CODE.format(c=float(code_index)) + f"# writer {writer}, round {round_}\n")
-        own = {(campaign.id, k): add(campaign, CODE.format(c=1000.0 + 100 * writer + k))
-               for campaign in campaigns for k in range(BEHAVIOURS)}
+                add(
+                    campaign,
+                    CODE.format(c=float(code_index)) + f"# writer {writer}, round {round_}\n",
+                )
+        own = {
+            (campaign.id, k): add(campaign, CODE.format(c=1000.0 + 100 * writer + k))
+            for campaign in campaigns
+            for k in range(BEHAVIOURS)
+        }
         for k in range(BEHAVIOURS):
             start.wait(timeout=60)
             for campaign in campaigns:
                 with transaction(engine) as session:
-                    earlier = writes.claim_signature(session, campaign.id, own[campaign.id, k].id, behaviour(k))
+                    earlier = writes.claim_signature(
+                        session, campaign.id, own[campaign.id, k].id, behaviour(k)
+                    )
                 claims.append((campaign.id, own[campaign.id, k].id, behaviour(k), earlier))
         start.wait(timeout=60)
         for campaign in campaigns:
             with transaction(engine) as session:
-                shared = session.exec(select(Candidate.id).where(Candidate.campaign_id == campaign.id,
-                                                                 Candidate.operator == "shared")).one()
+                shared = session.exec(
+                    select(Candidate.id).where(
+                        Candidate.campaign_id == campaign.id, Candidate.operator == "shared"
+                    )
+                ).one()
             try:
                 with transaction(engine) as session:
                     writes.record_evaluation(session, shared, evaluation(fitness=float(writer)))
@@ -227,11 +359,21 @@ def test_writers_in_several_processes_store_each_program_and_behaviour_once(engi
     for name in names:
         campaign = new_campaign(engine, name)
         with transaction(engine) as session:
-            shared[campaign.id] = writes.add_candidate(session, campaign, code=CODE.format(c=-1.0), origin="llm",
-                                                       operator="shared", island=0, generation=0).id
+            shared[campaign.id] = writes.add_candidate(
+                session,
+                campaign,
+                code=CODE.format(c=-1.0),
+                origin="llm",
+                operator="shared",
+                island=0,
+                generation=0,
+            ).id
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(WRITERS), context.Queue()
-    writers = [context.Process(target=racing_writer, args=(db_url, names, w, start, results)) for w in range(WRITERS)]
+    writers = [
+        context.Process(target=racing_writer, args=(db_url, names, w, start, results))
+        for w in range(WRITERS)
+    ]
     try:
         for process in writers:
             process.start()
@@ -254,28 +396,43 @@ def test_writers_in_several_processes_store_each_program_and_behaviour_once(engi
     # No lost rows: every proposal stored, each with the status its writer was told.
     assert len(added) == WRITERS * (ROUNDS + BEHAVIOURS) * len(names)
     assert len(rows) == len(added) + len(names)
-    assert all(rows[cid].status in (status, "ok") and rows[cid].duplicate_of == dup
-               for _, cid, _, status, dup in added)
+    assert all(
+        rows[cid].status in (status, "ok") and rows[cid].duplicate_of == dup
+        for _, cid, _, status, dup in added
+    )
     for campaign_id in shared:
         # Each program is stored once as new per campaign; every other copy is its duplicate.
         new = defaultdict(list)
         for c in rows.values():
-            if c.campaign_id == campaign_id and c.status != DUPLICATE:
+            if c.campaign_id == campaign_id and c.status != Status.DUPLICATE:
                 new[c.code_hash].append(c.id)
-        assert len(new) == CODES + WRITERS * BEHAVIOURS + 1 and all(len(ids) == 1 for ids in new.values()), new
+        assert len(new) == CODES + WRITERS * BEHAVIOURS + 1 and all(
+            len(ids) == 1 for ids in new.values()
+        ), new
         for c in rows.values():
-            if c.campaign_id == campaign_id and c.status == DUPLICATE:
+            if c.campaign_id == campaign_id and c.status == Status.DUPLICATE:
                 assert [c.duplicate_of] == new[c.code_hash]
         # Each behaviour is held by exactly one candidate; every other claim of it was told that one.
-        holders = Counter(c.signature for c in rows.values() if c.campaign_id == campaign_id and c.signature)
+        holders = Counter(
+            c.signature for c in rows.values() if c.campaign_id == campaign_id and c.signature
+        )
         assert holders == Counter({behaviour(k): 1 for k in range(BEHAVIOURS)})
-        owner = {c.signature: c.id for c in rows.values() if c.campaign_id == campaign_id and c.signature}
-        mine = [(cid, sig, earlier) for claim_campaign, cid, sig, earlier in claims if claim_campaign == campaign_id]
+        owner = {
+            c.signature: c.id for c in rows.values() if c.campaign_id == campaign_id and c.signature
+        }
+        mine = [
+            (cid, sig, earlier)
+            for claim_campaign, cid, sig, earlier in claims
+            if claim_campaign == campaign_id
+        ]
         assert len(mine) == WRITERS * BEHAVIOURS
-        assert all(earlier == (None if owner[sig] == cid else owner[sig]) for cid, sig, earlier in mine)
+        assert all(
+            earlier == (None if owner[sig] == cid else owner[sig]) for cid, sig, earlier in mine
+        )
         # Island membership: exactly the new candidates.
         assert sorted(m.candidate_id for m in members if m.campaign_id == campaign_id) == sorted(
-            ids[0] for ids in new.values())
+            ids[0] for ids in new.values()
+        )
     # The shared candidates were evaluated once each, by one writer; the others were refused.
     recorded = [cid for report in reports for cid in report[3]]
     assert sorted(recorded) == sorted(shared.values())
@@ -283,6 +440,7 @@ def test_writers_in_several_processes_store_each_program_and_behaviour_once(engi
 
 
 # -- two campaign loops side by side ------------------------------------------------------------------------
+
 
 @pytest.mark.timeout(120)
 def test_two_campaigns_run_side_by_side_on_one_database(engine, db_url):
@@ -299,12 +457,26 @@ def test_two_campaigns_run_side_by_side_on_one_database(engine, db_url):
         time.sleep(0.01)
         earlier = claim_signature(f"behaviour {digest[0] % 8}")  # few behaviours: many duplicates
         if earlier is not None:
-            return Evaluation(DUPLICATE, None, duplicate_of=earlier, backend="fake")
+            return Evaluation(Status.DUPLICATE, None, duplicate_of=earlier, backend="fake")
         return Evaluation("ok", digest[1] / 255, meta_test_fitness=0.5, backend="fake")
 
-    configs = [CampaignConfig(name=name, task="mirror_drift", generations=3, population=2, islands=2, workers=3,
-                              migration_interval=1, seed=seed) for seed, name in enumerate(["north", "south"])]
-    runners = [CampaignLoop(engine, c, MutationProposer(load_task("mirror_drift")), executor=evaluate) for c in configs]
+    configs = [
+        CampaignConfig(
+            name=name,
+            task="mirror_drift",
+            generations=3,
+            population=2,
+            islands=2,
+            workers=3,
+            migration_interval=1,
+            seed=seed,
+        )
+        for seed, name in enumerate(["north", "south"])
+    ]
+    runners = [
+        CampaignLoop(engine, c, MutationProposer(load_task("mirror_drift")), executor=evaluate)
+        for c in configs
+    ]
     outcomes = {}
 
     def run(runner):
@@ -323,21 +495,31 @@ def test_two_campaigns_run_side_by_side_on_one_database(engine, db_url):
         for runner in runners:
             campaign_id = runner.campaign.id
             counts = reads.status_counts(session, campaign_id)
-            assert PENDING not in counts and counts.get("ok", 0) >= 3  # the baselines at least
+            assert (
+                Status.PENDING not in counts and counts.get("ok", 0) >= 3
+            )  # the baselines at least
             rows = reads.candidates(session, campaign_id)
             slots = reads.slot_counts(session, campaign_id)  # every slot was proposed for
             assert all(slots.get((g, i), (0, 0))[1] >= 2 for g in (1, 2, 3) for i in (0, 1)), slots
             signatures = Counter(c.signature for c in rows if c.signature)
             assert all(n == 1 for n in signatures.values())
-            assert all(c.duplicate_of is None or session.get(Candidate, c.duplicate_of).campaign_id == campaign_id
-                       for c in rows)
-            assert all(c.parent_id is None or session.get(Candidate, c.parent_id).campaign_id == campaign_id for c in rows)
+            assert all(
+                c.duplicate_of is None
+                or session.get(Candidate, c.duplicate_of).campaign_id == campaign_id
+                for c in rows
+            )
+            assert all(
+                c.parent_id is None
+                or session.get(Candidate, c.parent_id).campaign_id == campaign_id
+                for c in rows
+            )
             assert reads.has_event(session, campaign_id, "migration:2")
             campaign = session.get(Campaign, campaign_id)
             assert campaign.status == "finished" and campaign.runner_pid is None
 
 
 # -- the browser's engine ----------------------------------------------------------------------------------
+
 
 def test_the_web_engine_reads_but_cannot_write(engine, db_url, postgres_url, tmp_path):
     from fastapi.testclient import TestClient
@@ -347,10 +529,26 @@ def test_the_web_engine_reads_but_cannot_write(engine, db_url, postgres_url, tmp
 
     campaign = new_campaign(engine, "browsed")
     with transaction(engine) as session:
-        parent = writes.add_candidate(session, campaign, code=CODE.format(c=1.0), origin="baseline", operator="seed",
-                                      island=0, generation=0, member_of=(0, 1))
-        child = writes.add_candidate(session, campaign, code=CODE.format(c=2.0), origin="llm", operator="rewrite",
-                                     island=1, generation=1, parent_id=parent.id)
+        parent = writes.add_candidate(
+            session,
+            campaign,
+            code=CODE.format(c=1.0),
+            origin="baseline",
+            operator="seed",
+            island=0,
+            generation=0,
+            member_of=(0, 1),
+        )
+        child = writes.add_candidate(
+            session,
+            campaign,
+            code=CODE.format(c=2.0),
+            origin="llm",
+            operator="rewrite",
+            island=1,
+            generation=1,
+            parent_id=parent.id,
+        )
     with transaction(engine) as session:
         writes.record_evaluation(session, parent.id, evaluation(fitness=1.0))
         writes.record_evaluation(session, child.id, evaluation(fitness=1.2))
@@ -360,7 +558,9 @@ def test_the_web_engine_reads_but_cannot_write(engine, db_url, postgres_url, tmp
         with transaction(reader) as session:
             assert [c.id for c in reads.leaderboard(session, campaign.id)] == [child.id, parent.id]
         forbidden = [
-            lambda s: s.add(Campaign(name="sneaky", task="t", budget="smoke", proposer="p", config={})),
+            lambda s: s.add(
+                Campaign(name="sneaky", task="t", budget="smoke", proposer="p", config={})
+            ),
             lambda s: s.execute(text("UPDATE candidate SET fitness = 0")),
             lambda s: s.execute(text("DELETE FROM island_member")),
             lambda s: s.execute(text("CREATE TABLE sneaky (x int)")),
@@ -374,12 +574,20 @@ def test_the_web_engine_reads_but_cannot_write(engine, db_url, postgres_url, tmp
             with pytest.raises(DBAPIError, match="read-only transaction"):
                 autocommit.execute(text("DELETE FROM event"))
         client = TestClient(create_app(reader, tmp_path / "cache"))
-        for page in ("/", f"/campaigns/{campaign.id}", f"/candidates/{child.id}", f"/candidates/{child.id}/code.py"):
+        for page in (
+            "/",
+            f"/campaigns/{campaign.id}",
+            f"/candidates/{child.id}",
+            f"/candidates/{child.id}/code.py",
+        ):
             assert client.get(page).status_code == 200, page
     finally:
         reader.dispose()
     with transaction(engine) as session:  # all still there, unchanged
         assert reads.find_campaign(session, "sneaky") is None
-        assert session.get(Candidate, child.id).fitness == 1.2 and len(session.exec(select(IslandMember)).all()) == 3
+        assert (
+            session.get(Candidate, child.id).fitness == 1.2
+            and len(session.exec(select(IslandMember)).all()) == 3
+        )
     with pytest.raises(ArchiveUnreadable, match="not an rl-scientist archive"):
         reader_engine(create_database(postgres_url)).dispose()

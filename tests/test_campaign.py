@@ -24,14 +24,21 @@ BASELINES = 3  # mirror_drift: dpo, ppo, zero
 
 
 def scientist(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "scientist.cli", *args], capture_output=True, text=True,
-                          timeout=900, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "scientist.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        **kwargs,
+    )
 
 
 def evaluated(path) -> int:
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
-            return db.execute("SELECT count(*) FROM candidate WHERE status NOT IN ('pending')").fetchone()[0]
+            return db.execute(
+                "SELECT count(*) FROM candidate WHERE status NOT IN ('pending')"
+            ).fetchone()[0]
     except sqlite3.Error:
         return 0
 
@@ -76,10 +83,32 @@ def alive(pids: set[int]) -> set[int]:
 
 
 def campaign_command(db: str, name: str, plan: dict, sandbox: str) -> list[str]:
-    return [sys.executable, "-m", "scientist.cli", "run", "--task", "mirror_drift", "--budget", "smoke",
-            "--generations", str(plan["generations"]), "--population", str(plan["population"]),
-            "--islands", str(plan["islands"]), "--workers", "2", "--sandbox", sandbox, "--seed", "3",
-            "--name", name, "--db", db]
+    return [
+        sys.executable,
+        "-m",
+        "scientist.cli",
+        "run",
+        "--task",
+        "mirror_drift",
+        "--budget",
+        "smoke",
+        "--generations",
+        str(plan["generations"]),
+        "--population",
+        str(plan["population"]),
+        "--islands",
+        str(plan["islands"]),
+        "--workers",
+        "2",
+        "--sandbox",
+        sandbox,
+        "--seed",
+        "3",
+        "--name",
+        name,
+        "--db",
+        db,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -110,20 +139,28 @@ def killed_and_resumed(tmp_path_factory):
     return path, db, kills, final
 
 
-def assert_finished_with_every_evaluation_exactly_once(path, plan: dict, kills: list, final) -> None:
+def assert_finished_with_every_evaluation_exactly_once(
+    path, plan: dict, kills: list, final
+) -> None:
     assert final.returncode == 0, final.stderr[-3000:]
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert db.execute("PRAGMA foreign_key_check").fetchall() == []
     assert db.execute("SELECT status FROM campaign").fetchone()[0] == "finished"
-    rows = db.execute("SELECT id, origin, status, generation, island, fitness, code_hash, parent_id, evaluated_at "
-                      "FROM candidate ORDER BY id").fetchall()
+    rows = db.execute(
+        "SELECT id, origin, status, generation, island, fitness, code_hash, parent_id, evaluated_at "
+        "FROM candidate ORDER BY id"
+    ).fetchall()
     assert not [r for r in rows if r[2] == "pending"]
     assert sorted(r[1] for r in rows if r[1] == "baseline") == ["baseline"] * BASELINES
     # Each slot (generation, island) holds exactly `population` new candidates.
     for generation in range(1, plan["generations"] + 1):
         for island in range(plan["islands"]):
-            new = [r for r in rows if r[3:5] == (generation, island) and r[2] not in ("duplicate", "no_code")]
+            new = [
+                r
+                for r in rows
+                if r[3:5] == (generation, island) and r[2] not in ("duplicate", "no_code")
+            ]
             assert len(new) == plan["population"], (generation, island, new)
     # Evaluated once: one verdict and timestamp each, no code evaluated under two rows.
     judged = [r for r in rows if r[2] not in ("duplicate", "no_code")]
@@ -167,13 +204,19 @@ def test_kill_9_mid_evaluation_on_the_docker_backend_then_resume_at_once(tmp_pat
     command = campaign_command(f"sqlite:///{path}", "crashy-docker", plan, "docker")
 
     def containers(owner_pid: int, **filters) -> list:
-        return [c for c in docker.client.containers.list(all=True, filters={"label": LABEL, **filters})
-                if c.labels.get(LABEL, "").endswith(f":{owner_pid}")]
+        return [
+            c
+            for c in docker.client.containers.list(all=True, filters={"label": LABEL, **filters})
+            if c.labels.get(LABEL, "").endswith(f":{owner_pid}")
+        ]
 
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and process.poll() is None and not (
-            evaluated(path) >= 1 and containers(process.pid, status="running")):
+    while (
+        time.monotonic() < deadline
+        and process.poll() is None
+        and not (evaluated(path) >= 1 and containers(process.pid, status="running"))
+    ):
         time.sleep(0.5)
     assert process.poll() is None, "the campaign ended before it could be killed mid-evaluation"
     time.sleep(2.0)
@@ -181,12 +224,29 @@ def test_kill_9_mid_evaluation_on_the_docker_backend_then_resume_at_once(tmp_pat
     process.send_signal(signal.SIGKILL)
     process.wait()
     kills = [evaluated(path)]
-    final = subprocess.run([sys.executable, "-m", "scientist.cli", "resume", "crashy-docker", "--db",
-                            f"sqlite:///{path}"], capture_output=True, text=True, timeout=900)
+    final = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scientist.cli",
+            "resume",
+            "crashy-docker",
+            "--db",
+            f"sqlite:///{path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert_finished_with_every_evaluation_exactly_once(path, plan, kills, final)
     assert "Traceback" not in final.stderr, final.stderr[-3000:]
     assert containers(process.pid) == [], "the killed campaign's containers were left behind"
-    backends = {b for (b,) in sqlite3.connect(path).execute("SELECT backend FROM candidate WHERE backend != ''")}
+    backends = {
+        b
+        for (b,) in sqlite3.connect(path).execute(
+            "SELECT backend FROM candidate WHERE backend != ''"
+        )
+    }
     assert backends == {"docker"}
 
 
@@ -198,18 +258,36 @@ def test_status_and_archive_commands_read_the_campaign(killed_and_resumed):
     listed = scientist("archive", "list", "crashy", "--json", "--db", db)
     records = [json.loads(line) for line in listed.stdout.splitlines()]
     assert records and all(r["status"] == "ok" for r in records[:1])
-    everything = [json.loads(line) for line in scientist("archive", "list", "crashy", "--json", "--db", db,
-                                                           "--top", "100").stdout.splitlines()]
-    assert [r["fitness"] for r in everything] == sorted((r["fitness"] for r in everything), reverse=True)
-    child = next(r for r in everything if r["parent_id"] is not None) if any(
-        r["parent_id"] for r in everything) else everything[0]
+    everything = [
+        json.loads(line)
+        for line in scientist(
+            "archive", "list", "crashy", "--json", "--db", db, "--top", "100"
+        ).stdout.splitlines()
+    ]
+    assert [r["fitness"] for r in everything] == sorted(
+        (r["fitness"] for r in everything), reverse=True
+    )
+    child = (
+        next(r for r in everything if r["parent_id"] is not None)
+        if any(r["parent_id"] for r in everything)
+        else everything[0]
+    )
     shown = json.loads(scientist("archive", "show", str(child["id"]), "--json", "--db", db).stdout)
     assert shown["code"].startswith("import") and shown["lineage"][0] == child["id"]
-    assert {s["name"] for s in shown["stages"]} >= {"static", "trace", "validity", "smoke", "full", "score"}
+    assert {s["name"] for s in shown["stages"]} >= {
+        "static",
+        "trace",
+        "validity",
+        "smoke",
+        "full",
+        "score",
+    }
     assert shown["per_env"]["meta_train"]["CartPole-v1"]["learning_curve"]
     text = scientist("archive", "show", str(child["id"]), "--db", db)
     assert text.returncode == 0 and "def drift" in text.stdout
-    diff = scientist("archive", "diff", str(everything[0]["id"]), str(everything[-1]["id"]), "--db", db)
+    diff = scientist(
+        "archive", "diff", str(everything[0]["id"]), str(everything[-1]["id"]), "--db", db
+    )
     assert diff.returncode == 0 and ("@@" in diff.stdout or "identical" in diff.stdout)
     missing = scientist("status", "nope", "--db", db)
     assert missing.returncode == 2 and "crashy" in missing.stderr
@@ -218,10 +296,26 @@ def test_status_and_archive_commands_read_the_campaign(killed_and_resumed):
 def test_a_second_runner_of_a_live_campaign_is_refused(tmp_path):
     """Two processes running one campaign would evaluate its pending candidates twice."""
     db = f"sqlite:///{tmp_path}/archive.db"
-    args = ["run", "--task", "mirror_drift", "--budget", "smoke", "--generations", "0", "--sandbox", "process",
-            "--name", "solo", "--db", db]
-    first = subprocess.Popen([sys.executable, "-m", "scientist.cli", *args], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    args = [
+        "run",
+        "--task",
+        "mirror_drift",
+        "--budget",
+        "smoke",
+        "--generations",
+        "0",
+        "--sandbox",
+        "process",
+        "--name",
+        "solo",
+        "--db",
+        db,
+    ]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "scientist.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

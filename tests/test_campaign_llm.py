@@ -30,14 +30,14 @@ def drift(ratio, advantage):
 ```
 '''
 
-WIDER_CLIP = '''```python
+WIDER_CLIP = """```python
 import jax.numpy as jnp
 
 
 def drift(ratio, advantage):
     clipped = jnp.clip(ratio, 0.7, 1.3)
     return jnp.maximum((ratio - clipped) * advantage, 0.0)
-```'''
+```"""
 
 PRICE = (1.0, 2.0)  # dollars per million input / output tokens for the unpriced local model
 CALL_COST = (120 * PRICE[0] + 80 * PRICE[1]) / 1e6
@@ -52,12 +52,43 @@ def test_llm_campaign_through_litellm_with_retries_no_code_and_a_dollar_cap(tmp_
     db = f"sqlite:///{tmp_path}/archive.db"
     with recorded_server(replies) as server:
         done = subprocess.run(
-            [sys.executable, "-m", "scientist.cli", "run", "--task", "mirror_drift", "--budget", "smoke",
-             "--model", "openai/recorded-model", "--api-base", server.base_url, "--generations", "1",
-             "--population", "3", "--islands", "1", "--workers", "2", "--sandbox", "process", "--seed", "1",
-             "--config", str(config), "--name", "llm1", "--db", db],
-            capture_output=True, text=True, timeout=900,
-            env={**os.environ, "SCIENTIST_API_KEY": "sk-test-not-real"})
+            [
+                sys.executable,
+                "-m",
+                "scientist.cli",
+                "run",
+                "--task",
+                "mirror_drift",
+                "--budget",
+                "smoke",
+                "--model",
+                "openai/recorded-model",
+                "--api-base",
+                server.base_url,
+                "--generations",
+                "1",
+                "--population",
+                "3",
+                "--islands",
+                "1",
+                "--workers",
+                "2",
+                "--sandbox",
+                "process",
+                "--seed",
+                "1",
+                "--config",
+                str(config),
+                "--name",
+                "llm1",
+                "--db",
+                db,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "SCIENTIST_API_KEY": "sk-test-not-real"},
+        )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "cost_cap" in done.stderr
 
@@ -69,8 +100,10 @@ def test_llm_campaign_through_litellm_with_retries_no_code_and_a_dollar_cap(tmp_
     assert "def drift" in first_prompt and "fitness" in first_prompt.lower()
 
     db = sqlite3.connect(tmp_path / "archive.db")
-    rows = db.execute("SELECT id, origin, status, model, cost_usd, prompt_tokens, parent_id, proposal_note "
-                      "FROM candidate WHERE origin = 'llm' ORDER BY id").fetchall()
+    rows = db.execute(
+        "SELECT id, origin, status, model, cost_usd, prompt_tokens, parent_id, proposal_note "
+        "FROM candidate WHERE origin = 'llm' ORDER BY id"
+    ).fetchall()
     assert [r[2] for r in rows] == ["no_code", "ok", "ok"], rows
     assert all(r[3] == "openai/recorded-model" for r in rows)
     assert [r[4] for r in rows] == pytest.approx([PROSE_COST, CALL_COST, CALL_COST])
@@ -79,10 +112,41 @@ def test_llm_campaign_through_litellm_with_retries_no_code_and_a_dollar_cap(tmp_
     assert [c[0] for c in calls] == [1, 2, 1] and all(c[1] is None for c in calls)
     assert db.execute("SELECT status FROM campaign").fetchone()[0] == "cost_cap"
 
-    status = subprocess.run([sys.executable, "-m", "scientist.cli", "status", "llm1", "--db",
-                             f"sqlite:///{tmp_path}/archive.db"], capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scientist.cli",
+            "status",
+            "llm1",
+            "--db",
+            f"sqlite:///{tmp_path}/archive.db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert f"${SPENT:.4f}" in status.stdout and "cost_cap" in status.stdout
-    shown = json.loads(subprocess.run(
-        [sys.executable, "-m", "scientist.cli", "archive", "show", str(rows[0][0]), "--json", "--db",
-         f"sqlite:///{tmp_path}/archive.db"], capture_output=True, text=True, timeout=120).stdout)
-    assert shown["code"] is None and shown["note"] and shown["calls"][0]["cost_usd"] == pytest.approx(PROSE_COST)
+    shown = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scientist.cli",
+                "archive",
+                "show",
+                str(rows[0][0]),
+                "--json",
+                "--db",
+                f"sqlite:///{tmp_path}/archive.db",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    )
+    assert (
+        shown["code"] is None
+        and shown["note"]
+        and shown["calls"][0]["cost_usd"] == pytest.approx(PROSE_COST)
+    )

@@ -10,12 +10,19 @@ from sandbox.tasks import TASKS_DIR
 
 def run(*args):
     env = {**os.environ, "COLUMNS": "400"}
-    return subprocess.run([sys.executable, "-m", "scientist.cli", "check", *args],
-                          capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "scientist.cli", "check", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def test_valid_drift_exits_0_with_json_schema():
-    result = run("--task", "mirror_drift", str(TASKS_DIR / "mirror_drift/baselines/dpo.py"), "--json")
+    result = run(
+        "--task", "mirror_drift", str(TASKS_DIR / "mirror_drift/baselines/dpo.py"), "--json"
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["valid"] is True
@@ -26,7 +33,9 @@ def test_valid_drift_exits_0_with_json_schema():
 
 def test_invalid_and_rejected_drifts_exit_1(tmp_path):
     kinked = tmp_path / "kink.py"
-    kinked.write_text("import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n    return jnp.abs(ratio - 1.0)\n")
+    kinked.write_text(
+        "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n    return jnp.abs(ratio - 1.0)\n"
+    )
     result = run("--task", "mirror_drift", str(kinked), "--json")
     assert result.returncode == 1
     data = json.loads(result.stdout)
@@ -43,6 +52,9 @@ def test_invalid_and_rejected_drifts_exit_1(tmp_path):
 
 
 def test_usage_errors_exit_2(tmp_path):
-    assert run("--task", "no_such_task", str(TASKS_DIR / "mirror_drift/baselines/ppo.py")).returncode == 2
+    assert (
+        run("--task", "no_such_task", str(TASKS_DIR / "mirror_drift/baselines/ppo.py")).returncode
+        == 2
+    )
     assert run("--task", "mirror_drift", str(tmp_path / "missing.py")).returncode == 2
     assert run().returncode == 2

@@ -12,29 +12,61 @@ from sandbox.tasks import TASKS_DIR
 
 def run(*args):
     env = {**os.environ, "COLUMNS": "400", "OPENAI_API_KEY": "sk-planted-cli-key"}
-    return subprocess.run([sys.executable, "-m", "scientist.cli", "evaluate", *args],
-                          capture_output=True, text=True, timeout=900, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "scientist.cli", "evaluate", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
 
 
 def test_ppo_baseline_evaluates_ok_with_the_documented_json():
-    result = run("--task", "mirror_drift", str(TASKS_DIR / "mirror_drift/baselines/ppo.py"),
-                 "--budget", "smoke", "--sandbox", "process", "--json")
+    result = run(
+        "--task",
+        "mirror_drift",
+        str(TASKS_DIR / "mirror_drift/baselines/ppo.py"),
+        "--budget",
+        "smoke",
+        "--sandbox",
+        "process",
+        "--json",
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads(result.stdout)
     assert data["status"] == "ok" and isinstance(data["fitness"], float)
     assert set(data["per_env"]) == {"meta_train", "meta_test"}
-    train, test = data["per_env"]["meta_train"]["CartPole-v1"], data["per_env"]["meta_test"]["Acrobot-v1"]
+    train, test = (
+        data["per_env"]["meta_train"]["CartPole-v1"],
+        data["per_env"]["meta_test"]["Acrobot-v1"],
+    )
     for env in (train, test):
-        assert len(env["returns"]) == 2 and env["normalised"]["ci_low"] <= env["normalised"]["iqm"] <= env["normalised"]["ci_high"]
-    assert [s["name"] for s in data["stages"]] == ["static", "trace", "validity", "smoke", "full", "score"]
+        assert (
+            len(env["returns"]) == 2
+            and env["normalised"]["ci_low"]
+            <= env["normalised"]["iqm"]
+            <= env["normalised"]["ci_high"]
+        )
+    assert [s["name"] for s in data["stages"]] == [
+        "static",
+        "trace",
+        "validity",
+        "smoke",
+        "full",
+        "score",
+    ]
     assert all(s["status"] == "ok" and s["seconds"] >= 0 for s in data["stages"])
     assert "log_tail" in data and "sk-planted" not in result.stdout
 
 
 def test_invalid_candidate_exits_1_with_counterexamples(tmp_path):
     kinked = tmp_path / "kink.py"
-    kinked.write_text("import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n    return jnp.abs(ratio - 1.0)\n")
-    result = run("--task", "mirror_drift", str(kinked), "--budget", "smoke", "--sandbox", "process", "--json")
+    kinked.write_text(
+        "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n    return jnp.abs(ratio - 1.0)\n"
+    )
+    result = run(
+        "--task", "mirror_drift", str(kinked), "--budget", "smoke", "--sandbox", "process", "--json"
+    )
     assert result.returncode == 1
     data = json.loads(result.stdout)
     assert data["status"] == "invalid" and data["fitness"] is None

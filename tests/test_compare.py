@@ -22,39 +22,98 @@ from scientist.proposers.mutation import MutationProposer
 
 pytestmark = pytest.mark.slow
 
-LLM_DRIFT = ("import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n"
-             "    return 0.5 * jnp.square(jnp.log(ratio)) * (1.0 + jnp.abs(advantage))\n")
-DISTILLED = load_task("mirror_drift").baseline_source("dpo").replace("alpha, beta = 2.0, 0.6", "alpha, beta = 1.8, 0.5")
+LLM_DRIFT = (
+    "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n"
+    "    return 0.5 * jnp.square(jnp.log(ratio)) * (1.0 + jnp.abs(advantage))\n"
+)
+DISTILLED = (
+    load_task("mirror_drift")
+    .baseline_source("dpo")
+    .replace("alpha, beta = 2.0, 0.6", "alpha, beta = 1.8, 0.5")
+)
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "scientist.cli", *args], capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "scientist.cli", *args], capture_output=True, text=True, timeout=900
+    )
 
 
 def test_compare_prints_every_row_with_fresh_seed_scores_and_costs(tmp_path):
     db = f"sqlite:///{tmp_path}/archive.db"
-    es = cli("es", "--task", "mirror_drift", "--budget", "smoke", "--population", "4", "--generations", "2",
-             "--seeds", "1", "--sandbox", "process", "--name", "es1", "--db", db)
+    es = cli(
+        "es",
+        "--task",
+        "mirror_drift",
+        "--budget",
+        "smoke",
+        "--population",
+        "4",
+        "--generations",
+        "2",
+        "--seeds",
+        "1",
+        "--sandbox",
+        "process",
+        "--name",
+        "es1",
+        "--db",
+        db,
+    )
     assert es.returncode == 0, es.stderr[-3000:]
 
     task = load_task("mirror_drift")
-    proposal = MutationProposer(task).propose(ProposalRequest(
-        task=task, island=0, generation=1, rng=random.Random(0), inspirations=[], failures=[],
-        parents=[ParentView(1, task.baseline_source("ppo"), "ok", 1.0, "baseline")]))
+    proposal = MutationProposer(task).propose(
+        ProposalRequest(
+            task=task,
+            island=0,
+            generation=1,
+            rng=random.Random(0),
+            inspirations=[],
+            failures=[],
+            parents=[ParentView(1, task.baseline_source("ppo"), "ok", 1.0, "baseline")],
+        )
+    )
     engine = open_engine(db)
     with transaction(engine) as session:
-        campaign = Campaign(name="search", task="mirror_drift", budget="smoke", proposer="llm", config={})
+        campaign = Campaign(
+            name="search", task="mirror_drift", budget="smoke", proposer="llm", config={}
+        )
         session.add(campaign)
         session.flush()
         for origin, code, fitness, calls in (
-                ("llm", LLM_DRIFT, 1.1, [CallRecord("openai/recorded", [], "reply", 100, 50, 0.25)]),
-                ("mutation", proposal.code, 1.05, []), ("distilled", DISTILLED, 0.97, [])):
-            candidate = writes.add_candidate(session, campaign, code=code, origin=origin, operator="stand-in",
-                                             island=0, generation=1, calls=calls)
-            writes.record_evaluation(session, candidate.id, Evaluation("ok", fitness, 1.0, seconds=30.0))
+            ("llm", LLM_DRIFT, 1.1, [CallRecord("openai/recorded", [], "reply", 100, 50, 0.25)]),
+            ("mutation", proposal.code, 1.05, []),
+            ("distilled", DISTILLED, 0.97, []),
+        ):
+            candidate = writes.add_candidate(
+                session,
+                campaign,
+                code=code,
+                origin=origin,
+                operator="stand-in",
+                island=0,
+                generation=1,
+                calls=calls,
+            )
+            writes.record_evaluation(
+                session, candidate.id, Evaluation("ok", fitness, 1.0, seconds=30.0)
+            )
 
-    done = cli("compare", "es1", "search", "--sandbox", "process", "--seed", "4242", "--json", "--out",
-               str(tmp_path / "report"), "--db", db)
+    done = cli(
+        "compare",
+        "es1",
+        "search",
+        "--sandbox",
+        "process",
+        "--seed",
+        "4242",
+        "--json",
+        "--out",
+        str(tmp_path / "report"),
+        "--db",
+        db,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads(done.stdout)
     rows = {r["label"]: r for r in record["rows"]}
@@ -64,9 +123,13 @@ def test_compare_prints_every_row_with_fresh_seed_scores_and_costs(tmp_path):
         for split in ("meta_train", "meta_test"):
             score = row[split]
             assert score["ci_low"] <= score["iqm"] <= score["ci_high"], (label, split, score)
-    assert rows["LLM"]["search_fitness"] == 1.1 and rows["LLM"]["cost"]["dollars"] == pytest.approx(0.25)
+    assert rows["LLM"]["search_fitness"] == 1.1 and rows["LLM"]["cost"]["dollars"] == pytest.approx(
+        0.25
+    )
     es_cost = rows["ES (LPO)"]["cost"]
-    assert es_cost["training_runs"] >= 2 * 4 and es_cost["env_steps"] > 0 and es_cost["dollars"] == 0
+    assert (
+        es_cost["training_runs"] >= 2 * 4 and es_cost["env_steps"] > 0 and es_cost["dollars"] == 0
+    )
     assert rows["PPO"]["cost"] is None and rows["PPO"]["candidate_id"] is None
     table = (tmp_path / "report" / "comparison.md").read_text()
     assert all(label in table for label in rows) and "fresh training seed 4242" in table

@@ -61,8 +61,15 @@ from sandbox.backends.filesystem import interpreter_mounts, mount_points_in_chec
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "compose.yaml"
 OFFLINE_REPOSITORY = "rl-scientist-compose-test"  # tagged per run, removed after it
-CREDENTIAL_VARS = ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "WEB_PORT", "WEB_BIND",
-                   "SCIENTIST_SANDBOX_IMAGE", "SCIENTIST_SCRATCH")
+CREDENTIAL_VARS = (
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DB",
+    "WEB_PORT",
+    "WEB_BIND",
+    "SCIENTIST_SANDBOX_IMAGE",
+    "SCIENTIST_SCRATCH",
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +77,9 @@ def docker_compose(tmp_path_factory) -> list[str]:
     """The command, with an empty --env-file: a developer's .env must not change the results."""
     binary = shutil.which("docker-compose")
     if binary is None:
-        pytest.skip("docker-compose is not installed (scripts/install-system-deps.sh installs Debian's)")
+        pytest.skip(
+            "docker-compose is not installed (scripts/install-system-deps.sh installs Debian's)"
+        )
     empty = tmp_path_factory.mktemp("compose") / "empty.env"
     empty.write_text("")
     return [binary, "--env-file", str(empty)]
@@ -78,18 +87,30 @@ def docker_compose(tmp_path_factory) -> list[str]:
 
 def compose_env(**values) -> dict:
     """The caller's environment without any of the stack's variables, plus `values`."""
-    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS and not k.startswith("COMPOSE_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in CREDENTIAL_VARS and not k.startswith("COMPOSE_")
+    }
     return {**env, **values}
 
 
 @pytest.fixture(scope="module")
 def resolved(docker_compose):
     """compose.yaml as docker-compose resolves it, with these environment variables."""
+
     def resolve(**values) -> dict:
-        result = subprocess.run([*docker_compose, "-f", str(COMPOSE_FILE), "config"], capture_output=True,
-                                text=True, env=compose_env(**values), cwd=REPO, timeout=60)
+        result = subprocess.run(
+            [*docker_compose, "-f", str(COMPOSE_FILE), "config"],
+            capture_output=True,
+            text=True,
+            env=compose_env(**values),
+            cwd=REPO,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         return yaml.safe_load(result.stdout)
+
     return resolve
 
 
@@ -99,16 +120,35 @@ def config(resolved) -> dict:
 
 
 def test_compose_file_is_valid(docker_compose):
-    result = subprocess.run([*docker_compose, "-f", str(COMPOSE_FILE), "config", "-q"], capture_output=True,
-                            text=True, env=compose_env(), cwd=REPO, timeout=60)
+    result = subprocess.run(
+        [*docker_compose, "-f", str(COMPOSE_FILE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env=compose_env(),
+        cwd=REPO,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_services_and_their_wiring(config):
     services = config["services"]
-    assert set(services) == {"db", "migrate", "web", "runner", "ray-head", "ray-worker", "sandbox", "sandbox-cpu"}
+    assert set(services) == {
+        "db",
+        "migrate",
+        "web",
+        "runner",
+        "ray-head",
+        "ray-worker",
+        "sandbox",
+        "sandbox-cpu",
+    }
     # `docker compose up` starts db, migrate and web; the runner and the image builds are on demand.
-    assert {name for name, s in services.items() if not s.get("profiles")} == {"db", "migrate", "web"}
+    assert {name for name, s in services.items() if not s.get("profiles")} == {
+        "db",
+        "migrate",
+        "web",
+    }
     assert services["runner"]["profiles"] == ["runner"]
     # The Ray cluster (profile ray): a head that only schedules, workers that join it and
     # start sandbox containers through the host's Docker socket.
@@ -119,7 +159,10 @@ def test_services_and_their_wiring(config):
     assert "ray-head" in worker["depends_on"]
     for node in (head, worker):
         assert "/var/run/docker.sock:/var/run/docker.sock:rw" in node["volumes"]
-        assert node["environment"]["SCIENTIST_DB"] == "postgresql+psycopg://scientist:scientist@db:5432/scientist"
+        assert (
+            node["environment"]["SCIENTIST_DB"]
+            == "postgresql+psycopg://scientist:scientist@db:5432/scientist"
+        )
 
     db = services["db"]
     assert db["image"] == "postgres:16"
@@ -127,11 +170,15 @@ def test_services_and_their_wiring(config):
     assert "db-data:/var/lib/postgresql/data:rw" in db["volumes"] and "db-data" in config["volumes"]
 
     web = services["web"]
-    assert web["depends_on"] == {"db": {"condition": "service_healthy"},
-                                 "migrate": {"condition": "service_completed_successfully"}}
+    assert web["depends_on"] == {
+        "db": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
+    }
     assert web["ports"] == ["127.0.0.1:8000:8000/tcp"]
     assert web["command"][:2] == ["scientist", "web"] and "8000" in web["command"]
-    assert web["command"][web["command"].index("--host") + 1] == "0.0.0.0"  # reachable through the port
+    assert (
+        web["command"][web["command"].index("--host") + 1] == "0.0.0.0"
+    )  # reachable through the port
     assert services["migrate"]["depends_on"] == {"db": {"condition": "service_healthy"}}
     assert "open_engine()" in services["migrate"]["command"][-1]
     # Landscapes computed by the runner (web --precompute) are where web reads them.
@@ -142,13 +189,27 @@ def test_services_and_their_wiring(config):
     for name in ("migrate", "web", "runner"):
         assert services[name]["build"]["dockerfile"] == "docker/Dockerfile"
         assert services[name]["image"] == "rl-scientist:latest"
-        assert services[name]["environment"]["SCIENTIST_DB"] == \
-            "postgresql+psycopg://scientist:scientist@db:5432/scientist"
+        assert (
+            services[name]["environment"]["SCIENTIST_DB"]
+            == "postgresql+psycopg://scientist:scientist@db:5432/scientist"
+        )
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     assert '".[cpu,postgres,ray]"' in dockerfile
     # Everything the application needs at run time is copied, and exists (the build context is the repo).
-    copied = {name for line in dockerfile.splitlines() if line.startswith("COPY ") for name in line.split()[1:-1]}
-    assert {"archive", "sandbox", "scientist", "task_templates", "prompts", "pyproject.toml"} <= copied
+    copied = {
+        name
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ")
+        for name in line.split()[1:-1]
+    }
+    assert {
+        "archive",
+        "sandbox",
+        "scientist",
+        "task_templates",
+        "prompts",
+        "pyproject.toml",
+    } <= copied
     assert all((REPO / name).exists() for name in copied), copied
 
     # The CUDA sandbox image keeps its GPU reservation; the CPU one has none.
@@ -173,7 +234,9 @@ def test_runner_reaches_the_docker_engine_with_a_shared_scratch_path(config, res
     assert {"SCIENTIST_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"} <= set(env)
     assert all(env[k] is None for k in ("SCIENTIST_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"))
 
-    moved = resolved(SCIENTIST_SCRATCH="/srv/scratch", SCIENTIST_SANDBOX_IMAGE="rl-scientist-sandbox:cuda12")
+    moved = resolved(
+        SCIENTIST_SCRATCH="/srv/scratch", SCIENTIST_SANDBOX_IMAGE="rl-scientist-sandbox:cuda12"
+    )
     runner = moved["services"]["runner"]
     assert runner["environment"]["SCIENTIST_SCRATCH"] == "/srv/scratch"
     assert "/srv/scratch:/srv/scratch:rw" in runner["volumes"]
@@ -181,12 +244,23 @@ def test_runner_reaches_the_docker_engine_with_a_shared_scratch_path(config, res
 
 
 def test_credentials_and_port_come_from_the_environment(resolved):
-    services = resolved(POSTGRES_USER="alice", POSTGRES_PASSWORD="s3cret", POSTGRES_DB="runs", WEB_PORT="8080",
-                        WEB_BIND="0.0.0.0")["services"]
-    assert services["db"]["environment"] == {"POSTGRES_USER": "alice", "POSTGRES_PASSWORD": "s3cret",
-                                             "POSTGRES_DB": "runs"}
+    services = resolved(
+        POSTGRES_USER="alice",
+        POSTGRES_PASSWORD="s3cret",
+        POSTGRES_DB="runs",
+        WEB_PORT="8080",
+        WEB_BIND="0.0.0.0",
+    )["services"]
+    assert services["db"]["environment"] == {
+        "POSTGRES_USER": "alice",
+        "POSTGRES_PASSWORD": "s3cret",
+        "POSTGRES_DB": "runs",
+    }
     for name in ("migrate", "web", "runner"):
-        assert services[name]["environment"]["SCIENTIST_DB"] == "postgresql+psycopg://alice:s3cret@db:5432/runs"
+        assert (
+            services[name]["environment"]["SCIENTIST_DB"]
+            == "postgresql+psycopg://alice:s3cret@db:5432/runs"
+        )
     assert services["web"]["ports"] == ["0.0.0.0:8080:8000/tcp"]
 
 
@@ -199,11 +273,17 @@ def offline_rootfs() -> bytes:
     from sandbox.backends.docker import _host_rootfs_tar
 
     out = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(_host_rootfs_tar())) as source, tarfile.open(fileobj=out, mode="w") as tar:
+    with (
+        tarfile.open(fileobj=io.BytesIO(_host_rootfs_tar())) as source,
+        tarfile.open(fileobj=out, mode="w") as tar,
+    ):
         for member in source.getmembers():
             tar.addfile(member, source.extractfile(member) if member.isfile() else None)
-        for name, mode, owner in (("var/lib", 0o755, 0), ("var/lib/postgresql", 0o755, 65534),
-                                  ("var/lib/postgresql/data", 0o700, 65534)):
+        for name, mode, owner in (
+            ("var/lib", 0o755, 0),
+            ("var/lib/postgresql", 0o755, 65534),
+            ("var/lib/postgresql/data", 0o700, 65534),
+        ):
             info = tarfile.TarInfo(name)
             info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, mode, owner, owner
             tar.addfile(info)
@@ -224,7 +304,15 @@ exec postgres -D "$PGDATA" -k /run/postgresql -c fsync=off
 SOCKET_DIR = "/run/postgresql"
 
 
-APP_CODE = ("archive", "sandbox", "scientist", "task_templates", "prompts", "examples", "pyproject.toml")
+APP_CODE = (
+    "archive",
+    "sandbox",
+    "scientist",
+    "task_templates",
+    "prompts",
+    "examples",
+    "pyproject.toml",
+)
 
 
 def readable_checkout(target: Path) -> Path:
@@ -248,19 +336,38 @@ def readable_checkout(target: Path) -> Path:
 
 def offline_override(image: str, pg_bin: Path, sockets: Path, db_url: str, code: Path) -> dict:
     shared = ["/usr:/usr:ro", f"{sockets}:{SOCKET_DIR}"]
-    interpreter = [f"{source}:{target}:ro" for target, source in interpreter_mounts().items()
-                   if Path("/usr") not in [target, *target.parents]]
-    app = {"image": image, "user": "65534:65534", "network_mode": "none", "working_dir": "/tmp",
-           "volumes": [*shared, *interpreter, f"{code}:{REPO}:ro"],
-           "environment": {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": "/tmp",
-                           "SCIENTIST_DB": db_url}}
-    return {"services": {
-        "db": {"image": image, "user": "65534:65534", "network_mode": "none",
-               "entrypoint": ["/bin/sh", "-c", DB_ENTRYPOINT.replace("$", "$$")], "command": [],
-               "volumes": shared, "environment": {"PATH": f"{pg_bin}:/usr/bin:/bin", "PGHOST": SOCKET_DIR}},
-        "migrate": app,
-        "web": app,
-    }}
+    interpreter = [
+        f"{source}:{target}:ro"
+        for target, source in interpreter_mounts().items()
+        if Path("/usr") not in [target, *target.parents]
+    ]
+    app = {
+        "image": image,
+        "user": "65534:65534",
+        "network_mode": "none",
+        "working_dir": "/tmp",
+        "volumes": [*shared, *interpreter, f"{code}:{REPO}:ro"],
+        "environment": {
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "HOME": "/tmp",
+            "SCIENTIST_DB": db_url,
+        },
+    }
+    return {
+        "services": {
+            "db": {
+                "image": image,
+                "user": "65534:65534",
+                "network_mode": "none",
+                "entrypoint": ["/bin/sh", "-c", DB_ENTRYPOINT.replace("$", "$$")],
+                "command": [],
+                "volumes": shared,
+                "environment": {"PATH": f"{pg_bin}:/usr/bin:/bin", "PGHOST": SOCKET_DIR},
+            },
+            "migrate": app,
+            "web": app,
+        }
+    }
 
 
 # Run by `docker-compose exec` in the web container (its network namespace is its own):
@@ -285,7 +392,9 @@ def stack(tmp_path, docker_compose):
     import docker
 
     if importlib.util.find_spec("psycopg") is None:
-        pytest.skip("psycopg is not installed (pip install -e '.[postgres]'): the test writes into the stack's database")
+        pytest.skip(
+            "psycopg is not installed (pip install -e '.[postgres]'): the test writes into the stack's database"
+        )
     try:
         client = docker.from_env(timeout=60)
         client.ping()
@@ -293,7 +402,9 @@ def stack(tmp_path, docker_compose):
         pytest.skip(f"no Docker engine answers here: {error}")
     pg_bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not pg_bins:
-        pytest.skip("PostgreSQL is not installed on the host (its binaries stand in for postgres:16's)")
+        pytest.skip(
+            "PostgreSQL is not installed on the host (its binaries stand in for postgres:16's)"
+        )
     run_id = secrets.token_hex(4)
     image = f"{OFFLINE_REPOSITORY}:{run_id}"
     client.api.import_image_from_data(offline_rootfs(), repository=OFFLINE_REPOSITORY, tag=run_id)
@@ -303,14 +414,25 @@ def stack(tmp_path, docker_compose):
     user, password, database = "scientist", secrets.token_hex(8), "archive"
     url = f"postgresql+psycopg://{user}:{password}@/{database}?host="
     override = tmp_path / "compose.offline.yaml"
-    override.write_text(yaml.safe_dump(offline_override(image, pg_bins[-1].parent, sockets, url + SOCKET_DIR,
-                                                     readable_checkout(tmp_path / "checkout"))))
+    override.write_text(
+        yaml.safe_dump(
+            offline_override(
+                image,
+                pg_bins[-1].parent,
+                sockets,
+                url + SOCKET_DIR,
+                readable_checkout(tmp_path / "checkout"),
+            )
+        )
+    )
     project = f"rlsci-compose-test-{run_id}"
     base = [*docker_compose, "-p", project, "-f", str(COMPOSE_FILE), "-f", str(override)]
     env = compose_env(POSTGRES_USER=user, POSTGRES_PASSWORD=password, POSTGRES_DB=database)
 
     def compose(*args, timeout=120):
-        return subprocess.run([*base, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+        return subprocess.run(
+            [*base, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout
+        )
 
     def get(*paths: str) -> list[tuple[int, str]]:
         result = compose("exec", "-T", "web", "python", "-c", HTTP_GET, *paths, timeout=60)
@@ -320,14 +442,25 @@ def stack(tmp_path, docker_compose):
     try:
         up = compose("up", "-d", "--no-build", "db", "migrate", "web")
         assert up.returncode == 0, f"{up.stderr}\n{compose('logs', '--no-color').stdout}"
-        volumes = {v.name for v in client.volumes.list(filters={"label": f"com.docker.compose.project={project}"})}
-        yield {"db_url": url + str(sockets), "get": get, "compose": compose, "volumes": volumes, "project": project}
+        volumes = {
+            v.name
+            for v in client.volumes.list(filters={"label": f"com.docker.compose.project={project}"})
+        }
+        yield {
+            "db_url": url + str(sockets),
+            "get": get,
+            "compose": compose,
+            "volumes": volumes,
+            "project": project,
+        }
     finally:
         down = compose("down", "-v", "--remove-orphans", "-t", "5")
         if down.returncode == 0:
             client.images.remove(image)
         assert down.returncode == 0, down.stderr
-        left = client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+        left = client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={project}"}
+        )
         volumes = client.volumes.list(filters={"label": f"com.docker.compose.project={project}"})
         assert not left and not volumes, (left, volumes)
 
@@ -352,18 +485,36 @@ def test_stack_serves_the_archive_from_postgres(stack):
     engine = open_engine(stack["db_url"])  # the database in the db container, through its socket
     try:
         with transaction(engine) as session:
-            campaign = Campaign(name=name, task="mirror_drift", budget="smoke", proposer="mutation",
-                                config={"islands": 1, "population": 1, "generations": 1})
+            campaign = Campaign(
+                name=name,
+                task="mirror_drift",
+                budget="smoke",
+                proposer="mutation",
+                config={"islands": 1, "population": 1, "generations": 1},
+            )
             session.add(campaign)
             session.flush()
-            candidate = writes.add_candidate(session, campaign, code=load_task("mirror_drift").baseline_source("ppo"),
-                                             origin="baseline", operator="seed", island=0, generation=0,
-                                             member_of=(0,), baseline_name="ppo", note="baseline ppo")
+            candidate = writes.add_candidate(
+                session,
+                campaign,
+                code=load_task("mirror_drift").baseline_source("ppo"),
+                origin="baseline",
+                operator="seed",
+                island=0,
+                generation=0,
+                member_of=(0,),
+                baseline_name="ppo",
+                note="baseline ppo",
+            )
             campaign_id, candidate_id = campaign.id, candidate.id
     finally:
         engine.dispose()
 
-    campaigns, one, candidate = stack["get"]("/", f"/campaigns/{campaign_id}", f"/candidates/{candidate_id}")
-    assert campaigns[0] == 200 and name in campaigns[1] and f"/campaigns/{campaign_id}" in campaigns[1]
+    campaigns, one, candidate = stack["get"](
+        "/", f"/campaigns/{campaign_id}", f"/candidates/{candidate_id}"
+    )
+    assert (
+        campaigns[0] == 200 and name in campaigns[1] and f"/campaigns/{campaign_id}" in campaigns[1]
+    )
     assert one[0] == 200 and name in one[1]
     assert candidate[0] == 200 and name in candidate[1] and "baseline ppo" in candidate[1]

@@ -29,7 +29,7 @@ from scientist.analysis import detect_features
 from scientist.distill import describe_landscape, fit_error, grid_conditions, worst_cells
 from tests.llm_server import completion, prose_only, recorded_server
 
-DPO_WRONG_CONSTANTS = '''The table looks like DPO: a tanh-damped penalty on (r - 1) A for A >= 0, on log(r) A below.
+DPO_WRONG_CONSTANTS = """The table looks like DPO: a tanh-damped penalty on (r - 1) A for A >= 0, on log(r) A below.
 
 ```python
 import jax.numpy as jnp
@@ -42,7 +42,7 @@ def drift(ratio, advantage):
                      jnp.maximum(up - 2.5 * jnp.tanh(up / 2.5), 0.0),
                      jnp.maximum(down - 0.5 * jnp.tanh(down / 0.5), 0.0))
 ```
-'''
+"""
 
 DPO_CLOSED_FORM = '''Refitting the constants: 2 for A >= 0 and 0.6 for A < 0.
 
@@ -82,10 +82,14 @@ def landscapes():
     spec = load_task("mirror_drift")
     sources = {name: spec.baseline_source(name) for name in ("ppo", "dpo", "zero")}
     sources.update(kinked=KINKED, negative=NEGATIVE)
-    return {name: compute_landscape("mirror_drift", source, sandbox="process") for name, source in sources.items()}
+    return {
+        name: compute_landscape("mirror_drift", source, sandbox="process")
+        for name, source in sources.items()
+    }
 
 
 # -- description, fit and conditions ------------------------------------------------------
+
 
 def test_the_description_is_a_table_of_the_drift_and_its_features(landscapes):
     dpo = landscapes["dpo"]
@@ -111,7 +115,9 @@ def test_fit_error_is_zero_for_the_same_drift_and_large_for_another(landscapes):
     dpo, ppo, zero = landscapes["dpo"], landscapes["ppo"], landscapes["zero"]
     same = fit_error(dpo, dpo)
     assert same["drift_rmse"] == 0.0 and same["drift_r2"] == 1.0 and same["slope_rmse"] == 0.0
-    assert same["cells"] == 81 * 161 and same["target_nan_cells"] == same["candidate_nan_cells"] == 0
+    assert (
+        same["cells"] == 81 * 161 and same["target_nan_cells"] == same["candidate_nan_cells"] == 0
+    )
     other = fit_error(dpo, ppo)
     assert other["drift_relative_rmse"] > 0.2 and other["drift_r2"] < 0.9
     assert other["slope_relative_rmse"] > 0.05 and other["drift_max_error"] > 0.1
@@ -131,7 +137,9 @@ def test_fit_error_is_zero_for_the_same_drift_and_large_for_another(landscapes):
 
 def test_worst_cells_name_the_points_that_differ_most(landscapes):
     lines = worst_cells(landscapes["dpo"], landscapes["ppo"])
-    assert len(lines) == 6 and all(line.startswith("r = ") and "D should be" in line for line in lines)
+    assert len(lines) == 6 and all(
+        line.startswith("r = ") and "D should be" in line for line in lines
+    )
     assert worst_cells(landscapes["dpo"], landscapes["dpo"]) == []
 
 
@@ -146,24 +154,55 @@ def test_grid_conditions_pass_the_baselines_and_catch_kinks_and_negative_values(
 
 # -- the command, end to end --------------------------------------------------------------
 
+
 def _archive_with_learned_drift(tmp_path) -> tuple[str, int]:
     url = f"sqlite:///{tmp_path}/archive.db"
     with transaction(open_engine(url)) as session:
-        campaign = Campaign(name="es1", task="mirror_drift", budget="smoke", proposer="es", config={"name": "es1"})
+        campaign = Campaign(
+            name="es1", task="mirror_drift", budget="smoke", proposer="es", config={"name": "es1"}
+        )
         session.add(campaign)
         session.flush()
-        source = writes.add_candidate(session, campaign, code=load_task("mirror_drift").baseline_source("dpo"),
-                                      origin="es", operator="es-mean", island=0, generation=4,
-                                      note="stand-in for an ES mean network")
+        source = writes.add_candidate(
+            session,
+            campaign,
+            code=load_task("mirror_drift").baseline_source("dpo"),
+            origin="es",
+            operator="es-mean",
+            island=0,
+            generation=4,
+            note="stand-in for an ES mean network",
+        )
         return url, source.id
 
 
 def _distill(db: str, source_id: int, server, *options: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "scientist.cli", "distill", str(source_id), "--model", "openai/recorded-model",
-         "--api-base", server.base_url, "--sandbox", "process", "--price-in", str(PRICE[0]),
-         "--price-out", str(PRICE[1]), "--db", db, *options],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "SCIENTIST_API_KEY": "sk-test-not-real"})
+        [
+            sys.executable,
+            "-m",
+            "scientist.cli",
+            "distill",
+            str(source_id),
+            "--model",
+            "openai/recorded-model",
+            "--api-base",
+            server.base_url,
+            "--sandbox",
+            "process",
+            "--price-in",
+            str(PRICE[0]),
+            "--price-out",
+            str(PRICE[1]),
+            "--db",
+            db,
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "SCIENTIST_API_KEY": "sk-test-not-real"},
+    )
 
 
 @pytest.mark.slow
@@ -182,35 +221,77 @@ def test_distill_feeds_back_the_fit_until_the_closed_form_matches_then_scores_it
     assert "drift D(r, A)" in first and "rollback" in first and "def drift" in first
     assert "sk-test-not-real" not in first + second + third
     assert second.startswith(first.rstrip("\n")[:200]) and "gave no usable module" in second
-    assert [m["role"] for m in server.requests[2].messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert [m["role"] for m in server.requests[2].messages] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
     feedback = server.requests[2].messages[-1]["content"]
-    assert "relative" in feedback and "Largest differences" in feedback and "D should be" in feedback
+    assert (
+        "relative" in feedback and "Largest differences" in feedback and "D should be" in feedback
+    )
 
     assert [a["outcome"] for a in result["attempts"]] == ["no_code", "poor_fit", "accepted"]
     wrong = result["attempts"][1]["fit"]
     assert 0.1 < wrong["drift_relative_rmse"] < 0.3  # measured, not perfect
-    assert result["kept_attempt"] == 3 and result["fit"]["drift_rmse"] < 1e-5 and result["fit"]["drift_r2"] > 0.9999
-    assert result["status"] == "ok" and result["fitness"] is not None and result["source_id"] == source_id
+    assert (
+        result["kept_attempt"] == 3
+        and result["fit"]["drift_rmse"] < 1e-5
+        and result["fit"]["drift_r2"] > 0.9999
+    )
+    assert (
+        result["status"] == "ok"
+        and result["fitness"] is not None
+        and result["source_id"] == source_id
+    )
     assert result["cost_usd"] == pytest.approx(PROSE_COST + 2 * CALL_COST)
 
     archive = sqlite3.connect(tmp_path / "archive.db")
-    row = archive.execute("SELECT id, campaign_id, origin, operator, parent_id, status, fitness, cost_usd, "
-                          "proposal_note, generation FROM candidate WHERE origin = 'distilled'").fetchall()
+    row = archive.execute(
+        "SELECT id, campaign_id, origin, operator, parent_id, status, fitness, cost_usd, "
+        "proposal_note, generation FROM candidate WHERE origin = 'distilled'"
+    ).fetchall()
     assert len(row) == 1
     cid, campaign_id, _, operator, parent, status, fitness, cost, note, generation = row[0]
-    assert cid == result["candidate_id"] and operator == "distill" and parent == source_id and generation == 4
-    assert campaign_id == archive.execute("SELECT campaign_id FROM candidate WHERE id = ?", (source_id,)).fetchone()[0]
-    assert status == "ok" and fitness == pytest.approx(result["fitness"]) and "attempt 3 of 3" in note
+    assert (
+        cid == result["candidate_id"]
+        and operator == "distill"
+        and parent == source_id
+        and generation == 4
+    )
+    assert (
+        campaign_id
+        == archive.execute(
+            "SELECT campaign_id FROM candidate WHERE id = ?", (source_id,)
+        ).fetchone()[0]
+    )
+    assert (
+        status == "ok" and fitness == pytest.approx(result["fitness"]) and "attempt 3 of 3" in note
+    )
     # Every call is on record with its cost, the unkept replies included.
-    calls = archive.execute("SELECT candidate_id, cost_usd, messages FROM llm_call ORDER BY id").fetchall()
+    calls = archive.execute(
+        "SELECT candidate_id, cost_usd, messages FROM llm_call ORDER BY id"
+    ).fetchall()
     assert [c[0] for c in calls] == [cid] * 3
-    assert [len(json.loads(c[2])) for c in calls] == [2, 4, 6]  # each record is the conversation as sent
+    assert [len(json.loads(c[2])) for c in calls] == [
+        2,
+        4,
+        6,
+    ]  # each record is the conversation as sent
     assert [c[1] for c in calls] == pytest.approx([PROSE_COST, CALL_COST, CALL_COST])
     assert cost == pytest.approx(PROSE_COST + 2 * CALL_COST)
     with transaction(open_engine(db)) as session:
         assert reads.spent_usd(session, campaign_id) == pytest.approx(PROSE_COST + 2 * CALL_COST)
-    kinds = {kind: json.loads(data) for kind, data in archive.execute("SELECT kind, data FROM event")}
-    assert kinds["distilled"]["fit"]["drift_rmse"] < 1e-5 and kinds["distill_evaluated"]["status"] == "ok"
+    kinds = {
+        kind: json.loads(data) for kind, data in archive.execute("SELECT kind, data FROM event")
+    }
+    assert (
+        kinds["distilled"]["fit"]["drift_rmse"] < 1e-5
+        and kinds["distill_evaluated"]["status"] == "ok"
+    )
 
 
 def test_replies_without_code_are_archived_as_a_no_code_candidate_with_their_costs(tmp_path):
@@ -220,14 +301,24 @@ def test_replies_without_code_are_archived_as_a_no_code_candidate_with_their_cos
     assert done.returncode == 1, done.stderr[-3000:]
     assert len(server.requests) == 2 and "no_code" in done.stderr and "no_code" in done.stdout
     archive = sqlite3.connect(tmp_path / "archive.db")
-    (cid, status, parent, cost), = archive.execute(
-        "SELECT id, status, parent_id, cost_usd FROM candidate WHERE origin = 'distilled'").fetchall()
+    ((cid, status, parent, cost),) = archive.execute(
+        "SELECT id, status, parent_id, cost_usd FROM candidate WHERE origin = 'distilled'"
+    ).fetchall()
     assert status == "no_code" and parent == source_id and cost == pytest.approx(2 * PROSE_COST)
-    assert archive.execute("SELECT COUNT(*) FROM llm_call WHERE candidate_id = ?", (cid,)).fetchone()[0] == 2
+    assert (
+        archive.execute("SELECT COUNT(*) FROM llm_call WHERE candidate_id = ?", (cid,)).fetchone()[
+            0
+        ]
+        == 2
+    )
 
 
 def test_an_unknown_candidate_is_a_usage_error(tmp_path):
     db, source_id = _archive_with_learned_drift(tmp_path)
     with recorded_server([]) as server:
         done = _distill(db, source_id + 100, server)
-    assert done.returncode == 2 and f"no candidate {source_id + 100}" in done.stderr and not server.requests
+    assert (
+        done.returncode == 2
+        and f"no candidate {source_id + 100}" in done.stderr
+        and not server.requests
+    )

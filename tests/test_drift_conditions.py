@@ -11,7 +11,9 @@ HEADER = "import jax\nimport jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\
 
 
 def check(body: str):
-    return check_candidate(load_task("mirror_drift"), HEADER + "".join(f"    {line}\n" for line in body.splitlines()))
+    return check_candidate(
+        load_task("mirror_drift"), HEADER + "".join(f"    {line}\n" for line in body.splitlines())
+    )
 
 
 VALID = {
@@ -37,7 +39,14 @@ def test_valid_drift_passes(name):
     report = check(VALID[name])
     assert report.valid, [(c.name, c.detail) for c in report.failures]
     assert [c.name for c in report.checks] == [
-        "static", "load", "shape", "finite", "non_negative", "zero_at_one", "zero_slope_at_one"]
+        "static",
+        "load",
+        "shape",
+        "finite",
+        "non_negative",
+        "zero_at_one",
+        "zero_slope_at_one",
+    ]
 
 
 @pytest.mark.parametrize("name", ["ppo", "dpo", "zero"])
@@ -54,9 +63,18 @@ def _evaluate(body, r, a):
 
 INVALID = {
     # name: (body, the check that must fail)
-    "negative_far_from_one": ("return (r - 1.0) ** 2 - 0.01 * jnp.maximum(r - 5.0, 0.0) ** 3", "non_negative"),
-    "negative_for_small_ratio": ("return (r - 1.0) ** 2 - 10.0 * jnp.maximum(0.2 - r, 0.0)", "non_negative"),
-    "negative_for_large_advantage": ("return (r - 1.0) ** 2 * (1.0 - 0.02 * a ** 2)", "non_negative"),
+    "negative_far_from_one": (
+        "return (r - 1.0) ** 2 - 0.01 * jnp.maximum(r - 5.0, 0.0) ** 3",
+        "non_negative",
+    ),
+    "negative_for_small_ratio": (
+        "return (r - 1.0) ** 2 - 10.0 * jnp.maximum(0.2 - r, 0.0)",
+        "non_negative",
+    ),
+    "negative_for_large_advantage": (
+        "return (r - 1.0) ** 2 * (1.0 - 0.02 * a ** 2)",
+        "non_negative",
+    ),
     "signed_surrogate": ("return (r - 1.0) * a", "non_negative"),
     "odd_cubic_term": ("return (r - 1.0) ** 2 + 0.5 * (r - 1.0) ** 3 * a", "non_negative"),
     "abs_kink": ("return jnp.abs(r - 1.0)", "zero_slope_at_one"),
@@ -68,9 +86,15 @@ INVALID = {
     "advantage_offset": ("return (r - 1.0) ** 2 + 0.1 * a ** 2", "zero_at_one"),
     "nan_region": ("return jnp.sqrt(r - 0.5) * (r - 1.0) ** 2", "finite"),
     "log_of_advantage": ("return (r - 1.0) ** 2 * jnp.log(a)", "finite"),
-    "infinite_outside_a_band": ("return jnp.where(jnp.abs(r - 1.0) > 0.5, jnp.inf, (r - 1.0) ** 2)", "finite"),
+    "infinite_outside_a_band": (
+        "return jnp.where(jnp.abs(r - 1.0) > 0.5, jnp.inf, (r - 1.0) ** 2)",
+        "finite",
+    ),
     "overflows_at_ordinary_ratios": ("return jnp.exp(1000.0 * (r - 1.0) ** 2) - 1.0", "finite"),
-    "nan_gradient_from_where": ("return jnp.where(r > 0.01, (r - 1.0) ** 2, jnp.sqrt(r - 0.01))", "finite"),
+    "nan_gradient_from_where": (
+        "return jnp.where(r > 0.01, (r - 1.0) ** 2, jnp.sqrt(r - 0.01))",
+        "finite",
+    ),
 }
 
 

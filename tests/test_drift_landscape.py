@@ -29,8 +29,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def landscapes() -> dict[str, Landscape]:
     spec = load_task("mirror_drift")
-    return {name: compute_landscape("mirror_drift", spec.baseline_source(name), sandbox="process")
-            for name in ("ppo", "dpo", "zero")}
+    return {
+        name: compute_landscape("mirror_drift", spec.baseline_source(name), sandbox="process")
+        for name in ("ppo", "dpo", "zero")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +47,7 @@ def step(ratio: np.ndarray) -> float:
 
 # -- the landscape itself -----------------------------------------------------------------
 
+
 def test_the_grid_and_the_values_match_the_closed_forms(landscapes):
     ratio, advantage = landscapes["ppo"].ratio, landscapes["ppo"].advantage
     assert ratio.shape == (161,) and advantage.shape == (81,) and np.all(np.diff(ratio) > 0)
@@ -54,10 +57,14 @@ def test_the_grid_and_the_values_match_the_closed_forms(landscapes):
         assert landscape.drift.shape == landscape.d_objective_dr.shape == (81, 161)
         assert not np.isnan(landscape.d_objective_dr).any()
         one = int(np.flatnonzero(ratio == 1.0)[0])
-        np.testing.assert_allclose(landscape.d_objective_dr[:, one], advantage, atol=1e-5)  # flat drift at r = 1
+        np.testing.assert_allclose(
+            landscape.d_objective_dr[:, one], advantage, atol=1e-5
+        )  # flat drift at r = 1
     np.testing.assert_array_equal(landscapes["zero"].drift, 0.0)
     np.testing.assert_allclose(landscapes["zero"].d_objective_dr, a, atol=1e-6)
-    np.testing.assert_allclose(landscapes["ppo"].drift, np.maximum((r - np.clip(r, 0.8, 1.2)) * a, 0.0), atol=1e-5)
+    np.testing.assert_allclose(
+        landscapes["ppo"].drift, np.maximum((r - np.clip(r, 0.8, 1.2)) * a, 0.0), atol=1e-5
+    )
     # DPO for A > 0: J = A + 2 tanh((r - 1) A / 2) beyond r = 1, so dJ/dr = A sech^2((r - 1) A / 2).
     upper = (a > 0) & (r > 1)
     expected = a / np.cosh((r - 1.0) * a / 2.0) ** 2
@@ -66,6 +73,7 @@ def test_the_grid_and_the_values_match_the_closed_forms(landscapes):
 
 # -- features of the baselines ------------------------------------------------------------
 
+
 def test_ppo_is_a_symmetric_hard_clip_without_rollback(features, landscapes):
     f, tolerance = features["ppo"], step(landscapes["ppo"].ratio)
     assert f.hard_clip and not f.cautious_optimism and not f.rollback and f.symmetric
@@ -73,7 +81,9 @@ def test_ppo_is_a_symmetric_hard_clip_without_rollback(features, landscapes):
     assert f.positive.stop_ratio == pytest.approx(1.2, abs=tolerance)
     assert f.negative.stop_ratio == pytest.approx(0.8, abs=tolerance)
     for side in (f.positive, f.negative):
-        assert side.sharpest_drop == pytest.approx(1.0, abs=1e-3)  # zero gradient beyond the edge at once
+        assert side.sharpest_drop == pytest.approx(
+            1.0, abs=1e-3
+        )  # zero gradient beyond the edge at once
         assert side.beyond_clip == pytest.approx(0.0, abs=1e-3) and side.pushback_fraction == 0.0
     assert f.positive.zero_region[0] == landscapes["ppo"].ratio[0]
     assert f.positive.zero_region[1] == pytest.approx(1.2, abs=tolerance)
@@ -109,7 +119,11 @@ def test_dpo_shows_rollback_cautious_optimism_and_asymmetry(features, landscapes
 
 def test_zero_drift_has_neither_feature(features, landscapes):
     f = features["zero"]
-    assert not (f.rollback or f.cautious_optimism or f.hard_clip) and f.symmetric and f.asymmetry == 0.0
+    assert (
+        not (f.rollback or f.cautious_optimism or f.hard_clip)
+        and f.symmetric
+        and f.asymmetry == 0.0
+    )
     for side in (f.positive, f.negative):
         assert side.beyond_clip == pytest.approx(1.0) and side.damping == pytest.approx(0.0)
         assert side.stop_ratio is None
@@ -120,13 +134,19 @@ def test_zero_drift_has_neither_feature(features, landscapes):
 def test_a_steep_smooth_penalty_pulls_back_on_both_sides_symmetrically_without_a_cut():
     ratio, advantage = (axis.astype(np.float64) for axis in landscape_axes())
     r, a = np.meshgrid(ratio, advantage)
-    quadratic = Landscape(ratio, advantage, 2.0 * (r - 1.0) ** 2, a - 4.0 * (r - 1.0))  # D = 2 (r - 1)^2
+    quadratic = Landscape(
+        ratio, advantage, 2.0 * (r - 1.0) ** 2, a - 4.0 * (r - 1.0)
+    )  # D = 2 (r - 1)^2
     f = detect_features(quadratic)
     assert f.rollback and f.symmetric and not f.hard_clip and not f.cautious_optimism
-    assert f.negative.pushback_ratio == pytest.approx(0.75, abs=step(ratio))  # A - 4 (r - 1) > 0 below r = 0.75
+    assert f.negative.pushback_ratio == pytest.approx(
+        0.75, abs=step(ratio)
+    )  # A - 4 (r - 1) > 0 below r = 0.75
     assert f.positive.pushback_ratio == pytest.approx(1.25, abs=step(ratio))
     sentences = f.describe()
-    assert sentences[1].startswith("no optimism") and sentences[2].startswith("pull-back: for A > 0")
+    assert sentences[1].startswith("no optimism") and sentences[2].startswith(
+        "pull-back: for A > 0"
+    )
     assert f.positive.zero_region is None or f.positive.zero_region[1] < 1.02
 
 
@@ -144,10 +164,16 @@ def test_nan_cells_are_left_out_and_counted(landscapes, tmp_path):
 
 # -- the reader of untrusted landscape files ----------------------------------------------
 
+
 def valid_arrays() -> dict[str, np.ndarray]:
     ratio, advantage = landscape_axes()
     grid = np.zeros((advantage.size, ratio.size), np.float32)
-    return {"ratio": ratio, "advantage": advantage, "drift": grid, "d_objective_dr": grid + advantage[:, None]}
+    return {
+        "ratio": ratio,
+        "advantage": advantage,
+        "drift": grid,
+        "d_objective_dr": grid + advantage[:, None],
+    }
 
 
 def test_a_well_formed_file_reads_back_with_inf_as_nan(tmp_path):
@@ -188,23 +214,33 @@ def test_garbage_links_and_bombs_are_rejected(tmp_path):
     (tmp_path / "garbage.npz").write_bytes(b"not a zip at all" * 10)
     (tmp_path / "link.npz").symlink_to(tmp_path / "garbage.npz")
     arrays = valid_arrays()
-    arrays["drift"] = np.zeros((MAX_LANDSCAPE_BYTES // 4 + 1,), np.float32)  # compresses to almost nothing
+    arrays["drift"] = np.zeros(
+        (MAX_LANDSCAPE_BYTES // 4 + 1,), np.float32
+    )  # compresses to almost nothing
     np.savez_compressed(tmp_path / "bomb.npz", **arrays)
     assert (tmp_path / "bomb.npz").stat().st_size < MAX_LANDSCAPE_BYTES // 100
-    for name, message in (("garbage", "not an npz"), ("link", "not a regular file"), ("bomb", "size limit"),
-                          ("missing", "no landscape")):
+    for name, message in (
+        ("garbage", "not an npz"),
+        ("link", "not a regular file"),
+        ("bomb", "size limit"),
+        ("missing", "no landscape"),
+    ):
         with pytest.raises(LandscapeError, match=message):
             read_landscape(tmp_path / f"{name}.npz")
 
 
 # -- what compute_landscape refuses -------------------------------------------------------
 
+
 def test_only_drift_tasks_and_statically_clean_code_reach_the_sandbox():
     with pytest.raises(LandscapeError, match="drift tasks"):
         compute_landscape("value_loss", "def value_loss(x):\n    return x\n", sandbox="process")
     with pytest.raises(LandscapeError, match="static checks"):
-        compute_landscape("mirror_drift", "import os\n\ndef drift(ratio, advantage):\n    return ratio\n",
-                          sandbox="process")
+        compute_landscape(
+            "mirror_drift",
+            "import os\n\ndef drift(ratio, advantage):\n    return ratio\n",
+            sandbox="process",
+        )
 
 
 def test_a_candidate_that_breaks_in_the_sandbox_is_a_clear_error():
@@ -214,17 +250,25 @@ def test_a_candidate_that_breaks_in_the_sandbox_is_a_clear_error():
 
 
 def test_a_candidate_that_never_returns_is_killed_at_the_time_limit():
-    source = "x = 0\nwhile True:\n    x += 1\n\ndef drift(ratio, advantage):\n    return 0.0 * ratio\n"
+    source = (
+        "x = 0\nwhile True:\n    x += 1\n\ndef drift(ratio, advantage):\n    return 0.0 * ratio\n"
+    )
     with pytest.raises(LandscapeError, match="killed at its 8 s limit"):
         compute_landscape("mirror_drift", source, sandbox="process", seconds=8.0)
 
 
 # -- the command line ---------------------------------------------------------------------
 
+
 def plot(*args):
     env = {**os.environ, "COLUMNS": "400"}
-    return subprocess.run([sys.executable, "-m", "scientist.cli", "plot", "drift", *args, "--sandbox", "process"],
-                          capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "scientist.cli", "plot", "drift", *args, "--sandbox", "process"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 def assert_png(path):
@@ -249,11 +293,20 @@ def test_cli_plots_an_archive_candidate(tmp_path):
 
     url = f"sqlite:///{tmp_path}/archive.db"
     with transaction(open_engine(url)) as session:
-        campaign = Campaign(name="c", task="mirror_drift", budget="smoke", proposer="mutation", config={})
+        campaign = Campaign(
+            name="c", task="mirror_drift", budget="smoke", proposer="mutation", config={}
+        )
         session.add(campaign)
         session.flush()
-        candidate = writes.add_candidate(session, campaign, code=(BASELINES / "dpo.py").read_text(),
-                                         origin="baseline", operator="baseline", island=0, generation=0)
+        candidate = writes.add_candidate(
+            session,
+            campaign,
+            code=(BASELINES / "dpo.py").read_text(),
+            origin="baseline",
+            operator="baseline",
+            island=0,
+            generation=0,
+        )
         candidate_id = candidate.id
     png = tmp_path / "dpo.png"
     result = plot(str(candidate_id), "--out", str(png), "--db", url)

@@ -19,7 +19,9 @@ def _policy_batch(seed=0, n=256, actions=4):
     """Random old/new policy logits, sampled actions and normalised advantages."""
     k1, k2, k3, k4 = jax.random.split(jax.random.key(seed), 4)
     old_logits = jax.random.normal(k1, (n, actions))
-    new_logits = old_logits + 0.5 * jax.random.normal(k2, (n, actions))  # ratios well outside 1 +- 0.2
+    new_logits = old_logits + 0.5 * jax.random.normal(
+        k2, (n, actions)
+    )  # ratios well outside 1 +- 0.2
     action = jax.random.categorical(k3, old_logits)
     advantage = jax.random.normal(k4, (n,))
     advantage = (advantage - advantage.mean()) / advantage.std()
@@ -37,13 +39,19 @@ def test_ppo_drift_reproduces_clipped_surrogate_loss_and_gradients():
     assert float(jnp.mean((ratio < 0.8) | (ratio > 1.2))) > 0.2  # the clip is really exercised
 
     def drift_loss(logits):
-        return policy_loss(Components(drift=load_baseline("mirror_drift", "ppo")), _ratio(logits, old_logits, action), advantage)
+        return policy_loss(
+            Components(drift=load_baseline("mirror_drift", "ppo")),
+            _ratio(logits, old_logits, action),
+            advantage,
+        )
 
     def ppo_loss(logits):
         return clipped_surrogate_loss(_ratio(logits, old_logits, action), advantage)
 
     np.testing.assert_allclose(drift_loss(new_logits), ppo_loss(new_logits), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(jax.grad(drift_loss)(new_logits), jax.grad(ppo_loss)(new_logits), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        jax.grad(drift_loss)(new_logits), jax.grad(ppo_loss)(new_logits), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_zero_drift_is_the_importance_weighted_policy_gradient():
@@ -76,7 +84,9 @@ def test_dpo_matches_paper_formula_by_advantage_sign():
             x = np.log(ri) * ai
             expected.append(max(x - 0.6 * np.tanh(x / 0.6), 0.0))
     np.testing.assert_allclose(load_baseline("mirror_drift", "dpo")(r, a), expected, rtol=1e-5)
-    assert float(load_baseline("mirror_drift", "dpo")(r, a)[1]) > 0  # rollback: penalises pushing down a bad action's probability
+    assert (
+        float(load_baseline("mirror_drift", "dpo")(r, a)[1]) > 0
+    )  # rollback: penalises pushing down a bad action's probability
 
 
 def test_reduced_drift_is_rejected_with_a_clear_error():

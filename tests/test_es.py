@@ -3,6 +3,8 @@ generation, checkpoints in the archive with exact resumption, and `scientist es`
 
 import sandbox  # noqa: F401  (sets XLA flags before jax is imported)
 
+# isort: split
+
 import dataclasses
 import os
 import sqlite3
@@ -22,18 +24,28 @@ from archive.schema import Candidate, ESCheckpoint, Event
 from sandbox.budgets import get_budget
 from sandbox.candidate import load_entry_point
 from sandbox.cascade import Evaluation
-from sandbox.pieces.drift import check_drift
 from sandbox.checks.pipeline import check_candidate
 from sandbox.checks.static import MAX_SOURCE_BYTES, check_source
+from sandbox.pieces.drift import check_drift
 from sandbox.tasks import load_baseline, load_task
 from scientist.es.campaign import ESCampaignError, run_es_campaign
-from scientist.es.checkpoint import CheckpointError, params_from_bytes, params_to_bytes, state_from_bytes, state_to_bytes
+from scientist.es.checkpoint import (
+    CheckpointError,
+    params_from_bytes,
+    params_to_bytes,
+    state_from_bytes,
+    state_to_bytes,
+)
 from scientist.es.lpo import LPOParams, init_params, lpo_drift, render_lpo_candidate, slope_at_one
 from scientist.es.trainer import ESSettings, GenerationUnits, make_es_generation, tail_returns
 
 TINY = ESSettings(population=4, seeds=1)
 # 4 updates of 4 envs x 128 steps: compiles and runs in seconds.
-TINY_CONFIGS = {"CartPole-v1": dataclasses.replace(get_budget("smoke").config("CartPole-v1"), total_timesteps=4 * 512)}
+TINY_CONFIGS = {
+    "CartPole-v1": dataclasses.replace(
+        get_budget("smoke").config("CartPole-v1"), total_timesteps=4 * 512
+    )
+}
 
 
 def grid():
@@ -47,8 +59,10 @@ def perturbed(scale: float, *, ppo_init: bool = True, seed: int = 1) -> LPOParam
     """A 'trained-ish' network: the initial one moved by `scale` in every weight."""
     base = init_params(jax.random.key(0), ppo_init=ppo_init)
     k1, k2 = jax.random.split(jax.random.key(seed))
-    return LPOParams(base.hidden + scale * jax.random.normal(k1, base.hidden.shape),
-                     base.output + scale * jax.random.normal(k2, base.output.shape))
+    return LPOParams(
+        base.hidden + scale * jax.random.normal(k1, base.hidden.shape),
+        base.output + scale * jax.random.normal(k2, base.output.shape),
+    )
 
 
 def test_the_ppo_initialised_network_is_ppo():
@@ -65,12 +79,18 @@ def test_the_ppo_initialised_network_is_ppo():
 @pytest.mark.parametrize("ppo_init", [True, False], ids=["ppo-init", "from-scratch"])
 def test_the_rendered_module_computes_the_network_and_passes_the_real_checks(ppo_init):
     params = perturbed(0.01, ppo_init=ppo_init)
-    code = render_lpo_candidate(params, ppo_init=ppo_init, note="test network; quotes \" and __dunders__")
+    code = render_lpo_candidate(
+        params, ppo_init=ppo_init, note='test network; quotes " and __dunders__'
+    )
     assert len(code.encode()) < MAX_SOURCE_BYTES and check_source(code) == []
     drift = load_entry_point(code, "drift")
     R, A = grid()
-    np.testing.assert_allclose(np.asarray(drift(R, A)), np.asarray(lpo_drift(params, R, A, ppo_init=ppo_init)),
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(drift(R, A)),
+        np.asarray(lpo_drift(params, R, A, ppo_init=ppo_init)),
+        rtol=1e-6,
+        atol=1e-7,
+    )
     report = check_candidate(load_task("mirror_drift"), code)
     assert report.valid, [c.detail for c in report.checks if not c.passed]
 
@@ -78,7 +98,9 @@ def test_the_rendered_module_computes_the_network_and_passes_the_real_checks(ppo
 def test_rendering_stays_under_the_size_limit_for_any_weight_scale():
     for scale in (1e-6, 1e-3, 1.0, 1e3):
         params = perturbed(0.0)
-        params = LPOParams(params.hidden * scale, jnp.full_like(params.output, -1.2345678e-5 * scale))
+        params = LPOParams(
+            params.hidden * scale, jnp.full_like(params.output, -1.2345678e-5 * scale)
+        )
         code = render_lpo_candidate(params)
         assert len(code.encode()) <= MAX_SOURCE_BYTES and check_source(code) == []
     with pytest.raises(ValueError, match="finite"):
@@ -91,10 +113,20 @@ def test_zero_slope_at_one_holds_while_the_shifted_relu_hides_the_networks_slope
     drift checks accept that while the slope is small and report a kink once it nears 2."""
     advantages = np.linspace(-10, 10, 41)
     small, large = perturbed(0.01), perturbed(0.3)
-    assert np.abs(slope_at_one(small, advantages)).max() < 1 < 5 < np.abs(slope_at_one(large, advantages)).max()
+    assert (
+        np.abs(slope_at_one(small, advantages)).max()
+        < 1
+        < 5
+        < np.abs(slope_at_one(large, advantages)).max()
+    )
     assert all(c.passed for c in check_drift(lambda r, a: lpo_drift(small, r, a)))
     verdict = {c.name: c.passed for c in check_drift(lambda r, a: lpo_drift(large, r, a))}
-    assert verdict == {"finite": True, "non_negative": True, "zero_at_one": True, "zero_slope_at_one": False}
+    assert verdict == {
+        "finite": True,
+        "non_negative": True,
+        "zero_at_one": True,
+        "zero_slope_at_one": False,
+    }
 
 
 def test_tail_returns_average_the_episodes_of_the_last_updates():
@@ -116,7 +148,9 @@ def test_one_generation_trains_the_population_in_one_compiled_call():
     assert first.fitness.shape == (4,) and np.all(np.isfinite(first.fitness))
     assert first.returns.shape == (4, 1, 1) and set(first.per_env) == {"CartPole-v1"}
     # Antithetic pairs: member k and member k + P/2 mirror each other about the mean.
-    np.testing.assert_allclose(first.population.output[:2] + first.population.output[2:], 0.0, atol=1e-6)
+    np.testing.assert_allclose(
+        first.population.output[:2] + first.population.output[2:], 0.0, atol=1e-6
+    )
     assert first.compile_seconds > 0 and first.best >= first.mean
     state, second = es.step(state, 2, seed=0)
     assert second.compile_seconds == 0 and np.all(np.isfinite(second.fitness))
@@ -128,7 +162,9 @@ def test_es_state_round_trips_through_npz_bytes():
     es = make_es_generation("smoke", load_task("mirror_drift"), TINY, TINY_CONFIGS)
     state = es.init_state(3)
     population, state = es.strategy.ask(jax.random.key(1), state, es.strategy.default_params)
-    state, _ = es.strategy.tell(jax.random.key(2), population, jnp.arange(4.0), state, es.strategy.default_params)
+    state, _ = es.strategy.tell(
+        jax.random.key(2), population, jnp.arange(4.0), state, es.strategy.default_params
+    )
     restored = state_from_bytes(state_to_bytes(state), es.init_state(0))
     assert jax.tree.structure(restored) == jax.tree.structure(state)
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
@@ -136,7 +172,9 @@ def test_es_state_round_trips_through_npz_bytes():
     mean = es.mean_params(state)
     back = params_from_bytes(params_to_bytes(mean))
     assert np.array_equal(back.hidden, mean.hidden) and np.array_equal(back.output, mean.output)
-    other = make_es_generation("smoke", load_task("mirror_drift"), dataclasses.replace(TINY, hidden=16), TINY_CONFIGS)
+    other = make_es_generation(
+        "smoke", load_task("mirror_drift"), dataclasses.replace(TINY, hidden=16), TINY_CONFIGS
+    )
     with pytest.raises(CheckpointError, match="different ES settings"):
         state_from_bytes(state_to_bytes(state), other.init_state(0))
 
@@ -153,12 +191,26 @@ def test_a_campaign_checkpoints_every_generation_and_resumes_exactly(tmp_path):
     seen = []
 
     def run(name, generations, settings=TINY):
-        return run_es_campaign(engine, settings, name, "mirror_drift", "smoke", generations, seed=5,
-                               on_progress=lambda p: seen.append((name, p.phase, p.generation)),
-                               executor=fake_evaluate, configs=TINY_CONFIGS)
+        return run_es_campaign(
+            engine,
+            settings,
+            name,
+            "mirror_drift",
+            "smoke",
+            generations,
+            seed=5,
+            on_progress=lambda p: seen.append((name, p.phase, p.generation)),
+            executor=fake_evaluate,
+            configs=TINY_CONFIGS,
+        )
 
     first = run("split", 1)
-    assert first.origin == "es" and first.operator == "es-mean" and first.generation == 1 and first.status == "ok"
+    assert (
+        first.origin == "es"
+        and first.operator == "es-mean"
+        and first.generation == 1
+        and first.status == "ok"
+    )
     seen.clear()
     final = run("split", 2)  # continues from the checkpoint of generation 1
     trained = [g for name, phase, g in seen if phase == "checkpoint"]
@@ -167,23 +219,47 @@ def test_a_campaign_checkpoints_every_generation_and_resumes_exactly(tmp_path):
 
     def checkpoints(session, name):
         campaign_id = reads.get_campaign(session, name).id
-        return session.exec(select(ESCheckpoint).where(ESCheckpoint.campaign_id == campaign_id)
-                            .order_by(ESCheckpoint.generation)).all()
+        return session.exec(
+            select(ESCheckpoint)
+            .where(ESCheckpoint.campaign_id == campaign_id)
+            .order_by(ESCheckpoint.generation)
+        ).all()
 
     with transaction(engine) as session:
         split, whole = checkpoints(session, "split"), checkpoints(session, "whole")
-        candidates = session.exec(select(Candidate).where(Candidate.campaign_id == first.campaign_id)).all()
+        candidates = session.exec(
+            select(Candidate).where(Candidate.campaign_id == first.campaign_id)
+        ).all()
         totals = reads.es_totals(session, first.campaign_id)
-        kinds = [e.kind for e in session.exec(select(Event).where(Event.campaign_id == first.campaign_id)
-                                              .order_by(Event.id)).all()]
+        kinds = [
+            e.kind
+            for e in session.exec(
+                select(Event).where(Event.campaign_id == first.campaign_id).order_by(Event.id)
+            ).all()
+        ]
     assert [r.generation for r in split] == [1, 2] and [r.generation for r in whole] == [1, 2]
-    assert split[1].state == whole[1].state and split[1].mean == whole[1].mean  # resumption is exact
+    assert (
+        split[1].state == whole[1].state and split[1].mean == whole[1].mean
+    )  # resumption is exact
     assert split[1].member_fitness == whole[1].member_fitness and len(split[1].member_fitness) == 4
-    assert all(r.training_runs == 4 and r.env_steps == 4 * 2048 and r.wall_seconds > 0 for r in split)
-    assert totals == {"generations": 2, "training_runs": 8, "env_steps": 16384, "dollars": 0.0,
-                      "wall_seconds": pytest.approx(sum(r.wall_seconds for r in split))}
-    assert sorted(c.generation for c in candidates) == [1, 2] and all(c.origin == "es" for c in candidates)
-    assert kinds.count("es_generation") == 2 and "resume" in kinds and kinds[-2:] == ["es_budget", "finished"]
+    assert all(
+        r.training_runs == 4 and r.env_steps == 4 * 2048 and r.wall_seconds > 0 for r in split
+    )
+    assert totals == {
+        "generations": 2,
+        "training_runs": 8,
+        "env_steps": 16384,
+        "dollars": 0.0,
+        "wall_seconds": pytest.approx(sum(r.wall_seconds for r in split)),
+    }
+    assert sorted(c.generation for c in candidates) == [1, 2] and all(
+        c.origin == "es" for c in candidates
+    )
+    assert (
+        kinds.count("es_generation") == 2
+        and "resume" in kinds
+        and kinds[-2:] == ["es_budget", "finished"]
+    )
 
     with pytest.raises(ESCampaignError, match="sigma"):
         run("split", 3, dataclasses.replace(TINY, sigma=0.1))
@@ -206,18 +282,48 @@ def test_the_command_refuses_other_tasks_and_odd_populations(tmp_path):
 def test_scientist_es_end_to_end_at_the_smoke_budget(tmp_path):
     path = tmp_path / "archive.db"
     result = subprocess.run(
-        [sys.executable, "-m", "scientist.cli", "es", "--task", "mirror_drift", "--budget", "smoke", "--population", "4",
-         "--generations", "2", "--seeds", "1", "--sandbox", "process", "--name", "es1", "--db", f"sqlite:///{path}"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+        [
+            sys.executable,
+            "-m",
+            "scientist.cli",
+            "es",
+            "--task",
+            "mirror_drift",
+            "--budget",
+            "smoke",
+            "--population",
+            "4",
+            "--generations",
+            "2",
+            "--seeds",
+            "1",
+            "--sandbox",
+            "process",
+            "--name",
+            "es1",
+            "--db",
+            f"sqlite:///{path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "generation 1/2: best" in result.stdout and "generation 2/2: best" in result.stdout
     assert "sandbox score (fitness)" in result.stdout
     with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT origin, operator, status, fitness, generation, code FROM candidate").fetchall()
-        checkpoints = db.execute("SELECT generation, training_runs, env_steps FROM es_checkpoint ORDER BY generation").fetchall()
+        rows = db.execute(
+            "SELECT origin, operator, status, fitness, generation, code FROM candidate"
+        ).fetchall()
+        checkpoints = db.execute(
+            "SELECT generation, training_runs, env_steps FROM es_checkpoint ORDER BY generation"
+        ).fetchall()
         proposer = db.execute("SELECT proposer, status FROM campaign WHERE name = 'es1'").fetchone()
     assert proposer == ("es", "finished")
     assert checkpoints == [(1, 4, 399_360), (2, 4, 399_360)]
     [(origin, operator, status, fitness, generation, code)] = rows
-    assert (origin, operator, status, generation) == ("es", "es-mean", "ok", 2) and isinstance(fitness, float)
+    assert (origin, operator, status, generation) == ("es", "es-mean", "ok", 2) and isinstance(
+        fitness, float
+    )
     assert check_candidate(load_task("mirror_drift"), code).valid

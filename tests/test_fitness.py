@@ -7,14 +7,20 @@ from sandbox.fitness import Aggregate, bootstrap_ci, interquartile_mean, normali
 
 def test_interquartile_mean_trims_a_quarter_from_each_end():
     assert interquartile_mean([1, 2, 3, 4]) == pytest.approx(2.5)
-    assert interquartile_mean([1, 2, 3, 4, 5]) == pytest.approx(3.0)  # weights 0.75, 1, 0.75 on 2, 3, 4
-    assert interquartile_mean([-1000, 3, 10, 10, 10, 10, 17, 1000]) == pytest.approx(10.0)  # outliers ignored
+    assert interquartile_mean([1, 2, 3, 4, 5]) == pytest.approx(
+        3.0
+    )  # weights 0.75, 1, 0.75 on 2, 3, 4
+    assert interquartile_mean([-1000, 3, 10, 10, 10, 10, 17, 1000]) == pytest.approx(
+        10.0
+    )  # outliers ignored
     assert interquartile_mean([7.0]) == 7.0
 
 
 def test_interquartile_mean_along_axis_matches_row_by_row():
     rows = np.random.default_rng(0).normal(size=(5, 9))
-    np.testing.assert_allclose(interquartile_mean(rows, axis=1), [interquartile_mean(r) for r in rows])
+    np.testing.assert_allclose(
+        interquartile_mean(rows, axis=1), [interquartile_mean(r) for r in rows]
+    )
 
 
 def test_bootstrap_ci_brackets_the_iqm_and_shrinks_with_more_seeds():
@@ -35,9 +41,13 @@ def test_aggregate_reports_all_statistics():
 
 
 def test_normalise_maps_random_to_zero_and_ppo_to_one_even_for_negative_rewards():
-    np.testing.assert_allclose(normalise([22.0, 500.0], random_return=22.0, ppo_return=500.0), [0.0, 1.0])
+    np.testing.assert_allclose(
+        normalise([22.0, 500.0], random_return=22.0, ppo_return=500.0), [0.0, 1.0]
+    )
     # Acrobot: -500 is the random policy, not a 6x-better-than-PPO score.
-    np.testing.assert_allclose(normalise([-500.0, -85.0], random_return=-500.0, ppo_return=-85.0), [0.0, 1.0])
+    np.testing.assert_allclose(
+        normalise([-500.0, -85.0], random_return=-500.0, ppo_return=-85.0), [0.0, 1.0]
+    )
     with pytest.raises(ValueError):
         normalise([1.0], random_return=5.0, ppo_return=5.0)
 
@@ -49,7 +59,12 @@ def test_budgets_are_complete_and_ordered_by_cost():
             assert entry.ppo_return > entry.random_return
             assert budget.config(entry.env_id).total_timesteps == entry.timesteps
     assert set(get_budget("smoke").env_ids) == {"CartPole-v1", "Acrobot-v1"}
-    assert set(get_budget("paper").env_ids) >= {"Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar"}
+    assert set(get_budget("paper").env_ids) >= {
+        "Breakout-MinAtar",
+        "Asterix-MinAtar",
+        "Freeway-MinAtar",
+        "SpaceInvaders-MinAtar",
+    }
     steps = lambda name: sum(e.timesteps * BUDGETS[name].seeds for e in BUDGETS[name].envs)  # noqa: E731
     assert steps("smoke") < steps("quick") < steps("paper")
     with pytest.raises(KeyError, match="unknown budget"):

@@ -4,7 +4,6 @@ right status. Time limits are shortened so the suite stays fast."""
 
 import os
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,30 +16,98 @@ LIMITS = {"trace": 20.0, "validity": 25.0, "smoke": 40.0, "full": 90.0}
 
 HOSTILE = {
     # name: (source, expected status)
-    "reads_env_vars": ("import os\n\ndef drift(ratio, advantage):\n    return ratio * 0 + len(os.environ['OPENAI_API_KEY'])\n", "rejected"),
-    "obfuscated_import": ("m = __import__('o' + 's')\n\ndef drift(ratio, advantage):\n    return ratio\n", "rejected"),
-    "import_via_getattr": (HEAD + "imp = getattr(jax, '__loader__')\n\ndef drift(ratio, advantage):\n    return ratio\n", "rejected"),
-    "subclass_walk": (HEAD + "def drift(ratio, advantage):\n    for c in ().__class__.__base__.__subclasses__():\n        pass\n    return ratio\n", "rejected"),
-    "monkeypatch_jax": (HEAD + "jnp.mean = lambda *a, **k: 0.0\n\ndef drift(ratio, advantage):\n    return 0.0 * ratio\n", "rejected"),
-    "writes_outside_scratch": (HEAD + "def drift(ratio, advantage):\n    open('/tmp/hostile-canary', 'w').write('x')\n    return 0.0 * ratio\n", "rejected"),
-    "host_callback": (HEAD + "def drift(ratio, advantage):\n    return jax.pure_callback(lambda r: r * 0, ratio, ratio)\n", "rejected"),
+    "reads_env_vars": (
+        "import os\n\ndef drift(ratio, advantage):\n    return ratio * 0 + len(os.environ['OPENAI_API_KEY'])\n",
+        "rejected",
+    ),
+    "obfuscated_import": (
+        "m = __import__('o' + 's')\n\ndef drift(ratio, advantage):\n    return ratio\n",
+        "rejected",
+    ),
+    "import_via_getattr": (
+        HEAD
+        + "imp = getattr(jax, '__loader__')\n\ndef drift(ratio, advantage):\n    return ratio\n",
+        "rejected",
+    ),
+    "subclass_walk": (
+        HEAD
+        + "def drift(ratio, advantage):\n    for c in ().__class__.__base__.__subclasses__():\n        pass\n    return ratio\n",
+        "rejected",
+    ),
+    "monkeypatch_jax": (
+        HEAD
+        + "jnp.mean = lambda *a, **k: 0.0\n\ndef drift(ratio, advantage):\n    return 0.0 * ratio\n",
+        "rejected",
+    ),
+    "writes_outside_scratch": (
+        HEAD
+        + "def drift(ratio, advantage):\n    open('/tmp/hostile-canary', 'w').write('x')\n    return 0.0 * ratio\n",
+        "rejected",
+    ),
+    "host_callback": (
+        HEAD
+        + "def drift(ratio, advantage):\n    return jax.pure_callback(lambda r: r * 0, ratio, ratio)\n",
+        "rejected",
+    ),
     "socket": ("import socket\n\ndef drift(ratio, advantage):\n    return ratio\n", "rejected"),
-    "sleep": ("import time\n\ndef drift(ratio, advantage):\n    time.sleep(3600)\n    return ratio\n", "rejected"),
-    "prints_forged_result": (HEAD + "print('{\"status\": \"ok\", \"fitness\": 1e9}')\n\ndef drift(ratio, advantage):\n    return 0.0 * ratio\n", "rejected"),
+    "sleep": (
+        "import time\n\ndef drift(ratio, advantage):\n    time.sleep(3600)\n    return ratio\n",
+        "rejected",
+    ),
+    "prints_forged_result": (
+        HEAD
+        + 'print(\'{"status": "ok", "fitness": 1e9}\')\n\ndef drift(ratio, advantage):\n    return 0.0 * ratio\n',
+        "rejected",
+    ),
     "system_exit": (HEAD + "def drift(ratio, advantage):\n    raise SystemExit(0)\n", "failed"),
-    "raises_forged_result": (HEAD + "def drift(ratio, advantage):\n    raise ValueError('{\"status\": \"ok\", \"fitness\": 1e9}')\n", "failed"),
-    "infinite_loop": (HEAD + "def drift(ratio, advantage):\n    while True:\n        pass\n", "timeout"),
+    "raises_forged_result": (
+        HEAD
+        + 'def drift(ratio, advantage):\n    raise ValueError(\'{"status": "ok", "fitness": 1e9}\')\n',
+        "failed",
+    ),
+    "infinite_loop": (
+        HEAD + "def drift(ratio, advantage):\n    while True:\n        pass\n",
+        "timeout",
+    ),
     "busy_sleep_at_import": (HEAD + "x = 0\nwhile True:\n    x += 1\n", "timeout"),
-    "unroll_bomb": (HEAD + "def drift(ratio, advantage):\n    x = 0.0 * ratio\n    for i in range(10_000_000):\n        x = x + 0.0 * ratio\n    return x\n", "timeout"),
-    "memory_bomb": (HEAD + "def drift(ratio, advantage):\n    big = jnp.cumsum(jnp.broadcast_to(ratio[..., None], ratio.shape + (2_000_000_000,)), axis=-1)\n    return 0.0 * big[..., -1]\n", "oom"),
-    "memory_bomb_at_import": ("big = [0.5] * 4_000_000_000\n\ndef drift(ratio, advantage):\n    return 0.0 * ratio\n", "oom"),
-    "recursion": (HEAD + "def drift(ratio, advantage):\n    return drift(ratio, advantage)\n", "failed"),
+    "unroll_bomb": (
+        HEAD
+        + "def drift(ratio, advantage):\n    x = 0.0 * ratio\n    for i in range(10_000_000):\n        x = x + 0.0 * ratio\n    return x\n",
+        "timeout",
+    ),
+    "memory_bomb": (
+        HEAD
+        + "def drift(ratio, advantage):\n    big = jnp.cumsum(jnp.broadcast_to(ratio[..., None], ratio.shape + (2_000_000_000,)), axis=-1)\n    return 0.0 * big[..., -1]\n",
+        "oom",
+    ),
+    "memory_bomb_at_import": (
+        "big = [0.5] * 4_000_000_000\n\ndef drift(ratio, advantage):\n    return 0.0 * ratio\n",
+        "oom",
+    ),
+    "recursion": (
+        HEAD + "def drift(ratio, advantage):\n    return drift(ratio, advantage)\n",
+        "failed",
+    ),
     "nan_output": (HEAD + "def drift(ratio, advantage):\n    return ratio * jnp.nan\n", "invalid"),
-    "python_branch": (HEAD + "def drift(ratio, advantage):\n    if ratio > 1:\n        return ratio\n    return ratio\n", "invalid"),
-    "gigabytes_of_output": (HEAD + "def drift(ratio, advantage):\n    print('x' * 2_000_000_000)\n    return 0.0 * ratio\n", "rejected"),
-    "huge_error_message": (HEAD + "def drift(ratio, advantage):\n    raise ValueError('x' * 200_000_000)\n", "failed"),
+    "python_branch": (
+        HEAD
+        + "def drift(ratio, advantage):\n    if ratio > 1:\n        return ratio\n    return ratio\n",
+        "invalid",
+    ),
+    "gigabytes_of_output": (
+        HEAD
+        + "def drift(ratio, advantage):\n    print('x' * 2_000_000_000)\n    return 0.0 * ratio\n",
+        "rejected",
+    ),
+    "huge_error_message": (
+        HEAD + "def drift(ratio, advantage):\n    raise ValueError('x' * 200_000_000)\n",
+        "failed",
+    ),
     # Valid in the float64 checks, but the constant overflows float32: NaN in training.
-    "explodes_in_training": (HEAD + "def drift(ratio, advantage):\n    return 1e39 * (ratio - 1.0) ** 2\n", "nonfinite"),
+    "explodes_in_training": (
+        HEAD + "def drift(ratio, advantage):\n    return 1e39 * (ratio - 1.0) ** 2\n",
+        "nonfinite",
+    ),
 }
 
 
@@ -56,13 +123,22 @@ def test_hostile_candidate(name):
     runs = lambda: {p for p in root.iterdir() if p.name.startswith("run-")}  # noqa: E731
     before = runs()
     start = time.monotonic()
-    result = evaluate_candidate("mirror_drift", source, "smoke", sandbox="process", stage_seconds=LIMITS)
+    result = evaluate_candidate(
+        "mirror_drift", source, "smoke", sandbox="process", stage_seconds=LIMITS
+    )
     elapsed = time.monotonic() - start
 
-    assert result.status == expected, (result.status, [(s.name, s.status, s.detail[:200]) for s in result.stages], result.log_tail[-1500:])
+    assert result.status == expected, (
+        result.status,
+        [(s.name, s.status, s.detail[:200]) for s in result.stages],
+        result.log_tail[-1500:],
+    )
     assert result.fitness is None and not result.per_env
     if expected == "rejected":
-        assert result.checks["checks"][0]["name"] == "static" and "line" in result.checks["checks"][0]["detail"]
+        assert (
+            result.checks["checks"][0]["name"] == "static"
+            and "line" in result.checks["checks"][0]["detail"]
+        )
     assert PLANTED not in result.log_tail
     assert len(result.log_tail) <= 4000 and all(len(s.detail) <= 2000 for s in result.stages)
     assert elapsed < sum(LIMITS.values()) + 60
@@ -74,8 +150,15 @@ def test_machine_is_unharmed_after_the_hostile_suite():
     """Runs last in this module: nothing of the sandbox user survives, and the sandbox still works."""
     import subprocess
 
-    left = subprocess.run(["ps", "-u", "65534", "-o", "pid=,comm="], capture_output=True, text=True).stdout.strip()
+    left = subprocess.run(
+        ["ps", "-u", "65534", "-o", "pid=,comm="], capture_output=True, text=True
+    ).stdout.strip()
     assert left == "", left
-    result = evaluate_candidate("mirror_drift", HEAD + "def drift(ratio, advantage):\n    return (ratio - 1.0) ** 2\n",
-                                "smoke", sandbox="process", stage_seconds=LIMITS)
+    result = evaluate_candidate(
+        "mirror_drift",
+        HEAD + "def drift(ratio, advantage):\n    return (ratio - 1.0) ** 2\n",
+        "smoke",
+        sandbox="process",
+        stage_seconds=LIMITS,
+    )
     assert result.status == "ok" and result.fitness is not None

@@ -20,11 +20,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from llm_server import (
-    Reply, bad_diff, completion, delayed, prose_only, rate_limited, recorded_server, server_error,
+    Reply,
+    bad_diff,
+    completion,
+    delayed,
+    prose_only,
+    rate_limited,
+    recorded_server,
+    server_error,
     unauthorized,
 )
+
 from sandbox.tasks import load_task
 from scientist.proposers import parsing, prompting
 from scientist.proposers.base import ParentView, ProposalRequest, ProposerError
@@ -74,8 +81,12 @@ def task():
 @pytest.fixture(scope="module")
 def parents(task):
     return [
-        ParentView(1, task.baseline_source("ppo"), "ok", 1.0, "baseline", "Breakout-MinAtar: 1.000"),
-        ParentView(2, task.baseline_source("dpo"), "ok", 1.07, "baseline", "Breakout-MinAtar: 1.070"),
+        ParentView(
+            1, task.baseline_source("ppo"), "ok", 1.0, "baseline", "Breakout-MinAtar: 1.000"
+        ),
+        ParentView(
+            2, task.baseline_source("dpo"), "ok", 1.07, "baseline", "Breakout-MinAtar: 1.070"
+        ),
     ]
 
 
@@ -86,13 +97,26 @@ def failure():
 
 
 def make_request(task, parents=(), failures=(), inspirations=(), seed=0):
-    return ProposalRequest(task=task, island=0, generation=3, parents=list(parents),
-                           inspirations=list(inspirations), failures=list(failures), rng=random.Random(seed))
+    return ProposalRequest(
+        task=task,
+        island=0,
+        generation=3,
+        parents=list(parents),
+        inspirations=list(inspirations),
+        failures=list(failures),
+        rng=random.Random(seed),
+    )
 
 
 def make_proposer(server, operator=None, models=(MODEL,), sleeps=None, **kwargs):
-    options = dict(api_base=server.base_url, api_key=API_KEY, timeout=5.0, max_retries=3, backoff_seconds=0.01,
-                   sleep=(sleeps.append if sleeps is not None else lambda seconds: None))
+    options = dict(
+        api_base=server.base_url,
+        api_key=API_KEY,
+        timeout=5.0,
+        max_retries=3,
+        backoff_seconds=0.01,
+        sleep=(sleeps.append if sleeps is not None else lambda seconds: None),
+    )
     if operator:
         options["operator_weights"] = {operator: 1.0}
     options.update(kwargs)
@@ -112,22 +136,36 @@ def assert_no_key_in_bodies(server) -> None:
 
 # --- through the server ------------------------------------------------------------------
 
+
 def test_rewrite_gives_a_rendered_module(task, parents):
-    with recorded_server([completion(FULL_REPLY, prompt_tokens=321, completion_tokens=77)]) as server:
+    with recorded_server(
+        [completion(FULL_REPLY, prompt_tokens=321, completion_tokens=77)]
+    ) as server:
         inspiration = ParentView(5, NEW_DRIFT, "ok", 1.2, "llm", "")
         proposal = make_proposer(server, "rewrite").propose(
-            make_request(task, parents, inspirations=[parents[0], inspiration]))
+            make_request(task, parents, inspirations=[parents[0], inspiration])
+        )
     assert proposal.code == task.render(source=NEW_DRIFT)
     assert_candidate(proposal.code)
     assert proposal.operator == "rewrite" and proposal.model == MODEL
-    assert proposal.parent_ids == [1, 5]  # the primary parent, then the inspiration shown (not parent 1 twice)
+    assert proposal.parent_ids == [
+        1,
+        5,
+    ]  # the primary parent, then the inspiration shown (not parent 1 twice)
     (call,) = proposal.calls
-    assert (call.prompt_tokens, call.completion_tokens, call.attempts, call.error) == (321, 77, 1, None)
+    assert (call.prompt_tokens, call.completion_tokens, call.attempts, call.error) == (
+        321,
+        77,
+        1,
+        None,
+    )
     assert call.response == FULL_REPLY and call.messages[0]["role"] == "system"
     (request,) = server.requests
     assert request.path == "/v1/chat/completions" and request.body["model"] == "recorded-model"
     assert request.body["max_tokens"] == 4096 and request.body["temperature"] == 0.8
-    assert request.headers.get("Authorization") == f"Bearer {API_KEY}"  # the key went where it belongs
+    assert (
+        request.headers.get("Authorization") == f"Bearer {API_KEY}"
+    )  # the key went where it belongs
     assert task.baseline_source("ppo").strip() in request.prompt_text
     assert "def drift(ratio, advantage)" in request.messages[0]["content"]
     assert "jax.numpy" in request.messages[0]["content"]  # the allowed imports
@@ -172,7 +210,9 @@ def test_crossover_prompt_shows_both_parents(task, parents):
 
 def test_repair_prompt_shows_the_failure_and_its_error(task, parents, failure):
     with recorded_server([completion(FULL_REPLY)]) as server:
-        proposal = make_proposer(server, "repair").propose(make_request(task, parents, failures=[failure]))
+        proposal = make_proposer(server, "repair").propose(
+            make_request(task, parents, failures=[failure])
+        )
     assert proposal.operator == "repair" and proposal.parent_ids == [9]
     assert_candidate(proposal.code)
     prompt = server.requests[0].prompt_text
@@ -191,7 +231,9 @@ def test_reply_without_code_is_recorded_with_a_note(task, parents):
 def test_timeout_is_retried_then_succeeds(task, parents):
     sleeps = []
     with recorded_server([delayed(2.0), completion(FULL_REPLY)]) as server:
-        proposal = make_proposer(server, "rewrite", sleeps=sleeps, timeout=0.5).propose(make_request(task, parents))
+        proposal = make_proposer(server, "rewrite", sleeps=sleeps, timeout=0.5).propose(
+            make_request(task, parents)
+        )
     assert_candidate(proposal.code)
     assert proposal.calls[0].attempts == 2 and proposal.calls[0].error is None
     assert len(sleeps) == 1 and 0 < sleeps[0] <= 0.01
@@ -201,7 +243,9 @@ def test_timeout_is_retried_then_succeeds(task, parents):
 def test_rate_limit_honours_retry_after(task, parents):
     sleeps = []
     with recorded_server([rate_limited("7"), completion(FULL_REPLY)]) as server:
-        proposal = make_proposer(server, "rewrite", sleeps=sleeps).propose(make_request(task, parents))
+        proposal = make_proposer(server, "rewrite", sleeps=sleeps).propose(
+            make_request(task, parents)
+        )
     assert_candidate(proposal.code)
     assert proposal.calls[0].attempts == 2 and len(server.requests) == 2
     assert sleeps == [7.0]
@@ -209,17 +253,24 @@ def test_rate_limit_honours_retry_after(task, parents):
 
 def test_backoff_grows_between_server_errors(task, parents):
     sleeps = []
-    with recorded_server([server_error(), server_error(), server_error(), completion(FULL_REPLY)]) as server:
+    with recorded_server(
+        [server_error(), server_error(), server_error(), completion(FULL_REPLY)]
+    ) as server:
         proposal = make_proposer(server, "rewrite", sleeps=sleeps, backoff_seconds=1.0).propose(
-            make_request(task, parents))
+            make_request(task, parents)
+        )
     assert_candidate(proposal.code)
     assert proposal.calls[0].attempts == 4 and len(sleeps) == 3
-    assert 0.5 <= sleeps[0] <= 1 and 1 <= sleeps[1] <= 2 and 2 <= sleeps[2] <= 4  # doubling, jittered
+    assert (
+        0.5 <= sleeps[0] <= 1 and 1 <= sleeps[1] <= 2 and 2 <= sleeps[2] <= 4
+    )  # doubling, jittered
 
 
 def test_persistent_failure_is_recorded_not_raised(task, parents):
     with recorded_server([server_error()] * 3) as server:
-        proposal = make_proposer(server, "rewrite", max_retries=2).propose(make_request(task, parents))
+        proposal = make_proposer(server, "rewrite", max_retries=2).propose(
+            make_request(task, parents)
+        )
     assert proposal.code is None and proposal.model == MODEL
     (call,) = proposal.calls
     assert call.attempts == 3 and call.response is None and "InternalServerError" in call.error
@@ -237,15 +288,25 @@ def test_rejected_key_raises_without_retrying(task, parents):
 
 
 def test_bad_request_is_not_retried(task, parents):
-    reply = Reply(status=400, body={"error": {"message": "bad request", "type": "invalid_request_error"}})
+    reply = Reply(
+        status=400, body={"error": {"message": "bad request", "type": "invalid_request_error"}}
+    )
     with recorded_server([reply, completion(FULL_REPLY)]) as server:
         proposal = make_proposer(server, "rewrite").propose(make_request(task, parents))
-    assert proposal.code is None and proposal.calls[0].attempts == 1 and "BadRequest" in proposal.calls[0].error
+    assert (
+        proposal.code is None
+        and proposal.calls[0].attempts == 1
+        and "BadRequest" in proposal.calls[0].error
+    )
 
 
 def test_cost_falls_back_to_the_configured_price(task, parents):
-    with recorded_server([completion(FULL_REPLY, prompt_tokens=1000, completion_tokens=500)] * 2) as server:
-        priced = make_proposer(server, "rewrite", price_per_million=(2.0, 10.0)).propose(make_request(task, parents))
+    with recorded_server(
+        [completion(FULL_REPLY, prompt_tokens=1000, completion_tokens=500)] * 2
+    ) as server:
+        priced = make_proposer(server, "rewrite", price_per_million=(2.0, 10.0)).propose(
+            make_request(task, parents)
+        )
         unpriced = make_proposer(server, "rewrite").propose(make_request(task, parents))
     assert priced.cost_usd == pytest.approx((1000 * 2.0 + 500 * 10.0) / 1e6)
     assert unpriced.cost_usd == 0.0
@@ -254,8 +315,9 @@ def test_cost_falls_back_to_the_configured_price(task, parents):
 def test_cost_of_a_known_model_comes_from_litellm(task, parents):
     reply = completion(FULL_REPLY, prompt_tokens=1000, completion_tokens=1000, model="gpt-4o-mini")
     with recorded_server([reply]) as server:
-        proposal = make_proposer(server, "rewrite", models=["openai/gpt-4o-mini"],
-                                 price_per_million=(1000.0, 1000.0)).propose(make_request(task, parents))
+        proposal = make_proposer(
+            server, "rewrite", models=["openai/gpt-4o-mini"], price_per_million=(1000.0, 1000.0)
+        ).propose(make_request(task, parents))
     assert 0 < proposal.cost_usd < 0.01  # litellm's price map, not the (absurd) fallback price
 
 
@@ -265,9 +327,13 @@ def test_ensemble_choice_is_seeded_and_follows_the_models(task, parents):
     for _ in range(2):
         with recorded_server([completion(FULL_REPLY)] * 6) as server:
             proposer = make_proposer(server, "rewrite", models=models)
-            proposals = [proposer.propose(make_request(task, parents, seed=seed)) for seed in range(6)]
+            proposals = [
+                proposer.propose(make_request(task, parents, seed=seed)) for seed in range(6)
+            ]
         picks.append([p.model for p in proposals])
-        assert [r.body["model"] for r in server.requests] == [m.removeprefix("openai/") for m in picks[-1]]
+        assert [r.body["model"] for r in server.requests] == [
+            m.removeprefix("openai/") for m in picks[-1]
+        ]
         assert_no_key_in_bodies(server)
     assert picks[0] == picks[1] and set(picks[0]) == set(models)
 
@@ -275,8 +341,16 @@ def test_ensemble_choice_is_seeded_and_follows_the_models(task, parents):
 def test_ensemble_weights_prefer_useful_and_cheap_models():
     proposer = LLMProposer(["a", "b", "free"], sleep=lambda s: None)
     assert len(set(proposer.model_weights().values())) == 1  # nothing known: all equal
-    proposer.stats["a"].calls, proposer.stats["a"].usable, proposer.stats["a"].cost_usd = 10, 9, 0.10
-    proposer.stats["b"].calls, proposer.stats["b"].usable, proposer.stats["b"].cost_usd = 10, 1, 0.10
+    proposer.stats["a"].calls, proposer.stats["a"].usable, proposer.stats["a"].cost_usd = (
+        10,
+        9,
+        0.10,
+    )
+    proposer.stats["b"].calls, proposer.stats["b"].usable, proposer.stats["b"].cost_usd = (
+        10,
+        1,
+        0.10,
+    )
     proposer.stats["free"].calls, proposer.stats["free"].usable = 10, 9
     weights = proposer.model_weights()
     assert weights["a"] > 4 * weights["b"]
@@ -295,8 +369,12 @@ def test_operator_choice_is_seeded_and_needs_material(task, parents, failure):
     choose = lambda seed, **kw: proposer.choose_operator(make_request(task, seed=seed, **kw))  # noqa: E731
     assert {choose(s) for s in range(20)} == {"rewrite"}
     assert {choose(s, parents=parents[:1]) for s in range(40)} == {"rewrite", "diff"}
-    assert {choose(s, parents=parents, failures=[failure]) for s in range(80)} == set(prompting.OPERATORS)
-    assert [choose(s, parents=parents) for s in range(10)] == [choose(s, parents=parents) for s in range(10)]
+    assert {choose(s, parents=parents, failures=[failure]) for s in range(80)} == set(
+        prompting.OPERATORS
+    )
+    assert [choose(s, parents=parents) for s in range(10)] == [
+        choose(s, parents=parents) for s in range(10)
+    ]
     with pytest.raises(ProposerError):
         LLMProposer([MODEL], operator_weights={"mutate": 1.0})
     with pytest.raises(ProposerError):
@@ -329,14 +407,21 @@ def test_no_outside_network_at_import_or_call(tmp_path):
         print(json.dumps({{"outside": outside, "ok": proposal.code is not None, "jax": "jax" in sys.modules}}))
     """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LITELLM")}
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"outside": [], "ok": True, "jax": False}
 
 
 # --- parsing -----------------------------------------------------------------------------
+
 
 def test_fenced_block_with_and_without_tag(task):
     for fence in ("```python", "```", "```py", "~~~python"):
@@ -346,14 +431,18 @@ def test_fenced_block_with_and_without_tag(task):
 
 
 def test_block_defining_the_entry_point_wins(task):
-    reply = ("First a helper idea:\n```python\ndef helper(x):\n    return x * 2.0\n```\n"
-             f"And the module:\n```python\n{NEW_DRIFT}```\nUsage:\n```python\ny = drift(r, a)\n```\n")
+    reply = (
+        "First a helper idea:\n```python\ndef helper(x):\n    return x * 2.0\n```\n"
+        f"And the module:\n```python\n{NEW_DRIFT}```\nUsage:\n```python\ny = drift(r, a)\n```\n"
+    )
     parsed = parsing.extract_module(reply, task)
     assert parsed.code == task.render(source=NEW_DRIFT) and "block 2 of 3" in parsed.note
 
 
 def test_last_defining_block_is_the_answer(task, parents):
-    reply = f"The parent:\n```python\n{parents[0].code}```\nMy version:\n```python\n{NEW_DRIFT}```\n"
+    reply = (
+        f"The parent:\n```python\n{parents[0].code}```\nMy version:\n```python\n{NEW_DRIFT}```\n"
+    )
     assert parsing.extract_module(reply, task).code == task.render(source=NEW_DRIFT)
 
 
@@ -375,21 +464,32 @@ def test_thinking_section_is_ignored(task):
 
 
 def test_cut_off_fence_runs_to_the_end(task):
-    assert parsing.extract_module(f"```python\n{NEW_DRIFT}", task).code == task.render(source=NEW_DRIFT)
+    assert parsing.extract_module(f"```python\n{NEW_DRIFT}", task).code == task.render(
+        source=NEW_DRIFT
+    )
     truncated = parsing.extract_module(f"```python\n{NEW_DRIFT[:-25]}", task)
     assert truncated.code is None and "does not parse" in truncated.note
 
 
-@pytest.mark.parametrize("reply, reason", [
-    ("", "empty"),
-    ("I cannot help with that.", "no code block"),
-    ("```\njust some words here\n```", "does not parse"),
-    ("```python\nclipped = jnp.clip(ratio, 0.8, 1.2)\nreturn clipped * advantage\n```", "does not define `def drift"),
-    ("```python\nimport jax.numpy as jnp\nx = jnp.ones(3)\n```", "does not define `def drift"),
-    ("```python\ndef drift(ratio, advantage:\n    return ratio\n```", "does not parse"),
-    ("```json\n{\"a\": 1}\n```", "none holds Python code"),
-    ("```python\nclass A:\n    def drift(ratio, advantage):\n        return ratio\n```", "does not define `def drift"),
-])
+@pytest.mark.parametrize(
+    "reply, reason",
+    [
+        ("", "empty"),
+        ("I cannot help with that.", "no code block"),
+        ("```\njust some words here\n```", "does not parse"),
+        (
+            "```python\nclipped = jnp.clip(ratio, 0.8, 1.2)\nreturn clipped * advantage\n```",
+            "does not define `def drift",
+        ),
+        ("```python\nimport jax.numpy as jnp\nx = jnp.ones(3)\n```", "does not define `def drift"),
+        ("```python\ndef drift(ratio, advantage:\n    return ratio\n```", "does not parse"),
+        ('```json\n{"a": 1}\n```', "none holds Python code"),
+        (
+            "```python\nclass A:\n    def drift(ratio, advantage):\n        return ratio\n```",
+            "does not define `def drift",
+        ),
+    ],
+)
 def test_garbage_gives_none_with_a_reason(task, reply, reason):
     parsed = parsing.extract_module(reply, task)
     assert parsed.code is None and reason in parsed.note
@@ -407,30 +507,52 @@ def test_diff_exact_and_whitespace_tolerant(task, parents):
     assert exact.code == task.render(source=parent.replace("0.8, 1.2", "0.9, 1.1"))
     # The model lost the indentation when quoting and wrapped the block in a fence.
     old_return = "return jnp.maximum((ratio - clipped) * advantage, 0.0)"
-    loose = "```\n" + edit_block(f"clipped = jnp.clip(ratio, 0.8, 1.2)   \n{old_return}",
-                                  f"clipped = jnp.clip(ratio, 0.7, 1.3)\n{old_return} * 2.0") + "```\n"
+    loose = (
+        "```\n"
+        + edit_block(
+            f"clipped = jnp.clip(ratio, 0.8, 1.2)   \n{old_return}",
+            f"clipped = jnp.clip(ratio, 0.7, 1.3)\n{old_return} * 2.0",
+        )
+        + "```\n"
+    )
     edited = parsing.edit_module(loose, parent, task)
     assert edited.code is not None, edited.note
     assert "    clipped = jnp.clip(ratio, 0.7, 1.3)\n" in edited.code and "* 2.0\n" in edited.code
 
 
 def test_diff_blocks_apply_in_order(task, parents):
-    reply = DIFF_REPLY + "\n" + edit_block(CLIP.replace("0.8, 1.2", "0.9, 1.1"), CLIP.replace("0.8, 1.2", "0.95, 1.05"))
+    reply = (
+        DIFF_REPLY
+        + "\n"
+        + edit_block(CLIP.replace("0.8, 1.2", "0.9, 1.1"), CLIP.replace("0.8, 1.2", "0.95, 1.05"))
+    )
     edited = parsing.edit_module(reply, parents[0].code, task)
     assert "0.95, 1.05" in edited.code and "2 edit block(s)" in edited.note
 
 
-@pytest.mark.parametrize("reply, reason", [
-    (bad_diff().body["choices"][0]["message"]["content"], "does not match the parent"),
-    ("<<<<<<< SEARCH\n    clipped = jnp.clip(ratio, 0.8, 1.2)\n>>>>>>> REPLACE\n", "no ======= line"),
-    ("<<<<<<< SEARCH\n    clipped = jnp.clip(ratio, 0.8, 1.2)\n=======\n    clipped = 1\n", "no >>>>>>> REPLACE"),
-    ("<<<<<<< SEARCH\n\n=======\n    x = 1\n>>>>>>> REPLACE\n", "empty SEARCH"),
-    (edit_block(DEF, "def drift(ratio, advantage:"), "does not parse"),
-    (edit_block(DEF, "def other(ratio, advantage):"), "does not define"),
-    (edit_block(CLIP, CLIP), "unchanged"),
-    (edit_block(CLIP, CLIP.replace("0.8", "0.7")) + edit_block(CLIP, CLIP), "edit block 2 does not match"),
-    ("Looks good as is.", "no SEARCH/REPLACE blocks"),
-])
+@pytest.mark.parametrize(
+    "reply, reason",
+    [
+        (bad_diff().body["choices"][0]["message"]["content"], "does not match the parent"),
+        (
+            "<<<<<<< SEARCH\n    clipped = jnp.clip(ratio, 0.8, 1.2)\n>>>>>>> REPLACE\n",
+            "no ======= line",
+        ),
+        (
+            "<<<<<<< SEARCH\n    clipped = jnp.clip(ratio, 0.8, 1.2)\n=======\n    clipped = 1\n",
+            "no >>>>>>> REPLACE",
+        ),
+        ("<<<<<<< SEARCH\n\n=======\n    x = 1\n>>>>>>> REPLACE\n", "empty SEARCH"),
+        (edit_block(DEF, "def drift(ratio, advantage:"), "does not parse"),
+        (edit_block(DEF, "def other(ratio, advantage):"), "does not define"),
+        (edit_block(CLIP, CLIP), "unchanged"),
+        (
+            edit_block(CLIP, CLIP.replace("0.8", "0.7")) + edit_block(CLIP, CLIP),
+            "edit block 2 does not match",
+        ),
+        ("Looks good as is.", "no SEARCH/REPLACE blocks"),
+    ],
+)
 def test_bad_diffs_give_none_with_a_reason(task, parents, reply, reason):
     parsed = parsing.edit_module(reply, parents[0].code, task)
     assert parsed.code is None and reason in parsed.note, parsed.note

@@ -3,6 +3,8 @@ within limits, determinism, and proposals that the real sandbox checks accept.""
 
 import sandbox  # noqa: F401  (sets XLA flags before jax is imported)
 
+# isort: split
+
 import random
 
 import jax
@@ -18,10 +20,15 @@ from scientist.proposers import expressions as ex
 from scientist.proposers.base import ParentView, ProposalRequest, ProposerError
 from scientist.proposers.mutation import MutationProposer, load_grammar
 
-BASELINES = [("mirror_drift", "ppo"), ("mirror_drift", "dpo"), ("mirror_drift", "zero"),
-             ("value_loss", "squared_error"), ("value_loss", "huber")]
+BASELINES = [
+    ("mirror_drift", "ppo"),
+    ("mirror_drift", "dpo"),
+    ("mirror_drift", "zero"),
+    ("value_loss", "squared_error"),
+    ("value_loss", "huber"),
+]
 
-LLM_STYLE = '''import jax.numpy as jnp
+LLM_STYLE = """import jax.numpy as jnp
 
 
 def drift(ratio, advantage):
@@ -29,7 +36,7 @@ def drift(ratio, advantage):
     for k in range(3):
         total = total + jnp.square(ratio - 1.0) / (k + 1)
     return total
-'''
+"""
 
 
 def grid(task_name: str):
@@ -50,11 +57,21 @@ def with_jax(code: str, entry_point: str, x, y) -> np.ndarray:
 
 
 def parent(task, name: str, id_: int) -> ParentView:
-    return ParentView(id=id_, code=task.baseline_source(name), status="ok", fitness=1.0, origin="baseline")
+    return ParentView(
+        id=id_, code=task.baseline_source(name), status="ok", fitness=1.0, origin="baseline"
+    )
 
 
 def request(task, parents, rng, generation=0) -> ProposalRequest:
-    return ProposalRequest(task=task, island=0, generation=generation, parents=parents, inspirations=[], failures=[], rng=rng)
+    return ProposalRequest(
+        task=task,
+        island=0,
+        generation=generation,
+        parents=parents,
+        inspirations=[],
+        failures=[],
+        rng=rng,
+    )
 
 
 def proposals(task, parents, n, seed=0, **options):
@@ -80,17 +97,22 @@ def test_parser_round_trips_the_baselines(task_name, baseline):
     expected = with_jax(source, task.entry_point, x, y)
     env = dict(zip(task.inputs, (x, y)))
     np.testing.assert_allclose(ex.evaluate(tree, env), expected, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(with_jax(code, task.entry_point, x, y), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        with_jax(code, task.entry_point, x, y), expected, rtol=1e-12, atol=1e-12
+    )
 
 
-@pytest.mark.parametrize("body", [
-    "for k in range(2):\n        ratio = ratio * 1.0\n    return ratio",  # a loop
-    "if True:\n        return ratio\n    return advantage",  # a branch
-    "return helper(ratio)",  # a call outside the grammar
-    "return jnp.abs(ratio - 1.0) ** 1.5",  # a power other than 2
-    "return jnp.where((ratio > 1) & (advantage > 0), ratio, advantage)",  # a compound condition
-    "advantage = advantage * 2.0\n    return advantage",  # rebinding an input
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "for k in range(2):\n        ratio = ratio * 1.0\n    return ratio",  # a loop
+        "if True:\n        return ratio\n    return advantage",  # a branch
+        "return helper(ratio)",  # a call outside the grammar
+        "return jnp.abs(ratio - 1.0) ** 1.5",  # a power other than 2
+        "return jnp.where((ratio > 1) & (advantage > 0), ratio, advantage)",  # a compound condition
+        "advantage = advantage * 2.0\n    return advantage",  # rebinding an input
+    ],
+)
 def test_parser_refuses_code_outside_the_grammar(body):
     source = f"import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n    {body}\n"
     assert ex.parse_function(source, "drift", ("ratio", "advantage")) is None
@@ -105,7 +127,9 @@ def test_parser_inlines_constants_defaults_and_augmented_assignments():
     )
     tree = ex.parse_function(source, "drift", ("ratio", "advantage"))
     r, a = np.array([0.5, 2.0]), np.array([-1.0, 3.0])
-    np.testing.assert_allclose(ex.evaluate(tree, {"ratio": r, "advantage": a}), 0.5 * (r - 1) ** 2 * 2.0 / (1 + np.exp(-a)))
+    np.testing.assert_allclose(
+        ex.evaluate(tree, {"ratio": r, "advantage": a}), 0.5 * (r - 1) ** 2 * 2.0 / (1 + np.exp(-a))
+    )
 
 
 def test_rendered_random_trees_parse_back_to_themselves():
@@ -116,8 +140,13 @@ def test_rendered_random_trees_parse_back_to_themselves():
         tree = ex.simplify(ex.ramped_tree(rng, wide, 5))
         if not ex.variables(tree):
             continue
-        source = "import jax\nimport jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n" + "".join(
-            f"    {line}\n" for line in ex.render_body(tree, ("ratio", "advantage")).splitlines())
+        source = (
+            "import jax\nimport jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n"
+            + "".join(
+                f"    {line}\n"
+                for line in ex.render_body(tree, ("ratio", "advantage")).splitlines()
+            )
+        )
         assert ex.parse_function(source, "drift", ("ratio", "advantage")) == tree, source
 
 
@@ -135,28 +164,41 @@ def test_numpy_slopes_follow_jax_at_kinks():
     for body in bodies:
         tree = ex.parse_expression(body, ("ratio", "advantage"))
         _, numpy_slope = ex.derivative(tree, {"ratio": r, "advantage": a}, "ratio")
-        fn = load_entry_point(f"import jax\nimport jax.numpy as jnp\n\n\ndef f(ratio, advantage):\n    return {body}\n", "f")
+        fn = load_entry_point(
+            f"import jax\nimport jax.numpy as jnp\n\n\ndef f(ratio, advantage):\n    return {body}\n",
+            "f",
+        )
         with jax.enable_x64(True):
-            grad = jax.vmap(jax.grad(lambda x, y: fn(x[None], y[None])[0]))(jnp.asarray(r), jnp.asarray(a))
-        np.testing.assert_allclose(numpy_slope, np.asarray(grad), rtol=1e-9, atol=1e-12, err_msg=body)
+            grad = jax.vmap(jax.grad(lambda x, y: fn(x[None], y[None])[0]))(
+                jnp.asarray(r), jnp.asarray(a)
+            )
+        np.testing.assert_allclose(
+            numpy_slope, np.asarray(grad), rtol=1e-9, atol=1e-12, err_msg=body
+        )
 
 
 # --- the pre-screen ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body, verdict", [
-    ("(ratio - 1.0) ** 2 * jnp.abs(advantage)", None),
-    ("ratio - 1.0 - jnp.log(ratio)", None),
-    ("jnp.maximum(jnp.abs(ratio - 1.0) - 0.2, 0.0) * jnp.abs(advantage)", None),
-    ("(ratio - 1.0) * advantage", "negative"),
-    ("(ratio - 1.0) ** 2 * (1.0 - 0.02 * advantage ** 2)", "negative"),
-    ("(ratio - 1.0) ** 2 + 1e-3", "nonzero at r=1"),
-    ("jnp.abs(ratio - 1.0)", "slope at r=1"),
-    ("jax.nn.relu((ratio - 1.0) * advantage)", "slope at r=1"),
-    ("jnp.where(ratio > 1.0, ratio - 1.0, (ratio - 1.0) ** 2)", "slope at r=1"),
-    ("jnp.maximum((ratio - jnp.clip(ratio, 1.0, 1.2)) * advantage, 0.0)", "slope at r=1"),  # autodiff's tie
-    ("(ratio - 1.0) ** 2 * jnp.log(advantage)", "non-finite"),
-])
+@pytest.mark.parametrize(
+    "body, verdict",
+    [
+        ("(ratio - 1.0) ** 2 * jnp.abs(advantage)", None),
+        ("ratio - 1.0 - jnp.log(ratio)", None),
+        ("jnp.maximum(jnp.abs(ratio - 1.0) - 0.2, 0.0) * jnp.abs(advantage)", None),
+        ("(ratio - 1.0) * advantage", "negative"),
+        ("(ratio - 1.0) ** 2 * (1.0 - 0.02 * advantage ** 2)", "negative"),
+        ("(ratio - 1.0) ** 2 + 1e-3", "nonzero at r=1"),
+        ("jnp.abs(ratio - 1.0)", "slope at r=1"),
+        ("jax.nn.relu((ratio - 1.0) * advantage)", "slope at r=1"),
+        ("jnp.where(ratio > 1.0, ratio - 1.0, (ratio - 1.0) ** 2)", "slope at r=1"),
+        (
+            "jnp.maximum((ratio - jnp.clip(ratio, 1.0, 1.2)) * advantage, 0.0)",
+            "slope at r=1",
+        ),  # autodiff's tie
+        ("(ratio - 1.0) ** 2 * jnp.log(advantage)", "non-finite"),
+    ],
+)
 def test_drift_screen_agrees_with_the_sandbox_conditions(body, verdict):
     proposer = MutationProposer(load_task("mirror_drift"))
     assert proposer.screen.reject(ex.parse_expression(body, ("ratio", "advantage"))) == verdict
@@ -178,21 +220,27 @@ def test_random_trees_and_children_respect_the_limits():
     assert {p.operator for p in made} >= {"mutate", "crossover"}
     for p in made:
         tree = proposer.parse(p.code)
-        assert ex.size(tree, proposer.atoms) <= limit_nodes and ex.depth(tree, proposer.atoms) <= limit_depth
+        assert (
+            ex.size(tree, proposer.atoms) <= limit_nodes
+            and ex.depth(tree, proposer.atoms) <= limit_depth
+        )
 
 
 def test_crossover_and_mutation_primitives():
     rng = random.Random(1)
     a = ex.parse_expression("jnp.maximum((ratio - 1.0) * advantage, 0.0)", ("ratio", "advantage"))
-    b = ex.parse_expression("jnp.tanh(jnp.abs(advantage)) * jnp.square(ratio - 1.0)", ("ratio", "advantage"))
+    b = ex.parse_expression(
+        "jnp.tanh(jnp.abs(advantage)) * jnp.square(ratio - 1.0)", ("ratio", "advantage")
+    )
     donors = {n for _, n in ex.walk(b)}
     for _ in range(50):
         child, path, inserted = ex.crossover(rng, a, b)
         assert inserted in donors and ex.get(child, path) == inserted
         changed, old, new = ex.perturb_constants(rng, a)
         assert old in (0.0, 1.0) and new != old and changed != a
-    assert ex.simplify(ex.parse_expression("jnp.abs(jnp.square(-(ratio))) * 1.0 + 0.0", ("ratio",))) == \
-        ex.Op("square", (ex.Var("ratio"),))
+    assert ex.simplify(
+        ex.parse_expression("jnp.abs(jnp.square(-(ratio))) * 1.0 + 0.0", ("ratio",))
+    ) == ex.Op("square", (ex.Var("ratio"),))
 
 
 def test_proposals_are_deterministic_under_a_seed():
@@ -204,8 +252,15 @@ def test_proposals_are_deterministic_under_a_seed():
     assert first == again and first != other
 
 
-@pytest.mark.parametrize("task_name, names", [("mirror_drift", ["ppo", "dpo"]), ("mirror_drift", []),
-                                              ("value_loss", ["huber", "squared_error"]), ("value_loss", [])])
+@pytest.mark.parametrize(
+    "task_name, names",
+    [
+        ("mirror_drift", ["ppo", "dpo"]),
+        ("mirror_drift", []),
+        ("value_loss", ["huber", "squared_error"]),
+        ("value_loss", []),
+    ],
+)
 def test_proposals_pass_the_static_check_and_differ_from_their_parents(task_name, names):
     task = load_task(task_name)
     parents = [parent(task, n, i) for i, n in enumerate(names)]
@@ -230,18 +285,22 @@ def assert_valid_in_sandbox(task, code):
 
 def test_drift_proposals_pass_the_sandbox_drift_conditions():
     task = load_task("mirror_drift")
-    made = (proposals(task, [parent(task, "ppo", 1)], 4, seed=11)[1]
-            + proposals(task, [parent(task, "dpo", 2)], 3, seed=12)[1]
-            + proposals(task, [parent(task, "dpo", 2), parent(task, "ppo", 1)], 3, seed=13)[1]
-            + proposals(task, [], 2, seed=14)[1])
+    made = (
+        proposals(task, [parent(task, "ppo", 1)], 4, seed=11)[1]
+        + proposals(task, [parent(task, "dpo", 2)], 3, seed=12)[1]
+        + proposals(task, [parent(task, "dpo", 2), parent(task, "ppo", 1)], 3, seed=13)[1]
+        + proposals(task, [], 2, seed=14)[1]
+    )
     for p in made:
         assert_valid_in_sandbox(task, p.code)
 
 
 def test_value_loss_proposals_pass_the_sandbox_conditions():
     task = load_task("value_loss")
-    made = (proposals(task, [parent(task, "huber", 1), parent(task, "squared_error", 2)], 3, seed=21)[1]
-            + proposals(task, [], 2, seed=22)[1])
+    made = (
+        proposals(task, [parent(task, "huber", 1), parent(task, "squared_error", 2)], 3, seed=21)[1]
+        + proposals(task, [], 2, seed=22)[1]
+    )
     for p in made:
         assert_valid_in_sandbox(task, p.code)
 
@@ -250,7 +309,9 @@ def test_value_loss_proposals_pass_the_sandbox_conditions():
 
 
 def test_optimizer_task_has_no_grammar():
-    with pytest.raises(ProposerError, match="task optimizer declares no \\[mutation\\] grammar; use --proposer llm"):
+    with pytest.raises(
+        ProposerError, match="task optimizer declares no \\[mutation\\] grammar; use --proposer llm"
+    ):
         MutationProposer(load_task("optimizer"))
 
 

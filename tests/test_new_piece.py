@@ -87,7 +87,7 @@ meta_train = ["CartPole-v1"]
 meta_test = ["Acrobot-v1"]
 '''
 
-TEMPLATE = '''{% if source -%}
+TEMPLATE = """{% if source -%}
 {{ source }}
 {% else -%}
 import jax.numpy as jnp
@@ -96,9 +96,11 @@ import jax.numpy as jnp
 def transform(advantage):
 {{ body | indent(4, first=True) }}
 {% endif -%}
-'''
+"""
 
-IDENTITY = 'def transform(advantage):\n    """PPO: the advantages as they are."""\n    return advantage\n'
+IDENTITY = (
+    'def transform(advantage):\n    """PPO: the advantages as they are."""\n    return advantage\n'
+)
 SQUASHED = "import jax.numpy as jnp\n\n\ndef transform(advantage):\n    return 2.0 * jnp.tanh(advantage / 2.0)\n"
 REVERSED = "def transform(advantage):\n    return -advantage\n"
 
@@ -108,7 +110,9 @@ def checkout(tmp_path_factory):
     """A copy of the working tree plus the new piece module and task folder, and its venv."""
     root = tmp_path_factory.mktemp("new-piece")
     tree = copy_working_tree(root / "checkout")
-    (tree / "sandbox" / "pieces" / "advantage_transform.py").write_text(textwrap.dedent(PIECE_MODULE).lstrip())
+    (tree / "sandbox" / "pieces" / "advantage_transform.py").write_text(
+        textwrap.dedent(PIECE_MODULE).lstrip()
+    )
     folder = tree / "task_templates" / "advantage_transform"
     (folder / "baselines").mkdir(parents=True)
     (folder / "task.toml").write_text(TASK_TOML.lstrip())
@@ -121,22 +125,43 @@ def checkout(tmp_path_factory):
 
 def test_the_copy_differs_from_this_checkout_by_the_two_additions_only(checkout):
     root, tree, _ = checkout
-    added = {str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file() and not (REPO / p.relative_to(tree)).exists()}
+    added = {
+        str(p.relative_to(tree))
+        for p in tree.rglob("*")
+        if p.is_file() and not (REPO / p.relative_to(tree)).exists()
+    }
     assert {a for a in added if ".egg-info" not in a} == {
-        "sandbox/pieces/advantage_transform.py", "task_templates/advantage_transform/task.toml",
-        "task_templates/advantage_transform/candidate.py.j2", "task_templates/advantage_transform/baselines/identity.py"}
+        "sandbox/pieces/advantage_transform.py",
+        "task_templates/advantage_transform/task.toml",
+        "task_templates/advantage_transform/candidate.py.j2",
+        "task_templates/advantage_transform/baselines/identity.py",
+    }
 
 
 def test_candidates_of_the_new_kind_are_checked(checkout):
     root, tree, venv = checkout
-    valid = run_from(venv, tree, "check", "--task", "advantage_transform", str(root / "squashed.py"), "--json")
+    valid = run_from(
+        venv, tree, "check", "--task", "advantage_transform", str(root / "squashed.py"), "--json"
+    )
     assert valid.returncode == 0, valid.stdout + valid.stderr[-2000:]
     report = json.loads(valid.stdout)
-    assert [c["name"] for c in report["checks"]] == ["static", "load", "shape", "finite", "keeps_sign", "keeps_order"]
-    invalid = run_from(venv, tree, "check", "--task", "advantage_transform", str(root / "reversed.py"), "--json")
+    assert [c["name"] for c in report["checks"]] == [
+        "static",
+        "load",
+        "shape",
+        "finite",
+        "keeps_sign",
+        "keeps_order",
+    ]
+    invalid = run_from(
+        venv, tree, "check", "--task", "advantage_transform", str(root / "reversed.py"), "--json"
+    )
     assert invalid.returncode == 1
     failed = {c["name"]: c for c in json.loads(invalid.stdout)["checks"] if not c["passed"]}
-    assert set(failed) == {"keeps_sign", "keeps_order"} and failed["keeps_sign"]["counterexample"]["A"] != 0
+    assert (
+        set(failed) == {"keeps_sign", "keeps_order"}
+        and failed["keeps_sign"]["counterexample"]["A"] != 0
+    )
 
 
 def test_a_campaign_on_the_new_task_proposes_trains_and_archives(checkout):
@@ -147,18 +172,55 @@ def test_a_campaign_on_the_new_task_proposes_trains_and_archives(checkout):
     db = f"sqlite:///{root}/archive.db"
     reply = f"A gentler transform.\n\n```python\n{SQUASHED}```\n"
     with recorded_server([completion(reply)]) as server:
-        run = run_from(venv, tree, "run", "--task", "advantage_transform", "--budget", "smoke", "--generations",
-                       "1", "--population", "1", "--islands", "1", "--model", "openai/recorded-model",
-                       "--api-base", server.base_url, "--sandbox", "process", "--name", "advantage", "--db", db,
-                       env={"SCIENTIST_API_KEY": "sk-test-not-real"})
+        run = run_from(
+            venv,
+            tree,
+            "run",
+            "--task",
+            "advantage_transform",
+            "--budget",
+            "smoke",
+            "--generations",
+            "1",
+            "--population",
+            "1",
+            "--islands",
+            "1",
+            "--model",
+            "openai/recorded-model",
+            "--api-base",
+            server.base_url,
+            "--sandbox",
+            "process",
+            "--name",
+            "advantage",
+            "--db",
+            db,
+            env={"SCIENTIST_API_KEY": "sk-test-not-real"},
+        )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "def transform(advantage)" in server.requests[0].prompt_text
-    listed = [json.loads(line) for line in run_from(venv, tree, "archive", "list", "advantage", "--json",
-                                                    "--db", db).stdout.splitlines()]
-    assert [(r["origin"], r["status"]) for r in listed] == [("baseline", "ok"), ("llm", "ok")], listed
+    listed = [
+        json.loads(line)
+        for line in run_from(
+            venv, tree, "archive", "list", "advantage", "--json", "--db", db
+        ).stdout.splitlines()
+    ]
+    assert [(r["origin"], r["status"]) for r in listed] == [("baseline", "ok"), ("llm", "ok")], (
+        listed
+    )
     assert all(r["fitness"] > 0.3 for r in listed) and listed[1]["parent_id"] == listed[0]["id"]
-    shown = json.loads(run_from(venv, tree, "archive", "show", str(listed[1]["id"]), "--json", "--db", db).stdout)
+    shown = json.loads(
+        run_from(venv, tree, "archive", "show", str(listed[1]["id"]), "--json", "--db", db).stdout
+    )
     assert "jnp.tanh(advantage / 2.0)" in shown["code"]
-    assert [s["name"] for s in shown["stages"]] == ["static", "trace", "validity", "smoke", "full", "score"]
+    assert [s["name"] for s in shown["stages"]] == [
+        "static",
+        "trace",
+        "validity",
+        "smoke",
+        "full",
+        "score",
+    ]
     assert {c["name"] for c in shown["checks"]["checks"]} == {"finite", "keeps_sign", "keeps_order"}
     assert set(shown["per_env"]["meta_train"]) == {"CartPole-v1"} and shown["signature"]

@@ -60,9 +60,17 @@ def test_container_is_hardened(backend, monkeypatch):
 def test_limits_and_cleanup(backend):
     loop = run(backend, "while True: pass", Limits(wall_seconds=3))
     assert loop.timed_out and loop.exit_code == -9
-    flood = run(backend, "import sys\nwhile True: sys.stdout.write('x' * 65536)", Limits(output_bytes=1_000_000))
+    flood = run(
+        backend,
+        "import sys\nwhile True: sys.stdout.write('x' * 65536)",
+        Limits(output_bytes=1_000_000),
+    )
     assert flood.output_exceeded
-    bomb = run(backend, "import jax.numpy as jnp\nprint(jnp.ones((40000, 40000)).sum())", Limits(memory_bytes=2 * 1024**3))
+    bomb = run(
+        backend,
+        "import jax.numpy as jnp\nprint(jnp.ones((40000, 40000)).sum())",
+        Limits(memory_bytes=2 * 1024**3),
+    )
     assert bomb.exit_code == -9 or "RESOURCE_EXHAUSTED" in bomb.log_tail
     assert backend.client.containers.list(all=True, filters={"label": "rl-scientist.sandbox"}) == []
 
@@ -73,12 +81,18 @@ def test_leftover_containers_are_swept_at_start(backend):
     dead, alive = subprocess.Popen(["true"]), subprocess.Popen(["sleep", "60"])
     dead.wait()
     host = socket.gethostname()
-    backend.client.containers.create(backend.image, command=["/bin/true"], labels={LABEL: f"{host}:{dead.pid}"})
-    live = backend.client.containers.create(backend.image, command=["/bin/true"], labels={LABEL: f"{host}:{alive.pid}"})
+    backend.client.containers.create(
+        backend.image, command=["/bin/true"], labels={LABEL: f"{host}:{dead.pid}"}
+    )
+    live = backend.client.containers.create(
+        backend.image, command=["/bin/true"], labels={LABEL: f"{host}:{alive.pid}"}
+    )
     try:
         DockerBackend()
         # The dead process's container is gone; a live runner's evaluation is left alone.
-        assert [c.id for c in backend.client.containers.list(all=True, filters={"label": LABEL})] == [live.id]
+        assert [
+            c.id for c in backend.client.containers.list(all=True, filters={"label": LABEL})
+        ] == [live.id]
     finally:
         alive.kill()
         live.remove(force=True)
@@ -88,10 +102,18 @@ def test_hostile_candidates_do_not_score(backend):
     """(The DPO baseline evaluating ok on this backend is tests/test_sandbox_layouts.py's.)"""
     limits = {"trace": 20.0, "validity": 25.0, "smoke": 40.0, "full": 90.0}
     for source, expected in (
-        ("import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n    while True:\n        pass\n", "timeout"),
-        ("import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n    return ratio * jnp.nan\n", "invalid"),
+        (
+            "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n    while True:\n        pass\n",
+            "timeout",
+        ),
+        (
+            "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n    return ratio * jnp.nan\n",
+            "invalid",
+        ),
     ):
-        hostile = evaluate_candidate("mirror_drift", source, "smoke", sandbox="docker", stage_seconds=limits)
+        hostile = evaluate_candidate(
+            "mirror_drift", source, "smoke", sandbox="docker", stage_seconds=limits
+        )
         assert hostile.status == expected and hostile.fitness is None
 
 
@@ -103,8 +125,15 @@ def broken_backend():
 
     class BrokenMounts(DockerBackend):
         def _mounts(self, run):
-            return [*super()._mounts(run), self.docker.types.Mount(
-                str(REPO_ROOT / "no-such-mount-point"), str(run.scratch), type="bind", read_only=True)]
+            return [
+                *super()._mounts(run),
+                self.docker.types.Mount(
+                    str(REPO_ROOT / "no-such-mount-point"),
+                    str(run.scratch),
+                    type="bind",
+                    read_only=True,
+                ),
+            ]
 
     return BrokenMounts()
 
@@ -131,24 +160,42 @@ def test_auto_falls_back_past_a_backend_that_fails_its_preflight(backend, monkey
     from sandbox.backends.process import ProcessBackend
 
     monkeypatch.setattr(backends, "_ready", {})
-    monkeypatch.setattr(backends, "_make", lambda name: broken_backend() if name == "docker" else ProcessBackend())
+    monkeypatch.setattr(
+        backends, "_make", lambda name: broken_backend() if name == "docker" else ProcessBackend()
+    )
     with caplog.at_level("WARNING", logger="sandbox.backends"):
         chosen = backends.get_backend("auto")
     assert chosen.name == "process"
     notes = [r.getMessage() for r in caplog.records if r.name == "sandbox.backends"]
-    assert len(notes) == 1 and "docker" in notes[0] and "using process" in notes[0] and "\n" not in notes[0]
+    assert (
+        len(notes) == 1
+        and "docker" in notes[0]
+        and "using process" in notes[0]
+        and "\n" not in notes[0]
+    )
 
     monkeypatch.setattr(backends, "_ready", {})
-    monkeypatch.setattr(backends, "_make", lambda name: broken_backend() if name == "docker"
-                        else ProcessBackend(python="/nonexistent/python3"))
+    monkeypatch.setattr(
+        backends,
+        "_make",
+        lambda name: (
+            broken_backend() if name == "docker" else ProcessBackend(python="/nonexistent/python3")
+        ),
+    )
     with pytest.raises(SandboxUnavailable) as raised:
         backends.get_backend("auto")
     message = str(raised.value)
-    assert message.startswith("no sandbox backend works here") and "docker:" in message and "process:" in message
+    assert (
+        message.startswith("no sandbox backend works here")
+        and "docker:" in message
+        and "process:" in message
+    )
     assert "\n" not in message
 
 
-def test_an_infra_failure_is_no_verdict_and_stops_a_campaign_leaving_it_pending(backend, monkeypatch, tmp_path):
+def test_an_infra_failure_is_no_verdict_and_stops_a_campaign_leaving_it_pending(
+    backend, monkeypatch, tmp_path
+):
     """Through the real cascade and campaign loop: the sandbox failing under a candidate is
     retried, then reported as `infra` with its reason; the campaign stops with one line, and
     the archive records the reason and keeps every candidate pending for resume."""
@@ -163,13 +210,20 @@ def test_an_infra_failure_is_no_verdict_and_stops_a_campaign_leaving_it_pending(
     monkeypatch.setattr(cascade, "get_backend", lambda name: broken)
     monkeypatch.setattr(cascade, "INFRA_RETRY_SECONDS", (0.1, 0.1))
     task = load_task("mirror_drift")
-    result = evaluate_candidate("mirror_drift", task.baseline_source("dpo"), "smoke", sandbox="docker")
+    result = evaluate_candidate(
+        "mirror_drift", task.baseline_source("dpo"), "smoke", sandbox="docker"
+    )
     assert result.status == "infra" and result.fitness is None
     assert [(s.name, s.status) for s in result.stages] == [("static", "ok"), ("sandbox", "infra")]
-    assert "read-only file system" in result.stages[-1].detail and "tried 3 times" in result.stages[-1].detail
+    assert (
+        "read-only file system" in result.stages[-1].detail
+        and "tried 3 times" in result.stages[-1].detail
+    )
 
     engine = open_engine(f"sqlite:///{tmp_path}/archive.db")
-    config = CampaignConfig(name="infra", task="mirror_drift", generations=0, sandbox="docker", workers=1)
+    config = CampaignConfig(
+        name="infra", task="mirror_drift", generations=0, sandbox="docker", workers=1
+    )
     runner = CampaignLoop(engine, config, MutationProposer(task))
     with pytest.raises(SandboxInfraError) as raised:
         runner.run()
@@ -211,4 +265,6 @@ def test_the_sweep_tolerates_containers_already_going_away(backend):
     for thread in sweepers:
         thread.join()
     assert errors == []
-    assert backend.client.containers.list(all=True, filters={"label": f"{LABEL}={label[LABEL]}"}) == []
+    assert (
+        backend.client.containers.list(all=True, filters={"label": f"{LABEL}={label[LABEL]}"}) == []
+    )

@@ -36,20 +36,35 @@ def layouts(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     root.chmod(0o700)
     inside = copy_working_tree(root / "inside")
     outside = copy_working_tree(root / "outside")
-    return {"venv inside the checkout": (inside, make_venv(inside / ".venv", inside)),
-            "venv outside the checkout": (outside, make_venv(root / "elsewhere" / "venv", outside))}
+    return {
+        "venv inside the checkout": (inside, make_venv(inside / ".venv", inside)),
+        "venv outside the checkout": (outside, make_venv(root / "elsewhere" / "venv", outside)),
+    }
 
 
 def evaluate(checkout: Path, venv: Path, sandbox: str) -> subprocess.CompletedProcess:
-    return run_from(venv, checkout, "evaluate", "--task", "mirror_drift", DPO, "--budget", "smoke",
-                    "--sandbox", sandbox, "--json")
+    return run_from(
+        venv,
+        checkout,
+        "evaluate",
+        "--task",
+        "mirror_drift",
+        DPO,
+        "--budget",
+        "smoke",
+        "--sandbox",
+        sandbox,
+        "--json",
+    )
 
 
 @pytest.fixture(scope="module")
 def evaluations(layouts):
     docker_or_skip()
     runs = [(name, sandbox) for name in layouts for sandbox in ("process", "docker")]
-    with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: compiling is mostly one core each
+    with ThreadPoolExecutor(
+        max_workers=2
+    ) as pool:  # two at a time: compiling is mostly one core each
         done = pool.map(lambda run: evaluate(*layouts[run[0]], run[1]), runs)
         return dict(zip(runs, done))
 
@@ -61,8 +76,17 @@ def test_dpo_evaluates_ok_from_each_layout(evaluations, layouts, layout, sandbox
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     data = json.loads(result.stdout)
     assert data["status"] == "ok" and data["backend"] == sandbox and data["fitness"] > 0.3
-    assert set(data["per_env"]["meta_train"]) == {"CartPole-v1"} and set(data["per_env"]["meta_test"]) == {"Acrobot-v1"}
-    assert [s["name"] for s in data["stages"]] == ["static", "trace", "validity", "smoke", "full", "score"]
+    assert set(data["per_env"]["meta_train"]) == {"CartPole-v1"} and set(
+        data["per_env"]["meta_test"]
+    ) == {"Acrobot-v1"}
+    assert [s["name"] for s in data["stages"]] == [
+        "static",
+        "trace",
+        "validity",
+        "smoke",
+        "full",
+        "score",
+    ]
 
 
 def test_a_venv_behind_a_symlink_passes_both_preflights(layouts, tmp_path):
@@ -72,16 +96,27 @@ def test_a_venv_behind_a_symlink_passes_both_preflights(layouts, tmp_path):
     checkout, venv = layouts["venv outside the checkout"]
     link = checkout / ".venv"
     link.symlink_to(venv)
-    probe = ("from sandbox.backends import get_backend\n"
-             "from sandbox.backends.filesystem import interpreter_mounts\n"
-             "print(sorted(map(str, interpreter_mounts())))\n"
-             "for name in ('process', 'docker'):\n"
-             "    get_backend(name)\n"
-             "    print(name, 'ok')\n")
+    probe = (
+        "from sandbox.backends import get_backend\n"
+        "from sandbox.backends.filesystem import interpreter_mounts\n"
+        "print(sorted(map(str, interpreter_mounts())))\n"
+        "for name in ('process', 'docker'):\n"
+        "    get_backend(name)\n"
+        "    print(name, 'ok')\n"
+    )
     try:
-        result = subprocess.run([link / "bin" / "python", "-c", probe], cwd=checkout, capture_output=True,
-                                text=True, timeout=300)
+        result = subprocess.run(
+            [link / "bin" / "python", "-c", probe],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         link.unlink()
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert str(link) in result.stdout and "process ok" in result.stdout and "docker ok" in result.stdout
+    assert (
+        str(link) in result.stdout
+        and "process ok" in result.stdout
+        and "docker ok" in result.stdout
+    )

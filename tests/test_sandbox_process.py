@@ -30,7 +30,9 @@ def backend():
 def run(backend, code, **limits):
     scratch = new_scratch()
     try:
-        return backend.run(SandboxRun(("-c", code), scratch, Limits(**limits) if limits else Limits()))
+        return backend.run(
+            SandboxRun(("-c", code), scratch, Limits(**limits) if limits else Limits())
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -64,11 +66,25 @@ def test_probe_sees_no_key_cannot_write_outside_scratch_and_has_no_network(backe
     log = outcome.log_tail
     assert outcome.exit_code == 0, log
     assert "NOKEY" in log.splitlines() and "KEY" not in log.splitlines()
-    assert not any(line.startswith("ENVIRON ") and line.endswith("True") for line in log.splitlines()), log
+    assert not any(
+        line.startswith("ENVIRON ") and line.endswith("True") for line in log.splitlines()
+    ), log
     # Private tmpfs directories may be written inside; nothing may reach the host.
-    assert not any(line.startswith("WROTE") and ("escape-canary" in line and not line.split()[1].startswith(("/tmp", "/var/tmp", "/dev/shm"))) for line in log.splitlines()), log
+    assert not any(
+        line.startswith("WROTE")
+        and (
+            "escape-canary" in line
+            and not line.split()[1].startswith(("/tmp", "/var/tmp", "/dev/shm"))
+        )
+        for line in log.splitlines()
+    ), log
     assert "SCRATCH-OK" in log
-    for canary in ("/tmp/escape-canary", "/var/tmp/escape-canary", "/dev/shm/escape-canary", f"{repo}/escape-canary"):
+    for canary in (
+        "/tmp/escape-canary",
+        "/var/tmp/escape-canary",
+        "/dev/shm/escape-canary",
+        f"{repo}/escape-canary",
+    ):
         assert not os.path.exists(canary)
     if os.geteuid() == 0 and backend.bwrap:
         assert "UID 65534" in log and "NET-OPEN" not in log
@@ -83,13 +99,19 @@ def test_wall_clock_timeout_kills_the_whole_group(backend):
 
 
 def test_output_budget(backend):
-    outcome = run(backend, "import sys\nwhile True: sys.stdout.write('x' * 65536)", output_bytes=2_000_000)
+    outcome = run(
+        backend, "import sys\nwhile True: sys.stdout.write('x' * 65536)", output_bytes=2_000_000
+    )
     assert outcome.output_exceeded and not outcome.timed_out
     assert len(outcome.log_tail) <= 64 * 1024
 
 
 def test_memory_limit_gives_jax_a_clean_error(backend):
-    outcome = run(backend, "import jax.numpy as jnp\nprint(jnp.ones((40000, 40000)).sum())", memory_bytes=2 * 1024**3)
+    outcome = run(
+        backend,
+        "import jax.numpy as jnp\nprint(jnp.ones((40000, 40000)).sum())",
+        memory_bytes=2 * 1024**3,
+    )
     assert outcome.exit_code == 1 and "RESOURCE_EXHAUSTED" in outcome.log_tail
 
 
@@ -105,12 +127,19 @@ def test_a_checkout_in_a_private_temporary_directory_is_mounted_traversably(tmp_
     private = tmp_path / "private"
     (private / "repo").mkdir(parents=True)
     private.chmod(0o700)
-    script = ("from pathlib import Path; from sandbox.backends.process import _filesystem_args; "
-              f"print(_filesystem_args([(Path('{private}/repo'), Path('/usr'), False), "
-              f"(Path('{tmp_path}/scratch'), Path('{tmp_path}/scratch'), True)]))")
+    script = (
+        "from pathlib import Path; from sandbox.backends.process import _filesystem_args; "
+        f"print(_filesystem_args([(Path('{private}/repo'), Path('/usr'), False), "
+        f"(Path('{tmp_path}/scratch'), Path('{tmp_path}/scratch'), True)]))"
+    )
     for seed in range(6):
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                             env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout
         below_tmp = [d for d in (private / "repo").parents if Path("/tmp") in d.parents]
         for directory in below_tmp:  # every directory between the private /tmp and the checkout
             assert f"'--perms', '0755', '--dir', '{directory}'" in out, (seed, directory, out)

@@ -6,7 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sandbox.artifacts import ArtifactError, artifact_path, read_training_artifact, write_training_artifact
+from sandbox.artifacts import (
+    ArtifactError,
+    artifact_path,
+    read_training_artifact,
+    write_training_artifact,
+)
 from sandbox.training.config import preset
 from sandbox.training.envs import make_env
 from sandbox.training.ppo import make_network
@@ -18,11 +23,16 @@ SEEDS = 2
 def template():
     config = preset("CartPole-v1")
     spec = make_env("CartPole-v1")
-    return make_network(config, spec.num_actions).init(jax.random.key(0), jnp.zeros((1, *spec.obs_shape)))
+    return make_network(config, spec.num_actions).init(
+        jax.random.key(0), jnp.zeros((1, *spec.obs_shape))
+    )
 
 
 def batched(template, value=None):
-    return jax.tree.map(lambda x: jnp.stack([x] * SEEDS) if value is None else jnp.full((SEEDS, *x.shape), value), template)
+    return jax.tree.map(
+        lambda x: jnp.stack([x] * SEEDS) if value is None else jnp.full((SEEDS, *x.shape), value),
+        template,
+    )
 
 
 def test_valid_artifact_round_trips(tmp_path, template):
@@ -37,7 +47,9 @@ def test_missing_forged_or_malformed_artifacts_are_refused(tmp_path, template):
         read_training_artifact(tmp_path, "CartPole-v1", template, SEEDS)
 
     path = artifact_path(tmp_path, "CartPole-v1")
-    np.savez(path, learning_curve=np.zeros(3, np.float32), fitness=np.array([1e9]))  # a forged score
+    np.savez(
+        path, learning_curve=np.zeros(3, np.float32), fitness=np.array([1e9])
+    )  # a forged score
     with pytest.raises(ArtifactError, match="keys"):
         read_training_artifact(tmp_path, "CartPole-v1", template, SEEDS)
 

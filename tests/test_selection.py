@@ -17,17 +17,34 @@ from scientist.selection import SelectionConfig, Selector
 def populate(engine, islands: int, per_island: int) -> tuple[Campaign, dict[int, list[int]]]:
     """Candidates with fitness = their index within the island; one baseline on every island."""
     with transaction(engine) as session:
-        campaign = Campaign(name="s", task="mirror_drift", budget="smoke", proposer="mutation", config={})
+        campaign = Campaign(
+            name="s", task="mirror_drift", budget="smoke", proposer="mutation", config={}
+        )
         session.add(campaign)
         session.flush()
         ids = {i: [] for i in range(islands)}
-        base = writes.add_candidate(session, campaign, code="baseline", origin="baseline", operator="seed",
-                                    island=0, generation=0, member_of=tuple(range(islands)))
+        base = writes.add_candidate(
+            session,
+            campaign,
+            code="baseline",
+            origin="baseline",
+            operator="seed",
+            island=0,
+            generation=0,
+            member_of=tuple(range(islands)),
+        )
         writes.record_evaluation(session, base.id, Evaluation("ok", -1.0))
         for island in range(islands):
             for k in range(per_island):
-                c = writes.add_candidate(session, campaign, code=f"island {island} candidate {k}", origin="mutation",
-                                         operator="mutate", island=island, generation=1)
+                c = writes.add_candidate(
+                    session,
+                    campaign,
+                    code=f"island {island} candidate {k}",
+                    origin="mutation",
+                    operator="mutate",
+                    island=island,
+                    generation=1,
+                )
                 writes.record_evaluation(session, c.id, Evaluation("ok", float(k)))
                 ids[island].append(c.id)
     return campaign, ids | {"baseline": base.id}
@@ -48,7 +65,9 @@ def test_parents_come_only_from_their_island_and_favour_the_top(engine):
         assert set(drawn) <= allowed
         rank_of = {cid: k for k, cid in enumerate(reversed(ids[island]))}  # 0 = best
         ranks = Counter(min(rank_of.get(p, 40) // 10, 3) for p in drawn)
-        assert ranks[0] > 2 * ranks[3], ranks  # the top quarter is drawn far more than the bottom one
+        assert ranks[0] > 2 * ranks[3], (
+            ranks
+        )  # the top quarter is drawn far more than the bottom one
         assert ranks[3] > 0  # exploration still reaches the bottom
         assert selector.best_ids(island, 1) == [ids[island][-1]]
 
@@ -63,15 +82,20 @@ def test_full_exploration_is_uniform(engine):
 
 def test_migration_moves_the_best_around_the_ring_once_per_generation(engine):
     campaign, ids = populate(engine, islands=3, per_island=5)
-    selector = Selector(engine, campaign.id, SelectionConfig(islands=3, migration_interval=2, migrants=1))
+    selector = Selector(
+        engine, campaign.id, SelectionConfig(islands=3, migration_interval=2, migrants=1)
+    )
     assert selector.migrate(2) == []  # not a migration generation
     moves = selector.migrate(3)
     assert sorted(moves) == sorted((ids[i][-1], i, (i + 1) % 3) for i in range(3))
     assert selector.migrate(3) == []  # a resumed campaign does not migrate twice
     with transaction(engine) as session:
-        migrants = session.exec(select(IslandMember).where(IslandMember.migrated_from.is_not(None))).all()
-    assert {(m.candidate_id, m.island, m.since_generation) for m in migrants} == \
-        {(ids[i][-1], (i + 1) % 3, 3) for i in range(3)}
+        migrants = session.exec(
+            select(IslandMember).where(IslandMember.migrated_from.is_not(None))
+        ).all()
+    assert {(m.candidate_id, m.island, m.since_generation) for m in migrants} == {
+        (ids[i][-1], (i + 1) % 3, 3) for i in range(3)
+    }
     # After migration island 1's best is island 0's best (fitness 4 ties; lower id first).
     rng = random.Random(2)
     drawn = {p for _ in range(300) for p in selector.sample_parent_ids(1, 2, rng)}

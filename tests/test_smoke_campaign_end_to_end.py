@@ -21,24 +21,57 @@ NAME = "e2e"
 
 
 def scientist(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scientist.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "scientist.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     url = f"sqlite:///{root / 'archive.db'}"
-    done = scientist("run", "--task", "mirror_drift", "--budget", "smoke", "--generations", "1", "--population", "1",
-                     "--islands", "1", "--workers", "2", "--sandbox", "process", "--seed", "3", "--name", NAME,
-                     "--db", url)
+    done = scientist(
+        "run",
+        "--task",
+        "mirror_drift",
+        "--budget",
+        "smoke",
+        "--generations",
+        "1",
+        "--population",
+        "1",
+        "--islands",
+        "1",
+        "--workers",
+        "2",
+        "--sandbox",
+        "process",
+        "--seed",
+        "3",
+        "--name",
+        NAME,
+        "--db",
+        url,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     with Session(reader_engine(url)) as session:
         campaign_id = session.exec(select(Campaign.id).where(Campaign.name == NAME)).one()
-        best = session.exec(select(Candidate).where(Candidate.campaign_id == campaign_id, Candidate.status == "ok",
-                                                    Candidate.origin != "baseline")
-                            .order_by(col(Candidate.fitness).desc(), Candidate.id)).first()
-        assert best is not None, "the campaign discovered nothing that scored; the test needs one candidate"
+        best = session.exec(
+            select(Candidate)
+            .where(
+                Candidate.campaign_id == campaign_id,
+                Candidate.status == "ok",
+                Candidate.origin != "baseline",
+            )
+            .order_by(col(Candidate.fitness).desc(), Candidate.id)
+        ).first()
+        assert best is not None, (
+            "the campaign discovered nothing that scored; the test needs one candidate"
+        )
         score = split_score(best.per_env["meta_test"])
     return root, url, best, f"{score.iqm:.3f} [{score.ci_low:.3f}, {score.ci_high:.3f}]"
 
@@ -47,8 +80,20 @@ def test_report_as_html_and_pdf_names_the_best_candidate_and_its_held_out_score(
     pypdf = pytest.importorskip("pypdf", reason="pypdf is not installed (pip install -e '.[dev]')")
     root, url, best, held_out = campaign
     out = root / "report"
-    done = scientist("report", NAME, "--db", url, "--out", str(out), "--format", "html,pdf,md",
-                     "--cache", str(root / "landscapes"), "--sandbox", "process")
+    done = scientist(
+        "report",
+        NAME,
+        "--db",
+        url,
+        "--out",
+        str(out),
+        "--format",
+        "html,pdf,md",
+        "--cache",
+        str(root / "landscapes"),
+        "--sandbox",
+        "process",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     label = f"#{best.id} ({best.origin}, {best.operator})"
 
@@ -56,30 +101,59 @@ def test_report_as_html_and_pdf_names_the_best_candidate_and_its_held_out_score(
     assert f"The best discovered candidate, {label}" in html and held_out in html
     assert f'alt="drift heatmap of {label}"' in html  # its landscape came out of the sandbox
 
-    text = " ".join("".join(page.extract_text() for page in pypdf.PdfReader(out / f"report-{NAME}.pdf").pages).split())
+    text = " ".join(
+        "".join(
+            page.extract_text() for page in pypdf.PdfReader(out / f"report-{NAME}.pdf").pages
+        ).split()
+    )
     assert "Discovered drift functions for mirror_drift: campaign e2e" in text
     assert f"The best discovered candidate, {label}," in text
-    assert re.search(rf"{re.escape(label)}.{{0,200}}and {re.escape(held_out)} on the held-out", text), text[:3000]
-    for section in ("Abstract", "1. Method", "2. Results", "3. Discovered algorithms", "4. Comparison", "5. Limitations"):
+    assert re.search(
+        rf"{re.escape(label)}.{{0,200}}and {re.escape(held_out)} on the held-out", text
+    ), text[:3000]
+    for section in (
+        "Abstract",
+        "1. Method",
+        "2. Results",
+        "3. Discovered algorithms",
+        "4. Comparison",
+        "5. Limitations",
+    ):
         assert section in text
 
     md = (out / f"report-{NAME}.md").read_text()
-    assert f"figures/drift_{best.id}.png" in md and (out / "figures" / f"drift_{best.id}.png").stat().st_size > 10_000
+    assert (
+        f"figures/drift_{best.id}.png" in md
+        and (out / "figures" / f"drift_{best.id}.png").stat().st_size > 10_000
+    )
 
 
 def test_browser_shows_leaderboard_code_and_heatmap(campaign):
-    pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+    pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')"
+    )
     from test_web_browser import CHROMIUM, DRIVER, new_browser, serve
 
     if not (CHROMIUM and DRIVER):
-        pytest.skip("Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+        pytest.skip(
+            "Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+        )
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     root, url, best, _ = campaign
-    precomputed = scientist("web", "--db", url, "--cache", str(root / "landscapes"), "--precompute", NAME,
-                            "--sandbox", "process")
+    precomputed = scientist(
+        "web",
+        "--db",
+        url,
+        "--cache",
+        str(root / "landscapes"),
+        "--precompute",
+        NAME,
+        "--sandbox",
+        "process",
+    )
     assert precomputed.returncode == 0, precomputed.stderr[-3000:]
     with serve(url, root / "landscapes") as base, new_browser() as browser:
         wait = WebDriverWait(browser, 30)
@@ -89,12 +163,20 @@ def test_browser_shows_leaderboard_code_and_heatmap(campaign):
         rows = browser.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr")
         ids = [r.find_element(By.CSS_SELECTOR, "a.cid").text for r in rows]
         assert f"#{best.id}" in ids and len(ids) == 4  # three baselines and the discovery
-        browser.find_element(By.CSS_SELECTOR, "#leaderboard").find_element(By.LINK_TEXT, f"#{best.id}").click()
+        browser.find_element(By.CSS_SELECTOR, "#leaderboard").find_element(
+            By.LINK_TEXT, f"#{best.id}"
+        ).click()
         wait.until(ec.presence_of_element_located((By.ID, "code")))
         code = browser.find_element(By.CSS_SELECTOR, "#code .highlight").text
         assert "def drift(ratio, advantage):" in code
         last_line = [line.strip() for line in best.code.splitlines() if line.strip()][-1]
         assert last_line in code  # the candidate's own code, as archived
-        image = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#heatmap img.drift")))
-        wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image))
+        image = wait.until(
+            ec.visibility_of_element_located((By.CSS_SELECTOR, "#heatmap img.drift"))
+        )
+        wait.until(
+            lambda d: d.execute_script(
+                "return arguments[0].complete && arguments[0].naturalWidth", image
+            )
+        )
         assert browser.execute_script("return arguments[0].naturalHeight", image) > 300

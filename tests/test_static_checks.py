@@ -17,18 +17,38 @@ HOSTILE = {
     "dunder import": ("m = __import__('os')\n", 1, "__import__"),
     "eval": (OK_HEADER + "x = eval('1+1')\n", 3, "'eval'"),
     "exec": (OK_HEADER + "exec('import os')\n", 3, "'exec'"),
-    "open file": (OK_HEADER + "def drift(r, a):\n    open('/tmp/x', 'w').write('1')\n    return r\n", 4, "'open'"),
+    "open file": (
+        OK_HEADER + "def drift(r, a):\n    open('/tmp/x', 'w').write('1')\n    return r\n",
+        4,
+        "'open'",
+    ),
     "getattr string": (OK_HEADER + "f = getattr(jnp, 'lo' + 'ad')\n", 3, "'getattr'"),
     "subclass walk": ("x = ().__class__.__bases__[0].__subclasses__()\n", 1, "__class__"),
     "globals": ("g = globals()\n", 1, "'globals'"),
-    "monkeypatch jax": (OK_HEADER + "jnp.sum = lambda *a: 0\n", 3, "assigning or deleting attribute 'sum'"),
+    "monkeypatch jax": (
+        OK_HEADER + "jnp.sum = lambda *a: 0\n",
+        3,
+        "assigning or deleting attribute 'sum'",
+    ),
     "delete attribute": (OK_HEADER + "del jnp.mean\n", 3, "'mean'"),
     "augmented patch": (OK_HEADER + "jax.numpy.e += 1\n", 3, "assigning"),
-    "pure callback": (OK_HEADER + "def drift(r, a):\n    return jax.pure_callback(lambda x: x, r, r)\n", 4, "pure_callback"),
-    "debug callback": (OK_HEADER + "def drift(r, a):\n    jax.debug.print('{}', r)\n    return r\n", 4, "debug"),
+    "pure callback": (
+        OK_HEADER + "def drift(r, a):\n    return jax.pure_callback(lambda x: x, r, r)\n",
+        4,
+        "pure_callback",
+    ),
+    "debug callback": (
+        OK_HEADER + "def drift(r, a):\n    jax.debug.print('{}', r)\n    return r\n",
+        4,
+        "debug",
+    ),
     "module reachable via typing": ("import typing\ntyping.sys.exit(0)\n", 2, "'sys'"),
     "file io via jnp": (OK_HEADER + "x = jnp.load('/etc/passwd')\n", 3, "'load'"),
-    "frame walk": ("def f():\n    g = (i for i in [1])\n    return g.gi_frame.f_back\n", 3, "gi_frame"),
+    "frame walk": (
+        "def f():\n    g = (i for i in [1])\n    return g.gi_frame.f_back\n",
+        3,
+        "gi_frame",
+    ),
     "format attribute walk": ("s = '{0.x}'.format(1)\n", 1, "'format'"),
     "dunder string": ("s = 'a__b'\n", 1, "'__'"),
     "private attribute": (OK_HEADER + "x = jax._src\n", 3, "_src"),
@@ -46,7 +66,9 @@ def test_hostile_source_is_rejected_with_its_line(name):
     source, line, fragment = HOSTILE[name]
     violations = check_source(source)
     assert violations, name
-    assert any(v.line == line and fragment in v.message for v in violations), [str(v) for v in violations]
+    assert any(v.line == line and fragment in v.message for v in violations), [
+        str(v) for v in violations
+    ]
 
 
 def test_oversized_source_is_rejected():
@@ -55,13 +77,18 @@ def test_oversized_source_is_rejected():
     assert "limit" in violation.message
 
 
-@pytest.mark.parametrize("source", [
-    OK_HEADER + "def drift(ratio, advantage):\n    return jnp.maximum((ratio - 1.0) ** 2 * advantage, 0.0)\n",
-    "from jax import numpy as jnp, lax, nn\nimport math, functools\nfrom typing import Callable\n\n"
-    "def drift(r, a):\n    return nn.relu(lax.square(r - 1.0)) * math.pi\n",
-    "import optax\n\ndef make_optimizer(lr, m):\n    return optax.chain(optax.clip_by_global_norm(m), optax.adam(lr, eps=1e-5))\n",
-    OK_HEADER + "def drift(r, a):\n    x = jax.random.normal(jax.random.key(0), r.shape)\n    return 0.0 * x * (r - 1) ** 2\n",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        OK_HEADER
+        + "def drift(ratio, advantage):\n    return jnp.maximum((ratio - 1.0) ** 2 * advantage, 0.0)\n",
+        "from jax import numpy as jnp, lax, nn\nimport math, functools\nfrom typing import Callable\n\n"
+        "def drift(r, a):\n    return nn.relu(lax.square(r - 1.0)) * math.pi\n",
+        "import optax\n\ndef make_optimizer(lr, m):\n    return optax.chain(optax.clip_by_global_norm(m), optax.adam(lr, eps=1e-5))\n",
+        OK_HEADER
+        + "def drift(r, a):\n    x = jax.random.normal(jax.random.key(0), r.shape)\n    return 0.0 * x * (r - 1) ** 2\n",
+    ],
+)
 def test_honest_candidates_pass(source):
     assert check_source(source) == []
 
@@ -78,7 +105,10 @@ def test_loader_enforces_the_allowlist_at_run_time_too():
         load_entry_point("x = 1 / 0\n", "drift")
 
 
-@pytest.mark.parametrize("source", ["from . import x\n", "from .. import y\n", "from .z import *\n", "import\n", "\x00\n"])
+@pytest.mark.parametrize(
+    "source",
+    ["from . import x\n", "from .. import y\n", "from .z import *\n", "import\n", "\x00\n"],
+)
 def test_malformed_imports_are_rejected_not_crashes(source):
     assert check_source(source)
 

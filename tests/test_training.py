@@ -18,16 +18,24 @@ def test_gae_bootstraps_truncated_but_not_terminated_episodes():
     gamma, lam = 0.9, 0.5
     reward = jnp.array([[1.0], [1.0], [1.0]])
     value = jnp.array([[0.5], [0.5], [0.5]])
-    next_value = jnp.array([[0.5], [2.0], [0.5]])  # step 1 ends an episode whose final state is worth 2
+    next_value = jnp.array(
+        [[0.5], [2.0], [0.5]]
+    )  # step 1 ends an episode whose final state is worth 2
     no = jnp.zeros((3, 1), bool)
     done_at_1 = jnp.array([[False], [True], [False]])
 
-    truncated = generalized_advantages(reward, value, next_value, no, done_at_1, gamma=gamma, gae_lambda=lam)
-    terminated = generalized_advantages(reward, value, next_value, done_at_1, done_at_1, gamma=gamma, gae_lambda=lam)
+    truncated = generalized_advantages(
+        reward, value, next_value, no, done_at_1, gamma=gamma, gae_lambda=lam
+    )
+    terminated = generalized_advantages(
+        reward, value, next_value, done_at_1, done_at_1, gamma=gamma, gae_lambda=lam
+    )
 
     delta2 = 1.0 + gamma * 0.5 - 0.5
     np.testing.assert_allclose(truncated[2, 0], delta2, rtol=1e-6)
-    np.testing.assert_allclose(truncated[1, 0], 1.0 + gamma * 2.0 - 0.5, rtol=1e-6)  # bootstraps, no carry-over
+    np.testing.assert_allclose(
+        truncated[1, 0], 1.0 + gamma * 2.0 - 0.5, rtol=1e-6
+    )  # bootstraps, no carry-over
     np.testing.assert_allclose(terminated[1, 0], 1.0 - 0.5, rtol=1e-6)  # terminal: no bootstrap
     delta0 = 1.0 + gamma * 0.5 - 0.5
     np.testing.assert_allclose(truncated[0, 0], delta0 + gamma * lam * truncated[1, 0], rtol=1e-6)
@@ -35,13 +43,24 @@ def test_gae_bootstraps_truncated_but_not_terminated_episodes():
 
 def test_cartpole_learns_in_seconds_with_a_learning_rate_sweep():
     config = preset("CartPole-v1", total_timesteps=50_000, eval_episodes=8)
-    batch = train_batch(config, Components(drift=load_baseline("mirror_drift", "dpo")), seeds=2, learning_rates=[2.5e-4, 2.5e-3])
+    batch = train_batch(
+        config,
+        Components(drift=load_baseline("mirror_drift", "dpo")),
+        seeds=2,
+        learning_rates=[2.5e-4, 2.5e-3],
+    )
     assert batch.output.episode_count.shape == (2, 2, config.num_updates)
     assert batch.env_steps == 2 * 2 * config.env_steps
 
     final = evaluate_batch(batch, eval_seed=7)
     assert final.shape == (2, 2) and np.isfinite(final).all()
-    random = float(jnp.mean(jax.jit(make_evaluate(config))(uniform_policy_params(config, jax.random.key(0)), jax.random.key(1))))
+    random = float(
+        jnp.mean(
+            jax.jit(make_evaluate(config))(
+                uniform_policy_params(config, jax.random.key(0)), jax.random.key(1)
+            )
+        )
+    )
     assert final.mean() > 2 * random, (final, random)  # trained policies beat the uniform one
 
     summaries = summarise(batch, final, get_budget("smoke").env("CartPole-v1"))

@@ -31,16 +31,20 @@ from scientist.web.landscapes import LandscapeCache, precompute
 
 TASK = load_task("mirror_drift")
 CHILD = TASK.baseline_source("ppo").replace("0.8, 1.2", "0.75, 1.25")
-GRANDCHILD = ("import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n"
-              "    return jnp.square(ratio - 1.0) - 0.1 * jnp.abs(advantage)\n")
+GRANDCHILD = (
+    "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n"
+    "    return jnp.square(ratio - 1.0) - 0.1 * jnp.abs(advantage)\n"
+)
 COUNTEREXAMPLE_DETAIL = "drift(r=1.5, A=2) = -0.15; a drift must be non-negative"
 FILLER = "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n    return {c} * jnp.square(ratio - 1.0)\n"
 
 
 def marker_code(marker: Path) -> str:
     """A candidate that leaves a file behind if anything imports or runs it."""
-    return (f"import pathlib\npathlib.Path({str(marker)!r}).write_text('executed')\n\n\n"
-            "def drift(ratio, advantage):\n    return 0.0 * ratio\n")
+    return (
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('executed')\n\n\n"
+        "def drift(ratio, advantage):\n    return 0.0 * ratio\n"
+    )
 
 
 def per_env(fitness: float, test: float, seed: int) -> dict:
@@ -48,31 +52,66 @@ def per_env(fitness: float, test: float, seed: int) -> dict:
 
     def env(iqm: float, base: float) -> dict:
         scores = [iqm + rng.uniform(-0.1, 0.1) for _ in range(4)]
-        return {"returns": [base * s for s in scores], "return_iqm": base * iqm,
-                "normalised": {"scores": scores, "iqm": iqm, "ci_low": iqm - 0.094, "ci_high": iqm + 0.104},
-                "learning_curve": [base * iqm * (k / 20) for k in range(20)] + [None, base * iqm]}
+        return {
+            "returns": [base * s for s in scores],
+            "return_iqm": base * iqm,
+            "normalised": {
+                "scores": scores,
+                "iqm": iqm,
+                "ci_low": iqm - 0.094,
+                "ci_high": iqm + 0.104,
+            },
+            "learning_curve": [base * iqm * (k / 20) for k in range(20)] + [None, base * iqm],
+        }
 
-    return {"meta_train": {"CartPole-v1": env(fitness, 500.0)}, "meta_test": {"Acrobot-v1": env(test, -100.0)}}
+    return {
+        "meta_train": {"CartPole-v1": env(fitness, 500.0)},
+        "meta_test": {"Acrobot-v1": env(test, -100.0)},
+    }
 
 
 def stages(final: str = "ok") -> list[StageRecord]:
-    return [StageRecord("static", "ok", 0.01), StageRecord("trace", "ok", 1.2),
-            StageRecord("validity", final, 2.5, "" if final == "ok" else COUNTEREXAMPLE_DETAIL)] + (
-        [StageRecord("smoke", "ok", 4.0), StageRecord("full", "ok", 30.0, "trained 2 seeds")] if final == "ok" else [])
+    return [
+        StageRecord("static", "ok", 0.01),
+        StageRecord("trace", "ok", 1.2),
+        StageRecord("validity", final, 2.5, "" if final == "ok" else COUNTEREXAMPLE_DETAIL),
+    ] + (
+        [StageRecord("smoke", "ok", 4.0), StageRecord("full", "ok", 30.0, "trained 2 seeds")]
+        if final == "ok"
+        else []
+    )
 
 
 def checks(passed: bool) -> dict:
     names = ("finite", "non_negative", "zero_at_one", "zero_slope_at_one")
-    return {"valid": passed, "checks": [
-        {"name": n, "passed": passed or n != "non_negative",
-         "detail": "ok" if passed or n != "non_negative" else COUNTEREXAMPLE_DETAIL,
-         "counterexample": None if passed or n != "non_negative" else {"r": 1.5, "A": 2.0, "value": "-0.15"}}
-        for n in names]}
+    return {
+        "valid": passed,
+        "checks": [
+            {
+                "name": n,
+                "passed": passed or n != "non_negative",
+                "detail": "ok" if passed or n != "non_negative" else COUNTEREXAMPLE_DETAIL,
+                "counterexample": None
+                if passed or n != "non_negative"
+                else {"r": 1.5, "A": 2.0, "value": "-0.15"},
+            }
+            for n in names
+        ],
+    }
 
 
 def ok(fitness: float, test: float, seed: int) -> Evaluation:
-    return Evaluation("ok", fitness, test, per_env=per_env(fitness, test, seed), stages=stages(), checks=checks(True),
-                      log_tail="training done\n", backend="process", seconds=37.5)
+    return Evaluation(
+        "ok",
+        fitness,
+        test,
+        per_env=per_env(fitness, test, seed),
+        stages=stages(),
+        checks=checks(True),
+        log_tail="training done\n",
+        backend="process",
+        seconds=37.5,
+    )
 
 
 def build_archive(path: Path, marker: Path, fillers: int = 60) -> dict:
@@ -82,55 +121,160 @@ def build_archive(path: Path, marker: Path, fillers: int = 60) -> dict:
     engine = open_engine(f"sqlite:///{path}")
     ids = {}
     with transaction(engine) as s:
-        campaign = Campaign(name="demo", task="mirror_drift", budget="smoke", proposer="llm",
-                            config={"generations": 3, "islands": 2, "population": 2, "max_cost": 5.0,
-                                    "models": ["test/model-a"]})
+        campaign = Campaign(
+            name="demo",
+            task="mirror_drift",
+            budget="smoke",
+            proposer="llm",
+            config={
+                "generations": 3,
+                "islands": 2,
+                "population": 2,
+                "max_cost": 5.0,
+                "models": ["test/model-a"],
+            },
+        )
         s.add(campaign)
         s.flush()
         for name, fitness in (("ppo", 1.0), ("dpo", 1.05)):
-            c = writes.add_candidate(s, campaign, code=TASK.baseline_source(name), origin="baseline", operator="seed",
-                                     island=0, generation=0, member_of=(0, 1), baseline_name=name,
-                                     note=f"baseline {name}")
+            c = writes.add_candidate(
+                s,
+                campaign,
+                code=TASK.baseline_source(name),
+                origin="baseline",
+                operator="seed",
+                island=0,
+                generation=0,
+                member_of=(0, 1),
+                baseline_name=name,
+                note=f"baseline {name}",
+            )
             writes.record_evaluation(s, c.id, ok(fitness, fitness - 0.02, len(ids)))
             ids[name] = c.id
-        call = CallRecord("test/model-a", [{"role": "system", "content": "You design drifts."},
-                                           {"role": "user", "content": "Improve <b>PPO</b>."}],
-                          f"```python\n{CHILD}```", 1200, 300, 0.0123, 2.5)
-        child = writes.add_candidate(s, campaign, code=CHILD, origin="llm", operator="rewrite", island=0,
-                                     generation=1, parent_id=ids["ppo"], inspiration_ids=[ids["dpo"]],
-                                     model="test/model-a", note="wider clip", calls=[call])
+        call = CallRecord(
+            "test/model-a",
+            [
+                {"role": "system", "content": "You design drifts."},
+                {"role": "user", "content": "Improve <b>PPO</b>."},
+            ],
+            f"```python\n{CHILD}```",
+            1200,
+            300,
+            0.0123,
+            2.5,
+        )
+        child = writes.add_candidate(
+            s,
+            campaign,
+            code=CHILD,
+            origin="llm",
+            operator="rewrite",
+            island=0,
+            generation=1,
+            parent_id=ids["ppo"],
+            inspiration_ids=[ids["dpo"]],
+            model="test/model-a",
+            note="wider clip",
+            calls=[call],
+        )
         writes.record_evaluation(s, child.id, ok(1.234, 1.111, 7))
         ids["child"] = child.id
-        s.add(IslandMember(campaign_id=campaign.id, island=1, candidate_id=child.id, since_generation=2,
-                           migrated_from=0, fitness=1.234))
-        writes.log_event(s, campaign.id, "migration", f"before generation 2: #{child.id} 0→1",
-                         {"generation": 2, "moves": [[child.id, 0, 1]]}, key="migration:2")
-        grandchild = writes.add_candidate(s, campaign, code=GRANDCHILD, origin="llm", operator="diff", island=1,
-                                          generation=2, parent_id=child.id, model="test/model-a")
-        writes.record_evaluation(s, grandchild.id, Evaluation("invalid", None, stages=stages("invalid"),
-                                                              checks=checks(False), backend="process", seconds=4.0))
+        s.add(
+            IslandMember(
+                campaign_id=campaign.id,
+                island=1,
+                candidate_id=child.id,
+                since_generation=2,
+                migrated_from=0,
+                fitness=1.234,
+            )
+        )
+        writes.log_event(
+            s,
+            campaign.id,
+            "migration",
+            f"before generation 2: #{child.id} 0→1",
+            {"generation": 2, "moves": [[child.id, 0, 1]]},
+            key="migration:2",
+        )
+        grandchild = writes.add_candidate(
+            s,
+            campaign,
+            code=GRANDCHILD,
+            origin="llm",
+            operator="diff",
+            island=1,
+            generation=2,
+            parent_id=child.id,
+            model="test/model-a",
+        )
+        writes.record_evaluation(
+            s,
+            grandchild.id,
+            Evaluation(
+                "invalid",
+                None,
+                stages=stages("invalid"),
+                checks=checks(False),
+                backend="process",
+                seconds=4.0,
+            ),
+        )
         ids["grandchild"] = grandchild.id
-        hostile = writes.add_candidate(s, campaign, code=marker_code(marker), origin="mutation", operator="mutate",
-                                       island=1, generation=2, parent_id=ids["dpo"])
+        hostile = writes.add_candidate(
+            s,
+            campaign,
+            code=marker_code(marker),
+            origin="mutation",
+            operator="mutate",
+            island=1,
+            generation=2,
+            parent_id=ids["dpo"],
+        )
         writes.record_evaluation(s, hostile.id, ok(0.5, 0.4, 11))
         ids["hostile"] = hostile.id
         rng = random.Random(3)
         ids["fillers"] = []
         for k in range(fillers):
-            f = writes.add_candidate(s, campaign, code=FILLER.format(c=k + 2), origin="mutation", operator="mutate",
-                                     island=k % 2, generation=1 + k % 3, parent_id=ids["ppo"])
-            writes.record_evaluation(s, f.id, ok(round(rng.uniform(0.1, 0.99), 4), rng.uniform(0.1, 0.9), k))
+            f = writes.add_candidate(
+                s,
+                campaign,
+                code=FILLER.format(c=k + 2),
+                origin="mutation",
+                operator="mutate",
+                island=k % 2,
+                generation=1 + k % 3,
+                parent_id=ids["ppo"],
+            )
+            writes.record_evaluation(
+                s, f.id, ok(round(rng.uniform(0.1, 0.99), 4), rng.uniform(0.1, 0.9), k)
+            )
             ids["fillers"].append(f.id)
         writes.log_event(s, campaign.id, "started", "generation 1 of 3")
-        other = Campaign(name="empty", task="value_loss", budget="smoke", proposer="mutation", config={})
+        other = Campaign(
+            name="empty", task="value_loss", budget="smoke", proposer="mutation", config={}
+        )
         s.add(other)
-        es = Campaign(name="es-run", task="mirror_drift", budget="smoke", proposer="es", config={"islands": 1})
+        es = Campaign(
+            name="es-run", task="mirror_drift", budget="smoke", proposer="es", config={"islands": 1}
+        )
         s.add(es)
         s.flush()
         for generation, best in ((1, 0.9), (2, 1.1)):
-            s.add(ESCheckpoint(campaign_id=es.id, generation=generation, state=b"", mean=b"", best_fitness=best,
-                               mean_fitness=best - 0.2, member_fitness=[best, best - 0.4], training_runs=4,
-                               env_steps=40_000, wall_seconds=6.0))
+            s.add(
+                ESCheckpoint(
+                    campaign_id=es.id,
+                    generation=generation,
+                    state=b"",
+                    mean=b"",
+                    best_fitness=best,
+                    mean_fitness=best - 0.2,
+                    member_fitness=[best, best - 0.4],
+                    training_runs=4,
+                    env_steps=40_000,
+                    wall_seconds=6.0,
+                )
+            )
     engine.dispose()
     return ids
 
@@ -140,7 +284,12 @@ def synthetic_landscape() -> Landscape:
     ratio, advantage = landscape_axes()
     r, a = np.meshgrid(ratio.astype(np.float64), advantage.astype(np.float64))
     drift = np.maximum(0.0, (r - np.clip(r, 0.8, 1.2)) * a)
-    return Landscape(ratio.astype(np.float64), advantage.astype(np.float64), drift, a - np.gradient(drift, ratio, axis=1))
+    return Landscape(
+        ratio.astype(np.float64),
+        advantage.astype(np.float64),
+        drift,
+        a - np.gradient(drift, ratio, axis=1),
+    )
 
 
 def code_hash_of(engine, candidate_id: int) -> str:
@@ -168,7 +317,7 @@ def client(archive, engine):
 
 def section(html: str, name: str) -> str:
     start = html.index(f'<section id="{name}">')
-    return html[start:html.index("</section>", start)]
+    return html[start : html.index("</section>", start)]
 
 
 def ids_in(html: str) -> list[int]:
@@ -178,7 +327,9 @@ def ids_in(html: str) -> list[int]:
 def test_campaigns_list_shows_each_campaign_with_counts_best_and_spend(client, archive):
     _, ids, _ = archive
     response = client.get("/")
-    assert response.headers["content-security-policy"].startswith("default-src 'none'")  # so no script runs
+    assert response.headers["content-security-policy"].startswith(
+        "default-src 'none'"
+    )  # so no script runs
     assert response.headers["x-content-type-options"] == "nosniff"
     html = response.text
     assert "demo" in html and "empty" in html and "mirror_drift" in html and "llm" in html
@@ -186,9 +337,16 @@ def test_campaigns_list_shows_each_campaign_with_counts_best_and_spend(client, a
     assert f'<a href="/candidates/{ids["child"]}">1.234</a>' in html
     assert "$0.0123" in html
     empty = client.get("/campaigns/2")
-    assert empty.status_code == 200 and "Nothing scored yet" in empty.text and "No island members yet" in empty.text
+    assert (
+        empty.status_code == 200
+        and "Nothing scored yet" in empty.text
+        and "No island members yet" in empty.text
+    )
     es = client.get("/campaigns/3").text
-    assert "ES best" in section(es, "generations") and "8 training runs, 80,000 environment steps" in es
+    assert (
+        "ES best" in section(es, "generations")
+        and "8 training runs, 80,000 environment steps" in es
+    )
 
 
 def test_campaign_page_leaderboard_chart_islands_cost_and_events(client, archive):
@@ -198,30 +356,53 @@ def test_campaign_page_leaderboard_chart_islands_cost_and_events(client, archive
     html = response.text
     board = ids_in(section(html, "leaderboard"))
     assert board[:3] == [ids["child"], ids["dpo"], ids["ppo"]] and len(board) == 50
-    assert '<svg class="chart"' in section(html, "generations") and "<polyline" in section(html, "generations")
+    assert '<svg class="chart"' in section(html, "generations") and "<polyline" in section(
+        html, "generations"
+    )
     islands = section(html, "islands")
-    assert f'#{ids["child"]}</a>: island 0 → 1 before generation 2' in islands
-    assert re.search(rf'<td class="num">1</td>\s*<td><a href="/candidates/{ids["child"]}">', islands)  # 1 migrant in
+    assert f"#{ids['child']}</a>: island 0 → 1 before generation 2" in islands
+    assert re.search(
+        rf'<td class="num">1</td>\s*<td><a href="/candidates/{ids["child"]}">', islands
+    )  # 1 migrant in
     assert "$0.0123" in section(html, "cost") and "test/model-a" in section(html, "cost")
-    assert "before generation 2" in section(html, "events") and "generation 1 of 3" in section(html, "events")
+    assert "before generation 2" in section(html, "events") and "generation 1 of 3" in section(
+        html, "events"
+    )
 
 
 def test_leaderboard_pages_sorts_and_status_filter(client, archive, engine):
     _, ids, _ = archive
     with Session(engine) as s:
         expected = [c.id for c in reads.leaderboard(s, 1, top=None)]
-    first, second = (ids_in(section(client.get(f"/campaigns/1?page={p}").text, "leaderboard")) for p in (1, 2))
+    first, second = (
+        ids_in(section(client.get(f"/campaigns/1?page={p}").text, "leaderboard")) for p in (1, 2)
+    )
     assert first + second == expected and len(second) == 14
     assert 'class="next"' not in client.get("/campaigns/1?page=2").text
-    assert ids_in(section(client.get("/campaigns/1?page=99").text, "leaderboard")) == second  # clamped to the last
+    assert (
+        ids_in(section(client.get("/campaigns/1?page=99").text, "leaderboard")) == second
+    )  # clamped to the last
     ascending = ids_in(section(client.get("/campaigns/1?order=asc&page=2").text, "leaderboard"))
     assert ascending[-3:] == [ids["ppo"], ids["dpo"], ids["child"]]
     with Session(engine) as s:
-        by_test = [c.id for c in sorted(s.exec(select(Candidate).where(Candidate.status == "ok")).all(),
-                                        key=lambda c: (-c.meta_test_fitness, c.id))]
-    assert ids_in(section(client.get("/campaigns/1?sort=meta_test").text, "leaderboard")) == by_test[:50]
-    assert ids_in(section(client.get("/campaigns/1?sort=id").text, "leaderboard"))[0] == ids["fillers"][-1]
-    assert ids_in(section(client.get("/campaigns/1?status=invalid").text, "leaderboard")) == [ids["grandchild"]]
+        by_test = [
+            c.id
+            for c in sorted(
+                s.exec(select(Candidate).where(Candidate.status == "ok")).all(),
+                key=lambda c: (-c.meta_test_fitness, c.id),
+            )
+        ]
+    assert (
+        ids_in(section(client.get("/campaigns/1?sort=meta_test").text, "leaderboard"))
+        == by_test[:50]
+    )
+    assert (
+        ids_in(section(client.get("/campaigns/1?sort=id").text, "leaderboard"))[0]
+        == ids["fillers"][-1]
+    )
+    assert ids_in(section(client.get("/campaigns/1?status=invalid").text, "leaderboard")) == [
+        ids["grandchild"]
+    ]
     assert client.get("/campaigns/1?page=0").status_code == 400
 
 
@@ -230,9 +411,14 @@ def test_candidate_page_code_diff_lineage_stages_scores_and_calls(client, archiv
     html = client.get(f"/candidates/{ids['child']}").text
     code = section(html, "code")
     assert 'class="highlight' in code and '<span class="k">def</span>' in code
-    assert re.search(r'<span class="gi">\+.*0\.75, 1\.25\)', code) and re.search(r'<span class="gd">-.*0\.8, 1\.2\)', code)
+    assert re.search(r'<span class="gi">\+.*0\.75, 1\.25\)', code) and re.search(
+        r'<span class="gd">-.*0\.8, 1\.2\)', code
+    )
     lineage = section(html, "lineage")
-    assert f'<a href="/candidates/{ids["ppo"]}"' in lineage and f'href="/candidates/{ids["grandchild"]}"' in lineage
+    assert (
+        f'<a href="/candidates/{ids["ppo"]}"' in lineage
+        and f'href="/candidates/{ids["grandchild"]}"' in lineage
+    )
     assert f'href="/candidates/{ids["dpo"]}">#{ids["dpo"]}</a>' in html  # the inspiration
     assert "trained 2 seeds" in section(html, "stages")
     scores = section(html, "scores")
@@ -245,7 +431,9 @@ def test_candidate_page_shows_failed_checks_with_counterexamples(client, archive
     _, ids, _ = archive
     html = client.get(f"/candidates/{ids['grandchild']}").text
     assert "FAIL" in section(html, "checks") and COUNTEREXAMPLE_DETAIL in section(html, "checks")
-    assert '&#34;value&#34;: &#34;-0.15&#34;' in section(html, "checks") or '"value": "-0.15"' in section(html, "checks")
+    assert "&#34;value&#34;: &#34;-0.15&#34;" in section(
+        html, "checks"
+    ) or '"value": "-0.15"' in section(html, "checks")
     assert f'#{ids["child"]}</a> ← <a href="/candidates/{ids["ppo"]}"' in section(html, "lineage")
     assert "No candidate has this one as its parent" in section(html, "lineage")
 
@@ -264,8 +452,15 @@ def test_compare_page_puts_candidates_side_by_side(client, archive):
 
 def test_unknown_ids_are_404(client, archive):
     _, ids, _ = archive
-    for url in ("/campaigns/999", "/candidates/99999", "/candidates/abc", f"/compare?ids={ids['ppo']},99999",
-                "/candidates/99999/drift.png", f"/candidates/{ids['ppo']}/drift.png", "/nowhere"):
+    for url in (
+        "/campaigns/999",
+        "/candidates/99999",
+        "/candidates/abc",
+        f"/compare?ids={ids['ppo']},99999",
+        "/candidates/99999/drift.png",
+        f"/candidates/{ids['ppo']}/drift.png",
+        "/nowhere",
+    ):
         response = client.get(url)
         assert response.status_code == 404, url
     assert "no candidate 99999" in client.get("/candidates/99999").text
@@ -283,9 +478,18 @@ def test_the_app_never_runs_candidate_code_and_never_writes(client, archive, eng
     before = table_counts(engine)
     digest = hashlib.sha256((root / "archive.db").read_bytes()).hexdigest()
     hostile = ids["hostile"]
-    for url in ("/", "/campaigns/1", "/campaigns/1?page=2", "/campaigns/1?sort=meta_test", "/campaigns/1?sort=id",
-                f"/candidates/{hostile}", f"/candidates/{hostile}/code.py", f"/candidates/{hostile}/drift.png",
-                f"/candidates/{ids['dpo']}", f"/compare?ids={hostile},{ids['dpo']}"):
+    for url in (
+        "/",
+        "/campaigns/1",
+        "/campaigns/1?page=2",
+        "/campaigns/1?sort=meta_test",
+        "/campaigns/1?sort=id",
+        f"/candidates/{hostile}",
+        f"/candidates/{hostile}/code.py",
+        f"/candidates/{hostile}/drift.png",
+        f"/candidates/{ids['dpo']}",
+        f"/compare?ids={hostile},{ids['dpo']}",
+    ):
         assert client.get(url).status_code in (200, 404)
     assert "pathlib.Path" in client.get(f"/candidates/{hostile}/code.py").text
     assert not marker.exists()
@@ -298,8 +502,10 @@ def test_the_app_never_runs_candidate_code_and_never_writes(client, archive, eng
 
 def table_counts(engine) -> dict:
     with Session(engine) as s:
-        return {t.__name__: s.exec(select(func.count()).select_from(t)).one()
-                for t in (Campaign, Candidate, IslandMember, LLMCall, Event)}
+        return {
+            t.__name__: s.exec(select(func.count()).select_from(t)).one()
+            for t in (Campaign, Candidate, IslandMember, LLMCall, Event)
+        }
 
 
 def test_heatmap_from_the_cache_or_how_to_get_it(archive, engine, tmp_path):
@@ -312,7 +518,11 @@ def test_heatmap_from_the_cache_or_how_to_get_it(archive, engine, tmp_path):
     html = section(client.get(f"/candidates/{ids['ppo']}").text, "heatmap")
     assert f'<img src="/candidates/{ids["ppo"]}/drift.png"' in html and "drift-free region" in html
     png = client.get(f"/candidates/{ids['ppo']}/drift.png")
-    assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+    assert (
+        png.status_code == 200
+        and png.headers["content-type"] == "image/png"
+        and png.content[:4] == b"\x89PNG"
+    )
     # a corrupt cache file is reported, never trusted
     cache.npz(code_hash_of(engine, ids["dpo"])).write_bytes(b"PK\x03\x04 not really")
     assert "is invalid" in section(client.get(f"/candidates/{ids['dpo']}").text, "heatmap")
@@ -328,7 +538,9 @@ def test_compute_landscapes_runs_in_the_background_worker(archive, engine, tmp_p
         release.wait(10)
         return synthetic_landscape()
 
-    client = TestClient(create_app(engine, tmp_path / "cache", compute_landscapes=True, compute=fake_sandbox))
+    client = TestClient(
+        create_app(engine, tmp_path / "cache", compute_landscapes=True, compute=fake_sandbox)
+    )
     html = section(client.get(f"/candidates/{ids['child']}").text, "heatmap")
     assert "computing this drift" in html
     release.set()
@@ -355,8 +567,12 @@ def test_precompute_fills_the_cache_best_first_once_per_code(archive, engine, tm
     cache = LandscapeCache(tmp_path / "cache")
     result = precompute(engine, "demo", cache, top=3, compute=fake_sandbox, echo=lambda line: None)
     assert (result.computed, result.cached, [i for i, _ in result.failed]) == (2, 0, [ids["dpo"]])
-    assert seen[:3] == [CHILD, dpo, TASK.baseline_source("ppo")] and cache.has(code_hash_of(engine, ids["child"]))
-    assert (tmp_path / "cache" / f"{code_hash_of(engine, ids['child'])}.png").is_file()  # rendered ahead of any page
+    assert seen[:3] == [CHILD, dpo, TASK.baseline_source("ppo")] and cache.has(
+        code_hash_of(engine, ids["child"])
+    )
+    assert (
+        tmp_path / "cache" / f"{code_hash_of(engine, ids['child'])}.png"
+    ).is_file()  # rendered ahead of any page
     again = precompute(engine, "demo", cache, top=6, compute=fake_sandbox, echo=lambda line: None)
     assert (again.computed, again.cached, [i for i, _ in again.failed]) == (3, 2, [ids["dpo"]])
     with pytest.raises(LookupError):
@@ -371,30 +587,56 @@ def test_ranked_ids_merge_islands_like_a_global_sort(tmp_path):
     engine = open_engine(f"sqlite:///{tmp_path}/a.db")
     rng = random.Random(0)
     with transaction(engine) as s:
-        campaign = Campaign(name="c", task="mirror_drift", budget="smoke", proposer="mutation", config={})
+        campaign = Campaign(
+            name="c", task="mirror_drift", budget="smoke", proposer="mutation", config={}
+        )
         s.add(campaign)
         s.flush()
         for k in range(240):
             baseline = k < 3
-            c = writes.add_candidate(s, campaign, code=FILLER.format(c=k), origin="baseline" if baseline else "mutation",
-                                     operator="m", island=k % 3, generation=k // 30,
-                                     member_of=(0, 1, 2) if baseline else None)
+            c = writes.add_candidate(
+                s,
+                campaign,
+                code=FILLER.format(c=k),
+                origin="baseline" if baseline else "mutation",
+                operator="m",
+                island=k % 3,
+                generation=k // 30,
+                member_of=(0, 1, 2) if baseline else None,
+            )
             fitness = round(rng.uniform(0, 2), 1)  # many ties
-            writes.record_evaluation(s, c.id, Evaluation("ok", fitness, None) if rng.random() > 0.2
-                                     else Evaluation("invalid", None))
+            writes.record_evaluation(
+                s,
+                c.id,
+                Evaluation("ok", fitness, None)
+                if rng.random() > 0.2
+                else Evaluation("invalid", None),
+            )
         best = s.exec(select(IslandMember).where(IslandMember.fitness > 1.5)).all()
         for m in best[:20]:
             if s.get(IslandMember, (campaign.id, (m.island + 1) % 3, m.candidate_id)) is None:
-                s.add(IslandMember(campaign_id=campaign.id, island=(m.island + 1) % 3, candidate_id=m.candidate_id,
-                                   migrated_from=m.island, fitness=m.fitness))
+                s.add(
+                    IslandMember(
+                        campaign_id=campaign.id,
+                        island=(m.island + 1) % 3,
+                        candidate_id=m.candidate_id,
+                        migrated_from=m.island,
+                        fitness=m.fitness,
+                    )
+                )
     with Session(engine) as s:
         expected = [c.id for c in reads.leaderboard(s, campaign.id, top=None)]
         for descending in (True, False):
-            pages = [web_queries.ranked_ids(s, campaign.id, [0, 1, 2], offset, 7, descending)
-                     for offset in range(0, len(expected) + 7, 7)]
+            pages = [
+                web_queries.ranked_ids(s, campaign.id, [0, 1, 2], offset, 7, descending)
+                for offset in range(0, len(expected) + 7, 7)
+            ]
             merged = [i for page in pages for i in page]
-            want = expected if descending else sorted(expected, key=lambda i: (
-                s.get(Candidate, i).fitness, i))
+            want = (
+                expected
+                if descending
+                else sorted(expected, key=lambda i: (s.get(Candidate, i).fitness, i))
+            )
             assert merged == want
 
 
@@ -402,10 +644,17 @@ def test_deep_pages_come_from_a_memoised_ordering_that_agrees(client, engine, mo
     monkeypatch.setattr(web_queries, "DEEP", 10)  # page 2 onwards is "deep"
     with Session(engine) as s:
         expected = [c.id for c in reads.leaderboard(s, 1, top=None)]
-        fitness = {c.id: c.fitness for c in s.exec(select(Candidate).where(Candidate.status == "ok")).all()}
-    pages = [ids_in(section(client.get(f"/campaigns/1?page={p}").text, "leaderboard")) for p in (1, 2)]
+        fitness = {
+            c.id: c.fitness for c in s.exec(select(Candidate).where(Candidate.status == "ok")).all()
+        }
+    pages = [
+        ids_in(section(client.get(f"/campaigns/1?page={p}").text, "leaderboard")) for p in (1, 2)
+    ]
     assert pages[0] + pages[1] == expected
-    ascending = [ids_in(section(client.get(f"/campaigns/1?order=asc&page={p}").text, "leaderboard")) for p in (1, 2)]
+    ascending = [
+        ids_in(section(client.get(f"/campaigns/1?order=asc&page={p}").text, "leaderboard"))
+        for p in (1, 2)
+    ]
     assert ascending[0] + ascending[1] == sorted(expected, key=lambda i: (fitness[i], i))
 
 
@@ -427,9 +676,11 @@ def test_charts_are_svg_with_escaped_labels():
     assert nice_ticks(-3.7, 12.2) == [0.0, 5.0, 10.0]
     chart = curves_chart([("<script>", [1.0, None, 2.0, 3.0])])
     assert "<script>" not in chart and "&lt;script&gt;" in chart and chart.count("<polyline") == 1
-    progression = reads.Progression([reads.GenerationStat(0, 2, 1.0, 0.9),
-                                     reads.GenerationStat(1, 5, 1.2, 0.7)], None,
-                                    es=[(1, 1.1, 0.8), (2, 1.3, 0.9)])
+    progression = reads.Progression(
+        [reads.GenerationStat(0, 2, 1.0, 0.9), reads.GenerationStat(1, 5, 1.2, 0.7)],
+        None,
+        es=[(1, 1.1, 0.8), (2, 1.3, 0.9)],
+    )
     svg = generation_chart(progression)
     assert svg.startswith("<svg") and "ES best" in svg
     assert generation_chart(reads.Progression([], None)) is None
@@ -450,12 +701,24 @@ def test_cli_errors_exit_2(archive):
     runner = CliRunner()
     missing = runner.invoke(app, ["web", "--db", f"sqlite:///{root}/nothing.db"])
     assert missing.exit_code == 2 and "no archive" in missing.output
-    unknown = runner.invoke(app, ["web", "--db", f"sqlite:///{root}/archive.db", "--precompute", "nope",
-                                  "--cache", str(root / "c")])
+    unknown = runner.invoke(
+        app,
+        [
+            "web",
+            "--db",
+            f"sqlite:///{root}/archive.db",
+            "--precompute",
+            "nope",
+            "--cache",
+            str(root / "c"),
+        ],
+    )
     assert unknown.exit_code == 2 and "no campaign named 'nope'" in unknown.output
 
 
-def test_precompute_in_the_process_sandbox_then_the_pages_show_the_heatmaps(archive, engine, tmp_path):
+def test_precompute_in_the_process_sandbox_then_the_pages_show_the_heatmaps(
+    archive, engine, tmp_path
+):
     """The real thing: `scientist web --precompute` runs the two best drifts in the process
     sandbox and caches their landscapes; the pages then show them. The hostile candidate
     is not among them, and nothing ran it here."""
@@ -464,9 +727,28 @@ def test_precompute_in_the_process_sandbox_then_the_pages_show_the_heatmaps(arch
 
     root, ids, marker = archive
     cache = tmp_path / "cache"
-    done = subprocess.run([sys.executable, "-m", "scientist.cli", "web", "--db", f"sqlite:///{root / 'archive.db'}",
-                           "--precompute", "demo", "--top", "2", "--sandbox", "process", "--cache", str(cache)],
-                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scientist.cli",
+            "web",
+            "--db",
+            f"sqlite:///{root / 'archive.db'}",
+            "--precompute",
+            "demo",
+            "--top",
+            "2",
+            "--sandbox",
+            "process",
+            "--cache",
+            str(cache),
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 landscapes computed, 0 already cached, 0 failed" in done.stderr
     client = TestClient(create_app(engine, cache))

@@ -19,18 +19,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_web import build_archive, code_hash_of
 
 from sandbox.landscape import landscape_axes
-from test_web import build_archive, code_hash_of
 from scientist.web.engine import reader_engine
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+CHROMIUM = (
+    shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+)
 DRIVER = shutil.which("chromedriver")
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Chromium and chromedriver are not installed "
-                                "(apt-get install chromium chromium-driver)")
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')"
+)
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER),
+    reason="Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
+)
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
@@ -50,17 +56,37 @@ def write_stand_in_landscape(path: Path) -> None:
     drift = np.maximum(0.0, (r - np.clip(r, 0.8, 1.2)) * a)
     d_objective_dr = a - np.gradient(drift, ratio, axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, ratio=ratio, advantage=advantage, drift=drift.astype(np.float32),
-             d_objective_dr=d_objective_dr.astype(np.float32))
+    np.savez(
+        path,
+        ratio=ratio,
+        advantage=advantage,
+        drift=drift.astype(np.float32),
+        d_objective_dr=d_objective_dr.astype(np.float32),
+    )
 
 
 @contextlib.contextmanager
 def serve(url: str, cache: Path):
     """`scientist web` as a subprocess on a free port; yields its base URL once it answers."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "scientist.cli", "web", "--db", url, "--port", str(port),
-                                "--cache", str(cache)], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scientist.cli",
+            "web",
+            "--db",
+            url,
+            "--port",
+            str(port),
+            "--cache",
+            str(cache),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -86,7 +112,9 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     ids = build_archive(root / "archive.db", root / "EXECUTED")
     url = f"sqlite:///{root / 'archive.db'}"
-    write_stand_in_landscape(root / "landscapes" / f"{code_hash_of(reader_engine(url), ids['child'])}.npz")
+    write_stand_in_landscape(
+        root / "landscapes" / f"{code_hash_of(reader_engine(url), ids['child'])}.npz"
+    )
     with serve(url, root / "landscapes") as base:
         yield base, ids, root
     assert not (root / "EXECUTED").exists()
@@ -96,9 +124,17 @@ def server(tmp_path_factory):
 def new_browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
+    driver = webdriver.Chrome(
+        options=options, service=webdriver.ChromeService(executable_path=DRIVER)
+    )
     driver.set_page_load_timeout(60)
     try:
         yield driver
@@ -134,10 +170,19 @@ def test_click_from_the_campaigns_to_a_candidate_and_a_comparison(server, browse
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith(f"Candidate #{ids['child']}")
     code = browser.find_element(By.CSS_SELECTOR, "#code .highlight")
     assert code.is_displayed() and "def drift(ratio, advantage):" in code.text
-    assert "jnp.clip(ratio, 0.75, 1.25)" in browser.find_element(By.CSS_SELECTOR, "#code .diff").text
+    assert (
+        "jnp.clip(ratio, 0.75, 1.25)" in browser.find_element(By.CSS_SELECTOR, "#code .diff").text
+    )
     image = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#heatmap img.drift")))
-    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image))
-    assert image.size["width"] > 300 and browser.execute_script("return arguments[0].naturalHeight", image) > 300
+    wait.until(
+        lambda d: d.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth", image
+        )
+    )
+    assert (
+        image.size["width"] > 300
+        and browser.execute_script("return arguments[0].naturalHeight", image) > 300
+    )
     assert "drift-free region" in browser.find_element(By.ID, "heatmap").text
     assert "[1.140, 1.338]" in browser.find_element(By.ID, "scores").text
 
@@ -150,4 +195,6 @@ def test_click_from_the_campaigns_to_a_candidate_and_a_comparison(server, browse
     wait.until(ec.title_contains("compare"))
     assert browser.find_elements(By.CSS_SELECTOR, ".side-by-side .highlight")[0].is_displayed()
     assert len(browser.find_elements(By.CSS_SELECTOR, ".side-by-side .highlighttable")) == 2
-    assert len(browser.find_elements(By.CSS_SELECTOR, "img.drift")) == 1  # only the child's landscape is cached
+    assert (
+        len(browser.find_elements(By.CSS_SELECTOR, "img.drift")) == 1
+    )  # only the child's landscape is cached

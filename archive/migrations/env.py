@@ -16,8 +16,12 @@ def run() -> None:
 
         engine = make_engine(default_url())
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()

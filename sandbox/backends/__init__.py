@@ -12,20 +12,29 @@ from sandbox.backends.base import (
     SandboxRun,
     SandboxUnavailable,
 )
+from sandbox.vocabulary import Sandbox
 
-__all__ = ["Backend", "Limits", "SandboxInfraError", "SandboxOutcome", "SandboxRun", "SandboxUnavailable",
-           "get_backend", "SANDBOX_CHOICES"]
+__all__ = [
+    "Backend",
+    "Limits",
+    "SandboxInfraError",
+    "SandboxOutcome",
+    "SandboxRun",
+    "SandboxUnavailable",
+    "get_backend",
+]
 
-AUTO_ORDER = ("docker", "process")  # strongest isolation first
-SANDBOX_CHOICES = ("auto", *AUTO_ORDER)
+AUTO_ORDER = (Sandbox.DOCKER, Sandbox.PROCESS)  # strongest isolation first
 
 log = logging.getLogger(__name__)
 _ready: dict[str, Backend] = {}
-_lock = threading.Lock()  # evaluator threads ask at once; one preflight (and one Docker sweep) per process
+_lock = (
+    threading.Lock()
+)  # evaluator threads ask at once; one preflight (and one Docker sweep) per process
 
 
 def _make(name: str) -> Backend:
-    if name == "docker":
+    if name == Sandbox.DOCKER:
         from sandbox.backends.docker import DockerBackend
 
         return DockerBackend()
@@ -34,17 +43,17 @@ def _make(name: str) -> Backend:
     return ProcessBackend()
 
 
-def get_backend(name: str = "auto") -> Backend:
+def get_backend(name: str = Sandbox.AUTO) -> Backend:
     """One preflighted backend per name and process. `auto` commits to a backend only after
     its import probe has run there: one that fails falls back to the next with a one-line
     note of why; SandboxUnavailable, one line naming each reason, when none works."""
-    if name not in SANDBOX_CHOICES:
-        raise ValueError(f"unknown sandbox {name!r}; choose {', '.join(SANDBOX_CHOICES)}")
+    if name not in tuple(Sandbox):
+        raise ValueError(f"unknown sandbox {name!r}; choose {', '.join(Sandbox)}")
     with _lock:
         if name in _ready:
             return _ready[name]
         reasons = []
-        for choice in AUTO_ORDER if name == "auto" else (name,):
+        for choice in AUTO_ORDER if name == Sandbox.AUTO else (name,):
             try:
                 backend = _make(choice)
                 backend.preflight()
@@ -55,6 +64,6 @@ def get_backend(name: str = "auto") -> Backend:
                 log.warning("note: sandbox %s; using %s", reasons[-1], choice)
             _ready[name] = backend
             return backend
-        if name == "auto":
+        if name == Sandbox.AUTO:
             raise SandboxUnavailable("no sandbox backend works here (" + "; ".join(reasons) + ")")
         raise SandboxUnavailable(reasons[0])

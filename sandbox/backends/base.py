@@ -73,7 +73,7 @@ def one_line(text, limit: int = 400) -> str:
     if len(text) <= limit:
         return text
     head = limit // 3
-    return text[:head] + " … " + text[len(text) - (limit - head - 3):]
+    return text[:head] + " … " + text[len(text) - (limit - head - 3) :]
 
 
 class Backend(Protocol):

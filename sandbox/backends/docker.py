@@ -24,10 +24,18 @@ import tarfile
 import time
 from pathlib import Path
 
-from sandbox.backends.base import BASE_ENV, SandboxInfraError, SandboxOutcome, SandboxRun, SandboxUnavailable, one_line
+from sandbox.backends.base import (
+    BASE_ENV,
+    SandboxInfraError,
+    SandboxOutcome,
+    SandboxRun,
+    SandboxUnavailable,
+    one_line,
+)
 from sandbox.backends.filesystem import SANDBOX_UID, hand_over_scratch, sandbox_mounts
 from sandbox.backends.output_cap import MARKER
 from sandbox.backends.process import TAIL_BYTES, require_imports, wait_or_kill
+from sandbox.vocabulary import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,7 @@ def _host_rootfs_tar() -> bytes:
     unprivileged user and the dynamic loader's configuration: /usr comes from the host."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
+
         def add_dir(name, mode=0o755):
             info = tarfile.TarInfo(name)
             info.type, info.mode = tarfile.DIRTYPE, mode
@@ -51,14 +60,29 @@ def _host_rootfs_tar() -> bytes:
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))
 
-        for directory in ("usr", "etc", "root", "proc", "dev", "sys", "run", "var", "home", "opt", "work"):
+        for directory in (
+            "usr",
+            "etc",
+            "root",
+            "proc",
+            "dev",
+            "sys",
+            "run",
+            "var",
+            "home",
+            "opt",
+            "work",
+        ):
             add_dir(directory)
         add_dir("tmp", 0o1777)
         for link in ("bin", "sbin", "lib", "lib64"):
             info = tarfile.TarInfo(link)
             info.type, info.linkname = tarfile.SYMTYPE, f"usr/{link}"
             tar.addfile(info)
-        add_file("etc/passwd", b"root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+        add_file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        )
         add_file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
         for name in ("ld.so.cache", "ld.so.conf"):
             path = Path("/etc") / name
@@ -73,12 +97,13 @@ def _host_rootfs_tar() -> bytes:
 
 
 class DockerBackend:
-    name = "docker"
+    name = Sandbox.DOCKER
 
     def __init__(self, image: str | None = None):
         try:
-            import docker
             import requests
+
+            import docker
         except ImportError:
             raise SandboxUnavailable("the docker Python package is not installed") from None
         try:
@@ -101,8 +126,11 @@ class DockerBackend:
         already going away (another sweep got there first) and engine errors are not fatal:
         a leftover is only a leftover."""
         try:
-            leftovers = [c for c in self.client.containers.list(all=True, filters={"label": LABEL})
-                         if _orphaned(c.labels.get(LABEL, ""))]
+            leftovers = [
+                c
+                for c in self.client.containers.list(all=True, filters={"label": LABEL})
+                if _orphaned(c.labels.get(LABEL, ""))
+            ]
         except self.engine_errors as error:
             log.warning("note: could not list leftover sandbox containers: %s", _reason(error))
             return 0
@@ -118,10 +146,18 @@ class DockerBackend:
             return False
         except self.docker.errors.APIError as error:
             if error.status_code != 409:  # 409: its removal is already in progress
-                log.warning("note: could not remove sandbox container %s: %s", container.short_id, _reason(error))
+                log.warning(
+                    "note: could not remove sandbox container %s: %s",
+                    container.short_id,
+                    _reason(error),
+                )
             return False
         except self.engine_errors as error:
-            log.warning("note: could not remove sandbox container %s: %s", container.short_id, _reason(error))
+            log.warning(
+                "note: could not remove sandbox container %s: %s",
+                container.short_id,
+                _reason(error),
+            )
             return False
 
     def _ensure_image(self) -> None:
@@ -133,15 +169,18 @@ class DockerBackend:
                 raise SandboxUnavailable(
                     f"sandbox image {self.image} not found; build it with `docker compose --profile build build sandbox-cpu` (or `sandbox` for CUDA)"
                 ) from None
-        self.client.api.import_image_from_data(_host_rootfs_tar(), repository=HOST_IMAGE.split(":")[0],
-                                               tag=HOST_IMAGE.split(":")[1])
+        self.client.api.import_image_from_data(
+            _host_rootfs_tar(), repository=HOST_IMAGE.split(":")[0], tag=HOST_IMAGE.split(":")[1]
+        )
 
     def _mounts(self, run: SandboxRun) -> list:
         Mount = self.docker.types.Mount
         if not self.host_mode:  # the image holds the interpreter and the code
             return [Mount(str(run.scratch), str(run.scratch), type="bind", read_only=False)]
-        return [Mount(str(target), str(source), type="bind", read_only=not writable)
-                for target, source, writable in sandbox_mounts(run.scratch, host_dirs=("/usr",))]
+        return [
+            Mount(str(target), str(source), type="bind", read_only=not writable)
+            for target, source, writable in sandbox_mounts(run.scratch, host_dirs=("/usr",))
+        ]
 
     def run(self, run: SandboxRun) -> SandboxOutcome:
         """Run the command in a fresh container. An engine or runtime failure (API error,
@@ -150,16 +189,22 @@ class DockerBackend:
             self._ensure_image()
             container = self._create(run)
         except self.engine_errors as error:
-            raise SandboxInfraError(f"docker could not create the sandbox container: {_reason(error)}") from None
+            raise SandboxInfraError(
+                f"docker could not create the sandbox container: {_reason(error)}"
+            ) from None
         start = time.monotonic()
         try:
             container.start()
-            timed_out = wait_or_kill(_ContainerProcess(container), run, start, lambda: _kill(container))
+            timed_out = wait_or_kill(
+                _ContainerProcess(container), run, start, lambda: _kill(container)
+            )
             container.reload()
             state = container.attrs["State"]
             output = container.logs(stdout=True, stderr=True)[-TAIL_BYTES:]
         except self.engine_errors as error:
-            raise SandboxInfraError(f"docker failed running the sandbox container: {_reason(error)}") from None
+            raise SandboxInfraError(
+                f"docker failed running the sandbox container: {_reason(error)}"
+            ) from None
         finally:
             self._remove(container)
         exceeded = output.endswith(MARKER)
@@ -167,11 +212,23 @@ class DockerBackend:
         if timed_out or exceeded or state.get("OOMKilled"):
             exit_code = -signal.SIGKILL  # killed by us, the output cap or the memory cgroup
         elif exit_code is not None and 128 < exit_code < 128 + signal.NSIG:
-            exit_code = 128 - exit_code  # the cap reports a signal as a shell does; as Popen does here
-        isolation = ("docker: no network, read-only root, tmpfs /tmp, no capabilities, no-new-privileges",
-                     f"uid {SANDBOX_UID}", "memory/pids/cpu cgroup limits", "clean environment")
-        return SandboxOutcome(exit_code, timed_out, exceeded, time.monotonic() - start,
-                              output.decode("utf-8", errors="replace"), isolation)
+            exit_code = (
+                128 - exit_code
+            )  # the cap reports a signal as a shell does; as Popen does here
+        isolation = (
+            "docker: no network, read-only root, tmpfs /tmp, no capabilities, no-new-privileges",
+            f"uid {SANDBOX_UID}",
+            "memory/pids/cpu cgroup limits",
+            "clean environment",
+        )
+        return SandboxOutcome(
+            exit_code,
+            timed_out,
+            exceeded,
+            time.monotonic() - start,
+            output.decode("utf-8", errors="replace"),
+            isolation,
+        )
 
     def _create(self, run: SandboxRun):
         hand_over_scratch(run.scratch, to_sandbox_uid=self.as_root)
@@ -186,7 +243,14 @@ class DockerBackend:
         Ulimit = self.docker.types.Ulimit
         return self.client.containers.create(
             self.image,
-            command=[python, "-m", "sandbox.backends.output_cap", str(limits.output_bytes), python, *run.args],
+            command=[
+                python,
+                "-m",
+                "sandbox.backends.output_cap",
+                str(limits.output_bytes),
+                python,
+                *run.args,
+            ],
             user=f"{SANDBOX_UID}:{SANDBOX_UID}",
             working_dir=str(run.scratch),
             environment=env,
@@ -199,15 +263,19 @@ class DockerBackend:
             mem_limit=limits.memory_bytes,
             memswap_limit=limits.memory_bytes,
             nano_cpus=int((os.cpu_count() or 1) * 1e9),
-            ulimits=[Ulimit(name="fsize", soft=limits.file_bytes, hard=limits.file_bytes),
-                     Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),
-                     Ulimit(name="core", soft=0, hard=0)],
+            ulimits=[
+                Ulimit(name="fsize", soft=limits.file_bytes, hard=limits.file_bytes),
+                Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),
+                Ulimit(name="core", soft=0, hard=0),
+            ],
             mounts=self._mounts(run),
             labels={LABEL: _owner()},
             device_requests=device_requests,
             # The cap keeps the log under this size; it is a second line of defence.
-            log_config=self.docker.types.LogConfig(type="json-file", config={
-                "max-size": str(limits.output_bytes + TAIL_BYTES), "max-file": "1"}),
+            log_config=self.docker.types.LogConfig(
+                type="json-file",
+                config={"max-size": str(limits.output_bytes + TAIL_BYTES), "max-file": "1"},
+            ),
         )
 
     def preflight(self) -> None:
@@ -216,7 +284,9 @@ class DockerBackend:
         try:
             require_imports(self, f"the sandbox image {self.image}")
         except SandboxInfraError as error:
-            raise SandboxUnavailable(f"the sandbox image {self.image} cannot run: {error}") from None
+            raise SandboxUnavailable(
+                f"the sandbox image {self.image} cannot run: {error}"
+            ) from None
 
 
 def _reason(error) -> str:
@@ -235,7 +305,10 @@ class _ContainerProcess:
 
         try:
             self.container.wait(timeout=timeout)
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):  # a read timeout, either way
+        except (
+            requests.exceptions.ReadTimeout,
+            requests.exceptions.ConnectionError,
+        ):  # a read timeout, either way
             raise subprocess.TimeoutExpired("container", timeout) from None
 
 

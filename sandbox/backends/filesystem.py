@@ -45,8 +45,12 @@ def interpreter_mounts() -> dict[Path, Path]:
     mounted there (values): the prefixes, the site-packages and every directory the
     executable's symlinks pass through, each at the path Python knows it by and at its
     resolved path."""
-    needed = {Path(sys.prefix), Path(sys.base_prefix), *(Path(p) for p in site.getsitepackages()),
-              *(hop.parent for hop in _symlink_hops(Path(sys.executable)))}
+    needed = {
+        Path(sys.prefix),
+        Path(sys.base_prefix),
+        *(Path(p) for p in site.getsitepackages()),
+        *(hop.parent for hop in _symlink_hops(Path(sys.executable))),
+    }
     wanted: dict[Path, Path] = {}
     for path in sorted(needed):
         path = Path(os.path.abspath(path))
@@ -59,7 +63,9 @@ def interpreter_mounts() -> dict[Path, Path]:
 def mount_points_in_checkout() -> tuple[Path, ...]:
     """Paths, relative to the repository, at which interpreter directories are mounted over
     the code snapshot (a `.venv` in the checkout)."""
-    points = {path.relative_to(REPO_ROOT) for path in interpreter_mounts() if REPO_ROOT in path.parents}
+    points = {
+        path.relative_to(REPO_ROOT) for path in interpreter_mounts() if REPO_ROOT in path.parents
+    }
     return tuple(sorted(points))
 
 
@@ -78,7 +84,11 @@ def sandbox_mounts(scratch: Path, host_dirs: tuple[str, ...] = ()) -> list[tuple
     for target in sorted(wanted, key=lambda p: (len(p.parts), p)):
         source, writable = wanted[target]
         enclosing = next(((t, s) for t, s, _ in reversed(kept) if t in target.parents), None)
-        if not writable and enclosing is not None and enclosing[1] / target.relative_to(enclosing[0]) == source:
+        if (
+            not writable
+            and enclosing is not None
+            and enclosing[1] / target.relative_to(enclosing[0]) == source
+        ):
             continue
         kept.append((target, source, writable))
     return kept
@@ -91,8 +101,12 @@ def code_snapshot() -> Path:
     interpreter directories inside the checkout. Keyed by content, so it is made once."""
     points = mount_points_in_checkout()
     hidden = [REPO_ROOT / p for p in points]
-    files = sorted(p for d in CODE_DIRS for p in (REPO_ROOT / d).rglob("*")
-                   if p.is_file() and "__pycache__" not in p.parts and not any(h in p.parents for h in hidden))
+    files = sorted(
+        p
+        for d in CODE_DIRS
+        for p in (REPO_ROOT / d).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and not any(h in p.parents for h in hidden)
+    )
     digest = hashlib.sha256()
     for path in files:
         digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())

@@ -21,8 +21,13 @@ MARKER = b"\n[sandbox] output limit exceeded: killed\n"
 
 
 def run_capped(limit: int, command: list[str]) -> int:
-    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+    child = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     total = 0
     out = sys.stdout.buffer
     while chunk := os.read(child.stdout.fileno(), 65536):

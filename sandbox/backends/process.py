@@ -32,6 +32,7 @@ from pathlib import Path
 
 from sandbox.backends.base import BASE_ENV, SandboxOutcome, SandboxRun, SandboxUnavailable, one_line
 from sandbox.backends.filesystem import SANDBOX_UID, hand_over_scratch, new_scratch, sandbox_mounts
+from sandbox.vocabulary import Sandbox
 
 TAIL_BYTES = 64 * 1024
 PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
@@ -48,13 +49,19 @@ def _filesystem_args(mounts: list[tuple[Path, Path, bool]]) -> list[str]:
     through world-traversable directories."""
     covered = {Path(p) for p in PRIVATE_TMPFS}
     for path, _, _ in mounts:
-        blocked = next((a for a in reversed(path.parents) if a != Path("/") and not _traversable_by_others(a)), None)
+        blocked = next(
+            (a for a in reversed(path.parents) if a != Path("/") and not _traversable_by_others(a)),
+            None,
+        )
         if blocked is not None:
             covered.add(blocked)
     args = ["--ro-bind", "/", "/"]
     # Only the outermost covered directories get a tmpfs; one inside another is hidden by it.
-    mounted = [m for m in sorted(covered, key=lambda p: len(p.parts))
-               if not any(other in m.parents for other in covered)]
+    mounted = [
+        m
+        for m in sorted(covered, key=lambda p: len(p.parts))
+        if not any(other in m.parents for other in covered)
+    ]
     for mount in mounted:
         mode = "1777" if str(mount) in PRIVATE_TMPFS else "0755"
         args += ["--perms", mode, "--tmpfs", str(mount)]
@@ -78,7 +85,7 @@ def _filesystem_args(mounts: list[tuple[Path, Path, bool]]) -> list[str]:
 
 
 class ProcessBackend:
-    name = "process"
+    name = Sandbox.PROCESS
 
     def __init__(self, python: str = sys.executable):
         self.python = python
@@ -95,32 +102,65 @@ class ProcessBackend:
         python = [self.python, *run.args]
         drop = []
         if self.drop_uid:
-            drop = [self.setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
-                    "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
+            drop = [
+                self.setpriv,
+                f"--reuid={SANDBOX_UID}",
+                f"--regid={SANDBOX_UID}",
+                "--clear-groups",
+                "--no-new-privs",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--",
+            ]
         if self.bwrap:
             command = [
-                self.bwrap, "--die-with-parent", "--new-session",
-                "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                self.bwrap,
+                "--die-with-parent",
+                "--new-session",
+                "--unshare-net",
+                "--unshare-pid",
+                "--unshare-ipc",
+                "--unshare-uts",
+                "--unshare-cgroup-try",
                 *_filesystem_args(sandbox_mounts(run.scratch)),
                 *_gpu_devices(run),
-                "--chdir", str(run.scratch),
-                "--clearenv", *[arg for k, v in env.items() for arg in ("--setenv", k, v)],
-                "--", *drop, *python,
+                "--chdir",
+                str(run.scratch),
+                "--clearenv",
+                *[arg for k, v in env.items() for arg in ("--setenv", k, v)],
+                "--",
+                *drop,
+                *python,
             ]
-            isolation = ("bubblewrap: read-only root, private /tmp, no network, pid/ipc/uts namespaces",)
+            isolation = (
+                "bubblewrap: read-only root, private /tmp, no network, pid/ipc/uts namespaces",
+            )
             if drop:
                 isolation += (f"uid {SANDBOX_UID}, no capabilities, no-new-privs",)
             return command, isolation + ("clean environment", "rlimits", "new session")
         if self.as_root and self.unshare:
-            return ([self.unshare, "--net", "--pid", "--fork", "--kill-child", "--", *drop, *python],
-                    ("unshare: no network, pid namespace", *(("uid 65534",) if drop else ()),
-                     "clean environment", "rlimits", "new session"))
+            return (
+                [self.unshare, "--net", "--pid", "--fork", "--kill-child", "--", *drop, *python],
+                (
+                    "unshare: no network, pid namespace",
+                    *(("uid 65534",) if drop else ()),
+                    "clean environment",
+                    "rlimits",
+                    "new session",
+                ),
+            )
         return python, ("clean environment", "rlimits", "new session")
 
     def _environment(self, run: SandboxRun) -> dict[str, str]:
         if self.bwrap:
             return {}  # bwrap sets the inner environment itself; start it clean (see --clearenv)
-        return {**BASE_ENV, "HOME": str(run.scratch), "TMPDIR": str(run.scratch), **_platform(run), **run.env}
+        return {
+            **BASE_ENV,
+            "HOME": str(run.scratch),
+            "TMPDIR": str(run.scratch),
+            **_platform(run),
+            **run.env,
+        }
 
     # -- running ----------------------------------------------------------------------------
     def run(self, run: SandboxRun) -> SandboxOutcome:
@@ -131,15 +171,28 @@ class ProcessBackend:
 
         # rlimits through util-linux's prlimit: a preexec_fn would run Python in a forked child
         # of this multithreaded (JAX) process, which can deadlock.
-        rlimits = [f"--data={limits.memory_bytes}", f"--cpu={limits.cpu_seconds}", f"--fsize={limits.file_bytes}",
-                   f"--nofile={limits.open_files}", f"--nproc={limits.processes}", "--core=0"]
+        rlimits = [
+            f"--data={limits.memory_bytes}",
+            f"--cpu={limits.cpu_seconds}",
+            f"--fsize={limits.file_bytes}",
+            f"--nofile={limits.open_files}",
+            f"--nproc={limits.processes}",
+            "--core=0",
+        ]
         if self.prlimit is None:
-            raise SandboxUnavailable("prlimit (util-linux) is needed to set the sandbox's resource limits")
+            raise SandboxUnavailable(
+                "prlimit (util-linux) is needed to set the sandbox's resource limits"
+            )
         command = [self.prlimit, *rlimits, "--", *command]
         start = time.monotonic()
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            cwd=run.scratch, env=self._environment(run), start_new_session=True,
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=run.scratch,
+            env=self._environment(run),
+            start_new_session=True,
         )
         tail, exceeded = collections.deque(), threading.Event()
 
@@ -161,7 +214,9 @@ class ProcessBackend:
         reader.join(timeout=10)
         seconds = time.monotonic() - start
         log = b"".join(tail)[-TAIL_BYTES:].decode("utf-8", errors="replace")
-        return SandboxOutcome(process.returncode, timed_out, exceeded.is_set(), seconds, log, isolation)
+        return SandboxOutcome(
+            process.returncode, timed_out, exceeded.is_set(), seconds, log, isolation
+        )
 
     def preflight(self) -> None:
         """Check that the sandboxed interpreter imports JAX. Without bubblewrap to re-expose
@@ -193,13 +248,20 @@ def require_imports(backend, what: str) -> None:
     import jax and sandbox."""
     scratch = new_scratch("preflight-")
     try:
-        outcome = backend.run(SandboxRun(("-c", "import jax, sandbox.training.ppo; print('ok')"), scratch))
+        outcome = backend.run(
+            SandboxRun(("-c", "import jax, sandbox.training.ppo; print('imports ok')"), scratch)
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if outcome.exit_code != 0 or "ok" not in outcome.log_tail:
-        last = next((line for line in reversed(outcome.log_tail.splitlines()) if line.strip()), "no output")
-        raise SandboxUnavailable(f"{what} cannot import jax and sandbox (exit code {outcome.exit_code}): "
-                                 f"{one_line(last)}", log=outcome.log_tail)
+    if outcome.exit_code != 0 or "imports ok" not in outcome.log_tail:
+        last = next(
+            (line for line in reversed(outcome.log_tail.splitlines()) if line.strip()), "no output"
+        )
+        raise SandboxUnavailable(
+            f"{what} cannot import jax and sandbox (exit code {outcome.exit_code}): "
+            f"{one_line(last)}",
+            log=outcome.log_tail,
+        )
 
 
 def wait_or_kill(process, run: SandboxRun, start: float, kill) -> bool:
@@ -211,7 +273,9 @@ def wait_or_kill(process, run: SandboxRun, start: float, kill) -> bool:
             return False
         except subprocess.TimeoutExpired:
             pass
-        if time.monotonic() - start > run.limits.wall_seconds or (run.watchdog is not None and run.watchdog()):
+        if time.monotonic() - start > run.limits.wall_seconds or (
+            run.watchdog is not None and run.watchdog()
+        ):
             kill()
             process.wait()
             return True

@@ -59,17 +59,27 @@ def check_elementwise_contract(fn, arg_names: tuple[str, ...], filename: str) ->
         try:
             out = jax.eval_shape(fn, *inputs)
         except Exception as error:
-            return CheckResult(name, False, describe_failure(error, filename), {"input_shape": list(shape)})
+            return CheckResult(
+                name, False, describe_failure(error, filename), {"input_shape": list(shape)}
+            )
         if not isinstance(out, jax.ShapeDtypeStruct):
-            return CheckResult(name, False, f"must return one array, returned {type(out).__name__}", {"input_shape": list(shape)})
+            return CheckResult(
+                name,
+                False,
+                f"must return one array, returned {type(out).__name__}",
+                {"input_shape": list(shape)},
+            )
         if out.shape != shape:
             return CheckResult(
-                name, False,
+                name,
+                False,
                 f"must be elementwise: inputs of shape {shape} gave an output of shape {out.shape}",
                 {"input_shape": list(shape), "output_shape": list(out.shape)},
             )
         if not jnp.issubdtype(out.dtype, jnp.floating):
-            return CheckResult(name, False, f"must return floats, returned {out.dtype}", {"dtype": str(out.dtype)})
+            return CheckResult(
+                name, False, f"must return floats, returned {out.dtype}", {"dtype": str(out.dtype)}
+            )
 
     # Elementwise means each output depends on its own inputs only: compare the batched call
     # with the same points evaluated one at a time.
@@ -84,12 +94,15 @@ def check_elementwise_contract(fn, arg_names: tuple[str, ...], filename: str) ->
         i = int(np.argmax(differs))
         example = {arg: float(p[i]) for arg, p in zip(arg_names, points)}
         return CheckResult(
-            name, False,
+            name,
+            False,
             f"must be elementwise: the output at {_fmt(example)} is {batched[i]:.6g} in a batch "
             f"but {single[i]:.6g} on its own (it mixes values across the batch, e.g. a mean)",
             {**example, "batched": float(batched[i]), "alone": float(single[i])},
         )
-    return CheckResult(name, True, f"elementwise over ({', '.join(arg_names)}); shape and float dtype preserved")
+    return CheckResult(
+        name, True, f"elementwise over ({', '.join(arg_names)}); shape and float dtype preserved"
+    )
 
 
 def _probe_points(n_args: int, n: int = 64):

@@ -20,7 +20,9 @@ def run_conditions(task: TaskSpec, function, filename: str = "candidate.py") -> 
 def static_check(source: str) -> CheckResult:
     violations = check_source(source)
     if violations:
-        return CheckResult("static", False, "; ".join(str(v) for v in violations), {"line": violations[0].line})
+        return CheckResult(
+            "static", False, "; ".join(str(v) for v in violations), {"line": violations[0].line}
+        )
     return CheckResult("static", True, "imports, names and attributes are within the allowlist")
 
 
@@ -38,9 +40,13 @@ def check_candidate(task: TaskSpec, source: str, filename: str = "candidate.py")
 
     try:
         if task.piece.contract is Contract.ELEMENTWISE:
-            if not report.add(check_elementwise_contract(function, tuple(task.inputs), filename)).passed:
+            if not report.add(
+                check_elementwise_contract(function, tuple(task.inputs), filename)
+            ).passed:
                 return report
         report.checks += run_conditions(task, function, filename).checks
     except Exception as error:  # resource exhaustion propagates out of the checks
-        report.add(CheckResult("resources", False, f"the candidate exhausted memory: {str(error)[:300]}"))
+        report.add(
+            CheckResult("resources", False, f"the candidate exhausted memory: {str(error)[:300]}")
+        )
     return report

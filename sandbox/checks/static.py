@@ -22,10 +22,35 @@ ALLOWED_IMPORTS = frozenset(
 # Builtins that reach the interpreter, the file system or arbitrary attributes by name.
 FORBIDDEN_NAMES = frozenset(
     {
-        "exec", "eval", "compile", "open", "__import__", "getattr", "setattr", "delattr",
-        "hasattr", "globals", "vars", "locals", "dir", "input", "breakpoint", "help", "exit",
-        "quit", "memoryview", "print", "super", "type", "object", "classmethod",
-        "staticmethod", "property", "__builtins__", "__loader__", "__spec__",
+        "exec",
+        "eval",
+        "compile",
+        "open",
+        "__import__",
+        "getattr",
+        "setattr",
+        "delattr",
+        "hasattr",
+        "globals",
+        "vars",
+        "locals",
+        "dir",
+        "input",
+        "breakpoint",
+        "help",
+        "exit",
+        "quit",
+        "memoryview",
+        "print",
+        "super",
+        "type",
+        "object",
+        "classmethod",
+        "staticmethod",
+        "property",
+        "__builtins__",
+        "__loader__",
+        "__spec__",
     }
 )
 
@@ -34,13 +59,48 @@ FORBIDDEN_NAMES = frozenset(
 # of annotation strings in typing.
 FORBIDDEN_ATTRIBUTES = frozenset(
     {
-        "pure_callback", "io_callback", "callback", "debug", "experimental", "host_callback",
-        "config", "profiler", "distributed", "monitoring", "ffi", "extend", "dlpack",
-        "infeed", "outfeed", "effects_barrier", "clear_caches", "device_put", "device_get",
-        "load", "save", "savez", "savez_compressed", "fromfile", "tofile", "loadtxt",
-        "savetxt", "genfromtxt", "memmap", "format", "format_map", "get_type_hints",
-        "ForwardRef", "evaluate_forward_ref", "modules", "system", "environ", "live_arrays",
-        "live_buffers", "make_array_from_callback", "backends", "clear_backends",
+        "pure_callback",
+        "io_callback",
+        "callback",
+        "debug",
+        "experimental",
+        "host_callback",
+        "config",
+        "profiler",
+        "distributed",
+        "monitoring",
+        "ffi",
+        "extend",
+        "dlpack",
+        "infeed",
+        "outfeed",
+        "effects_barrier",
+        "clear_caches",
+        "device_put",
+        "device_get",
+        "load",
+        "save",
+        "savez",
+        "savez_compressed",
+        "fromfile",
+        "tofile",
+        "loadtxt",
+        "savetxt",
+        "genfromtxt",
+        "memmap",
+        "format",
+        "format_map",
+        "get_type_hints",
+        "ForwardRef",
+        "evaluate_forward_ref",
+        "modules",
+        "system",
+        "environ",
+        "live_arrays",
+        "live_buffers",
+        "make_array_from_callback",
+        "backends",
+        "clear_backends",
     }
 )
 
@@ -51,9 +111,22 @@ FORBIDDEN_ATTRIBUTE_PREFIXES = ("f_", "gi_", "co_", "cr_", "ag_", "tb_", "func_"
 # jax.scipy.special.erf, optax.schedules...). Any other module reachable that way
 # (typing.sys, some jax module's os or subprocess) is cut off by attribute name.
 REACHABLE_MODULE_PREFIXES = (
-    "jax.numpy", "jax.nn", "jax.lax", "jax.random", "jax.tree", "jax.tree_util", "jax.scipy",
-    "jax.dtypes", "jax.errors", "jax.typing", "jax.image", "jax.ops", "optax", "math",
-    "functools", "typing",
+    "jax.numpy",
+    "jax.nn",
+    "jax.lax",
+    "jax.random",
+    "jax.tree",
+    "jax.tree_util",
+    "jax.scipy",
+    "jax.dtypes",
+    "jax.errors",
+    "jax.typing",
+    "jax.image",
+    "jax.ops",
+    "optax",
+    "math",
+    "functools",
+    "typing",
 )
 
 FORBIDDEN_STATEMENTS = {
@@ -88,7 +161,8 @@ def _import_allowed(module: str) -> bool:
 
 def _reachable(module_name: str) -> bool:
     return module_name == "jax" or any(
-        module_name == prefix or module_name.startswith(prefix + ".") for prefix in REACHABLE_MODULE_PREFIXES
+        module_name == prefix or module_name.startswith(prefix + ".")
+        for prefix in REACHABLE_MODULE_PREFIXES
     )
 
 
@@ -134,7 +208,11 @@ def check_source(source: str) -> list[StaticViolation]:
         return [StaticViolation(1, f"unparsable source: {type(error).__name__}: {error}")]
     nodes = list(ast.walk(tree))
     if len(nodes) > MAX_AST_NODES:
-        return [StaticViolation(1, f"source has {len(nodes)} syntax nodes; the limit is {MAX_AST_NODES}")]
+        return [
+            StaticViolation(
+                1, f"source has {len(nodes)} syntax nodes; the limit is {MAX_AST_NODES}"
+            )
+        ]
 
     violations = []
 
@@ -148,31 +226,50 @@ def check_source(source: str) -> list[StaticViolation]:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if not _import_allowed(alias.name):
-                    flag(node, f"import of {alias.name!r} is not allowed; allowed: {', '.join(sorted(ALLOWED_IMPORTS))}")
+                    flag(
+                        node,
+                        f"import of {alias.name!r} is not allowed; allowed: {', '.join(sorted(ALLOWED_IMPORTS))}",
+                    )
         elif isinstance(node, ast.ImportFrom):
             module = node.module or ""
             if node.level or not _import_allowed(module):
-                flag(node, f"import from {'.' * node.level + module!r} is not allowed; allowed: {', '.join(sorted(ALLOWED_IMPORTS))}")
+                flag(
+                    node,
+                    f"import from {'.' * node.level + module!r} is not allowed; allowed: {', '.join(sorted(ALLOWED_IMPORTS))}",
+                )
                 continue
             for alias in node.names:
                 name = alias.name
                 if name == "*":
                     flag(node, "star imports are not allowed")
-                elif (_is_private(name) or name in FORBIDDEN_ATTRIBUTES or name in FORBIDDEN_NAMES
-                      or name in unreachable_module_attributes()):
+                elif (
+                    _is_private(name)
+                    or name in FORBIDDEN_ATTRIBUTES
+                    or name in FORBIDDEN_NAMES
+                    or name in unreachable_module_attributes()
+                ):
                     flag(node, f"importing {name!r} from {module} is not allowed")
-                elif (f"{module}.{name}" not in ALLOWED_IMPORTS
-                      and isinstance(getattr(importlib.import_module(module), name, None), types.ModuleType)):
-                    flag(node, f"module {module}.{name} is not allowed; import one of {', '.join(sorted(ALLOWED_IMPORTS))}")
+                elif f"{module}.{name}" not in ALLOWED_IMPORTS and isinstance(
+                    getattr(importlib.import_module(module), name, None), types.ModuleType
+                ):
+                    flag(
+                        node,
+                        f"module {module}.{name} is not allowed; import one of {', '.join(sorted(ALLOWED_IMPORTS))}",
+                    )
         elif isinstance(node, ast.Attribute):
             if _is_private(node.attr):
                 flag(node, f"access to private or dunder attribute {node.attr!r} is not allowed")
-            elif node.attr in FORBIDDEN_ATTRIBUTES or node.attr.startswith(FORBIDDEN_ATTRIBUTE_PREFIXES):
+            elif node.attr in FORBIDDEN_ATTRIBUTES or node.attr.startswith(
+                FORBIDDEN_ATTRIBUTE_PREFIXES
+            ):
                 flag(node, f"attribute {node.attr!r} is not allowed in a candidate")
             elif node.attr in unreachable_module_attributes():
                 flag(node, f"attribute {node.attr!r} leads to a module a candidate may not use")
             if isinstance(node.ctx, (ast.Store, ast.Del)):
-                flag(node, f"assigning or deleting attribute {node.attr!r} is not allowed (no patching of modules or objects)")
+                flag(
+                    node,
+                    f"assigning or deleting attribute {node.attr!r} is not allowed (no patching of modules or objects)",
+                )
         elif isinstance(node, ast.Name):
             if node.id in FORBIDDEN_NAMES:
                 flag(node, f"use of {node.id!r} is not allowed in a candidate")

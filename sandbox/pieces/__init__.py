@@ -29,10 +29,14 @@ def get_piece(kind: str) -> Piece:
     """The kind declared by module `kind` of this package (imported on first use only: the
     orchestrator reads one declaration without loading every kind's dependencies)."""
     if kind not in _modules():
-        raise UnknownPiece(f"unknown kind of piece {kind!r}; sandbox/pieces defines {', '.join(_modules())}")
+        raise UnknownPiece(
+            f"unknown kind of piece {kind!r}; sandbox/pieces defines {', '.join(_modules())}"
+        )
     piece = getattr(importlib.import_module(f"{__name__}.{kind}"), "PIECE", None)
     if not isinstance(piece, Piece) or piece.kind != kind:
-        raise UnknownPiece(f"sandbox/pieces/{kind}.py must define PIECE = Piece(kind={kind!r}, ...)")
+        raise UnknownPiece(
+            f"sandbox/pieces/{kind}.py must define PIECE = Piece(kind={kind!r}, ...)"
+        )
     return piece
 
 

@@ -28,7 +28,9 @@ from sandbox.training.components import PlugPoint
 class Contract(StrEnum):
     """What the trainer may assume of a piece's function."""
 
-    ELEMENTWISE = "elementwise"  # arrays in, one array of their shape out, each entry from its own inputs
+    ELEMENTWISE = (
+        "elementwise"  # arrays in, one array of their shape out, each entry from its own inputs
+    )
     TRANSFORMATION = "transformation"  # a factory of an optax.GradientTransformation
 
 
@@ -48,7 +50,9 @@ class JaxProbe:
 
         self.function = function
         self._values = jax.jit(function)
-        self._slope = jax.jit(jax.vmap(jax.grad(lambda x, *rest: function(x[None], *(r[None] for r in rest))[0])))
+        self._slope = jax.jit(
+            jax.vmap(jax.grad(lambda x, *rest: function(x[None], *(r[None] for r in rest))[0]))
+        )
 
     def values(self, *inputs: np.ndarray) -> np.ndarray:
         return np.asarray(self._values(*(np.asarray(x, np.float64) for x in inputs)), np.float64)
@@ -82,17 +86,23 @@ class Piece:
     plug_point: PlugPoint  # the trainer's Components field it fills
     contract: Contract
     arity: int  # positional inputs of the entry point
-    default: tuple[str, str] | None  # (task, baseline): what the trainer uses when no candidate fills it
+    default: (
+        tuple[str, str] | None
+    )  # (task, baseline): what the trainer uses when no candidate fills it
     check: Callable[[Callable, str], list[CheckResult]]  # the validity conditions, thoroughly
     behaviour: Callable[[Callable], np.ndarray]  # outputs on the fixed behaviour-signature inputs
     evidence: str  # how the conditions are established, for reports
     screen: Screen | None = None  # for the mutation proposer; None: no pre-screen
-    has_landscape: bool = False  # a (ratio, advantage) landscape can be drawn (sandbox/landscape.py)
+    has_landscape: bool = (
+        False  # a (ratio, advantage) landscape can be drawn (sandbox/landscape.py)
+    )
 
 
 def grid(*axes: Sequence[float]) -> list[np.ndarray]:
     """Every combination of the axes' values, one flat array per axis."""
-    return [m.ravel() for m in np.meshgrid(*(np.asarray(a, np.float64) for a in axes), indexing="ij")]
+    return [
+        m.ravel() for m in np.meshgrid(*(np.asarray(a, np.float64) for a in axes), indexing="ij")
+    ]
 
 
 def unique(*parts) -> np.ndarray:

@@ -22,7 +22,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from sandbox.checks.report import CheckResult
-from sandbox.pieces.base import Condition, Contract, JaxProbe, Piece, Probe, Screen, first_failure, grid, unique
+from sandbox.pieces.base import (
+    Condition,
+    Contract,
+    JaxProbe,
+    Piece,
+    Probe,
+    Screen,
+    first_failure,
+    grid,
+    unique,
+)
 from sandbox.training.components import PlugPoint
 
 R_MIN, R_MAX = 1e-3, 1e3
@@ -47,7 +57,10 @@ class Tolerances:
     slope: float  # the largest |slope| at r = 1 accepted without further evidence
 
 
-TOLERANCES = {"float64": Tolerances(value=1e-6, slope=1e-4), "float32": Tolerances(value=1e-4, slope=1e-3)}
+TOLERANCES = {
+    "float64": Tolerances(value=1e-6, slope=1e-4),
+    "float32": Tolerances(value=1e-4, slope=1e-3),
+}
 
 
 @dataclass(frozen=True)
@@ -55,11 +68,15 @@ class Points:
     """Where each condition looks: (ratio, advantage) arrays, or advantages at r = 1."""
 
     finite: tuple[np.ndarray, np.ndarray]
-    slopes: tuple[np.ndarray, np.ndarray]  # autodiff slopes must be finite here (at ordinary points)
+    slopes: tuple[
+        np.ndarray, np.ndarray
+    ]  # autodiff slopes must be finite here (at ordinary points)
     non_negative: tuple[np.ndarray, np.ndarray]
     at_one: np.ndarray
     flat: np.ndarray  # advantages where the slope at r = 1 must vanish
-    right_steps: tuple[float, float]  # (small, large) steps of one-sided quotients compared for a kink
+    right_steps: tuple[
+        float, float
+    ]  # (small, large) steps of one-sided quotients compared for a kink
     left_steps: tuple[float, float]
 
 
@@ -73,6 +90,7 @@ def _ordinary(r, a):
 
 # -- the conditions -------------------------------------------------------------------------------
 
+
 def finite(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
     r, a = points.finite
     values = probe.values(r, a)
@@ -80,31 +98,40 @@ def finite(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
     if bad.any():
         i = int(np.argmax(bad))
         return CheckResult(
-            FINITE.name, False,
+            FINITE.name,
+            False,
             f"drift(r={_fmt(r[i])}, A={_fmt(a[i])}) = {values[i]}; a drift must be finite for every "
             f"ratio > 0 and advantage ({bad.mean():.1%} of the points checked are not)",
             {"r": float(r[i]), "A": float(a[i]), "value": str(values[i])},
         )
     r_slope, a_slope = points.slopes
     slopes = probe.slope(r_slope, a_slope)
-    bad = np.isnan(slopes) | (np.isinf(slopes) & _ordinary(r_slope, a_slope))  # slopes may be -inf far out
+    bad = np.isnan(slopes) | (
+        np.isinf(slopes) & _ordinary(r_slope, a_slope)
+    )  # slopes may be -inf far out
     if bad.any():
         i = int(np.argmax(bad))
         return CheckResult(
-            FINITE.name, False,
+            FINITE.name,
+            False,
             f"the gradient of the drift in r at r={_fmt(r_slope[i])}, A={_fmt(a_slope[i])} is {slopes[i]}; training "
             "would propagate it into the policy (e.g. jnp.where with a NaN branch, sqrt at 0)",
             {"r": float(r_slope[i]), "A": float(a_slope[i]), "gradient": str(slopes[i])},
         )
     return CheckResult(
-        FINITE.name, True,
+        FINITE.name,
+        True,
         f"no NaN or -inf at {r.size} points, r in [{r.min():g}, {r.max():g}], |A| <= {np.abs(a).max():g}; values and "
         f"gradients finite for r in [{ORDINARY_R[0]:g}, {ORDINARY_R[1]:g}]",
     )
 
 
-def non_negative(probe: Probe, points: Points, tol: Tolerances,
-                 search: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple] | None = None) -> CheckResult:
+def non_negative(
+    probe: Probe,
+    points: Points,
+    tol: Tolerances,
+    search: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple] | None = None,
+) -> CheckResult:
     """`search(r, a, values)`, if given, returns more (r, a) points where the drift may be lower."""
     r, a = points.non_negative
     values = probe.values(r, a)
@@ -113,22 +140,33 @@ def non_negative(probe: Probe, points: Points, tol: Tolerances,
         r, a = np.concatenate([r, r_more]), np.concatenate([a, a_more])
         values = np.concatenate([values, probe.values(r_more, a_more)])
     margin = values + tol.value * (1.0 + np.abs(a))
-    margin = np.where(np.isfinite(margin), margin, np.inf)  # non-finite values are the finite check's job
+    margin = np.where(
+        np.isfinite(margin), margin, np.inf
+    )  # non-finite values are the finite check's job
     violating = np.flatnonzero(margin < 0)
     if violating.size:
         # Show the violation nearest typical training values (r near 1, small |A|); it is the
         # most useful to whoever repairs the drift. Mention the worst one too.
         i = violating[np.argmin(np.abs(np.log(r[violating])) + np.abs(a[violating]) / A_MAX)]
         w = violating[np.argmin(values[violating])]
-        worst = "" if w == i else f" (the most negative found: drift(r={_fmt(r[w])}, A={_fmt(a[w])}) = {_fmt(values[w])})"
+        worst = (
+            ""
+            if w == i
+            else f" (the most negative found: drift(r={_fmt(r[w])}, A={_fmt(a[w])}) = {_fmt(values[w])})"
+        )
         return CheckResult(
-            NON_NEGATIVE.name, False,
+            NON_NEGATIVE.name,
+            False,
             f"drift(r={_fmt(r[i])}, A={_fmt(a[i])}) = {_fmt(values[i])} < 0; a drift must be non-negative "
             f"for every ratio and advantage{worst}",
             {"r": float(r[i]), "A": float(a[i]), "value": float(values[i])},
         )
     lowest = values[np.isfinite(values)].min() if np.isfinite(values).any() else float("nan")
-    how = "a grid, random points and a gradient search for negative values" if search else f"{r.size} points"
+    how = (
+        "a grid, random points and a gradient search for negative values"
+        if search
+        else f"{r.size} points"
+    )
     return CheckResult(NON_NEGATIVE.name, True, f"minimum {_fmt(lowest)} over {how}")
 
 
@@ -140,20 +178,31 @@ def zero_at_one(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
     i = int(np.argmax(excess))
     if excess[i] > 0:
         return CheckResult(
-            ZERO_AT_ONE.name, False,
+            ZERO_AT_ONE.name,
+            False,
             f"drift(r=1, A={_fmt(a[i])}) = {_fmt(values[i])}; a drift must be exactly 0 when the policy "
             "has not changed (r = 1)",
-            {"r": 1.0, "A": float(a[i]), "value": float(values[i]) if np.isfinite(values[i]) else str(values[i])},
+            {
+                "r": 1.0,
+                "A": float(a[i]),
+                "value": float(values[i]) if np.isfinite(values[i]) else str(values[i]),
+            },
         )
-    return CheckResult(ZERO_AT_ONE.name, True, f"|drift(1, A)| <= {tol.value:g}·(1+|A|) for {a.size} advantages")
+    return CheckResult(
+        ZERO_AT_ONE.name, True, f"|drift(1, A)| <= {tol.value:g}·(1+|A|) for {a.size} advantages"
+    )
 
 
-def _kinked(small: np.ndarray, large: np.ndarray, steps: tuple[float, float], allowed: np.ndarray) -> np.ndarray:
+def _kinked(
+    small: np.ndarray, large: np.ndarray, steps: tuple[float, float], allowed: np.ndarray
+) -> np.ndarray:
     """A one-sided quotient that does not shrink with the step: at the small step it is above
     `allowed` and keeps more than halfway between the share a smooth drift keeps
     (small/large step, the quotient being proportional to the step) and all of it."""
     keeps = 0.5 * (1.0 + steps[0] / steps[1])
-    return ~np.isfinite(small) | ((np.abs(small) > allowed) & (np.abs(small) > keeps * np.abs(large)))
+    return ~np.isfinite(small) | (
+        (np.abs(small) > allowed) & (np.abs(small) > keeps * np.abs(large))
+    )
 
 
 def zero_slope(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
@@ -173,11 +222,16 @@ def zero_slope(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
     bad = bad_autodiff | kinked_right | kinked_left
     if bad.any():
         # Report the advantage with the largest one-sided slope.
-        worst = np.where(bad, np.nan_to_num(np.maximum(np.abs(right[0]), np.abs(left[0])), nan=np.inf), -1.0)
+        worst = np.where(
+            bad, np.nan_to_num(np.maximum(np.abs(right[0]), np.abs(left[0])), nan=np.inf), -1.0
+        )
         i = int(np.argmax(worst))
         example = {
-            "r": 1.0, "A": float(a[i]), "autodiff_slope": float(autodiff[i]),
-            "left_slope": float(left[0][i]), "right_slope": float(right[0][i]),
+            "r": 1.0,
+            "A": float(a[i]),
+            "autodiff_slope": float(autodiff[i]),
+            "left_slope": float(left[0][i]),
+            "right_slope": float(right[0][i]),
             "step": float(min(points.right_steps[0], points.left_steps[0])),
             "kink": None if bad_autodiff[i] else ("right" if kinked_right[i] else "left"),
         }
@@ -188,22 +242,34 @@ def zero_slope(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
                 f"it has a kink at r=1 for A={_fmt(a[i])}: slope {_fmt(left[0][i])} from the left and "
                 f"{_fmt(right[0][i])} from the right (over steps of {example['step']:g}), not shrinking towards 0"
             )
-        return CheckResult(ZERO_SLOPE.name, False, f"a drift must have zero slope in r at r = 1, but {what}", example)
+        return CheckResult(
+            ZERO_SLOPE.name,
+            False,
+            f"a drift must have zero slope in r at r = 1, but {what}",
+            example,
+        )
     return CheckResult(
-        ZERO_SLOPE.name, True,
+        ZERO_SLOPE.name,
+        True,
         f"autodiff and one-sided finite differences (steps {points.right_steps[1]:g} and {points.right_steps[0]:g}) "
         f"vanish at r = 1 for {a.size} advantages",
     )
 
 
 def _all(probe: Probe, points: Points, tol: Tolerances, search=None) -> list[CheckResult]:
-    return [finite(probe, points, tol), non_negative(probe, points, tol, search), zero_at_one(probe, points, tol),
-            zero_slope(probe, points, tol)]
+    return [
+        finite(probe, points, tol),
+        non_negative(probe, points, tol, search),
+        zero_at_one(probe, points, tol),
+        zero_slope(probe, points, tol),
+    ]
 
 
 # -- in the sandbox: float64 JAX, thoroughly -----------------------------------------------------
 
-NEAR_ONE = 1.0 + np.array([-0.5, -0.3, -0.2, -0.1, -0.05, -0.01, -1e-3, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5])
+NEAR_ONE = 1.0 + np.array(
+    [-0.5, -0.3, -0.2, -0.1, -0.05, -0.01, -1e-3, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5]
+)
 
 
 def _random_points(n: int = 20_000, seed: int = 0, a_max: float = A_MAX):
@@ -230,7 +296,8 @@ def _sandbox_points() -> Points:
         non_negative=(np.concatenate([on_grid[0], r_wide]), np.concatenate([on_grid[1], a_wide])),
         at_one=np.concatenate([a_grid, _random_points(2000, seed=3)[1]]),
         flat=unique(np.linspace(-A_MAX, A_MAX, 41), [-0.5, -0.1, -1e-2, 1e-2, 0.1, 0.5]),
-        right_steps=steps, left_steps=steps,
+        right_steps=steps,
+        left_steps=steps,
     )
 
 
@@ -248,7 +315,9 @@ def _descent_search(drift, starts: int = 256, steps: int = 150):
 
         order = np.argsort(np.where(np.isfinite(values), values, np.inf))[: starts // 2]
         rng = np.random.default_rng(2)
-        u0 = np.concatenate([np.log(r_start[order]), rng.uniform(np.log(R_MIN), np.log(R_MAX), starts // 2)])
+        u0 = np.concatenate(
+            [np.log(r_start[order]), rng.uniform(np.log(R_MIN), np.log(R_MAX), starts // 2)]
+        )
         a0 = np.concatenate([a_start[order], rng.uniform(-A_MAX, A_MAX, starts // 2)])
         bounds_low = jnp.array([np.log(R_MIN), -A_MAX])
         bounds_high = jnp.array([np.log(R_MAX), A_MAX])
@@ -269,7 +338,9 @@ def _descent_search(drift, starts: int = 256, steps: int = 150):
             (x, _), _ = jax.lax.scan(step, (x, optimizer.init(x)), None, steps)
             return x
 
-        x = np.asarray(jax.jit(jax.vmap(descend))(jnp.stack([jnp.asarray(u0), jnp.asarray(a0)], axis=1)))
+        x = np.asarray(
+            jax.jit(jax.vmap(descend))(jnp.stack([jnp.asarray(u0), jnp.asarray(a0)], axis=1))
+        )
         return np.exp(x[:, 0]), x[:, 1]
 
     return search
@@ -283,7 +354,9 @@ def check_drift(drift, filename: str = "candidate.py") -> list[CheckResult]:
 
     with jax.enable_x64(True):
         try:
-            return _all(JaxProbe(drift), SANDBOX_POINTS, TOLERANCES["float64"], _descent_search(drift))
+            return _all(
+                JaxProbe(drift), SANDBOX_POINTS, TOLERANCES["float64"], _descent_search(drift)
+            )
         except Exception as error:  # the candidate crashed on concrete inputs
             detail = describe_failure(error, filename)
             return [CheckResult(c.name, False, detail) for c in CONDITIONS]
@@ -291,17 +364,36 @@ def check_drift(drift, filename: str = "candidate.py") -> list[CheckResult]:
 
 # -- the mutation proposer's pre-screen: the same conditions on coarser points -------------------
 
+
 def _screen_points() -> Points:
-    probe = grid(unique(np.geomspace(R_MIN, R_MAX, 25), NEAR_ONE), unique(np.linspace(-10, 10, 11), [-50, -1e-2, 1e-2, 50]))
+    probe = grid(
+        unique(np.geomspace(R_MIN, R_MAX, 25), NEAR_ONE),
+        unique(np.linspace(-10, 10, 11), [-50, -1e-2, 1e-2, 50]),
+    )
     dense = grid(
-        unique(np.geomspace(R_MIN, R_MAX, 301), NEAR_ONE, 1 + np.geomspace(1e-4, 0.5, 12), 1 - np.geomspace(1e-4, 0.5, 12)),
-        unique(np.linspace(-10, 10, 41), [-50, -40, -30, -20, -15, -12.5, -1e-2, -1e-3, 1e-3, 1e-2, 12.5, 15, 20, 30, 40, 50]),
+        unique(
+            np.geomspace(R_MIN, R_MAX, 301),
+            NEAR_ONE,
+            1 + np.geomspace(1e-4, 0.5, 12),
+            1 - np.geomspace(1e-4, 0.5, 12),
+        ),
+        unique(
+            np.linspace(-10, 10, 41),
+            [-50, -40, -30, -20, -15, -12.5, -1e-2, -1e-3, 1e-3, 1e-2, 12.5, 15, 20, 30, 40, 50],
+        ),
     )
     line = unique(np.linspace(-10, 10, 41), [-50, -20, -0.5, -0.1, -1e-2, 1e-2, 0.1, 0.5, 20, 50])
     steps = SANDBOX_POINTS.right_steps
     both = (np.concatenate([probe[0], dense[0]]), np.concatenate([probe[1], dense[1]]))
-    return Points(finite=tuple(probe), slopes=tuple(probe), non_negative=both, at_one=line, flat=line,
-                  right_steps=steps, left_steps=steps)
+    return Points(
+        finite=tuple(probe),
+        slopes=tuple(probe),
+        non_negative=both,
+        at_one=line,
+        flat=line,
+        right_steps=steps,
+        left_steps=steps,
+    )
 
 
 SCREEN_POINTS = _screen_points()
@@ -310,23 +402,31 @@ SCREEN_POINTS = _screen_points()
 def screen(probe: Probe) -> str | None:
     tol = TOLERANCES["float64"]
     p = SCREEN_POINTS
-    return first_failure([
-        (FINITE, lambda: finite(probe, p, tol)),
-        (NON_NEGATIVE, lambda: non_negative(probe, p, tol)),
-        (ZERO_AT_ONE, lambda: zero_at_one(probe, p, tol)),
-        (ZERO_SLOPE, lambda: zero_slope(probe, p, tol)),
-    ])
+    return first_failure(
+        [
+            (FINITE, lambda: finite(probe, p, tol)),
+            (NON_NEGATIVE, lambda: non_negative(probe, p, tol)),
+            (ZERO_AT_ONE, lambda: zero_at_one(probe, p, tol)),
+            (ZERO_SLOPE, lambda: zero_slope(probe, p, tol)),
+        ]
+    )
 
 
 # -- on a landscape grid (float32 values computed in the sandbox) ----------------------------------
+
 
 class _GridProbe:
     """A landscape as a probe: it answers only at its own grid points."""
 
     def __init__(self, ratio, advantage, drift, d_objective_dr):
-        self.ratio, self.advantage = np.asarray(ratio, np.float64), np.asarray(advantage, np.float64)
+        self.ratio, self.advantage = (
+            np.asarray(ratio, np.float64),
+            np.asarray(advantage, np.float64),
+        )
         self.drift = np.asarray(drift, np.float64)
-        self.dD_dr = self.advantage[:, None] - np.asarray(d_objective_dr, np.float64)  # dJ/dr = A - dD/dr
+        self.dD_dr = self.advantage[:, None] - np.asarray(
+            d_objective_dr, np.float64
+        )  # dJ/dr = A - dD/dr
 
     def _index(self, axis: np.ndarray, x: np.ndarray) -> np.ndarray:
         i = np.clip(np.searchsorted(axis, x), 0, axis.size - 1)
@@ -351,13 +451,23 @@ def landscape_check(ratio, advantage, drift, d_objective_dr) -> list[CheckResult
     everywhere = tuple(grid(r, a))
     if not 2 <= one <= r.size - 3:
         raise ValueError("the landscape grid needs two ratios on each side of 1")
-    return _all(probe, Points(
-        finite=everywhere, slopes=everywhere, non_negative=everywhere, at_one=a, flat=a,
-        right_steps=(r[one + 1] - 1.0, r[one + 2] - 1.0), left_steps=(1.0 - r[one - 1], 1.0 - r[one - 2]),
-    ), TOLERANCES["float32"])
+    return _all(
+        probe,
+        Points(
+            finite=everywhere,
+            slopes=everywhere,
+            non_negative=everywhere,
+            at_one=a,
+            flat=a,
+            right_steps=(r[one + 1] - 1.0, r[one + 2] - 1.0),
+            left_steps=(1.0 - r[one - 1], 1.0 - r[one - 2]),
+        ),
+        TOLERANCES["float32"],
+    )
 
 
 # -- the behaviour signature's inputs ---------------------------------------------------------------
+
 
 def _behaviour_inputs():
     import jax.numpy as jnp
@@ -380,10 +490,15 @@ PIECE = Piece(
     default=("mirror_drift", "ppo"),
     check=check_drift,
     behaviour=behaviour,
-    evidence=("The Mirror Learning conditions are checked numerically (a grid and random points with ratio in "
-              "[1e-3, 1e3] and |advantage| <= 10, autodiff and finite-difference slopes at ratio 1): strong "
-              "evidence, not a symbolic proof."),
-    screen=Screen(check=screen, fingerprint=tuple(SCREEN_POINTS.finite),
-                  anchor=(np.ones_like(SCREEN_POINTS.at_one), SCREEN_POINTS.at_one)),
+    evidence=(
+        "The Mirror Learning conditions are checked numerically (a grid and random points with ratio in "
+        "[1e-3, 1e3] and |advantage| <= 10, autodiff and finite-difference slopes at ratio 1): strong "
+        "evidence, not a symbolic proof."
+    ),
+    screen=Screen(
+        check=screen,
+        fingerprint=tuple(SCREEN_POINTS.finite),
+        anchor=(np.ones_like(SCREEN_POINTS.at_one), SCREEN_POINTS.at_one),
+    ),
     has_landscape=True,
 )

@@ -47,9 +47,21 @@ def check_optimizer(make_optimizer, filename: str = "candidate.py") -> list[Chec
     names = ("structure", "finite", "zero_gradient", "descent")
     try:
         tx = make_optimizer(_schedule, MAX_GRAD_NORM)
-        if not isinstance(tx, optax.GradientTransformation) and not (hasattr(tx, "init") and hasattr(tx, "update")):
-            return [CheckResult("structure", False, f"make_optimizer must return an optax.GradientTransformation, got {type(tx).__name__}")]
-        return [_check_structure(tx, filename), *_check_random_gradients(tx), _check_descent(make_optimizer)]
+        if not isinstance(tx, optax.GradientTransformation) and not (
+            hasattr(tx, "init") and hasattr(tx, "update")
+        ):
+            return [
+                CheckResult(
+                    "structure",
+                    False,
+                    f"make_optimizer must return an optax.GradientTransformation, got {type(tx).__name__}",
+                )
+            ]
+        return [
+            _check_structure(tx, filename),
+            *_check_random_gradients(tx),
+            _check_descent(make_optimizer),
+        ]
     except Exception as error:
         return [CheckResult(n, False, describe_failure(error, filename)) for n in names]
 
@@ -63,21 +75,35 @@ def _check_structure(tx, filename):
     grads = jax.tree.map(jnp.ones_like, params)
     updates, new_state = jax.jit(tx.update)(grads, state, params)
     if jax.tree.structure(updates) != jax.tree.structure(params):
-        return CheckResult("structure", False, "updates must have the parameters' tree structure",
-                           {"params": _describe_tree(params), "updates": _describe_tree(updates)})
+        return CheckResult(
+            "structure",
+            False,
+            "updates must have the parameters' tree structure",
+            {"params": _describe_tree(params), "updates": _describe_tree(updates)},
+        )
     for p, u in zip(jax.tree.leaves(params), jax.tree.leaves(updates)):
         if jnp.shape(p) != jnp.shape(u) or jnp.result_type(p) != jnp.result_type(u):
-            return CheckResult("structure", False, "each update must match its parameter's shape and dtype",
-                               {"params": _describe_tree(params), "updates": _describe_tree(updates)})
+            return CheckResult(
+                "structure",
+                False,
+                "each update must match its parameter's shape and dtype",
+                {"params": _describe_tree(params), "updates": _describe_tree(updates)},
+            )
     # The trainer carries the state through lax.scan, which needs a fixed structure.
     same = jax.tree.structure(state) == jax.tree.structure(new_state) and all(
         jnp.shape(a) == jnp.shape(b) and jnp.result_type(a) == jnp.result_type(b)
         for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(new_state))
     )
     if not same:
-        return CheckResult("structure", False, "the optimizer state must keep its structure, shapes and dtypes across updates",
-                           {"state": _describe_tree(state), "next_state": _describe_tree(new_state)})
-    return CheckResult("structure", True, "updates match the parameters; the state keeps a fixed structure")
+        return CheckResult(
+            "structure",
+            False,
+            "the optimizer state must keep its structure, shapes and dtypes across updates",
+            {"state": _describe_tree(state), "next_state": _describe_tree(new_state)},
+        )
+    return CheckResult(
+        "structure", True, "updates match the parameters; the state keeps a fixed structure"
+    )
 
 
 def _run(tx, grads_fn, steps, *args):
@@ -85,7 +111,6 @@ def _run(tx, grads_fn, steps, *args):
     import jax
     import jax.numpy as jnp
     import optax
-
 
     def run(params, *args):
         def step(carry, i):
@@ -105,7 +130,9 @@ def _random_gradients(params, i, scale):
     import jax.numpy as jnp
 
     keys = jax.random.split(jax.random.fold_in(jax.random.key(1), i), len(jax.tree.leaves(params)))
-    leaves = [jax.random.normal(k, jnp.shape(x)) * scale for k, x in zip(keys, jax.tree.leaves(params))]
+    leaves = [
+        jax.random.normal(k, jnp.shape(x)) * scale for k, x in zip(keys, jax.tree.leaves(params))
+    ]
     return jax.tree.unflatten(jax.tree.structure(params), leaves)
 
 
@@ -113,7 +140,11 @@ def _all_finite(tree) -> bool:
     import jax
     import jax.numpy as jnp
 
-    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact))
+    return all(
+        bool(jnp.all(jnp.isfinite(x)))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    )
 
 
 SCALES = (0.0, 1e-6, 1.0, 1e3)  # gradient scales; 0 is the zero-gradient case
@@ -130,24 +161,48 @@ def _check_random_gradients(tx) -> list[CheckResult]:
     results = []
     for what, tree in (("update", updates), ("state", states), ("parameter", finals)):
         if not _all_finite(tree):
-            results.append(CheckResult("finite", False, f"a non-finite {what} appeared within 20 steps of random "
-                                       f"gradients at scales {SCALES}", {"gradient_scales": list(SCALES)}))
+            results.append(
+                CheckResult(
+                    "finite",
+                    False,
+                    f"a non-finite {what} appeared within 20 steps of random "
+                    f"gradients at scales {SCALES}",
+                    {"gradient_scales": list(SCALES)},
+                )
+            )
             break
     else:
-        results.append(CheckResult("finite", True, f"finite updates and state for 20 steps at gradient scales {SCALES}"))
+        results.append(
+            CheckResult(
+                "finite", True, f"finite updates and state for 20 steps at gradient scales {SCALES}"
+            )
+        )
 
     start = jax.tree.map(lambda x: x[0], params)
     at_rest = jax.tree.map(lambda x: x[0], finals)
-    moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(at_rest), jax.tree.leaves(start)))
+    moved = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(at_rest), jax.tree.leaves(start))
+    )
     largest = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(start))
     allowed = 20 * LEARNING_RATE * max(1.0, largest)  # room for weight decay, not for drifting off
     if not np.isfinite(moved) or moved > allowed:
-        results.append(CheckResult(
-            "zero_gradient", False,
-            f"with zero gradients the parameters moved by {moved:.4g} in 20 steps (allowed {allowed:.4g} at lr {LEARNING_RATE:g})",
-            {"moved": moved, "allowed": allowed, "learning_rate": LEARNING_RATE}))
+        results.append(
+            CheckResult(
+                "zero_gradient",
+                False,
+                f"with zero gradients the parameters moved by {moved:.4g} in 20 steps (allowed {allowed:.4g} at lr {LEARNING_RATE:g})",
+                {"moved": moved, "allowed": allowed, "learning_rate": LEARNING_RATE},
+            )
+        )
     else:
-        results.append(CheckResult("zero_gradient", True, f"zero gradients moved the parameters by {moved:.3g} in 20 steps"))
+        results.append(
+            CheckResult(
+                "zero_gradient",
+                True,
+                f"zero gradients moved the parameters by {moved:.3g} in 20 steps",
+            )
+        )
     return results
 
 
@@ -159,16 +214,26 @@ def _check_descent(make_optimizer):
     target = jax.tree.map(lambda x: x + 1.0, _params())
 
     def loss(params):
-        return sum(jnp.sum(jnp.square(p - t)) for p, t in zip(jax.tree.leaves(params), jax.tree.leaves(target)))
+        return sum(
+            jnp.sum(jnp.square(p - t))
+            for p, t in zip(jax.tree.leaves(params), jax.tree.leaves(target))
+        )
 
     params, final, _, _ = _run(tx, lambda p, i: jax.grad(loss)(p), 50)
     before, after = float(loss(params)), float(loss(final))
     if not after < before:
-        return CheckResult("descent", False,
-                           f"50 steps on the quadratic |params - target|^2 took the loss from {before:.4g} to {after:.4g}; "
-                           "updates are added to the parameters, so they must point down the gradient",
-                           {"loss_before": before, "loss_after": after})
-    return CheckResult("descent", True, f"50 steps on a quadratic reduced the loss from {before:.4g} to {after:.4g}")
+        return CheckResult(
+            "descent",
+            False,
+            f"50 steps on the quadratic |params - target|^2 took the loss from {before:.4g} to {after:.4g}; "
+            "updates are added to the parameters, so they must point down the gradient",
+            {"loss_before": before, "loss_after": after},
+        )
+    return CheckResult(
+        "descent",
+        True,
+        f"50 steps on a quadratic reduced the loss from {before:.4g} to {after:.4g}",
+    )
 
 
 def behaviour(make_optimizer) -> np.ndarray:
@@ -195,7 +260,9 @@ PIECE = Piece(
     default=("optimizer", "adam"),
     check=check_optimizer,
     behaviour=behaviour,
-    evidence=("The optimizer conditions (fixed state structure, finite updates under random gradients, rest "
-              "under zero gradients, descent on a quadratic) are checked by running it on a small parameter "
-              "tree: evidence about these cases, not a proof."),
+    evidence=(
+        "The optimizer conditions (fixed state structure, finite updates under random gradients, rest "
+        "under zero gradients, descent on a quadratic) are checked by running it on a small parameter "
+        "tree: evidence about these cases, not a proof."
+    ),
 )

@@ -10,7 +10,17 @@ on the same points: they are cheap.
 import numpy as np
 
 from sandbox.checks.report import CheckResult
-from sandbox.pieces.base import Condition, Contract, JaxProbe, Piece, Probe, Screen, first_failure, grid, unique
+from sandbox.pieces.base import (
+    Condition,
+    Contract,
+    JaxProbe,
+    Piece,
+    Probe,
+    Screen,
+    first_failure,
+    grid,
+    unique,
+)
 from sandbox.training.components import PlugPoint
 
 TARGETS = np.concatenate([np.linspace(-100.0, 100.0, 41), [-1.0, -0.1, 0.0, 0.1, 1.0]])
@@ -31,12 +41,19 @@ def finite(probe: Probe) -> CheckResult:
         if bad.any():
             i = int(np.argmax(bad))
             return CheckResult(
-                FINITE.name, False,
+                FINITE.name,
+                False,
                 f"the {what} at prediction={prediction[i]:.6g}, target={target[i]:.6g} is {array[i]}; a value loss "
                 "must be finite",
-                {"prediction": float(prediction[i]), "target": float(target[i]), what.split()[0]: str(array[i])},
+                {
+                    "prediction": float(prediction[i]),
+                    "target": float(target[i]),
+                    what.split()[0]: str(array[i]),
+                },
             )
-    return CheckResult(FINITE.name, True, f"finite values and gradients at {values.size} points, |target| <= 100")
+    return CheckResult(
+        FINITE.name, True, f"finite values and gradients at {values.size} points, |target| <= 100"
+    )
 
 
 def minimum_at_target(probe: Probe) -> CheckResult:
@@ -49,14 +66,21 @@ def minimum_at_target(probe: Probe) -> CheckResult:
     i = int(np.argmin(np.where(np.isfinite(gap), gap, np.inf)))
     if not gap[i] > GAP * (1.0 + abs(reference[i])):
         return CheckResult(
-            MINIMUM.name, False,
+            MINIMUM.name,
+            False,
             f"value_loss(prediction={target[i] + offset[i]:.6g}, target={target[i]:.6g}) = {elsewhere[i]:.6g} is not "
             f"above value_loss(target, target) = {reference[i]:.6g}; the loss must be smallest, uniquely, when "
             "the prediction equals the target",
-            {"prediction": float(target[i] + offset[i]), "target": float(target[i]), "loss": float(elsewhere[i]),
-             "loss_at_target": float(reference[i])},
+            {
+                "prediction": float(target[i] + offset[i]),
+                "target": float(target[i]),
+                "loss": float(elsewhere[i]),
+                "loss_at_target": float(reference[i]),
+            },
         )
-    return CheckResult(MINIMUM.name, True, f"unique minimum at prediction = target for {TARGETS.size} targets")
+    return CheckResult(
+        MINIMUM.name, True, f"unique minimum at prediction = target for {TARGETS.size} targets"
+    )
 
 
 def check_value_loss(value_loss, filename: str = "candidate.py") -> list[CheckResult]:
@@ -74,7 +98,9 @@ def check_value_loss(value_loss, filename: str = "candidate.py") -> list[CheckRe
 
 
 def screen(probe: Probe) -> str | None:
-    return first_failure([(FINITE, lambda: finite(probe)), (MINIMUM, lambda: minimum_at_target(probe))])
+    return first_failure(
+        [(FINITE, lambda: finite(probe)), (MINIMUM, lambda: minimum_at_target(probe))]
+    )
 
 
 def _behaviour_inputs():
@@ -90,8 +116,10 @@ def behaviour(value_loss) -> np.ndarray:
     return np.asarray(value_loss(*_behaviour_inputs()), dtype=np.float64)
 
 
-_fingerprint = grid(unique(np.linspace(-100, 100, 9), [-1, 0, 1]),
-                    unique(np.geomspace(1e-2, 200, 8), -np.geomspace(1e-2, 200, 8), 0))
+_fingerprint = grid(
+    unique(np.linspace(-100, 100, 9), [-1, 0, 1]),
+    unique(np.geomspace(1e-2, 200, 8), -np.geomspace(1e-2, 200, 8), 0),
+)
 _line = np.linspace(-100, 100, 21)
 
 PIECE = Piece(
@@ -102,8 +130,13 @@ PIECE = Piece(
     default=("value_loss", "squared_error"),
     check=check_value_loss,
     behaviour=behaviour,
-    evidence=("The value-loss conditions (finite, uniquely minimal at the target) are checked numerically on a "
-              "grid of targets in [-100, 100] and offsets from 1e-2 to 200: strong evidence, not a proof."),
-    screen=Screen(check=screen, fingerprint=(_fingerprint[0] + _fingerprint[1], _fingerprint[0]),
-                  anchor=(_line, _line)),
+    evidence=(
+        "The value-loss conditions (finite, uniquely minimal at the target) are checked numerically on a "
+        "grid of targets in [-100, 100] and offsets from 1e-2 to 200: strong evidence, not a proof."
+    ),
+    screen=Screen(
+        check=screen,
+        fingerprint=(_fingerprint[0] + _fingerprint[1], _fingerprint[0]),
+        anchor=(_line, _line),
+    ),
 )

@@ -23,7 +23,9 @@ def make_evaluate(config: PPOConfig):
 
     def evaluate(params, rng):
         rng, reset_rng = jax.random.split(rng)
-        obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_rng, episodes), env_params)
+        obs, state = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(reset_rng, episodes), env_params
+        )
 
         def still_running(carry):
             t, _, _, done, _, _ = carry
@@ -37,9 +39,9 @@ def make_evaluate(config: PPOConfig):
                 action = jnp.argmax(logits, axis=-1)
             else:
                 action = jax.random.categorical(action_rng, logits)
-            obs, state, reward, terminated, truncated, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-                jax.random.split(step_rng, episodes), state, action, env_params
-            )
+            obs, state, reward, terminated, truncated, _ = jax.vmap(
+                env.step, in_axes=(0, 0, 0, None)
+            )(jax.random.split(step_rng, episodes), state, action, env_params)
             returns = returns + jnp.where(done, 0.0, reward)
             done = done | terminated | truncated
             return t + 1, obs, state, done, returns, rng

@@ -21,7 +21,9 @@ class MLP(nn.Module):
         act = ACTIVATIONS[self.activation]
         for size in self.hidden_sizes:
             x = act(nn.Dense(size, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(x))
-        return nn.Dense(self.out_size, kernel_init=orthogonal(self.out_scale), bias_init=constant(0.0))(x)
+        return nn.Dense(
+            self.out_size, kernel_init=orthogonal(self.out_scale), bias_init=constant(0.0)
+        )(x)
 
 
 class ActorCritic(nn.Module):

@@ -63,8 +63,11 @@ def generalized_advantages(reward, value, next_value, terminated, done, *, gamma
         return gae, gae
 
     _, advantages = lax.scan(
-        backward, jnp.zeros_like(reward[0]), (reward, value, next_value, terminated, done),
-        reverse=True, unroll=16,
+        backward,
+        jnp.zeros_like(reward[0]),
+        (reward, value, next_value, terminated, done),
+        reverse=True,
+        unroll=16,
     )
     return advantages
 
@@ -159,8 +162,13 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
             done = jnp.logical_or(terminated, truncated)
             episode_return = episode_return + reward
             # Episode statistics accumulate in the carry: cheaper than stacking them per step.
-            ended = (ended[0] + jnp.sum(jnp.where(done, episode_return, 0.0)), ended[1] + jnp.sum(done))
-            transition = Transition(obs, action, log_prob, None, reward, terminated, done, info["final_observation"])
+            ended = (
+                ended[0] + jnp.sum(jnp.where(done, episode_return, 0.0)),
+                ended[1] + jnp.sum(done),
+            )
+            transition = Transition(
+                obs, action, log_prob, None, reward, terminated, done, info["final_observation"]
+            )
             episode_return = jnp.where(done, 0.0, episode_return)
             return (params, env_state, next_obs, episode_return, ended, rng), transition
 
@@ -179,8 +187,13 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
             )
             traj, next_value = critic_values(params, traj)
             advantages = generalized_advantages(
-                traj.reward, traj.value, next_value, traj.terminated, traj.done,
-                gamma=config.gamma, gae_lambda=config.gae_lambda,
+                traj.reward,
+                traj.value,
+                next_value,
+                traj.terminated,
+                traj.done,
+                gamma=config.gamma,
+                gae_lambda=config.gae_lambda,
             )
             targets = advantages + traj.value
             batch = jax.tree.map(
@@ -206,7 +219,9 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
                     params = jax.tree.map(lambda p, u: p + u, params, updates)
                     return (params, opt_state), aux
 
-                (params, opt_state), aux = lax.scan(update_minibatch, (params, opt_state), minibatches)
+                (params, opt_state), aux = lax.scan(
+                    update_minibatch, (params, opt_state), minibatches
+                )
                 return (params, opt_state, rng), aux
 
             (params, opt_state, rng), (entropy, approx_kl) = lax.scan(

@@ -36,7 +36,11 @@ class TrainingBatch:
 
     @property
     def env_steps(self) -> int:
-        return self.config.env_steps * self.output.episode_count.shape[0] * self.output.episode_count.shape[1]
+        return (
+            self.config.env_steps
+            * self.output.episode_count.shape[0]
+            * self.output.episode_count.shape[1]
+        )
 
 
 def train_batch(
@@ -87,7 +91,9 @@ class TrainingSummary:
     returns: Aggregate
     normalised: Aggregate | None
     normalised_scores: list[float] | None
-    learning_curve: list[float | None]  # mean return of episodes ended in each update, all seeds pooled
+    learning_curve: list[
+        float | None
+    ]  # mean return of episodes ended in each update, all seeds pooled
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -122,7 +128,9 @@ def pooled_learning_curve(output: TrainOutput, axis) -> np.ndarray:
     return np.where(counts > 0, returns / np.maximum(counts, 1), np.nan)
 
 
-def summarise(batch: TrainingBatch, final_returns: np.ndarray, reference: EnvBudget | None = None) -> list[TrainingSummary]:
+def summarise(
+    batch: TrainingBatch, final_returns: np.ndarray, reference: EnvBudget | None = None
+) -> list[TrainingSummary]:
     """One summary per learning rate. `reference` normalises scores when the run matches a budget."""
     curves = pooled_learning_curve(batch.output, axis=1)  # [learning rates, updates]
     summaries = []
@@ -130,7 +138,9 @@ def summarise(batch: TrainingBatch, final_returns: np.ndarray, reference: EnvBud
         per_seed = final_returns[i]
         normalised = None
         if reference is not None:
-            normalised = normalise(per_seed, random_return=reference.random_return, ppo_return=reference.ppo_return)
+            normalised = normalise(
+                per_seed, random_return=reference.random_return, ppo_return=reference.ppo_return
+            )
         curve = [float(x) if np.isfinite(x) else None for x in curves[i]]
         summaries.append(
             TrainingSummary(
@@ -141,7 +151,9 @@ def summarise(batch: TrainingBatch, final_returns: np.ndarray, reference: EnvBud
                 final_returns=[float(x) for x in per_seed],
                 returns=Aggregate.of(per_seed),
                 normalised=Aggregate.of(normalised) if normalised is not None else None,
-                normalised_scores=[float(x) for x in normalised] if normalised is not None else None,
+                normalised_scores=[float(x) for x in normalised]
+                if normalised is not None
+                else None,
                 learning_curve=curve,
             )
         )

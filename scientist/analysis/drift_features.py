@@ -54,12 +54,16 @@ class SideFeatures:
     half_ratio: float | None  # u <= 0.5
     pushback_ratio: float | None  # u < -TOLERANCE: the objective pushes r back towards 1
     pushback_strength: float  # the largest -u on the |A| = 1 slice (0 if none)
-    pushback_fraction: float  # share of the quadrant's cells (all A of this sign) with u < -TOLERANCE
+    pushback_fraction: (
+        float  # share of the quadrant's cells (all A of this sign) with u < -TOLERANCE
+    )
     beyond_clip: float  # mean u where |r - 1| > CLIP_EPSILON (PPO 0, no drift 1)
     damping: float  # mean 1 - u at the last finite ratio of each slice (PPO 1, no drift 0)
     sharpest_drop: float  # the largest fall of u within one grid step, less the steps beside it (PPO 1: a hard clip)
     sharpest_drop_ratio: float | None  # the ratio just after that fall
-    zero_region: tuple[float, float] | None  # [lo, hi] around 1 with |D| <= ZERO_DRIFT for every A of this sign
+    zero_region: (
+        tuple[float, float] | None
+    )  # [lo, hi] around 1 with |D| <= ZERO_DRIFT for every A of this sign
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,14 @@ class DriftFeatures:
 
     def describe(self) -> list[str]:
         """Plain sentences, one per feature."""
-        return [_rollback_sentence(self), _optimism_sentence(self), *_overshoot_sentence(self),
-                _symmetry_sentence(self), _zero_sentence(self), *_nonfinite_sentence(self)]
+        return [
+            _rollback_sentence(self),
+            _optimism_sentence(self),
+            *_overshoot_sentence(self),
+            _symmetry_sentence(self),
+            _zero_sentence(self),
+            *_nonfinite_sentence(self),
+        ]
 
 
 def detect_features(landscape: Landscape) -> DriftFeatures:
@@ -106,6 +116,7 @@ def detect_features(landscape: Landscape) -> DriftFeatures:
 
 
 # -- measurements -------------------------------------------------------------------------
+
 
 def _side(landscape: Landscape, sign: int) -> SideFeatures:
     r, a, g = landscape.ratio, landscape.advantage, landscape.d_objective_dr
@@ -200,52 +211,91 @@ def _nanmax(x: np.ndarray, default: float) -> float:
 
 # -- sentences ----------------------------------------------------------------------------
 
+
 def _rollback_sentence(f: DriftFeatures) -> str:
     n = f.negative
     if f.rollback:
-        where = (f"once r falls to {n.pushback_ratio:.2f} at A = -1 (up to {n.pushback_strength:.2f}|A|)"
-                 if n.pushback_ratio is not None else "at larger |A| than 1")
-        return (f"rollback: for A < 0 the objective pushes r back up towards 1 {where}, over "
-                f"{n.pushback_fraction:.0%} of the A < 0, r < 1 quadrant (PPO: none, its push just stops at 0.8)")
+        where = (
+            f"once r falls to {n.pushback_ratio:.2f} at A = -1 (up to {n.pushback_strength:.2f}|A|)"
+            if n.pushback_ratio is not None
+            else "at larger |A| than 1"
+        )
+        return (
+            f"rollback: for A < 0 the objective pushes r back up towards 1 {where}, over "
+            f"{n.pushback_fraction:.0%} of the A < 0, r < 1 quadrant (PPO: none, its push just stops at 0.8)"
+        )
     if n.stop_ratio is None:
-        return (f"no rollback: for A < 0 the objective keeps pushing r down across the grid "
-                f"(to r = {f.ratio_range[0]:.2f})")
-    how = "abruptly, a hard clip like PPO's at 0.8" if n.sharpest_drop >= HARD_DROP else "without reversing"
+        return (
+            f"no rollback: for A < 0 the objective keeps pushing r down across the grid "
+            f"(to r = {f.ratio_range[0]:.2f})"
+        )
+    how = (
+        "abruptly, a hard clip like PPO's at 0.8"
+        if n.sharpest_drop >= HARD_DROP
+        else "without reversing"
+    )
     return f"no rollback: for A < 0 the push to lower r stops at r = {n.stop_ratio:.2f} (A = -1), {how}"
 
 
 def _optimism_sentence(f: DriftFeatures) -> str:
     p, edge = f.positive, f.ratio_range[1]
     if f.cautious_optimism:
-        half = f"; half of it is left at r = {p.half_ratio:.2f} for A = 1" if p.half_ratio is not None else ""
-        return (f"cautious optimism: for A > 0 the objective still rewards raising r beyond {1 + CLIP_EPSILON:.1f} "
-                f"({p.beyond_clip:.0%} of the unconstrained incentive on average, PPO: none) and damps it gradually "
-                f"({p.damping:.0%} less at r = {edge:.0f}{half})")
+        half = (
+            f"; half of it is left at r = {p.half_ratio:.2f} for A = 1"
+            if p.half_ratio is not None
+            else ""
+        )
+        return (
+            f"cautious optimism: for A > 0 the objective still rewards raising r beyond {1 + CLIP_EPSILON:.1f} "
+            f"({p.beyond_clip:.0%} of the unconstrained incentive on average, PPO: none) and damps it gradually "
+            f"({p.damping:.0%} less at r = {edge:.0f}{half})"
+        )
     if f.hard_clip:
-        return (f"hard clip: for A > 0 the incentive to raise r falls by {p.sharpest_drop:.0%} of A within one grid "
-                f"step at r = {p.sharpest_drop_ratio:.2f} (PPO: hard clip at {1 + CLIP_EPSILON:.1f})")
+        return (
+            f"hard clip: for A > 0 the incentive to raise r falls by {p.sharpest_drop:.0%} of A within one grid "
+            f"step at r = {p.sharpest_drop_ratio:.2f} (PPO: hard clip at {1 + CLIP_EPSILON:.1f})"
+        )
     if p.damping < MIN_EFFECT:
-        return (f"no caution: for A > 0 the incentive to raise r stays undamped up to r = {edge:.0f} "
-                f"({p.damping:.0%} less at the edge; PPO cuts it at {1 + CLIP_EPSILON:.1f})")
-    fade = (f"is gone at r = {p.stop_ratio:.2f} for A = 1" if p.stop_ratio is not None
-            else f"is {p.damping:.0%} smaller at r = {edge:.0f}")
-    left = f", {p.beyond_clip:.0%} of it left beyond {1 + CLIP_EPSILON:.1f} on average" if p.beyond_clip >= 0 else ""
-    return f"no optimism: for A > 0 the incentive to raise r fades without a hard cut and {fade}{left}"
+        return (
+            f"no caution: for A > 0 the incentive to raise r stays undamped up to r = {edge:.0f} "
+            f"({p.damping:.0%} less at the edge; PPO cuts it at {1 + CLIP_EPSILON:.1f})"
+        )
+    fade = (
+        f"is gone at r = {p.stop_ratio:.2f} for A = 1"
+        if p.stop_ratio is not None
+        else f"is {p.damping:.0%} smaller at r = {edge:.0f}"
+    )
+    left = (
+        f", {p.beyond_clip:.0%} of it left beyond {1 + CLIP_EPSILON:.1f} on average"
+        if p.beyond_clip >= 0
+        else ""
+    )
+    return (
+        f"no optimism: for A > 0 the incentive to raise r fades without a hard cut and {fade}{left}"
+    )
 
 
 def _overshoot_sentence(f: DriftFeatures) -> list[str]:
     p = f.positive
     if p.pushback_fraction < MIN_FRACTION:
         return []
-    where = f"once r reaches {p.pushback_ratio:.2f} at A = 1" if p.pushback_ratio is not None else "at larger A than 1"
-    return [f"pull-back: for A > 0 the objective pushes r back down towards 1 {where}, over "
-            f"{p.pushback_fraction:.0%} of the A > 0, r > 1 quadrant"]
+    where = (
+        f"once r reaches {p.pushback_ratio:.2f} at A = 1"
+        if p.pushback_ratio is not None
+        else "at larger A than 1"
+    )
+    return [
+        f"pull-back: for A > 0 the objective pushes r back down towards 1 {where}, over "
+        f"{p.pushback_fraction:.0%} of the A > 0, r > 1 quadrant"
+    ]
 
 
 def _symmetry_sentence(f: DriftFeatures) -> str:
     kind = "symmetric" if f.symmetric else "asymmetric"
-    return (f"{kind} updates: asymmetry {f.asymmetry:.2f} between raising r for A > 0 and lowering it for A < 0 "
-            f"(0: dJ/dr(1 + d, A) = -dJ/dr(1 - d, -A) as for PPO and no drift; 1: nothing in common)")
+    return (
+        f"{kind} updates: asymmetry {f.asymmetry:.2f} between raising r for A > 0 and lowering it for A < 0 "
+        f"(0: dJ/dr(1 + d, A) = -dJ/dr(1 - d, -A) as for PPO and no drift; 1: nothing in common)"
+    )
 
 
 def _zero_sentence(f: DriftFeatures) -> str:
@@ -263,11 +313,15 @@ def _zero_sentence(f: DriftFeatures) -> str:
             return f"r <= {zero[1]:.2f}"
         return f"r >= {zero[0]:.2f}" if at_hi else f"{zero[0]:.2f} <= r <= {zero[1]:.2f}"
 
-    return (f"drift-free region (|D| <= {ZERO_DRIFT:g} at every A of a sign): {region(f.positive.zero_region)} for "
-            f"A > 0, {region(f.negative.zero_region)} for A < 0 (PPO: r <= 1.2 and r >= 0.8)")
+    return (
+        f"drift-free region (|D| <= {ZERO_DRIFT:g} at every A of a sign): {region(f.positive.zero_region)} for "
+        f"A > 0, {region(f.negative.zero_region)} for A < 0 (PPO: r <= 1.2 and r >= 0.8)"
+    )
 
 
 def _nonfinite_sentence(f: DriftFeatures) -> list[str]:
     if not f.nonfinite_cells:
         return []
-    return [f"{f.nonfinite_cells} of {f.cells} landscape values are NaN or infinite and were left out"]
+    return [
+        f"{f.nonfinite_cells} of {f.cells} landscape values are NaN or infinite and were left out"
+    ]

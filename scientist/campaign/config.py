@@ -10,7 +10,16 @@ from sandbox.vocabulary import PROPOSERS, ExecutorName, Origin, Sandbox
 from scientist.selection import SelectionConfig
 
 # Settings that may change when a campaign is resumed; the rest define the campaign.
-RESUMABLE = ("generations", "workers", "max_cost", "sandbox", "api_base", "timeout", "executor", "ray_address")
+RESUMABLE = (
+    "generations",
+    "workers",
+    "max_cost",
+    "sandbox",
+    "api_base",
+    "timeout",
+    "executor",
+    "ray_address",
+)
 
 
 class CampaignConfig(BaseModel):
@@ -18,7 +27,9 @@ class CampaignConfig(BaseModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")
     task: str
-    proposer: Origin | None = None  # mutation or llm; None: llm when a model is given, else mutation
+    proposer: Origin | None = (
+        None  # mutation or llm; None: llm when a model is given, else mutation
+    )
     models: list[str] = []
     api_base: str | None = None
     generations: int = Field(3, ge=0)
@@ -26,26 +37,38 @@ class CampaignConfig(BaseModel):
     islands: int = Field(2, ge=1)
     budget: str = "smoke"
     sandbox: Sandbox = Sandbox.AUTO
-    workers: int = Field(2, ge=1, description="evaluations at once (with ray: tasks in flight on the cluster)")
+    workers: int = Field(
+        2, ge=1, description="evaluations at once (with ray: tasks in flight on the cluster)"
+    )
     executor: ExecutorName = ExecutorName.LOCAL
-    ray_address: str | None = None  # None: a Ray cluster started for this campaign; "auto": the running one
-    max_cost: float | None = Field(None, ge=0, description="stop proposing once this many dollars are spent")
+    ray_address: str | None = (
+        None  # None: a Ray cluster started for this campaign; "auto": the running one
+    )
+    max_cost: float | None = Field(
+        None, ge=0, description="stop proposing once this many dollars are spent"
+    )
     seed: int = 0
     parents: int = Field(2, ge=1, description="parents sampled per proposal")
     inspirations: int = Field(3, ge=0)
     exploration: float = Field(0.2, ge=0, le=1)
     migration_interval: int = Field(2, ge=0)
     migrants: int = Field(1, ge=0)
-    attempts_per_slot: int = Field(3, ge=1, description="proposals tried for one slot before moving on")
+    attempts_per_slot: int = Field(
+        3, ge=1, description="proposals tried for one slot before moving on"
+    )
     timeout: float = Field(120.0, gt=0, description="seconds per LLM request")
-    price_per_million: tuple[float, float] | None = None  # USD per million input/output tokens, for unpriced models
+    price_per_million: tuple[float, float] | None = (
+        None  # USD per million input/output tokens, for unpriced models
+    )
 
     @model_validator(mode="after")
     def _resolve(self):
         if self.proposer is None:
             self.proposer = Origin.LLM if self.models else Origin.MUTATION
         if self.proposer not in PROPOSERS:
-            raise ValueError(f"proposer {self.proposer!r} does not propose; choose {' or '.join(PROPOSERS)}")
+            raise ValueError(
+                f"proposer {self.proposer!r} does not propose; choose {' or '.join(PROPOSERS)}"
+            )
         if self.proposer == Origin.LLM and not self.models:
             raise ValueError("the llm proposer needs --model (any litellm model name)")
         if self.budget not in BUDGETS:
@@ -54,8 +77,12 @@ class CampaignConfig(BaseModel):
 
     @property
     def selection(self) -> SelectionConfig:
-        return SelectionConfig(islands=self.islands, exploration=self.exploration,
-                               migration_interval=self.migration_interval, migrants=self.migrants)
+        return SelectionConfig(
+            islands=self.islands,
+            exploration=self.exploration,
+            migration_interval=self.migration_interval,
+            migrants=self.migrants,
+        )
 
     @classmethod
     def load(cls, toml_path: Path | None = None, **options) -> "CampaignConfig":
@@ -70,12 +97,17 @@ class CampaignConfig(BaseModel):
         else that differs is an error: it would make a different campaign under the same name."""
         given = self.model_dump()
         merged = {**stored, **{k: given[k] for k in RESUMABLE if k in self.model_fields_set}}
-        clash = [k for k in self.model_fields_set - set(RESUMABLE) - {"name"}
-                 if k in stored and _comparable(given[k]) != _comparable(stored[k])]
+        clash = [
+            k
+            for k in self.model_fields_set - set(RESUMABLE) - {"name"}
+            if k in stored and _comparable(given[k]) != _comparable(stored[k])
+        ]
         if clash:
-            raise ValueError(f"campaign {self.name} exists with different " + ", ".join(
-                f"{k} ({stored[k]!r}, not {given[k]!r})" for k in sorted(clash))
-                + f"; only {', '.join(RESUMABLE)} can change on resume. Choose another --name for a new campaign.")
+            raise ValueError(
+                f"campaign {self.name} exists with different "
+                + ", ".join(f"{k} ({stored[k]!r}, not {given[k]!r})" for k in sorted(clash))
+                + f"; only {', '.join(RESUMABLE)} can change on resume. Choose another --name for a new campaign."
+            )
         return CampaignConfig(**merged)
 
 

@@ -5,6 +5,7 @@ from rich.table import Table
 from rich.text import Text
 
 from archive.schema import Campaign, Candidate
+from sandbox.vocabulary import CampaignStatus, Origin
 from scientist.campaign.loop import Progress
 
 
@@ -25,19 +26,36 @@ def leaderboard_table(rows: list[Candidate], title: str = "leaderboard") -> Tabl
     table.add_column("how", no_wrap=True)
     table.add_column("note", no_wrap=True)
     for c in rows:
-        how = "baseline" if c.origin == "baseline" else c.operator if c.origin == "mutation" else f"{c.origin}:{c.operator}"
-        table.add_row(str(c.id), fmt(c.fitness), fmt(c.meta_test_fitness), f"{c.generation}/{c.island}",
-                      str(c.parent_id or ""), clip(how, 13), clip(c.baseline_name or c.proposal_note or "", 24))
+        how = (
+            Origin.BASELINE
+            if c.origin == Origin.BASELINE
+            else c.operator
+            if c.origin == Origin.MUTATION
+            else f"{c.origin}:{c.operator}"
+        )
+        table.add_row(
+            str(c.id),
+            fmt(c.fitness),
+            fmt(c.meta_test_fitness),
+            f"{c.generation}/{c.island}",
+            str(c.parent_id or ""),
+            clip(how, 13),
+            clip(c.baseline_name or c.proposal_note or "", 24),
+        )
     return table
 
 
 def progress_view(p: Progress) -> Group:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(p.counts.items())) or "nothing yet"
-    best = f"#{p.best_id} fitness {p.best_fitness:.3f}" if p.best_id is not None else "none scored yet"
+    best = (
+        f"#{p.best_id} fitness {p.best_fitness:.3f}" if p.best_id is not None else "none scored yet"
+    )
     lines = [
         Text.assemble(("campaign ", "bold"), p.name, f"   generation {p.generation}"),
-        Text(f"proposed {p.proposed} this run · evaluated {p.evaluated} · in flight {p.in_flight} · "
-             f"planned {p.planned} · spent ${p.spent_usd:.4f}"),
+        Text(
+            f"proposed {p.proposed} this run · evaluated {p.evaluated} · in flight {p.in_flight} · "
+            f"planned {p.planned} · spent ${p.spent_usd:.4f}"
+        ),
         Text(f"archive: {counts}"),
         Text(f"best: {best}"),
         Text(p.last, style="dim"),
@@ -45,23 +63,41 @@ def progress_view(p: Progress) -> Group:
     return Group(*lines)
 
 
-def campaign_summary(campaign: Campaign, counts: dict[str, int], spent: float, alive: bool) -> Table:
+def campaign_summary(
+    campaign: Campaign, counts: dict[str, int], spent: float, alive: bool
+) -> Table:
     table = Table(show_header=False, title=f"campaign {campaign.name}", title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     config = campaign.config
-    state = campaign.status + (" (runner alive)" if alive else " (no runner: `scientist resume` continues it)"
-                               if campaign.status == "running" else "")
+    state = campaign.status + (
+        " (runner alive)"
+        if alive
+        else " (no runner: `scientist resume` continues it)"
+        if campaign.status == CampaignStatus.RUNNING
+        else ""
+    )
     planned = config["generations"] * config["islands"] * config["population"]
     for key, value in (
         ("status", state + (f" — {campaign.message}" if campaign.message else "")),
         ("task / budget", f"{campaign.task} / {campaign.budget}"),
-        ("proposer", campaign.proposer + (f" ({', '.join(config.get('models') or [])})" if config.get("models") else "")),
-        ("plan", f"{config['generations']} generations × {config['islands']} islands × {config['population']} "
-                 f"= {planned} proposals, {config['workers']} workers"),
+        (
+            "proposer",
+            campaign.proposer
+            + (f" ({', '.join(config.get('models') or [])})" if config.get("models") else ""),
+        ),
+        (
+            "plan",
+            f"{config['generations']} generations × {config['islands']} islands × {config['population']} "
+            f"= {planned} proposals, {config['workers']} workers",
+        ),
         ("candidates", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
-        ("spent", f"${spent:.4f}" + (f" of ${config['max_cost']}" if config.get("max_cost") is not None else "")),
-        ("created", f"{campaign.created_at:%Y-%m-%d %H:%M:%S} UTC"),
+        (
+            "spent",
+            f"${spent:.4f}"
+            + (f" of ${config['max_cost']}" if config.get("max_cost") is not None else ""),
+        ),
+        (CampaignStatus.CREATED, f"{campaign.created_at:%Y-%m-%d %H:%M:%S} UTC"),
     ):
         table.add_row(key, value)
     return table

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from archive import writes
 from archive.db import transaction
 from archive.schema import Campaign, utcnow
+from sandbox.vocabulary import CampaignStatus
 
 HEARTBEAT_SECONDS = 5.0
 STALE_AFTER = timedelta(seconds=60)
@@ -36,24 +37,35 @@ def runner_alive(campaign: Campaign) -> bool:
     return utcnow() - campaign.heartbeat_at < STALE_AFTER
 
 
-def claim(engine: Engine, campaign_id: int, *, config: dict | None = None, detail: str = "") -> None:
+def claim(
+    engine: Engine, campaign_id: int, *, config: dict | None = None, detail: str = ""
+) -> None:
     """Take the campaign for this process and log a start or resume event; CampaignBusy if a
     live runner holds it."""
     with transaction(engine) as session:
         # Row-locked on PostgreSQL so two runners starting at once cannot both take it
         # (SQLite's BEGIN IMMEDIATE serialises them already).
-        campaign = session.get(Campaign, campaign_id, with_for_update={"key_share": True}, populate_existing=True)
+        campaign = session.get(
+            Campaign, campaign_id, with_for_update={"key_share": True}, populate_existing=True
+        )
         if runner_alive(campaign) and campaign.runner_pid != os.getpid():
-            raise CampaignBusy(f"campaign {campaign.name} is already running (pid {campaign.runner_pid} on "
-                               f"{campaign.runner_host}, heartbeat {campaign.heartbeat_at:%H:%M:%S} UTC)")
-        resumed = campaign.status != "created"
+            raise CampaignBusy(
+                f"campaign {campaign.name} is already running (pid {campaign.runner_pid} on "
+                f"{campaign.runner_host}, heartbeat {campaign.heartbeat_at:%H:%M:%S} UTC)"
+            )
+        resumed = campaign.status != CampaignStatus.CREATED
         campaign.runner_host, campaign.runner_pid = socket.gethostname(), os.getpid()
         campaign.heartbeat_at = campaign.updated_at = utcnow()
-        campaign.status, campaign.message = "running", ""
+        campaign.status, campaign.message = CampaignStatus.RUNNING, ""
         if config is not None:
             campaign.config = config
-        writes.log_event(session, campaign_id, "resume" if resumed else "start",
-                         f"pid {os.getpid()} on {socket.gethostname()}{detail}", {"config": campaign.config})
+        writes.log_event(
+            session,
+            campaign_id,
+            "resume" if resumed else "start",
+            f"pid {os.getpid()} on {socket.gethostname()}{detail}",
+            {"config": campaign.config},
+        )
 
 
 def heartbeat(engine: Engine, campaign_id: int, stop: threading.Event) -> threading.Thread:

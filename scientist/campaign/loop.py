@@ -18,14 +18,16 @@ from sqlalchemy import Engine
 
 from archive import reads, writes
 from archive.db import transaction
-from archive.schema import PENDING, Campaign, Candidate
+from archive.schema import Campaign, Candidate
 from sandbox.tasks import load_task
+from sandbox.vocabulary import DECIDED_WITHOUT_EVALUATION, CampaignStatus, Origin, Status
 from scientist.campaign import lease
 from scientist.campaign.config import CampaignConfig
 from scientist.evaluation import Recorder
 from scientist.executors.base import Executor, LocalExecutor
 from scientist.proposers.base import Proposal, ProposalRequest, Proposer
 from scientist.selection import Selector
+
 
 class CampaignError(RuntimeError):
     pass
@@ -49,26 +51,45 @@ class Progress:
 
 
 class CampaignLoop:
-    def __init__(self, engine: Engine, config: CampaignConfig, proposer: Proposer, *,
-                 executor: Executor | None = None, on_progress=None):
+    def __init__(
+        self,
+        engine: Engine,
+        config: CampaignConfig,
+        proposer: Proposer,
+        *,
+        executor: Executor | None = None,
+        on_progress=None,
+    ):
         self.engine, self.proposer = engine, proposer
         self.on_progress = on_progress or (lambda progress: None)
         self.campaign, self.config = open_campaign(engine, config)
         self.task = load_task(self.config.task)
         self.selector = Selector(engine, self.campaign.id, self.config.selection)
-        self.stop = threading.Event()  # set on Ctrl-C: evaluations in flight are abandoned, left pending
+        self.stop = (
+            threading.Event()
+        )  # set on Ctrl-C: evaluations in flight are abandoned, left pending
         c = self.config
-        self.record = Recorder(engine, self.campaign.id, executor or LocalExecutor(), task=c.task, budget=c.budget,
-                               sandbox=c.sandbox, seed=c.seed, cancelled=self.stop.is_set)
+        self.record = Recorder(
+            engine,
+            self.campaign.id,
+            executor or LocalExecutor(),
+            task=c.task,
+            budget=c.budget,
+            sandbox=c.sandbox,
+            seed=c.seed,
+            cancelled=self.stop.is_set,
+        )
         self.progress = Progress(self.config.name, planned=self._planned())
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> Campaign:
         lease.claim(self.engine, self.campaign.id, config=self.config.model_dump(mode="json"))
         beat = lease.heartbeat(self.engine, self.campaign.id, self.stop)
-        executor = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="evaluator")
+        executor = ThreadPoolExecutor(
+            max_workers=self.config.workers, thread_name_prefix="evaluator"
+        )
         self.in_flight: dict[Future, int] = {}
-        status, message = "finished", ""
+        status, message = CampaignStatus.FINISHED, ""
         try:
             self._seed_baselines()
             for candidate in self._pending():
@@ -78,10 +99,13 @@ class CampaignLoop:
             while self.in_flight:
                 self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
         except KeyboardInterrupt:
-            status, message = "interrupted", "stopped by the user; `scientist resume` continues it"
+            status, message = (
+                CampaignStatus.INTERRUPTED,
+                "stopped by the user; `scientist resume` continues it",
+            )
             raise
         except BaseException as error:
-            status, message = "failed", f"{type(error).__name__}: {error}"
+            status, message = CampaignStatus.FAILED, f"{type(error).__name__}: {error}"
             raise
         finally:
             self.stop.set()
@@ -101,34 +125,58 @@ class CampaignLoop:
                 useful, total = filled.get((generation, island), (0, 0))
                 while useful < c.population and total < c.population * c.attempts_per_slot:
                     if c.max_cost is not None and self._spent() >= c.max_cost:
-                        self._event("cost_cap", f"spent ${self._spent():.4f} of ${c.max_cost:.4f}; no more proposals")
-                        return "cost_cap", f"dollar cap ${c.max_cost} reached"
+                        self._event(
+                            CampaignStatus.COST_CAP,
+                            f"spent ${self._spent():.4f} of ${c.max_cost:.4f}; no more proposals",
+                        )
+                        return CampaignStatus.COST_CAP, f"dollar cap ${c.max_cost} reached"
                     self._wait_for_capacity()
                     self._wait_for_parents(island)
                     status = self._propose_one(executor, generation, island, attempt=total)
                     total += 1
-                    useful += status not in ("duplicate", "no_code")
-        return "finished", ""
+                    useful += status not in DECIDED_WITHOUT_EVALUATION
+        return CampaignStatus.FINISHED, ""
 
     def _propose_one(self, executor, generation: int, island: int, attempt: int) -> str:
         c = self.config
         rng = random.Random(f"{c.seed}:{generation}:{island}:{attempt}")
         parent_ids = self.selector.sample_parent_ids(island, c.parents, rng)
-        best_ids = [i for i in self.selector.best_ids(island, c.inspirations + len(parent_ids)) if i not in parent_ids]
+        best_ids = [
+            i
+            for i in self.selector.best_ids(island, c.inspirations + len(parent_ids))
+            if i not in parent_ids
+        ]
         request = ProposalRequest(
-            task=self.task, island=island, generation=generation, parents=self.selector.views(parent_ids),
-            inspirations=self.selector.views(best_ids[:c.inspirations]),
-            failures=self.selector.views(self.selector.recent_failure_ids(island, 2)), rng=rng)
+            task=self.task,
+            island=island,
+            generation=generation,
+            parents=self.selector.views(parent_ids),
+            inspirations=self.selector.views(best_ids[: c.inspirations]),
+            failures=self.selector.views(self.selector.recent_failure_ids(island, 2)),
+            rng=rng,
+        )
         proposal: Proposal = self.proposer.propose(request)
         with transaction(self.engine) as session:
             candidate = writes.add_candidate(
-                session, self.campaign, code=proposal.code, origin=self.proposer.name, operator=proposal.operator,
-                island=island, generation=generation, parent_id=proposal.parent_ids[0] if proposal.parent_ids else None,
-                inspiration_ids=proposal.parent_ids[1:], model=proposal.model, note=proposal.note, calls=proposal.calls)
+                session,
+                self.campaign,
+                code=proposal.code,
+                origin=self.proposer.name,
+                operator=proposal.operator,
+                island=island,
+                generation=generation,
+                parent_id=proposal.parent_ids[0] if proposal.parent_ids else None,
+                inspiration_ids=proposal.parent_ids[1:],
+                model=proposal.model,
+                note=proposal.note,
+                calls=proposal.calls,
+            )
         self.progress.proposed += 1
         self.progress.spent_usd += proposal.cost_usd
-        self.progress.last = f"#{candidate.id} g{generation} i{island} {proposal.operator}: {candidate.status}"
-        if candidate.status == PENDING:
+        self.progress.last = (
+            f"#{candidate.id} g{generation} i{island} {proposal.operator}: {candidate.status}"
+        )
+        if candidate.status == Status.PENDING:
             self._submit(executor, candidate.id, candidate.code)
         self._refresh()
         return candidate.status
@@ -150,16 +198,21 @@ class CampaignLoop:
     def _collect(self, done) -> None:
         for future in done:
             candidate_id = self.in_flight.pop(future)
-            result = future.result()  # a sandbox or archive failure stops the campaign; the candidate stays pending
+            result = (
+                future.result()
+            )  # a sandbox or archive failure stops the campaign; the candidate stays pending
             if result is None:
                 continue
             candidate, parent_fitness = result
             self.progress.evaluated += 1
             self.progress.last = f"#{candidate_id} {candidate.status}" + (
-                f" fitness {candidate.fitness:.3f}" if candidate.fitness is not None else "")
+                f" fitness {candidate.fitness:.3f}" if candidate.fitness is not None else ""
+            )
             if candidate.model and hasattr(self.proposer, "record_outcome"):
                 # Feedback for a cost-aware model ensemble: did the child beat its parent?
-                improved = candidate.fitness is not None and (parent_fitness is None or candidate.fitness > parent_fitness)
+                improved = candidate.fitness is not None and (
+                    parent_fitness is None or candidate.fitness > parent_fitness
+                )
                 self.proposer.record_outcome(candidate.model, improved)
         self.progress.in_flight = len(self.in_flight)
         self._refresh()
@@ -172,8 +225,10 @@ class CampaignLoop:
         """Proposals need at least one scored member on their island (a baseline at worst)."""
         while self.selector.scored_count(island) == 0:
             if not self.in_flight:
-                raise CampaignError(f"island {island} has no scored candidate to select parents from: every "
-                                    "baseline failed its evaluation (see `scientist archive list`)")
+                raise CampaignError(
+                    f"island {island} has no scored candidate to select parents from: every "
+                    "baseline failed its evaluation (see `scientist archive list`)"
+                )
             self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
 
     # -- archive bookkeeping ---------------------------------------------------------------
@@ -183,11 +238,25 @@ class CampaignLoop:
             if reads.has_event(session, self.campaign.id, "baselines"):
                 return
             for name in self.task.baseline_names:
-                writes.add_candidate(session, self.campaign, code=self.task.baseline_source(name), origin="baseline",
-                                     operator="seed", island=0, generation=0, baseline_name=name,
-                                     member_of=tuple(range(self.config.islands)), note=f"baseline {name}")
-            writes.log_event(session, self.campaign.id, "baselines", ", ".join(self.task.baseline_names),
-                             key="baselines")
+                writes.add_candidate(
+                    session,
+                    self.campaign,
+                    code=self.task.baseline_source(name),
+                    origin=Origin.BASELINE,
+                    operator="seed",
+                    island=0,
+                    generation=0,
+                    baseline_name=name,
+                    member_of=tuple(range(self.config.islands)),
+                    note=f"baseline {name}",
+                )
+            writes.log_event(
+                session,
+                self.campaign.id,
+                "baselines",
+                ", ".join(self.task.baseline_names),
+                key="baselines",
+            )
 
     def _pending(self):
         with transaction(self.engine) as session:
@@ -198,7 +267,10 @@ class CampaignLoop:
             return reads.spent_usd(session, self.campaign.id)
 
     def _planned(self) -> int:
-        return len(self.task.baseline_names) + self.config.generations * self.config.islands * self.config.population
+        return (
+            len(self.task.baseline_names)
+            + self.config.generations * self.config.islands * self.config.population
+        )
 
     def _refresh(self) -> None:
         with transaction(self.engine) as session:
@@ -225,12 +297,24 @@ def open_campaign(engine: Engine, config: CampaignConfig) -> tuple[Campaign, Cam
         campaign = reads.find_campaign(session, config.name)
         if campaign is not None:
             if campaign.task != config.task:
-                raise CampaignError(f"campaign {config.name} exists for task {campaign.task}, not {config.task}")
+                raise CampaignError(
+                    f"campaign {config.name} exists for task {campaign.task}, not {config.task}"
+                )
             config = config.resumed_with(campaign.config)
             return campaign, config
-        campaign = Campaign(name=config.name, task=config.task, budget=config.budget, proposer=config.proposer,
-                            config=config.model_dump(mode="json"))
+        campaign = Campaign(
+            name=config.name,
+            task=config.task,
+            budget=config.budget,
+            proposer=config.proposer,
+            config=config.model_dump(mode="json"),
+        )
         session.add(campaign)
         session.flush()
-        writes.log_event(session, campaign.id, "created", f"{config.proposer} campaign on {config.task}")
+        writes.log_event(
+            session,
+            campaign.id,
+            CampaignStatus.CREATED,
+            f"{config.proposer} campaign on {config.task}",
+        )
         return campaign, config

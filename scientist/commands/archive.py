@@ -12,6 +12,7 @@ from rich.table import Table
 from archive import reads
 from archive.db import transaction
 from archive.schema import Candidate
+from sandbox.vocabulary import Status
 from scientist.campaign.display import fmt, leaderboard_table
 from scientist.commands.campaign import DbOption, campaign_or_exit, console, engine_for, out
 from scientist.selection import failure_summary
@@ -22,25 +23,45 @@ LINEAGE_LIMIT = 100_000  # ids `show` lists at most (far beyond any real lineage
 
 def candidate_record(c: Candidate, lineage: list[int] | None = None) -> dict:
     return {
-        "id": c.id, "status": c.status, "fitness": c.fitness, "meta_test_fitness": c.meta_test_fitness,
-        "origin": c.origin, "operator": c.operator, "baseline": c.baseline_name, "generation": c.generation,
-        "island": c.island, "parent_id": c.parent_id, "inspiration_ids": c.inspiration_ids,
-        "duplicate_of": c.duplicate_of, "model": c.model, "cost_usd": c.cost_usd,
-        "tokens": {"prompt": c.prompt_tokens, "completion": c.completion_tokens}, "note": c.proposal_note,
-        "code_hash": c.code_hash, "signature": c.signature, "eval_seconds": c.eval_seconds,
+        "id": c.id,
+        "status": c.status,
+        "fitness": c.fitness,
+        "meta_test_fitness": c.meta_test_fitness,
+        "origin": c.origin,
+        "operator": c.operator,
+        "baseline": c.baseline_name,
+        "generation": c.generation,
+        "island": c.island,
+        "parent_id": c.parent_id,
+        "inspiration_ids": c.inspiration_ids,
+        "duplicate_of": c.duplicate_of,
+        "model": c.model,
+        "cost_usd": c.cost_usd,
+        "tokens": {"prompt": c.prompt_tokens, "completion": c.completion_tokens},
+        "note": c.proposal_note,
+        "code_hash": c.code_hash,
+        "signature": c.signature,
+        "eval_seconds": c.eval_seconds,
         **({"lineage": lineage} if lineage is not None else {}),
     }
 
 
 @app.command("list")
-def list_(name: Annotated[str, typer.Argument()], db: DbOption = None,
-          top: Annotated[Optional[int], typer.Option(help="only the best K scored candidates")] = None,
-          as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout")] = False) -> None:
+def list_(
+    name: Annotated[str, typer.Argument()],
+    db: DbOption = None,
+    top: Annotated[Optional[int], typer.Option(help="only the best K scored candidates")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout")] = False,
+) -> None:
     """Every candidate of a campaign (or the best K scored ones)."""
     engine = engine_for(db)
     with transaction(engine) as session:
         campaign = campaign_or_exit(session, name)
-        rows = reads.leaderboard(session, campaign.id, top) if top else reads.candidates(session, campaign.id)
+        rows = (
+            reads.leaderboard(session, campaign.id, top)
+            if top
+            else reads.candidates(session, campaign.id)
+        )
     if as_json:
         for c in rows:
             sys.stdout.write(json.dumps(candidate_record(c)) + "\n")
@@ -49,12 +70,32 @@ def list_(name: Annotated[str, typer.Argument()], db: DbOption = None,
         out.print(leaderboard_table(rows, f"{name}: best {top}"))
         return
     table = Table(title=f"{name}: {len(rows)} candidates", title_justify="left")
-    for column in ("id", "gen", "island", "origin", "op", "status", "fitness", "meta-test", "parent", "note"):
+    for column in (
+        "id",
+        "gen",
+        "island",
+        "origin",
+        "op",
+        "status",
+        "fitness",
+        "meta-test",
+        "parent",
+        "note",
+    ):
         table.add_column(column)
     for c in rows:
-        table.add_row(str(c.id), str(c.generation), str(c.island), c.origin, c.operator, c.status, fmt(c.fitness),
-                      fmt(c.meta_test_fitness), str(c.parent_id or c.duplicate_of or ""),
-                      c.baseline_name or c.proposal_note[:50])
+        table.add_row(
+            str(c.id),
+            str(c.generation),
+            str(c.island),
+            c.origin,
+            c.operator,
+            c.status,
+            fmt(c.fitness),
+            fmt(c.meta_test_fitness),
+            str(c.parent_id or c.duplicate_of or ""),
+            c.baseline_name or c.proposal_note[:50],
+        )
     out.print(table)
 
 
@@ -67,8 +108,11 @@ def _get(session, candidate_id: int) -> Candidate:
 
 
 @app.command()
-def show(candidate_id: Annotated[int, typer.Argument()], db: DbOption = None,
-         as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def show(
+    candidate_id: Annotated[int, typer.Argument()],
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """A candidate's code, lineage, check results and scores."""
     engine = engine_for(db)
     with transaction(engine) as session:
@@ -76,44 +120,77 @@ def show(candidate_id: Annotated[int, typer.Argument()], db: DbOption = None,
         chain = reads.lineage(session, c.id, LINEAGE_LIMIT)
         calls = reads.calls_of(session, c.id)
     if as_json:
-        record = {**candidate_record(c, chain), "code": c.code, "stages": c.stages, "checks": c.checks,
-                  "per_env": c.per_env, "calls": [{"model": k.model, "attempts": k.attempts, "error": k.error,
-                                                   "cost_usd": k.cost_usd} for k in calls]}
+        record = {
+            **candidate_record(c, chain),
+            "code": c.code,
+            "stages": c.stages,
+            "checks": c.checks,
+            "per_env": c.per_env,
+            "calls": [
+                {"model": k.model, "attempts": k.attempts, "error": k.error, "cost_usd": k.cost_usd}
+                for k in calls
+            ],
+        }
         sys.stdout.write(json.dumps(record) + "\n")
         return
-    out.rule(f"candidate {c.id}: {c.status}, fitness {fmt(c.fitness)} (meta-test {fmt(c.meta_test_fitness)})")
-    out.print(f"origin {c.origin} ({c.operator}), generation {c.generation}, island {c.island}"
-              + (f", model {c.model}" if c.model else "") + (f", ${c.cost_usd:.4f}" if c.cost_usd else ""))
-    out.print("lineage: " + " ← ".join(f"#{i}" for i in chain)
-              + (f"; inspirations {c.inspiration_ids}" if c.inspiration_ids else "")
-              + (f"; duplicate of #{c.duplicate_of}" if c.duplicate_of else ""))
+    out.rule(
+        f"candidate {c.id}: {c.status}, fitness {fmt(c.fitness)} (meta-test {fmt(c.meta_test_fitness)})"
+    )
+    out.print(
+        f"origin {c.origin} ({c.operator}), generation {c.generation}, island {c.island}"
+        + (f", model {c.model}" if c.model else "")
+        + (f", ${c.cost_usd:.4f}" if c.cost_usd else "")
+    )
+    out.print(
+        "lineage: "
+        + " ← ".join(f"#{i}" for i in chain)
+        + (f"; inspirations {c.inspiration_ids}" if c.inspiration_ids else "")
+        + (f"; duplicate of #{c.duplicate_of}" if c.duplicate_of else "")
+    )
     if c.proposal_note:
         out.print(f"note: {c.proposal_note}")
     if c.code:
         out.print(Syntax(c.code, "python", line_numbers=True))
     for stage in c.stages:
-        out.print(f"  {stage['name']:<9} {stage['status']:<10} {stage['seconds']:7.1f} s  {stage.get('detail', '')[:200]}")
-    if c.status not in ("ok", "pending"):
+        out.print(
+            f"  {stage['name']:<9} {stage['status']:<10} {stage['seconds']:7.1f} s  {stage.get('detail', '')[:200]}"
+        )
+    if c.status not in (Status.OK, Status.PENDING):
         out.print(f"[red]{failure_summary(c)}")
     for split, envs in (c.per_env or {}).items():
         for env_id, result in envs.items():
             normalised = result.get("normalised", {})
-            out.print(f"  {split:<10} {env_id:<22} normalised IQM {fmt(normalised.get('iqm'))} "
-                      f"CI [{fmt(normalised.get('ci_low'))}, {fmt(normalised.get('ci_high'))}]  "
-                      f"return IQM {fmt(result.get('return_iqm'), 2)}")
+            out.print(
+                f"  {split:<10} {env_id:<22} normalised IQM {fmt(normalised.get('iqm'))} "
+                f"CI [{fmt(normalised.get('ci_low'))}, {fmt(normalised.get('ci_high'))}]  "
+                f"return IQM {fmt(result.get('return_iqm'), 2)}"
+            )
     for call in calls:
-        out.print(f"  call {call.model}: {call.attempts} attempt(s), {call.prompt_tokens}+{call.completion_tokens} "
-                  f"tokens, ${call.cost_usd:.4f}" + (f", error: {call.error[:200]}" if call.error else ""))
+        out.print(
+            f"  call {call.model}: {call.attempts} attempt(s), {call.prompt_tokens}+{call.completion_tokens} "
+            f"tokens, ${call.cost_usd:.4f}" + (f", error: {call.error[:200]}" if call.error else "")
+        )
 
 
 @app.command()
-def diff(first: Annotated[int, typer.Argument()], second: Annotated[int, typer.Argument()],
-         db: DbOption = None) -> None:
+def diff(
+    first: Annotated[int, typer.Argument()],
+    second: Annotated[int, typer.Argument()],
+    db: DbOption = None,
+) -> None:
     """A unified diff of two candidates' code, with their scores."""
     engine = engine_for(db)
     with transaction(engine) as session:
         a, b = _get(session, first), _get(session, second)
-    out.print(f"#{a.id} {a.status} fitness {fmt(a.fitness)}  →  #{b.id} {b.status} fitness {fmt(b.fitness)}")
-    text = "".join(difflib.unified_diff((a.code or "").splitlines(True), (b.code or "").splitlines(True),
-                                        f"candidate {a.id}", f"candidate {b.id}"))
+    out.print(
+        f"#{a.id} {a.status} fitness {fmt(a.fitness)}  →  #{b.id} {b.status} fitness {fmt(b.fitness)}"
+    )
+    text = "".join(
+        difflib.unified_diff(
+            (a.code or "").splitlines(True),
+            (b.code or "").splitlines(True),
+            f"candidate {a.id}",
+            f"candidate {b.id}",
+        )
+    )
     out.print(Syntax(text or "(identical code)\n", "diff"))

@@ -11,6 +11,7 @@ from rich.live import Live
 
 from archive import reads
 from archive.db import ArchiveError, default_url, open_engine, transaction
+from sandbox.vocabulary import ExecutorName, Proposer, Sandbox
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.display import campaign_summary, leaderboard_table, progress_view
 from scientist.campaign.lease import CampaignBusy, runner_alive
@@ -21,8 +22,14 @@ from scientist.proposers import ProposerError, make_proposer
 console = Console(stderr=True)
 out = Console()
 
-DbOption = Annotated[Optional[str], typer.Option("--db", help="archive URL (sqlite:///path or postgresql://...); "
-                                                 f"default $SCIENTIST_DB or {default_url()}")]
+DbOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--db",
+        help="archive URL (sqlite:///path or postgresql://...); "
+        f"default $SCIENTIST_DB or {default_url()}",
+    ),
+]
 
 
 def engine_for(db: str | None):
@@ -42,51 +49,100 @@ def campaign_or_exit(session, name: str):
 
 
 def run(
-    name: Annotated[Optional[str], typer.Option("--name", help="campaign name; an existing one is resumed")] = None,
+    name: Annotated[
+        Optional[str], typer.Option("--name", help="campaign name; an existing one is resumed")
+    ] = None,
     task: Annotated[Optional[str], typer.Option(help="task folder under task_templates/")] = None,
-    proposer: Annotated[Optional[str], typer.Option(help="mutation (offline, default) or llm")] = None,
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="litellm model; repeat for an ensemble")] = None,
-    api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL (key in $SCIENTIST_API_KEY)")] = None,
-    generations: Annotated[Optional[int], typer.Option(help="generations after the baselines")] = None,
-    population: Annotated[Optional[int], typer.Option(help="proposals per island per generation")] = None,
+    proposer: Annotated[
+        Optional[Proposer], typer.Option(help="mutation (offline, default) or llm")
+    ] = None,
+    model: Annotated[
+        Optional[list[str]], typer.Option("--model", help="litellm model; repeat for an ensemble")
+    ] = None,
+    api_base: Annotated[
+        Optional[str], typer.Option(help="OpenAI-compatible base URL (key in $SCIENTIST_API_KEY)")
+    ] = None,
+    generations: Annotated[
+        Optional[int], typer.Option(help="generations after the baselines")
+    ] = None,
+    population: Annotated[
+        Optional[int], typer.Option(help="proposals per island per generation")
+    ] = None,
     islands: Annotated[Optional[int], typer.Option()] = None,
     budget: Annotated[Optional[str], typer.Option(help="smoke, quick or paper")] = None,
-    sandbox: Annotated[Optional[str], typer.Option(help="auto, docker or process")] = None,
+    sandbox: Annotated[
+        Optional[Sandbox], typer.Option(help="sandbox backend; auto: the strongest that works here")
+    ] = None,
     workers: Annotated[Optional[int], typer.Option(help="evaluations at once")] = None,
     max_cost: Annotated[Optional[float], typer.Option(help="dollar cap on model calls")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
-    executor: Annotated[Optional[str], typer.Option(help="where evaluations run: local (default) or ray")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (ray://host:10001, host:6379 "
-                                                              "or auto); default: start one on this machine")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with any of these settings")] = None,
+    executor: Annotated[
+        Optional[ExecutorName], typer.Option(help="where evaluations run: local (default) or ray")
+    ] = None,
+    ray_address: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Ray cluster address (ray://host:10001, host:6379 "
+            "or auto); default: start one on this machine"
+        ),
+    ] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="TOML file with any of these settings")
+    ] = None,
     db: DbOption = None,
     top: Annotated[int, typer.Option(help="rows of the final leaderboard")] = 10,
 ) -> None:
     """Run a discovery campaign (or continue one of the same name)."""
     try:
-        settings = CampaignConfig.load(config, name=name, task=task, proposer=proposer, models=model,
-                                       api_base=api_base, generations=generations, population=population,
-                                       islands=islands, budget=budget, sandbox=sandbox, workers=workers,
-                                       max_cost=max_cost, seed=seed, executor=executor, ray_address=ray_address)
+        settings = CampaignConfig.load(
+            config,
+            name=name,
+            task=task,
+            proposer=proposer,
+            models=model,
+            api_base=api_base,
+            generations=generations,
+            population=population,
+            islands=islands,
+            budget=budget,
+            sandbox=sandbox,
+            workers=workers,
+            max_cost=max_cost,
+            seed=seed,
+            executor=executor,
+            ray_address=ray_address,
+        )
     except (ValidationError, ValueError, OSError) as error:
         console.print(f"[red]invalid campaign settings:[/red] {error}")
         raise typer.Exit(2) from None
     _run(settings, engine_for(db), top)
 
 
-def resume(name: Annotated[str, typer.Argument()], db: DbOption = None,
-           workers: Annotated[Optional[int], typer.Option()] = None,
-           generations: Annotated[Optional[int], typer.Option(help="extend the campaign")] = None,
-           max_cost: Annotated[Optional[float], typer.Option()] = None,
-           executor: Annotated[Optional[str], typer.Option(help="local or ray")] = None,
-           ray_address: Annotated[Optional[str], typer.Option()] = None,
-           top: Annotated[int, typer.Option()] = 10) -> None:
+def resume(
+    name: Annotated[str, typer.Argument()],
+    db: DbOption = None,
+    workers: Annotated[Optional[int], typer.Option()] = None,
+    generations: Annotated[Optional[int], typer.Option(help="extend the campaign")] = None,
+    max_cost: Annotated[Optional[float], typer.Option()] = None,
+    executor: Annotated[Optional[ExecutorName], typer.Option(help="local or ray")] = None,
+    ray_address: Annotated[Optional[str], typer.Option()] = None,
+    top: Annotated[int, typer.Option()] = 10,
+) -> None:
     """Continue a campaign from its archive: pending candidates are evaluated, nothing twice."""
     engine = engine_for(db)
     with transaction(engine) as session:
         stored = campaign_or_exit(session, name).config
-    overrides = {k: v for k, v in dict(workers=workers, generations=generations, max_cost=max_cost,
-                                       executor=executor, ray_address=ray_address).items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in dict(
+            workers=workers,
+            generations=generations,
+            max_cost=max_cost,
+            executor=executor,
+            ray_address=ray_address,
+        ).items()
+        if v is not None
+    }
     _run(CampaignConfig(**{**stored, **overrides}), engine, top)
 
 
@@ -100,15 +156,29 @@ def _run(settings: CampaignConfig, engine, top: int) -> None:
         from sandbox.tasks import load_task
 
         proposer = make_proposer(settings, load_task(settings.task))
-        with executor_for(settings.executor, settings.ray_address) as executor, \
-                Live(console=console, refresh_per_second=4, transient=False) as live:
-            loop = CampaignLoop(engine, settings, proposer, executor=executor,
-                                on_progress=lambda p: live.update(progress_view(p)))
+        with (
+            executor_for(settings.executor, settings.ray_address) as executor,
+            Live(console=console, refresh_per_second=4, transient=False) as live,
+        ):
+            loop = CampaignLoop(
+                engine,
+                settings,
+                proposer,
+                executor=executor,
+                on_progress=lambda p: live.update(progress_view(p)),
+            )
             live.update(progress_view(loop.progress))
             campaign = loop.run()
         if not console.is_terminal:
             console.line()  # the last progress view ends without a newline off a terminal
-    except (CampaignError, CampaignBusy, ProposerError, ValueError, KeyError, RuntimeError) as error:
+    except (
+        CampaignError,
+        CampaignBusy,
+        ProposerError,
+        ValueError,
+        KeyError,
+        RuntimeError,
+    ) as error:
         console.print(f"[red]campaign stopped:[/red] {error}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
@@ -117,20 +187,36 @@ def _run(settings: CampaignConfig, engine, top: int) -> None:
     with transaction(engine) as session:
         rows = reads.leaderboard(session, campaign.id, top)
         counts = reads.status_counts(session, campaign.id)
-    console.print(f"campaign {campaign.name}: {campaign.status}"
-                  + (f" ({campaign.message})" if campaign.message else "") + " — "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    out.print(leaderboard_table(rows, f"{campaign.name}: top {top} by meta-train fitness (1 = PPO, 0 = random)"))
+    console.print(
+        f"campaign {campaign.name}: {campaign.status}"
+        + (f" ({campaign.message})" if campaign.message else "")
+        + " — "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    )
+    out.print(
+        leaderboard_table(
+            rows, f"{campaign.name}: top {top} by meta-train fitness (1 = PPO, 0 = random)"
+        )
+    )
 
 
-def status(name: Annotated[str, typer.Argument()], db: DbOption = None,
-           top: Annotated[int, typer.Option()] = 5) -> None:
+def status(
+    name: Annotated[str, typer.Argument()],
+    db: DbOption = None,
+    top: Annotated[int, typer.Option()] = 5,
+) -> None:
     """Progress, best so far and dollars spent of a campaign."""
     engine = engine_for(db)
     with transaction(engine) as session:
         campaign = campaign_or_exit(session, name)
-        counts, spent = reads.status_counts(session, campaign.id), reads.spent_usd(session, campaign.id)
-        rows, recent = reads.leaderboard(session, campaign.id, top), reads.events(session, campaign.id, 5)
+        counts, spent = (
+            reads.status_counts(session, campaign.id),
+            reads.spent_usd(session, campaign.id),
+        )
+        rows, recent = (
+            reads.leaderboard(session, campaign.id, top),
+            reads.events(session, campaign.id, 5),
+        )
     out.print(campaign_summary(campaign, counts, spent, runner_alive(campaign)))
     out.print(leaderboard_table(rows, f"best {top}"))
     for event in recent:

@@ -11,23 +11,34 @@ from rich.table import Table
 
 from archive import reads
 from archive.db import transaction
-from sandbox.vocabulary import ExecutorName, Sandbox
+from sandbox.vocabulary import ExecutorName, Sandbox, Status
 from scientist.campaign.display import fmt
-from scientist.commands.options import ExecutorOption, RayAddressOption, SandboxOption, executor_for
 from scientist.commands.campaign import DbOption, console, engine_for, out
+from scientist.commands.options import ExecutorOption, RayAddressOption, SandboxOption, executor_for
 from scientist.compare import CompareError, Row, gather, reevaluate
 
 
 def compare(
-    names: Annotated[list[str], typer.Argument(help="campaigns whose best candidates are compared")],
-    budget: Annotated[Optional[str], typer.Option(help="shared budget (default: the campaigns' own, if they agree)")] = None,
-    seed: Annotated[int, typer.Option(help="training seed of the re-evaluation (fresh: not a campaign's)")] = 1009,
+    names: Annotated[
+        list[str], typer.Argument(help="campaigns whose best candidates are compared")
+    ],
+    budget: Annotated[
+        Optional[str],
+        typer.Option(help="shared budget (default: the campaigns' own, if they agree)"),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="training seed of the re-evaluation (fresh: not a campaign's)")
+    ] = 1009,
     sandbox: SandboxOption = Sandbox.AUTO,
-    workers: Annotated[int, typer.Option(help="evaluations at once (with ray: tasks in flight)")] = 2,
+    workers: Annotated[
+        int, typer.Option(help="evaluations at once (with ray: tasks in flight)")
+    ] = 2,
     executor: ExecutorOption = ExecutorName.LOCAL,
     ray_address: RayAddressOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="the table as JSON on stdout")] = False,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="write comparison.json and comparison.md here")] = None,
+    out_dir: Annotated[
+        Optional[Path], typer.Option("--out", help="write comparison.json and comparison.md here")
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Re-train the best candidate of each kind and the PPO/DPO baselines on fresh seeds at one
@@ -41,16 +52,33 @@ def compare(
         raise typer.Exit(2) from None
     budgets = {c.budget for c in campaigns}
     if budget is None and len(budgets) > 1:
-        console.print(f"[red]the campaigns ran at different budgets ({', '.join(sorted(budgets))}); choose one with --budget")
+        console.print(
+            f"[red]the campaigns ran at different budgets ({', '.join(sorted(budgets))}); choose one with --budget"
+        )
         raise typer.Exit(2)
     budget = budget or budgets.pop()
-    console.print(f"re-evaluating {sum(r.code is not None for r in rows)} candidates on {task} at budget {budget}, "
-                  f"seed {seed} ...")
+    console.print(
+        f"re-evaluating {sum(r.code is not None for r in rows)} candidates on {task} at budget {budget}, "
+        f"seed {seed} ..."
+    )
     with executor_for(executor, ray_address) as runs:
-        reevaluate(task, rows, budget, seed=seed, sandbox=sandbox, workers=workers, executor=runs,
-                   on_done=lambda r: console.print(f"  {r.label}: {r.status}"))
-    record = {"task": task, "budget": budget, "seed": seed, "campaigns": names,
-              "rows": [{k: v for k, v in asdict(r).items() if k != "code"} for r in rows]}
+        reevaluate(
+            task,
+            rows,
+            budget,
+            seed=seed,
+            sandbox=sandbox,
+            workers=workers,
+            executor=runs,
+            on_done=lambda r: console.print(f"  {r.label}: {r.status}"),
+        )
+    record = {
+        "task": task,
+        "budget": budget,
+        "seed": seed,
+        "campaigns": names,
+        "rows": [{k: v for k, v in asdict(r).items() if k != "code"} for r in rows],
+    }
     if as_json:
         sys.stdout.write(json.dumps(record) + "\n")
     else:
@@ -63,8 +91,10 @@ def compare(
 
 
 def _score(score, status: str) -> str:
-    if status != "ok":
-        return status  # missing (nothing of this kind in the campaigns) or the re-evaluation's failure
+    if status != Status.OK:
+        return (
+            status  # missing (nothing of this kind in the campaigns) or the re-evaluation's failure
+        )
     return f"{score.iqm:.3f} ({score.ci_low:.2f}–{score.ci_high:.2f})"
 
 
@@ -72,21 +102,47 @@ def _cost(row: Row) -> list[str]:
     if row.cost is None:
         return ["—", "", "", ""]
     c = row.cost
-    return [str(c.training_runs), f"{c.env_steps:.1e}", f"{c.wall_seconds / 60:.1f}", f"{c.dollars:.2f}"]
+    return [
+        str(c.training_runs),
+        f"{c.env_steps:.1e}",
+        f"{c.wall_seconds / 60:.1f}",
+        f"{c.dollars:.2f}",
+    ]
 
 
-COLUMNS = ("method", "id", "meta-train (CI)", "meta-test (CI)", "search", "runs", "steps", "min", "$")
+COLUMNS = (
+    "method",
+    "id",
+    "meta-train (CI)",
+    "meta-test (CI)",
+    "search",
+    "runs",
+    "steps",
+    "min",
+    "$",
+)
 
 
 def _cells(r: Row) -> list[str]:
-    return [r.label, str(r.candidate_id or ""), _score(r.meta_train, r.status), _score(r.meta_test, r.status),
-            fmt(r.search_fitness), *_cost(r)]
+    return [
+        r.label,
+        str(r.candidate_id or ""),
+        _score(r.meta_train, r.status),
+        _score(r.meta_test, r.status),
+        fmt(r.search_fitness),
+        *_cost(r),
+    ]
 
 
 def table(rows: list[Row], title: str) -> Table:
-    t = Table(title=title, title_justify="left", caption="fitness: 0 = random policy, 1 = PPO; IQM over seeds, "
-              "mean over envs, 95% CI; search = score during the search; costs = the whole search's (none for the "
-              "hand-designed PPO and DPO)", caption_justify="left")
+    t = Table(
+        title=title,
+        title_justify="left",
+        caption="fitness: 0 = random policy, 1 = PPO; IQM over seeds, "
+        "mean over envs, 95% CI; search = score during the search; costs = the whole search's (none for the "
+        "hand-designed PPO and DPO)",
+        caption_justify="left",
+    )
     for column in COLUMNS:
         t.add_column(column, no_wrap=True)
     for r in rows:
@@ -95,10 +151,15 @@ def table(rows: list[Row], title: str) -> Table:
 
 
 def markdown(rows: list[Row], task: str, budget: str, seed: int) -> str:
-    lines = [f"# {task}: comparison at budget {budget} (fresh training seed {seed})", "",
-             "Normalised fitness: 0 = uniform-random policy, 1 = PPO at this budget. IQM over seeds, mean over "
-             "environments, 95% stratified bootstrap CI. *search* is the score the search itself measured; "
-             "costs (training runs, environment steps, sandbox minutes, dollars) are the whole search's.", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [
+        f"# {task}: comparison at budget {budget} (fresh training seed {seed})",
+        "",
+        "Normalised fitness: 0 = uniform-random policy, 1 = PPO at this budget. IQM over seeds, mean over "
+        "environments, 95% stratified bootstrap CI. *search* is the score the search itself measured; "
+        "costs (training runs, environment steps, sandbox minutes, dollars) are the whole search's.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"

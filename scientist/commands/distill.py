@@ -6,29 +6,52 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from sandbox.vocabulary import ExecutorName, Sandbox, Status
 from scientist.commands.campaign import DbOption, console, engine_for, out
-from sandbox.vocabulary import ExecutorName, Sandbox
 from scientist.commands.json_output import print_json
 from scientist.commands.options import ExecutorOption, RayAddressOption, SandboxOption, executor_for
 from scientist.commands.reporting import exit_on
 
 
 def distill(
-    candidate: Annotated[int, typer.Argument(metavar="ID", help="archive id of the drift to distil (e.g. an ES mean network)")],
-    model: Annotated[list[str], typer.Option("--model", help="litellm model; repeat to let models take turns")],
-    api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL (key in $SCIENTIST_API_KEY)")] = None,
-    budget: Annotated[Optional[str], typer.Option(help="smoke, quick or paper (default: the campaign's)")] = None,
+    candidate: Annotated[
+        int,
+        typer.Argument(
+            metavar="ID", help="archive id of the drift to distil (e.g. an ES mean network)"
+        ),
+    ],
+    model: Annotated[
+        list[str], typer.Option("--model", help="litellm model; repeat to let models take turns")
+    ],
+    api_base: Annotated[
+        Optional[str], typer.Option(help="OpenAI-compatible base URL (key in $SCIENTIST_API_KEY)")
+    ] = None,
+    budget: Annotated[
+        Optional[str], typer.Option(help="smoke, quick or paper (default: the campaign's)")
+    ] = None,
     sandbox: SandboxOption = Sandbox.AUTO,
-    attempts: Annotated[int, typer.Option(min=1, help="model replies at most, each checked and fed back")] = 3,
-    tolerance: Annotated[float, typer.Option(min=0.0, help="relative RMSE of the drift that counts as a fit")] = 0.05,
+    attempts: Annotated[
+        int, typer.Option(min=1, help="model replies at most, each checked and fed back")
+    ] = 3,
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, help="relative RMSE of the drift that counts as a fit")
+    ] = 0.05,
     timeout: Annotated[float, typer.Option(min=1.0, help="seconds per model request")] = 120.0,
-    price_in: Annotated[Optional[float], typer.Option(min=0.0, help="USD per million input tokens, for unpriced models")] = None,
-    price_out: Annotated[Optional[float], typer.Option(min=0.0, help="USD per million output tokens, for unpriced models")] = None,
+    price_in: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, help="USD per million input tokens, for unpriced models"),
+    ] = None,
+    price_out: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, help="USD per million output tokens, for unpriced models"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="training seed of the evaluation")] = 0,
     executor: ExecutorOption = ExecutorName.LOCAL,
     ray_address: RayAddressOption = None,
     db: DbOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object instead of tables")
+    ] = False,
 ) -> None:
     """Ask a model for a short closed-form drift that reproduces a learned one (sampled in the
     sandbox), with the fit fed back until it is close, then archive the closed form beside
@@ -50,21 +73,45 @@ def distill(
     def on_attempt(attempt) -> None:
         if not as_json:
             colour = "green" if attempt.outcome == "accepted" else "yellow"
-            console.print(f"attempt {attempt.number} ({attempt.model}): [{colour}]{attempt.outcome}[/{colour}] "
-                          f"{attempt.detail[:200]}" + "".join(f"\n  {v}" for v in attempt.violations), highlight=False)
+            console.print(
+                f"attempt {attempt.number} ({attempt.model}): [{colour}]{attempt.outcome}[/{colour}] "
+                f"{attempt.detail[:200]}" + "".join(f"\n  {v}" for v in attempt.violations),
+                highlight=False,
+            )
 
-    with exit_on(status, ((DistillError, 2, f"cannot distil candidate {candidate}"),
-                          (SandboxUnavailable, 2, "sandbox unavailable")),
-                 "interrupted; the calls made so far are in the archive"), executor_for(executor, ray_address) as runs:
-        result = run_distill(engine, candidate, models=model, api_base=api_base,
-                             api_key=os.environ.get("SCIENTIST_API_KEY"), budget=budget, sandbox=sandbox, seed=seed,
-                             attempts=attempts, tolerance=tolerance, timeout=timeout, price_per_million=price,
-                             on_attempt=on_attempt, on_phase=status.update, executor=runs)
+    with (
+        exit_on(
+            status,
+            (
+                (DistillError, 2, f"cannot distil candidate {candidate}"),
+                (SandboxUnavailable, 2, "sandbox unavailable"),
+            ),
+            "interrupted; the calls made so far are in the archive",
+        ),
+        executor_for(executor, ray_address) as runs,
+    ):
+        result = run_distill(
+            engine,
+            candidate,
+            models=model,
+            api_base=api_base,
+            api_key=os.environ.get("SCIENTIST_API_KEY"),
+            budget=budget,
+            sandbox=sandbox,
+            seed=seed,
+            attempts=attempts,
+            tolerance=tolerance,
+            timeout=timeout,
+            price_per_million=price,
+            on_attempt=on_attempt,
+            on_phase=status.update,
+            executor=runs,
+        )
     if as_json:
         print_json(result.to_dict())
     else:
         _show(result)
-    raise typer.Exit(0 if result.status == "ok" else 1)
+    raise typer.Exit(0 if result.status == Status.OK else 1)
 
 
 def _show(result) -> None:
@@ -72,29 +119,49 @@ def _show(result) -> None:
     for sentence in result.source_features:
         out.print(f"  {sentence}", highlight=False, soft_wrap=True)
     if result.fit:
-        table = Table(title=f"fit of the closed form (attempt {result.kept_attempt}) to candidate {result.source_id}",
-                      title_justify="left")
+        table = Table(
+            title=f"fit of the closed form (attempt {result.kept_attempt}) to candidate {result.source_id}",
+            title_justify="left",
+        )
         for column in ("", "RMSE", "relative RMSE", "R²", "largest error"):
             table.add_column(column, justify="right")
         f = result.fit
-        table.add_row("D(r, A)", _num(f["drift_rmse"]), _num(f["drift_relative_rmse"]), _num(f["drift_r2"]),
-                      _num(f["drift_max_error"]))
-        table.add_row("dJ/dr", _num(f["slope_rmse"]), _num(f["slope_relative_rmse"]), _num(f["slope_r2"]), "")
+        table.add_row(
+            "D(r, A)",
+            _num(f["drift_rmse"]),
+            _num(f["drift_relative_rmse"]),
+            _num(f["drift_r2"]),
+            _num(f["drift_max_error"]),
+        )
+        table.add_row(
+            "dJ/dr", _num(f["slope_rmse"]), _num(f["slope_relative_rmse"]), _num(f["slope_r2"]), ""
+        )
         out.print(table)
         ignored = f["target_nan_cells"] + f["candidate_nan_cells"]
         if ignored:
             out.print(f"{ignored} NaN cells of {f['cells']} left out", highlight=False)
         if not result.within_tolerance:
-            out.print("[yellow]no reply met the tolerance and the grid conditions; this is the closest one", highlight=False)
+            out.print(
+                "[yellow]no reply met the tolerance and the grid conditions; this is the closest one",
+                highlight=False,
+            )
     for stage in result.stages:
-        mark = "[green]ok[/green]" if stage["status"] == "ok" else f"[red]{stage['status']}[/red]"
-        out.print(f"{stage['name']:>9} {mark} {stage['seconds']:6.1f} s  {stage['detail'][:160]}", highlight=False)
+        mark = (
+            "[green]ok[/green]" if stage["status"] == Status.OK else f"[red]{stage['status']}[/red]"
+        )
+        out.print(
+            f"{stage['name']:>9} {mark} {stage['seconds']:6.1f} s  {stage['detail'][:160]}",
+            highlight=False,
+        )
     fitness = "–" if result.fitness is None else f"{result.fitness:.3f}"
     test = "–" if result.meta_test_fitness is None else f"{result.meta_test_fitness:.3f}"
     duplicate = f" of #{result.duplicate_of}" if result.duplicate_of is not None else ""
-    out.print(f"[bold]candidate #{result.candidate_id}[/bold] (distilled from #{result.source_id}, campaign "
-              f"{result.campaign}): {result.status}{duplicate} · fitness {fitness} · meta-test {test} · "
-              f"${result.cost_usd:.4f} over {len(result.attempts)} call(s)", highlight=False)
+    out.print(
+        f"[bold]candidate #{result.candidate_id}[/bold] (distilled from #{result.source_id}, campaign "
+        f"{result.campaign}): {result.status}{duplicate} · fitness {fitness} · meta-test {test} · "
+        f"${result.cost_usd:.4f} over {len(result.attempts)} call(s)",
+        highlight=False,
+    )
     if result.stopped:
         out.print(f"[yellow]stopped early:[/yellow] {result.stopped}", highlight=False)
 

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from sandbox.vocabulary import ExecutorName, Sandbox
+from sandbox.vocabulary import ExecutorName, Sandbox, Status
 from scientist.commands.campaign import DbOption, engine_for
 from scientist.commands.options import ExecutorOption, RayAddressOption, SandboxOption, executor_for
 from scientist.commands.reporting import exit_on
@@ -20,17 +20,43 @@ def _interrupt(signum, frame):
 
 
 def es(
-    name: Annotated[str, typer.Option("--name", help="campaign name; an existing ES campaign is continued")],
-    task: Annotated[str, typer.Option(help="task (only mirror_drift: ES learns a drift network)")] = "mirror_drift",
-    budget: Annotated[str, typer.Option(help="smoke, quick or paper: envs, steps and score references")] = "smoke",
-    generations: Annotated[int, typer.Option(min=1, help="ES generations in total (a continued run adds the rest)")] = 10,
-    population: Annotated[Optional[int], typer.Option(min=2, help="ES population, even (default 64)")] = None,
-    seeds: Annotated[Optional[int], typer.Option(min=1, help="PPO seeds per member and env (default 8)")] = None,
-    sigma: Annotated[Optional[float], typer.Option(help="initial ES sampling std (default 0.03)")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="initial Adam learning rate of the ES mean (default 0.01)")] = None,
-    from_scratch: Annotated[bool, typer.Option("--from-scratch", help="no PPO term, random output layer (LPO-Zero)")] = False,
-    member_batch: Annotated[Optional[int], typer.Option(min=0, help="members trained at once (memory); 0 = all")] = None,
-    render_every: Annotated[int, typer.Option(min=0, help="also evaluate the ES mean every K generations; 0 = only at the end")] = 0,
+    name: Annotated[
+        str, typer.Option("--name", help="campaign name; an existing ES campaign is continued")
+    ],
+    task: Annotated[
+        str, typer.Option(help="task (only mirror_drift: ES learns a drift network)")
+    ] = "mirror_drift",
+    budget: Annotated[
+        str, typer.Option(help="smoke, quick or paper: envs, steps and score references")
+    ] = "smoke",
+    generations: Annotated[
+        int, typer.Option(min=1, help="ES generations in total (a continued run adds the rest)")
+    ] = 10,
+    population: Annotated[
+        Optional[int], typer.Option(min=2, help="ES population, even (default 64)")
+    ] = None,
+    seeds: Annotated[
+        Optional[int], typer.Option(min=1, help="PPO seeds per member and env (default 8)")
+    ] = None,
+    sigma: Annotated[
+        Optional[float], typer.Option(help="initial ES sampling std (default 0.03)")
+    ] = None,
+    lr: Annotated[
+        Optional[float],
+        typer.Option(help="initial Adam learning rate of the ES mean (default 0.01)"),
+    ] = None,
+    from_scratch: Annotated[
+        bool, typer.Option("--from-scratch", help="no PPO term, random output layer (LPO-Zero)")
+    ] = False,
+    member_batch: Annotated[
+        Optional[int], typer.Option(min=0, help="members trained at once (memory); 0 = all")
+    ] = None,
+    render_every: Annotated[
+        int,
+        typer.Option(
+            min=0, help="also evaluate the ES mean every K generations; 0 = only at the end"
+        ),
+    ] = 0,
     sandbox: SandboxOption = Sandbox.AUTO,
     seed: Annotated[int, typer.Option(help="ES and training seed")] = 0,
     executor: ExecutorOption = ExecutorName.LOCAL,
@@ -46,10 +72,16 @@ def es(
     from scientist.es.trainer import ESSettings
 
     if task != "mirror_drift":
-        raise typer.BadParameter(f"the ES baseline only supports task mirror_drift (it learns a drift), not {task!r}",
-                                 param_hint="--task")
-    given = dict(population=population, seeds=seeds, sigma=sigma, learning_rate=lr, member_batch=member_batch)
-    settings = dataclasses.replace(ESSettings(ppo_init=not from_scratch), **{k: v for k, v in given.items() if v is not None})
+        raise typer.BadParameter(
+            f"the ES baseline only supports task mirror_drift (it learns a drift), not {task!r}",
+            param_hint="--task",
+        )
+    given = dict(
+        population=population, seeds=seeds, sigma=sigma, learning_rate=lr, member_batch=member_batch
+    )
+    settings = dataclasses.replace(
+        ESSettings(ppo_init=not from_scratch), **{k: v for k, v in given.items() if v is not None}
+    )
     try:
         settings.validate()
     except ValueError as error:
@@ -62,31 +94,59 @@ def es(
 
     def on_progress(p) -> None:
         if p.phase in ("compile+train", "train"):
-            status.update(f"generation {p.generation + 1}/{p.generations}: "
-                          + ("compiling and training" if p.phase == "compile+train" else "training")
-                          + f" {settings.population} × {settings.seeds} agents")
+            status.update(
+                f"generation {p.generation + 1}/{p.generations}: "
+                + ("compiling and training" if p.phase == "compile+train" else "training")
+                + f" {settings.population} × {settings.seeds} agents"
+            )
         elif p.phase == "checkpoint":
             r = p.last
             compile_note = f" ({r.compile_seconds:.1f} s compile)" if r.compile_seconds else ""
-            out.print(f"generation {r.generation}/{p.generations}: best {r.best:.3f} mean {r.mean:.3f} std {r.std:.3f} · "
-                      f"{r.train_seconds + r.compile_seconds + r.tell_seconds:.1f} s{compile_note} · "
-                      f"{r.env_steps:,} env steps at {r.env_steps_per_second:,.0f}/s", highlight=False)
+            out.print(
+                f"generation {r.generation}/{p.generations}: best {r.best:.3f} mean {r.mean:.3f} std {r.std:.3f} · "
+                f"{r.train_seconds + r.compile_seconds + r.tell_seconds:.1f} s{compile_note} · "
+                f"{r.env_steps:,} env steps at {r.env_steps_per_second:,.0f}/s",
+                highlight=False,
+            )
         elif p.phase == "evaluate":
             status.update(f"evaluating the ES mean (candidate #{p.candidate_id}) in the sandbox")
         elif p.phase == "evaluated":
             fitness = "–" if p.candidate_fitness is None else f"{p.candidate_fitness:.3f}"
             test = "–" if p.candidate_meta_test is None else f"{p.candidate_meta_test:.3f}"
-            out.print(f"candidate #{p.candidate_id} (ES mean): {p.candidate_status} · fitness {fitness} · "
-                      f"meta-test {test}", highlight=False)
+            out.print(
+                f"candidate #{p.candidate_id} (ES mean): {p.candidate_status} · fitness {fitness} · "
+                f"meta-test {test}",
+                highlight=False,
+            )
 
-    with exit_on(status, ((ESCampaignError, 1, "ES campaign stopped"), (ValueError, 1, "ES campaign stopped"),
-                          (KeyError, 1, "ES campaign stopped"), (SandboxUnavailable, 2, "sandbox unavailable")),
-                 f"interrupted; `scientist es --name {name} ...` continues from the last generation"), \
-            executor_for(executor, ray_address) as runs:
-        candidate = run_es_campaign(engine, settings, name, task, budget, generations, seed, on_progress,
-                                    sandbox=sandbox, render_every=render_every, executor=runs)
+    with (
+        exit_on(
+            status,
+            (
+                (ESCampaignError, 1, "ES campaign stopped"),
+                (ValueError, 1, "ES campaign stopped"),
+                (KeyError, 1, "ES campaign stopped"),
+                (SandboxUnavailable, 2, "sandbox unavailable"),
+            ),
+            f"interrupted; `scientist es --name {name} ...` continues from the last generation",
+        ),
+        executor_for(executor, ray_address) as runs,
+    ):
+        candidate = run_es_campaign(
+            engine,
+            settings,
+            name,
+            task,
+            budget,
+            generations,
+            seed,
+            on_progress,
+            sandbox=sandbox,
+            render_every=render_every,
+            executor=runs,
+        )
     _summary(engine, name, candidate)
-    raise typer.Exit(0 if candidate is not None and candidate.status == "ok" else 1)
+    raise typer.Exit(0 if candidate is not None and candidate.status == Status.OK else 1)
 
 
 def _summary(engine, name: str, candidate) -> None:
@@ -96,10 +156,15 @@ def _summary(engine, name: str, candidate) -> None:
     with transaction(engine) as session:
         campaign = reads.get_campaign(session, name)
         totals = reads.es_totals(session, campaign.id)
-    out.print(f"campaign {name}: {campaign.status} · {totals['generations']} generations · "
-              f"{totals['training_runs']:,} training runs · {totals['env_steps']:,} env steps · "
-              f"{totals['wall_seconds']:.0f} s · $0", highlight=False)
+    out.print(
+        f"campaign {name}: {campaign.status} · {totals['generations']} generations · "
+        f"{totals['training_runs']:,} training runs · {totals['env_steps']:,} env steps · "
+        f"{totals['wall_seconds']:.0f} s · $0",
+        highlight=False,
+    )
     if candidate is not None:
         fitness = "–" if candidate.fitness is None else f"{candidate.fitness:.3f}"
-        out.print(f"final ES mean: candidate #{candidate.id}, {candidate.status}, sandbox score (fitness) {fitness}",
-                  highlight=False)
+        out.print(
+            f"final ES mean: candidate #{candidate.id}, {candidate.status}, sandbox score (fitness) {fitness}",
+            highlight=False,
+        )

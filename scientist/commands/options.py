@@ -7,11 +7,22 @@ import typer
 
 from sandbox.vocabulary import ExecutorName, Sandbox
 
-SandboxOption = Annotated[Sandbox, typer.Option("--sandbox", help="sandbox backend; auto: the strongest that works here")]
-ExecutorOption = Annotated[ExecutorName, typer.Option(
-    "--executor", help="where evaluations run: local (sandboxes on this machine) or ray (tasks on a Ray cluster)")]
-RayAddressOption = Annotated[Optional[str], typer.Option(
-    help="Ray cluster address (ray://host:10001, host:6379 or auto); default: start one on this machine")]
+SandboxOption = Annotated[
+    Sandbox, typer.Option("--sandbox", help="sandbox backend; auto: the strongest that works here")
+]
+ExecutorOption = Annotated[
+    ExecutorName,
+    typer.Option(
+        "--executor",
+        help="where evaluations run: local (sandboxes on this machine) or ray (tasks on a Ray cluster)",
+    ),
+]
+RayAddressOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Ray cluster address (ray://host:10001, host:6379 or auto); default: start one on this machine"
+    ),
+]
 
 
 @contextlib.contextmanager

@@ -5,8 +5,10 @@ from typing import Annotated
 
 import typer
 
+from sandbox.vocabulary import Sandbox
 from scientist.commands.campaign import DbOption, console, engine_for, out
 from scientist.commands.json_output import print_json
+from scientist.commands.options import SandboxOption
 
 app = typer.Typer(no_args_is_help=True, help="Figures of candidates.")
 
@@ -15,11 +17,16 @@ DRIFT_TASK = "mirror_drift"
 
 @app.command()
 def drift(
-    target: Annotated[str, typer.Argument(metavar="ID|FILE", help="archive candidate id, or a .py drift candidate")],
+    target: Annotated[
+        str,
+        typer.Argument(metavar="ID|FILE", help="archive candidate id, or a .py drift candidate"),
+    ],
     png: Annotated[Path, typer.Option("--out", help="where to write the PNG figure")],
     db: DbOption = None,
-    sandbox: Annotated[str, typer.Option(help="auto, process or docker")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object with the numbers")] = False,
+    sandbox: SandboxOption = Sandbox.AUTO,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object with the numbers")
+    ] = False,
 ) -> None:
     """Heat map and slices of d(r*A - drift)/dr, and the drift's features (rollback,
     cautious optimism, asymmetry, drift-free region). The candidate runs in the sandbox."""
@@ -28,8 +35,6 @@ def drift(
     from scientist.analysis import detect_features
     from scientist.plots import save_drift_plot
 
-    if sandbox not in ("auto", "process", "docker"):
-        raise typer.BadParameter("choose auto, process or docker", param_hint="--sandbox")
     task, source, label, candidate_id = _resolve(target, db)
     try:
         landscape = compute_landscape(task, source, sandbox)
@@ -43,8 +48,14 @@ def drift(
     sentences = features.describe()
     save_drift_plot(landscape, png, sentences=sentences, title=f"{label}: {task}")
     if as_json:
-        record = {"candidate": candidate_id, "file": None if candidate_id is not None else target, "task": task,
-                  "png": str(png), "features": features.to_dict(), "sentences": sentences}
+        record = {
+            "candidate": candidate_id,
+            "file": None if candidate_id is not None else target,
+            "task": task,
+            "png": str(png),
+            "features": features.to_dict(),
+            "sentences": sentences,
+        }
         print_json(record)
         return
     for sentence in sentences:
@@ -61,7 +72,9 @@ def _resolve(target: str, db: str | None) -> tuple[str, str, str, int | None]:
         except (OSError, UnicodeDecodeError) as error:
             raise typer.BadParameter(f"cannot read {path}: {error}", param_hint="ID|FILE") from None
     if not target.isdigit():
-        raise typer.BadParameter(f"{target!r} is neither a file nor a candidate id", param_hint="ID|FILE")
+        raise typer.BadParameter(
+            f"{target!r} is neither a file nor a candidate id", param_hint="ID|FILE"
+        )
     from archive.db import transaction
     from archive.schema import Candidate
 

@@ -7,27 +7,57 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from sandbox.vocabulary import Sandbox
 from scientist.commands.campaign import DbOption, console
+from scientist.commands.options import SandboxOption
 from scientist.web.landscapes import DEFAULT_CACHE
 
 
 def report(
     name: Annotated[str, typer.Argument(help="the campaign")],
-    out: Annotated[Path, typer.Option("--out", help="directory to write into")] = Path("scientist-runs/reports"),
-    formats: Annotated[str, typer.Option("--format", help="comma-separated: html, pdf, md")] = "html,pdf",
-    against: Annotated[Optional[list[str]], typer.Option(
-        "--against", help="campaign to compare with (repeatable); default: every other campaign on the task")] = None,
+    out: Annotated[Path, typer.Option("--out", help="directory to write into")] = Path(
+        "scientist-runs/reports"
+    ),
+    formats: Annotated[
+        str, typer.Option("--format", help="comma-separated: html, pdf, md")
+    ] = "html,pdf",
+    against: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--against",
+            help="campaign to compare with (repeatable); default: every other campaign on the task",
+        ),
+    ] = None,
     db: DbOption = None,
-    cache: Annotated[Path, typer.Option("--cache", help="directory of drift landscapes (shared with scientist web)")] \
-        = DEFAULT_CACHE,
-    landscapes: Annotated[bool, typer.Option(
-        "--landscapes/--no-landscapes", help="compute missing drift landscapes in the sandbox")] = True,
-    sandbox: Annotated[str, typer.Option(help="for landscapes: auto, process or docker")] = "auto",
-    narrative: Annotated[bool, typer.Option("--narrative", help="add a discussion written by an LLM "
-                                                                "(prose only; its numbers are checked against the data)")] = False,
-    model: Annotated[Optional[str], typer.Option(help="with --narrative: the model (default: the campaign's first)")] = None,
-    api_base: Annotated[Optional[str], typer.Option(help="with --narrative: OpenAI-compatible base URL "
-                                                         "(key in $SCIENTIST_API_KEY)")] = None,
+    cache: Annotated[
+        Path,
+        typer.Option("--cache", help="directory of drift landscapes (shared with scientist web)"),
+    ] = DEFAULT_CACHE,
+    landscapes: Annotated[
+        bool,
+        typer.Option(
+            "--landscapes/--no-landscapes", help="compute missing drift landscapes in the sandbox"
+        ),
+    ] = True,
+    sandbox: SandboxOption = Sandbox.AUTO,
+    narrative: Annotated[
+        bool,
+        typer.Option(
+            "--narrative",
+            help="add a discussion written by an LLM "
+            "(prose only; its numbers are checked against the data)",
+        ),
+    ] = False,
+    model: Annotated[
+        Optional[str],
+        typer.Option(help="with --narrative: the model (default: the campaign's first)"),
+    ] = None,
+    api_base: Annotated[
+        Optional[str],
+        typer.Option(
+            help="with --narrative: OpenAI-compatible base URL (key in $SCIENTIST_API_KEY)"
+        ),
+    ] = None,
 ) -> None:
     """Title and abstract, method, results with CIs (meta-train and held out), figures
     (fitness over generations, learning curves, drift heatmaps), the discovered algorithms
@@ -43,20 +73,28 @@ def report(
     chosen = tuple(dict.fromkeys(f.strip().lower() for f in formats.split(",") if f.strip()))
     if not chosen or set(chosen) - set(FORMATS):
         raise typer.BadParameter(f"choose from {', '.join(FORMATS)}", param_hint="--format")
-    if sandbox not in ("auto", "process", "docker"):
-        raise typer.BadParameter("choose auto, process or docker", param_hint="--sandbox")
     try:
         engine = reader_engine(db)
         narrator = _narrator(engine, name, model, api_base) if narrative else None
         with console.status(f"writing the report of {name}..."):
-            written = build_report(engine, name, out, formats=chosen, against=against,
-                                   landscape_cache=LandscapeCache(cache), compute_landscapes=landscapes,
-                                   sandbox=sandbox, narrator=narrator)
+            written = build_report(
+                engine,
+                name,
+                out,
+                formats=chosen,
+                against=against,
+                landscape_cache=LandscapeCache(cache),
+                compute_landscapes=landscapes,
+                sandbox=sandbox,
+                narrator=narrator,
+            )
     except (ArchiveUnreadable, ReportError) as error:
         console.print(f"[red]{escape(str(error))}")
         raise typer.Exit(2) from None
     except NarrativeError as error:
-        console.print(f"[red]no narrative:[/red] {escape(str(error))} (run without --narrative for the report alone)")
+        console.print(
+            f"[red]no narrative:[/red] {escape(str(error))} (run without --narrative for the report alone)"
+        )
         raise typer.Exit(1) from None
     except RuntimeError as error:  # the PDF toolchain
         console.print(f"[red]{escape(str(error))}")
@@ -77,7 +115,14 @@ def _narrator(engine, name: str, model: str | None, api_base: str | None):
     config = campaign.config if campaign else {}
     model = model or next(iter(config.get("models") or []), None)
     if model is None:
-        raise typer.BadParameter("the campaign used no LLM; name one with --model", param_hint="--model")
-    llm = LLMProposer([model], api_base=api_base or config.get("api_base"), api_key=os.environ.get("SCIENTIST_API_KEY"),
-                      temperature=0.3, price_per_million=config.get("price_per_million"))
+        raise typer.BadParameter(
+            "the campaign used no LLM; name one with --model", param_hint="--model"
+        )
+    llm = LLMProposer(
+        [model],
+        api_base=api_base or config.get("api_base"),
+        api_key=os.environ.get("SCIENTIST_API_KEY"),
+        temperature=0.3,
+        price_per_million=config.get("price_per_million"),
+    )
     return lambda facts: write_narrative(facts, llm)

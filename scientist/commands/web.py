@@ -7,26 +7,45 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from sandbox.vocabulary import Sandbox
 from scientist.commands.campaign import DbOption, console
+from scientist.commands.options import SandboxOption
 from scientist.web.landscapes import DEFAULT_CACHE
-
-SANDBOXES = ("auto", "process", "docker")
 
 
 def web(
     db: DbOption = None,
-    host: Annotated[str, typer.Option(help="address to listen on; the archive (code, prompts) is shown to "
-                                           "whoever can reach it, without a login")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(
+            help="address to listen on; the archive (code, prompts) is shown to "
+            "whoever can reach it, without a login"
+        ),
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-    cache: Annotated[Path, typer.Option("--cache", help="directory of drift landscapes (npz per code hash)")] \
-        = DEFAULT_CACHE,
-    compute_landscapes: Annotated[bool, typer.Option(
-        "--compute-landscapes", help="compute missing drift landscapes in the sandbox, in the background")] = False,
-    precompute: Annotated[Optional[str], typer.Option(
-        "--precompute", metavar="NAME", help="fill the landscape cache for campaign NAME's scored candidates "
-                                             "(best first, in the sandbox), then exit")] = None,
-    top: Annotated[Optional[int], typer.Option(min=1, help="with --precompute: only the best K")] = None,
-    sandbox: Annotated[str, typer.Option(help="for landscapes: auto, process or docker")] = "auto",
+    cache: Annotated[
+        Path, typer.Option("--cache", help="directory of drift landscapes (npz per code hash)")
+    ] = DEFAULT_CACHE,
+    compute_landscapes: Annotated[
+        bool,
+        typer.Option(
+            "--compute-landscapes",
+            help="compute missing drift landscapes in the sandbox, in the background",
+        ),
+    ] = False,
+    precompute: Annotated[
+        Optional[str],
+        typer.Option(
+            "--precompute",
+            metavar="NAME",
+            help="fill the landscape cache for campaign NAME's scored candidates "
+            "(best first, in the sandbox), then exit",
+        ),
+    ] = None,
+    top: Annotated[
+        Optional[int], typer.Option(min=1, help="with --precompute: only the best K")
+    ] = None,
+    sandbox: SandboxOption = Sandbox.AUTO,
 ) -> None:
     """A read-only web view of the archive: campaigns, leaderboards, fitness over
     generations, islands, costs, candidates (code, diff, lineage, checks, scores, curves,
@@ -34,8 +53,6 @@ def web(
     from scientist.web.engine import ArchiveUnreadable, reader_engine
     from scientist.web.landscapes import LandscapeCache
 
-    if sandbox not in SANDBOXES:
-        raise typer.BadParameter("choose auto, process or docker", param_hint="--sandbox")
     try:
         engine = reader_engine(db)
     except ArchiveUnreadable as error:
@@ -49,11 +66,20 @@ def web(
     from scientist.web import create_app
 
     if not _loopback(host):
-        console.print(f"[yellow]listening on {host}: anyone who can reach it can read the whole archive")
-    console.print(f"archive browser on http://{host}:{port}/ (read-only; landscapes in {cache}"
-                  + (", computed on demand" if compute_landscapes else "") + ")")
-    uvicorn.run(create_app(engine, cache, compute_landscapes, sandbox_backend=sandbox), host=host, port=port,
-                log_level="warning")
+        console.print(
+            f"[yellow]listening on {host}: anyone who can reach it can read the whole archive"
+        )
+    console.print(
+        f"archive browser on http://{host}:{port}/ (read-only; landscapes in {cache}"
+        + (", computed on demand" if compute_landscapes else "")
+        + ")"
+    )
+    uvicorn.run(
+        create_app(engine, cache, compute_landscapes, sandbox_backend=sandbox),
+        host=host,
+        port=port,
+        log_level="warning",
+    )
 
 
 def _precompute(engine, name: str, cache, sandbox: str, top: int | None) -> None:
@@ -61,16 +87,24 @@ def _precompute(engine, name: str, cache, sandbox: str, top: int | None) -> None
     from scientist.web.landscapes import precompute
 
     try:
-        result = precompute(engine, name, cache, sandbox=sandbox, top=top,
-                            echo=lambda line: console.print(line, markup=False, highlight=False))
+        result = precompute(
+            engine,
+            name,
+            cache,
+            sandbox=sandbox,
+            top=top,
+            echo=lambda line: console.print(line, markup=False, highlight=False),
+        )
     except (LookupError, ValueError) as error:
         console.print(f"[red]{escape(str(error))}")
         raise typer.Exit(2) from None
     except SandboxUnavailable as error:
         console.print(f"[red]sandbox unavailable:[/red] {escape(str(error))}")
         raise typer.Exit(2) from None
-    console.print(f"{name}: {result.computed} landscapes computed, {result.cached} already cached, "
-                  f"{len(result.failed)} failed; cache {cache.directory}")
+    console.print(
+        f"{name}: {result.computed} landscapes computed, {result.cached} already cached, "
+        f"{len(result.failed)} failed; cache {cache.directory}"
+    )
     raise typer.Exit(1 if result.failed else 0)
 
 

@@ -23,15 +23,16 @@ from sqlalchemy import Engine
 
 from archive import reads, writes
 from archive.db import transaction
-from archive.schema import PENDING, Campaign, Candidate, ESCheckpoint
+from archive.schema import Campaign, Candidate, ESCheckpoint
 from sandbox.tasks import load_task
 from sandbox.training.config import PPOConfig
+from sandbox.vocabulary import CampaignStatus, Origin, Sandbox, Status
 from scientist.campaign import lease
-from scientist.evaluation import EventNote, Recorder
-from scientist.executors.base import Executor, LocalExecutor
 from scientist.es.checkpoint import params_to_bytes, state_from_bytes, state_to_bytes
 from scientist.es.lpo import render_lpo_candidate, slope_at_one
 from scientist.es.trainer import ESGeneration, ESSettings, GenerationResult, make_es_generation
+from scientist.evaluation import EventNote, Recorder
+from scientist.executors.base import Executor, LocalExecutor
 
 SUPPORTED_TASKS = ("mirror_drift",)
 OPERATOR = "es-mean"
@@ -76,56 +77,120 @@ def _generation_for(budget: str, task: str, settings: ESSettings, configs: tuple
     return make_es_generation(budget, load_task(task), settings, dict(configs) or None)
 
 
-def open_es_campaign(engine: Engine, name: str, task: str, budget: str, settings: ESSettings, seed: int,
-                     generations: int, sandbox: str, render_every: int) -> Campaign:
+def open_es_campaign(
+    engine: Engine,
+    name: str,
+    task: str,
+    budget: str,
+    settings: ESSettings,
+    seed: int,
+    generations: int,
+    sandbox: str,
+    render_every: int,
+) -> Campaign:
     """The ES campaign of that name: created if new, else checked against these settings
     (only generations, sandbox and render_every may differ) and updated."""
     if task not in SUPPORTED_TASKS:
-        raise ESCampaignError(f"the ES baseline learns a Mirror Learning drift: only task {', '.join(SUPPORTED_TASKS)} "
-                              f"is supported, not {task!r}")
+        raise ESCampaignError(
+            f"the ES baseline learns a Mirror Learning drift: only task {', '.join(SUPPORTED_TASKS)} "
+            f"is supported, not {task!r}"
+        )
     load_task(task).split(budget)  # an unknown budget fails before anything is written
     settings.validate()
-    config = {"name": name, "task": task, "budget": budget, "proposer": "es", "es": settings.to_dict(), "seed": seed,
-              "generations": generations, "sandbox": sandbox, "render_every": render_every,
-              # read by `scientist status`: one "island" of `population` members per generation
-              "population": settings.population, "islands": 1, "workers": 1, "max_cost": None, "models": []}
+    config = {
+        "name": name,
+        "task": task,
+        "budget": budget,
+        "proposer": Origin.ES,
+        Origin.ES: settings.to_dict(),
+        "seed": seed,
+        "generations": generations,
+        "sandbox": sandbox,
+        "render_every": render_every,
+        # read by `scientist status`: one "island" of `population` members per generation
+        "population": settings.population,
+        "islands": 1,
+        "workers": 1,
+        "max_cost": None,
+        "models": [],
+    }
     with transaction(engine) as session:
         campaign = reads.find_campaign(session, name)
         if campaign is None:
-            campaign = Campaign(name=name, task=task, budget=budget, proposer="es", config=config)
+            campaign = Campaign(
+                name=name, task=task, budget=budget, proposer=Origin.ES, config=config
+            )
             session.add(campaign)
             session.flush()
-            writes.log_event(session, campaign.id, "created", f"es campaign on {task} at the {budget} budget",
-                             {"config": config})
+            writes.log_event(
+                session,
+                campaign.id,
+                CampaignStatus.CREATED,
+                f"es campaign on {task} at the {budget} budget",
+                {"config": config},
+            )
             return campaign
         stored = campaign.config
-        if campaign.proposer != "es":
-            raise ESCampaignError(f"campaign {name} is a {campaign.proposer} campaign, not an ES one; choose another --name")
+        if campaign.proposer != Origin.ES:
+            raise ESCampaignError(
+                f"campaign {name} is a {campaign.proposer} campaign, not an ES one; choose another --name"
+            )
         clash = [k for k in config if k not in RESUMABLE and k in stored and stored[k] != config[k]]
         if clash:
-            raise ESCampaignError(f"campaign {name} exists with different " + ", ".join(
-                f"{k} ({stored[k]!r}, not {config[k]!r})" for k in sorted(clash))
-                + f"; only {', '.join(RESUMABLE)} can change. Choose another --name for a new campaign.")
+            raise ESCampaignError(
+                f"campaign {name} exists with different "
+                + ", ".join(f"{k} ({stored[k]!r}, not {config[k]!r})" for k in sorted(clash))
+                + f"; only {', '.join(RESUMABLE)} can change. Choose another --name for a new campaign."
+            )
         campaign.config = {**stored, **{k: config[k] for k in RESUMABLE}}
         session.add(campaign)
         return campaign
 
 
 class ESCampaign:
-    def __init__(self, engine: Engine, settings: ESSettings, name: str, task: str, budget: str, generations: int,
-                 seed: int, *, sandbox: str = "auto", render_every: int = 0,
-                 on_progress: Callable[[ESProgress], None] | None = None, executor: Executor | None = None,
-                 configs: dict[str, PPOConfig] | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        settings: ESSettings,
+        name: str,
+        task: str,
+        budget: str,
+        generations: int,
+        seed: int,
+        *,
+        sandbox: str = Sandbox.AUTO,
+        render_every: int = 0,
+        on_progress: Callable[[ESProgress], None] | None = None,
+        executor: Executor | None = None,
+        configs: dict[str, PPOConfig] | None = None,
+    ):
         if generations < 1:
             raise ESCampaignError("an ES campaign needs at least one generation")
         self.engine, self.settings, self.task, self.budget = engine, settings, task, budget
-        self.generations, self.seed, self.sandbox, self.render_every = generations, seed, sandbox, render_every
+        self.generations, self.seed, self.sandbox, self.render_every = (
+            generations,
+            seed,
+            sandbox,
+            render_every,
+        )
         self.on_progress = on_progress or (lambda progress: None)
-        self.campaign = open_es_campaign(engine, name, task, budget, settings, seed, generations, sandbox, render_every)
+        self.campaign = open_es_campaign(
+            engine, name, task, budget, settings, seed, generations, sandbox, render_every
+        )
         self.stop = threading.Event()
-        self.record = Recorder(engine, self.campaign.id, executor or LocalExecutor(), task=task, budget=budget,
-                               sandbox=sandbox, seed=seed, cancelled=self.stop.is_set)
-        self.es_generation = _generation_for(budget, task, settings, tuple(sorted((configs or {}).items())))
+        self.record = Recorder(
+            engine,
+            self.campaign.id,
+            executor or LocalExecutor(),
+            task=task,
+            budget=budget,
+            sandbox=sandbox,
+            seed=seed,
+            cancelled=self.stop.is_set,
+        )
+        self.es_generation = _generation_for(
+            budget, task, settings, tuple(sorted((configs or {}).items()))
+        )
         self.progress = ESProgress(name, generations)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -134,31 +199,44 @@ class ESCampaign:
         with transaction(self.engine) as session:
             done = reads.es_totals(session, self.campaign.id)["generations"]
         try:
-            lease.claim(self.engine, self.campaign.id, detail=f"; generations {done + 1}..{self.generations}")
+            lease.claim(
+                self.engine,
+                self.campaign.id,
+                detail=f"; generations {done + 1}..{self.generations}",
+            )
         except lease.CampaignBusy as error:
             raise ESCampaignError(str(error)) from None
         beat = lease.heartbeat(self.engine, self.campaign.id, self.stop)
-        status, message, final = "finished", "", None
+        status, message, final = CampaignStatus.FINISHED, "", None
         try:
             self._evaluate_pending()
             state, done = self._restore()
             if done > self.generations:
-                raise ESCampaignError(f"campaign {self.campaign.name} has {done} generations already; "
-                                      f"ask for at least that many")
+                raise ESCampaignError(
+                    f"campaign {self.campaign.name} has {done} generations already; "
+                    f"ask for at least that many"
+                )
             self.progress.generation = done
             for generation in range(done + 1, self.generations + 1):
                 self._report("train" if self.es_generation.compiled else "compile+train")
                 start = time.perf_counter()
                 state, result = self.es_generation.step(state, generation, self.seed)
                 self._save(state, result, time.perf_counter() - start)
-                if self.render_every and generation % self.render_every == 0 and generation < self.generations:
+                if (
+                    self.render_every
+                    and generation % self.render_every == 0
+                    and generation < self.generations
+                ):
                     self._candidate(state, generation)
             final = self._candidate(state, self.generations)
         except KeyboardInterrupt:
-            status, message = "interrupted", "stopped by the user; run `scientist es` with the same --name to continue"
+            status, message = (
+                CampaignStatus.INTERRUPTED,
+                "stopped by the user; run `scientist es` with the same --name to continue",
+            )
             raise
         except BaseException as error:
-            status, message = "failed", f"{type(error).__name__}: {error}"
+            status, message = CampaignStatus.FAILED, f"{type(error).__name__}: {error}"
             raise
         finally:
             self.stop.set()
@@ -179,31 +257,58 @@ class ESCampaign:
         units, s = self.es_generation.units, self.settings
         sigma = float(state.std)
         row = ESCheckpoint(
-            campaign_id=self.campaign.id, generation=result.generation, state=state_to_bytes(state),
-            mean=params_to_bytes(self.es_generation.mean_params(state)), best_fitness=_finite(result.best),
-            mean_fitness=_finite(result.mean), std_fitness=_finite(result.std),
+            campaign_id=self.campaign.id,
+            generation=result.generation,
+            state=state_to_bytes(state),
+            mean=params_to_bytes(self.es_generation.mean_params(state)),
+            best_fitness=_finite(result.best),
+            mean_fitness=_finite(result.mean),
+            std_fitness=_finite(result.std),
             member_fitness=[_finite(float(f)) for f in result.fitness],
-            per_env={env: _finite(float(v.mean())) for env, v in result.per_env.items()}, sigma=sigma,
-            env_steps=units.env_steps, training_runs=units.training_runs, wall_seconds=wall_seconds)
-        message = (f"generation {result.generation}: fitness best {result.best:.3f} mean {result.mean:.3f} "
-                   f"std {result.std:.3f}; {units.training_runs} training runs, {units.env_steps:,} env steps, "
-                   f"{wall_seconds:.1f} s")
-        data = {"generation": result.generation, "best": row.best_fitness, "mean": row.mean_fitness,
-                "std": row.std_fitness, "sigma": sigma, "training_runs": units.training_runs,
-                "env_steps": units.env_steps, "wall_seconds": wall_seconds,
-                "compile_seconds": result.compile_seconds, "train_seconds": result.train_seconds,
-                "env_steps_per_second": _finite(result.env_steps_per_second),
-                "population": s.population, "seeds": s.seeds}
+            per_env={env: _finite(float(v.mean())) for env, v in result.per_env.items()},
+            sigma=sigma,
+            env_steps=units.env_steps,
+            training_runs=units.training_runs,
+            wall_seconds=wall_seconds,
+        )
+        message = (
+            f"generation {result.generation}: fitness best {result.best:.3f} mean {result.mean:.3f} "
+            f"std {result.std:.3f}; {units.training_runs} training runs, {units.env_steps:,} env steps, "
+            f"{wall_seconds:.1f} s"
+        )
+        data = {
+            "generation": result.generation,
+            "best": row.best_fitness,
+            "mean": row.mean_fitness,
+            "std": row.std_fitness,
+            "sigma": sigma,
+            "training_runs": units.training_runs,
+            "env_steps": units.env_steps,
+            "wall_seconds": wall_seconds,
+            "compile_seconds": result.compile_seconds,
+            "train_seconds": result.train_seconds,
+            "env_steps_per_second": _finite(result.env_steps_per_second),
+            "population": s.population,
+            "seeds": s.seeds,
+        }
         with transaction(self.engine) as session:
             session.add(row)
-            writes.log_event(session, self.campaign.id, "es_generation", message, data,
-                             key=f"es_generation:{result.generation}")
+            writes.log_event(
+                session,
+                self.campaign.id,
+                "es_generation",
+                message,
+                data,
+                key=f"es_generation:{result.generation}",
+            )
         p = self.progress
         p.generation, p.last = result.generation, result
         p.training_runs += units.training_runs
         p.env_steps += units.env_steps
         p.wall_seconds += wall_seconds
-        if _finite(result.mean) is not None and (p.best_mean_fitness is None or result.mean > p.best_mean_fitness):
+        if _finite(result.mean) is not None and (
+            p.best_mean_fitness is None or result.mean > p.best_mean_fitness
+        ):
             p.best_mean_fitness = result.mean
         self._report("checkpoint")
 
@@ -211,46 +316,83 @@ class ESCampaign:
     def _candidate(self, state, generation: int) -> Candidate:
         """Render the mean network after `generation`, add it (once) and evaluate it."""
         with transaction(self.engine) as session:
-            existing = reads.first_candidate(session, self.campaign.id, origin="es", operator=OPERATOR,
-                                             generation=generation)
+            existing = reads.first_candidate(
+                session,
+                self.campaign.id,
+                origin=Origin.ES,
+                operator=OPERATOR,
+                generation=generation,
+            )
             checkpoint = reads.es_checkpoint(session, self.campaign.id, generation)
-        if existing is not None and existing.status != PENDING:
+        if existing is not None and existing.status != Status.PENDING:
             return existing
         if existing is None:
-            best, mean = (checkpoint.best_fitness, checkpoint.mean_fitness) if checkpoint else (None, None)
+            best, mean = (
+                (checkpoint.best_fitness, checkpoint.mean_fitness) if checkpoint else (None, None)
+            )
             params = self.es_generation.mean_params(state)
             # The drift check calls a first-order slope of about 2 at r = 1 a kink (see scientist.es.lpo).
             slope = float(np.abs(slope_at_one(params, np.linspace(-10.0, 10.0, 41))).max())
-            note = (f"ES mean network after generation {generation} of campaign {self.campaign.name}; that "
-                    f"generation's members scored best {_fmt(best)}, mean {_fmt(mean)} (normalised, 1 = PPO); "
-                    f"network slope at r = 1 up to {slope:.2f} for |A| <= 10")
-            code = render_lpo_candidate(params, ppo_init=self.settings.ppo_init,
-                                        shift=self.settings.shift, note=f"generation {generation} of {self.campaign.name}")
+            note = (
+                f"ES mean network after generation {generation} of campaign {self.campaign.name}; that "
+                f"generation's members scored best {_fmt(best)}, mean {_fmt(mean)} (normalised, 1 = PPO); "
+                f"network slope at r = 1 up to {slope:.2f} for |A| <= 10"
+            )
+            code = render_lpo_candidate(
+                params,
+                ppo_init=self.settings.ppo_init,
+                shift=self.settings.shift,
+                note=f"generation {generation} of {self.campaign.name}",
+            )
             with transaction(self.engine) as session:
                 campaign = session.get(Campaign, self.campaign.id)
-                existing = writes.add_candidate(session, campaign, code=code, origin="es", operator=OPERATOR,
-                                                island=0, generation=generation, note=note)
-                writes.log_event(session, campaign.id, "es_candidate",
-                                 f"candidate {existing.id}: ES mean after generation {generation} ({existing.status})",
-                                 {"candidate_id": existing.id, "generation": generation, "slope_at_one": slope})
-        if existing.status == PENDING:
+                existing = writes.add_candidate(
+                    session,
+                    campaign,
+                    code=code,
+                    origin=Origin.ES,
+                    operator=OPERATOR,
+                    island=0,
+                    generation=generation,
+                    note=note,
+                )
+                writes.log_event(
+                    session,
+                    campaign.id,
+                    "es_candidate",
+                    f"candidate {existing.id}: ES mean after generation {generation} ({existing.status})",
+                    {"candidate_id": existing.id, "generation": generation, "slope_at_one": slope},
+                )
+        if existing.status == Status.PENDING:
             existing = self._evaluate(existing)
         return existing
 
     def _evaluate_pending(self) -> None:
         """An evaluation cut short by a crash is redone first."""
         with transaction(self.engine) as session:
-            pending = [c for c in reads.pending_candidates(session, self.campaign.id) if c.origin == "es"]
+            pending = [
+                c
+                for c in reads.pending_candidates(session, self.campaign.id)
+                if c.origin == Origin.ES
+            ]
         for candidate in pending:
             self._evaluate(candidate)
 
     def _evaluate(self, candidate: Candidate) -> Candidate:
         p = self.progress
-        p.candidate_id, p.candidate_status, p.candidate_fitness, p.candidate_meta_test = candidate.id, None, None, None
+        p.candidate_id, p.candidate_status, p.candidate_fitness, p.candidate_meta_test = (
+            candidate.id,
+            None,
+            None,
+            None,
+        )
         self._report("evaluate")
 
-        recorded = self.record(candidate.id, candidate.code,
-                               event=EventNote("es_evaluated", f"candidate {candidate.id}"))
+        recorded = self.record(
+            candidate.id,
+            candidate.code,
+            event=EventNote("es_evaluated", f"candidate {candidate.id}"),
+        )
         if recorded is None:  # cancelled: still pending
             return candidate
         candidate = recorded.candidate
@@ -267,19 +409,46 @@ class ESCampaign:
     def _finish(self, status: str, message: str) -> None:
         with transaction(self.engine) as session:
             totals = reads.es_totals(session, self.campaign.id)
-            writes.log_event(session, self.campaign.id, "es_budget",
-                             f"{totals['generations']} generations: {totals['training_runs']} training runs, "
-                             f"{totals['env_steps']:,} env steps, {totals['wall_seconds']:.1f} s, $0", totals)
+            writes.log_event(
+                session,
+                self.campaign.id,
+                "es_budget",
+                f"{totals['generations']} generations: {totals['training_runs']} training runs, "
+                f"{totals['env_steps']:,} env steps, {totals['wall_seconds']:.1f} s, $0",
+                totals,
+            )
             self.campaign = lease.release(session, self.campaign.id, status, message)
 
 
-def run_es_campaign(engine: Engine, settings: ESSettings, name: str, task: str = "mirror_drift",
-                    budget: str = "smoke", generations: int = 10, seed: int = 0,
-                    on_progress: Callable[[ESProgress], None] | None = None, *, sandbox: str = "auto",
-                    render_every: int = 0, executor: Executor | None = None,
-                    configs: dict[str, PPOConfig] | None = None) -> Candidate | None:
+def run_es_campaign(
+    engine: Engine,
+    settings: ESSettings,
+    name: str,
+    task: str = "mirror_drift",
+    budget: str = "smoke",
+    generations: int = 10,
+    seed: int = 0,
+    on_progress: Callable[[ESProgress], None] | None = None,
+    *,
+    sandbox: str = Sandbox.AUTO,
+    render_every: int = 0,
+    executor: Executor | None = None,
+    configs: dict[str, PPOConfig] | None = None,
+) -> Candidate | None:
     """Create or continue the ES campaign `name` up to `generations`, then render the ES mean
     as a candidate and evaluate it through the executor (also every `render_every`
     generations when > 0). `configs` (PPO configs per env for the ES itself) is a test hook."""
-    return ESCampaign(engine, settings, name, task, budget, generations, seed, sandbox=sandbox,
-                      render_every=render_every, on_progress=on_progress, executor=executor, configs=configs).run()
+    return ESCampaign(
+        engine,
+        settings,
+        name,
+        task,
+        budget,
+        generations,
+        seed,
+        sandbox=sandbox,
+        render_every=render_every,
+        on_progress=on_progress,
+        executor=executor,
+        configs=configs,
+    ).run()

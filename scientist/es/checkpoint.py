@@ -31,7 +31,9 @@ def _from_bytes(data: bytes) -> dict[str, np.ndarray]:
 
 
 def state_to_bytes(state) -> bytes:
-    return _to_bytes({f"leaf_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(state))})
+    return _to_bytes(
+        {f"leaf_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(state))}
+    )
 
 
 def state_from_bytes(data: bytes, template):
@@ -39,19 +41,28 @@ def state_from_bytes(data: bytes, template):
     leaves, treedef = jax.tree.flatten(template)
     stored = _from_bytes(data)
     if len(stored) != len(leaves):
-        raise CheckpointError(f"the checkpoint has {len(stored)} arrays; this ES state has {len(leaves)}")
+        raise CheckpointError(
+            f"the checkpoint has {len(stored)} arrays; this ES state has {len(leaves)}"
+        )
     restored = []
     for i, leaf in enumerate(leaves):
         value = stored[f"leaf_{i:04d}"]
         if value.shape != np.shape(leaf):
-            raise CheckpointError(f"array {i} of the checkpoint has shape {value.shape}, expected {np.shape(leaf)}: "
-                                  "it was written with different ES settings")
+            raise CheckpointError(
+                f"array {i} of the checkpoint has shape {value.shape}, expected {np.shape(leaf)}: "
+                "it was written with different ES settings"
+            )
         restored.append(jnp.asarray(value))
     return jax.tree.unflatten(treedef, restored)
 
 
 def params_to_bytes(params: LPOParams) -> bytes:
-    return _to_bytes({"hidden": np.asarray(params.hidden, np.float32), "output": np.asarray(params.output, np.float32)})
+    return _to_bytes(
+        {
+            "hidden": np.asarray(params.hidden, np.float32),
+            "output": np.asarray(params.output, np.float32),
+        }
+    )
 
 
 def params_from_bytes(data: bytes) -> LPOParams:

@@ -41,10 +41,14 @@ class LPOParams(NamedTuple):
 def features(ratio: jnp.ndarray, advantage: jnp.ndarray) -> jnp.ndarray:
     """[(1-r), (1-r)^2, (1-r)A, (1-r)^2 A, log r, (log r)^2, A log r, A (log r)^2] on a new last axis."""
     d, log_r, a = 1.0 - ratio, jnp.log(ratio), advantage
-    return jnp.stack([d, d * d, d * a, d * d * a, log_r, log_r * log_r, a * log_r, a * log_r * log_r], axis=-1)
+    return jnp.stack(
+        [d, d * d, d * a, d * d * a, log_r, log_r * log_r, a * log_r, a * log_r * log_r], axis=-1
+    )
 
 
-def ppo_drift(ratio: jnp.ndarray, advantage: jnp.ndarray, clip_eps: float = PPO_CLIP) -> jnp.ndarray:
+def ppo_drift(
+    ratio: jnp.ndarray, advantage: jnp.ndarray, clip_eps: float = PPO_CLIP
+) -> jnp.ndarray:
     """PPO's clipped objective as a drift: relu((r - clip(r, 1-eps, 1+eps)) A)."""
     return jax.nn.relu((ratio - jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)) * advantage)
 
@@ -55,8 +59,14 @@ def network(params: LPOParams, ratio: jnp.ndarray, advantage: jnp.ndarray) -> jn
     return jnp.tanh(x @ params.hidden.astype(x.dtype)) @ params.output.astype(x.dtype)
 
 
-def lpo_drift(params: LPOParams, ratio: jnp.ndarray, advantage: jnp.ndarray, *, ppo_init: bool = True,
-              shift: float = SHIFT) -> jnp.ndarray:
+def lpo_drift(
+    params: LPOParams,
+    ratio: jnp.ndarray,
+    advantage: jnp.ndarray,
+    *,
+    ppo_init: bool = True,
+    shift: float = SHIFT,
+) -> jnp.ndarray:
     """drift(r, A) = relu(net(r, A) [+ ppo_drift(r, A)] - shift), elementwise."""
     out = network(params, ratio, advantage)
     if ppo_init:
@@ -73,7 +83,9 @@ def init_params(key: jax.Array, *, ppo_init: bool = True, hidden: int = HIDDEN) 
     starting drift passes the sandbox's slope check (see the caveat above; LeCun scale,
     1/sqrt(128), would give slopes of about 5 at r = 1)."""
     hidden_key, output_key = jax.random.split(key)
-    w_hidden = jax.random.normal(hidden_key, (NUM_FEATURES, hidden), jnp.float32) / np.sqrt(NUM_FEATURES)
+    w_hidden = jax.random.normal(hidden_key, (NUM_FEATURES, hidden), jnp.float32) / np.sqrt(
+        NUM_FEATURES
+    )
     if ppo_init:
         w_output = jnp.zeros((hidden,), jnp.float32)
     else:
@@ -102,7 +114,7 @@ def _literals(values: np.ndarray, digits: int | None) -> str:
     if not np.all(np.isfinite(values)):
         raise ValueError("LPO weights must be finite to be rendered")
     text = [str(v) if digits is None else f"{float(v):.{digits}g}" for v in values]
-    lines = [", ".join(text[i:i + VALUES_PER_LINE]) for i in range(0, len(text), VALUES_PER_LINE)]
+    lines = [", ".join(text[i : i + VALUES_PER_LINE]) for i in range(0, len(text), VALUES_PER_LINE)]
     return ",\n".join("    " + line for line in lines)
 
 
@@ -112,7 +124,9 @@ def _docstring_safe(note: str) -> str:
     return re.sub(r"_{2,}", "_", re.sub(r"[^A-Za-z0-9 .,:;=+()/_-]", "_", " ".join(note.split())))
 
 
-def render_lpo_candidate(params: LPOParams, *, ppo_init: bool = True, shift: float = SHIFT, note: str = "") -> str:
+def render_lpo_candidate(
+    params: LPOParams, *, ppo_init: bool = True, shift: float = SHIFT, note: str = ""
+) -> str:
     """A complete mirror_drift candidate module computing `lpo_drift(params, ., ., ppo_init, shift)`
     in jax.numpy, so a learned network goes through the same sandbox and scorer as any other
     candidate. Weights are written exactly (shortest float32 round trip); if that would pass
@@ -123,15 +137,31 @@ def render_lpo_candidate(params: LPOParams, *, ppo_init: bool = True, shift: flo
     from sandbox.tasks import load_task
 
     hidden = np.asarray(params.hidden)
-    if hidden.ndim != 2 or hidden.shape[0] != NUM_FEATURES or np.shape(params.output) != (hidden.shape[1],):
-        raise ValueError(f"expected weights [{NUM_FEATURES}, H] and [H], got {hidden.shape} and {np.shape(params.output)}")
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(load_task("mirror_drift").folder),
-                                     undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    if (
+        hidden.ndim != 2
+        or hidden.shape[0] != NUM_FEATURES
+        or np.shape(params.output) != (hidden.shape[1],)
+    ):
+        raise ValueError(
+            f"expected weights [{NUM_FEATURES}, H] and [H], got {hidden.shape} and {np.shape(params.output)}"
+        )
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(load_task("mirror_drift").folder),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
     template = environment.get_template(TEMPLATE)
     for digits in (None, 7):
-        source = template.render(hidden=hidden.shape[1], hidden_weights=_literals(hidden, digits),
-                                 output_weights=_literals(params.output, digits), ppo_init=ppo_init, shift=repr(float(shift)),
-                                 note=_docstring_safe(note))
+        source = template.render(
+            hidden=hidden.shape[1],
+            hidden_weights=_literals(hidden, digits),
+            output_weights=_literals(params.output, digits),
+            ppo_init=ppo_init,
+            shift=repr(float(shift)),
+            note=_docstring_safe(note),
+        )
         if len(source.encode()) <= MAX_SOURCE_BYTES:
             return source
-    raise ValueError(f"the rendered network is {len(source.encode())} bytes, over the {MAX_SOURCE_BYTES}-byte limit")
+    raise ValueError(
+        f"the rendered network is {len(source.encode())} bytes, over the {MAX_SOURCE_BYTES}-byte limit"
+    )

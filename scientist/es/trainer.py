@@ -60,7 +60,9 @@ class ESSettings:
 
     def validate(self) -> None:
         if self.population < 2 or self.population % 2:
-            raise ValueError(f"population must be even and at least 2 (antithetic pairs), got {self.population}")
+            raise ValueError(
+                f"population must be even and at least 2 (antithetic pairs), got {self.population}"
+            )
         if self.seeds < 1:
             raise ValueError("seeds must be at least 1")
         if not (self.sigma > 0 and self.learning_rate > 0):
@@ -96,7 +98,9 @@ class GenerationUnits:
 @dataclass
 class GenerationResult:
     generation: int  # 1-based: the state now holds this many updates
-    fitness: np.ndarray  # [population] mean normalised return over envs and seeds (NaN: no episode ended)
+    fitness: (
+        np.ndarray
+    )  # [population] mean normalised return over envs and seeds (NaN: no episode ended)
     per_env: dict[str, np.ndarray]  # env -> [population] normalised return, mean over seeds
     returns: np.ndarray  # [population, envs, seeds] raw tail returns
     population: LPOParams  # the members' weights, leading axis [population]
@@ -127,7 +131,9 @@ class GenerationResult:
         return self.train_seconds + self.compile_seconds + self.tell_seconds
 
 
-def tail_returns(episode_return_sum: jnp.ndarray, episode_count: jnp.ndarray, fraction: float) -> jnp.ndarray:
+def tail_returns(
+    episode_return_sum: jnp.ndarray, episode_count: jnp.ndarray, fraction: float
+) -> jnp.ndarray:
     """Mean return of the episodes that ended in the last `fraction` of updates (last axis);
     NaN where none ended there."""
     updates = episode_count.shape[-1]
@@ -141,29 +147,52 @@ def _make_strategy(settings: ESSettings, template: LPOParams):
     from evosax.algorithms import Open_ES
     from evosax.core.fitness_shaping import centered_rank_fitness_shaping_fn
 
-    learning_rate = optax.exponential_decay(settings.learning_rate, 1, settings.lr_decay, end_value=settings.lr_limit)
-    optimizer = optax.adam(learning_rate) if settings.optimizer == "adam" else optax.sgd(learning_rate)
-    std = optax.exponential_decay(settings.sigma, 1, settings.sigma_decay, end_value=settings.sigma_limit)
-    return Open_ES(settings.population, template, use_antithetic_sampling=True, optimizer=optimizer,
-                   std_schedule=std, fitness_shaping_fn=centered_rank_fitness_shaping_fn)
+    learning_rate = optax.exponential_decay(
+        settings.learning_rate, 1, settings.lr_decay, end_value=settings.lr_limit
+    )
+    optimizer = (
+        optax.adam(learning_rate) if settings.optimizer == "adam" else optax.sgd(learning_rate)
+    )
+    std = optax.exponential_decay(
+        settings.sigma, 1, settings.sigma_decay, end_value=settings.sigma_limit
+    )
+    return Open_ES(
+        settings.population,
+        template,
+        use_antithetic_sampling=True,
+        optimizer=optimizer,
+        std_schedule=std,
+        fitness_shaping_fn=centered_rank_fitness_shaping_fn,
+    )
 
 
 class ESGeneration:
     """Everything to run ES generations for one task and budget: the strategy, the compiled
     population trainer and the per-generation cost."""
 
-    def __init__(self, budget_name: str, task: TaskSpec, settings: ESSettings,
-                 configs: dict[str, PPOConfig] | None = None):
+    def __init__(
+        self,
+        budget_name: str,
+        task: TaskSpec,
+        settings: ESSettings,
+        configs: dict[str, PPOConfig] | None = None,
+    ):
         if task.piece.plug_point is not PlugPoint.DRIFT:
-            raise ValueError(f"the ES baseline learns a drift; task {task.name} searches for a {task.piece.kind}")
+            raise ValueError(
+                f"the ES baseline learns a drift; task {task.name} searches for a {task.piece.kind}"
+            )
         settings.validate()
         self.settings = settings
         self.budget = get_budget(budget_name)
         self.envs: tuple[str, ...] = task.split(budget_name).meta_train
         self.references: tuple[EnvBudget, ...] = tuple(self.budget.env(e) for e in self.envs)
         configs = configs or {}
-        self.configs: tuple[PPOConfig, ...] = tuple(configs.get(e) or self.budget.config(e) for e in self.envs)
-        self.template = init_params(jax.random.key(0), ppo_init=settings.ppo_init, hidden=settings.hidden)
+        self.configs: tuple[PPOConfig, ...] = tuple(
+            configs.get(e) or self.budget.config(e) for e in self.envs
+        )
+        self.template = init_params(
+            jax.random.key(0), ppo_init=settings.ppo_init, hidden=settings.hidden
+        )
         self.strategy = _make_strategy(settings, self.template)
         self.units = GenerationUnits(
             training_runs=settings.population * settings.seeds * len(self.envs),
@@ -186,7 +215,9 @@ class ESGeneration:
             for config in self.configs:
                 train = make_train(config, Components(drift=drift))
                 out = jax.vmap(train, in_axes=(0, None))(keys, config.learning_rate)
-                per_env.append(tail_returns(out.episode_return_sum, out.episode_count, s.tail_fraction))
+                per_env.append(
+                    tail_returns(out.episode_return_sum, out.episode_count, s.tail_fraction)
+                )
             return jnp.stack(per_env)  # [envs, seeds]
 
         if s.member_batch and s.member_batch < s.population:
@@ -202,7 +233,9 @@ class ESGeneration:
         if self._compiled is not None:
             return 0.0
         start = time.perf_counter()
-        population = jax.tree.map(lambda x: jnp.zeros((self.settings.population, *x.shape), x.dtype), self.template)
+        population = jax.tree.map(
+            lambda x: jnp.zeros((self.settings.population, *x.shape), x.dtype), self.template
+        )
         keys = jax.random.split(jax.random.key(0), self.settings.seeds)
         self._compiled = jax.jit(self._train_population).lower(population, keys).compile()
         return time.perf_counter() - start
@@ -214,7 +247,9 @@ class ESGeneration:
     # -- ES state ----------------------------------------------------------------------------
     def init_state(self, seed: int):
         """The ES state before generation 1: its mean is the (PPO-initialised) network."""
-        mean = init_params(jax.random.key(seed), ppo_init=self.settings.ppo_init, hidden=self.settings.hidden)
+        mean = init_params(
+            jax.random.key(seed), ppo_init=self.settings.ppo_init, hidden=self.settings.hidden
+        )
         return self.strategy.init(jax.random.key(seed), mean, self.strategy.default_params)
 
     def mean_params(self, state) -> LPOParams:
@@ -225,8 +260,14 @@ class ESGeneration:
         """Per member: the mean over envs of the seed-averaged normalised return."""
         per_env = {}
         for i, (env_id, reference) in enumerate(zip(self.envs, self.references)):
-            scores = normalise(returns[:, i, :], random_return=reference.random_return, ppo_return=reference.ppo_return)
-            with warnings.catch_warnings():  # a member with no finished episode is all-NaN: expected
+            scores = normalise(
+                returns[:, i, :],
+                random_return=reference.random_return,
+                ppo_return=reference.ppo_return,
+            )
+            with (
+                warnings.catch_warnings()
+            ):  # a member with no finished episode is all-NaN: expected
                 warnings.simplefilter("ignore", RuntimeWarning)
                 per_env[env_id] = np.nanmean(scores, axis=-1)
         return np.mean(np.stack(list(per_env.values())), axis=0), per_env
@@ -245,18 +286,36 @@ class ESGeneration:
         fitness, per_env = self.fitness(returns)
         start = time.perf_counter()
         # evosax minimises; NaN (no episode ended) ranks last.
-        state, _ = self._tell(tell_key, population, jnp.asarray(-fitness, jnp.float32), state,
-                              self.strategy.default_params)
+        state, _ = self._tell(
+            tell_key,
+            population,
+            jnp.asarray(-fitness, jnp.float32),
+            state,
+            self.strategy.default_params,
+        )
         state = jax.block_until_ready(state)
         tell_seconds = time.perf_counter() - start
         members = LPOParams(np.asarray(population.hidden), np.asarray(population.output))
-        return state, GenerationResult(generation, fitness, per_env, returns, members, train_seconds, compile_seconds,
-                                       tell_seconds, self.units.training_runs, self.units.env_steps)
+        return state, GenerationResult(
+            generation,
+            fitness,
+            per_env,
+            returns,
+            members,
+            train_seconds,
+            compile_seconds,
+            tell_seconds,
+            self.units.training_runs,
+            self.units.env_steps,
+        )
 
 
-def make_es_generation(budget_name: str, task_spec: TaskSpec, settings: ESSettings,
-                       configs: dict[str, PPOConfig] | None = None) -> ESGeneration:
+def make_es_generation(
+    budget_name: str,
+    task_spec: TaskSpec,
+    settings: ESSettings,
+    configs: dict[str, PPOConfig] | None = None,
+) -> ESGeneration:
     """ES for the task's meta-train envs at a budget; `configs` overrides PPO configs per env
     (tests use tiny ones; fitness is still normalised with the budget's references)."""
     return ESGeneration(budget_name, task_spec, settings, configs)
-

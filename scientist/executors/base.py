@@ -15,9 +15,17 @@ class ExecutorUnavailable(RuntimeError):
 class Executor(Protocol):
     name: str
 
-    def __call__(self, task: str, source: str, budget: str, *, sandbox: str, seed: int,
-                 claim_signature: Callable[[str], int | None] | None = None,
-                 cancelled: Callable[[], bool] | None = None) -> Evaluation: ...
+    def __call__(
+        self,
+        task: str,
+        source: str,
+        budget: str,
+        *,
+        sandbox: str,
+        seed: int,
+        claim_signature: Callable[[str], int | None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Evaluation: ...
 
     def close(self) -> None: ...
 
@@ -27,9 +35,19 @@ class LocalExecutor:
 
     name = ExecutorName.LOCAL
 
-    def __call__(self, task, source, budget, *, sandbox, seed, claim_signature=None, cancelled=None) -> Evaluation:
-        return evaluate_candidate(task, source, budget, sandbox=sandbox, seed=seed, gpu=gpu_for(budget),
-                                  claim_signature=claim_signature, cancelled=cancelled)
+    def __call__(
+        self, task, source, budget, *, sandbox, seed, claim_signature=None, cancelled=None
+    ) -> Evaluation:
+        return evaluate_candidate(
+            task,
+            source,
+            budget,
+            sandbox=sandbox,
+            seed=seed,
+            gpu=gpu_for(budget),
+            claim_signature=claim_signature,
+            cancelled=cancelled,
+        )
 
     def close(self) -> None:
         pass

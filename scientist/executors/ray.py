@@ -32,37 +32,71 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise ExecutorUnavailable("the ray executor needs Ray: pip install -e '.[ray]'") from None
+            raise ExecutorUnavailable(
+                "the ray executor needs Ray: pip install -e '.[ray]'"
+            ) from None
         self.ray = ray
         if not ray.is_initialized():
             # The runtime environment only names what every node must already have installed;
             # candidates never travel this way, only their source as a task argument.
             try:
-                ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
-                         runtime_env={"env_vars": _forwarded_env()})
-            except (ConnectionError, RuntimeError, ValueError) as error:  # no cluster at the address
-                raise ExecutorUnavailable(f"cannot start or join a Ray cluster ({address or 'local'}): {error}") from None
+                ray.init(
+                    address=address,
+                    ignore_reinit_error=True,
+                    log_to_driver=False,
+                    runtime_env={"env_vars": _forwarded_env()},
+                )
+            except (
+                ConnectionError,
+                RuntimeError,
+                ValueError,
+            ) as error:  # no cluster at the address
+                raise ExecutorUnavailable(
+                    f"cannot start or join a Ray cluster ({address or 'a new one here'}): {error}"
+                ) from None
         self.max_retries = max_retries
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         # On the head node: the broker must outlive any worker node that dies.
-        head = next((n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"]),
-                    ray.get_runtime_context().get_node_id())
-        self.broker = _broker_class(ray).options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False)).remote()
+        head = next(
+            (
+                n["NodeID"]
+                for n in ray.nodes()
+                if n["Alive"] and "node:__internal_head__" in n["Resources"]
+            ),
+            ray.get_runtime_context().get_node_id(),
+        )
+        self.broker = (
+            _broker_class(ray)
+            .options(scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False))
+            .remote()
+        )
         self.has_gpus = ray.cluster_resources().get("GPU", 0) > 0
         self.remote = ray.remote(_evaluate_on_node)
 
-    def __call__(self, task: str, source: str, budget: str, *, sandbox: str, seed: int,
-                 claim_signature: Callable[[str], int | None] | None = None,
-                 cancelled: Callable[[], bool] | None = None) -> Evaluation:
+    def __call__(
+        self,
+        task: str,
+        source: str,
+        budget: str,
+        *,
+        sandbox: str,
+        seed: int,
+        claim_signature: Callable[[str], int | None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Evaluation:
         ray = self.ray
         gpu = budget == "paper" and self.has_gpus
         key = os.urandom(8).hex()  # this evaluation's mailbox at the broker
         started = time.monotonic()
-        ref = self.remote.options(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=self.max_retries,
-                                  retry_exceptions=False).remote(
-            task, source, budget, sandbox, seed, gpu, self.broker if claim_signature else None, key)
+        ref = self.remote.options(
+            num_cpus=1,
+            num_gpus=1 if gpu else 0,
+            max_retries=self.max_retries,
+            retry_exceptions=False,
+        ).remote(
+            task, source, budget, sandbox, seed, gpu, self.broker if claim_signature else None, key
+        )
         try:
             while True:
                 ready, _ = ray.wait([ref], timeout=POLL_SECONDS)
@@ -70,16 +104,36 @@ class RayExecutor:
                     return ray.get(ref)
                 if cancelled is not None and cancelled():
                     ray.cancel(ref, force=True)
-                    return Evaluation("cancelled", None, backend="ray", seconds=time.monotonic() - started)
+                    return Evaluation(
+                        Status.CANCELLED,
+                        None,
+                        backend=ExecutorName.RAY,
+                        seconds=time.monotonic() - started,
+                    )
                 if claim_signature is not None:
                     asked = ray.get(self.broker.asked.remote(key))
                     if asked is not None:
                         self.broker.answer.remote(key, claim_signature(asked))
-        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                ray.exceptions.OwnerDiedError, ray.exceptions.ObjectLostError) as error:
-            detail = f"the Ray worker died {self.max_retries + 1} times: {type(error).__name__}: {error}"[:2000]
-            return Evaluation("crashed", None, stages=[StageRecord("ray", "crashed", time.monotonic() - started, detail)],
-                              backend="ray", seconds=time.monotonic() - started)
+        except (
+            ray.exceptions.WorkerCrashedError,
+            ray.exceptions.NodeDiedError,
+            ray.exceptions.OwnerDiedError,
+            ray.exceptions.ObjectLostError,
+        ) as error:
+            detail = f"the Ray worker died {self.max_retries + 1} times: {type(error).__name__}: {error}"[
+                :2000
+            ]
+            return Evaluation(
+                Status.CRASHED,
+                None,
+                stages=[
+                    StageRecord(
+                        ExecutorName.RAY, Status.CRASHED, time.monotonic() - started, detail
+                    )
+                ],
+                backend=ExecutorName.RAY,
+                seconds=time.monotonic() - started,
+            )
         finally:
             self.broker.forget.remote(key)
 
@@ -103,8 +157,15 @@ def _evaluate_on_node(task, source, budget, sandbox, seed, gpu, broker, key) -> 
                 return reply[0]
             time.sleep(POLL_SECONDS / 2)
 
-    return evaluate_candidate(task, source, budget, sandbox=sandbox, seed=seed, gpu=gpu,
-                              claim_signature=claim if broker is not None else None)
+    return evaluate_candidate(
+        task,
+        source,
+        budget,
+        sandbox=sandbox,
+        seed=seed,
+        gpu=gpu,
+        claim_signature=claim if broker is not None else None,
+    )
 
 
 def _broker_class(ray):

@@ -23,20 +23,30 @@ def drift_figure(landscape: Landscape, sentences: Sequence[str] = (), title: str
     figure = Figure(figsize=(13, 6.5 + 0.22 * len(sentences)), layout="constrained")
     FigureCanvasAgg(figure)
     rows = [["map", "slices"], ["caption", "caption"]] if sentences else [["map", "slices"]]
-    axes = figure.subplot_mosaic(rows, height_ratios=[5, 0.3 + 0.25 * len(sentences)] if sentences else None)
+    axes = figure.subplot_mosaic(
+        rows, height_ratios=[5, 0.3 + 0.25 * len(sentences)] if sentences else None
+    )
     _heat_map(figure, axes["map"], landscape)
     _slices(axes["slices"], landscape)
     if sentences:
         caption = axes["caption"]
         caption.axis("off")
-        lines = [line for s in sentences for line in textwrap.wrap(s, CAPTION_WIDTH, subsequent_indent="    ")]
-        caption.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=9, transform=caption.transAxes)
+        lines = [
+            line
+            for s in sentences
+            for line in textwrap.wrap(s, CAPTION_WIDTH, subsequent_indent="    ")
+        ]
+        caption.text(
+            0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=9, transform=caption.transAxes
+        )
     if title:
         figure.suptitle(title)
     return figure
 
 
-def save_drift_plot(landscape: Landscape, path: Path, *, sentences: Sequence[str] = (), title: str = "") -> Path:
+def save_drift_plot(
+    landscape: Landscape, path: Path, *, sentences: Sequence[str] = (), title: str = ""
+) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     drift_figure(landscape, sentences, title).savefig(path, format="png", dpi=110)
@@ -54,13 +64,24 @@ def _ratio_axis(axis) -> None:
 def _heat_map(figure: Figure, axis, landscape: Landscape) -> None:
     g = landscape.d_objective_dr
     finite = np.abs(g[np.isfinite(g)])
-    limit = float(np.percentile(finite, 99)) if finite.size else 1.0  # a few spikes would wash out the rest
+    limit = (
+        float(np.percentile(finite, 99)) if finite.size else 1.0
+    )  # a few spikes would wash out the rest
     limit = limit if limit > 0 else 1.0
     axis.set_facecolor("0.75")  # NaN cells
-    mesh = axis.pcolormesh(landscape.ratio, landscape.advantage, np.ma.masked_invalid(g), cmap="RdBu_r",
-                           vmin=-limit, vmax=limit, shading="nearest")
+    mesh = axis.pcolormesh(
+        landscape.ratio,
+        landscape.advantage,
+        np.ma.masked_invalid(g),
+        cmap="RdBu_r",
+        vmin=-limit,
+        vmax=limit,
+        shading="nearest",
+    )
     if finite.size and np.nanmin(g) < 0 < np.nanmax(g):
-        axis.contour(landscape.ratio, landscape.advantage, g, levels=[0.0], colors="k", linewidths=0.8)
+        axis.contour(
+            landscape.ratio, landscape.advantage, g, levels=[0.0], colors="k", linewidths=0.8
+        )
     for edge in CLIP_EDGES:
         axis.axvline(edge, color="0.3", linestyle=":", linewidth=0.8)
     axis.axvline(1.0, color="0.3", linewidth=0.6)
@@ -74,7 +95,11 @@ def _heat_map(figure: Figure, axis, landscape: Landscape) -> None:
 def _slices(axis, landscape: Landscape) -> None:
     for value in SLICES:
         row = int(np.argmin(np.abs(landscape.advantage - value)))
-        axis.plot(landscape.ratio, landscape.d_objective_dr[row], label=f"A = {landscape.advantage[row]:+.1f}")
+        axis.plot(
+            landscape.ratio,
+            landscape.d_objective_dr[row],
+            label=f"A = {landscape.advantage[row]:+.1f}",
+        )
     for edge in CLIP_EDGES:
         axis.axvline(edge, color="0.3", linestyle=":", linewidth=0.8)
     axis.axhline(0.0, color="0.3", linewidth=0.6)

@@ -20,6 +20,11 @@ def make_proposer(config, task: TaskSpec) -> Proposer:
 
         from scientist.proposers.llm import LLMProposer
 
-        return LLMProposer(config.models, api_base=config.api_base, api_key=os.environ.get("SCIENTIST_API_KEY"),
-                           timeout=config.timeout, price_per_million=config.price_per_million)
+        return LLMProposer(
+            config.models,
+            api_base=config.api_base,
+            api_key=os.environ.get("SCIENTIST_API_KEY"),
+            timeout=config.timeout,
+            price_per_million=config.price_per_million,
+        )
     raise ProposerError(f"unknown proposer {config.proposer!r}; choose mutation or llm")

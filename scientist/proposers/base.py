@@ -18,7 +18,9 @@ class ParentView:
     fitness: float | None  # mean normalised IQM on the meta-train split (1.0 = PPO), None unless ok
     origin: str  # baseline / llm / mutation / es / distilled
     summary: str = ""  # one line per environment with its normalised score
-    error: str = ""  # for a failed candidate: the failing stage, its detail and any check counterexample
+    error: str = (
+        ""  # for a failed candidate: the failing stage, its detail and any check counterexample
+    )
 
 
 @dataclass
@@ -26,9 +28,13 @@ class ProposalRequest:
     task: TaskSpec
     island: int
     generation: int
-    parents: list[ParentView]  # sampled by fitness rank within the island; parents[0] is the primary one
+    parents: list[
+        ParentView
+    ]  # sampled by fitness rank within the island; parents[0] is the primary one
     inspirations: list[ParentView]  # the island's best, for context
-    failures: list[ParentView]  # recent failed candidates of the island, newest first (repair material)
+    failures: list[
+        ParentView
+    ]  # recent failed candidates of the island, newest first (repair material)
     rng: random.Random
 
 
@@ -50,8 +56,12 @@ class CallRecord:
 @dataclass
 class Proposal:
     code: str | None  # the full rendered candidate module; None when no usable code came back
-    operator: str  # rewrite / diff / crossover / repair (llm); mutate / crossover / random (mutation)
-    parent_ids: list[int] = field(default_factory=list)  # primary parent first, then the others used
+    operator: (
+        str  # rewrite / diff / crossover / repair (llm); mutate / crossover / random (mutation)
+    )
+    parent_ids: list[int] = field(
+        default_factory=list
+    )  # primary parent first, then the others used
     model: str | None = None
     calls: list[CallRecord] = field(default_factory=list)
     note: str = ""  # why there is no code, or what the operator did

@@ -25,7 +25,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-
 # --- nodes -----------------------------------------------------------------------------------
 
 
@@ -89,7 +88,9 @@ OPS: dict[str, OpSpec] = {
     "sigmoid": OpSpec(1, _sigmoid, call="jax.nn.sigmoid", short="sigmoid"),
     "maximum": OpSpec(2, np.maximum, call="jnp.maximum", short="max"),
     "minimum": OpSpec(2, np.minimum, call="jnp.minimum", short="min"),
-    "clip": OpSpec(3, lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi), call="jnp.clip", short="clip"),
+    "clip": OpSpec(
+        3, lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi), call="jnp.clip", short="clip"
+    ),
     # where(c, a, b) means where(c >= 0, a, b); where_gt means where(c > 0, a, b).
     "where": OpSpec(3, lambda c, a, b: np.where(c >= 0, a, b), short="where"),
     "where_gt": OpSpec(3, lambda c, a, b: np.where(c > 0, a, b), short="where"),
@@ -203,12 +204,17 @@ def random_tree(rng: random.Random, grammar: Grammar, max_depth: int, method: st
     if max_depth <= 0 or not grammar.ops or (method == "grow" and rng.random() < 0.3):
         return random_leaf(rng, grammar)
     name = rng.choice(grammar.ops)
-    return Op(name, tuple(random_tree(rng, grammar, max_depth - 1, method) for _ in range(OPS[name].arity)))
+    return Op(
+        name,
+        tuple(random_tree(rng, grammar, max_depth - 1, method) for _ in range(OPS[name].arity)),
+    )
 
 
 def ramped_tree(rng: random.Random, grammar: Grammar, max_depth: int) -> Node:
     """Ramped half-and-half: a random depth in 1..max_depth and either method."""
-    return random_tree(rng, grammar, rng.randint(1, max(1, max_depth)), rng.choice(("grow", "full")))
+    return random_tree(
+        rng, grammar, rng.randint(1, max(1, max_depth)), rng.choice(("grow", "full"))
+    )
 
 
 def pick_path(rng: random.Random, node: Node, p_internal: float = 0.9) -> Path:
@@ -221,7 +227,9 @@ def pick_path(rng: random.Random, node: Node, p_internal: float = 0.9) -> Path:
     return rng.choice(paths)
 
 
-def subtree_mutation(rng: random.Random, tree: Node, grammar: Grammar, max_depth: int) -> tuple[Node, Path, Node]:
+def subtree_mutation(
+    rng: random.Random, tree: Node, grammar: Grammar, max_depth: int
+) -> tuple[Node, Path, Node]:
     """Replace a random subtree by a fresh random one; returns the child, the path and the new subtree."""
     path = pick_path(rng, tree)
     budget = max(1, min(3, max_depth - len(path)))
@@ -247,7 +255,9 @@ def constants(tree: Node) -> list[tuple[Path, float]]:
     return [(p, n.value) for p, n in walk(tree) if isinstance(n, Const)]
 
 
-def perturb_constants(rng: random.Random, tree: Node, sigma: float = 0.2, tied: bool = True) -> tuple[Node, float, float] | None:
+def perturb_constants(
+    rng: random.Random, tree: Node, sigma: float = 0.2, tied: bool = True
+) -> tuple[Node, float, float] | None:
     """Gaussian perturbation of one constant value. With `tied`, every occurrence of that value
     moves together: parsed code inlines a named constant (DPO's alpha) in several places."""
     found = constants(tree)
@@ -278,7 +288,9 @@ def shrink_mutation(rng: random.Random, tree: Node) -> tuple[Node, Path, Node] |
     return replace(tree, path, new), path, new
 
 
-def insert_mutation(rng: random.Random, tree: Node, grammar: Grammar) -> tuple[Node, Path, Node] | None:
+def insert_mutation(
+    rng: random.Random, tree: Node, grammar: Grammar
+) -> tuple[Node, Path, Node] | None:
     """Put a new operator above a random subtree, the subtree becoming one of its arguments."""
     if not grammar.ops:
         return None
@@ -286,7 +298,10 @@ def insert_mutation(rng: random.Random, tree: Node, grammar: Grammar) -> tuple[N
     old = get(tree, path)
     name = rng.choice(grammar.ops)
     arity = OPS[name].arity
-    args = [ramped_tree(rng, grammar, 1) if rng.random() < 0.5 else random_leaf(rng, grammar) for _ in range(arity)]
+    args = [
+        ramped_tree(rng, grammar, 1) if rng.random() < 0.5 else random_leaf(rng, grammar)
+        for _ in range(arity)
+    ]
     args[rng.randrange(arity)] = old
     new = Op(name, tuple(args))
     return replace(tree, path, new), path, new
@@ -357,9 +372,17 @@ def simplify(node: Node, digits: int | None = None) -> Node:
         return a.args[0]
     elif name in ("square", "abs") and isinstance(a, Op) and a.name in ("abs", "neg"):
         return simplify(Op(name, a.args), digits)
-    elif name == "abs" and isinstance(a, Op) and a.name in ("square", "abs", "relu", "softplus", "sigmoid"):
+    elif (
+        name == "abs"
+        and isinstance(a, Op)
+        and a.name in ("square", "abs", "relu", "softplus", "sigmoid")
+    ):
         return a
-    elif name == "relu" and isinstance(a, Op) and a.name in ("relu", "square", "abs", "softplus", "sigmoid"):
+    elif (
+        name == "relu"
+        and isinstance(a, Op)
+        and a.name in ("relu", "square", "abs", "softplus", "sigmoid")
+    ):
         return a
     elif name in ("maximum", "minimum") and a == b:
         return a
@@ -403,7 +426,9 @@ def derivative(node: Node, env: dict[str, np.ndarray], wrt: str) -> tuple[np.nda
     with np.errstate(all="ignore"):
         value, slope = _derivative(node, env, wrt)
     shape = np.broadcast_shapes(*(np.shape(v) for v in env.values())) if env else ()
-    return np.broadcast_to(np.asarray(value, np.float64), shape), np.broadcast_to(np.asarray(slope, np.float64), shape)
+    return np.broadcast_to(np.asarray(value, np.float64), shape), np.broadcast_to(
+        np.asarray(slope, np.float64), shape
+    )
 
 
 def _tie_weights(x, y):
@@ -518,7 +543,9 @@ def render_body(node: Node, inputs: tuple[str, ...], min_shared: int = 4) -> str
     if not variables(node) & set(inputs):
         value = evaluate(node, {})
         shape_of = " * ".join(inputs)
-        return f"return jnp.zeros_like({shape_of})" + ("" if float(value) == 0.0 else f" + {_format_const(float(value))}")
+        return f"return jnp.zeros_like({shape_of})" + (
+            "" if float(value) == 0.0 else f" + {_format_const(float(value))}"
+        )
     definitions: list[tuple[str, Node]] = []
     while shared := _shared_subtrees(node, min_shared):
         name = f"t{len(definitions) + 1}"
@@ -573,8 +600,12 @@ def _describe(node: Node, names: dict[Node, str]) -> str:
     args = [_describe(c, names) for c in node.args]
     spec = OPS[node.name]
     if spec.infix:
-        wrapped = [f"({a})" if isinstance(c, Op) and OPS[c.name].infix and c.name not in ("mul", "div") else a
-                   for a, c in zip(args, node.args)]
+        wrapped = [
+            f"({a})"
+            if isinstance(c, Op) and OPS[c.name].infix and c.name not in ("mul", "div")
+            else a
+            for a, c in zip(args, node.args)
+        ]
         return f"{wrapped[0]}{spec.infix}{wrapped[1]}"
     if node.name == "neg":
         return f"-{args[0]}" if not isinstance(node.args[0], Op) else f"-({args[0]})"
@@ -587,10 +618,21 @@ def _describe(node: Node, names: dict[Node, str]) -> str:
 
 # jax functions in the grammar, by canonical dotted name.
 _CALLS = {
-    "jnp.tanh": "tanh", "jnp.square": "square", "jnp.abs": "abs", "jnp.absolute": "abs", "abs": "abs",
-    "jnp.log": "log", "jnp.exp": "exp", "jnp.maximum": "maximum", "jnp.minimum": "minimum",
-    "jnp.clip": "clip", "jnp.where": "where", "jnp.negative": "neg",
-    "jax.nn.relu": "relu", "jax.nn.softplus": "softplus", "jax.nn.sigmoid": "sigmoid",
+    "jnp.tanh": "tanh",
+    "jnp.square": "square",
+    "jnp.abs": "abs",
+    "jnp.absolute": "abs",
+    "abs": "abs",
+    "jnp.log": "log",
+    "jnp.exp": "exp",
+    "jnp.maximum": "maximum",
+    "jnp.minimum": "minimum",
+    "jnp.clip": "clip",
+    "jnp.where": "where",
+    "jnp.negative": "neg",
+    "jax.nn.relu": "relu",
+    "jax.nn.softplus": "softplus",
+    "jax.nn.sigmoid": "sigmoid",
 }
 _SHAPE_ONLY = {"jnp.zeros_like": 0.0, "jnp.ones_like": 1.0}  # the value ignores the argument
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
@@ -620,11 +662,15 @@ def _checked(node: Node) -> Node:
     return node
 
 
-def parse_expression(text: str, inputs: tuple[str, ...], placeholders: tuple[str, ...] = ()) -> Node | None:
+def parse_expression(
+    text: str, inputs: tuple[str, ...], placeholders: tuple[str, ...] = ()
+) -> Node | None:
     """A tree for one expression in the inputs (terminals and wrappers in task.toml)."""
     try:
         expression = ast.parse(text.strip(), mode="eval").body
-        return _Parser(dict.fromkeys(inputs + placeholders), {}, {"jnp": "jnp", "jax": "jax"}).expr(expression)
+        return _Parser(dict.fromkeys(inputs + placeholders), {}, {"jnp": "jnp", "jax": "jax"}).expr(
+            expression
+        )
     except (_Unsupported, SyntaxError, RecursionError, ValueError):
         return None
 
@@ -645,8 +691,12 @@ def parse_function(source: str, entry_point: str, inputs: tuple[str, ...]) -> No
                 _collect_aliases(statement, aliases)
             elif isinstance(statement, ast.FunctionDef) and statement.name == entry_point:
                 function = statement
-            elif isinstance(statement, ast.Assign) and all(isinstance(t, ast.Name) for t in statement.targets):
-                value = _Parser({}, constants, aliases).expr(statement.value)  # module constants only
+            elif isinstance(statement, ast.Assign) and all(
+                isinstance(t, ast.Name) for t in statement.targets
+            ):
+                value = _Parser({}, constants, aliases).expr(
+                    statement.value
+                )  # module constants only
                 if not isinstance(value, Const):
                     raise _Unsupported
                 constants.update({t.id: value for t in statement.targets})
@@ -672,7 +722,9 @@ def _collect_aliases(statement: ast.Import | ast.ImportFrom, aliases: dict[str, 
                 aliases[alias.asname or alias.name] = _MODULES[full]
 
 
-def _parse_body(function: ast.FunctionDef, inputs: tuple[str, ...], constants: dict[str, Node], aliases) -> Node:
+def _parse_body(
+    function: ast.FunctionDef, inputs: tuple[str, ...], constants: dict[str, Node], aliases
+) -> Node:
     args = function.args
     if args.vararg or args.kwarg or args.posonlyargs or args.kwonlyargs:
         raise _Unsupported
@@ -680,16 +732,25 @@ def _parse_body(function: ast.FunctionDef, inputs: tuple[str, ...], constants: d
     if names[: len(inputs)] != list(inputs):
         raise _Unsupported
     scope: dict[str, Node] = dict(constants)
-    defaults = args.defaults[len(args.defaults) - (len(names) - len(inputs)):] if len(names) > len(inputs) else []
+    defaults = (
+        args.defaults[len(args.defaults) - (len(names) - len(inputs)) :]
+        if len(names) > len(inputs)
+        else []
+    )
     if len(defaults) != len(names) - len(inputs):
         raise _Unsupported  # an extra parameter without a default
     parser = _Parser(dict.fromkeys(inputs), scope, aliases)
-    for name, default in zip(names[len(inputs):], defaults):
+    for name, default in zip(names[len(inputs) :], defaults):
         scope[name] = parser.expr(default)
     for name in inputs:
         scope.pop(name, None)
     body = function.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
         body = body[1:]  # docstring
     for statement in body:
         if isinstance(statement, ast.Return) and statement.value is not None:
@@ -698,10 +759,16 @@ def _parse_body(function: ast.FunctionDef, inputs: tuple[str, ...], constants: d
             _assign(parser, statement.targets[0], statement.value)
         elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
             _assign(parser, statement.target, statement.value)
-        elif (isinstance(statement, ast.AugAssign) and isinstance(statement.target, ast.Name)
-              and statement.target.id not in parser.inputs and type(statement.op) in _BINOPS):
+        elif (
+            isinstance(statement, ast.AugAssign)
+            and isinstance(statement.target, ast.Name)
+            and statement.target.id not in parser.inputs
+            and type(statement.op) in _BINOPS
+        ):
             current = parser.expr(statement.target)
-            parser.scope[statement.target.id] = _checked(Op(_BINOPS[type(statement.op)], (current, parser.expr(statement.value))))
+            parser.scope[statement.target.id] = _checked(
+                Op(_BINOPS[type(statement.op)], (current, parser.expr(statement.value)))
+            )
         elif isinstance(statement, ast.Pass):
             continue
         else:
@@ -714,9 +781,15 @@ def _assign(parser: "_Parser", target: ast.expr, value: ast.expr) -> None:
         if target.id in parser.inputs:
             raise _Unsupported  # rebinding an input would confuse the terminals
         parser.scope[target.id] = _checked(parser.expr(value))
-    elif (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) and len(target.elts) == len(value.elts)
-          and all(isinstance(t, ast.Name) for t in target.elts)):
-        parsed = [_checked(parser.expr(v)) for v in value.elts]  # right-hand sides first, as Python does
+    elif (
+        isinstance(target, ast.Tuple)
+        and isinstance(value, ast.Tuple)
+        and len(target.elts) == len(value.elts)
+        and all(isinstance(t, ast.Name) for t in target.elts)
+    ):
+        parsed = [
+            _checked(parser.expr(v)) for v in value.elts
+        ]  # right-hand sides first, as Python does
         for t, v in zip(target.elts, parsed):
             if t.id in parser.inputs:
                 raise _Unsupported
@@ -747,7 +820,9 @@ class _Parser:
             if isinstance(node.op, ast.UAdd):
                 return operand
             if isinstance(node.op, ast.USub):
-                return Const(-operand.value) if isinstance(operand, Const) else Op("neg", (operand,))
+                return (
+                    Const(-operand.value) if isinstance(operand, Const) else Op("neg", (operand,))
+                )
             raise _Unsupported
         if isinstance(node, ast.BinOp):
             if isinstance(node.op, ast.Pow):
@@ -778,7 +853,7 @@ class _Parser:
         else:
             raise _Unsupported
         name = ".".join([head, *reversed(parts)])
-        return "jnp." + name[len("jax.numpy."):] if name.startswith("jax.numpy.") else name
+        return "jnp." + name[len("jax.numpy.") :] if name.startswith("jax.numpy.") else name
 
     def call(self, node: ast.Call) -> Node:
         if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):

@@ -24,9 +24,14 @@ from dataclasses import dataclass
 # copy bundled with the installed litellm is enough for cost estimates.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from sandbox.vocabulary import Origin  # noqa: E402
 from scientist.proposers import parsing, prompting  # noqa: E402
 from scientist.proposers.base import (  # noqa: E402
-    CallRecord, ParentView, Proposal, ProposalRequest, ProposerError,
+    CallRecord,
+    ParentView,
+    Proposal,
+    ProposalRequest,
+    ProposerError,
 )
 
 DEFAULT_OPERATOR_WEIGHTS = {"repair": 0.2, "crossover": 0.2, "diff": 0.3, "rewrite": 0.3}
@@ -73,7 +78,7 @@ class ModelStats:
 
 
 class LLMProposer:
-    name = "llm"
+    name = Origin.LLM
 
     def __init__(
         self,
@@ -96,11 +101,20 @@ class LLMProposer:
         weights = dict(DEFAULT_OPERATOR_WEIGHTS if operator_weights is None else operator_weights)
         unknown = set(weights) - set(prompting.OPERATORS)
         if unknown:
-            raise ProposerError(f"unknown operators {sorted(unknown)}; known: {', '.join(prompting.OPERATORS)}")
-        if any(not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0) for w in weights.values()):
+            raise ProposerError(
+                f"unknown operators {sorted(unknown)}; known: {', '.join(prompting.OPERATORS)}"
+            )
+        if any(
+            not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0)
+            for w in weights.values()
+        ):
             raise ProposerError(f"operator weights must be finite and non-negative: {weights}")
-        if price_per_million is not None and (len(price_per_million) != 2 or min(price_per_million) < 0):
-            raise ProposerError(f"price_per_million is (input, output) USD per million tokens: {price_per_million}")
+        if price_per_million is not None and (
+            len(price_per_million) != 2 or min(price_per_million) < 0
+        ):
+            raise ProposerError(
+                f"price_per_million is (input, output) USD per million tokens: {price_per_million}"
+            )
         if max_retries < 0 or timeout <= 0:
             raise ProposerError("max_retries must be >= 0 and timeout > 0")
         self.models = models
@@ -129,9 +143,13 @@ class LLMProposer:
         messages, parent_ids = self._prompt(operator, request)
         record, truncated = self._call(model, messages, jitter)
         if record.error is not None:
-            parsed = parsing.Parsed(None, f"{model} failed after {record.attempts} attempt(s): {record.error}")
+            parsed = parsing.Parsed(
+                None, f"{model} failed after {record.attempts} attempt(s): {record.error}"
+            )
         elif operator == "diff":
-            parsed = parsing.edit_module(record.response or "", request.parents[0].code, request.task)
+            parsed = parsing.edit_module(
+                record.response or "", request.parents[0].code, request.task
+            )
         else:
             parsed = parsing.extract_module(record.response or "", request.task)
         note = parsed.note
@@ -142,8 +160,14 @@ class LLMProposer:
             stats.calls += 1
             stats.usable += parsed.ok
             stats.cost_usd += record.cost_usd
-        return Proposal(code=parsed.code, operator=operator, parent_ids=parent_ids, model=model,
-                        calls=[record], note=note)
+        return Proposal(
+            code=parsed.code,
+            operator=operator,
+            parent_ids=parent_ids,
+            model=model,
+            calls=[record],
+            note=note,
+        )
 
     def choose_operator(self, request: ProposalRequest) -> str:
         """An operator the request has material for, drawn with the configured weights;
@@ -154,7 +178,9 @@ class LLMProposer:
             "crossover": len(request.parents) >= 2,
             "repair": bool(request.failures),
         }
-        options = [(op, self.operator_weights.get(op, 0.0)) for op in prompting.OPERATORS if applicable[op]]
+        options = [
+            (op, self.operator_weights.get(op, 0.0)) for op in prompting.OPERATORS if applicable[op]
+        ]
         options = [(op, w) for op, w in options if w > 0]
         if not options:
             return "rewrite"
@@ -163,14 +189,22 @@ class LLMProposer:
     def _prompt(self, operator: str, request: ProposalRequest) -> tuple[list[dict], list[int]]:
         task, parents = request.task, request.parents
         if operator == "repair":
-            failure = request.failures[0]  # the newest: the most relevant to what the island does now
+            failure = request.failures[
+                0
+            ]  # the newest: the most relevant to what the island does now
             return prompting.render_messages("repair", task, failure=failure), [failure.id]
         if operator == "crossover":
-            return prompting.render_messages("crossover", task, parents=parents[:2]), [p.id for p in parents[:2]]
+            return prompting.render_messages("crossover", task, parents=parents[:2]), [
+                p.id for p in parents[:2]
+            ]
         if operator == "diff":
             return prompting.render_messages("diff", task, parents=parents[:1]), [parents[0].id]
-        inspirations = _distinct(request.inspirations, exclude={p.id for p in parents[:1]})[:MAX_INSPIRATIONS]
-        messages = prompting.render_messages("rewrite", task, parents=parents[:1], inspirations=inspirations)
+        inspirations = _distinct(request.inspirations, exclude={p.id for p in parents[:1]})[
+            :MAX_INSPIRATIONS
+        ]
+        messages = prompting.render_messages(
+            "rewrite", task, parents=parents[:1], inspirations=inspirations
+        )
         return messages, [p.id for p in parents[:1]] + [c.id for c in inspirations]
 
     # --- the ensemble ----------------------------------------------------------------------
@@ -184,7 +218,9 @@ class LLMProposer:
             typical = sum(known) / len(known) if known else 0.0
             floor = COST_FLOOR_FRACTION * typical + 1e-12
             return {
-                model: s.usable_rate * s.improvement_rate / ((typical if s.mean_cost is None else s.mean_cost) + floor)
+                model: s.usable_rate
+                * s.improvement_rate
+                / ((typical if s.mean_cost is None else s.mean_cost) + floor)
                 for model, s in self.stats.items()
             }
 
@@ -206,8 +242,9 @@ class LLMProposer:
 
     # --- the call --------------------------------------------------------------------------
 
-    def complete(self, messages: list[dict], *, model: str | None = None,
-                 rng: random.Random | None = None) -> tuple[CallRecord, bool]:
+    def complete(
+        self, messages: list[dict], *, model: str | None = None, rng: random.Random | None = None
+    ) -> tuple[CallRecord, bool]:
         """One model call with this proposer's retries, pricing and key handling, for callers
         that keep their own conversation (distillation). Returns the call's record (its
         `response` is the reply text, None when the call failed after its retries) and whether
@@ -216,10 +253,14 @@ class LLMProposer:
         model = model or self.models[0]
         if model not in self.stats:
             raise ProposerError(f"model {model!r} is not one of {self.models}")
-        snapshot = [dict(m) for m in messages]  # the record must not change when the caller's list grows
+        snapshot = [
+            dict(m) for m in messages
+        ]  # the record must not change when the caller's list grows
         return self._call(model, snapshot, rng or random.Random())
 
-    def _call(self, model: str, messages: list[dict], jitter: random.Random) -> tuple[CallRecord, bool]:
+    def _call(
+        self, model: str, messages: list[dict], jitter: random.Random
+    ) -> tuple[CallRecord, bool]:
         """The call with its retries, and whether the reply was cut off at max_tokens."""
         litellm = _litellm()
         started = time.monotonic()
@@ -227,9 +268,13 @@ class LLMProposer:
         for attempt in range(1, self.max_retries + 2):
             try:
                 response = litellm.completion(
-                    model=model, messages=[dict(m) for m in messages],  # the record keeps the original
-                    api_base=self.api_base, api_key=self._api_key,
-                    timeout=self.timeout, temperature=self.temperature, max_tokens=self.max_tokens,
+                    model=model,
+                    messages=[dict(m) for m in messages],  # the record keeps the original
+                    api_base=self.api_base,
+                    api_key=self._api_key,
+                    timeout=self.timeout,
+                    temperature=self.temperature,
+                    max_tokens=self.max_tokens,
                     num_retries=0,  # the retries are ours, so that each attempt is counted
                     drop_params=True,  # some models refuse e.g. temperature; drop it rather than fail
                 )
@@ -239,15 +284,22 @@ class LLMProposer:
                 if kind == "fatal":
                     raise ProposerError(f"{model}: {error_text}") from error
                 if kind == "final" or attempt > self.max_retries:
-                    return CallRecord(model=model, messages=messages, response=None,
-                                      seconds=time.monotonic() - started, attempts=attempt, error=error_text), False
+                    return CallRecord(
+                        model=model,
+                        messages=messages,
+                        response=None,
+                        seconds=time.monotonic() - started,
+                        attempts=attempt,
+                        error=error_text,
+                    ), False
                 self.sleep(self._delay(attempt, error, jitter))
                 continue
             return self._record(model, messages, response, attempt, time.monotonic() - started)
         raise AssertionError("unreachable")  # the loop always returns
 
-    def _record(self, model: str, messages: list[dict], response, attempts: int,
-                seconds: float) -> tuple[CallRecord, bool]:
+    def _record(
+        self, model: str, messages: list[dict], response, attempts: int, seconds: float
+    ) -> tuple[CallRecord, bool]:
         try:
             choice = response.choices[0]
             text = choice.message.content or ""
@@ -258,9 +310,14 @@ class LLMProposer:
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         return CallRecord(
-            model=model, messages=messages, response=text, prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens, cost_usd=self._cost(response, prompt_tokens, completion_tokens),
-            seconds=seconds, attempts=attempts,
+            model=model,
+            messages=messages,
+            response=text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=self._cost(response, prompt_tokens, completion_tokens),
+            seconds=seconds,
+            attempts=attempts,
         ), truncated
 
     def _cost(self, response, prompt_tokens: int, completion_tokens: int) -> float:
@@ -308,8 +365,14 @@ def _classify(error: Exception, litellm) -> str:
     unknown model, context too long, permission on one model...)."""
     if isinstance(error, litellm.AuthenticationError):
         return "fatal"
-    transient = (litellm.Timeout, litellm.RateLimitError, litellm.APIConnectionError,
-                 litellm.ServiceUnavailableError, litellm.InternalServerError, litellm.BadGatewayError)
+    transient = (
+        litellm.Timeout,
+        litellm.RateLimitError,
+        litellm.APIConnectionError,
+        litellm.ServiceUnavailableError,
+        litellm.InternalServerError,
+        litellm.BadGatewayError,
+    )
     if isinstance(error, transient):
         return "retry"
     status = getattr(error, "status_code", None)
@@ -321,8 +384,10 @@ def _classify(error: Exception, litellm) -> str:
 def _retry_after(error: Exception) -> float | None:
     """Seconds the server asked to wait (Retry-After in seconds or as a date, or OpenAI's
     retry-after-ms), from whichever headers litellm kept on the exception."""
-    sources = (getattr(error, "litellm_response_headers", None),
-               getattr(getattr(error, "response", None), "headers", None))
+    sources = (
+        getattr(error, "litellm_response_headers", None),
+        getattr(getattr(error, "response", None), "headers", None),
+    )
     for headers in sources:
         try:
             items = {str(k).lower(): str(v) for k, v in dict(headers or {}).items()}

@@ -23,10 +23,24 @@ import numpy as np
 
 from sandbox.pieces.base import Screen
 from sandbox.tasks import TaskSpec
+from sandbox.vocabulary import Origin, Status
 from scientist.proposers import expressions as ex
 from scientist.proposers.base import ParentView, Proposal, ProposalRequest, ProposerError
 
-DEFAULT_OPS = ("add", "sub", "mul", "neg", "tanh", "relu", "square", "abs", "maximum", "minimum", "where")
+DEFAULT_OPS = (
+    "add",
+    "sub",
+    "mul",
+    "neg",
+    "tanh",
+    "relu",
+    "square",
+    "abs",
+    "maximum",
+    "minimum",
+    "where",
+)
+GRAMMAR_TABLE = "mutation"  # the [mutation] table of a task.toml
 BOUND = 1e30  # intermediate values beyond this overflow float32 in training or NaN a gradient
 PLACEHOLDERS = ("X", "D")
 
@@ -34,7 +48,7 @@ PLACEHOLDERS = ("X", "D")
 def load_grammar(task: TaskSpec) -> ex.Grammar | None:
     """The task's [mutation] table as a Grammar, None when it declares none."""
     path = task.folder / "task.toml"
-    raw = tomllib.loads(path.read_text()).get("mutation")
+    raw = tomllib.loads(path.read_text()).get(GRAMMAR_TABLE)
     if raw is None:
         return None
     inputs = tuple(task.inputs)
@@ -42,18 +56,29 @@ def load_grammar(task: TaskSpec) -> ex.Grammar | None:
     def parse(kind: str, name: str, text: str, placeholders: tuple[str, ...] = ()) -> ex.Node:
         tree = ex.parse_expression(text, inputs, placeholders) if isinstance(text, str) else None
         if tree is None:
-            raise ProposerError(f"{path}: [mutation.{kind}] {name!r} = {text!r} is not an expression of the grammar")
+            raise ProposerError(
+                f"{path}: [mutation.{kind}] {name!r} = {text!r} is not an expression of the grammar"
+            )
         return tree
 
     ops = tuple(raw.get("ops", DEFAULT_OPS))
     unknown = [op for op in ops if op not in ex.OPS]
     if unknown:
-        raise ProposerError(f"{path}: [mutation] ops {unknown} are unknown; known: {', '.join(ex.OPS)}")
+        raise ProposerError(
+            f"{path}: [mutation] ops {unknown} are unknown; known: {', '.join(ex.OPS)}"
+        )
     low, high = (float(v) for v in raw.get("constants", (-2.0, 2.0)))
-    terminals = {name: parse("terminals", name, text) for name, text in raw.get("terminals", {}).items()}
+    terminals = {
+        name: parse("terminals", name, text) for name, text in raw.get("terminals", {}).items()
+    }
     if not terminals:
-        raise ProposerError(f"{path}: [mutation] needs at least one terminal in [mutation.terminals]")
-    wrappers = {name: parse("wrappers", name, text, PLACEHOLDERS) for name, text in raw.get("wrappers", {}).items()}
+        raise ProposerError(
+            f"{path}: [mutation] needs at least one terminal in [mutation.terminals]"
+        )
+    wrappers = {
+        name: parse("wrappers", name, text, PLACEHOLDERS)
+        for name, text in raw.get("wrappers", {}).items()
+    }
     return ex.Grammar(terminals=terminals, ops=ops, constant_range=(low, high), wrappers=wrappers)
 
 
@@ -119,20 +144,38 @@ class _Child:
 
 
 # How a mutation of the primary parent is chosen: (kind, weight).
-MUTATIONS = (("subtree", 0.25), ("point", 0.15), ("constant", 0.2), ("insert", 0.1), ("shrink", 0.1), ("wrap", 0.2))
+MUTATIONS = (
+    ("subtree", 0.25),
+    ("point", 0.15),
+    ("constant", 0.2),
+    ("insert", 0.1),
+    ("shrink", 0.1),
+    ("wrap", 0.2),
+)
 
 
 class MutationProposer:
     """Variation for genetic programming: crossover, mutation or a random tree, each child
     pre-screened with numpy before it is proposed."""
 
-    name = "mutation"
+    name = Origin.MUTATION
 
-    def __init__(self, task: TaskSpec, *, max_depth: int = 5, max_nodes: int = 30, p_crossover: float = 0.3,
-                 p_random: float = 0.1, prescreen: bool = True, max_attempts: int = 50):
+    def __init__(
+        self,
+        task: TaskSpec,
+        *,
+        max_depth: int = 5,
+        max_nodes: int = 30,
+        p_crossover: float = 0.3,
+        p_random: float = 0.1,
+        prescreen: bool = True,
+        max_attempts: int = 50,
+    ):
         grammar = load_grammar(task)
         if grammar is None or task.piece.screen is None:
-            raise ProposerError(f"task {task.name} declares no [mutation] grammar; use --proposer llm")
+            raise ProposerError(
+                f"task {task.name} declares no [mutation] grammar; use --proposer llm"
+            )
         self.task = task
         self.grammar = grammar
         self.inputs = tuple(task.inputs)
@@ -142,7 +185,9 @@ class MutationProposer:
         self.prescreen, self.max_attempts = prescreen, max_attempts
         self.atoms = grammar.atoms
         self.names = {tree: name for name, tree in grammar.terminals.items()}  # for notes
-        self.stats: Counter[str] = Counter()  # cumulative: proposals, attempts, rejections by reason
+        self.stats: Counter[str] = (
+            Counter()
+        )  # cumulative: proposals, attempts, rejections by reason
         self._proposed: dict[str, None] = {}  # recent proposals, oldest first: none is made twice
         self._signatures: dict[ex.Node, np.ndarray] = {}  # anchor signatures of parents' subtrees
 
@@ -174,7 +219,9 @@ class MutationProposer:
                 skipped.append(view.id)
             else:
                 parents.append(_Parent(view, tree, self.screen.fingerprint(tree)))
-        known_code = {view.code.strip() for view in request.parents} | {self.render(p.tree).strip() for p in parents}
+        known_code = {view.code.strip() for view in request.parents} | {
+            self.render(p.tree).strip() for p in parents
+        }
 
         draw = rng.random()
         if not parents or draw < self.p_random:
@@ -183,7 +230,11 @@ class MutationProposer:
             operator = "crossover"
         else:
             operator = "mutate"
-        context = f"; skipped unparseable parent(s) {', '.join(f'#{i}' for i in skipped)}" if skipped else ""
+        context = (
+            f"; skipped unparseable parent(s) {', '.join(f'#{i}' for i in skipped)}"
+            if skipped
+            else ""
+        )
 
         self.stats["proposals"] += 1
         self.stats[f"operator:{operator}"] += 1
@@ -210,13 +261,22 @@ class MutationProposer:
             self.stats[f"passed:{operator}"] += 1
             self._remember(code)
             screened = "passed the pre-screen" if self.prescreen else "unscreened"
-            tail = f" ({screened} at attempt {attempt}{_summary(rejected, ', rejected: ')}{context})"
-            return Proposal(code=code, operator=operator, parent_ids=list(child.parent_ids), note=child.note + tail)
-        self.stats["no_code"] += 1
+            tail = (
+                f" ({screened} at attempt {attempt}{_summary(rejected, ', rejected: ')}{context})"
+            )
+            return Proposal(
+                code=code,
+                operator=operator,
+                parent_ids=list(child.parent_ids),
+                note=child.note + tail,
+            )
+        self.stats[Status.NO_CODE] += 1
         return Proposal(
-            code=None, operator=operator, parent_ids=[p.view.id for p in parents[:1]],
+            code=None,
+            operator=operator,
+            parent_ids=[p.view.id for p in parents[:1]],
             note=f"{operator}: no child passed the pre-screen in {self.max_attempts} attempts"
-                 f"{_summary(rejected, ' (rejected: ')}{')' if rejected else ''}{context}",
+            f"{_summary(rejected, ' (rejected: ')}{')' if rejected else ''}{context}",
         )
 
     def _remember(self, code: str, capacity: int = 10_000) -> None:
@@ -227,8 +287,11 @@ class MutationProposer:
     def _reject(self, child: _Child, parents: list[_Parent]) -> str | None:
         tree = child.tree
         # Bloat control: no larger than the limits, or than the largest parent where that is larger.
-        if (ex.size(tree, self.atoms) > max([self.max_nodes, *(ex.size(t, self.atoms) for t in child.limit_from)])
-                or ex.depth(tree, self.atoms) > max([self.max_depth, *(ex.depth(t, self.atoms) for t in child.limit_from)])):
+        if ex.size(tree, self.atoms) > max(
+            [self.max_nodes, *(ex.size(t, self.atoms) for t in child.limit_from)]
+        ) or ex.depth(tree, self.atoms) > max(
+            [self.max_depth, *(ex.depth(t, self.atoms) for t in child.limit_from)]
+        ):
             return "too large"
         if not ex.variables(tree) & set(self.inputs):
             return "constant"
@@ -239,7 +302,10 @@ class MutationProposer:
         reason = self.screen.reject(tree)
         if reason is None:
             fingerprint = self.screen.fingerprint(tree)
-            if any(np.allclose(fingerprint, p.fingerprint, rtol=1e-9, atol=1e-12, equal_nan=True) for p in parents):
+            if any(
+                np.allclose(fingerprint, p.fingerprint, rtol=1e-9, atol=1e-12, equal_nan=True)
+                for p in parents
+            ):
                 return "no-op"
         return reason
 
@@ -263,7 +329,9 @@ class MutationProposer:
         wrapper = generators[name]
         budget = max(1, self.max_depth - _placeholder_depth(wrapper, "X"))
         x = ex.ramped_tree(rng, self.grammar, budget)
-        return _Child(self._simplify(ex.wrap(wrapper, x=x)), f"random: {name} with X = {self.describe(x)}", ())
+        return _Child(
+            self._simplify(ex.wrap(wrapper, x=x)), f"random: {name} with X = {self.describe(x)}", ()
+        )
 
     def _crossover(self, rng, a: _Parent, b: _Parent) -> _Child | None:
         ids = (a.view.id, b.view.id)
@@ -273,7 +341,13 @@ class MutationProposer:
             kind = rng.choice(("mean", "sum", "max"))
             if kind == "mean":
                 w = round(rng.uniform(0.2, 0.8), 2)
-                tree = ex.Op("add", (ex.Op("mul", (ex.Const(w), a.tree)), ex.Op("mul", (ex.Const(round(1 - w, 2)), b.tree))))
+                tree = ex.Op(
+                    "add",
+                    (
+                        ex.Op("mul", (ex.Const(w), a.tree)),
+                        ex.Op("mul", (ex.Const(round(1 - w, 2)), b.tree)),
+                    ),
+                )
                 note = f"crossover/blend: {w}*#{a.view.id} + {round(1 - w, 2)}*#{b.view.id}"
             elif kind == "sum":
                 tree = ex.Op("add", (a.tree, b.tree))
@@ -291,11 +365,15 @@ class MutationProposer:
         else:
             tree, path, inserted = ex.crossover(rng, receiver.tree, donor.tree)
         old = ex.get(receiver.tree, path)
-        note = (f"crossover/{kind}: in #{receiver.view.id} replaced {self.describe(old)} "
-                f"with {self.describe(inserted)} from #{donor.view.id}")
+        note = (
+            f"crossover/{kind}: in #{receiver.view.id} replaced {self.describe(old)} "
+            f"with {self.describe(inserted)} from #{donor.view.id}"
+        )
         return _Child(self._simplify(tree), note, ids, (a.tree, b.tree))
 
-    def _matched_pair(self, rng, receiver: ex.Node, donor: ex.Node) -> tuple[ex.Path, ex.Node] | None:
+    def _matched_pair(
+        self, rng, receiver: ex.Node, donor: ex.Node
+    ) -> tuple[ex.Path, ex.Node] | None:
         """Semantically matched, size-fair subtree crossover: a subtree of the receiver and a
         different subtree of the donor with the same anchor signature, such that the child
         stays within the size limit."""
@@ -306,8 +384,17 @@ class MutationProposer:
         for path, old in ex.walk(receiver):
             room = limit - total + ex.size(old, self.atoms)
             for new in donors:
-                if new != old and ex.size(new, self.atoms) <= room and np.allclose(
-                        self._signature(old), self._signature(new), rtol=1e-6, atol=1e-9, equal_nan=True):
+                if (
+                    new != old
+                    and ex.size(new, self.atoms) <= room
+                    and np.allclose(
+                        self._signature(old),
+                        self._signature(new),
+                        rtol=1e-6,
+                        atol=1e-9,
+                        equal_nan=True,
+                    )
+                ):
                     pairs.append((path, new))
         return rng.choice(pairs) if pairs else None
 
@@ -357,11 +444,19 @@ class MutationProposer:
         name = rng.choice(list(self.grammar.wrappers))
         wrapper = self.grammar.wrappers[name]
         if "D" in ex.variables(wrapper):
-            x = ex.ramped_tree(rng, self.grammar, 2) if rng.random() < 0.6 else ex.get(parent.tree, ex.pick_path(rng, parent.tree))
+            x = (
+                ex.ramped_tree(rng, self.grammar, 2)
+                if rng.random() < 0.6
+                else ex.get(parent.tree, ex.pick_path(rng, parent.tree))
+            )
             tree = ex.wrap(wrapper, x=x, d=parent.tree)
             note = f"mutate/wrap: {name} with D = #{parent.view.id}, X = {self.describe(x)}"
         else:
-            x = parent.tree if rng.random() < 0.5 else ex.get(parent.tree, ex.pick_path(rng, parent.tree))
+            x = (
+                parent.tree
+                if rng.random() < 0.5
+                else ex.get(parent.tree, ex.pick_path(rng, parent.tree))
+            )
             tree = ex.wrap(wrapper, x=x)
             note = f"mutate/wrap: {name} with X = {self.describe(x)}"
         return _Child(self._simplify(tree), note, (parent.view.id,), (parent.tree,))

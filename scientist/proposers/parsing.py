@@ -48,6 +48,7 @@ class Edit:
 
 # --- code blocks ---------------------------------------------------------------------------
 
+
 def strip_thinking(text: str) -> str:
     """Drops <think>...</think> sections: reasoning models draft code there that is not the answer."""
     return _THINKING.sub("", text)
@@ -84,7 +85,9 @@ def defines_entry_point(source: str, entry_point: str) -> str | None:
         return f"the code does not parse: line {error.lineno}: {error.msg}"
     except (ValueError, RecursionError, MemoryError) as error:
         return f"the code does not parse: {type(error).__name__}"
-    if not any(isinstance(node, ast.FunctionDef) and node.name == entry_point for node in tree.body):
+    if not any(
+        isinstance(node, ast.FunctionDef) and node.name == entry_point for node in tree.body
+    ):
         return f"the code does not define `def {entry_point}(...)` at module level"
     return None
 
@@ -127,15 +130,23 @@ def extract_code(text: str, entry_point: str) -> tuple[str | None, str]:
         else:
             pythonic = [b for b in blocks if _looks_like_python(b)]
             if not pythonic:
-                return None, f"the reply has {len(blocks)} fenced block(s) but none holds Python code"
+                return (
+                    None,
+                    f"the reply has {len(blocks)} fenced block(s) but none holds Python code",
+                )
             chosen = max(pythonic, key=lambda b: len(b.text))
         reason = defines_entry_point(chosen.text, entry_point)
         if reason:
             return None, f"{reason} (in the fenced block chosen from {len(blocks)})"
-        return chosen.text.strip("\n") + "\n", f"code from fenced block {blocks.index(chosen) + 1} of {len(blocks)}"
+        return chosen.text.strip(
+            "\n"
+        ) + "\n", f"code from fenced block {blocks.index(chosen) + 1} of {len(blocks)}"
     source = _unfenced_module(text, entry_point)
     if source is None:
-        return None, f"the reply holds no code block and no module defining `def {entry_point}(...)`"
+        return (
+            None,
+            f"the reply holds no code block and no module defining `def {entry_point}(...)`",
+        )
     return source.strip("\n") + "\n", "code from a reply without fences"
 
 
@@ -154,6 +165,7 @@ def _rendered(source: str, task: TaskSpec, note: str) -> Parsed:
 
 
 # --- SEARCH/REPLACE edits -------------------------------------------------------------------
+
 
 def parse_edits(text: str) -> tuple[list[Edit], str | None]:
     """The SEARCH/REPLACE blocks of a reply, and an error when a block is malformed. Fence
@@ -191,7 +203,7 @@ def _indent(line: str) -> int:
 def _reindent(lines: list[str], shift: int) -> list[str]:
     if shift >= 0:
         return [(" " * shift + line) if line.strip() else line for line in lines]
-    return [line[min(-shift, _indent(line)):] for line in lines]
+    return [line[min(-shift, _indent(line)) :] for line in lines]
 
 
 def _trim_blank(lines: list[str]) -> list[str]:
@@ -205,7 +217,7 @@ def _trim_blank(lines: list[str]) -> list[str]:
 def _find(lines: list[str], search: list[str], key) -> int | None:
     wanted = [key(line) for line in search]
     for start in range(len(lines) - len(search) + 1):
-        if [key(line) for line in lines[start:start + len(search)]] == wanted:
+        if [key(line) for line in lines[start : start + len(search)]] == wanted:
             return start
     return None
 
@@ -227,7 +239,7 @@ def apply_edit(source: str, edit: Edit) -> str | None:
             return None
         first = next(k for k, line in enumerate(search) if line.strip())
         replacement = _reindent(replacement, _indent(lines[start + first]) - _indent(search[first]))
-    merged = lines[:start] + replacement + lines[start + len(search):]
+    merged = lines[:start] + replacement + lines[start + len(search) :]
     return "\n".join(merged) + ("\n" if source.endswith("\n") else "")
 
 
@@ -239,7 +251,10 @@ def apply_edits(source: str, edits: list[Edit]) -> tuple[str | None, str]:
         edited = apply_edit(source, edit)
         if edited is None:
             first = next(line.strip() for line in edit.search.splitlines() if line.strip())
-            return None, f"edit block {number} does not match the parent (SEARCH starting {first[:60]!r})"
+            return (
+                None,
+                f"edit block {number} does not match the parent (SEARCH starting {first[:60]!r})",
+            )
         source = edited
     return source, f"{len(edits)} edit block(s) applied"
 
@@ -254,7 +269,9 @@ def edit_module(text: str, parent_source: str, task: TaskSpec) -> Parsed:
         whole = extract_module(text, task)
         if whole.ok:
             return Parsed(whole.code, f"no edit blocks; {whole.note}")
-        return Parsed(None, f"the reply has no SEARCH/REPLACE blocks and no complete module ({whole.note})")
+        return Parsed(
+            None, f"the reply has no SEARCH/REPLACE blocks and no complete module ({whole.note})"
+        )
     source, note = apply_edits(parent_source, edits)
     if source is None:
         return Parsed(None, note)

@@ -43,8 +43,11 @@ def render(name: str, **context) -> str:
 
 def system_message(task: TaskSpec, *, edit_format: bool = False) -> str:
     return render(
-        "system.j2", task=task, allowed_imports=sorted(ALLOWED_IMPORTS),
-        max_source_bytes=MAX_SOURCE_BYTES, edit_format=edit_format,
+        "system.j2",
+        task=task,
+        allowed_imports=sorted(ALLOWED_IMPORTS),
+        max_source_bytes=MAX_SOURCE_BYTES,
+        edit_format=edit_format,
     )
 
 
@@ -64,7 +67,9 @@ def render_messages(
     if operator not in OPERATORS:
         raise ValueError(f"unknown operator {operator!r}; known: {', '.join(OPERATORS)}")
     if operator in ("diff", "crossover") and len(parents) < (2 if operator == "crossover" else 1):
-        raise ValueError(f"{operator} needs {'two parents' if operator == 'crossover' else 'a parent'}")
+        raise ValueError(
+            f"{operator} needs {'two parents' if operator == 'crossover' else 'a parent'}"
+        )
     if operator == "repair" and failure is None:
         raise ValueError("repair needs a failed candidate")
     material = {

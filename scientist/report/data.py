@@ -15,6 +15,7 @@ from archive import reads
 from archive.schema import Campaign, Candidate
 from sandbox.budgets import get_budget
 from sandbox.tasks import load_task
+from sandbox.vocabulary import EVALUATED, FAILURES, CampaignStatus, Origin, Status
 from scientist.compare import KINDS, Cost, Score, best_of_kind, search_cost, split_score
 
 LEADERBOARD_SIZE = 10
@@ -67,7 +68,7 @@ class Entry:
 
     @property
     def is_baseline(self) -> bool:
-        return self.origin == "baseline"
+        return self.origin == Origin.BASELINE
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class ReportData:
 
     @property
     def evaluated(self) -> int:
-        return sum(n for status, n in self.counts.items() if status not in ("pending", "duplicate", "no_code"))
+        return sum(n for status, n in self.counts.items() if status in EVALUATED)
 
 
 class ReportError(ValueError):
@@ -150,14 +151,18 @@ def collect(session: Session, name: str, against: list[str] | None = None) -> Re
     ranked = [(r.id, r.origin) for r in reads.ranking(session, campaign.id)]
     # Full rows (curves, code) only for what is shown: an archive may hold 100,000 candidates.
     shown = [i for i, _ in ranked[:LEADERBOARD_SIZE]]
-    shown += [i for i, origin in ranked if origin == "baseline" and i not in shown]
-    shown += [i for i, origin in ranked if origin != "baseline" and i not in shown][:DISCOVERED_SIZE]
+    shown += [i for i, origin in ranked if origin == Origin.BASELINE and i not in shown]
+    shown += [i for i, origin in ranked if origin != Origin.BASELINE and i not in shown][
+        :DISCOVERED_SIZE
+    ]
     rows = reads.candidates_by_id(session, shown)
     labels = _labels(session, campaign.id)
     entries = {i: _entry(rows[i], labels) for i in shown}
-    baselines = [entries[i] for i, origin in ranked if origin == "baseline"]
-    discovered = [_with_lineage(session, entries[i], labels)
-                  for i in [i for i, origin in ranked if origin != "baseline"][:DISCOVERED_SIZE]]
+    baselines = [entries[i] for i, origin in ranked if origin == Origin.BASELINE]
+    discovered = [
+        _with_lineage(session, entries[i], labels)
+        for i in [i for i, origin in ranked if origin != Origin.BASELINE][:DISCOVERED_SIZE]
+    ]
     others = _comparison_campaigns(session, campaign, against)
     data = ReportData(
         campaign=campaign.name,
@@ -182,16 +187,29 @@ def collect(session: Session, name: str, against: list[str] | None = None) -> Re
 
 
 def _labels(session: Session, campaign_id: int) -> dict[int, str]:
-    return {i: (baseline or "").upper() if origin == "baseline" else f"#{i} ({origin}, {operator or '?'})"
-            for i, origin, operator, baseline in reads.provenance(session, campaign_id)}
+    return {
+        i: (baseline or "").upper()
+        if origin == Origin.BASELINE
+        else f"#{i} ({origin}, {operator or '?'})"
+        for i, origin, operator, baseline in reads.provenance(session, campaign_id)
+    }
 
 
 def _entry(c: Candidate, labels: dict[int, str]) -> Entry:
     return Entry(
-        id=c.id, label=labels.get(c.id, f"#{c.id}"), origin=c.origin, operator=c.operator, model=c.model,
-        generation=c.generation, parent_id=c.parent_id, fitness=float(c.fitness),
-        meta_train=split_score(c.per_env.get("meta_train", {})), meta_test=split_score(c.per_env.get("meta_test", {})),
-        code=c.code or "", code_hash=c.code_hash, checks=tuple((c.checks or {}).get("checks", ())),
+        id=c.id,
+        label=labels.get(c.id, f"#{c.id}"),
+        origin=c.origin,
+        operator=c.operator,
+        model=c.model,
+        generation=c.generation,
+        parent_id=c.parent_id,
+        fitness=float(c.fitness),
+        meta_train=split_score(c.per_env.get("meta_train", {})),
+        meta_test=split_score(c.per_env.get("meta_test", {})),
+        code=c.code or "",
+        code_hash=c.code_hash,
+        checks=tuple((c.checks or {}).get("checks", ())),
     )
 
 
@@ -206,13 +224,25 @@ def _method(session: Session, campaign: Campaign, task) -> Method:
     backends = reads.backends(session, campaign.id)
     config = campaign.config or {}
     return Method(
-        task=task.name, summary=task.summary, description=task.description.strip(), piece=task.piece.kind,
-        prototype=task.prototype, has_landscape=task.piece.has_landscape, evidence=task.piece.evidence, meta_train=tuple(split.meta_train), meta_test=tuple(split.meta_test),
-        budget=budget.name, budget_description=budget.description, seeds=budget.seeds,
+        task=task.name,
+        summary=task.summary,
+        description=task.description.strip(),
+        piece=task.piece.kind,
+        prototype=task.prototype,
+        has_landscape=task.piece.has_landscape,
+        evidence=task.piece.evidence,
+        meta_train=tuple(split.meta_train),
+        meta_test=tuple(split.meta_test),
+        budget=budget.name,
+        budget_description=budget.description,
+        seeds=budget.seeds,
         eval_episodes=budget.eval_episodes,
         timesteps={e: budget.env(e).timesteps for e in (*split.meta_train, *split.meta_test)},
-        proposer=campaign.proposer, models=tuple(config.get("models") or ()),
-        generations=config.get("generations"), islands=config.get("islands"), population=config.get("population"),
+        proposer=campaign.proposer,
+        models=tuple(config.get("models") or ()),
+        generations=config.get("generations"),
+        islands=config.get("islands"),
+        population=config.get("population"),
         backends=tuple(sorted(backends)),
     )
 
@@ -223,11 +253,15 @@ def _generations(session: Session, campaign_id: int) -> list[GenerationPoint]:
     for g in reads.progression(session, campaign_id).generations:
         if g.best is not None:
             best_so_far = g.best if best_so_far is None else max(best_so_far, g.best)
-        points.append(GenerationPoint(g.generation, g.evaluated, g.scored, g.best, g.median, best_so_far))
+        points.append(
+            GenerationPoint(g.generation, g.evaluated, g.scored, g.best, g.median, best_so_far)
+        )
     return points
 
 
-def _curves(rows: dict[int, Candidate], shown: list[Entry], campaign: Campaign) -> dict[str, dict[str, list[Curve]]]:
+def _curves(
+    rows: dict[int, Candidate], shown: list[Entry], campaign: Campaign
+) -> dict[str, dict[str, list[Curve]]]:
     """Learning curves (mean return over seeds during training) of the discovered candidates
     and the baselines, per split and environment."""
     budget = get_budget(campaign.budget)
@@ -239,12 +273,18 @@ def _curves(rows: dict[int, Candidate], shown: list[Entry], campaign: Campaign) 
                 if not values:
                     continue
                 total = budget.env(env).timesteps
-                steps = tuple(float(x) for x in np.linspace(total / len(values), total, len(values)))
-                curves.setdefault(split, {}).setdefault(env, []).append(Curve(entry.label, steps, tuple(values)))
+                steps = tuple(
+                    float(x) for x in np.linspace(total / len(values), total, len(values))
+                )
+                curves.setdefault(split, {}).setdefault(env, []).append(
+                    Curve(entry.label, steps, tuple(values))
+                )
     return curves
 
 
-def _comparison_campaigns(session: Session, campaign: Campaign, against: list[str] | None) -> list[Campaign]:
+def _comparison_campaigns(
+    session: Session, campaign: Campaign, against: list[str] | None
+) -> list[Campaign]:
     if against is None:
         return [c for c in reads.campaigns(session, campaign.task) if c.id != campaign.id]
     found = []
@@ -253,22 +293,37 @@ def _comparison_campaigns(session: Session, campaign: Campaign, against: list[st
         if other is None:
             raise ReportError(f"no campaign named {name!r} to compare with")
         if other.task != campaign.task:
-            raise ReportError(f"campaign {name} is on task {other.task}, not {campaign.task}; compare one task at a time")
+            raise ReportError(
+                f"campaign {name} is on task {other.task}, not {campaign.task}; compare one task at a time"
+            )
         if other.id != campaign.id:
             found.append(other)
     return found
 
 
-def _comparison(session: Session, campaign: Campaign, others: list[Campaign], baselines: list[Entry]) -> list[ComparisonRow]:
+def _comparison(
+    session: Session, campaign: Campaign, others: list[Campaign], baselines: list[Entry]
+) -> list[ComparisonRow]:
     """PPO and DPO (this campaign's evaluations of them), then the best candidate of each
     kind (LLM, mutation, ES, distilled) across the campaigns, with what its search cost."""
-    rows = [ComparisonRow(b.label, b.id, (campaign.name,), b.fitness, b.meta_test, None) for b in baselines]
+    rows = [
+        ComparisonRow(b.label, b.id, (campaign.name,), b.fitness, b.meta_test, None)
+        for b in baselines
+    ]
     for origin, label in KINDS:
         found = best_of_kind(session, [campaign, *others], origin)
         if found is not None:
             best, producers, cost = found
-            rows.append(ComparisonRow(label, best.id, tuple(c.name for c in producers), best.fitness,
-                                      split_score(best.per_env.get("meta_test", {})), cost))
+            rows.append(
+                ComparisonRow(
+                    label,
+                    best.id,
+                    tuple(c.name for c in producers),
+                    best.fitness,
+                    split_score(best.per_env.get("meta_test", {})),
+                    cost,
+                )
+            )
     return rows
 
 
@@ -288,26 +343,42 @@ def limitations(data: ReportData) -> list[str]:
         f"Scores come from the search's own training runs ({m.seeds} seeds per environment, "
         f"{m.eval_episodes} evaluation episodes). The best of {data.evaluated} evaluated candidates was chosen "
         "on the meta-training score, which is therefore optimistic; the held-out environments played no part "
-        "in selection. `scientist compare` re-trains the best candidates on fresh seeds.")
-    widths = [e.meta_train.ci_high - e.meta_train.ci_low for e in data.leaderboard
-              if e.meta_train.ci_low is not None and e.meta_train.ci_high is not None]
+        "in selection. `scientist compare` re-trains the best candidates on fresh seeds."
+    )
+    widths = [
+        e.meta_train.ci_high - e.meta_train.ci_low
+        for e in data.leaderboard
+        if e.meta_train.ci_low is not None and e.meta_train.ci_high is not None
+    ]
     if widths and m.seeds < 8:
-        notes.append(f"With {m.seeds} seeds the 95% intervals are wide (up to {max(widths):.2f} normalised units "
-                     "on meta-train) and bootstraps over so few seeds understate the uncertainty; differences "
-                     "inside them are not evidence.")
+        notes.append(
+            f"With {m.seeds} seeds the 95% intervals are wide (up to {max(widths):.2f} normalised units "
+            "on meta-train) and bootstraps over so few seeds understate the uncertainty; differences "
+            "inside them are not evidence."
+        )
     notes.append(m.evidence)
-    failed = {s: n for s, n in data.counts.items() if s not in ("ok", "pending", "duplicate", "no_code")}
+    failed = {s: n for s, n in data.counts.items() if s in FAILURES}
     if failed:
-        notes.append(f"{sum(failed.values())} of {data.evaluated} evaluated candidates failed a stage ("
-                     + ", ".join(f"{n} {s}" for s, n in failed.items()) + "); they are in the archive, not here.")
-    if data.counts.get("pending"):
-        notes.append(f"{data.counts['pending']} candidates were never evaluated (campaign status: {data.status}).")
-    if data.status != "finished":
-        notes.append(f"The campaign's status is '{data.status}': this report shows the archive as it stood.")
+        notes.append(
+            f"{sum(failed.values())} of {data.evaluated} evaluated candidates failed a stage ("
+            + ", ".join(f"{n} {s}" for s, n in failed.items())
+            + "); they are in the archive, not here."
+        )
+    if data.counts.get(Status.PENDING):
+        notes.append(
+            f"{data.counts[Status.PENDING]} candidates were never evaluated (campaign status: {data.status})."
+        )
+    if data.status != CampaignStatus.FINISHED:
+        notes.append(
+            f"The campaign's status is '{data.status}': this report shows the archive as it stood."
+        )
     if not data.es_runs:
-        notes.append("No evolution-strategies campaign on this task is in the archive, so there is no ES "
-                     "baseline to compare with (`scientist es`).")
-    if m.proposer == "llm" and data.dollars == 0:
-        notes.append("No dollars were recorded: the models were free or unpriced (set price_per_million).")
+        notes.append(
+            "No evolution-strategies campaign on this task is in the archive, so there is no ES "
+            "baseline to compare with (`scientist es`)."
+        )
+    if m.proposer == Origin.LLM and data.dollars == 0:
+        notes.append(
+            "No dollars were recorded: the models were free or unpriced (set price_per_million)."
+        )
     return notes
-

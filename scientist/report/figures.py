@@ -9,11 +9,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from sandbox.vocabulary import Sandbox
 from scientist.report.data import Entry, ReportData
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 DPI = 100
-REFERENCE_DRIFTS = ("PPO", "DPO")  # the hand-designed landscapes worth drawing beside the discoveries
+REFERENCE_DRIFTS = (
+    "PPO",
+    "DPO",
+)  # the hand-designed landscapes worth drawing beside the discoveries
 
 
 def _png(figure: Figure) -> bytes:
@@ -32,14 +36,31 @@ def fitness_figure(data: ReportData) -> bytes | None:
     FigureCanvasAgg(figure)
     axis = figure.add_subplot()
     generations = [p.generation for p in points]
-    axis.plot(generations, [p.best_so_far for p in points], color=COLOURS[0], label="best so far", linewidth=2)
-    axis.plot(generations, [p.best for p in points], "o", color=COLOURS[0], label="best of generation")
-    axis.plot(generations, [p.median for p in points], "s--", color="0.5", label="median of generation")
+    axis.plot(
+        generations,
+        [p.best_so_far for p in points],
+        color=COLOURS[0],
+        label="best so far",
+        linewidth=2,
+    )
+    axis.plot(
+        generations, [p.best for p in points], "o", color=COLOURS[0], label="best of generation"
+    )
+    axis.plot(
+        generations, [p.median for p in points], "s--", color="0.5", label="median of generation"
+    )
     for k, run in enumerate(data.es_runs):
-        axis.plot([g for g, _, _ in run.generations], [b for _, b, _ in run.generations], "^-",
-                  color=COLOURS[2 + k % 5], label=f"ES {run.campaign}: best member")
+        axis.plot(
+            [g for g, _, _ in run.generations],
+            [b for _, b, _ in run.generations],
+            "^-",
+            color=COLOURS[2 + k % 5],
+            label=f"ES {run.campaign}: best member",
+        )
     for k, baseline in enumerate(data.baselines):
-        axis.axhline(baseline.fitness, color=COLOURS[1 + 5 * (k % 2)], linestyle=":", label=baseline.label)
+        axis.axhline(
+            baseline.fitness, color=COLOURS[1 + 5 * (k % 2)], linestyle=":", label=baseline.label
+        )
     axis.set_xlabel("generation")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel("meta-train fitness (1 = PPO reference)")
@@ -49,8 +70,11 @@ def fitness_figure(data: ReportData) -> bytes | None:
 
 def curves_figure(data: ReportData) -> bytes | None:
     """Learning curves of the discovered candidates and the baselines, one panel per environment."""
-    panels = [(split, env, curves) for split in ("meta_train", "meta_test")
-              for env, curves in data.curves.get(split, {}).items()]
+    panels = [
+        (split, env, curves)
+        for split in ("meta_train", "meta_test")
+        for env, curves in data.curves.get(split, {}).items()
+    ]
     if not panels:
         return None
     figure = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
@@ -59,9 +83,16 @@ def curves_figure(data: ReportData) -> bytes | None:
     for axis, (split, env, curves) in zip(axes, panels):
         for k, curve in enumerate(curves):
             dashed = curve.label in {b.label for b in data.baselines}
-            axis.plot(curve.steps, [float("nan") if v is None else v for v in curve.returns],
-                      linestyle="--" if dashed else "-", color=COLOURS[k % len(COLOURS)], label=curve.label)
-        axis.set_title(f"{env} ({'held out' if split == 'meta_test' else 'meta-train'})", fontsize=10)
+            axis.plot(
+                curve.steps,
+                [float("nan") if v is None else v for v in curve.returns],
+                linestyle="--" if dashed else "-",
+                color=COLOURS[k % len(COLOURS)],
+                label=curve.label,
+            )
+        axis.set_title(
+            f"{env} ({'held out' if split == 'meta_test' else 'meta-train'})", fontsize=10
+        )
         axis.set_xlabel("environment steps")
         axis.set_ylabel("mean episode return")
         axis.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
@@ -77,7 +108,9 @@ class DriftPanel:
     note: str = ""  # why there is no picture
 
 
-def drift_panels(data: ReportData, cache, *, compute: bool, sandbox: str = "auto") -> list[DriftPanel]:
+def drift_panels(
+    data: ReportData, cache, *, compute: bool, sandbox: str = Sandbox.AUTO
+) -> list[DriftPanel]:
     """Heatmaps of d(r*A - drift)/dr for the discovered drifts, PPO's and DPO's. With
     `compute`, a landscape missing from the cache is computed by the sandbox and stored."""
     from scientist.web.landscapes import cache_key, compute_in_sandbox
@@ -94,10 +127,16 @@ def drift_panels(data: ReportData, cache, *, compute: bool, sandbox: str = "auto
         try:
             if not cache.has(digest):
                 if not compute:
-                    panels.append(DriftPanel(entry, None, note="landscape not computed (run without --no-landscapes)"))
+                    panels.append(
+                        DriftPanel(
+                            entry, None, note="landscape not computed (run without --no-landscapes)"
+                        )
+                    )
                     continue
                 cache.store(digest, compute_in_sandbox(data.method.task, entry.code, sandbox))
             panels.append(DriftPanel(entry, cache.png(digest), cache.sentences(digest)))
         except Exception as error:  # noqa: BLE001 (one missing figure does not stop the report; it says why)
-            panels.append(DriftPanel(entry, None, note=f"no landscape: {type(error).__name__}: {error}"))
+            panels.append(
+                DriftPanel(entry, None, note=f"no landscape: {type(error).__name__}: {error}")
+            )
     return panels

@@ -57,8 +57,12 @@ def write_narrative(facts_text: str, llm, *, paragraphs: int = 3) -> Narrative:
     message = prompting.render("report_narrative.j2", facts=facts_text, paragraphs=paragraphs)
     record, _ = llm.complete([{"role": "user", "content": message}])
     if not record.response:
-        raise NarrativeError(f"{record.model} returned no discussion: {record.error or 'empty reply'}")
+        raise NarrativeError(
+            f"{record.model} returned no discussion: {record.error or 'empty reply'}"
+        )
     kept, dropped = check_prose(record.response, facts_text)
     if not kept:
-        raise NarrativeError(f"every sentence {record.model} wrote cited numbers that are not in the report")
+        raise NarrativeError(
+            f"every sentence {record.model} wrote cited numbers that are not in the report"
+        )
     return Narrative(kept, record.model, dropped, record.cost_usd)

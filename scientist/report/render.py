@@ -12,6 +12,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
+from sandbox.vocabulary import Status
 from scientist.compare import Cost, Score
 from scientist.report.data import ReportData
 from scientist.report.figures import DriftPanel
@@ -46,8 +47,10 @@ def score(s: Score) -> str:
 
 
 def cost(c: Cost) -> str:
-    return (f"{c.training_runs:,} training runs, {c.env_steps:,} env steps, {c.wall_seconds / 60:.1f} sandbox-min, "
-            f"${c.dollars:.4f}")
+    return (
+        f"{c.training_runs:,} training runs, {c.env_steps:,} env steps, {c.wall_seconds / 60:.1f} sandbox-min, "
+        f"${c.dollars:.4f}"
+    )
 
 
 def title(data: ReportData) -> str:
@@ -58,38 +61,59 @@ def abstract(data: ReportData) -> str:
     """The abstract, in words, every number from the data."""
     m = data.method
     models = f" ({', '.join(m.models)})" if m.models else ""
-    parts = [f"We searched for {m.piece.replace('_', ' ')} functions on the {m.task} task with the {m.proposer} "
-             f"proposer{models}, evaluating {data.evaluated} candidates at the {m.budget} budget "
-             f"({m.seeds} seeds per environment); {data.counts.get('ok', 0)} passed every stage."]
+    parts = [
+        f"We searched for {m.piece.replace('_', ' ')} functions on the {m.task} task with the {m.proposer} "
+        f"proposer{models}, evaluating {data.evaluated} candidates at the {m.budget} budget "
+        f"({m.seeds} seeds per environment); {data.counts.get(Status.OK, 0)} passed every stage."
+    ]
     best = data.best
     if best is None:
         parts.append("No proposed candidate scored, so nothing was discovered.")
     else:
-        parts.append(f"The best discovered candidate, {best.label}, reached a normalised IQM of {score(best.meta_train)} "
-                     f"on the meta-training environments ({', '.join(m.meta_train)}) and {score(best.meta_test)} on "
-                     f"the held-out ones ({', '.join(m.meta_test)}).")
+        parts.append(
+            f"The best discovered candidate, {best.label}, reached a normalised IQM of {score(best.meta_train)} "
+            f"on the meta-training environments ({', '.join(m.meta_train)}) and {score(best.meta_test)} on "
+            f"the held-out ones ({', '.join(m.meta_test)})."
+        )
     if data.baselines:
-        parts.append("In the same campaign " + "; ".join(
-            f"{b.label} scored {score(b.meta_train)} and {score(b.meta_test)}" for b in data.baselines) + ".")
+        parts.append(
+            "In the same campaign "
+            + "; ".join(
+                f"{b.label} scored {score(b.meta_train)} and {score(b.meta_test)}"
+                for b in data.baselines
+            )
+            + "."
+        )
     parts.append(f"The search cost {cost(data.cost)}.")
     es = [r for r in data.comparison if r.label.startswith("ES")]
     if es:
-        parts.append(f"The evolution-strategies baseline's best candidate (#{es[0].candidate_id}) scored "
-                     f"{num(es[0].search_fitness)} in its search and {score(es[0].meta_test)} held out.")
+        parts.append(
+            f"The evolution-strategies baseline's best candidate (#{es[0].candidate_id}) scored "
+            f"{num(es[0].search_fitness)} in its search and {score(es[0].meta_test)} held out."
+        )
     return " ".join(parts)
 
 
 @functools.cache
 def _templates() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("scientist.report", "templates"),
-                             autoescape=jinja2.select_autoescape(["html.j2"]),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("scientist.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html.j2"]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
     env.globals.update(num=num, score=score, cost=cost)
     return env
 
 
 def _context(data: ReportData, figures: Figures, narrative: Narrative | None) -> dict:
-    return {"d": data, "figures": figures, "narrative": narrative, "title": title(data), "abstract": abstract(data)}
+    return {
+        "d": data,
+        "figures": figures,
+        "narrative": narrative,
+        "title": title(data),
+        "abstract": abstract(data),
+    }
 
 
 def render_html(data: ReportData, figures: Figures, narrative: Narrative | None = None) -> str:
@@ -101,10 +125,16 @@ def render_html(data: ReportData, figures: Figures, narrative: Narrative | None 
     def png(data_bytes: bytes) -> str:
         return "data:image/png;base64," + base64.b64encode(data_bytes).decode()
 
-    return _templates().get_template("report.html.j2").render(**_context(data, figures, narrative), code=code, png=png)
+    return (
+        _templates()
+        .get_template("report.html.j2")
+        .render(**_context(data, figures, narrative), code=code, png=png)
+    )
 
 
-def render_markdown(data: ReportData, figures: Figures, narrative: Narrative | None = None) -> tuple[str, dict[str, bytes]]:
+def render_markdown(
+    data: ReportData, figures: Figures, narrative: Narrative | None = None
+) -> tuple[str, dict[str, bytes]]:
     """The Markdown text and the figure files it links to (relative to the report)."""
     files: dict[str, bytes] = {}
 
@@ -112,7 +142,11 @@ def render_markdown(data: ReportData, figures: Figures, narrative: Narrative | N
         files[f"{FIGURE_DIR}/{name}"] = data_bytes
         return f"{FIGURE_DIR}/{name}"
 
-    text = _templates().get_template("report.md.j2").render(**_context(data, figures, narrative), png=png)
+    text = (
+        _templates()
+        .get_template("report.md.j2")
+        .render(**_context(data, figures, narrative), png=png)
+    )
     return text, files
 
 
@@ -120,13 +154,20 @@ def render_pdf(html: str) -> bytes:
     try:
         import weasyprint
     except OSError as error:  # the Python package is there, Pango is not
-        raise RuntimeError(f"WeasyPrint cannot load its system libraries ({error}); install Debian's "
-                           "libpango-1.0-0 and libpangoft2-1.0-0 (scripts/install-system-deps.sh)") from None
+        raise RuntimeError(
+            f"WeasyPrint cannot load its system libraries ({error}); install Debian's "
+            "libpango-1.0-0 and libpangoft2-1.0-0 (scripts/install-system-deps.sh)"
+        ) from None
     return weasyprint.HTML(string=html).write_pdf()
 
 
-def write_report(data: ReportData, figures: Figures, out: Path, formats: tuple[str, ...],
-                 narrative: Narrative | None = None) -> dict[str, Path]:
+def write_report(
+    data: ReportData,
+    figures: Figures,
+    out: Path,
+    formats: tuple[str, ...],
+    narrative: Narrative | None = None,
+) -> dict[str, Path]:
     """Write the chosen formats into `out`; returns format -> file."""
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}

@@ -25,9 +25,13 @@ def reader_engine(url: str | None = None) -> Engine:
     parsed = normalised_url(url or default_url())
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
-            raise ArchiveUnreadable("an in-memory SQLite archive cannot be browsed from another process")
+            raise ArchiveUnreadable(
+                "an in-memory SQLite archive cannot be browsed from another process"
+            )
         if not Path(parsed.database).is_file():
-            raise ArchiveUnreadable(f"no archive at {parsed.database} (run a campaign first, or pass --db)")
+            raise ArchiveUnreadable(
+                f"no archive at {parsed.database} (run a campaign first, or pass --db)"
+            )
         engine = create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_read_only)
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
@@ -68,7 +72,10 @@ def check_revision(engine: Engine) -> None:
     if current == head:
         return
     if current is None:
-        raise ArchiveUnreadable("this database is not an rl-scientist archive (it has no schema revision)")
+        raise ArchiveUnreadable(
+            "this database is not an rl-scientist archive (it has no schema revision)"
+        )
     raise ArchiveUnreadable(
         f"the archive has schema revision {current}, not this version's {head}: if it is older, any command "
-        "that writes (e.g. `scientist status NAME`) upgrades it; if newer, use the newer rl-scientist")
+        "that writes (e.g. `scientist status NAME`) upgrades it; if newer, use the newer rl-scientist"
+    )

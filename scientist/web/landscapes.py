@@ -17,11 +17,13 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
 from sandbox.landscape import Landscape, LandscapeError, read_landscape
+from sandbox.vocabulary import Sandbox
 
 DEFAULT_CACHE = Path("scientist-runs/landscapes")
 DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -63,8 +65,12 @@ class LandscapeCache:
         return read_landscape(self.npz(digest))
 
     def store(self, digest: str, landscape: Landscape) -> Path:
-        arrays = {"ratio": landscape.ratio, "advantage": landscape.advantage, "drift": landscape.drift,
-                  "d_objective_dr": landscape.d_objective_dr}
+        arrays = {
+            "ratio": landscape.ratio,
+            "advantage": landscape.advantage,
+            "drift": landscape.drift,
+            "d_objective_dr": landscape.d_objective_dr,
+        }
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         path = self._write(self.npz(digest), buffer.getvalue())
@@ -123,7 +129,9 @@ class LandscapeCache:
         try:
             with os.fdopen(handle, "wb") as f:
                 f.write(data)
-            os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide it from a browser running as another user
+            os.chmod(
+                temporary, 0o644
+            )  # mkstemp's 0600 would hide it from a browser running as another user
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -148,8 +156,12 @@ class LandscapeWorker:
     """Fills the cache in one background thread. The candidate runs in the sandbox (another,
     isolated process); this thread waits for it and stores the validated arrays."""
 
-    def __init__(self, cache: LandscapeCache, sandbox: str = "auto",
-                 compute: Callable[[str, str, str], Landscape] = compute_in_sandbox):
+    def __init__(
+        self,
+        cache: LandscapeCache,
+        sandbox: str = Sandbox.AUTO,
+        compute: Callable[[str, str, str], Landscape] = compute_in_sandbox,
+    ):
         self.cache, self.sandbox, self.compute = cache, sandbox, compute
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.states: dict[str, str] = {}  # digest -> queued / running / the failure
@@ -163,24 +175,26 @@ class LandscapeWorker:
             if state is not None:
                 return state
             if self.jobs.qsize() >= MAX_QUEUED:
-                return "busy"
-            self.states[digest] = "queued"
+                return HeatmapState.BUSY
+            self.states[digest] = HeatmapState.QUEUED
             self.jobs.put(Job(digest, task, code))
             if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="landscape-worker", daemon=True)
+                self.thread = threading.Thread(
+                    target=self._run, name="landscape-worker", daemon=True
+                )
                 self.thread.start()
-            return "queued"
+            return HeatmapState.QUEUED
 
     def _run(self) -> None:
         while True:
             job = self.jobs.get()
             with self.lock:
-                self.states[job.digest] = "running"
+                self.states[job.digest] = HeatmapState.RUNNING
             try:
                 self.cache.store(job.digest, self.compute(job.task, job.code, self.sandbox))
                 state = None
             except Exception as error:  # noqa: BLE001 (reported on the page; the worker carries on)
-                state = f"failed: {type(error).__name__}: {error}"[:1000]
+                state = f"{FAILED_PREFIX}{type(error).__name__}: {error}"[:1000]
             with self.lock:
                 if state is None:
                     self.states.pop(job.digest, None)
@@ -188,33 +202,62 @@ class LandscapeWorker:
                     self.states[job.digest] = state
 
 
+class HeatmapState(StrEnum):
+    """How a candidate's drift heatmap stands in the browser (its own vocabulary, not a
+    candidate status)."""
+
+    READY = "ready"
+    MISSING = "missing"  # not computed, and no background worker to ask
+    QUEUED = "queued"
+    RUNNING = "running"
+    BUSY = "busy"  # the worker's queue is full
+    FAILED = "failed"
+    INVALID = "invalid"  # the cached file did not validate
+    NOT_DRIFT = "not_drift"
+    NO_CODE = "no_code"
+
+
+FAILED_PREFIX = "failed: "  # a worker's state for a job that raised, followed by the error
+
+
 @dataclass(frozen=True)
 class HeatmapView:
     """What a page shows in place of a candidate's heatmap."""
 
-    state: str  # ready / missing / queued / running / failed / invalid / not_drift / no_code
+    state: HeatmapState
     message: str = ""
     sentences: tuple[str, ...] = ()
 
 
-def heatmap_view(cache: LandscapeCache, worker: LandscapeWorker | None, task: str, code_hash: str | None,
-                 code: str | None) -> HeatmapView:
+def heatmap_view(
+    cache: LandscapeCache,
+    worker: LandscapeWorker | None,
+    task: str,
+    code_hash: str | None,
+    code: str | None,
+) -> HeatmapView:
     if not is_drift_task(task):
-        return HeatmapView("not_drift", f"task {task} fills no drift slot, so there is no drift landscape")
+        return HeatmapView(
+            HeatmapState.NOT_DRIFT,
+            f"task {task} searches for no drift, so there is no drift landscape",
+        )
     digest = cache_key(code_hash)
     if not code or digest is None:
-        return HeatmapView("no_code", "this candidate has no code")
+        return HeatmapView(HeatmapState.NO_CODE, "this candidate has no code")
     if cache.has(digest):
         try:
-            return HeatmapView("ready", sentences=cache.sentences(digest))
+            return HeatmapView(HeatmapState.READY, sentences=cache.sentences(digest))
         except (LandscapeError, OSError) as error:
-            return HeatmapView("invalid", f"the cached landscape {cache.npz(digest)} is invalid: {error}")
+            return HeatmapView(
+                HeatmapState.INVALID,
+                f"the cached landscape {cache.npz(digest)} is invalid: {error}",
+            )
     if worker is None:
-        return HeatmapView("missing")
+        return HeatmapView(HeatmapState.MISSING)
     state = worker.request(digest, task, code)
-    if state.startswith("failed"):
-        return HeatmapView("failed", state.removeprefix("failed: "))
-    return HeatmapView(state)
+    if state.startswith(FAILED_PREFIX):
+        return HeatmapView(HeatmapState.FAILED, state.removeprefix(FAILED_PREFIX))
+    return HeatmapView(HeatmapState(state))
 
 
 @dataclass
@@ -224,9 +267,16 @@ class Precomputed:
     failed: list[tuple[int, str]] = field(default_factory=list)  # (candidate id, why)
 
 
-def precompute(engine, campaign_name: str, cache: LandscapeCache, *, sandbox: str = "auto", top: int | None = None,
-               compute: Callable[[str, str, str], Landscape] = compute_in_sandbox,
-               echo: Callable[[str], None] = print) -> Precomputed:
+def precompute(
+    engine,
+    campaign_name: str,
+    cache: LandscapeCache,
+    *,
+    sandbox: str = Sandbox.AUTO,
+    top: int | None = None,
+    compute: Callable[[str, str, str], Landscape] = compute_in_sandbox,
+    echo: Callable[[str], None] = print,
+) -> Precomputed:
     """Fill the cache for a campaign's scored candidates, best first, one sandbox run per
     distinct code. Raises LookupError for an unknown campaign, ValueError for a task with
     no drift; SandboxUnavailable (from the backend) stops it."""
@@ -240,11 +290,17 @@ def precompute(engine, campaign_name: str, cache: LandscapeCache, *, sandbox: st
         if campaign is None:
             raise LookupError(f"no campaign named {campaign_name!r} in this archive")
         if not is_drift_task(campaign.task):
-            raise ValueError(f"campaign {campaign_name} is on task {campaign.task}, which has no drift to plot")
+            raise ValueError(
+                f"campaign {campaign_name} is on task {campaign.task}, which has no drift to plot"
+            )
         task = campaign.task
         ranked = reads.ranking(session, campaign.id, top)
     result, seen = Precomputed(), set()
-    todo = [(r.id, d) for r in ranked if (d := cache_key(r.code_hash)) and not (d in seen or seen.add(d))]
+    todo = [
+        (r.id, d)
+        for r in ranked
+        if (d := cache_key(r.code_hash)) and not (d in seen or seen.add(d))
+    ]
     for number, (candidate_id, digest) in enumerate(todo, 1):
         if cache.has(digest):
             result.cached += 1
@@ -259,5 +315,7 @@ def precompute(engine, campaign_name: str, cache: LandscapeCache, *, sandbox: st
             raise
         except Exception as error:  # noqa: BLE001 (one candidate's failure does not stop the rest)
             result.failed.append((candidate_id, f"{type(error).__name__}: {error}"))
-            echo(f"[{number}/{len(todo)}] candidate {candidate_id}: no landscape ({type(error).__name__}: {error})")
+            echo(
+                f"[{number}/{len(todo)}] candidate {candidate_id}: no landscape ({type(error).__name__}: {error})"
+            )
     return result

@@ -26,10 +26,13 @@ from sqlmodel import Session, col, select
 from archive import reads
 from archive.reads import IslandStats, Migrant, Progression, Spending
 from archive.schema import Campaign, Candidate
+from sandbox.vocabulary import Status
 
 PAGE_SIZE = 50
 SORTS = ("fitness", "meta_test", "id")
-SCATTER_POINTS = 2000  # above this many scored candidates the chart shows per-generation aggregates only
+SCATTER_POINTS = (
+    2000  # above this many scored candidates the chart shows per-generation aggregates only
+)
 DEEP = 1000  # leaderboard positions beyond this come from a memoised full ordering, not the island merge
 STALE_SECONDS = 30.0  # how old a whole-campaign aggregate may be while the campaign runs
 
@@ -54,10 +57,22 @@ class Row:
     campaign_id: int
 
 
-ROW_COLUMNS = (Candidate.id, Candidate.status, Candidate.fitness, Candidate.meta_test_fitness, Candidate.origin,
-               Candidate.operator, Candidate.baseline_name, Candidate.generation, Candidate.island,
-               Candidate.parent_id, Candidate.model, Candidate.cost_usd,
-               func.substr(Candidate.proposal_note, 1, 160), Candidate.campaign_id)
+ROW_COLUMNS = (
+    Candidate.id,
+    Candidate.status,
+    Candidate.fitness,
+    Candidate.meta_test_fitness,
+    Candidate.origin,
+    Candidate.operator,
+    Candidate.baseline_name,
+    Candidate.generation,
+    Candidate.island,
+    Candidate.parent_id,
+    Candidate.model,
+    Candidate.cost_usd,
+    func.substr(Candidate.proposal_note, 1, 160),
+    Candidate.campaign_id,
+)
 
 
 class Memo:
@@ -69,7 +84,13 @@ class Memo:
     def __init__(self, size: int = 256, clock: Callable[[], float] = time.monotonic):
         self.size, self.items, self.lock, self.clock = size, OrderedDict(), threading.Lock(), clock
 
-    def get(self, key: Hashable, fingerprint: Hashable, compute: Callable[[], Any], max_stale: float = 0.0) -> Any:
+    def get(
+        self,
+        key: Hashable,
+        fingerprint: Hashable,
+        compute: Callable[[], Any],
+        max_stale: float = 0.0,
+    ) -> Any:
         with self.lock:
             hit = self.items.get(key)
             if hit is not None and (hit[0] == fingerprint or self.clock() - hit[2] < max_stale):
@@ -91,6 +112,7 @@ def fingerprint(counts: dict[str, int]) -> tuple:
 
 # -- campaigns ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CampaignSummary:
     campaign: Campaign
@@ -110,28 +132,51 @@ def campaign_summaries(session: Session, memo: Memo) -> list[CampaignSummary]:
     for campaign in reversed(reads.campaigns(session)):
         counts = reads.status_counts(session, campaign.id)
         best_id, best_fitness = reads.best_of(island_stats_memo(session, memo, campaign.id, counts))
-        summaries.append(CampaignSummary(campaign, counts, best_id, best_fitness,
-                                         spending(session, memo, campaign.id).dollars))
+        summaries.append(
+            CampaignSummary(
+                campaign,
+                counts,
+                best_id,
+                best_fitness,
+                spending(session, memo, campaign.id).dollars,
+            )
+        )
     return summaries
 
 
-def island_stats_memo(session: Session, memo: Memo, campaign_id: int, counts: dict[str, int]) -> list[IslandStats]:
+def island_stats_memo(
+    session: Session, memo: Memo, campaign_id: int, counts: dict[str, int]
+) -> list[IslandStats]:
     """archive.reads.island_stats, memoised: memberships change with new candidates (counted)
     and migrations (new members: also counted)."""
-    return memo.get(("islands", campaign_id), (fingerprint(counts), reads.member_count(session, campaign_id)),
-                    lambda: reads.island_stats(session, campaign_id))
+    return memo.get(
+        ("islands", campaign_id),
+        (fingerprint(counts), reads.member_count(session, campaign_id)),
+        lambda: reads.island_stats(session, campaign_id),
+    )
 
 
 def migrants(session: Session, memo: Memo, campaign_id: int, limit: int = 30) -> list[Migrant]:
     """archive.reads.recent_migrants, memoised until the memberships change."""
-    return memo.get(("migrants", campaign_id), reads.member_count(session, campaign_id),
-                    lambda: reads.recent_migrants(session, campaign_id, limit), STALE_SECONDS)
+    return memo.get(
+        ("migrants", campaign_id),
+        reads.member_count(session, campaign_id),
+        lambda: reads.recent_migrants(session, campaign_id, limit),
+        STALE_SECONDS,
+    )
 
 
 # -- the leaderboard ---------------------------------------------------------------------------
 
-def ranked_ids(session: Session, campaign_id: int, islands: Iterable[int], offset: int, limit: int,
-               descending: bool = True) -> list[int]:
+
+def ranked_ids(
+    session: Session,
+    campaign_id: int,
+    islands: Iterable[int],
+    offset: int,
+    limit: int,
+    descending: bool = True,
+) -> list[int]:
     """Scored candidates by fitness (ties by id), positions offset .. offset + limit.
 
     Each island's members come in fitness order straight from the index; the streams are
@@ -141,7 +186,9 @@ def ranked_ids(session: Session, campaign_id: int, islands: Iterable[int], offse
     islands, need, fetch = list(islands), offset + limit, offset + limit
     sign = -1.0 if descending else 1.0
     while True:
-        streams = [reads.ranked_members(session, campaign_id, i, fetch, descending) for i in islands]
+        streams = [
+            reads.ranked_members(session, campaign_id, i, fetch, descending) for i in islands
+        ]
         key = lambda row: (sign * row[1], row[0])  # noqa: E731
         # The certain prefix ends at the smallest last key among streams cut at `fetch`.
         cut = min((key(s[-1]) for s in streams if len(s) == fetch), default=None)
@@ -161,7 +208,10 @@ def rows_by_id(session: Session, ids: list[int]) -> list[Row]:
     """Rows in the order of `ids` (missing ids left out)."""
     if not ids:
         return []
-    found = {r[0]: Row(*r) for r in session.exec(select(*ROW_COLUMNS).where(col(Candidate.id).in_(ids))).all()}
+    found = {
+        r[0]: Row(*r)
+        for r in session.exec(select(*ROW_COLUMNS).where(col(Candidate.id).in_(ids))).all()
+    }
     return [found[i] for i in ids if i in found]
 
 
@@ -177,66 +227,107 @@ class Page:
         return max(1, -(-self.total // self.size))
 
 
-def leaderboard(session: Session, memo: Memo, campaign_id: int, counts: dict[str, int], *, status: str = "ok",
-                sort: str = "fitness", descending: bool = True, page: int = 1, size: int = PAGE_SIZE) -> Page:
+def leaderboard(
+    session: Session,
+    memo: Memo,
+    campaign_id: int,
+    counts: dict[str, int],
+    *,
+    status: str = Status.OK,
+    sort: str = "fitness",
+    descending: bool = True,
+    page: int = 1,
+    size: int = PAGE_SIZE,
+) -> Page:
     """One page of the campaign's candidates of a status: scored ones sortable by fitness,
     meta-test fitness or id; the others by id (newest first)."""
     total = counts.get(status, 0)
     page = max(1, min(page, max(1, -(-total // size))))
     offset = (page - 1) * size
-    if status == "ok" and sort == "fitness" and offset < DEEP:
+    if status == Status.OK and sort == "fitness" and offset < DEEP:
         islands = [s.island for s in island_stats_memo(session, memo, campaign_id, counts)]
         ids = ranked_ids(session, campaign_id, islands, offset, size, descending)
-    elif status == "ok" and sort in ("fitness", "meta_test"):
-        ordered = memo.get((sort, descending, campaign_id), fingerprint(counts),
-                           lambda: _full_order(session, campaign_id, sort, descending), STALE_SECONDS)
-        ids = ordered[offset:offset + size]
+    elif status == Status.OK and sort in ("fitness", "meta_test"):
+        ordered = memo.get(
+            (sort, descending, campaign_id),
+            fingerprint(counts),
+            lambda: _full_order(session, campaign_id, sort, descending),
+            STALE_SECONDS,
+        )
+        ids = ordered[offset : offset + size]
     else:
         ids = _ids_with_status(session, campaign_id, status, offset, size, descending)
     return Page(rows_by_id(session, ids), page, total, size)
 
 
-def _ids_with_status(session: Session, campaign_id: int, status: str, offset: int, limit: int,
-                     descending: bool) -> list[int]:
+def _ids_with_status(
+    session: Session, campaign_id: int, status: str, offset: int, limit: int, descending: bool
+) -> list[int]:
     """Ids of the campaign's candidates of a status, by id: (campaign_id, status) index
     entries are in id order, so the page is read directly, without a sort."""
     order = col(Candidate.id).desc() if descending else col(Candidate.id).asc()
-    return list(session.exec(select(Candidate.id).where(Candidate.campaign_id == campaign_id,
-                                                        Candidate.status == status)
-                             .order_by(order).offset(offset).limit(limit)).all())
+    return list(
+        session.exec(
+            select(Candidate.id)
+            .where(Candidate.campaign_id == campaign_id, Candidate.status == status)
+            .order_by(order)
+            .offset(offset)
+            .limit(limit)
+        ).all()
+    )
 
 
 def _full_order(session: Session, campaign_id: int, sort: str, descending: bool) -> list[int]:
     """Every scored candidate's id by fitness or meta-test fitness (ties by id, missing
     values last), for the pages no index can order cheaply."""
     column = Candidate.fitness if sort == "fitness" else Candidate.meta_test_fitness
-    rows = session.exec(select(Candidate.id, column)
-                        .where(Candidate.campaign_id == campaign_id, Candidate.status == "ok")).all()
+    rows = session.exec(
+        select(Candidate.id, column).where(
+            Candidate.campaign_id == campaign_id, Candidate.status == Status.OK
+        )
+    ).all()
     sign = -1.0 if descending else 1.0
     return [i for i, _ in sorted(rows, key=lambda r: (r[1] is None, sign * (r[1] or 0.0), r[0]))]
 
 
 # -- fitness over generations ------------------------------------------------------------------
 
-def progression(session: Session, memo: Memo, campaign_id: int, counts: dict[str, int]) -> Progression:
+
+def progression(
+    session: Session, memo: Memo, campaign_id: int, counts: dict[str, int]
+) -> Progression:
     """archive.reads.progression (with every scored point while there are few), memoised,
     and the ES checkpoints' best and mean, memoised until a checkpoint is added."""
-    result = memo.get(("progression", campaign_id), fingerprint(counts),
-                      lambda: reads.progression(session, campaign_id, SCATTER_POINTS), STALE_SECONDS)
+    result = memo.get(
+        ("progression", campaign_id),
+        fingerprint(counts),
+        lambda: reads.progression(session, campaign_id, SCATTER_POINTS),
+        STALE_SECONDS,
+    )
     totals = reads.es_totals(session, campaign_id)
     if totals["generations"]:
-        es = memo.get(("es", campaign_id), tuple(totals.values()), lambda: reads.es_generations(session, campaign_id))
+        es = memo.get(
+            ("es_generations", campaign_id),
+            tuple(totals.values()),
+            lambda: reads.es_generations(session, campaign_id),
+        )
         result = dataclasses.replace(result, es=es)
     return result
 
 
 # -- costs -------------------------------------------------------------------------------------
 
+
 def spending(session: Session, memo: Memo, campaign_id: int) -> Spending:
     """archive.reads.model_spending, memoised until a model call is added."""
     stamp = reads.call_stamp(session, campaign_id)
-    return memo.get(("spending", campaign_id), stamp, lambda: reads.model_spending(session, campaign_id)) \
-        if stamp[0] else Spending()
+    return (
+        memo.get(
+            ("spending", campaign_id), stamp, lambda: reads.model_spending(session, campaign_id)
+        )
+        if stamp[0]
+        else Spending()
+    )
 
 
 @dataclass(frozen=True)
@@ -247,15 +338,26 @@ class Compute:
     es_seconds: float
 
 
-def compute_spent(session: Session, memo: Memo, campaign_id: int, counts: dict[str, int]) -> Compute:
+def compute_spent(
+    session: Session, memo: Memo, campaign_id: int, counts: dict[str, int]
+) -> Compute:
     """Sandbox seconds (memoised: a sum over every candidate) and the ES training totals."""
     es = reads.es_totals(session, campaign_id)
-    return memo.get(("compute", campaign_id), (fingerprint(counts), es["generations"]),
-                    lambda: Compute(reads.sandbox_seconds(session, campaign_id), es["training_runs"],
-                                    es["env_steps"], es["wall_seconds"]), STALE_SECONDS)
+    return memo.get(
+        ("compute", campaign_id),
+        (fingerprint(counts), es["generations"]),
+        lambda: Compute(
+            reads.sandbox_seconds(session, campaign_id),
+            es["training_runs"],
+            es["env_steps"],
+            es["wall_seconds"],
+        ),
+        STALE_SECONDS,
+    )
 
 
 # -- one candidate -----------------------------------------------------------------------------
+
 
 class ChildIndex:
     """parent id -> child ids over the whole archive. candidate.parent_id has no index, and
@@ -275,7 +377,9 @@ class ChildIndex:
         with self.lock:
             if newest == self.newest:
                 return
-            for child, parent in reads.parent_links(session, after_id=max(0, self.newest - self.OVERLAP)):
+            for child, parent in reads.parent_links(
+                session, after_id=max(0, self.newest - self.OVERLAP)
+            ):
                 self.children.setdefault(parent, set()).add(child)
             self.newest = max(self.newest, newest)
 
