@@ -371,7 +371,8 @@ def member_count(session: Session, campaign_id: int) -> int:
 
 
 def recent_failure_ids(session: Session, campaign_id: int, island: int, k: int) -> list[int]:
-    """The island's k newest candidates that failed an evaluation (baselines aside), newest first."""
+    """The island's k newest candidates that failed an evaluation (baselines aside), newest
+    first."""
     return list(
         session.exec(
             select(Candidate.id)

@@ -133,7 +133,8 @@ def record_evaluation(session: Session, candidate_id: int, evaluation) -> Candid
     two evaluations of one candidate committed at once the second sees the first and fails."""
     if evaluation.status in NO_VERDICT:
         raise ValueError(
-            f"an evaluation that ended {evaluation.status} is no verdict on candidate {candidate_id}"
+            f"an evaluation that ended {evaluation.status} is no verdict on "
+            f"candidate {candidate_id}"
         )
     candidate = session.get(
         Candidate, candidate_id, with_for_update={"key_share": True}, populate_existing=True
@@ -174,7 +175,10 @@ def log_infra_failure(session: Session, campaign_id: int, candidate_id: int, eva
     """Record that the sandbox itself failed under a candidate, which stays pending; returns
     the one-line message, for the console too."""
     reason = evaluation.stages[-1].detail if evaluation.stages else "no reason given"
-    message = f"candidate {candidate_id} left pending, the sandbox failed: {reason}; `scientist resume` retries it"
+    message = (
+        f"candidate {candidate_id} left pending, the sandbox failed: {reason}; "
+        "`scientist resume` retries it"
+    )
     log_event(session, campaign_id, Status.INFRA, message, {"candidate_id": candidate_id})
     return message
 

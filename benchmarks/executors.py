@@ -56,7 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     source = load_task("mirror_drift").baseline_source("ppo")
     print(
-        f"{args.evaluations} evaluations of PPO's drift, budget {args.budget}, sandbox {args.sandbox}"
+        f"{args.evaluations} evaluations of PPO's drift, budget {args.budget}, "
+        f"sandbox {args.sandbox}"
     )
     print(
         f"{'executor':>8} {'workers':>7} {'wall s':>8} {'evals/min':>9} {'sandbox s/eval':>14} "
@@ -78,10 +79,12 @@ def main() -> None:
                     raise SystemExit(f"{name}: evaluations failed: {bad}")
                 inside = statistics.mean(e.seconds for e in evaluations)
                 single = single or wall
-                # Wall time per evaluation, times the evaluations in flight, beyond the cascade's own time.
+                # Wall time per evaluation, times the evaluations in flight, beyond the cascade's
+                # own time.
                 overhead = wall * min(workers, args.evaluations) / args.evaluations - inside
                 print(
-                    f"{name:>8} {workers:>7} {wall:>8.1f} {60 * args.evaluations / wall:>9.2f} {inside:>14.1f} "
+                    f"{name:>8} {workers:>7} {wall:>8.1f} {60 * args.evaluations / wall:>9.2f} "
+                    f"{inside:>14.1f} "
                     f"{overhead:>15.2f} {single / wall:>8.2f}"
                 )
         finally:

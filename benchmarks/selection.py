@@ -19,7 +19,10 @@ from archive.schema import Campaign, Candidate, IslandMember, utcnow
 from sandbox.vocabulary import Origin, Sandbox, Status
 from scientist.selection import SelectionConfig, Selector
 
-CODE = "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n    return {c} * jnp.square(ratio - 1.0)\n"
+CODE = (
+    "import jax.numpy as jnp\n\n\n"
+    "def drift(ratio, advantage):\n    return {c} * jnp.square(ratio - 1.0)\n"
+)
 
 
 def fill(engine, n: int, islands: int) -> int:
@@ -109,7 +112,8 @@ def main() -> None:
     for name, values in timings.items():
         values.sort()
         print(
-            f"{name:<50} median {statistics.median(values):6.2f} ms   p95 {values[int(0.95 * len(values))]:6.2f} ms"
+            f"{name:<50} median {statistics.median(values):6.2f} ms"
+            f"   p95 {values[int(0.95 * len(values))]:6.2f} ms"
             f"   max {values[-1]:6.2f} ms"
         )
 

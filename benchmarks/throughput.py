@@ -35,7 +35,8 @@ def main() -> None:
     cases = [(args.env, args.seeds, args.timesteps)] if args.env else DEFAULT_CASES
 
     print(
-        f"{'env':<22}{'seeds':>6}{'steps/seed':>12}{'compile s':>11}{'train s':>9}{'env steps/s':>13}"
+        f"{'env':<22}{'seeds':>6}{'steps/seed':>12}{'compile s':>11}"
+        f"{'train s':>9}{'env steps/s':>13}"
     )
     for env_id, seeds, timesteps in cases:
         batch = train_batch(preset(env_id, total_timesteps=timesteps), seeds=seeds)

@@ -66,7 +66,8 @@ def read_training_artifact(out_dir: Path, env_id: str, template, seeds: int):
         array = arrays[key]
         if array.dtype != np.float32 or array.shape != (seeds, *shape):
             raise ArtifactError(
-                f"{env_id}: {key} is {array.dtype}{list(array.shape)}, expected float32{[seeds, *shape]}"
+                f"{env_id}: {key} is {array.dtype}{list(array.shape)}, "
+                f"expected float32{[seeds, *shape]}"
             )
         if not np.isfinite(array).all():
             raise ArtifactError(

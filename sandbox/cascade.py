@@ -222,7 +222,6 @@ def _run_in_sandbox(
 ) -> Evaluation:
     """The sandboxed stages and the scorer, in a fresh scratch directory. SandboxInfraError
     when the backend fails under the candidate."""
-    start = time.monotonic()
     stage_limits = {**STAGE_SECONDS, "full": FULL_SECONDS[budget], **(stage_seconds or {})}
     limits = limits or Limits(wall_seconds=sum(stage_limits.values()) + 60.0)
     scratch = new_scratch()

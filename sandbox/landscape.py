@@ -156,7 +156,8 @@ def compute_landscape(
         raise LandscapeError(str(error)) from None
     if not spec.piece.has_landscape:
         raise LandscapeError(
-            f"task {task} searches for a {spec.piece.kind}; landscapes are for drift tasks (mirror_drift)"
+            f"task {task} searches for a {spec.piece.kind}; landscapes are for drift tasks "
+            "(mirror_drift)"
         )
     checked = static_check(source)
     if not checked.passed:

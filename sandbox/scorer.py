@@ -76,11 +76,14 @@ def score(task_name: str, budget_name: str, out_dir: Path, eval_seed: int | None
                 },
                 "learning_curve": [float(x) if np.isfinite(x) else None for x in curve],
             }
-    mean_iqm = lambda part: (
-        float(np.mean([e["normalised"]["iqm"] for e in per_env[part].values()]))
-        if per_env[part]
-        else None
-    )  # noqa: E731
+
+    def mean_iqm(part):
+        return (
+            float(np.mean([e["normalised"]["iqm"] for e in per_env[part].values()]))
+            if per_env[part]
+            else None
+        )
+
     return {
         "status": Status.OK,
         "fitness": mean_iqm("meta_train"),

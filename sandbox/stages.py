@@ -164,7 +164,10 @@ def main(request_path: str) -> int:
             drift=drift,
             d_objective_dr=slope,
         )
-        return f"{advantage.size} x {ratio.size} grid, {int(np.isfinite(drift).sum())} finite drift values"
+        return (
+            f"{advantage.size} x {ratio.size} grid, "
+            f"{int(np.isfinite(drift).sum())} finite drift values"
+        )
 
     def validity():
         report = run_conditions(task, state["function"], "candidate.py")

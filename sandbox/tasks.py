@@ -52,7 +52,8 @@ class TaskSpec:
         unless the spec names one for that budget)."""
         if budget not in self.budgets:
             raise TaskError(
-                f"task {self.name} does not run at budget {budget!r}; it supports {', '.join(self.budgets)}"
+                f"task {self.name} does not run at budget {budget!r}; "
+                f"it supports {', '.join(self.budgets)}"
             )
         return self.splits.get(budget, self.splits["default"])
 
@@ -64,7 +65,8 @@ class TaskSpec:
         path = self.folder / "baselines" / f"{name}.py"
         if not path.is_file():
             raise TaskError(
-                f"task {self.name} has no baseline {name!r}; it has {', '.join(self.baseline_names)}"
+                f"task {self.name} has no baseline {name!r}; "
+                f"it has {', '.join(self.baseline_names)}"
             )
         return path.read_text()
 
@@ -137,7 +139,8 @@ def _validate(spec: TaskSpec, path: Path) -> None:
         raise TaskError(f"{path}: name {spec.name!r} differs from its folder {path.parent.name!r}")
     if len(spec.inputs) != spec.piece.arity:
         raise TaskError(
-            f"{path}: a {spec.piece.kind} takes {spec.piece.arity} inputs, [inputs] names {len(spec.inputs)}"
+            f"{path}: a {spec.piece.kind} takes {spec.piece.arity} inputs, "
+            f"[inputs] names {len(spec.inputs)}"
         )
     if "default" not in spec.splits:
         raise TaskError(f"{path}: needs a [splits.default] table")
@@ -149,5 +152,6 @@ def _validate(spec: TaskSpec, path: Path) -> None:
         for env_id in split.meta_train + split.meta_test:
             if env_id not in budget.env_ids:
                 raise TaskError(
-                    f"{path}: {env_id} is not covered by budget {budget_name} ({', '.join(budget.env_ids)})"
+                    f"{path}: {env_id} is not covered by budget {budget_name} "
+                    f"({', '.join(budget.env_ids)})"
                 )

@@ -103,7 +103,10 @@ def train(
     budget: Annotated[
         str | None,
         typer.Option(
-            help="Named budget (smoke, quick, paper): sets steps and seeds and enables normalised scores."
+            help=(
+                "Named budget (smoke, quick, paper): sets steps and seeds and enables normalised "
+                "scores."
+            )
         ),
     ] = None,
     lr: Annotated[
@@ -219,7 +222,10 @@ def train(
 def _print_training_summary(result: dict, summaries) -> None:
     out = Console()
     table = Table(
-        title=f"{result['env']} · drift {result['drift']} · {result['seeds']} seeds × {result['timesteps']:,} steps"
+        title=(
+            f"{result['env']} · drift {result['drift']} · "
+            f"{result['seeds']} seeds × {result['timesteps']:,} steps"
+        )
     )
     for column in ("learning rate", "IQM return", "95% CI", "median", "normalised IQM"):
         table.add_column(column, justify="right")
@@ -240,7 +246,8 @@ def _print_training_summary(result: dict, summaries) -> None:
     out.print("final returns per seed: " + ", ".join(f"{x:.1f}" for x in result["final_returns"]))
     out.print(
         f"compile {result['compile_seconds']:.1f} s · train {result['train_seconds']:.1f} s · "
-        f"evaluate {result['eval_seconds']:.1f} s · {result['env_steps_per_second']:,.0f} env steps/s"
+        f"evaluate {result['eval_seconds']:.1f} s · "
+        f"{result['env_steps_per_second']:,.0f} env steps/s"
     )
 
 
@@ -290,7 +297,8 @@ def calibrate(
         }
         if not json_output:
             console.print(
-                f"{env_id}: random {rows[env_id]['random_return']:.2f}, PPO IQM {rows[env_id]['ppo_return']:.2f}"
+                f"{env_id}: random {rows[env_id]['random_return']:.2f}, "
+                f"PPO IQM {rows[env_id]['ppo_return']:.2f}"
             )
     if json_output:
         print_json({"budget": budget, "seeds": seeds, "envs": rows})
@@ -384,7 +392,8 @@ def _print_evaluation(result) -> None:
             )
     fitness = "–" if result.fitness is None else f"{result.fitness:.3f}"
     out.print(
-        f"[bold]{result.status}[/bold] fitness {fitness} ({result.backend} sandbox, {result.seconds:.1f} s)"
+        f"[bold]{result.status}[/bold] fitness {fitness} "
+        f"({result.backend} sandbox, {result.seconds:.1f} s)"
     )
 
 

@@ -55,7 +55,8 @@ class Row:
     candidate_id: int | None = None
     campaigns: list[str] = field(default_factory=list)
     search_fitness: float | None = None
-    status: str = "missing"  # missing (no such candidate in the named campaigns) or the re-evaluation's status
+    # missing (no such candidate in the named campaigns) or the re-evaluation's status
+    status: str = "missing"
     meta_train: Score = field(default_factory=Score)
     meta_test: Score = field(default_factory=Score)
     cost: Cost | None = None  # None: hand-designed, or missing
@@ -123,7 +124,8 @@ def gather(session: Session, names: list[str]) -> tuple[str, list[Campaign], lis
     tasks = {c.task for c in campaigns}
     if len(tasks) != 1:
         raise CompareError(
-            f"the campaigns are on different tasks ({', '.join(sorted(tasks))}); compare one task at a time"
+            f"the campaigns are on different tasks ({', '.join(sorted(tasks))}); "
+            "compare one task at a time"
         )
     task = load_task(tasks.pop())
     rows = [

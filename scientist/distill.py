@@ -66,7 +66,8 @@ CALL_FAILED, NO_CODE, NO_LANDSCAPE, CONDITIONS, POOR_FIT, ACCEPTED = (
 
 
 class DistillError(ValueError):
-    """The distillation cannot start or make any call (unusable source, bad settings, key refused)."""
+    """The distillation cannot start or make any call (unusable source, bad settings, key
+    refused)."""
 
 
 @dataclass(frozen=True)
@@ -144,10 +145,12 @@ def describe_landscape(landscape: Landscape, features: DriftFeatures) -> str:
     and the feature sentences."""
     sentences = "\n".join(f"- {s}" for s in features.describe())
     return (
-        f"drift D(r, A) (rows: advantage A; columns: ratio r):\n{_table(landscape, landscape.drift)}\n\n"
+        "drift D(r, A) (rows: advantage A; columns: ratio r):\n"
+        f"{_table(landscape, landscape.drift)}\n\n"
         "dJ/dr = A - dD/dr, the incentive to move r (without a drift it is A everywhere):\n"
         f"{_table(landscape, landscape.d_objective_dr)}\n\n"
-        f"What the whole grid ({landscape.advantage.size} x {landscape.ratio.size} points) shows:\n{sentences}"
+        f"What the whole grid ({landscape.advantage.size} x {landscape.ratio.size} points) shows:\n"
+        f"{sentences}"
     )
 
 
@@ -204,8 +207,9 @@ def worst_cells(target: Landscape, candidate: Landscape, count: int = WORST_CELL
             break
         lines.append(
             f"r = {target.ratio[j]:.4g}, A = {target.advantage[i]:g}: D should be "
-            f"{_number(target.drift[i, j])}, yours is {_number(candidate.drift[i, j])}; dJ/dr should be "
-            f"{_number(target.d_objective_dr[i, j])}, yours is {_number(candidate.d_objective_dr[i, j])}"
+            f"{_number(target.drift[i, j])}, yours is {_number(candidate.drift[i, j])}; "
+            f"dJ/dr should be {_number(target.d_objective_dr[i, j])}, "
+            f"yours is {_number(candidate.d_objective_dr[i, j])}"
         )
     return lines
 
@@ -302,8 +306,8 @@ def _judge(
         detail = str(error)[:800]
         return (
             Attempt(number, model, NO_LANDSCAPE, detail, cost, code=parsed.code),
-            f"Your module could not be evaluated on the grid: {detail}\nFix it and give the complete "
-            "module in one ```python block.",
+            f"Your module could not be evaluated on the grid: {detail}\n"
+            "Fix it and give the complete module in one ```python block.",
         )
     fit, violations = fit_error(target, landscape), tuple(grid_conditions(landscape))
     relative = fit["drift_relative_rmse"]
@@ -332,8 +336,8 @@ def _judge(
         *(f"- {line}" for line in worst_cells(target, landscape)),
     ]
     feedback.append(
-        "Adjust the form or the constants so that the values match and every condition holds, and give "
-        "the complete module in one ```python block."
+        "Adjust the form or the constants so that the values match and every condition holds, "
+        "and give the complete module in one ```python block."
     )
     return attempt, "\n".join(feedback)
 
@@ -371,8 +375,8 @@ def _note(
         head = f"distillation of candidate {source.id} ({source.origin}) gave no usable closed form"
     else:
         head = (
-            f"closed form distilled from candidate {source.id} ({source.origin}), attempt {kept.number} of "
-            f"{len(attempts)}: "
+            f"closed form distilled from candidate {source.id} ({source.origin}), "
+            f"attempt {kept.number} of {len(attempts)}: "
             + (_fit_line(kept.fit) if kept.fit else f"no fit ({kept.detail[:300]})")
             + (f"; grid conditions broken: {'; '.join(kept.violations)}" if kept.violations else "")
         )

@@ -33,7 +33,8 @@ class Reply:
 @dataclass
 class ReceivedRequest:
     path: str
-    headers: CaseInsensitiveDict  # HTTP header names are case-insensitive (newer clients send them lowercase)
+    # HTTP header names are case-insensitive (newer clients send them lowercase)
+    headers: CaseInsensitiveDict
     body: dict
 
     @property

@@ -149,7 +149,8 @@ class PostgresServer:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                return False  # exited: most likely the port was taken (the caller retries with another)
+                # exited: most likely the port was taken (the caller retries with another)
+                return False
             if self._accepts_connections():
                 return True
             time.sleep(0.05)
@@ -203,7 +204,7 @@ class PostgresServer:
         )
         return result.returncode == 0
 
-    # -- running as the unprivileged user ------------------------------------------------------------
+    # -- running as the unprivileged user ----------------------------------------------------------
     def _as_user(self, command: list, pdeathsig: bool = False) -> list[str]:
         command = [str(c) for c in command]
         setpriv = shutil.which("setpriv")

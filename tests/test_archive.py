@@ -20,7 +20,10 @@ from archive.schema import Campaign, Candidate, IslandMember, LLMCall
 from sandbox.cascade import Evaluation, StageRecord
 from scientist.proposers.base import CallRecord
 
-CODE = "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n    return jnp.square(ratio - 1.0)\n"
+CODE = (
+    "import jax.numpy as jnp\n\n\n"
+    "def drift(ratio, advantage):\n    return jnp.square(ratio - 1.0)\n"
+)
 
 
 @pytest.fixture

@@ -31,7 +31,10 @@ from sandbox.vocabulary import Status
 # The writer processes import this module: nothing here may import jax (sandbox.cascade
 # does), or each process would spend seconds on it.
 
-CODE = "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n    return {c} * jnp.square(ratio - 1.0)\n"
+CODE = (
+    "import jax.numpy as jnp\n\n\n"
+    "def drift(ratio, advantage):\n    return {c} * jnp.square(ratio - 1.0)\n"
+)
 
 
 @pytest.fixture
@@ -264,7 +267,7 @@ def test_two_campaigns_in_one_database_keep_their_own_candidates(engine):
         assert reads.status_counts(session, b.id) == {Status.PENDING: 1}
 
 
-# -- concurrent writers ---------------------------------------------------------------------------------
+# -- concurrent writers ----------------------------------------------------------------------------
 
 WRITERS = 4
 ROUNDS = 24  # proposals per writer and campaign
@@ -412,7 +415,8 @@ def test_writers_in_several_processes_store_each_program_and_behaviour_once(engi
         for c in rows.values():
             if c.campaign_id == campaign_id and c.status == Status.DUPLICATE:
                 assert [c.duplicate_of] == new[c.code_hash]
-        # Each behaviour is held by exactly one candidate; every other claim of it was told that one.
+        # Each behaviour is held by exactly one candidate; every other claim of it was told that
+        # one.
         holders = Counter(
             c.signature for c in rows.values() if c.campaign_id == campaign_id and c.signature
         )
@@ -439,7 +443,7 @@ def test_writers_in_several_processes_store_each_program_and_behaviour_once(engi
     assert sum(report[4] for report in reports) == (WRITERS - 1) * len(names)
 
 
-# -- two campaign loops side by side ------------------------------------------------------------------------
+# -- two campaign loops side by side ---------------------------------------------------------------
 
 
 @pytest.mark.timeout(120)
@@ -518,7 +522,7 @@ def test_two_campaigns_run_side_by_side_on_one_database(engine, db_url):
             assert campaign.status == "finished" and campaign.runner_pid is None
 
 
-# -- the browser's engine ----------------------------------------------------------------------------------
+# -- the browser's engine --------------------------------------------------------------------------
 
 
 def test_the_web_engine_reads_but_cannot_write(engine, db_url, postgres_url, tmp_path):

@@ -9,7 +9,10 @@ from sandbox.checks.signature import behaviour_signature
 from sandbox.pieces import get_piece
 from sandbox.tasks import load_baseline, load_task
 
-SQUARE = "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n    return 0.5 * jnp.square(ratio - 1.0)\n"
+SQUARE = (
+    "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+    "    return 0.5 * jnp.square(ratio - 1.0)\n"
+)
 PRODUCT = (
     "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
     "    d = ratio - 1.0\n    return d * d / 2.0 + 0.0 * advantage\n"

@@ -132,7 +132,8 @@ def killed_and_resumed(tmp_path_factory):
         process.wait()
         kills.append(evaluated(path))
         time.sleep(2.0)
-        # Sandboxes die with their campaign (the trusted scorer, if one was running, finishes on its own).
+        # Sandboxes die with their campaign (the trusted scorer, if one was running, finishes on
+        # its own).
         leftovers = [pid for pid in alive(children) if b"sandbox.stages" in cmdline(pid)]
         assert not leftovers, "a sandboxed evaluation outlived its killed campaign"
     final = subprocess.run(command, capture_output=True, text=True, timeout=900)
@@ -148,8 +149,8 @@ def assert_finished_with_every_evaluation_exactly_once(
     assert db.execute("PRAGMA foreign_key_check").fetchall() == []
     assert db.execute("SELECT status FROM campaign").fetchone()[0] == "finished"
     rows = db.execute(
-        "SELECT id, origin, status, generation, island, fitness, code_hash, parent_id, evaluated_at "
-        "FROM candidate ORDER BY id"
+        "SELECT id, origin, status, generation, island, fitness, code_hash, parent_id, "
+        "evaluated_at FROM candidate ORDER BY id"
     ).fetchall()
     assert not [r for r in rows if r[2] == "pending"]
     assert sorted(r[1] for r in rows if r[1] == "baseline") == ["baseline"] * BASELINES

@@ -2,8 +2,9 @@
 plus, archived directly in a second campaign, an LLM-written, a GP-proposed and a
 distilled drift with their search-time scores. The LLM, mutation and distillation searches
 themselves are covered end to end by test_campaign_llm, test_campaign and test_distill; here
-only their results are needed. compare re-trains all six rows for real on a fresh seed and
-prints one table. Slow: about 4 minutes on 2 CPU cores."""
+only their results are needed. compare re-trains all six rows for real on a fresh seed, each
+as a task on a Ray cluster it starts on this machine (`--executor ray`), and prints one table.
+Slow: about 4 minutes on 2 CPU cores."""
 
 import json
 import random
@@ -106,6 +107,8 @@ def test_compare_prints_every_row_with_fresh_seed_scores_and_costs(tmp_path):
         "search",
         "--sandbox",
         "process",
+        "--executor",
+        "ray",
         "--seed",
         "4242",
         "--json",

@@ -21,7 +21,8 @@ Two levels:
     - images: postgres:16 and the application image (docker/Dockerfile) can be neither pulled
       nor built, so every service runs a `docker import`ed empty root filesystem with the
       host's /usr (Debian's PostgreSQL 15 binaries stand in for 16's), this interpreter and
-      a world-readable copy of this checkout bind-mounted read-only at its path, as uid 65534 (initdb refuses root);
+      a world-readable copy of this checkout bind-mounted read-only at its path, as uid 65534
+      (initdb refuses root);
     - db's entrypoint: the official image's entrypoint script is not there, so a short shell
       script does what it does with POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB (initdb
       with that user and password in the named volume, create the database), then runs postgres;
@@ -195,7 +196,8 @@ def test_services_and_their_wiring(config):
         )
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     assert '".[cpu,postgres,ray]"' in dockerfile
-    # Everything the application needs at run time is copied, and exists (the build context is the repo).
+    # Everything the application needs at run time is copied, and exists (the build context is
+    # the repo).
     copied = {
         name
         for line in dockerfile.splitlines()
@@ -295,7 +297,8 @@ DB_ENTRYPOINT = """set -e
 export PGDATA=/var/lib/postgresql/data
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   printf '%s' "$POSTGRES_PASSWORD" > /tmp/pwfile
-  initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile=/tmp/pwfile -A scram-sha-256 -E UTF8 --locale=C --no-sync >/dev/null
+  initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile=/tmp/pwfile -A scram-sha-256 -E UTF8 \
+--locale=C --no-sync >/dev/null
   rm /tmp/pwfile
   echo "CREATE DATABASE \\"$POSTGRES_DB\\"" | postgres --single -D "$PGDATA" postgres >/dev/null
 fi
@@ -393,7 +396,8 @@ def stack(tmp_path, docker_compose):
 
     if importlib.util.find_spec("psycopg") is None:
         pytest.skip(
-            "psycopg is not installed (pip install -e '.[postgres]'): the test writes into the stack's database"
+            "psycopg is not installed (pip install -e '.[postgres]'): "
+            "the test writes into the stack's database"
         )
     try:
         client = docker.from_env(timeout=60)

@@ -29,7 +29,8 @@ from scientist.analysis import detect_features
 from scientist.distill import describe_landscape, fit_error, grid_conditions, worst_cells
 from tests.llm_server import completion, prose_only, recorded_server
 
-DPO_WRONG_CONSTANTS = """The table looks like DPO: a tanh-damped penalty on (r - 1) A for A >= 0, on log(r) A below.
+DPO_WRONG_CONSTANTS = """The table looks like DPO: a tanh-damped penalty on (r - 1) A for A >= 0, \
+on log(r) A below.
 
 ```python
 import jax.numpy as jnp
@@ -62,7 +63,8 @@ def drift(ratio, advantage):
 ```
 '''
 
-# |r - 1| written so that autodiff reports slope 0 at r = 1 exactly: only the grid quotients see the kink.
+# |r - 1| written so that autodiff reports slope 0 at r = 1 exactly: only the grid quotients see
+# the kink.
 KINKED = """import jax.numpy as jnp
 
 
@@ -70,7 +72,10 @@ def drift(ratio, advantage):
     distance = jnp.where(ratio > 1.0, ratio - 1.0, 0.0) + jnp.where(ratio < 1.0, 1.0 - ratio, 0.0)
     return 0.5 * distance * (1.0 + jnp.abs(advantage))
 """
-NEGATIVE = "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n    return -jnp.square(ratio - 1.0) * jnp.abs(advantage)\n"
+NEGATIVE = (
+    "import jax.numpy as jnp\n\n\n"
+    "def drift(ratio, advantage):\n    return -jnp.square(ratio - 1.0) * jnp.abs(advantage)\n"
+)
 
 PRICE = (1.0, 2.0)  # USD per million input / output tokens for the unpriced local model
 CALL_COST = (120 * PRICE[0] + 80 * PRICE[1]) / 1e6  # completion() reports 120 + 80 tokens

@@ -7,7 +7,10 @@ import pytest
 from sandbox.checks.pipeline import check_candidate
 from sandbox.tasks import load_task
 
-HEADER = "import jax\nimport jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n    r, a = ratio, advantage\n"
+HEADER = (
+    "import jax\nimport jax.numpy as jnp\n\n\n"
+    "def drift(ratio, advantage):\n    r, a = ratio, advantage\n"
+)
 
 
 def check(body: str):
@@ -24,7 +27,9 @@ VALID = {
     "dead_zone_hinge": "return jnp.maximum(jnp.abs(r - 1.0) - 0.2, 0.0) * jnp.abs(a)",
     "dead_zone_squared": "return jnp.maximum(jnp.abs(r - 1.0) - 0.1, 0.0) ** 2",
     "one_sided_dead_zone": "return jax.nn.relu(r - 1.3) * jnp.abs(a)",
-    "ppo_written_differently": "return jnp.where(a > 0, jax.nn.relu(r - 1.2) * a, jax.nn.relu(0.8 - r) * -a)",
+    "ppo_written_differently": (
+        "return jnp.where(a > 0, jax.nn.relu(r - 1.2) * a, jax.nn.relu(0.8 - r) * -a)"
+    ),
     "log_ratio_squared": "return jnp.log(r) ** 2 * (1.0 + jnp.tanh(a))",
     "power_three_halves": "return jnp.abs(r - 1.0) ** 1.5",
     "asymmetric_by_sign": "return jnp.where(a >= 0, (r - 1.0) ** 2, 2.0 * jnp.log(r) ** 2)",

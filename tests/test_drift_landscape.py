@@ -244,7 +244,10 @@ def test_only_drift_tasks_and_statically_clean_code_reach_the_sandbox():
 
 
 def test_a_candidate_that_breaks_in_the_sandbox_is_a_clear_error():
-    source = "def drift(ratio, advantage):\n    if ratio[0] > 1:\n        return ratio\n    return advantage\n"
+    source = (
+        "def drift(ratio, advantage):\n"
+        "    if ratio[0] > 1:\n        return ratio\n    return advantage\n"
+    )
     with pytest.raises(LandscapeError, match="stage load: invalid"):
         compute_landscape("mirror_drift", source, sandbox="process")
 

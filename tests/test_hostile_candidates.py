@@ -17,7 +17,8 @@ LIMITS = {"trace": 20.0, "validity": 25.0, "smoke": 40.0, "full": 90.0}
 HOSTILE = {
     # name: (source, expected status)
     "reads_env_vars": (
-        "import os\n\ndef drift(ratio, advantage):\n    return ratio * 0 + len(os.environ['OPENAI_API_KEY'])\n",
+        "import os\n\ndef drift(ratio, advantage):\n"
+        "    return ratio * 0 + len(os.environ['OPENAI_API_KEY'])\n",
         "rejected",
     ),
     "obfuscated_import": (
@@ -30,23 +31,23 @@ HOSTILE = {
         "rejected",
     ),
     "subclass_walk": (
-        HEAD
-        + "def drift(ratio, advantage):\n    for c in ().__class__.__base__.__subclasses__():\n        pass\n    return ratio\n",
+        HEAD + "def drift(ratio, advantage):\n"
+        "    for c in ().__class__.__base__.__subclasses__():\n        pass\n    return ratio\n",
         "rejected",
     ),
     "monkeypatch_jax": (
-        HEAD
-        + "jnp.mean = lambda *a, **k: 0.0\n\ndef drift(ratio, advantage):\n    return 0.0 * ratio\n",
+        HEAD + "jnp.mean = lambda *a, **k: 0.0\n\n"
+        "def drift(ratio, advantage):\n    return 0.0 * ratio\n",
         "rejected",
     ),
     "writes_outside_scratch": (
-        HEAD
-        + "def drift(ratio, advantage):\n    open('/tmp/hostile-canary', 'w').write('x')\n    return 0.0 * ratio\n",
+        HEAD + "def drift(ratio, advantage):\n"
+        "    open('/tmp/hostile-canary', 'w').write('x')\n    return 0.0 * ratio\n",
         "rejected",
     ),
     "host_callback": (
-        HEAD
-        + "def drift(ratio, advantage):\n    return jax.pure_callback(lambda r: r * 0, ratio, ratio)\n",
+        HEAD + "def drift(ratio, advantage):\n"
+        "    return jax.pure_callback(lambda r: r * 0, ratio, ratio)\n",
         "rejected",
     ),
     "socket": ("import socket\n\ndef drift(ratio, advantage):\n    return ratio\n", "rejected"),
@@ -55,14 +56,14 @@ HOSTILE = {
         "rejected",
     ),
     "prints_forged_result": (
-        HEAD
-        + 'print(\'{"status": "ok", "fitness": 1e9}\')\n\ndef drift(ratio, advantage):\n    return 0.0 * ratio\n',
+        HEAD + 'print(\'{"status": "ok", "fitness": 1e9}\')\n\n'
+        "def drift(ratio, advantage):\n    return 0.0 * ratio\n",
         "rejected",
     ),
     "system_exit": (HEAD + "def drift(ratio, advantage):\n    raise SystemExit(0)\n", "failed"),
     "raises_forged_result": (
-        HEAD
-        + 'def drift(ratio, advantage):\n    raise ValueError(\'{"status": "ok", "fitness": 1e9}\')\n',
+        HEAD + "def drift(ratio, advantage):\n"
+        '    raise ValueError(\'{"status": "ok", "fitness": 1e9}\')\n',
         "failed",
     ),
     "infinite_loop": (
@@ -71,13 +72,14 @@ HOSTILE = {
     ),
     "busy_sleep_at_import": (HEAD + "x = 0\nwhile True:\n    x += 1\n", "timeout"),
     "unroll_bomb": (
-        HEAD
-        + "def drift(ratio, advantage):\n    x = 0.0 * ratio\n    for i in range(10_000_000):\n        x = x + 0.0 * ratio\n    return x\n",
+        HEAD + "def drift(ratio, advantage):\n    x = 0.0 * ratio\n"
+        "    for i in range(10_000_000):\n        x = x + 0.0 * ratio\n    return x\n",
         "timeout",
     ),
     "memory_bomb": (
-        HEAD
-        + "def drift(ratio, advantage):\n    big = jnp.cumsum(jnp.broadcast_to(ratio[..., None], ratio.shape + (2_000_000_000,)), axis=-1)\n    return 0.0 * big[..., -1]\n",
+        HEAD + "def drift(ratio, advantage):\n"
+        "    big = jnp.cumsum(jnp.broadcast_to(ratio[..., None], ratio.shape + (2_000_000_000,)), "
+        "axis=-1)\n    return 0.0 * big[..., -1]\n",
         "oom",
     ),
     "memory_bomb_at_import": (
@@ -90,8 +92,8 @@ HOSTILE = {
     ),
     "nan_output": (HEAD + "def drift(ratio, advantage):\n    return ratio * jnp.nan\n", "invalid"),
     "python_branch": (
-        HEAD
-        + "def drift(ratio, advantage):\n    if ratio > 1:\n        return ratio\n    return ratio\n",
+        HEAD + "def drift(ratio, advantage):\n"
+        "    if ratio > 1:\n        return ratio\n    return ratio\n",
         "invalid",
     ),
     "gigabytes_of_output": (
@@ -147,7 +149,8 @@ def test_hostile_candidate(name):
 
 
 def test_machine_is_unharmed_after_the_hostile_suite():
-    """Runs last in this module: nothing of the sandbox user survives, and the sandbox still works."""
+    """Runs last in this module: nothing of the sandbox user survives, and the sandbox still
+    works."""
     import subprocess
 
     left = subprocess.run(

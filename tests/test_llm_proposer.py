@@ -92,7 +92,10 @@ def parents(task):
 
 @pytest.fixture(scope="module")
 def failure():
-    code = "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n    return (ratio - 1.0) * advantage\n"
+    code = (
+        "import jax.numpy as jnp\n\n\n"
+        "def drift(ratio, advantage):\n    return (ratio - 1.0) * advantage\n"
+    )
     return ParentView(9, code, "rejected", None, "llm", error=FAILURE_ERROR)
 
 
@@ -404,7 +407,9 @@ def test_no_outside_network_at_import_or_call(tmp_path):
             proposer = LLMProposer([{MODEL!r}], api_base=server.base_url, api_key={API_KEY!r})
             request = ProposalRequest(load_task("mirror_drift"), 0, 0, [], [], [], random.Random(0))
             proposal = proposer.propose(request)
-        print(json.dumps({{"outside": outside, "ok": proposal.code is not None, "jax": "jax" in sys.modules}}))
+        print(json.dumps(
+            {{"outside": outside, "ok": proposal.code is not None, "jax": "jax" in sys.modules}}
+        ))
     """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LITELLM")}
     done = subprocess.run(
@@ -496,7 +501,10 @@ def test_garbage_gives_none_with_a_reason(task, reply, reason):
 
 
 def test_body_only_reply_is_refused(task):
-    body = "    clipped = jnp.clip(ratio, 0.8, 1.2)\n    return jnp.maximum((ratio - clipped) * advantage, 0.0)\n"
+    body = (
+        "    clipped = jnp.clip(ratio, 0.8, 1.2)\n"
+        "    return jnp.maximum((ratio - clipped) * advantage, 0.0)\n"
+    )
     assert parsing.extract_module(body, task).code is None
     assert parsing.extract_module(f"```python\n{body}```", task).code is None
 

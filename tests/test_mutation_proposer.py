@@ -123,7 +123,8 @@ def test_parser_inlines_constants_defaults_and_augmented_assignments():
     source = (
         "import jax\nfrom jax import numpy as np\n\nSCALE = 0.5\n\n\n"
         "def drift(ratio, advantage, beta=2.0):\n"
-        "    d = (ratio - 1.0) ** 2\n    d *= beta\n    return SCALE * d * jax.nn.sigmoid(advantage) + np.zeros_like(ratio)\n"
+        "    d = (ratio - 1.0) ** 2\n    d *= beta\n"
+        "    return SCALE * d * jax.nn.sigmoid(advantage) + np.zeros_like(ratio)\n"
     )
     tree = ex.parse_function(source, "drift", ("ratio", "advantage"))
     r, a = np.array([0.5, 2.0]), np.array([-1.0, 3.0])
@@ -154,10 +155,14 @@ def test_numpy_slopes_follow_jax_at_kinks():
     """The pre-screen's slope at r = 1 must be the one the sandbox's autodiff sees."""
     bodies = [
         "jnp.maximum((ratio - jnp.clip(ratio, 0.8, 1.2)) * advantage, 0.0)",
-        "jnp.maximum((ratio - jnp.clip(ratio, 1.0, 1.2)) * advantage, 0.0)",  # a tie at the clip bound
-        "jnp.maximum(jnp.log(ratio) * advantage - 0.6 * jax.nn.relu(jnp.log(ratio) * advantage), 0.0)",
-        "jnp.where(ratio - 1.0 >= 0, jnp.abs(ratio - 1.0) * advantage, jnp.minimum(ratio - 1.0, 0.0))",
-        "jnp.square(jnp.tanh(ratio - 1.0)) * jax.nn.softplus(advantage) / (1.0 + jnp.abs(advantage))",
+        # a tie at the clip bound
+        "jnp.maximum((ratio - jnp.clip(ratio, 1.0, 1.2)) * advantage, 0.0)",
+        "jnp.maximum(jnp.log(ratio) * advantage "
+        "- 0.6 * jax.nn.relu(jnp.log(ratio) * advantage), 0.0)",
+        "jnp.where(ratio - 1.0 >= 0, jnp.abs(ratio - 1.0) * advantage, "
+        "jnp.minimum(ratio - 1.0, 0.0))",
+        "jnp.square(jnp.tanh(ratio - 1.0)) * jax.nn.softplus(advantage) "
+        "/ (1.0 + jnp.abs(advantage))",
     ]
     r = np.concatenate([np.ones(5), [0.5, 0.8, 1.2, 2.0]])
     a = np.concatenate([[-2.0, -0.5, 0.0, 0.5, 2.0], [1.0, -1.0, 1.5, -3.0]])
@@ -165,7 +170,8 @@ def test_numpy_slopes_follow_jax_at_kinks():
         tree = ex.parse_expression(body, ("ratio", "advantage"))
         _, numpy_slope = ex.derivative(tree, {"ratio": r, "advantage": a}, "ratio")
         fn = load_entry_point(
-            f"import jax\nimport jax.numpy as jnp\n\n\ndef f(ratio, advantage):\n    return {body}\n",
+            "import jax\nimport jax.numpy as jnp\n\n\n"
+            f"def f(ratio, advantage):\n    return {body}\n",
             "f",
         )
         with jax.enable_x64(True):
@@ -177,7 +183,7 @@ def test_numpy_slopes_follow_jax_at_kinks():
         )
 
 
-# --- the pre-screen ---------------------------------------------------------------------------------
+# --- the pre-screen -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -204,7 +210,7 @@ def test_drift_screen_agrees_with_the_sandbox_conditions(body, verdict):
     assert proposer.screen.reject(ex.parse_expression(body, ("ratio", "advantage"))) == verdict
 
 
-# --- variation ---------------------------------------------------------------------------------------
+# --- variation ------------------------------------------------------------------------------------
 
 
 def test_random_trees_and_children_respect_the_limits():
@@ -275,7 +281,7 @@ def test_proposals_pass_the_static_check_and_differ_from_their_parents(task_name
         assert p.operator != "random" or p.parent_ids == []
 
 
-# --- the real sandbox checks ---------------------------------------------------------------------------
+# --- the real sandbox checks ----------------------------------------------------------------------
 
 
 def assert_valid_in_sandbox(task, code):
@@ -305,7 +311,7 @@ def test_value_loss_proposals_pass_the_sandbox_conditions():
         assert_valid_in_sandbox(task, p.code)
 
 
-# --- the edges -----------------------------------------------------------------------------------------
+# --- the edges ------------------------------------------------------------------------------------
 
 
 def test_optimizer_task_has_no_grammar():

@@ -43,14 +43,26 @@ def check(transform, filename="candidate.py"):
     for name, bad, what in (
         ("finite", ~np.isfinite(values), "is not finite"),
         ("keeps_sign", np.sign(values) != np.sign(ADVANTAGES), "has another sign than A"),
-        ("keeps_order", np.concatenate([[False], np.diff(values) < 0]), "is below the value at a smaller A"),
+        (
+            "keeps_order",
+            np.concatenate([[False], np.diff(values) < 0]),
+            "is below the value at a smaller A",
+        ),
     ):
         if bad.any():
             i = int(np.argmax(bad))
-            results.append(CheckResult(name, False, f"transform(A={ADVANTAGES[i]:.4g}) = {values[i]:.4g} {what}",
-                                       {"A": float(ADVANTAGES[i]), "value": float(values[i])}))
+            results.append(
+                CheckResult(
+                    name,
+                    False,
+                    f"transform(A={ADVANTAGES[i]:.4g}) = {values[i]:.4g} {what}",
+                    {"A": float(ADVANTAGES[i]), "value": float(values[i])},
+                )
+            )
         else:
-            results.append(CheckResult(name, True, f"holds at {ADVANTAGES.size} advantages in [-10, 10]"))
+            results.append(
+                CheckResult(name, True, f"holds at {ADVANTAGES.size} advantages in [-10, 10]")
+            )
     return results
 
 
@@ -58,9 +70,16 @@ def behaviour(transform):
     return np.asarray(transform(jnp.linspace(-3.0, 3.0, 25, dtype=jnp.float32)), np.float64)
 
 
-PIECE = Piece(kind="advantage_transform", plug_point=PlugPoint.ADVANTAGE, contract=Contract.ELEMENTWISE, arity=1,
-              default=None, check=check, behaviour=behaviour,
-              evidence="Sign and order are checked at 401 advantages in [-10, 10].")
+PIECE = Piece(
+    kind="advantage_transform",
+    plug_point=PlugPoint.ADVANTAGE,
+    contract=Contract.ELEMENTWISE,
+    arity=1,
+    default=None,
+    check=check,
+    behaviour=behaviour,
+    evidence="Sign and order are checked at 401 advantages in [-10, 10].",
+)
 '''
 
 TASK_TOML = '''
@@ -101,7 +120,10 @@ def transform(advantage):
 IDENTITY = (
     'def transform(advantage):\n    """PPO: the advantages as they are."""\n    return advantage\n'
 )
-SQUASHED = "import jax.numpy as jnp\n\n\ndef transform(advantage):\n    return 2.0 * jnp.tanh(advantage / 2.0)\n"
+SQUASHED = (
+    "import jax.numpy as jnp\n\n\n"
+    "def transform(advantage):\n    return 2.0 * jnp.tanh(advantage / 2.0)\n"
+)
 REVERSED = "def transform(advantage):\n    return -advantage\n"
 
 

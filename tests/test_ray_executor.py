@@ -114,7 +114,8 @@ def test_worker_and_campaign_killed_mid_campaign_lose_and_duplicate_nothing(
         cluster.remove_node(worker, allow_graceful=False)
         cluster.add_node(num_cpus=1)  # capacity comes back, as an autoscaler would bring it
         time.sleep(5)  # the lost evaluation is being retried
-        # Then the campaign process itself dies (kill -9), and is restarted against the live cluster.
+        # Then the campaign process itself dies (kill -9), and is restarted against the live
+        # cluster.
         assert campaign.poll() is None, (
             f"the campaign ended before it could be killed: {log.read_text()[-3000:]}"
         )

@@ -94,7 +94,8 @@ def test_report_content_is_from_the_archive_and_deterministic(archive, tmp_path)
     )
     assert f"Lineage: {best} ← PPO." in algorithms
     comparison = md.split("## 4. Comparison", 1)[1].split("## 5.", 1)[0]
-    # Every other campaign on the task is compared by default (es-run; not `empty`, a value_loss campaign).
+    # Every other campaign on the task is compared by default (es-run; not `empty`, a value_loss
+    # campaign).
     assert (
         comparison.startswith(" with es-run")
         and "ES campaign es-run: 2 generations, best member 1.100" in comparison

@@ -41,7 +41,8 @@ def test_container_is_hardened(backend, monkeypatch):
         "import os, socket\n"
         "status = open('/proc/self/status').read()\n"
         "print('UID', os.getuid())\n"
-        "print('CAPEFF', status.split('CapEff:')[1].split()[0], 'NNP', status.split('NoNewPrivs:')[1].split()[0])\n"
+        "print('CAPEFF', status.split('CapEff:')[1].split()[0], "
+        "'NNP', status.split('NoNewPrivs:')[1].split()[0])\n"
         "print('KEY' if any('sk-planted' in v for v in os.environ.values()) else 'NOKEY')\n"
         "for p in ('/usr/canary', '/etc/canary', os.environ['HOME'] + '/ok'):\n"
         "    try:\n        open(p, 'w').write('x'); print('WROTE', p)\n"
@@ -103,7 +104,8 @@ def test_hostile_candidates_do_not_score(backend):
     limits = {"trace": 20.0, "validity": 25.0, "smoke": 40.0, "full": 90.0}
     for source, expected in (
         (
-            "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n    while True:\n        pass\n",
+            "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+            "    while True:\n        pass\n",
             "timeout",
         ),
         (

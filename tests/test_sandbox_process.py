@@ -47,7 +47,13 @@ for pid in (os.getppid(), 1):
         print("ENVIRON", pid, b"sk-planted" in text)
     except OSError as e:
         print("ENVIRON-BLOCKED", pid)
-for path in ("/tmp/escape-canary", "/var/tmp/escape-canary", "/dev/shm/escape-canary", "%(repo)s/escape-canary", "/etc/escape-canary"):
+for path in (
+    "/tmp/escape-canary",
+    "/var/tmp/escape-canary",
+    "/dev/shm/escape-canary",
+    "%(repo)s/escape-canary",
+    "/etc/escape-canary",
+):
     try:
         open(path, "w").write("x"); print("WROTE", path)
     except OSError:
@@ -91,7 +97,11 @@ def test_probe_sees_no_key_cannot_write_outside_scratch_and_has_no_network(backe
 
 
 def test_wall_clock_timeout_kills_the_whole_group(backend):
-    code = "import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time\\nwhile True: time.sleep(1)'])\nwhile True: pass"
+    code = (
+        "import subprocess, sys\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time\\nwhile True: time.sleep(1)'])\n"
+        "while True: pass"
+    )
     start = time.monotonic()
     outcome = run(backend, code, wall_seconds=3)
     assert outcome.timed_out and outcome.exit_code == -signal.SIGKILL

@@ -80,13 +80,15 @@ def test_oversized_source_is_rejected():
 @pytest.mark.parametrize(
     "source",
     [
-        OK_HEADER
-        + "def drift(ratio, advantage):\n    return jnp.maximum((ratio - 1.0) ** 2 * advantage, 0.0)\n",
-        "from jax import numpy as jnp, lax, nn\nimport math, functools\nfrom typing import Callable\n\n"
+        OK_HEADER + "def drift(ratio, advantage):\n"
+        "    return jnp.maximum((ratio - 1.0) ** 2 * advantage, 0.0)\n",
+        "from jax import numpy as jnp, lax, nn\nimport math, functools\n"
+        "from typing import Callable\n\n"
         "def drift(r, a):\n    return nn.relu(lax.square(r - 1.0)) * math.pi\n",
-        "import optax\n\ndef make_optimizer(lr, m):\n    return optax.chain(optax.clip_by_global_norm(m), optax.adam(lr, eps=1e-5))\n",
-        OK_HEADER
-        + "def drift(r, a):\n    x = jax.random.normal(jax.random.key(0), r.shape)\n    return 0.0 * x * (r - 1) ** 2\n",
+        "import optax\n\ndef make_optimizer(lr, m):\n"
+        "    return optax.chain(optax.clip_by_global_norm(m), optax.adam(lr, eps=1e-5))\n",
+        OK_HEADER + "def drift(r, a):\n    x = jax.random.normal(jax.random.key(0), r.shape)\n"
+        "    return 0.0 * x * (r - 1) ** 2\n",
     ],
 )
 def test_honest_candidates_pass(source):

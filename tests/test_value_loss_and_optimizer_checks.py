@@ -5,7 +5,10 @@ import pytest
 from sandbox.checks.pipeline import check_candidate
 from sandbox.tasks import load_task
 
-VALUE_HEADER = "import jax\nimport jax.numpy as jnp\n\n\ndef value_loss(prediction, target):\n    p, t = prediction, target\n"
+VALUE_HEADER = (
+    "import jax\nimport jax.numpy as jnp\n\n\n"
+    "def value_loss(prediction, target):\n    p, t = prediction, target\n"
+)
 
 
 def check_value_loss(body):
@@ -19,7 +22,8 @@ def check_value_loss(body):
         "return jnp.abs(p - t)",
         "return jnp.log(jnp.cosh(p - t))",
         "return (p - t) ** 2 + 1.0",  # an offset keeps the minimum where it is
-        "return jnp.where(p > t, 2.0, 0.5) * (p - t) ** 2",  # asymmetric, still minimised at the target
+        # asymmetric, still minimised at the target
+        "return jnp.where(p > t, 2.0, 0.5) * (p - t) ** 2",
     ],
 )
 def test_valid_value_losses(body):
@@ -45,7 +49,10 @@ def test_invalid_value_losses(body, condition):
         assert failed[condition].counterexample
 
 
-OPT_HEADER = "import jax\nimport jax.numpy as jnp\nimport optax\n\n\ndef make_optimizer(learning_rate, max_grad_norm):\n"
+OPT_HEADER = (
+    "import jax\nimport jax.numpy as jnp\nimport optax\n\n\n"
+    "def make_optimizer(learning_rate, max_grad_norm):\n"
+)
 
 
 def check_optimizer(body):
@@ -57,9 +64,12 @@ def check_optimizer(body):
 @pytest.mark.parametrize(
     "body",
     [
-        "return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.sgd(learning_rate, momentum=0.9))",
-        "return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adamw(learning_rate, weight_decay=1e-4))",
-        "return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.rmsprop(learning_rate, eps=1e-5))",
+        "return optax.chain(optax.clip_by_global_norm(max_grad_norm), "
+        "optax.sgd(learning_rate, momentum=0.9))",
+        "return optax.chain(optax.clip_by_global_norm(max_grad_norm), "
+        "optax.adamw(learning_rate, weight_decay=1e-4))",
+        "return optax.chain(optax.clip_by_global_norm(max_grad_norm), "
+        "optax.rmsprop(learning_rate, eps=1e-5))",
     ],
 )
 def test_valid_optimizers(body):
@@ -72,12 +82,14 @@ def test_valid_optimizers(body):
     [
         # No negation: climbs the loss.
         (
-            "return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.scale_by_adam(), optax.scale_by_learning_rate(learning_rate, flip_sign=False))",
+            "return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.scale_by_adam(), "
+            "optax.scale_by_learning_rate(learning_rate, flip_sign=False))",
             "descent",
         ),
         # eps = 0: zero gradients give 0/0.
         (
-            "return optax.chain(optax.scale_by_adam(eps=0.0), optax.scale_by_learning_rate(learning_rate))",
+            "return optax.chain(optax.scale_by_adam(eps=0.0), "
+            "optax.scale_by_learning_rate(learning_rate))",
             "finite",
         ),
         # Negative weight decay: parameters grow with no gradient at all.

@@ -36,7 +36,10 @@ GRANDCHILD = (
     "    return jnp.square(ratio - 1.0) - 0.1 * jnp.abs(advantage)\n"
 )
 COUNTEREXAMPLE_DETAIL = "drift(r=1.5, A=2) = -0.15; a drift must be non-negative"
-FILLER = "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n    return {c} * jnp.square(ratio - 1.0)\n"
+FILLER = (
+    "import jax.numpy as jnp\n\n\n"
+    "def drift(ratio, advantage):\n    return {c} * jnp.square(ratio - 1.0)\n"
+)
 
 
 def marker_code(marker: Path) -> str:

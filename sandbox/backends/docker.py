@@ -7,8 +7,8 @@ device request (one per evaluation) when asked, a hard wall-clock timeout with k
 removal, and leftover containers (by label) swept when the backend starts.
 
 Images: `SCIENTIST_SANDBOX_IMAGE` names one built from sandbox/Dockerfile (CUDA 12) or
-sandbox/Dockerfile.cpu (`docker compose --profile build build sandbox-cpu`), which contains the interpreter and
-this repository. Without it the backend imports a tiny root filesystem as
+sandbox/Dockerfile.cpu (`docker compose --profile build build sandbox-cpu`), which contains the
+interpreter and this repository. Without it the backend imports a tiny root filesystem as
 `rl-scientist-sandbox:host` and mounts the host's /usr, the interpreter and the repository
 read-only, which needs no registry.
 """
@@ -167,7 +167,8 @@ class DockerBackend:
         except self.docker.errors.ImageNotFound:
             if not self.host_mode:
                 raise SandboxUnavailable(
-                    f"sandbox image {self.image} not found; build it with `docker compose --profile build build sandbox-cpu` (or `sandbox` for CUDA)"
+                    f"sandbox image {self.image} not found; build it with "
+                    "`docker compose --profile build build sandbox-cpu` (or `sandbox` for CUDA)"
                 ) from None
         self.client.api.import_image_from_data(
             _host_rootfs_tar(), repository=HOST_IMAGE.split(":")[0], tag=HOST_IMAGE.split(":")[1]

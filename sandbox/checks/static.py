@@ -228,14 +228,16 @@ def check_source(source: str) -> list[StaticViolation]:
                 if not _import_allowed(alias.name):
                     flag(
                         node,
-                        f"import of {alias.name!r} is not allowed; allowed: {', '.join(sorted(ALLOWED_IMPORTS))}",
+                        f"import of {alias.name!r} is not allowed; allowed: "
+                        f"{', '.join(sorted(ALLOWED_IMPORTS))}",
                     )
         elif isinstance(node, ast.ImportFrom):
             module = node.module or ""
             if node.level or not _import_allowed(module):
                 flag(
                     node,
-                    f"import from {'.' * node.level + module!r} is not allowed; allowed: {', '.join(sorted(ALLOWED_IMPORTS))}",
+                    f"import from {'.' * node.level + module!r} is not allowed; allowed: "
+                    f"{', '.join(sorted(ALLOWED_IMPORTS))}",
                 )
                 continue
             for alias in node.names:
@@ -254,7 +256,8 @@ def check_source(source: str) -> list[StaticViolation]:
                 ):
                     flag(
                         node,
-                        f"module {module}.{name} is not allowed; import one of {', '.join(sorted(ALLOWED_IMPORTS))}",
+                        f"module {module}.{name} is not allowed; import one of "
+                        f"{', '.join(sorted(ALLOWED_IMPORTS))}",
                     )
         elif isinstance(node, ast.Attribute):
             if _is_private(node.attr):
@@ -268,7 +271,8 @@ def check_source(source: str) -> list[StaticViolation]:
             if isinstance(node.ctx, (ast.Store, ast.Del)):
                 flag(
                     node,
-                    f"assigning or deleting attribute {node.attr!r} is not allowed (no patching of modules or objects)",
+                    f"assigning or deleting attribute {node.attr!r} is not allowed "
+                    "(no patching of modules or objects)",
                 )
         elif isinstance(node, ast.Name):
             if node.id in FORBIDDEN_NAMES:

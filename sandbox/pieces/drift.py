@@ -100,8 +100,8 @@ def finite(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
         return CheckResult(
             FINITE.name,
             False,
-            f"drift(r={_fmt(r[i])}, A={_fmt(a[i])}) = {values[i]}; a drift must be finite for every "
-            f"ratio > 0 and advantage ({bad.mean():.1%} of the points checked are not)",
+            f"drift(r={_fmt(r[i])}, A={_fmt(a[i])}) = {values[i]}; a drift must be finite "
+            f"for every ratio > 0 and advantage ({bad.mean():.1%} of the points checked are not)",
             {"r": float(r[i]), "A": float(a[i]), "value": str(values[i])},
         )
     r_slope, a_slope = points.slopes
@@ -114,14 +114,16 @@ def finite(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
         return CheckResult(
             FINITE.name,
             False,
-            f"the gradient of the drift in r at r={_fmt(r_slope[i])}, A={_fmt(a_slope[i])} is {slopes[i]}; training "
+            f"the gradient of the drift in r at r={_fmt(r_slope[i])}, A={_fmt(a_slope[i])} "
+            f"is {slopes[i]}; training "
             "would propagate it into the policy (e.g. jnp.where with a NaN branch, sqrt at 0)",
             {"r": float(r_slope[i]), "A": float(a_slope[i]), "gradient": str(slopes[i])},
         )
     return CheckResult(
         FINITE.name,
         True,
-        f"no NaN or -inf at {r.size} points, r in [{r.min():g}, {r.max():g}], |A| <= {np.abs(a).max():g}; values and "
+        f"no NaN or -inf at {r.size} points, r in [{r.min():g}, {r.max():g}], "
+        f"|A| <= {np.abs(a).max():g}; values and "
         f"gradients finite for r in [{ORDINARY_R[0]:g}, {ORDINARY_R[1]:g}]",
     )
 
@@ -152,13 +154,16 @@ def non_negative(
         worst = (
             ""
             if w == i
-            else f" (the most negative found: drift(r={_fmt(r[w])}, A={_fmt(a[w])}) = {_fmt(values[w])})"
+            else (
+                f" (the most negative found: drift(r={_fmt(r[w])}, A={_fmt(a[w])}) = "
+                f"{_fmt(values[w])})"
+            )
         )
         return CheckResult(
             NON_NEGATIVE.name,
             False,
-            f"drift(r={_fmt(r[i])}, A={_fmt(a[i])}) = {_fmt(values[i])} < 0; a drift must be non-negative "
-            f"for every ratio and advantage{worst}",
+            f"drift(r={_fmt(r[i])}, A={_fmt(a[i])}) = {_fmt(values[i])} < 0; "
+            f"a drift must be non-negative for every ratio and advantage{worst}",
             {"r": float(r[i]), "A": float(a[i]), "value": float(values[i])},
         )
     lowest = values[np.isfinite(values)].min() if np.isfinite(values).any() else float("nan")
@@ -180,8 +185,8 @@ def zero_at_one(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
         return CheckResult(
             ZERO_AT_ONE.name,
             False,
-            f"drift(r=1, A={_fmt(a[i])}) = {_fmt(values[i])}; a drift must be exactly 0 when the policy "
-            "has not changed (r = 1)",
+            f"drift(r=1, A={_fmt(a[i])}) = {_fmt(values[i])}; a drift must be exactly 0 "
+            "when the policy has not changed (r = 1)",
             {
                 "r": 1.0,
                 "A": float(a[i]),
@@ -239,8 +244,9 @@ def zero_slope(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
             what = f"its derivative in r at r=1, A={_fmt(a[i])} is {_fmt(autodiff[i])}"
         else:
             what = (
-                f"it has a kink at r=1 for A={_fmt(a[i])}: slope {_fmt(left[0][i])} from the left and "
-                f"{_fmt(right[0][i])} from the right (over steps of {example['step']:g}), not shrinking towards 0"
+                f"it has a kink at r=1 for A={_fmt(a[i])}: slope {_fmt(left[0][i])} from the left "
+                f"and {_fmt(right[0][i])} from the right (over steps of {example['step']:g}), "
+                "not shrinking towards 0"
             )
         return CheckResult(
             ZERO_SLOPE.name,
@@ -251,8 +257,8 @@ def zero_slope(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
     return CheckResult(
         ZERO_SLOPE.name,
         True,
-        f"autodiff and one-sided finite differences (steps {points.right_steps[1]:g} and {points.right_steps[0]:g}) "
-        f"vanish at r = 1 for {a.size} advantages",
+        f"autodiff and one-sided finite differences (steps {points.right_steps[1]:g} and "
+        f"{points.right_steps[0]:g}) vanish at r = 1 for {a.size} advantages",
     )
 
 
@@ -466,7 +472,7 @@ def landscape_check(ratio, advantage, drift, d_objective_dr) -> list[CheckResult
     )
 
 
-# -- the behaviour signature's inputs ---------------------------------------------------------------
+# -- the behaviour signature's inputs --------------------------------------------------------------
 
 
 def _behaviour_inputs():
@@ -491,9 +497,9 @@ PIECE = Piece(
     check=check_drift,
     behaviour=behaviour,
     evidence=(
-        "The Mirror Learning conditions are checked numerically (a grid and random points with ratio in "
-        "[1e-3, 1e3] and |advantage| <= 10, autodiff and finite-difference slopes at ratio 1): strong "
-        "evidence, not a symbolic proof."
+        "The Mirror Learning conditions are checked numerically (a grid and random points with "
+        "ratio in [1e-3, 1e3] and |advantage| <= 10, autodiff and finite-difference slopes at "
+        "ratio 1): strong evidence, not a symbolic proof."
     ),
     screen=Screen(
         check=screen,

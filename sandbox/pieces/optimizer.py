@@ -54,7 +54,8 @@ def check_optimizer(make_optimizer, filename: str = "candidate.py") -> list[Chec
                 CheckResult(
                     "structure",
                     False,
-                    f"make_optimizer must return an optax.GradientTransformation, got {type(tx).__name__}",
+                    "make_optimizer must return an optax.GradientTransformation, "
+                    f"got {type(tx).__name__}",
                 )
             ]
         return [
@@ -191,7 +192,8 @@ def _check_random_gradients(tx) -> list[CheckResult]:
             CheckResult(
                 "zero_gradient",
                 False,
-                f"with zero gradients the parameters moved by {moved:.4g} in 20 steps (allowed {allowed:.4g} at lr {LEARNING_RATE:g})",
+                f"with zero gradients the parameters moved by {moved:.4g} in 20 steps "
+                f"(allowed {allowed:.4g} at lr {LEARNING_RATE:g})",
                 {"moved": moved, "allowed": allowed, "learning_rate": LEARNING_RATE},
             )
         )
@@ -225,8 +227,9 @@ def _check_descent(make_optimizer):
         return CheckResult(
             "descent",
             False,
-            f"50 steps on the quadratic |params - target|^2 took the loss from {before:.4g} to {after:.4g}; "
-            "updates are added to the parameters, so they must point down the gradient",
+            "50 steps on the quadratic |params - target|^2 took the loss from "
+            f"{before:.4g} to {after:.4g}; updates are added to the parameters, so they must "
+            "point down the gradient",
             {"loss_before": before, "loss_after": after},
         )
     return CheckResult(
@@ -261,8 +264,8 @@ PIECE = Piece(
     check=check_optimizer,
     behaviour=behaviour,
     evidence=(
-        "The optimizer conditions (fixed state structure, finite updates under random gradients, rest "
-        "under zero gradients, descent on a quadratic) are checked by running it on a small parameter "
-        "tree: evidence about these cases, not a proof."
+        "The optimizer conditions (fixed state structure, finite updates under random gradients, "
+        "rest under zero gradients, descent on a quadratic) are checked by running it on a small "
+        "parameter tree: evidence about these cases, not a proof."
     ),
 )

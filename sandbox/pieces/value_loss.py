@@ -25,7 +25,8 @@ from sandbox.training.components import PlugPoint
 
 TARGETS = np.concatenate([np.linspace(-100.0, 100.0, 41), [-1.0, -0.1, 0.0, 0.1, 1.0]])
 OFFSETS = np.concatenate([-np.geomspace(1e-2, 200.0, 40), np.geomspace(1e-2, 200.0, 40)])
-GAP = 1e-12  # how much higher than at the target a loss must be elsewhere, times (1 + |loss at target|)
+# how much higher than at the target a loss must be elsewhere, times (1 + |loss at target|)
+GAP = 1e-12
 
 FINITE = Condition("finite", "non-finite")
 MINIMUM = Condition("minimum_at_target", "minimum off target")
@@ -43,8 +44,8 @@ def finite(probe: Probe) -> CheckResult:
             return CheckResult(
                 FINITE.name,
                 False,
-                f"the {what} at prediction={prediction[i]:.6g}, target={target[i]:.6g} is {array[i]}; a value loss "
-                "must be finite",
+                f"the {what} at prediction={prediction[i]:.6g}, target={target[i]:.6g} "
+                f"is {array[i]}; a value loss must be finite",
                 {
                     "prediction": float(prediction[i]),
                     "target": float(target[i]),
@@ -68,9 +69,9 @@ def minimum_at_target(probe: Probe) -> CheckResult:
         return CheckResult(
             MINIMUM.name,
             False,
-            f"value_loss(prediction={target[i] + offset[i]:.6g}, target={target[i]:.6g}) = {elsewhere[i]:.6g} is not "
-            f"above value_loss(target, target) = {reference[i]:.6g}; the loss must be smallest, uniquely, when "
-            "the prediction equals the target",
+            f"value_loss(prediction={target[i] + offset[i]:.6g}, target={target[i]:.6g}) = "
+            f"{elsewhere[i]:.6g} is not above value_loss(target, target) = {reference[i]:.6g}; "
+            "the loss must be smallest, uniquely, when the prediction equals the target",
             {
                 "prediction": float(target[i] + offset[i]),
                 "target": float(target[i]),
@@ -131,8 +132,9 @@ PIECE = Piece(
     check=check_value_loss,
     behaviour=behaviour,
     evidence=(
-        "The value-loss conditions (finite, uniquely minimal at the target) are checked numerically on a "
-        "grid of targets in [-100, 100] and offsets from 1e-2 to 200: strong evidence, not a proof."
+        "The value-loss conditions (finite, uniquely minimal at the target) are checked "
+        "numerically on a grid of targets in [-100, 100] and offsets from 1e-2 to 200: strong "
+        "evidence, not a proof."
     ),
     screen=Screen(
         check=screen,

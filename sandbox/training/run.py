@@ -74,7 +74,8 @@ def train_batch(
 
 
 def evaluate_batch(batch: TrainingBatch, *, eval_seed: int) -> np.ndarray:
-    """Mean return over `eval_episodes` episodes for every trained policy: [learning_rates, seeds]."""
+    """Mean return over `eval_episodes` episodes for every trained policy:
+    [learning_rates, seeds]."""
     leading = batch.output.episode_count.shape[:2]
     return np.asarray(evaluate_params(batch.config, batch.output.params, eval_seed, leading))
 
@@ -131,7 +132,8 @@ def pooled_learning_curve(output: TrainOutput, axis) -> np.ndarray:
 def summarise(
     batch: TrainingBatch, final_returns: np.ndarray, reference: EnvBudget | None = None
 ) -> list[TrainingSummary]:
-    """One summary per learning rate. `reference` normalises scores when the run matches a budget."""
+    """One summary per learning rate. `reference` normalises scores when the run matches a
+    budget."""
     curves = pooled_learning_curve(batch.output, axis=1)  # [learning rates, updates]
     summaries = []
     for i, lr in enumerate(batch.learning_rates):

@@ -59,7 +59,8 @@ class SideFeatures:
     )
     beyond_clip: float  # mean u where |r - 1| > CLIP_EPSILON (PPO 0, no drift 1)
     damping: float  # mean 1 - u at the last finite ratio of each slice (PPO 1, no drift 0)
-    sharpest_drop: float  # the largest fall of u within one grid step, less the steps beside it (PPO 1: a hard clip)
+    # the largest fall of u within one grid step, less the steps beside it (PPO 1: a hard clip)
+    sharpest_drop: float
     sharpest_drop_ratio: float | None  # the ratio just after that fall
     zero_region: (
         tuple[float, float] | None
@@ -222,7 +223,8 @@ def _rollback_sentence(f: DriftFeatures) -> str:
         )
         return (
             f"rollback: for A < 0 the objective pushes r back up towards 1 {where}, over "
-            f"{n.pushback_fraction:.0%} of the A < 0, r < 1 quadrant (PPO: none, its push just stops at 0.8)"
+            f"{n.pushback_fraction:.0%} of the A < 0, r < 1 quadrant "
+            "(PPO: none, its push just stops at 0.8)"
         )
     if n.stop_ratio is None:
         return (
@@ -234,7 +236,10 @@ def _rollback_sentence(f: DriftFeatures) -> str:
         if n.sharpest_drop >= HARD_DROP
         else "without reversing"
     )
-    return f"no rollback: for A < 0 the push to lower r stops at r = {n.stop_ratio:.2f} (A = -1), {how}"
+    return (
+        f"no rollback: for A < 0 the push to lower r stops at r = {n.stop_ratio:.2f} (A = -1), "
+        f"{how}"
+    )
 
 
 def _optimism_sentence(f: DriftFeatures) -> str:
@@ -246,14 +251,16 @@ def _optimism_sentence(f: DriftFeatures) -> str:
             else ""
         )
         return (
-            f"cautious optimism: for A > 0 the objective still rewards raising r beyond {1 + CLIP_EPSILON:.1f} "
-            f"({p.beyond_clip:.0%} of the unconstrained incentive on average, PPO: none) and damps it gradually "
-            f"({p.damping:.0%} less at r = {edge:.0f}{half})"
+            "cautious optimism: for A > 0 the objective still rewards raising r beyond "
+            f"{1 + CLIP_EPSILON:.1f} ({p.beyond_clip:.0%} of the unconstrained incentive on "
+            f"average, PPO: none) and damps it gradually ({p.damping:.0%} less at "
+            f"r = {edge:.0f}{half})"
         )
     if f.hard_clip:
         return (
-            f"hard clip: for A > 0 the incentive to raise r falls by {p.sharpest_drop:.0%} of A within one grid "
-            f"step at r = {p.sharpest_drop_ratio:.2f} (PPO: hard clip at {1 + CLIP_EPSILON:.1f})"
+            f"hard clip: for A > 0 the incentive to raise r falls by {p.sharpest_drop:.0%} of A "
+            f"within one grid step at r = {p.sharpest_drop_ratio:.2f} "
+            f"(PPO: hard clip at {1 + CLIP_EPSILON:.1f})"
         )
     if p.damping < MIN_EFFECT:
         return (
@@ -293,8 +300,9 @@ def _overshoot_sentence(f: DriftFeatures) -> list[str]:
 def _symmetry_sentence(f: DriftFeatures) -> str:
     kind = "symmetric" if f.symmetric else "asymmetric"
     return (
-        f"{kind} updates: asymmetry {f.asymmetry:.2f} between raising r for A > 0 and lowering it for A < 0 "
-        f"(0: dJ/dr(1 + d, A) = -dJ/dr(1 - d, -A) as for PPO and no drift; 1: nothing in common)"
+        f"{kind} updates: asymmetry {f.asymmetry:.2f} between raising r for A > 0 and lowering it "
+        "for A < 0 (0: dJ/dr(1 + d, A) = -dJ/dr(1 - d, -A) as for PPO and no drift; "
+        "1: nothing in common)"
     )
 
 
@@ -314,8 +322,9 @@ def _zero_sentence(f: DriftFeatures) -> str:
         return f"r >= {zero[0]:.2f}" if at_hi else f"{zero[0]:.2f} <= r <= {zero[1]:.2f}"
 
     return (
-        f"drift-free region (|D| <= {ZERO_DRIFT:g} at every A of a sign): {region(f.positive.zero_region)} for "
-        f"A > 0, {region(f.negative.zero_region)} for A < 0 (PPO: r <= 1.2 and r >= 0.8)"
+        f"drift-free region (|D| <= {ZERO_DRIFT:g} at every A of a sign): "
+        f"{region(f.positive.zero_region)} for A > 0, {region(f.negative.zero_region)} for A < 0 "
+        "(PPO: r <= 1.2 and r >= 0.8)"
     )
 
 

@@ -106,7 +106,8 @@ class CampaignConfig(BaseModel):
             raise ValueError(
                 f"campaign {self.name} exists with different "
                 + ", ".join(f"{k} ({stored[k]!r}, not {given[k]!r})" for k in sorted(clash))
-                + f"; only {', '.join(RESUMABLE)} can change on resume. Choose another --name for a new campaign."
+                + f"; only {', '.join(RESUMABLE)} can change on resume. "
+                "Choose another --name for a new campaign."
             )
         return CampaignConfig(**merged)
 

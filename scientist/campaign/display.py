@@ -88,8 +88,8 @@ def campaign_summary(
         ),
         (
             "plan",
-            f"{config['generations']} generations × {config['islands']} islands × {config['population']} "
-            f"= {planned} proposals, {config['workers']} workers",
+            f"{config['generations']} generations × {config['islands']} islands × "
+            f"{config['population']} = {planned} proposals, {config['workers']} workers",
         ),
         ("candidates", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
         (

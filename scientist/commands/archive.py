@@ -18,7 +18,8 @@ from scientist.commands.campaign import DbOption, campaign_or_exit, console, eng
 from scientist.selection import failure_summary
 
 app = typer.Typer(no_args_is_help=True, help="Browse a campaign's archive.")
-LINEAGE_LIMIT = 100_000  # ids `show` lists at most (far beyond any real lineage; parent links could form a loop)
+# ids `show` lists at most (far beyond any real lineage; parent links could form a loop)
+LINEAGE_LIMIT = 100_000
 
 
 def candidate_record(c: Candidate, lineage: list[int] | None = None) -> dict:
@@ -134,7 +135,8 @@ def show(
         sys.stdout.write(json.dumps(record) + "\n")
         return
     out.rule(
-        f"candidate {c.id}: {c.status}, fitness {fmt(c.fitness)} (meta-test {fmt(c.meta_test_fitness)})"
+        f"candidate {c.id}: {c.status}, fitness {fmt(c.fitness)} "
+        f"(meta-test {fmt(c.meta_test_fitness)})"
     )
     out.print(
         f"origin {c.origin} ({c.operator}), generation {c.generation}, island {c.island}"
@@ -153,7 +155,8 @@ def show(
         out.print(Syntax(c.code, "python", line_numbers=True))
     for stage in c.stages:
         out.print(
-            f"  {stage['name']:<9} {stage['status']:<10} {stage['seconds']:7.1f} s  {stage.get('detail', '')[:200]}"
+            f"  {stage['name']:<9} {stage['status']:<10} {stage['seconds']:7.1f} s  "
+            f"{stage.get('detail', '')[:200]}"
         )
     if c.status not in (Status.OK, Status.PENDING):
         out.print(f"[red]{failure_summary(c)}")
@@ -167,7 +170,8 @@ def show(
             )
     for call in calls:
         out.print(
-            f"  call {call.model}: {call.attempts} attempt(s), {call.prompt_tokens}+{call.completion_tokens} "
+            f"  call {call.model}: {call.attempts} attempt(s), "
+            f"{call.prompt_tokens}+{call.completion_tokens} "
             f"tokens, ${call.cost_usd:.4f}" + (f", error: {call.error[:200]}" if call.error else "")
         )
 
@@ -183,7 +187,8 @@ def diff(
     with transaction(engine) as session:
         a, b = _get(session, first), _get(session, second)
     out.print(
-        f"#{a.id} {a.status} fitness {fmt(a.fitness)}  →  #{b.id} {b.status} fitness {fmt(b.fitness)}"
+        f"#{a.id} {a.status} fitness {fmt(a.fitness)}  →  "
+        f"#{b.id} {b.status} fitness {fmt(b.fitness)}"
     )
     text = "".join(
         difflib.unified_diff(

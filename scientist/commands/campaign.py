@@ -147,7 +147,8 @@ def resume(
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM stops a campaign like Ctrl-C: evaluations in flight stay pending
+    # SIGTERM stops a campaign like Ctrl-C: evaluations in flight stay pending
+    raise KeyboardInterrupt
 
 
 def _run(settings: CampaignConfig, engine, top: int) -> None:

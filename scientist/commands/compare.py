@@ -53,13 +53,14 @@ def compare(
     budgets = {c.budget for c in campaigns}
     if budget is None and len(budgets) > 1:
         console.print(
-            f"[red]the campaigns ran at different budgets ({', '.join(sorted(budgets))}); choose one with --budget"
+            f"[red]the campaigns ran at different budgets ({', '.join(sorted(budgets))}); "
+            "choose one with --budget"
         )
         raise typer.Exit(2)
     budget = budget or budgets.pop()
     console.print(
-        f"re-evaluating {sum(r.code is not None for r in rows)} candidates on {task} at budget {budget}, "
-        f"seed {seed} ..."
+        f"re-evaluating {sum(r.code is not None for r in rows)} candidates on {task} "
+        f"at budget {budget}, seed {seed} ..."
     )
     with executor_for(executor, ray_address) as runs:
         reevaluate(
@@ -139,8 +140,8 @@ def table(rows: list[Row], title: str) -> Table:
         title=title,
         title_justify="left",
         caption="fitness: 0 = random policy, 1 = PPO; IQM over seeds, "
-        "mean over envs, 95% CI; search = score during the search; costs = the whole search's (none for the "
-        "hand-designed PPO and DPO)",
+        "mean over envs, 95% CI; search = score during the search; costs = the whole search's "
+        "(none for the hand-designed PPO and DPO)",
         caption_justify="left",
     )
     for column in COLUMNS:
@@ -154,9 +155,10 @@ def markdown(rows: list[Row], task: str, budget: str, seed: int) -> str:
     lines = [
         f"# {task}: comparison at budget {budget} (fresh training seed {seed})",
         "",
-        "Normalised fitness: 0 = uniform-random policy, 1 = PPO at this budget. IQM over seeds, mean over "
-        "environments, 95% stratified bootstrap CI. *search* is the score the search itself measured; "
-        "costs (training runs, environment steps, sandbox minutes, dollars) are the whole search's.",
+        "Normalised fitness: 0 = uniform-random policy, 1 = PPO at this budget. IQM over seeds, "
+        "mean over environments, 95% stratified bootstrap CI. *search* is the score the search "
+        "itself measured; costs (training runs, environment steps, sandbox minutes, dollars) are "
+        "the whole search's.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),

@@ -1,4 +1,5 @@
-"""`scientist distill ID --model M`: a learned drift (e.g. an ES network) -> a closed form, scored."""
+"""`scientist distill ID --model M`: a learned drift (e.g. an ES network) -> a closed form,
+scored."""
 
 import os
 from typing import Annotated, Optional
@@ -74,7 +75,8 @@ def distill(
         if not as_json:
             colour = "green" if attempt.outcome == "accepted" else "yellow"
             console.print(
-                f"attempt {attempt.number} ({attempt.model}): [{colour}]{attempt.outcome}[/{colour}] "
+                f"attempt {attempt.number} ({attempt.model}): "
+                f"[{colour}]{attempt.outcome}[/{colour}] "
                 f"{attempt.detail[:200]}" + "".join(f"\n  {v}" for v in attempt.violations),
                 highlight=False,
             )
@@ -120,7 +122,10 @@ def _show(result) -> None:
         out.print(f"  {sentence}", highlight=False, soft_wrap=True)
     if result.fit:
         table = Table(
-            title=f"fit of the closed form (attempt {result.kept_attempt}) to candidate {result.source_id}",
+            title=(
+                f"fit of the closed form (attempt {result.kept_attempt}) "
+                f"to candidate {result.source_id}"
+            ),
             title_justify="left",
         )
         for column in ("", "RMSE", "relative RMSE", "R²", "largest error"):
@@ -142,7 +147,8 @@ def _show(result) -> None:
             out.print(f"{ignored} NaN cells of {f['cells']} left out", highlight=False)
         if not result.within_tolerance:
             out.print(
-                "[yellow]no reply met the tolerance and the grid conditions; this is the closest one",
+                "[yellow]no reply met the tolerance and the grid conditions; "
+                "this is the closest one",
                 highlight=False,
             )
     for stage in result.stages:
@@ -157,7 +163,8 @@ def _show(result) -> None:
     test = "–" if result.meta_test_fitness is None else f"{result.meta_test_fitness:.3f}"
     duplicate = f" of #{result.duplicate_of}" if result.duplicate_of is not None else ""
     out.print(
-        f"[bold]candidate #{result.candidate_id}[/bold] (distilled from #{result.source_id}, campaign "
+        f"[bold]candidate #{result.candidate_id}[/bold] "
+        f"(distilled from #{result.source_id}, campaign "
         f"{result.campaign}): {result.status}{duplicate} · fitness {fitness} · meta-test {test} · "
         f"${result.cost_usd:.4f} over {len(result.attempts)} call(s)",
         highlight=False,

@@ -1,4 +1,5 @@
-"""`scientist es`: the evolution-strategies baseline (an LPO drift network meta-learned by OpenES)."""
+"""`scientist es`: the evolution-strategies baseline (an LPO drift network meta-learned by
+OpenES)."""
 
 import signal
 from typing import Annotated, Optional
@@ -103,7 +104,8 @@ def es(
             r = p.last
             compile_note = f" ({r.compile_seconds:.1f} s compile)" if r.compile_seconds else ""
             out.print(
-                f"generation {r.generation}/{p.generations}: best {r.best:.3f} mean {r.mean:.3f} std {r.std:.3f} · "
+                f"generation {r.generation}/{p.generations}: best {r.best:.3f} mean {r.mean:.3f} "
+                f"std {r.std:.3f} · "
                 f"{r.train_seconds + r.compile_seconds + r.tell_seconds:.1f} s{compile_note} · "
                 f"{r.env_steps:,} env steps at {r.env_steps_per_second:,.0f}/s",
                 highlight=False,
@@ -114,8 +116,8 @@ def es(
             fitness = "–" if p.candidate_fitness is None else f"{p.candidate_fitness:.3f}"
             test = "–" if p.candidate_meta_test is None else f"{p.candidate_meta_test:.3f}"
             out.print(
-                f"candidate #{p.candidate_id} (ES mean): {p.candidate_status} · fitness {fitness} · "
-                f"meta-test {test}",
+                f"candidate #{p.candidate_id} (ES mean): {p.candidate_status} · "
+                f"fitness {fitness} · meta-test {test}",
                 highlight=False,
             )
 
@@ -165,6 +167,7 @@ def _summary(engine, name: str, candidate) -> None:
     if candidate is not None:
         fitness = "–" if candidate.fitness is None else f"{candidate.fitness:.3f}"
         out.print(
-            f"final ES mean: candidate #{candidate.id}, {candidate.status}, sandbox score (fitness) {fitness}",
+            f"final ES mean: candidate #{candidate.id}, {candidate.status}, "
+            f"sandbox score (fitness) {fitness}",
             highlight=False,
         )

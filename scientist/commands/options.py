@@ -14,13 +14,19 @@ ExecutorOption = Annotated[
     ExecutorName,
     typer.Option(
         "--executor",
-        help="where evaluations run: local (sandboxes on this machine) or ray (tasks on a Ray cluster)",
+        help=(
+            "where evaluations run: local (sandboxes on this machine) "
+            "or ray (tasks on a Ray cluster)"
+        ),
     ),
 ]
 RayAddressOption = Annotated[
     Optional[str],
     typer.Option(
-        help="Ray cluster address (ray://host:10001, host:6379 or auto); default: start one on this machine"
+        help=(
+            "Ray cluster address (ray://host:10001, host:6379 or auto); "
+            "default: start one on this machine"
+        )
     ),
 ]
 

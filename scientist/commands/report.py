@@ -93,7 +93,8 @@ def report(
         raise typer.Exit(2) from None
     except NarrativeError as error:
         console.print(
-            f"[red]no narrative:[/red] {escape(str(error))} (run without --narrative for the report alone)"
+            f"[red]no narrative:[/red] {escape(str(error))} "
+            "(run without --narrative for the report alone)"
         )
         raise typer.Exit(1) from None
     except RuntimeError as error:  # the PDF toolchain

@@ -92,8 +92,8 @@ def open_es_campaign(
     (only generations, sandbox and render_every may differ) and updated."""
     if task not in SUPPORTED_TASKS:
         raise ESCampaignError(
-            f"the ES baseline learns a Mirror Learning drift: only task {', '.join(SUPPORTED_TASKS)} "
-            f"is supported, not {task!r}"
+            "the ES baseline learns a Mirror Learning drift: "
+            f"only task {', '.join(SUPPORTED_TASKS)} is supported, not {task!r}"
         )
     load_task(task).split(budget)  # an unknown budget fails before anything is written
     settings.validate()
@@ -133,14 +133,16 @@ def open_es_campaign(
         stored = campaign.config
         if campaign.proposer != Origin.ES:
             raise ESCampaignError(
-                f"campaign {name} is a {campaign.proposer} campaign, not an ES one; choose another --name"
+                f"campaign {name} is a {campaign.proposer} campaign, not an ES one; "
+                "choose another --name"
             )
         clash = [k for k in config if k not in RESUMABLE and k in stored and stored[k] != config[k]]
         if clash:
             raise ESCampaignError(
                 f"campaign {name} exists with different "
                 + ", ".join(f"{k} ({stored[k]!r}, not {config[k]!r})" for k in sorted(clash))
-                + f"; only {', '.join(RESUMABLE)} can change. Choose another --name for a new campaign."
+                + f"; only {', '.join(RESUMABLE)} can change. "
+                "Choose another --name for a new campaign."
             )
         campaign.config = {**stored, **{k: config[k] for k in RESUMABLE}}
         session.add(campaign)
@@ -272,9 +274,9 @@ class ESCampaign:
             wall_seconds=wall_seconds,
         )
         message = (
-            f"generation {result.generation}: fitness best {result.best:.3f} mean {result.mean:.3f} "
-            f"std {result.std:.3f}; {units.training_runs} training runs, {units.env_steps:,} env steps, "
-            f"{wall_seconds:.1f} s"
+            f"generation {result.generation}: fitness best {result.best:.3f} "
+            f"mean {result.mean:.3f} std {result.std:.3f}; {units.training_runs} training runs, "
+            f"{units.env_steps:,} env steps, {wall_seconds:.1f} s"
         )
         data = {
             "generation": result.generation,
@@ -331,12 +333,13 @@ class ESCampaign:
                 (checkpoint.best_fitness, checkpoint.mean_fitness) if checkpoint else (None, None)
             )
             params = self.es_generation.mean_params(state)
-            # The drift check calls a first-order slope of about 2 at r = 1 a kink (see scientist.es.lpo).
+            # The drift check calls a first-order slope of about 2 at r = 1 a kink (see
+            # scientist.es.lpo).
             slope = float(np.abs(slope_at_one(params, np.linspace(-10.0, 10.0, 41))).max())
             note = (
-                f"ES mean network after generation {generation} of campaign {self.campaign.name}; that "
-                f"generation's members scored best {_fmt(best)}, mean {_fmt(mean)} (normalised, 1 = PPO); "
-                f"network slope at r = 1 up to {slope:.2f} for |A| <= 10"
+                f"ES mean network after generation {generation} of campaign {self.campaign.name}; "
+                f"that generation's members scored best {_fmt(best)}, mean {_fmt(mean)} "
+                f"(normalised, 1 = PPO); network slope at r = 1 up to {slope:.2f} for |A| <= 10"
             )
             code = render_lpo_candidate(
                 params,
@@ -360,7 +363,8 @@ class ESCampaign:
                     session,
                     campaign.id,
                     "es_candidate",
-                    f"candidate {existing.id}: ES mean after generation {generation} ({existing.status})",
+                    f"candidate {existing.id}: ES mean after generation {generation} "
+                    f"({existing.status})",
                     {"candidate_id": existing.id, "generation": generation, "slope_at_one": slope},
                 )
         if existing.status == Status.PENDING:

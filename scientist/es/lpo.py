@@ -39,7 +39,8 @@ class LPOParams(NamedTuple):
 
 
 def features(ratio: jnp.ndarray, advantage: jnp.ndarray) -> jnp.ndarray:
-    """[(1-r), (1-r)^2, (1-r)A, (1-r)^2 A, log r, (log r)^2, A log r, A (log r)^2] on a new last axis."""
+    """[(1-r), (1-r)^2, (1-r)A, (1-r)^2 A, log r, (log r)^2, A log r, A (log r)^2] on a new last
+    axis."""
     d, log_r, a = 1.0 - ratio, jnp.log(ratio), advantage
     return jnp.stack(
         [d, d * d, d * a, d * d * a, log_r, log_r * log_r, a * log_r, a * log_r * log_r], axis=-1
@@ -143,7 +144,8 @@ def render_lpo_candidate(
         or np.shape(params.output) != (hidden.shape[1],)
     ):
         raise ValueError(
-            f"expected weights [{NUM_FEATURES}, H] and [H], got {hidden.shape} and {np.shape(params.output)}"
+            f"expected weights [{NUM_FEATURES}, H] and [H], "
+            f"got {hidden.shape} and {np.shape(params.output)}"
         )
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(load_task("mirror_drift").folder),
@@ -163,5 +165,6 @@ def render_lpo_candidate(
         if len(source.encode()) <= MAX_SOURCE_BYTES:
             return source
     raise ValueError(
-        f"the rendered network is {len(source.encode())} bytes, over the {MAX_SOURCE_BYTES}-byte limit"
+        f"the rendered network is {len(source.encode())} bytes, "
+        f"over the {MAX_SOURCE_BYTES}-byte limit"
     )

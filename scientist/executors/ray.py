@@ -120,9 +120,9 @@ class RayExecutor:
             ray.exceptions.OwnerDiedError,
             ray.exceptions.ObjectLostError,
         ) as error:
-            detail = f"the Ray worker died {self.max_retries + 1} times: {type(error).__name__}: {error}"[
-                :2000
-            ]
+            detail = (
+                f"the Ray worker died {self.max_retries + 1} times: {type(error).__name__}: {error}"
+            )[:2000]
             return Evaluation(
                 Status.CRASHED,
                 None,

@@ -230,7 +230,8 @@ def pick_path(rng: random.Random, node: Node, p_internal: float = 0.9) -> Path:
 def subtree_mutation(
     rng: random.Random, tree: Node, grammar: Grammar, max_depth: int
 ) -> tuple[Node, Path, Node]:
-    """Replace a random subtree by a fresh random one; returns the child, the path and the new subtree."""
+    """Replace a random subtree by a fresh random one; returns the child, the path and the new
+    subtree."""
     path = pick_path(rng, tree)
     budget = max(1, min(3, max_depth - len(path)))
     new = ramped_tree(rng, grammar, budget)
@@ -238,7 +239,8 @@ def subtree_mutation(
 
 
 def point_mutation(rng: random.Random, tree: Node, grammar: Grammar) -> tuple[Node, Path, Node]:
-    """Change one node in place: an operator for another of the same arity, a leaf for another leaf."""
+    """Change one node in place: an operator for another of the same arity, a leaf for another
+    leaf."""
     path = pick_path(rng, tree, p_internal=0.6)
     node = get(tree, path)
     if isinstance(node, Op):
@@ -614,7 +616,7 @@ def _describe(node: Node, names: dict[Node, str]) -> str:
     return f"{spec.short}({', '.join(args)})"
 
 
-# --- parsing ---------------------------------------------------------------------------------------
+# --- parsing --------------------------------------------------------------------------------------
 
 # jax functions in the grammar, by canonical dotted name.
 _CALLS = {

@@ -276,7 +276,8 @@ class LLMProposer:
                     temperature=self.temperature,
                     max_tokens=self.max_tokens,
                     num_retries=0,  # the retries are ours, so that each attempt is counted
-                    drop_params=True,  # some models refuse e.g. temperature; drop it rather than fail
+                    # some models refuse e.g. temperature; drop it rather than fail
+                    drop_params=True,
                 )
             except Exception as error:  # anything from the provider path is an outcome to record
                 kind = _classify(error, litellm)

@@ -411,7 +411,10 @@ class MutationProposer:
         ids, limits = (parent.view.id,), (parent.tree,)
         if kind == "subtree":
             child, path, new = ex.subtree_mutation(rng, tree, grammar, self.max_depth)
-            note = f"mutate/subtree: replaced {self.describe(ex.get(tree, path))} with {self.describe(new)}"
+            note = (
+                f"mutate/subtree: replaced {self.describe(ex.get(tree, path))} "
+                f"with {self.describe(new)}"
+            )
         elif kind == "point":
             child, path, new = ex.point_mutation(rng, tree, grammar)
             note = f"mutate/point: {self.describe(ex.get(tree, path))} -> {self.describe(new)}"

@@ -50,7 +50,8 @@ class Edit:
 
 
 def strip_thinking(text: str) -> str:
-    """Drops <think>...</think> sections: reasoning models draft code there that is not the answer."""
+    """Drops <think>...</think> sections: reasoning models draft code there that is not the
+    answer."""
     return _THINKING.sub("", text)
 
 

@@ -294,7 +294,8 @@ def _comparison_campaigns(
             raise ReportError(f"no campaign named {name!r} to compare with")
         if other.task != campaign.task:
             raise ReportError(
-                f"campaign {name} is on task {other.task}, not {campaign.task}; compare one task at a time"
+                f"campaign {name} is on task {other.task}, not {campaign.task}; "
+                "compare one task at a time"
             )
         if other.id != campaign.id:
             found.append(other)
@@ -341,9 +342,10 @@ def limitations(data: ReportData) -> list[str]:
     m, notes = data.method, []
     notes.append(
         f"Scores come from the search's own training runs ({m.seeds} seeds per environment, "
-        f"{m.eval_episodes} evaluation episodes). The best of {data.evaluated} evaluated candidates was chosen "
-        "on the meta-training score, which is therefore optimistic; the held-out environments played no part "
-        "in selection. `scientist compare` re-trains the best candidates on fresh seeds."
+        f"{m.eval_episodes} evaluation episodes). The best of {data.evaluated} evaluated "
+        "candidates was chosen on the meta-training score, which is therefore optimistic; the "
+        "held-out environments played no part in selection. `scientist compare` re-trains the "
+        "best candidates on fresh seeds."
     )
     widths = [
         e.meta_train.ci_high - e.meta_train.ci_low
@@ -352,9 +354,9 @@ def limitations(data: ReportData) -> list[str]:
     ]
     if widths and m.seeds < 8:
         notes.append(
-            f"With {m.seeds} seeds the 95% intervals are wide (up to {max(widths):.2f} normalised units "
-            "on meta-train) and bootstraps over so few seeds understate the uncertainty; differences "
-            "inside them are not evidence."
+            f"With {m.seeds} seeds the 95% intervals are wide (up to {max(widths):.2f} normalised "
+            "units on meta-train) and bootstraps over so few seeds understate the uncertainty; "
+            "differences inside them are not evidence."
         )
     notes.append(m.evidence)
     failed = {s: n for s, n in data.counts.items() if s in FAILURES}
@@ -366,7 +368,8 @@ def limitations(data: ReportData) -> list[str]:
         )
     if data.counts.get(Status.PENDING):
         notes.append(
-            f"{data.counts[Status.PENDING]} candidates were never evaluated (campaign status: {data.status})."
+            f"{data.counts[Status.PENDING]} candidates were never evaluated "
+            f"(campaign status: {data.status})."
         )
     if data.status != CampaignStatus.FINISHED:
         notes.append(

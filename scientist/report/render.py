@@ -48,13 +48,16 @@ def score(s: Score) -> str:
 
 def cost(c: Cost) -> str:
     return (
-        f"{c.training_runs:,} training runs, {c.env_steps:,} env steps, {c.wall_seconds / 60:.1f} sandbox-min, "
-        f"${c.dollars:.4f}"
+        f"{c.training_runs:,} training runs, {c.env_steps:,} env steps, "
+        f"{c.wall_seconds / 60:.1f} sandbox-min, ${c.dollars:.4f}"
     )
 
 
 def title(data: ReportData) -> str:
-    return f"Discovered {data.method.piece.replace('_', ' ')} functions for {data.method.task}: campaign {data.campaign}"
+    return (
+        f"Discovered {data.method.piece.replace('_', ' ')} functions for {data.method.task}: "
+        f"campaign {data.campaign}"
+    )
 
 
 def abstract(data: ReportData) -> str:
@@ -62,18 +65,20 @@ def abstract(data: ReportData) -> str:
     m = data.method
     models = f" ({', '.join(m.models)})" if m.models else ""
     parts = [
-        f"We searched for {m.piece.replace('_', ' ')} functions on the {m.task} task with the {m.proposer} "
-        f"proposer{models}, evaluating {data.evaluated} candidates at the {m.budget} budget "
-        f"({m.seeds} seeds per environment); {data.counts.get(Status.OK, 0)} passed every stage."
+        f"We searched for {m.piece.replace('_', ' ')} functions on the {m.task} task with the "
+        f"{m.proposer} proposer{models}, evaluating {data.evaluated} candidates at the "
+        f"{m.budget} budget ({m.seeds} seeds per environment); "
+        f"{data.counts.get(Status.OK, 0)} passed every stage."
     ]
     best = data.best
     if best is None:
         parts.append("No proposed candidate scored, so nothing was discovered.")
     else:
         parts.append(
-            f"The best discovered candidate, {best.label}, reached a normalised IQM of {score(best.meta_train)} "
-            f"on the meta-training environments ({', '.join(m.meta_train)}) and {score(best.meta_test)} on "
-            f"the held-out ones ({', '.join(m.meta_test)})."
+            f"The best discovered candidate, {best.label}, reached a normalised IQM of "
+            f"{score(best.meta_train)} on the meta-training environments "
+            f"({', '.join(m.meta_train)}) and {score(best.meta_test)} on the held-out ones "
+            f"({', '.join(m.meta_test)})."
         )
     if data.baselines:
         parts.append(

@@ -43,8 +43,10 @@ EVENTS = 20  # the newest events a campaign page lists
 SPLITS = ("meta_train", "meta_test")
 # Pages show archive text (code, prompts, model replies): no script may run, whatever it holds.
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'self'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'",
+    "Content-Security-Policy": (
+        "default-src 'none'; img-src 'self'; style-src 'self'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }

@@ -70,14 +70,16 @@ class Frame:
         for tick in nice_ticks(*self.y_range):
             y = self.y(tick)
             parts.append(
-                f'<line x1="{LEFT}" x2="{self.width - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
+                f'<line x1="{LEFT}" x2="{self.width - RIGHT}" '
+                f'y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
                 f'<text x="{LEFT - 4}" y="{y + 4:.1f}" text-anchor="end">{_label(tick)}</text>'
             )
         for tick in x_ticks if x_ticks is not None else nice_ticks(*self.x_range):
             x = self.x(tick)
             parts.append(
-                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{self.height - BOTTOM}" y2="{self.height - BOTTOM + 4}" '
-                f'stroke="#888"/><text x="{x:.1f}" y="{self.height - BOTTOM + 16}" text-anchor="middle">'
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{self.height - BOTTOM}" '
+                f'y2="{self.height - BOTTOM + 4}" stroke="#888"/>'
+                f'<text x="{x:.1f}" y="{self.height - BOTTOM + 16}" text-anchor="middle">'
                 f"{_label(tick)}</text>"
             )
         if self.x_label:
@@ -87,8 +89,8 @@ class Frame:
             )
         if self.y_label:
             parts.append(
-                f'<text transform="translate(14 {(TOP + self.height - BOTTOM) / 2:.0f}) rotate(-90)" '
-                f'text-anchor="middle">{escape(self.y_label)}</text>'
+                f'<text transform="translate(14 {(TOP + self.height - BOTTOM) / 2:.0f}) '
+                f'rotate(-90)" text-anchor="middle">{escape(self.y_label)}</text>'
             )
         return parts
 
@@ -127,7 +129,8 @@ class Frame:
 
     def svg(self, body: list[str], label: str, legend: Sequence[tuple[str, str]] = ()) -> Markup:
         keys = "".join(
-            f'<line x1="{LEFT + 150 * i}" x2="{LEFT + 18 + 150 * i}" y1="{TOP - 12}" y2="{TOP - 12}" '
+            f'<line x1="{LEFT + 150 * i}" x2="{LEFT + 18 + 150 * i}" '
+            f'y1="{TOP - 12}" y2="{TOP - 12}" '
             f'stroke="{colour}" stroke-width="2"/><text x="{LEFT + 22 + 150 * i}" y="{TOP - 8}">'
             f"{escape(name)}</text>"
             for i, (name, colour) in enumerate(legend)
@@ -255,7 +258,8 @@ def interval_chart(
         x = frame.x(tick)
         body.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{TOP}" y2="{height - BOTTOM}" stroke="#eee"/>'
-            f'<text x="{x:.1f}" y="{height - BOTTOM + 16}" text-anchor="middle">{_label(tick)}</text>'
+            f'<text x="{x:.1f}" y="{height - BOTTOM + 16}" text-anchor="middle">'
+            f"{_label(tick)}</text>"
         )
     for mark, name in ((0.0, "random"), (1.0, "PPO")):
         x = frame.x(mark)

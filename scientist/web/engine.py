@@ -76,6 +76,7 @@ def check_revision(engine: Engine) -> None:
             "this database is not an rl-scientist archive (it has no schema revision)"
         )
     raise ArchiveUnreadable(
-        f"the archive has schema revision {current}, not this version's {head}: if it is older, any command "
-        "that writes (e.g. `scientist status NAME`) upgrades it; if newer, use the newer rl-scientist"
+        f"the archive has schema revision {current}, not this version's {head}: if it is older, "
+        "any command that writes (e.g. `scientist status NAME`) upgrades it; if newer, use the "
+        "newer rl-scientist"
     )

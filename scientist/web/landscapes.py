@@ -316,6 +316,7 @@ def precompute(
         except Exception as error:  # noqa: BLE001 (one candidate's failure does not stop the rest)
             result.failed.append((candidate_id, f"{type(error).__name__}: {error}"))
             echo(
-                f"[{number}/{len(todo)}] candidate {candidate_id}: no landscape ({type(error).__name__}: {error})"
+                f"[{number}/{len(todo)}] candidate {candidate_id}: "
+                f"no landscape ({type(error).__name__}: {error})"
             )
     return result

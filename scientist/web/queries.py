@@ -33,7 +33,8 @@ SORTS = ("fitness", "meta_test", "id")
 SCATTER_POINTS = (
     2000  # above this many scored candidates the chart shows per-generation aggregates only
 )
-DEEP = 1000  # leaderboard positions beyond this come from a memoised full ordering, not the island merge
+# leaderboard positions beyond this come from a memoised full ordering, not the island merge
+DEEP = 1000
 STALE_SECONDS = 30.0  # how old a whole-campaign aggregate may be while the campaign runs
 
 
