@@ -6,6 +6,9 @@ trace (load with restricted builtins, abstract shape contract, lower and compile
 trainer under an HLO size cap) -> validity (the task's conditions) -> smoke (1 seed, a few
 updates, finite results) -> full (budget seeds on every meta-train and meta-test env).
 
+Where the first meta-train run of the full stage is itself short (FULL_RUN_AS_SMOKE_STEPS),
+that run is the smoke test: compiling a separate short trainer would cost more than it saves.
+
 Stages a request must name, never run by default: load (the first half of trace, without
 the trainer) and landscape (a drift's values and objective gradient on the analysis grid,
 out/landscape.npz; see sandbox/landscape.py).
@@ -45,12 +48,15 @@ from sandbox.landscape import LANDSCAPE_FILE, landscape_axes
 from sandbox.pieces import Contract
 from sandbox.tasks import load_task
 from sandbox.training.components import Components
-from sandbox.training.ppo import CandidateContractError, make_train
-from sandbox.training.run import pooled_learning_curve, train_batch
+from sandbox.training.ppo import CandidateContractError
+from sandbox.training.run import lower_batch, pooled_learning_curve, train_batch
 from sandbox.vocabulary import Status
 
 MAX_HLO_BYTES = 64 * 1024**2  # a PPO trainer is a few MB of HLO text; unroll bombs are not
 SMOKE_UPDATES = 8
+# Env steps (all seeds) up to which the full run trains faster on a CPU than a second program
+# compiles (~1.5 s per 200k steps against ~15 s per compile), so it doubles as the smoke test.
+FULL_RUN_AS_SMOKE_STEPS = 1_000_000
 
 
 class StageFailure(Exception):
@@ -67,10 +73,14 @@ def classify(error: BaseException) -> str:
     return Status.FAILED
 
 
-def smoke_config(budget, env_id):
+def smoke_run(budget, env_id) -> tuple[object, int]:
+    """(configuration, seeds) of the smoke test: the full run where it is short, else one seed
+    for a few updates."""
     config = budget.config(env_id)
+    if config.env_steps * budget.seeds <= FULL_RUN_AS_SMOKE_STEPS:
+        return config, budget.seeds
     steps = min(config.total_timesteps, SMOKE_UPDATES * config.batch_size)
-    return dataclasses.replace(config, total_timesteps=steps)
+    return dataclasses.replace(config, total_timesteps=steps), 1
 
 
 def drift_landscape(
@@ -129,18 +139,16 @@ def main(request_path: str) -> int:
     def trace():
         load()
         components = Components(**{task.piece.plug_point: state["function"]})
-        config = smoke_config(budget, split.meta_train[0])
-        lowered = jax.jit(make_train(config, components)).lower(
-            jax.random.key(0), config.learning_rate
-        )
-        size = len(lowered.as_text())
+        config, seeds = smoke_run(budget, split.meta_train[0])
+        lowered = lower_batch(config, components, seeds=seeds, seed=request["seed"])
+        size = lowered.hlo_bytes
         if size > MAX_HLO_BYTES:
             raise StageFailure(
                 Status.FAILED,
                 f"the training program is {size / 1e6:.0f} MB of HLO (limit "
                 f"{MAX_HLO_BYTES / 1e6:.0f} MB): unrolled Python loops in the candidate?",
             )
-        state.update(components=components, smoke=(config, lowered.compile()))
+        state.update(components=components, smoke=lowered.compile(), trained={})
         return f"compiled the {config.env_id} trainer ({size / 1e6:.1f} MB HLO)"
 
     def landscape():
@@ -184,24 +192,24 @@ def main(request_path: str) -> int:
         return f"{len(report.checks)} conditions hold"
 
     def smoke():
-        config, compiled = state["smoke"]
-        output = jax.block_until_ready(
-            compiled(jax.random.key(request["seed"]), config.learning_rate)
-        )
+        batch = state["smoke"].run()
+        config, output = batch.config, batch.output
         leaves = jax.tree.leaves(output.params)
+        seeds = output.episode_count.shape[1]
+        runs = f"{config.env_steps} steps x {seeds} seeds on {config.env_id}"
         if (
             not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
             or not np.isfinite(output.entropy).all()
         ):
-            raise StageFailure(
-                Status.NONFINITE,
-                f"{config.total_timesteps} steps on {config.env_id} gave NaN or inf",
-            )
-        return f"{config.total_timesteps} steps on {config.env_id}, finite"
+            raise StageFailure(Status.NONFINITE, f"{runs} gave NaN or inf")
+        if config == budget.config(config.env_id) and seeds == budget.seeds:
+            state["trained"][config.env_id] = batch
+            return f"{runs} (the full run, kept for the full stage), finite"
+        return f"{runs}, finite"
 
     def full():
         for env_id in split.meta_train + split.meta_test:
-            batch = train_batch(
+            batch = state["trained"].pop(env_id, None) or train_batch(
                 budget.config(env_id), state["components"], seeds=budget.seeds, seed=request["seed"]
             )
             curve = pooled_learning_curve(batch.output, axis=(0, 1))

@@ -43,6 +43,67 @@ class TrainingBatch:
         )
 
 
+@dataclass
+class CompiledBatch:
+    """One compiled training call and its inputs, ready to run."""
+
+    config: PPOConfig
+    learning_rates: list[float]
+    keys: jax.Array
+    compiled: Any
+    compile_seconds: float
+
+    def run(self) -> TrainingBatch:
+        lr_array = jnp.asarray(self.learning_rates, dtype=jnp.float32)
+        start = time.perf_counter()
+        output = jax.block_until_ready(self.compiled(self.keys, lr_array))
+        train_seconds = time.perf_counter() - start
+        return TrainingBatch(
+            self.config, self.learning_rates, output, self.compile_seconds, train_seconds
+        )
+
+
+@dataclass
+class LoweredBatch:
+    """A batch traced and lowered but not compiled, so its program can be inspected first."""
+
+    config: PPOConfig
+    learning_rates: list[float]
+    keys: jax.Array
+    lowered: Any
+    lower_seconds: float
+
+    @property
+    def hlo_bytes(self) -> int:
+        return len(self.lowered.as_text())
+
+    def compile(self) -> CompiledBatch:
+        """Compile; the batch's compile_seconds include the tracing and lowering."""
+        start = time.perf_counter()
+        compiled = self.lowered.compile()
+        seconds = self.lower_seconds + time.perf_counter() - start
+        return CompiledBatch(self.config, self.learning_rates, self.keys, compiled, seconds)
+
+
+def lower_batch(
+    config: PPOConfig,
+    components: Components | None = None,
+    *,
+    seeds: int,
+    seed: int = 0,
+    learning_rates: Sequence[float] | None = None,
+    on_update: Callable[[Any], None] | None = None,
+) -> LoweredBatch:
+    """Trace `seeds` x `learning_rates` training runs as one program (seed keys split from
+    `seed`, as in every batch)."""
+    start = time.perf_counter()
+    lrs = [float(lr) for lr in (learning_rates or [config.learning_rate])]
+    train = make_train(config, components, on_update=on_update)
+    keys = jax.random.split(jax.random.key(seed), seeds)
+    lowered = jax.jit(batched(train)).lower(keys, jnp.asarray(lrs, dtype=jnp.float32))
+    return LoweredBatch(config, lrs, keys, lowered, time.perf_counter() - start)
+
+
 def train_batch(
     config: PPOConfig,
     components: Components | None = None,
@@ -52,25 +113,21 @@ def train_batch(
     learning_rates: Sequence[float] | None = None,
     progress: ProgressFn | None = None,
 ) -> TrainingBatch:
-    lrs = [float(lr) for lr in (learning_rates or [config.learning_rate])]
     on_update = None
     if progress is not None:
         on_update = lambda update: progress("train", int(np.max(update)) + 1, config.num_updates)  # noqa: E731
-    train = make_train(config, components, on_update=on_update)
-    keys = jax.random.split(jax.random.key(seed), seeds)
     report = progress or (lambda *_: None)
-
     report("compile", 0, 1)
-    start = time.perf_counter()
-    lr_array = jnp.asarray(lrs, dtype=jnp.float32)
-    compiled = jax.jit(batched(train)).lower(keys, lr_array).compile()
-    compile_seconds = time.perf_counter() - start
+    program = lower_batch(
+        config,
+        components,
+        seeds=seeds,
+        seed=seed,
+        learning_rates=learning_rates,
+        on_update=on_update,
+    ).compile()
     report("compile", 1, 1)
-
-    start = time.perf_counter()
-    output = jax.block_until_ready(compiled(keys, lr_array))
-    train_seconds = time.perf_counter() - start
-    return TrainingBatch(config, lrs, output, compile_seconds, train_seconds)
+    return program.run()
 
 
 def evaluate_batch(batch: TrainingBatch, *, eval_seed: int) -> np.ndarray:
