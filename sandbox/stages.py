@@ -2,9 +2,10 @@
 
     python -m sandbox.stages in/request.json
 
-trace (load with restricted builtins, abstract shape contract, lower and compile the smoke
-trainer under an HLO size cap) -> validity (the task's conditions) -> smoke (1 seed, a few
-updates, finite results) -> full (budget seeds on every meta-train and meta-test env).
+trace (load with restricted builtins, abstract shape contract, lower the smoke trainer under
+an HLO size cap) -> validity (the task's conditions) -> smoke (compile the smoke trainer, then
+1 seed for a few updates, finite results) -> full (budget seeds on every meta-train and
+meta-test env). Compiling after validity means an invalid candidate never pays for it.
 
 Where the first meta-train run of the full stage is itself short (FULL_RUN_AS_SMOKE_STEPS),
 that run is the smoke test: compiling a separate short trainer would cost more than it saves.
@@ -148,8 +149,8 @@ def main(request_path: str) -> int:
                 f"the training program is {size / 1e6:.0f} MB of HLO (limit "
                 f"{MAX_HLO_BYTES / 1e6:.0f} MB): unrolled Python loops in the candidate?",
             )
-        state.update(components=components, smoke=lowered.compile(), trained={})
-        return f"compiled the {config.env_id} trainer ({size / 1e6:.1f} MB HLO)"
+        state.update(components=components, smoke=lowered, trained={})
+        return f"lowered the {config.env_id} trainer ({size / 1e6:.1f} MB HLO)"
 
     def landscape():
         if not task.piece.has_landscape:
@@ -192,7 +193,7 @@ def main(request_path: str) -> int:
         return f"{len(report.checks)} conditions hold"
 
     def smoke():
-        batch = state["smoke"].run()
+        batch = state["smoke"].compile().run()
         config, output = batch.config, batch.output
         leaves = jax.tree.leaves(output.params)
         seeds = output.episode_count.shape[1]

@@ -3,6 +3,7 @@ none scores, none leaves a file, none sees the planted key, each ends in time wi
 right status. Time limits are shortened so the suite stays fast."""
 
 import os
+import shutil
 import time
 
 import pytest
@@ -118,6 +119,16 @@ def planted_key(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", PLANTED)
 
 
+@pytest.fixture(autouse=True)
+def own_scratch_root(monkeypatch):
+    """A scratch root of this process's own, so "nothing left behind" is not confused by other
+    processes' evaluations running meanwhile."""
+    root = f"/tmp/scientist-sandbox-{os.getpid()}"
+    monkeypatch.setenv("SCIENTIST_SCRATCH", root)
+    yield
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_candidate(name):
     source, expected = HOSTILE[name]
@@ -148,15 +159,35 @@ def test_hostile_candidate(name):
     assert not os.path.exists("/tmp/hostile-canary")
 
 
+def ancestors(pid: int) -> set[int]:
+    chain = set()
+    while pid > 1 and pid not in chain:
+        chain.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # exited meanwhile
+            break
+    return chain
+
+
 def test_machine_is_unharmed_after_the_hostile_suite():
     """Runs last in this module: nothing of the sandbox user survives, and the sandbox still
     works."""
     import subprocess
 
-    left = subprocess.run(
-        ["ps", "-u", "65534", "-o", "pid=,comm="], capture_output=True, text=True
-    ).stdout.strip()
-    assert left == "", left
+    listed = subprocess.run(
+        ["ps", "-u", "65534", "-o", "pid=,ppid=,comm="], capture_output=True, text=True
+    ).stdout.split("\n")
+    # Other processes' evaluations (another campaign, test run) run as the same user; what must
+    # not exist is a process of ours or an orphan (one that escaped is re-parented to pid 1).
+    left = [
+        line
+        for line in listed
+        if line.split()
+        and (line.split()[1] == "1" or os.getpid() in ancestors(int(line.split()[0])))
+    ]
+    assert left == [], left
     result = evaluate_candidate(
         "mirror_drift",
         HEAD + "def drift(ratio, advantage):\n    return (ratio - 1.0) ** 2\n",

@@ -96,9 +96,8 @@ def sandbox_mounts(scratch: Path, host_dirs: tuple[str, ...] = ()) -> list[tuple
 
 # -- the code snapshot ------------------------------------------------------------------------
 @functools.cache
-def code_snapshot() -> Path:
-    """A world-readable copy of sandbox/ and task_templates/, with empty mount points for the
-    interpreter directories inside the checkout. Keyed by content, so it is made once."""
+def _snapshot_plan() -> tuple[list[Path], tuple[Path, ...], str]:
+    """(files to copy, mount points, content digest), computed once per process."""
     points = mount_points_in_checkout()
     hidden = [REPO_ROOT / p for p in points]
     files = sorted(
@@ -112,8 +111,16 @@ def code_snapshot() -> Path:
         digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
     for point in points:
         digest.update(b"mount\0" + str(point).encode())
+    return files, tuple(points), digest.hexdigest()[:16]
+
+
+def code_snapshot() -> Path:
+    """A world-readable copy of sandbox/ and task_templates/, with empty mount points for the
+    interpreter directories inside the checkout. Keyed by content, so it is made once per
+    scratch root (and again if something has removed it since)."""
+    files, points, digest = _snapshot_plan()
     root = scratch_root()
-    target = root / f"code-{digest.hexdigest()[:16]}"
+    target = root / f"code-{digest}"
     for stale in root.glob("code-*"):  # older code versions, unused for a day
         if stale != target and time.time() - stale.stat().st_mtime > 86400:
             shutil.rmtree(stale, ignore_errors=True)
