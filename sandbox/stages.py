@@ -29,6 +29,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +50,7 @@ from sandbox.landscape import LANDSCAPE_FILE, landscape_axes
 from sandbox.pieces import Contract
 from sandbox.tasks import load_task
 from sandbox.training.components import Components
+from sandbox.training.config import PPOConfig
 from sandbox.training.ppo import CandidateContractError
 from sandbox.training.run import lower_batch, pooled_learning_curve, train_batch
 from sandbox.vocabulary import Status
@@ -74,14 +76,19 @@ def classify(error: BaseException) -> str:
     return Status.FAILED
 
 
-def smoke_run(budget, env_id) -> tuple[object, int]:
-    """(configuration, seeds) of the smoke test: the full run where it is short, else one seed
-    for a few updates."""
+class SmokeRun(NamedTuple):
+    config: PPOConfig
+    seeds: int
+    is_full_run: bool  # then the full stage keeps its result
+
+
+def smoke_run(budget, env_id) -> SmokeRun:
+    """The smoke test: the full run where it is short, else one seed for a few updates."""
     config = budget.config(env_id)
     if config.env_steps * budget.seeds <= FULL_RUN_AS_SMOKE_STEPS:
-        return config, budget.seeds
+        return SmokeRun(config, budget.seeds, True)
     steps = min(config.total_timesteps, SMOKE_UPDATES * config.batch_size)
-    return dataclasses.replace(config, total_timesteps=steps), 1
+    return SmokeRun(dataclasses.replace(config, total_timesteps=steps), 1, False)
 
 
 def drift_landscape(
@@ -140,8 +147,9 @@ def main(request_path: str) -> int:
     def trace():
         load()
         components = Components(**{task.piece.plug_point: state["function"]})
-        config, seeds = smoke_run(budget, split.meta_train[0])
-        lowered = lower_batch(config, components, seeds=seeds, seed=request["seed"])
+        run = smoke_run(budget, split.meta_train[0])
+        config = run.config
+        lowered = lower_batch(config, components, seeds=run.seeds, seed=request["seed"])
         size = lowered.hlo_bytes
         if size > MAX_HLO_BYTES:
             raise StageFailure(
@@ -149,7 +157,7 @@ def main(request_path: str) -> int:
                 f"the training program is {size / 1e6:.0f} MB of HLO (limit "
                 f"{MAX_HLO_BYTES / 1e6:.0f} MB): unrolled Python loops in the candidate?",
             )
-        state.update(components=components, smoke=lowered, trained={})
+        state.update(components=components, smoke=(run, lowered), trained={})
         return f"lowered the {config.env_id} trainer ({size / 1e6:.1f} MB HLO)"
 
     def landscape():
@@ -193,17 +201,17 @@ def main(request_path: str) -> int:
         return f"{len(report.checks)} conditions hold"
 
     def smoke():
-        batch = state["smoke"].compile().run()
-        config, output = batch.config, batch.output
+        run, lowered = state["smoke"]
+        batch = lowered.compile().run()
+        config, output = run.config, batch.output
         leaves = jax.tree.leaves(output.params)
-        seeds = output.episode_count.shape[1]
-        runs = f"{config.env_steps} steps x {seeds} seeds on {config.env_id}"
+        runs = f"{config.env_steps} steps x {run.seeds} seeds on {config.env_id}"
         if (
             not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
             or not np.isfinite(output.entropy).all()
         ):
             raise StageFailure(Status.NONFINITE, f"{runs} gave NaN or inf")
-        if config == budget.config(config.env_id) and seeds == budget.seeds:
+        if run.is_full_run:
             state["trained"][config.env_id] = batch
             return f"{runs} (the full run, kept for the full stage), finite"
         return f"{runs}, finite"

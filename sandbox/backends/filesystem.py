@@ -121,10 +121,10 @@ def code_snapshot() -> Path:
     files, points, digest = _snapshot_plan()
     root = scratch_root()
     target = root / f"code-{digest}"
-    for stale in root.glob("code-*"):  # older code versions, unused for a day
-        if stale != target and time.time() - stale.stat().st_mtime > 86400:
-            shutil.rmtree(stale, ignore_errors=True)
     if not target.exists():
+        for stale in root.glob("code-*"):  # older code versions, unused for a day
+            if time.time() - stale.stat().st_mtime > 86400:
+                shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(dir=root, prefix="code-staging-"))
         for path in files:
             destination = staging / path.relative_to(REPO_ROOT)

@@ -43,33 +43,13 @@ class TrainingBatch:
         )
 
 
-@dataclass
-class CompiledBatch:
-    """One compiled training call and its inputs, ready to run."""
-
-    config: PPOConfig
-    learning_rates: list[float]
-    keys: jax.Array
-    compiled: Any
-    compile_seconds: float
-
-    def run(self) -> TrainingBatch:
-        lr_array = jnp.asarray(self.learning_rates, dtype=jnp.float32)
-        start = time.perf_counter()
-        output = jax.block_until_ready(self.compiled(self.keys, lr_array))
-        train_seconds = time.perf_counter() - start
-        return TrainingBatch(
-            self.config, self.learning_rates, output, self.compile_seconds, train_seconds
-        )
-
-
-@dataclass
+@dataclass(frozen=True)
 class LoweredBatch:
     """A batch traced and lowered but not compiled, so its program can be inspected first."""
 
     config: PPOConfig
     learning_rates: list[float]
-    keys: jax.Array
+    args: tuple[jax.Array, jax.Array]  # (seed keys [S], learning rates [L])
     lowered: Any
     lower_seconds: float
 
@@ -77,12 +57,29 @@ class LoweredBatch:
     def hlo_bytes(self) -> int:
         return len(self.lowered.as_text())
 
-    def compile(self) -> CompiledBatch:
-        """Compile; the batch's compile_seconds include the tracing and lowering."""
+    def compile(self) -> "CompiledBatch":
         start = time.perf_counter()
         compiled = self.lowered.compile()
-        seconds = self.lower_seconds + time.perf_counter() - start
-        return CompiledBatch(self.config, self.learning_rates, self.keys, compiled, seconds)
+        return CompiledBatch(self, compiled, self.lower_seconds + time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class CompiledBatch:
+    program: LoweredBatch
+    compiled: Any
+    compile_seconds: float  # tracing and lowering included
+
+    def run(self) -> TrainingBatch:
+        start = time.perf_counter()
+        output = jax.block_until_ready(self.compiled(*self.program.args))
+        train_seconds = time.perf_counter() - start
+        return TrainingBatch(
+            self.program.config,
+            self.program.learning_rates,
+            output,
+            self.compile_seconds,
+            train_seconds,
+        )
 
 
 def lower_batch(
@@ -99,9 +96,9 @@ def lower_batch(
     start = time.perf_counter()
     lrs = [float(lr) for lr in (learning_rates or [config.learning_rate])]
     train = make_train(config, components, on_update=on_update)
-    keys = jax.random.split(jax.random.key(seed), seeds)
-    lowered = jax.jit(batched(train)).lower(keys, jnp.asarray(lrs, dtype=jnp.float32))
-    return LoweredBatch(config, lrs, keys, lowered, time.perf_counter() - start)
+    args = (jax.random.split(jax.random.key(seed), seeds), jnp.asarray(lrs, dtype=jnp.float32))
+    lowered = jax.jit(batched(train)).lower(*args)
+    return LoweredBatch(config, lrs, args, lowered, time.perf_counter() - start)
 
 
 def train_batch(
