@@ -59,41 +59,64 @@ class Evaluation:
         return asdict(self)
 
 
-class _StageWatch:
-    """Per-stage time limits, from the stage records the sandboxed stages append. The records are
-    written by the untrusted process, so they only ever shorten its time: the backend's
-    overall wall-clock limit still holds."""
+class _BatchWatch:
+    """Per-stage time limits, from the stage records the sandboxed stages append, and the
+    behaviour-signature claims of the batch's members. The records are written by the
+    untrusted process, so they only ever shorten its time: the backend's overall wall-clock
+    limit still holds."""
 
     def __init__(
-        self, stages_file: Path, limits: dict[str, float], claim_signature=None, cancelled=None
+        self,
+        out: Path,
+        members: list[str],
+        limits: dict[str, float],
+        claims: list | None = None,
+        cancelled=None,
     ):
-        self.file, self.limits, self.seen = stages_file, limits, {}
+        self.file, self.limits, self.seen = out / "stages.jsonl", limits, {}
+        self.batch_limits = {stage: seconds * len(members) for stage, seconds in limits.items()}
+        self.dirs = {name: out / name for name in members}
         self.cancelled = cancelled or (lambda: False)
         self.expired: str | None = None
-        self.claim_signature = claim_signature
-        self.signature: str | None = None
-        self.duplicate_of: int | None = None
+        self.claims = dict(zip(members, claims or [None] * len(members), strict=True))
+        self.signatures: dict[str, str] = {}  # "" for a malformed one: never deduplicated
+        self.duplicate_of: dict[str, int] = {}
 
-    def check_signature(self) -> bool:
-        """Once the validity stage has left the behaviour signature, ask the archive whether an
-        earlier candidate behaves the same; if so the run is stopped before training."""
-        if self.claim_signature is None or self.signature is not None:
-            return False
-        try:
-            signature = json.loads((self.file.parent / "signature.json").read_text())["signature"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
-        if not (isinstance(signature, str) and 0 < len(signature) <= 64 and signature.isalnum()):
-            self.signature = ""  # malformed: never deduplicated, never asked again
-            return False
-        self.signature = signature
-        self.duplicate_of = self.claim_signature(signature)
-        return self.duplicate_of is not None
+    def check_signatures(self) -> None:
+        """Once a member's validity stage has left its behaviour signature, ask the archive
+        whether an earlier candidate behaves the same; if so it is a duplicate."""
+        for name, claim in self.claims.items():
+            if claim is None or name in self.signatures:
+                continue
+            try:
+                path = self.dirs[name] / "signature.json"
+                signature = json.loads(path.read_text())["signature"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if not (
+                isinstance(signature, str) and 0 < len(signature) <= 64 and signature.isalnum()
+            ):
+                self.signatures[name] = ""
+                continue
+            self.signatures[name] = signature
+            duplicate_of = claim(signature)
+            if duplicate_of is not None:
+                self.duplicate_of[name] = duplicate_of
 
-    def current(self) -> str | None:
+    def decided(self) -> bool:
+        """Every member is a duplicate or has failed a stage: nothing left worth training."""
+        return bool(self.duplicate_of) and all(
+            name in self.duplicate_of
+            or any(r.status != Status.OK for r in _read_stage_records(path / "stages.jsonl"))
+            for name, path in self.dirs.items()
+        )
+
+    def current(self, path: Path | None = None) -> str | None:
+        """The stage running now: the batch's, or a member's (`path`: its out directory)."""
         started, ended = [], set()
         try:
-            for line in self.file.read_text(errors="replace").splitlines():
+            text = ((path / "stages.jsonl") if path else self.file).read_text(errors="replace")
+            for line in text.splitlines()[:1000]:
                 record = json.loads(line)
                 (
                     started.append(record["stage"])
@@ -105,16 +128,29 @@ class _StageWatch:
         running = [s for s in started if s not in ended]
         return running[-1] if running else None
 
+    def running_member(self) -> str | None:
+        """The member whose own stage was running when the process ended, by its records: a
+        hint for splitting the batch, never a verdict."""
+        return next((n for n, p in self.dirs.items() if self.current(p)), None)
+
     def __call__(self) -> bool:
-        if self.cancelled() or self.check_signature():
+        if self.cancelled():
             return True
-        stage = self.current()
-        if stage is None:
-            return False
-        first_seen = self.seen.setdefault(stage, time.monotonic())
-        if time.monotonic() - first_seen > self.limits.get(stage, float("inf")):
-            self.expired = stage
+        self.check_signatures()
+        if self.decided():
             return True
+        # A member's own stage has its own limit; a stage of the whole batch, its limit for
+        # every member it runs (`batch_limits`).
+        running = [(name, self.current(path)) for name, path in self.dirs.items()]
+        running.append(("", self.current()))
+        for name, stage in running:
+            if stage is None:
+                continue
+            limit = (self.batch_limits if name == "" else self.limits).get(stage, float("inf"))
+            first_seen = self.seen.setdefault((name, stage), time.monotonic())
+            if time.monotonic() - first_seen > limit:
+                self.expired = stage
+                return True
         return False
 
 
@@ -150,188 +186,264 @@ def evaluate_candidate(
     source: str,
     budget: str,
     *,
+    claim_signature=None,
+    **options,
+) -> Evaluation:
+    """Run the whole cascade on one candidate source: a batch of one (see evaluate_batch)."""
+    return evaluate_batch(task, [source], budget, claims=[claim_signature], **options)[0]
+
+
+def evaluate_batch(
+    task: str,
+    sources: list[str],
+    budget: str,
+    *,
     sandbox: str = Sandbox.AUTO,
     seed: int = 0,
     stage_seconds: dict[str, float] | None = None,
     limits: Limits | None = None,
-    claim_signature=None,
+    claims: list | None = None,
     cancelled=None,
     gpu: bool = False,
-) -> Evaluation:
-    """Run the whole cascade on one candidate source. `claim_signature(signature)` (optional)
-    returns the id of an earlier candidate with the same behaviour, or None after recording
-    this one's; a duplicate stops before training with status "duplicate". When `cancelled()`
-    turns true the sandbox is killed and the status is "cancelled": no verdict at all. A failure
-    of the backend itself (SandboxInfraError) is retried from scratch; if it persists the
-    status is "infra", with the one-line reason as the last stage: no verdict either."""
-    start = time.monotonic()
-    static_result = static_check(source)
-    if not static_result.passed:
-        stage = StageRecord(
-            "static", Status.REJECTED, time.monotonic() - start, static_result.detail
-        )
-        return Evaluation(
+    eval_seed: int | None = None,
+) -> list[Evaluation]:
+    """Run the cascade on a batch of candidate sources, in one sandbox run and one scorer
+    run; one Evaluation each, in order, as if each had run alone (same seeds, same numbers).
+
+    `claims[i](signature)` (optional) returns the id of an earlier candidate with the same
+    behaviour, or None after recording member i's; a duplicate gets status "duplicate" and
+    no fitness. When `cancelled()` turns true the sandbox is killed and every member still
+    running is "cancelled": no verdict at all. A run that dies (time limit, memory, a
+    signal) is split and run again until the member that kills it runs alone and gets its
+    own verdict. A failure of the backend itself (SandboxInfraError) is retried from
+    scratch; if it persists the status is "infra", with the one-line reason as the last
+    stage: no verdict either. `eval_seed` (trusted callers only, never the sandbox) fixes the
+    scorer's evaluation episodes, so candidates scored apart are compared on the same ones;
+    by default the scorer draws one per run."""
+    claims = list(claims or [None] * len(sources))
+    results: list[Evaluation | None] = [None] * len(sources)
+    statics = []
+    for index, source in enumerate(sources):
+        start = time.monotonic()
+        checked = static_check(source)
+        seconds = time.monotonic() - start
+        if checked.passed:
+            statics.append(StageRecord("static", Status.OK, seconds))
+            continue
+        statics.append(None)
+        results[index] = Evaluation(
             Status.REJECTED,
             None,
-            stages=[stage],
-            checks=CheckReport([static_result]).to_dict(),
-            seconds=time.monotonic() - start,
+            stages=[StageRecord("static", Status.REJECTED, seconds, checked.detail)],
+            checks=CheckReport([checked]).to_dict(),
+            seconds=seconds,
         )
-    static = StageRecord("static", Status.OK, time.monotonic() - start)
+    pending = [i for i, r in enumerate(results) if r is None]
+    if pending:
+        runner = _BatchRunner(
+            get_backend(sandbox),
+            task,
+            budget,
+            seed,
+            stage_seconds,
+            limits,
+            cancelled,
+            gpu,
+            eval_seed,
+        )
+        start = time.monotonic()
+        evaluations = runner.run([sources[i] for i in pending], [claims[i] for i in pending])
+        share = (time.monotonic() - start) / len(pending)  # of the batch's wall time
+        for index, evaluation in zip(pending, evaluations, strict=True):
+            if evaluation.status != Status.CANCELLED:  # no verdict: no stages either
+                evaluation.stages.insert(0, statics[index])
+            evaluation.seconds = statics[index].seconds + share
+            results[index] = evaluation
+    return results
 
-    backend = get_backend(sandbox)
-    for wait in (*INFRA_RETRY_SECONDS, None):
+
+class _BatchRunner:
+    """Sandbox runs of batches: infra retries, and splitting a batch whose process died."""
+
+    def __init__(
+        self, backend, task, budget, seed, stage_seconds, limits, cancelled, gpu, eval_seed
+    ):
+        self.backend, self.task, self.budget, self.seed = backend, task, budget, seed
+        self.stage_limits = {**STAGE_SECONDS, "full": FULL_SECONDS[budget], **(stage_seconds or {})}
+        self.limits, self.cancelled, self.gpu, self.eval_seed = limits, cancelled, gpu, eval_seed
+
+    def run(self, sources: list[str], claims: list) -> list[Evaluation]:
+        start = time.monotonic()
+        for wait in (*INFRA_RETRY_SECONDS, None):
+            try:
+                return self._run_once(sources, claims)
+            except SandboxInfraError as error:
+                if wait is None or (self.cancelled is not None and self.cancelled()):
+                    failure = StageRecord(
+                        "sandbox",
+                        Status.INFRA,
+                        time.monotonic() - start,
+                        f"{error} (tried {len(INFRA_RETRY_SECONDS) + 1} times)",
+                    )
+                    return [
+                        Evaluation(Status.INFRA, None, stages=[failure], backend=self.backend.name)
+                        for _ in sources
+                    ]
+                time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _run_once(self, sources: list[str], claims: list) -> list[Evaluation]:
+        """One sandbox run of the batch and one scorer run for its survivors. SandboxInfraError
+        when the backend fails under the candidates."""
+        k = len(sources)
+        limits = self.limits or Limits(wall_seconds=sum(self.stage_limits.values()) * k + 60.0)
+        members = [str(i) for i in range(k)]
+        scratch = new_scratch()
         try:
-            evaluation = _run_in_sandbox(
-                backend,
-                task,
-                source,
-                budget,
-                seed,
-                stage_seconds,
-                limits,
-                claim_signature,
-                cancelled,
-                gpu,
+            for name, source in zip(members, sources, strict=True):
+                (scratch / "in" / name).mkdir(parents=True)
+                (scratch / "out" / name).mkdir(parents=True)
+                (scratch / "in" / name / "candidate.py").write_text(source)
+            request = {"task": self.task, "budget": self.budget, "seed": self.seed}
+            (scratch / "in" / "request.json").write_text(
+                json.dumps({**request, "members": members})
             )
-            break
-        except SandboxInfraError as error:
-            if wait is None or (cancelled is not None and cancelled()):
-                failure = StageRecord(
-                    "sandbox",
-                    Status.INFRA,
-                    time.monotonic() - start,
-                    f"{error} (tried {len(INFRA_RETRY_SECONDS) + 1} times)",
+            out = scratch / "out"
+            watch = _BatchWatch(out, members, self.stage_limits, claims, self.cancelled)
+            # The devices a scheduler (Ray, a batch system) gave this process are the sandbox's.
+            visible = {
+                k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES",) if self.gpu and k in os.environ
+            }
+            outcome = self.backend.run(
+                SandboxRun(
+                    ("-m", "sandbox.stages", str(scratch / "in" / "request.json")),
+                    scratch,
+                    limits,
+                    env=visible,
+                    gpu=self.gpu,
+                    watchdog=watch,
                 )
-                return Evaluation(
-                    Status.INFRA,
-                    None,
-                    stages=[static, failure],
-                    backend=backend.name,
-                    seconds=time.monotonic() - start,
-                )
-            time.sleep(wait)
-    if evaluation.status != Status.CANCELLED:  # no verdict: no stages either
-        evaluation.stages.insert(0, static)
-    evaluation.seconds = time.monotonic() - start
-    return evaluation
-
-
-def _run_in_sandbox(
-    backend, task, source, budget, seed, stage_seconds, limits, claim_signature, cancelled, gpu
-) -> Evaluation:
-    """The sandboxed stages and the scorer, in a fresh scratch directory. SandboxInfraError
-    when the backend fails under the candidate."""
-    stage_limits = {**STAGE_SECONDS, "full": FULL_SECONDS[budget], **(stage_seconds or {})}
-    limits = limits or Limits(wall_seconds=sum(stage_limits.values()) + 60.0)
-    scratch = new_scratch()
-    try:
-        (scratch / "in").mkdir()
-        (scratch / "out").mkdir()
-        (scratch / "in" / "candidate.py").write_text(source)
-        (scratch / "in" / "request.json").write_text(
-            json.dumps({"task": task, "budget": budget, "seed": seed})
-        )
-        watch = _StageWatch(
-            scratch / "out" / "stages.jsonl", stage_limits, claim_signature, cancelled
-        )
-        # The devices a scheduler (Ray, a batch system) gave this process are the sandbox's.
-        visible = {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES",) if gpu and k in os.environ}
-        outcome = backend.run(
-            SandboxRun(
-                ("-m", "sandbox.stages", str(scratch / "in" / "request.json")),
-                scratch,
-                limits,
-                env=visible,
-                gpu=gpu,
-                watchdog=watch,
             )
-        )
-        if watch.cancelled():
-            return Evaluation(Status.CANCELLED, None, backend=backend.name)
-        stages = _read_stage_records(scratch / "out" / "stages.jsonl")
+            if watch.cancelled():
+                return [
+                    Evaluation(Status.CANCELLED, None, backend=self.backend.name) for _ in members
+                ]
+            watch.check_signatures()  # in case the run ended between two watchdog polls
+            evaluations = [
+                self._member_evaluation(out / name, name, outcome, watch) for name in members
+            ]
+            undecided = [e for e in evaluations if e.status == Status.PENDING]
+            if undecided and k > 1:  # the run ended before their verdicts: who killed it?
+                return self._split(sources, claims, evaluations, watch)
+            if undecided:
+                _charge_death(evaluations[0], outcome, watch)
+            scored = [i for i, e in enumerate(evaluations) if e.status == Status.OK]
+            if scored:
+                dirs = [out / members[i] for i in scored]
+                verdicts = _score(self.task, self.budget, dirs, self.eval_seed)
+                for i, verdict in zip(scored, verdicts, strict=True):
+                    _apply_score(evaluations[i], verdict)
+            return evaluations
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _member_evaluation(self, out: Path, name: str, outcome, watch: _BatchWatch) -> Evaluation:
+        stages = _read_stage_records(out / "stages.jsonl")
         evaluation = Evaluation(
             Status.OK,
             None,
             stages=stages,
-            log_tail=outcome.log_tail[-LOG_TAIL_CHARS:],
-            backend=backend.name,
+            log_tail=_member_log(outcome.log_tail, name)[-LOG_TAIL_CHARS:],
+            backend=self.backend.name,
             isolation=outcome.isolation,
+            checks=_read_checks(out / "checks.json"),
+            signature=watch.signatures.get(name) or None,
         )
-        evaluation.checks = _read_checks(scratch / "out" / "checks.json")
-        watch.check_signature()  # in case the run ended between two watchdog polls
-        evaluation.signature = watch.signature or None
-        if watch.duplicate_of is not None:
-            evaluation.duplicate_of = watch.duplicate_of
+        if name in watch.duplicate_of:
+            evaluation.duplicate_of = watch.duplicate_of[name]
             stages.append(
                 StageRecord(
                     "signature",
                     Status.DUPLICATE,
                     outcome.seconds,
-                    f"behaves like candidate {watch.duplicate_of} on the signature grid",
+                    f"behaves like candidate {evaluation.duplicate_of} on the signature grid",
                 )
             )
             evaluation.status = Status.DUPLICATE
             return evaluation
-        status = _candidate_status(outcome, stages, watch)
-        if status == Status.OK:
-            scored = _score(task, budget, scratch / "out")
-            stages.append(
-                StageRecord(
-                    "score", scored["status"], scored.pop("seconds"), scored.get("detail", "")
-                )
-            )
-            status = scored["status"]
-            if status == Status.OK:
-                evaluation.fitness = scored["fitness"]
-                evaluation.meta_test_fitness = scored["meta_test_fitness"]
-                evaluation.per_env = scored["per_env"]
-        evaluation.status = status
+        failed = next((s for s in stages if s.status != Status.OK), None)
+        if failed is not None:
+            evaluation.status = failed.status
+        elif any(s not in {r.name for r in stages} for s in CANDIDATE_STAGES):
+            evaluation.status = Status.PENDING  # no verdict yet: the run ended before it had one
         return evaluation
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+
+    def _split(self, sources, claims, evaluations, watch) -> list[Evaluation]:
+        """Members with a verdict keep it; the rest run again in two groups, the member the
+        records point at (if any) alone, so whoever kills the run ends up alone."""
+        undecided = [i for i, e in enumerate(evaluations) if e.status == Status.PENDING]
+        hint = watch.running_member()
+        if hint is not None and int(hint) in undecided:
+            groups = [[int(hint)], [i for i in undecided if i != int(hint)]]
+        else:
+            half = max(1, len(undecided) // 2)
+            groups = [undecided[:half], undecided[half:]]
+        for group in (g for g in groups if g):
+            again = self.run([sources[i] for i in group], [claims[i] for i in group])
+            for i, evaluation in zip(group, again, strict=True):
+                evaluations[i] = evaluation
+        return evaluations
 
 
-def _candidate_status(outcome, stages: list[StageRecord], watch: _StageWatch) -> str:
-    """How the sandboxed part ended. Signals and limits observed here outrank what the
-    untrusted stage records claim."""
-    ran = {s.name: s for s in stages}
+def _charge_death(evaluation: Evaluation, outcome, watch: _BatchWatch) -> None:
+    """A run of one member that ended before its verdict: what ended it is the verdict.
+    Signals and limits observed here outrank what the untrusted stage records claim."""
+    stages = evaluation.stages
     if outcome.timed_out:
         stage = watch.expired or watch.current() or "sandbox"
-        stages.append(
-            StageRecord(stage, Status.TIMEOUT, outcome.seconds, "killed at its time limit")
+        record = StageRecord(stage, Status.TIMEOUT, outcome.seconds, "killed at its time limit")
+    elif outcome.output_exceeded:
+        record = StageRecord(
+            "sandbox", Status.OUTPUT_LIMIT, outcome.seconds, "printed more than its output budget"
         )
-        return Status.TIMEOUT
-    if outcome.output_exceeded:
-        stages.append(
-            StageRecord(
-                "sandbox",
-                Status.OUTPUT_LIMIT,
-                outcome.seconds,
-                "printed more than its output budget",
-            )
-        )
-        return Status.OUTPUT_LIMIT
-    if outcome.killed_by_signal is not None:
+    elif outcome.killed_by_signal is not None:
         sig = outcome.killed_by_signal
         status = {signal.SIGKILL: Status.OOM, signal.SIGXCPU: Status.TIMEOUT}.get(
             sig, Status.FAILED
         )
-        stages.append(
-            StageRecord(
-                watch.current() or "sandbox", status, outcome.seconds, f"killed by signal {sig}"
-            )
+        record = StageRecord(
+            watch.current() or "sandbox", status, outcome.seconds, f"killed by signal {sig}"
         )
-        return status
-    failed = next((s for s in stages if s.status != Status.OK), None)
-    if failed is not None:
-        return failed.status
-    if outcome.exit_code != 0 or any(name not in ran for name in CANDIDATE_STAGES):
-        stages.append(
-            StageRecord("sandbox", Status.FAILED, outcome.seconds, f"exit code {outcome.exit_code}")
+    else:
+        record = StageRecord(
+            "sandbox", Status.FAILED, outcome.seconds, f"exit code {outcome.exit_code}"
         )
-        return Status.FAILED
-    return Status.OK
+    stages.append(record)
+    evaluation.status = record.status
+    evaluation.fitness = None
+
+
+def _member_log(log: str, name: str) -> str:
+    """The batch's log as one member sees it: its own tagged lines (tag removed) and the
+    untagged ones (the shared program's, and prints nobody can be told apart by)."""
+    tag, lines = f"[member {name}] ", []
+    for line in log.splitlines():
+        if line.startswith(tag):
+            lines.append(line[len(tag) :])
+        elif not line.startswith("[member "):
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _apply_score(evaluation: Evaluation, verdict: dict) -> None:
+    evaluation.stages.append(
+        StageRecord("score", verdict["status"], verdict["seconds"], verdict.get("detail", ""))
+    )
+    evaluation.status = verdict["status"]
+    if verdict["status"] == Status.OK:
+        evaluation.fitness = verdict["fitness"]
+        evaluation.meta_test_fitness = verdict["meta_test_fitness"]
+        evaluation.per_env = verdict["per_env"]
 
 
 def _read_checks(path: Path) -> dict | None:
@@ -342,11 +454,26 @@ def _read_checks(path: Path) -> dict | None:
         return None
 
 
-def _score(task: str, budget: str, out_dir: Path) -> dict:
-    """Run the trusted scorer in its own process and return its verdict."""
+def _score(task: str, budget: str, out_dirs: list[Path], eval_seed: int | None) -> list[dict]:
+    """Run the trusted scorer in its own process, once for the batch; one verdict per
+    directory, each with the scorer's seconds shared out."""
     start = time.monotonic()
-    request = out_dir.parent / "score_request.json"
-    request.write_text(json.dumps({"task": task, "budget": budget, "out_dir": str(out_dir)}))
+    request = out_dirs[0].parent.parent / "score_request.json"
+    request.write_text(
+        json.dumps(
+            {
+                "task": task,
+                "budget": budget,
+                "out_dirs": [str(d) for d in out_dirs],
+                "eval_seed": eval_seed,
+            }
+        )
+    )
+
+    def everyone(verdict: dict) -> list[dict]:
+        seconds = (time.monotonic() - start) / len(out_dirs)
+        return [{**verdict, "seconds": seconds} for _ in out_dirs]
+
     try:
         done = subprocess.run(
             [sys.executable, "-m", "sandbox.scorer", str(request)],
@@ -355,18 +482,11 @@ def _score(task: str, budget: str, out_dir: Path) -> dict:
             timeout=SCORER_SECONDS,
         )
     except subprocess.TimeoutExpired:
-        return {
-            "status": Status.TIMEOUT,
-            "detail": "the scorer timed out",
-            "seconds": time.monotonic() - start,
-        }
+        return everyone({"status": Status.TIMEOUT, "detail": "the scorer timed out"})
     try:
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {
-            "status": Status.FAILED,
-            "detail": f"scorer error: {done.stderr[-1500:]}",
-            "seconds": time.monotonic() - start,
-        }
-    result["seconds"] = time.monotonic() - start
-    return result
+        verdicts = json.loads(done.stdout.strip().splitlines()[-1])
+        assert isinstance(verdicts, list) and len(verdicts) == len(out_dirs)
+    except (ValueError, IndexError, AssertionError):
+        return everyone({"status": Status.FAILED, "detail": f"scorer error: {done.stderr[-1500:]}"})
+    seconds = (time.monotonic() - start) / len(out_dirs)
+    return [{**verdict, "seconds": seconds} for verdict in verdicts]

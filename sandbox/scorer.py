@@ -1,6 +1,6 @@
 """The trusted scorer: the only code that turns a training run into a fitness.
 
-    python -m sandbox.scorer request.json     # prints one JSON object
+    python -m sandbox.scorer request.json     # prints a JSON list: one verdict per out_dir
 
 It never imports the candidate. It rebuilds the expected parameter tree from the budget's
 configuration, validates the artifacts the sandboxed run left (see artifacts.py), and
@@ -106,6 +106,11 @@ def enable_compilation_cache() -> None:
 if __name__ == "__main__":
     enable_compilation_cache()
     request = json.loads(Path(sys.argv[1]).read_text())
-    sys.stdout.write(
-        json.dumps(score(request["task"], request["budget"], Path(request["out_dir"]))) + "\n"
-    )
+    # One evaluation seed for the whole batch: its members are compared on the same episodes.
+    seed = request.get("eval_seed")
+    seed = secrets.randbits(31) if seed is None else int(seed)
+    verdicts = [
+        score(request["task"], request["budget"], Path(out_dir), seed)
+        for out_dir in request["out_dirs"]
+    ]
+    sys.stdout.write(json.dumps(verdicts) + "\n")

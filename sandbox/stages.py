@@ -2,21 +2,30 @@
 
     python -m sandbox.stages in/request.json
 
-trace (load with restricted builtins, abstract shape contract, lower the smoke trainer under
-an HLO size cap) -> validity (the task's conditions) -> smoke (compile the smoke trainer, then
-1 seed for a few updates, finite results) -> full (budget seeds on every meta-train and
-meta-test env). Compiling after validity means an invalid candidate never pays for it.
+A request names a batch of members (`"members": ["0", "1", ...]`, each with its source in
+in/<name>/candidate.py and its records in out/<name>/), or one candidate in in/candidate.py
+with its records in out/ when it names none. Each member goes through its own stages and
+stops at the first that fails; the others go on without it:
 
-Where the first meta-train run of the full stage is itself short (FULL_RUN_AS_SMOKE_STEPS),
-that run is the smoke test: compiling a separate short trainer would cost more than it saves.
+- trace (per member): load with restricted builtins, the abstract shape contract, and the
+  plug-point function lowered alone at the trainer's shapes under an HLO size cap;
+- validity (per member): the task's conditions, then the behaviour signature;
+- smoke (the batch): the smoke trainer for every surviving member as one program
+  (training/run.py, lower_members), compiled once, 1 seed for a few updates or the whole
+  first run where it is short (FULL_RUN_AS_SMOKE_STEPS); finite results per member;
+- full (the batch): budget seeds on every meta-train and meta-test env, one program per env.
 
-Stages a request must name, never run by default: load (the first half of trace, without
-the trainer) and landscape (a drift's values and objective gradient on the analysis grid,
-out/landscape.npz; see sandbox/landscape.py).
+Compiling after validity means an invalid candidate never pays for a compile. A program
+that will not lower with several members is lowered for each alone, so only the member that
+breaks it is charged.
+
+Stages a request must name, never run by default: load (the first half of trace) and
+landscape (a drift's values and objective gradient on the analysis grid, out/landscape.npz;
+see sandbox/landscape.py).
 
 Everything this process writes is untrusted, candidate code runs in it: stage records in
-out/stages.jsonl are diagnostics, and fitness is computed elsewhere from the parameters
-left in out/*.npz.
+out/**/stages.jsonl are diagnostics (out/stages.jsonl, the batch's, only ever shortens its
+time), and fitness is computed elsewhere from the parameters left in out/<name>/*.npz.
 """
 
 import sandbox  # noqa: F401  (XLA flags)
@@ -28,6 +37,7 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,18 +58,27 @@ from sandbox.checks.pipeline import run_conditions
 from sandbox.checks.signature import behaviour_signature
 from sandbox.landscape import LANDSCAPE_FILE, landscape_axes
 from sandbox.pieces import Contract
-from sandbox.tasks import load_task
+from sandbox.tasks import TaskSpec, load_task
 from sandbox.training.components import Components
 from sandbox.training.config import PPOConfig
-from sandbox.training.ppo import CandidateContractError
-from sandbox.training.run import lower_batch, pooled_learning_curve, train_batch
+from sandbox.training.ppo import CandidateContractError, checked_call
+from sandbox.training.run import (
+    LoweredBatch,
+    TrainingBatch,
+    lower_batch,
+    lower_members,
+    pooled_learning_curve,
+)
 from sandbox.vocabulary import Status
 
 MAX_HLO_BYTES = 64 * 1024**2  # a PPO trainer is a few MB of HLO text; unroll bombs are not
+MAX_FUNCTION_HLO_BYTES = 8 * 1024**2  # a plug-point function alone is a few kB
 SMOKE_UPDATES = 8
 # Env steps (all seeds) up to which the full run trains faster on a CPU than a second program
 # compiles (~1.5 s per 200k steps against ~15 s per compile), so it doubles as the smoke test.
 FULL_RUN_AS_SMOKE_STEPS = 1_000_000
+MEMBER_STAGES = ("load", "trace", "validity", "landscape")
+BATCH_STAGES = ("smoke", "full")
 
 
 class StageFailure(Exception):
@@ -74,6 +93,12 @@ def classify(error: BaseException) -> str:
     if isinstance(error, (CandidateContractError,)) or is_control_flow_error(error):
         return Status.INVALID
     return Status.FAILED
+
+
+def failure_of(error: BaseException) -> StageFailure:
+    if isinstance(error, StageFailure):
+        return error
+    return StageFailure(classify(error), f"{type(error).__name__}: {str(error)[:2000]}")
 
 
 class SmokeRun(NamedTuple):
@@ -111,21 +136,59 @@ def drift_landscape(
     return np.asarray(drift, np.float32), np.asarray(slope, np.float32)
 
 
-def main(request_path: str) -> int:
-    request = json.loads(Path(request_path).read_text())
-    scratch = Path(request_path).resolve().parent.parent
-    out = scratch / "out"
-    out.mkdir(exist_ok=True)
-    task = load_task(request["task"])
-    budget = get_budget(request["budget"])
-    split = task.split(budget.name)
-    stages = request.get("stages", ["trace", "validity", "smoke", "full"])
-    source = (scratch / "in" / "candidate.py").read_text()
-    state = {}
+@dataclasses.dataclass
+class Member:
+    """One candidate of the batch: its own source, records, artifacts and log tag."""
 
-    def load():
+    name: str
+    source: str
+    out: Path
+    function: Callable | None = None
+    failed: bool = False
+    trained: dict[str, TrainingBatch] = dataclasses.field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:  # prefixes this member's log lines, so the trusted side can split them
+        return f"[member {self.name}] " if self.name else ""
+
+    def record(self, stage: str, status: str, seconds: float, detail: str) -> None:
+        append_stage(
+            self.out, {"stage": stage, "status": status, "seconds": seconds, "detail": detail}
+        )
+        print(f"{self.tag}stage {stage}: {status}: {detail[:500]}", flush=True)
+        self.failed = self.failed or status != Status.OK
+
+
+class Batch:
+    """The stages of one request, run over its members."""
+
+    def __init__(self, request: dict, scratch: Path):
+        self.task: TaskSpec = load_task(request["task"])
+        self.budget = get_budget(request["budget"])
+        self.split = self.task.split(self.budget.name)
+        self.seed = request["seed"]
+        self.out = scratch / "out"
+        self.out.mkdir(exist_ok=True)
+        names = request.get("members")
+        self.named = names is not None
+        self.members = []
+        for name in names or [""]:
+            out = self.out / name
+            out.mkdir(exist_ok=True)
+            source = (scratch / "in" / name / "candidate.py").read_text()
+            self.members.append(Member(name, source, out))
+        self.plug_point = self.task.piece.plug_point
+        # Functions of arrays share one trainer; optimizer factories get a program each.
+        self.shared_program = self.task.piece.contract is Contract.ELEMENTWISE
+
+    def alive(self) -> list[Member]:
+        return [m for m in self.members if not m.failed]
+
+    # -- per member ------------------------------------------------------------------------
+    def load(self, member: Member) -> str:
+        task = self.task
         try:
-            function = load_entry_point(source, task.entry_point, filename="candidate.py")
+            function = load_entry_point(member.source, task.entry_point, filename="candidate.py")
         except CandidateLoadError as error:
             raise StageFailure(Status.FAILED, str(error)) from None
         if task.piece.contract is Contract.ELEMENTWISE:
@@ -141,41 +204,55 @@ def main(request_path: str) -> int:
             contract = check_elementwise_contract(function, tuple(task.inputs), "candidate.py")
             if not contract.passed:
                 raise StageFailure(Status.INVALID, contract.detail)
-        state["function"] = function
+        member.function = function
         return f"loaded {task.entry_point}()"
 
-    def trace():
-        load()
-        components = Components(**{task.piece.plug_point: state["function"]})
-        run = smoke_run(budget, split.meta_train[0])
-        config = run.config
-        lowered = lower_batch(config, components, seeds=run.seeds, seed=request["seed"])
-        size = lowered.hlo_bytes
-        if size > MAX_HLO_BYTES:
+    def trace(self, member: Member) -> str:
+        self.load(member)
+        config = smoke_run(self.budget, self.split.meta_train[0]).config
+        if not self.shared_program:  # no function of arrays to lower alone: lower its trainer
+            lowered = self._lower(config, 1, [member])
+            return f"lowered the {config.env_id} trainer ({self._cap(lowered, MAX_HLO_BYTES)})"
+        # The function as the trainer calls it: minibatch-shaped float32 inputs, its value and
+        # its derivative in the first input (the trainer differentiates through it).
+        shapes = [jax.ShapeDtypeStruct((config.minibatch_size,), jnp.float32)] * len(
+            self.task.inputs
+        )
+
+        def loss(*inputs):
+            return jnp.sum(checked_call(self.plug_point, member.function, *inputs))
+
+        lowered = jax.jit(jax.value_and_grad(loss)).lower(*shapes)
+        size = self._cap(lowered, MAX_FUNCTION_HLO_BYTES)
+        return f"lowered {self.task.entry_point}() at the trainer's shapes ({size})"
+
+    def _cap(self, lowered, limit: int) -> str:
+        size = len((lowered.lowered if isinstance(lowered, LoweredBatch) else lowered).as_text())
+        if size > limit:
             raise StageFailure(
                 Status.FAILED,
-                f"the training program is {size / 1e6:.0f} MB of HLO (limit "
-                f"{MAX_HLO_BYTES / 1e6:.0f} MB): unrolled Python loops in the candidate?",
+                f"the program is {size / 1e6:.1f} MB of HLO (limit {limit / 1e6:.0f} MB): "
+                "unrolled Python loops in the candidate?",
             )
-        state.update(components=components, smoke=(run, lowered), trained={})
-        return f"lowered the {config.env_id} trainer ({size / 1e6:.1f} MB HLO)"
+        return f"{size / 1e3:.0f} kB HLO"
 
-    def landscape():
-        if not task.piece.has_landscape:
+    def landscape(self, member: Member) -> str:
+        if not self.task.piece.has_landscape:
             raise StageFailure(
-                Status.FAILED, f"landscapes are defined for drift candidates, not {task.piece.kind}"
+                Status.FAILED,
+                f"landscapes are defined for drift candidates, not {self.task.piece.kind}",
             )
-        if "function" not in state:
-            load()
+        if member.function is None:
+            self.load(member)
         ratio, advantage = landscape_axes()
-        drift, slope = drift_landscape(state["function"], ratio, advantage)
+        drift, slope = drift_landscape(member.function, ratio, advantage)
         if drift.shape != (advantage.size, ratio.size) or slope.shape != drift.shape:
             raise StageFailure(
                 Status.INVALID,
                 f"the drift returned shape {drift.shape} on a {ratio.size}-ratio grid",
             )
         np.savez(
-            out / LANDSCAPE_FILE,
+            member.out / LANDSCAPE_FILE,
             ratio=ratio,
             advantage=advantage,
             drift=drift,
@@ -186,82 +263,157 @@ def main(request_path: str) -> int:
             f"{int(np.isfinite(drift).sum())} finite drift values"
         )
 
-    def validity():
-        report = run_conditions(task, state["function"], "candidate.py")
-        write_json(out / "checks.json", report.to_dict())
+    def validity(self, member: Member) -> str:
+        report = run_conditions(self.task, member.function, "candidate.py")
+        write_json(member.out / "checks.json", report.to_dict())
         if not report.valid:
             raise StageFailure(
                 Status.INVALID, "; ".join(f"{c.name}: {c.detail}" for c in report.failures)
             )
-        # The trusted side compares this with the archive and may stop the run as a duplicate.
+        # The trusted side compares this with the archive and may drop it as a duplicate.
         write_json(
-            out / "signature.json",
-            {"signature": behaviour_signature(task.piece, state["function"])},
+            member.out / "signature.json",
+            {"signature": behaviour_signature(self.task.piece, member.function)},
         )
         return f"{len(report.checks)} conditions hold"
 
-    def smoke():
-        run, lowered = state["smoke"]
-        batch = lowered.compile().run()
-        config, output = run.config, batch.output
-        leaves = jax.tree.leaves(output.params)
-        runs = f"{config.env_steps} steps x {run.seeds} seeds on {config.env_id}"
-        if (
-            not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
-            or not np.isfinite(output.entropy).all()
-        ):
-            raise StageFailure(Status.NONFINITE, f"{runs} gave NaN or inf")
-        if run.is_full_run:
-            state["trained"][config.env_id] = batch
-            return f"{runs} (the full run, kept for the full stage), finite"
-        return f"{runs}, finite"
-
-    def full():
-        for env_id in split.meta_train + split.meta_test:
-            batch = state["trained"].pop(env_id, None) or train_batch(
-                budget.config(env_id), state["components"], seeds=budget.seeds, seed=request["seed"]
+    # -- the batch -------------------------------------------------------------------------
+    def _lower(self, config: PPOConfig, seeds: int, members: list[Member]) -> LoweredBatch:
+        if self.shared_program:
+            return lower_members(
+                config,
+                self.plug_point,
+                [m.function for m in members],
+                seeds=seeds,
+                seed=self.seed,
             )
-            curve = pooled_learning_curve(batch.output, axis=(0, 1))
-            params = jax.tree.map(lambda x: x[0], batch.output.params)  # one learning rate
-            write_training_artifact(out, env_id, params, curve)
-            print(
-                f"trained {env_id}: {batch.env_steps} steps in {batch.train_seconds:.1f} s",
-                flush=True,
-            )
-        return f"{budget.seeds} seeds on {', '.join(split.meta_train + split.meta_test)}"
+        (member,) = members
+        components = Components(**{self.plug_point: member.function})
+        return lower_batch(config, components, seeds=seeds, seed=self.seed)
 
-    for name in stages:
-        append_stage(out, {"stage": name, "event": "start", "time": time.time()})
+    def _train(self, stage: str, config: PPOConfig, seeds: int) -> dict[str, TrainingBatch]:
+        """Train every surviving member; one that breaks a shared program is found by
+        lowering each alone, and only it fails."""
+        groups = [self.alive()] if self.shared_program else [[m] for m in self.alive()]
+        trained = {}
+        for group in groups:
+            start = time.monotonic()
+            try:
+                lowered = self._lower(config, seeds, group)
+            except Exception as error:
+                if len(group) == 1:
+                    failure = failure_of(error)
+                    group[0].record(stage, failure.status, time.monotonic() - start, failure.detail)
+                    continue
+                for member in group:
+                    try:
+                        self._lower(config, seeds, [member])
+                    except Exception as alone:
+                        failure = failure_of(alone)
+                        member.record(
+                            stage, failure.status, time.monotonic() - start, failure.detail
+                        )
+                group = [m for m in group if not m.failed]
+                if not group:
+                    continue
+                lowered = self._lower(config, seeds, group)
+            self._cap(lowered, MAX_HLO_BYTES + len(group) * MAX_FUNCTION_HLO_BYTES)
+            batch = lowered.compile().run()
+            for index, member in enumerate(group):
+                trained[member.name] = batch.member(index) if self.shared_program else batch
+        return trained
+
+    def smoke(self) -> None:
+        run = smoke_run(self.budget, self.split.meta_train[0])
+        start = time.monotonic()
+        trained = self._train("smoke", run.config, run.seeds)
+        seconds = time.monotonic() - start
+        runs = f"{run.config.env_steps} steps x {run.seeds} seeds on {run.config.env_id}"
+        shared = f" (one program for {len(trained)})" if len(trained) > 1 else ""
+        for member in self.alive():
+            output = trained[member.name].output
+            leaves = jax.tree.leaves(output.params)
+            if (
+                not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+                or not np.isfinite(output.entropy).all()
+            ):
+                member.record("smoke", Status.NONFINITE, seconds, f"{runs} gave NaN or inf")
+                continue
+            if run.is_full_run:
+                member.trained[run.config.env_id] = trained[member.name]
+            kept = " (the full run, kept for the full stage)" if run.is_full_run else ""
+            member.record("smoke", Status.OK, seconds, f"{runs}{kept}{shared}, finite")
+
+    def full(self) -> None:
+        start = time.monotonic()
+        env_ids = self.split.meta_train + self.split.meta_test
+        for env_id in env_ids:
+            waiting = [m for m in self.alive() if env_id not in m.trained]
+            if waiting:
+                trained = self._train("full", self.budget.config(env_id), self.budget.seeds)
+                for member in waiting:
+                    if member.name in trained:
+                        member.trained[env_id] = trained[member.name]
+            for member in self.alive():
+                batch = member.trained.pop(env_id)
+                curve = pooled_learning_curve(batch.output, axis=(0, 1))
+                params = jax.tree.map(lambda x: x[0], batch.output.params)  # one learning rate
+                write_training_artifact(member.out, env_id, params, curve)
+                print(
+                    f"{member.tag}trained {env_id}: {batch.env_steps} steps in "
+                    f"{batch.train_seconds:.1f} s",
+                    flush=True,
+                )
+        for member in self.alive():
+            detail = f"{self.budget.seeds} seeds on {', '.join(env_ids)}"
+            member.record("full", Status.OK, time.monotonic() - start, detail)
+
+    # -- running stages --------------------------------------------------------------------
+    def run(self, stages: list[str]) -> int:
+        for name in stages:
+            if not self.alive():
+                break
+            self._batch_record({"stage": name, "event": "start", "time": time.time()})
+            start = time.monotonic()
+            if name in MEMBER_STAGES:
+                for member in self.alive():
+                    self._member_stage(member, name)
+            else:
+                try:
+                    getattr(self, name)()
+                except Exception as error:  # a crash of the shared program, or exhaustion
+                    traceback.print_exc()
+                    failure = failure_of(error)
+                    for member in self.alive():
+                        member.record(
+                            name, failure.status, time.monotonic() - start, failure.detail
+                        )
+            self._batch_record({"stage": name, "seconds": time.monotonic() - start})
+        return 0 if self.alive() else 1
+
+    def _member_stage(self, member: Member, name: str) -> None:
+        if self.named:  # unnamed, the member's records are the batch's
+            append_stage(member.out, {"stage": name, "event": "start", "time": time.time()})
         start = time.monotonic()
         try:
-            detail = {
-                "load": load,
-                "trace": trace,
-                "validity": validity,
-                "smoke": smoke,
-                "full": full,
-                "landscape": landscape,
-            }[name]()
-            status = Status.OK
+            detail, status = getattr(self, name)(member), Status.OK
         except StageFailure as failure:
             status, detail = failure.status, failure.detail
         except Exception as error:  # a crash in candidate code, or resource exhaustion
-            status = classify(error)
-            detail = f"{type(error).__name__}: {str(error)[:2000]}"
             traceback.print_exc()
-        append_stage(
-            out,
-            {
-                "stage": name,
-                "status": status,
-                "seconds": time.monotonic() - start,
-                "detail": detail,
-            },
-        )
-        print(f"stage {name}: {status}: {detail[:500]}", flush=True)
-        if status != Status.OK:
-            return 1
-    return 0
+            failure = failure_of(error)
+            status, detail = failure.status, failure.detail
+        member.record(name, status, time.monotonic() - start, detail)
+
+    def _batch_record(self, record: dict) -> None:
+        append_stage(self.out, record)
+
+
+def main(request_path: str) -> int:
+    request = json.loads(Path(request_path).read_text())
+    scratch = Path(request_path).resolve().parent.parent
+    batch = Batch(request, scratch)
+    return batch.run(request.get("stages", ["trace", "validity", *BATCH_STAGES]))
 
 
 if __name__ == "__main__":

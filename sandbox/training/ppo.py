@@ -11,6 +11,7 @@ Departures from PureJaxRL, on purpose:
   reports it), so time limits are not mistaken for terminal states.
 """
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -83,7 +84,7 @@ def _log_prob_and_entropy(logits, action):
     return log_prob, entropy
 
 
-def _checked(name: str, fn, *args):
+def checked_call(name: str, fn, *args):
     """Call a plugged-in elementwise component and enforce its output shape at trace time."""
     out = fn(*args)
     expected = jnp.shape(args[0])
@@ -99,7 +100,7 @@ def _checked(name: str, fn, *args):
 
 def policy_loss(components: Components, ratio, advantage):
     """Mirror Learning policy loss: the negated surrogate r*A minus the drift penalty."""
-    drift = _checked("drift", components.drift, ratio, advantage)
+    drift = checked_call("drift", components.drift, ratio, advantage)
     return -jnp.mean(ratio * advantage - drift)
 
 
@@ -119,7 +120,7 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
         logits, value = network.apply(params, traj.obs)
         log_prob, entropy = _log_prob_and_entropy(logits, traj.action)
 
-        value_error = _checked("value_loss", components.value_loss, value, targets)
+        value_error = checked_call("value_loss", components.value_loss, value, targets)
         if config.clip_value:
             clipped = traj.value + jnp.clip(value - traj.value, -config.clip_eps, config.clip_eps)
             value_error = jnp.maximum(value_error, components.value_loss(clipped, targets))
@@ -128,7 +129,7 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
         log_ratio = log_prob - traj.log_prob
         ratio = jnp.exp(log_ratio)
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        advantages = _checked("advantage", components.advantage, advantages)
+        advantages = checked_call("advantage", components.advantage, advantages)
         actor_loss = policy_loss(components, ratio, advantages)
 
         entropy = entropy.mean()
@@ -245,3 +246,27 @@ def batched(train):
     """vmap a `train` over seeds and learning rates: (keys [S], lrs [L]) -> outputs [L, S, ...]."""
     over_seeds = jax.vmap(train, in_axes=(0, None))
     return jax.vmap(over_seeds, in_axes=(None, 0))
+
+
+def batched_members(config: PPOConfig, plug_point: str, functions, on_update=None):
+    """Every member's training runs in one function: (keys [S], lrs [L], members [K]) ->
+    outputs [K, L, S, ...], member k training with functions[k] at `plug_point`.
+
+    Members are a loop (lax.map) around the seed-vectorised trainer, and the plug point is a
+    real conditional on the member index, so each member runs only its own code, the same
+    program body for any batch. Vmapping members instead makes the switch a select that runs
+    every branch on every lane (one candidate's NaN derivative would reach the others' through
+    the zero cotangent), and its numerics change with the batch size."""
+    branches = [functools.partial(checked_call, plug_point, f) for f in functions]
+    if len(branches) == 1:  # a conditional alone too: the same numerics as in any batch
+        branches = branches * 2
+
+    def for_member(keys, lrs, member):
+        piece = functools.partial(lax.switch, member, branches)
+        components = Components(**{plug_point: piece})
+        return batched(make_train(config, components, on_update))(keys, lrs)
+
+    def train(keys, lrs, members):
+        return lax.map(lambda member: for_member(keys, lrs, member), members)
+
+    return train

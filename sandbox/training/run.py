@@ -1,4 +1,5 @@
-"""Compile, run and score a batch of training runs (seeds x learning rates) for one environment.
+"""Compile, run and score a batch of training runs (seeds x learning rates, and optionally
+candidates for one plug point) for one environment.
 
 Training is one compiled call; evaluation of the final policies is a second one with its own
 seed, so a scorer can re-run it on the parameters alone.
@@ -18,7 +19,7 @@ from sandbox.fitness import Aggregate, normalise
 from sandbox.training.components import Components
 from sandbox.training.config import PPOConfig
 from sandbox.training.evaluate import evaluate_params
-from sandbox.training.ppo import TrainOutput, batched, make_train
+from sandbox.training.ppo import TrainOutput, batched, batched_members, make_train
 
 # Called as progress(phase, completed, total) with phase in {"compile", "train", "evaluate"}.
 ProgressFn = Callable[[str, int, int], None]
@@ -36,10 +37,14 @@ class TrainingBatch:
 
     @property
     def env_steps(self) -> int:
-        return (
-            self.config.env_steps
-            * self.output.episode_count.shape[0]
-            * self.output.episode_count.shape[1]
+        return self.config.env_steps * int(np.prod(self.output.episode_count.shape[:-1]))
+
+    def member(self, index: int) -> "TrainingBatch":
+        """Member `index` of a batch from `lower_members` (leading axes [members, lrs, seeds]);
+        the seconds are the whole batch's."""
+        output = jax.tree.map(lambda x: x[index], self.output)
+        return TrainingBatch(
+            self.config, self.learning_rates, output, self.compile_seconds, self.train_seconds
         )
 
 
@@ -49,7 +54,7 @@ class LoweredBatch:
 
     config: PPOConfig
     learning_rates: list[float]
-    args: tuple[jax.Array, jax.Array]  # (seed keys [S], learning rates [L])
+    args: tuple[jax.Array, ...]  # (seed keys [S], learning rates [L][, member indices [K]])
     lowered: Any
     lower_seconds: float
 
@@ -98,6 +103,27 @@ def lower_batch(
     train = make_train(config, components, on_update=on_update)
     args = (jax.random.split(jax.random.key(seed), seeds), jnp.asarray(lrs, dtype=jnp.float32))
     lowered = jax.jit(batched(train)).lower(*args)
+    return LoweredBatch(config, lrs, args, lowered, time.perf_counter() - start)
+
+
+def lower_members(
+    config: PPOConfig,
+    plug_point: str,
+    functions: Sequence[Callable],
+    *,
+    seeds: int,
+    seed: int = 0,
+) -> LoweredBatch:
+    """Trace `seeds` training runs for each of `functions` at `plug_point` as one program, on
+    the seed keys `lower_batch` would use: every member trains on the same seeds."""
+    start = time.perf_counter()
+    lrs = [float(config.learning_rate)]
+    args = (
+        jax.random.split(jax.random.key(seed), seeds),
+        jnp.asarray(lrs, dtype=jnp.float32),
+        jnp.arange(len(functions)),
+    )
+    lowered = jax.jit(batched_members(config, plug_point, functions)).lower(*args)
     return LoweredBatch(config, lrs, args, lowered, time.perf_counter() - start)
 
 
