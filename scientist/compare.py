@@ -4,6 +4,7 @@ seeds at one shared budget (search-time scores are selected, hence optimistic), 
 same sandbox and scorer; costs are the search's, in the same units for every method.
 """
 
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -153,25 +154,31 @@ def reevaluate(
     seed: int,
     sandbox: str = Sandbox.AUTO,
     workers: int = 2,
+    batch: int = 8,
     executor: Executor | None = None,
     on_done=None,
 ) -> list[Row]:
-    """Train and score every present row again on `seed` (the same for all: common random
-    numbers), `workers` at a time through the executor (default: sandboxes here). Nothing is
-    recorded: the archive keeps the search's own evaluations."""
+    """Train and score every present row again on `seed` and one evaluation seed (the same
+    for all: common random numbers), in batches of `batch`, `workers` batches at a time
+    through the executor (default: sandboxes here). Nothing is recorded: the archive keeps
+    the search's own evaluations."""
     present = [r for r in rows if r.code is not None]
     executor = executor or LocalExecutor()
+    eval_seed = secrets.randbits(31)
 
-    def run(row: Row) -> Row:
-        evaluation = executor(task, row.code, budget, sandbox=sandbox, seed=seed)
-        row.status = evaluation.status
-        if evaluation.status == Status.OK:
-            row.meta_train = split_score(evaluation.per_env.get("meta_train", {}))
-            row.meta_test = split_score(evaluation.per_env.get("meta_test", {}))
-        if on_done:
-            on_done(row)
-        return row
+    def run(group: list[Row]) -> None:
+        evaluations = executor(
+            task, [r.code for r in group], budget, sandbox=sandbox, seed=seed, eval_seed=eval_seed
+        )
+        for row, evaluation in zip(group, evaluations, strict=True):
+            row.status = evaluation.status
+            if evaluation.status == Status.OK:
+                row.meta_train = split_score(evaluation.per_env.get("meta_train", {}))
+                row.meta_test = split_score(evaluation.per_env.get("meta_test", {}))
+            if on_done:
+                on_done(row)
 
+    groups = [present[i : i + batch] for i in range(0, len(present), batch)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(run, present))
+        list(pool.map(run, groups))
     return rows

@@ -1,14 +1,16 @@
 """The one path from an archived, pending candidate to its recorded verdict.
 
 Whoever proposes a candidate (the campaign loop, the ES campaign rendering its mean network,
-distillation) first writes it to the archive. Then `Recorder` hands its code to the
-executor (the sandbox cascade in this process, or a Ray task on a cluster), which claims the
-candidate's behaviour signature in the archive before training, so a duplicate stops early.
-The verdict is written in one transaction with the candidate (and its event, if asked for).
-An evaluation with no verdict leaves the candidate pending: `cancelled` (the caller stopped)
-silently, `infra` (the sandbox itself failed) with an event and SandboxInfraError.
+distillation) first writes it to the archive. Then `Recorder` hands its code, alone or in a
+batch with others, to the executor (the sandbox cascade in this process, or a Ray task on a
+cluster), which claims the candidate's behaviour signature in the archive before training,
+so a duplicate stops early. The verdict is written in one transaction with the candidate
+(and its event, if asked for). An evaluation with no verdict leaves the candidate pending:
+`cancelled` (the caller stopped) silently, `infra` (the sandbox itself failed) with an
+event and SandboxInfraError.
 """
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -66,6 +68,9 @@ class Recorder:
         self.engine, self.campaign_id, self.executor = engine, campaign_id, executor
         self.task, self.budget, self.sandbox, self.seed = task, budget, sandbox, seed
         self.cancelled = cancelled
+        # Common random numbers for scoring too: every candidate this recorder scores is
+        # evaluated on the same episodes. Drawn here, never sent to a sandbox.
+        self.eval_seed = secrets.randbits(31)
 
     def __call__(
         self,
@@ -75,32 +80,59 @@ class Recorder:
         claim: SignatureClaim = SignatureClaim.BEFORE_TRAINING,
         event: EventNote | None = None,
     ) -> Recorded | None:
-        """The candidate as recorded, or None when the evaluation was cancelled (it stays
-        pending). Raises SandboxInfraError, after logging it, when the sandbox failed."""
+        """One candidate: a batch of one (see `batch`)."""
+        events = None if event is None else [event]
+        return self.batch([(candidate_id, code)], claim=claim, events=events)[0]
 
-        def claim_before_training(signature: str) -> int | None:
-            with transaction(self.engine) as session:
-                return writes.claim_signature(session, self.campaign_id, candidate_id, signature)
+    def batch(
+        self,
+        candidates: list[tuple[int, str]],
+        *,
+        claim: SignatureClaim = SignatureClaim.BEFORE_TRAINING,
+        events: list[EventNote] | None = None,
+    ) -> list[Recorded | None]:
+        """(id, code) pairs evaluated as one batch: each as recorded, or None where the
+        evaluation was cancelled (it stays pending). Raises SandboxInfraError, after logging
+        it, when the sandbox failed; then none is recorded."""
 
-        evaluation = self.executor(
+        def claim_for(candidate_id: int):
+            def claim_before_training(signature: str) -> int | None:
+                with transaction(self.engine) as session:
+                    return writes.claim_signature(
+                        session, self.campaign_id, candidate_id, signature
+                    )
+
+            return claim_before_training if claim is SignatureClaim.BEFORE_TRAINING else None
+
+        evaluations = self.executor(
             self.task,
-            code,
+            [code for _, code in candidates],
             self.budget,
             sandbox=self.sandbox,
             seed=self.seed,
             cancelled=self.cancelled,
-            claim_signature=claim_before_training
-            if claim is SignatureClaim.BEFORE_TRAINING
-            else None,
+            claims=[claim_for(candidate_id) for candidate_id, _ in candidates],
+            eval_seed=self.eval_seed,
         )
-        if evaluation.status == Status.CANCELLED:
-            return None
-        if evaluation.status == Status.INFRA:
+        infra = [
+            (candidate_id, e)
+            for (candidate_id, _), e in zip(candidates, evaluations, strict=True)
+            if e.status == Status.INFRA
+        ]
+        if infra:
             with transaction(self.engine) as session:
-                message = writes.log_infra_failure(
-                    session, self.campaign_id, candidate_id, evaluation
-                )
+                message = writes.log_infra_failure(session, self.campaign_id, *infra[0])
             raise SandboxInfraError(message)
+        events = events or [None] * len(candidates)
+        return [
+            None if evaluation.status == Status.CANCELLED else self._write(i, evaluation, claim, e)
+            for (i, _), evaluation, e in zip(candidates, evaluations, events, strict=True)
+        ]
+
+    def _write(
+        self, candidate_id: int, evaluation: Evaluation, claim: SignatureClaim, event
+    ) -> Recorded:
+        """The verdict, its signature and its event in one transaction."""
         with transaction(self.engine) as session:
             candidate = writes.record_evaluation(session, candidate_id, evaluation)
             if claim is SignatureClaim.AFTER_RECORDING and evaluation.signature:

@@ -456,13 +456,16 @@ def test_two_campaigns_run_side_by_side_on_one_database(engine, db_url):
     from scientist.campaign.loop import CampaignLoop
     from scientist.proposers.mutation import MutationProposer
 
-    def evaluate(task, code, budget, *, claim_signature, **kwargs):
+    def evaluate_one(code, claim_signature):
         digest = hashlib.sha256(code.encode()).digest()
         time.sleep(0.01)
         earlier = claim_signature(f"behaviour {digest[0] % 8}")  # few behaviours: many duplicates
         if earlier is not None:
             return Evaluation(Status.DUPLICATE, None, duplicate_of=earlier, backend="fake")
         return Evaluation("ok", digest[1] / 255, meta_test_fitness=0.5, backend="fake")
+
+    def evaluate(task, sources, budget, *, claims, **kwargs):
+        return [evaluate_one(code, claim) for code, claim in zip(sources, claims, strict=True)]
 
     configs = [
         CampaignConfig(

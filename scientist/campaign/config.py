@@ -13,6 +13,7 @@ from scientist.selection import SelectionConfig
 RESUMABLE = (
     "generations",
     "workers",
+    "batch",
     "max_cost",
     "sandbox",
     "api_base",
@@ -38,7 +39,10 @@ class CampaignConfig(BaseModel):
     budget: str = "smoke"
     sandbox: Sandbox = Sandbox.AUTO
     workers: int = Field(
-        2, ge=1, description="evaluations at once (with ray: tasks in flight on the cluster)"
+        2, ge=1, description="batches evaluated at once (with ray: tasks in flight on the cluster)"
+    )
+    batch: int = Field(
+        8, ge=1, le=64, description="candidates evaluated together in one sandbox run"
     )
     executor: ExecutorName = ExecutorName.LOCAL
     ray_address: str | None = (

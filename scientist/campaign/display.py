@@ -45,6 +45,21 @@ def leaderboard_table(rows: list[Candidate], title: str = "leaderboard") -> Tabl
     return table
 
 
+def batches(p: Progress) -> str:
+    return f"in flight {p.in_flight} in {p.batches} batch{'es' if p.batches != 1 else ''}" + (
+        f", {p.gathering} gathering" if p.gathering else ""
+    )
+
+
+def progress_line(p: Progress) -> str:
+    """One line per event, for a log file or a pipe (no terminal to redraw)."""
+    best = f" · best #{p.best_id} {p.best_fitness:.3f}" if p.best_id is not None else ""
+    return (
+        f"g{p.generation} proposed {p.proposed} · evaluated {p.evaluated} · {batches(p)}{best}"
+        f" · {p.last}"
+    )
+
+
 def progress_view(p: Progress) -> Group:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(p.counts.items())) or "nothing yet"
     best = (
@@ -53,7 +68,7 @@ def progress_view(p: Progress) -> Group:
     lines = [
         Text.assemble(("campaign ", "bold"), p.name, f"   generation {p.generation}"),
         Text(
-            f"proposed {p.proposed} this run · evaluated {p.evaluated} · in flight {p.in_flight} · "
+            f"proposed {p.proposed} this run · evaluated {p.evaluated} · {batches(p)} · "
             f"planned {p.planned} · spent ${p.spent_usd:.4f}"
         ),
         Text(f"archive: {counts}"),
@@ -89,7 +104,8 @@ def campaign_summary(
         (
             "plan",
             f"{config['generations']} generations × {config['islands']} islands × "
-            f"{config['population']} = {planned} proposals, {config['workers']} workers",
+            f"{config['population']} = {planned} proposals, {config['workers']} workers × "
+            f"batches of {config.get('batch', 1)}",
         ),
         ("candidates", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
         (

@@ -1,8 +1,10 @@
 """The campaign loop: proposals and evaluations overlap, the archive is the only state.
 
 The main thread walks the slots (generation, island, k) in order and asks the proposer for
-a candidate whenever an evaluator is free; evaluator threads hand candidates to the executor
-(the sandbox cascade here, or a Ray task on a cluster) and write what comes back. Each
+candidates, gathered into batches of up to `batch` while earlier batches train; evaluator
+threads (`workers`: batches in flight) hand each batch to the executor (the sandbox cascade
+here, or a Ray task on a cluster) and write what comes back. A batch goes out when it is
+full and an evaluator is free, or at once when nothing else is running. Each
 proposal is written (with its model calls) before it is evaluated, and each evaluation in
 one transaction with its candidate, so a crash at any moment, kill -9 included, loses at
 most work in flight: on resume, pending candidates are evaluated, filled slots are skipped,
@@ -41,7 +43,9 @@ class Progress:
     planned: int
     proposed: int = 0
     evaluated: int = 0
-    in_flight: int = 0
+    in_flight: int = 0  # candidates in batches being evaluated
+    batches: int = 0  # batches being evaluated
+    gathering: int = 0  # candidates waiting for the next batch
     generation: int = 0
     best_id: int | None = None
     best_fitness: float | None = None
@@ -88,14 +92,17 @@ class CampaignLoop:
         executor = ThreadPoolExecutor(
             max_workers=self.config.workers, thread_name_prefix="evaluator"
         )
-        self.in_flight: dict[Future, int] = {}
+        self.in_flight: dict[Future, list[int]] = {}
+        self.gathering: list[tuple[int, str]] = []
         status, message = CampaignStatus.FINISHED, ""
         try:
             self._seed_baselines()
-            for candidate in self._pending():
-                self._wait_for_capacity()
-                self._submit(executor, candidate.id, candidate.code)
+            for candidate in self._pending():  # baselines, or what a stopped run left
+                self._wait_for_capacity(executor)
+                self._submit(executor, candidate.id, candidate.code, eager=False)
+            self._flush(executor)
             status, message = self._propose_all(executor)
+            self._flush(executor)
             while self.in_flight:
                 self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
         except KeyboardInterrupt:
@@ -130,8 +137,8 @@ class CampaignLoop:
                             f"spent ${self._spent():.4f} of ${c.max_cost:.4f}; no more proposals",
                         )
                         return CampaignStatus.COST_CAP, f"dollar cap ${c.max_cost} reached"
-                    self._wait_for_capacity()
-                    self._wait_for_parents(island)
+                    self._wait_for_capacity(executor)
+                    self._wait_for_parents(executor, island)
                     status = self._propose_one(executor, generation, island, attempt=total)
                     total += 1
                     useful += status not in DECIDED_WITHOUT_EVALUATION
@@ -182,54 +189,76 @@ class CampaignLoop:
         return candidate.status
 
     # -- evaluation ------------------------------------------------------------------------
-    def _submit(self, executor, candidate_id: int, code: str) -> None:
-        self.in_flight[executor.submit(self._evaluate, candidate_id, code)] = candidate_id
-        self.progress.in_flight = len(self.in_flight)
+    def _submit(self, executor, candidate_id: int, code: str, *, eager: bool = True) -> None:
+        """Into the batch being gathered; it goes out when full and an evaluator is free, or
+        (`eager`) at once when nothing is being evaluated: an idle machine never waits for a
+        slow proposer to fill a batch."""
+        self.gathering.append((candidate_id, code))
+        full = len(self.gathering) >= self.config.batch
+        if (full and len(self.in_flight) < self.config.workers) or (eager and not self.in_flight):
+            self._flush(executor)
+        self._count()
 
-    def _evaluate(self, candidate_id: int, code: str) -> tuple[Candidate, float | None] | None:
-        """The recorded candidate and its parent's fitness; None when abandoned at shutdown
-        (still pending, evaluated on resume). A sandbox failure raises: it stops the campaign."""
-        recorded = self.record(candidate_id, code)
-        if recorded is None:
-            return None
+    def _flush(self, executor) -> None:
+        if self.gathering:
+            batch, self.gathering = self.gathering, []
+            self.in_flight[executor.submit(self._evaluate, batch)] = [i for i, _ in batch]
+        self._count()
+
+    def _count(self) -> None:
+        self.progress.in_flight = sum(len(ids) for ids in self.in_flight.values())
+        self.progress.batches, self.progress.gathering = len(self.in_flight), len(self.gathering)
+
+    def _evaluate(self, batch: list[tuple[int, str]]) -> list[tuple[Candidate, float | None]]:
+        """Each recorded candidate and its parent's fitness; those abandoned at shutdown are
+        left out (still pending, evaluated on resume). A sandbox failure raises: it stops the
+        campaign."""
+        recorded = [r for r in self.record.batch(batch) if r is not None]
         with transaction(self.engine) as session:
-            return recorded.candidate, reads.fitness_of(session, recorded.candidate.parent_id)
+            return [
+                (r.candidate, reads.fitness_of(session, r.candidate.parent_id)) for r in recorded
+            ]
 
     def _collect(self, done) -> None:
         for future in done:
-            candidate_id = self.in_flight.pop(future)
-            result = (
-                future.result()
-            )  # a sandbox or archive failure stops the campaign; the candidate stays pending
-            if result is None:
-                continue
-            candidate, parent_fitness = result
-            self.progress.evaluated += 1
-            self.progress.last = f"#{candidate_id} {candidate.status}" + (
-                f" fitness {candidate.fitness:.3f}" if candidate.fitness is not None else ""
-            )
-            if candidate.model and hasattr(self.proposer, "record_outcome"):
-                # Feedback for a cost-aware model ensemble: did the child beat its parent?
-                improved = candidate.fitness is not None and (
-                    parent_fitness is None or candidate.fitness > parent_fitness
+            self.in_flight.pop(future)
+            # A sandbox or archive failure stops the campaign; the batch stays pending.
+            for candidate, parent_fitness in future.result():
+                self.progress.evaluated += 1
+                self.progress.last = f"#{candidate.id} {candidate.status}" + (
+                    f" fitness {candidate.fitness:.3f}" if candidate.fitness is not None else ""
                 )
-                self.proposer.record_outcome(candidate.model, improved)
-        self.progress.in_flight = len(self.in_flight)
+                if candidate.model and hasattr(self.proposer, "record_outcome"):
+                    # Feedback for a cost-aware model ensemble: did the child beat its parent?
+                    improved = candidate.fitness is not None and (
+                        parent_fitness is None or candidate.fitness > parent_fitness
+                    )
+                    self.proposer.record_outcome(candidate.model, improved)
+        self._count()
         self._refresh()
 
-    def _wait_for_capacity(self) -> None:
-        while len(self.in_flight) >= self.config.workers:
-            self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
+    def _wait_for_one(self, executor) -> None:
+        if not self.in_flight:
+            self._flush(executor)
+        self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
 
-    def _wait_for_parents(self, island: int) -> None:
+    def _wait_for_capacity(self, executor) -> None:
+        """Room for one more proposal: the batch being gathered is not full, or it can go."""
+        while len(self.gathering) >= self.config.batch:
+            if len(self.in_flight) < self.config.workers:
+                self._flush(executor)
+            else:
+                self._wait_for_one(executor)
+
+    def _wait_for_parents(self, executor, island: int) -> None:
         """Proposals need at least one scored member on their island (a baseline at worst)."""
         while self.selector.scored_count(island) == 0:
-            if not self.in_flight:
+            if not self.in_flight and not self.gathering:
                 raise CampaignError(
                     f"island {island} has no scored candidate to select parents from: every "
                     "baseline failed its evaluation (see `scientist archive list`)"
                 )
-            self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
+            self._wait_for_one(executor)
 
     # -- archive bookkeeping ---------------------------------------------------------------
     def _seed_baselines(self) -> None:

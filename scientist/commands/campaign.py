@@ -1,6 +1,7 @@
 """`scientist run`, `resume` and `status`."""
 
 import signal
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +14,12 @@ from archive import reads
 from archive.db import ArchiveError, default_url, open_engine, transaction
 from sandbox.vocabulary import ExecutorName, Proposer, Sandbox
 from scientist.campaign.config import CampaignConfig
-from scientist.campaign.display import campaign_summary, leaderboard_table, progress_view
+from scientist.campaign.display import (
+    campaign_summary,
+    leaderboard_table,
+    progress_line,
+    progress_view,
+)
 from scientist.campaign.lease import CampaignBusy, runner_alive
 from scientist.campaign.loop import CampaignError, CampaignLoop
 from scientist.commands.options import executor_for
@@ -73,7 +79,10 @@ def run(
     sandbox: Annotated[
         Optional[Sandbox], typer.Option(help="sandbox backend; auto: the strongest that works here")
     ] = None,
-    workers: Annotated[Optional[int], typer.Option(help="evaluations at once")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="batches evaluated at once")] = None,
+    batch: Annotated[
+        Optional[int], typer.Option(help="candidates per sandbox run (default 8; see README)")
+    ] = None,
     max_cost: Annotated[Optional[float], typer.Option(help="dollar cap on model calls")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     executor: Annotated[
@@ -107,6 +116,7 @@ def run(
             budget=budget,
             sandbox=sandbox,
             workers=workers,
+            batch=batch,
             max_cost=max_cost,
             seed=seed,
             executor=executor,
@@ -122,6 +132,7 @@ def resume(
     name: Annotated[str, typer.Argument()],
     db: DbOption = None,
     workers: Annotated[Optional[int], typer.Option()] = None,
+    batch: Annotated[Optional[int], typer.Option()] = None,
     generations: Annotated[Optional[int], typer.Option(help="extend the campaign")] = None,
     max_cost: Annotated[Optional[float], typer.Option()] = None,
     executor: Annotated[Optional[ExecutorName], typer.Option(help="local or ray")] = None,
@@ -136,6 +147,7 @@ def resume(
         k: v
         for k, v in dict(
             workers=workers,
+            batch=batch,
             generations=generations,
             max_cost=max_cost,
             executor=executor,
@@ -151,27 +163,42 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _line_printer():
+    """Off a terminal (a pipe, a log file): a line whenever something happened, flushed."""
+    last = [None]
+
+    def show(progress) -> None:
+        line = progress_line(progress)
+        if line != last[0]:
+            last[0] = line
+            print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    return show
+
+
 def _run(settings: CampaignConfig, engine, top: int) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         from sandbox.tasks import load_task
 
         proposer = make_proposer(settings, load_task(settings.task))
-        with (
-            executor_for(settings.executor, settings.ray_address) as executor,
-            Live(console=console, refresh_per_second=4, transient=False) as live,
-        ):
-            loop = CampaignLoop(
-                engine,
-                settings,
-                proposer,
-                executor=executor,
-                on_progress=lambda p: live.update(progress_view(p)),
-            )
-            live.update(progress_view(loop.progress))
-            campaign = loop.run()
-        if not console.is_terminal:
-            console.line()  # the last progress view ends without a newline off a terminal
+        with executor_for(settings.executor, settings.ray_address) as executor:
+            if console.is_terminal:
+                with Live(console=console, refresh_per_second=4, transient=False) as live:
+                    loop = CampaignLoop(
+                        engine,
+                        settings,
+                        proposer,
+                        executor=executor,
+                        on_progress=lambda p: live.update(progress_view(p)),
+                    )
+                    live.update(progress_view(loop.progress))
+                    campaign = loop.run()
+            else:
+                loop = CampaignLoop(
+                    engine, settings, proposer, executor=executor, on_progress=_line_printer()
+                )
+                campaign = loop.run()
     except (
         CampaignError,
         CampaignBusy,

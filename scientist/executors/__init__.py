@@ -1,9 +1,9 @@
-"""Where evaluations run. An executor is called like sandbox.cascade.evaluate_candidate and
-returns its Evaluation; scientist.evaluation.Recorder (used by campaigns, ES and
-distillation) writes the result to the archive, so no executor ever writes one.
+"""Where evaluations run. An executor is called like sandbox.cascade.evaluate_batch and
+returns an Evaluation per candidate of the batch; scientist.evaluation.Recorder (used by
+campaigns, ES and distillation) writes the result to the archive, so no executor ever writes one.
 
 - `local` (default): the cascade in this process's threads, sandboxes on this machine.
-- `ray`: each evaluation is a Ray task on a node with the resources it asks for (a GPU for
+- `ray`: each batch is a Ray task on a node with the resources it asks for (a GPU for
   the paper budget), running the same cascade and sandbox there.
 """
 

@@ -4,7 +4,7 @@ import glob
 from collections.abc import Callable
 from typing import Protocol
 
-from sandbox.cascade import Evaluation, evaluate_candidate
+from sandbox.cascade import Evaluation, evaluate_batch
 from sandbox.vocabulary import ExecutorName
 
 
@@ -18,14 +18,16 @@ class Executor(Protocol):
     def __call__(
         self,
         task: str,
-        source: str,
+        sources: list[str],
         budget: str,
         *,
         sandbox: str,
         seed: int,
-        claim_signature: Callable[[str], int | None] | None = None,
+        claims: list[Callable[[str], int | None] | None] | None = None,
         cancelled: Callable[[], bool] | None = None,
-    ) -> Evaluation: ...
+        eval_seed: int | None = None,
+    ) -> list[Evaluation]:
+        """One batch (sandbox.cascade.evaluate_batch): an Evaluation per source, in order."""
 
     def close(self) -> None: ...
 
@@ -36,17 +38,27 @@ class LocalExecutor:
     name = ExecutorName.LOCAL
 
     def __call__(
-        self, task, source, budget, *, sandbox, seed, claim_signature=None, cancelled=None
-    ) -> Evaluation:
-        return evaluate_candidate(
+        self,
+        task,
+        sources,
+        budget,
+        *,
+        sandbox,
+        seed,
+        claims=None,
+        cancelled=None,
+        eval_seed=None,
+    ) -> list[Evaluation]:
+        return evaluate_batch(
             task,
-            source,
+            sources,
             budget,
             sandbox=sandbox,
             seed=seed,
             gpu=gpu_for(budget),
-            claim_signature=claim_signature,
+            claims=claims,
             cancelled=cancelled,
+            eval_seed=eval_seed,
         )
 
     def close(self) -> None:

@@ -7,10 +7,12 @@ Behaviour-signature claims are archive writes too, and a node may not reach the 
 campaign thread waiting for that task answers it from the archive: the campaign stays the
 only writer and a duplicate still stops before training.
 
-Fault tolerance: a task whose worker process or node dies is retried by Ray on another
-node (`max_retries`); one that dies every time comes back as a `crashed` Evaluation,
-recorded like any failure. A retried task claims its signature again, which the archive
-answers idempotently. Ctrl-C cancels the tasks in flight (they stay pending for resume).
+A task evaluates a batch of candidates. Fault tolerance: a task whose worker process or
+node dies is retried by Ray on another node (`max_retries`); one that dies every time comes
+back split in two, each half a task again, down to a batch of one, which comes back as a
+`crashed` Evaluation, recorded like any failure. A retried task claims its signature
+again, which the archive answers idempotently. Ctrl-C cancels the tasks in flight (they
+stay pending for resume).
 """
 
 import os
@@ -77,26 +79,38 @@ class RayExecutor:
     def __call__(
         self,
         task: str,
-        source: str,
+        sources: list[str],
         budget: str,
         *,
         sandbox: str,
         seed: int,
-        claim_signature: Callable[[str], int | None] | None = None,
+        claims: list[Callable[[str], int | None] | None] | None = None,
         cancelled: Callable[[], bool] | None = None,
-    ) -> Evaluation:
+        eval_seed: int | None = None,
+    ) -> list[Evaluation]:
+        """One Ray task per batch."""
         ray = self.ray
+        claims = list(claims or [None] * len(sources))
         gpu = budget == "paper" and self.has_gpus
-        key = os.urandom(8).hex()  # this evaluation's mailbox at the broker
+        batch_key = os.urandom(8).hex()  # this batch's mailboxes at the broker, one per member
+        keys = [f"{batch_key}:{i}" if claim else None for i, claim in enumerate(claims)]
         started = time.monotonic()
         ref = self.remote.options(
             num_cpus=1,
             num_gpus=1 if gpu else 0,
             max_retries=self.max_retries,
             retry_exceptions=False,
-        ).remote(
-            task, source, budget, sandbox, seed, gpu, self.broker if claim_signature else None, key
-        )
+        ).remote(task, sources, budget, sandbox, seed, gpu, self.broker, keys, eval_seed)
+
+        def everyone(status: str, stages=()) -> list[Evaluation]:
+            seconds = time.monotonic() - started
+            return [
+                Evaluation(
+                    status, None, stages=list(stages), backend=ExecutorName.RAY, seconds=seconds
+                )
+                for _ in sources
+            ]
+
         try:
             while True:
                 ready, _ = ray.wait([ref], timeout=POLL_SECONDS)
@@ -104,67 +118,71 @@ class RayExecutor:
                     return ray.get(ref)
                 if cancelled is not None and cancelled():
                     ray.cancel(ref, force=True)
-                    return Evaluation(
-                        Status.CANCELLED,
-                        None,
-                        backend=ExecutorName.RAY,
-                        seconds=time.monotonic() - started,
-                    )
-                if claim_signature is not None:
-                    asked = ray.get(self.broker.asked.remote(key))
-                    if asked is not None:
-                        self.broker.answer.remote(key, claim_signature(asked))
+                    return everyone(Status.CANCELLED)
+                for key, claim in zip(keys, claims, strict=True):
+                    if claim is not None:
+                        asked = ray.get(self.broker.asked.remote(key))
+                        if asked is not None:
+                            self.broker.answer.remote(key, claim(asked))
         except (
             ray.exceptions.WorkerCrashedError,
             ray.exceptions.NodeDiedError,
             ray.exceptions.OwnerDiedError,
             ray.exceptions.ObjectLostError,
         ) as error:
+            if len(sources) > 1:  # split, so that only a batch of one is ever charged
+                half = len(sources) // 2
+                options = dict(sandbox=sandbox, seed=seed, cancelled=cancelled, eval_seed=eval_seed)
+                return [
+                    *self(task, sources[:half], budget, claims=claims[:half], **options),
+                    *self(task, sources[half:], budget, claims=claims[half:], **options),
+                ]
             detail = (
                 f"the Ray worker died {self.max_retries + 1} times: {type(error).__name__}: {error}"
             )[:2000]
-            return Evaluation(
-                Status.CRASHED,
-                None,
-                stages=[
-                    StageRecord(
-                        ExecutorName.RAY, Status.CRASHED, time.monotonic() - started, detail
-                    )
-                ],
-                backend=ExecutorName.RAY,
-                seconds=time.monotonic() - started,
+            record = StageRecord(
+                ExecutorName.RAY, Status.CRASHED, time.monotonic() - started, detail
             )
+            return everyone(Status.CRASHED, [record])
         finally:
-            self.broker.forget.remote(key)
+            for key in keys:
+                if key is not None:
+                    self.broker.forget.remote(key)
 
     def close(self) -> None:
         if self.ray.is_initialized():
             self.ray.shutdown()
 
 
-def _evaluate_on_node(task, source, budget, sandbox, seed, gpu, broker, key) -> Evaluation:
+def _evaluate_on_node(
+    task, sources, budget, sandbox, seed, gpu, broker, keys, eval_seed
+) -> list[Evaluation]:
     """The Ray task: the cascade on this node, its claims relayed to the campaign."""
     import ray
 
     import sandbox as _sandbox  # noqa: F401  (XLA flags before jax)
-    from sandbox.cascade import evaluate_candidate
+    from sandbox.cascade import evaluate_batch
 
-    def claim(signature: str) -> int | None:
-        ray.get(broker.ask.remote(key, signature))
-        while True:
-            reply = ray.get(broker.reply.remote(key))
-            if reply is not None:
-                return reply[0]
-            time.sleep(POLL_SECONDS / 2)
+    def claim_through(key: str):
+        def claim(signature: str) -> int | None:
+            ray.get(broker.ask.remote(key, signature))
+            while True:
+                reply = ray.get(broker.reply.remote(key))
+                if reply is not None:
+                    return reply[0]
+                time.sleep(POLL_SECONDS / 2)
 
-    return evaluate_candidate(
+        return claim
+
+    return evaluate_batch(
         task,
-        source,
+        sources,
         budget,
         sandbox=sandbox,
         seed=seed,
         gpu=gpu,
-        claim_signature=claim if broker is not None else None,
+        claims=[claim_through(key) if key else None for key in keys],
+        eval_seed=eval_seed,
     )
 
 

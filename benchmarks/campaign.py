@@ -1,0 +1,126 @@
+"""Evaluation throughput: candidates per hour and the share of sandbox time spent training,
+one candidate per sandbox run against batches, side by side in one run.
+
+    python -m benchmarks.campaign                       # 8 GP and 8 LLM-code candidates, smoke
+    python -m benchmarks.campaign --candidates 16 --batch 8 --rounds 2
+
+GP candidates come from the mutation proposer (seeded from the task's baselines); LLM-code
+candidates are the recorded replies below, code an LLM wrote for this task. The two modes
+alternate on the same candidates, so machine noise hits both alike; ratios hold, absolute
+times do not. Evaluations run one batch at a time (a campaign's `--workers 1`).
+Measured, never asserted.
+"""
+
+import sandbox  # noqa: F401  (XLA flags before jax)
+
+# isort: split
+
+import argparse
+import random
+import re
+import time
+
+from sandbox.cascade import evaluate_batch
+from sandbox.tasks import load_task
+from sandbox.vocabulary import Status
+from scientist.proposers.base import ParentView, ProposalRequest
+from scientist.proposers.mutation import MutationProposer
+
+TASK = "mirror_drift"
+TRAINED = re.compile(r"trained (\S+): \d+ steps in ([0-9.]+) s")
+
+# Recorded replies (the code blocks of model answers to the mirror_drift prompt).
+LLM_CODE = [
+    "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+    "    return 0.5 * jnp.abs(advantage) * (ratio - 1.0) ** 2\n",
+    "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+    "    log_r = jnp.log(ratio)\n    return jnp.abs(advantage) * (ratio - 1.0 - log_r)\n",
+    "import jax\nimport jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+    "    excess = jax.nn.relu(jnp.abs(ratio - 1.0) - 0.2)\n"
+    "    return jnp.abs(advantage) * excess ** 2 + 0.1 * (ratio - 1.0) ** 2\n",
+    "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+    "    scale = jnp.where(advantage > 0, 1.0, 2.0)\n"
+    "    return scale * jnp.abs(advantage) * (jnp.sqrt(ratio) - 1.0) ** 2\n",
+    "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+    "    d = ratio - 1.0\n    return jnp.abs(advantage) * d * jnp.tanh(2.0 * d)\n",
+    "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+    "    return jnp.abs(advantage) * (ratio * jnp.log(ratio) - ratio + 1.0)\n",
+    "import jax\nimport jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+    "    d = ratio - 1.0\n"
+    "    return jax.nn.softplus(jnp.abs(advantage)) * d ** 2 / (1.0 + d ** 2)\n",
+    "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+    "    d = jnp.abs(ratio - 1.0)\n"
+    "    return 0.25 * (jnp.abs(advantage) + 1.0) * d ** 2 * (1.0 + d)\n",
+]
+
+
+def gp_candidates(count: int, seed: int = 0) -> list[str]:
+    task = load_task(TASK)
+    proposer = MutationProposer(task)
+    parents = [
+        ParentView(i, task.baseline_source(name), Status.OK, 1.0 - 0.1 * i, "baseline")
+        for i, name in enumerate(task.baseline_names)
+    ]
+    rng, codes = random.Random(seed), []
+    while len(codes) < count:
+        request = ProposalRequest(
+            task=task,
+            island=0,
+            generation=1,
+            parents=rng.sample(parents, 2),
+            inspirations=[],
+            failures=[],
+            rng=rng,
+        )
+        codes.append(proposer.propose(request).code)
+    return codes
+
+
+def measure(sources: list[str], batch: int, budget: str) -> dict:
+    start, training, statuses = time.monotonic(), 0.0, []
+    for i in range(0, len(sources), batch):
+        evaluations = evaluate_batch(TASK, sources[i : i + batch], budget, sandbox="process")
+        statuses += [e.status for e in evaluations]
+        # Each member's log names the batch's training seconds per environment: count once.
+        trained = next((e for e in evaluations if e.status == Status.OK), None)
+        if trained is not None:
+            training += sum(float(s) for _, s in TRAINED.findall(trained.log_tail))
+    wall = time.monotonic() - start
+    return {
+        "per_hour": len(sources) / wall * 3600,
+        "wall": wall,
+        "training": training / wall,
+        "ok": sum(s == Status.OK for s in statuses),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--candidates", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--budget", default="smoke")
+    args = parser.parse_args()
+    sets = {
+        "GP": gp_candidates(args.candidates),
+        "LLM code": (LLM_CODE * (args.candidates // len(LLM_CODE) + 1))[: args.candidates],
+    }
+    print(
+        f"{'candidates':<11}{'mode':<15}{'round':>6}{'n':>4}{'ok':>4}{'wall s':>9}"
+        f"{'per hour':>10}{'training':>10}"
+    )
+    for name, sources in sets.items():
+        for round_ in range(1, args.rounds + 1):
+            for mode, batch in (("one at a time", 1), (f"batch {args.batch}", args.batch)):
+                m = measure(sources, batch, args.budget)
+                print(
+                    f"{name:<11}{mode:<15}{round_:>6}{len(sources):>4}{m['ok']:>4}"
+                    f"{m['wall']:>9.1f}{m['per_hour']:>10.0f}{m['training']:>10.0%}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
