@@ -19,9 +19,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sandbox.backends import Limits, SandboxInfraError, SandboxRun, get_backend
-from sandbox.backends.filesystem import new_scratch
+from sandbox.backends.filesystem import new_scratch, program_cache
 from sandbox.checks.pipeline import static_check
 from sandbox.checks.report import CheckReport
+from sandbox.pieces import Contract
+from sandbox.tasks import load_task
+from sandbox.training.program import expression_program
 from sandbox.vocabulary import STAGE_VERDICTS, Sandbox, Status
 
 CANDIDATE_STAGES = ("trace", "validity", "smoke", "full")
@@ -305,6 +308,12 @@ class _BatchRunner:
                 (scratch / "out" / name).mkdir(parents=True)
                 (scratch / "in" / name / "candidate.py").write_text(source)
             request = {"task": self.task, "budget": self.budget, "seed": self.seed}
+            # A batch of expressions executes no candidate code (the sandbox interprets them),
+            # so it may write the compilation cache the next such batch reads.
+            cache = program_cache() if self._programs_only(sources) else None
+            if cache is not None:
+                cache.mkdir(exist_ok=True)
+                request.update(programs_only=True, compilation_cache=str(cache))
             (scratch / "in" / "request.json").write_text(
                 json.dumps({**request, "members": members})
             )
@@ -322,6 +331,7 @@ class _BatchRunner:
                     env=visible,
                     gpu=self.gpu,
                     watchdog=watch,
+                    cache=cache,
                 )
             )
             if watch.cancelled():
@@ -340,12 +350,21 @@ class _BatchRunner:
             scored = [i for i, e in enumerate(evaluations) if e.status == Status.OK]
             if scored:
                 dirs = [out / members[i] for i in scored]
-                verdicts = _score(self.task, self.budget, dirs, self.eval_seed)
+                verdicts = _score(self.task, self.budget, dirs, self.eval_seed, self.seed)
                 for i, verdict in zip(scored, verdicts, strict=True):
                     _apply_score(evaluations[i], verdict)
             return evaluations
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _programs_only(self, sources: list[str]) -> bool:
+        if not self.backend.isolates_files:
+            return False
+        spec = load_task(self.task)
+        if spec.piece.contract is not Contract.ELEMENTWISE:
+            return False
+        inputs = tuple(spec.inputs)
+        return all(expression_program(s, spec.entry_point, inputs) is not None for s in sources)
 
     def _member_evaluation(self, out: Path, name: str, outcome, watch: _BatchWatch) -> Evaluation:
         stages = _read_stage_records(out / "stages.jsonl")
@@ -454,7 +473,9 @@ def _read_checks(path: Path) -> dict | None:
         return None
 
 
-def _score(task: str, budget: str, out_dirs: list[Path], eval_seed: int | None) -> list[dict]:
+def _score(
+    task: str, budget: str, out_dirs: list[Path], eval_seed: int | None, training_seed: int
+) -> list[dict]:
     """Run the trusted scorer in its own process, once for the batch; one verdict per
     directory, each with the scorer's seconds shared out."""
     start = time.monotonic()
@@ -466,6 +487,7 @@ def _score(task: str, budget: str, out_dirs: list[Path], eval_seed: int | None) 
                 "budget": budget,
                 "out_dirs": [str(d) for d in out_dirs],
                 "eval_seed": eval_seed,
+                "training_seed": training_seed,
             }
         )
     )

@@ -32,7 +32,16 @@ from sandbox.training.ppo import make_network
 from sandbox.vocabulary import Status
 
 
-def score(task_name: str, budget_name: str, out_dir: Path, eval_seed: int | None = None) -> dict:
+def score(
+    task_name: str,
+    budget_name: str,
+    out_dir: Path,
+    eval_seed: int | None = None,
+    training_seed: int | None = None,
+) -> dict:
+    """The verdict on one training run's artifacts. Each environment's entry names the seeds
+    its numbers rest on: the training seed (its runs' keys are split from it), how many runs,
+    and the evaluation seed."""
     task, budget = load_task(task_name), get_budget(budget_name)
     split = task.split(budget.name)
     eval_seed = secrets.randbits(31) if eval_seed is None else eval_seed
@@ -75,6 +84,7 @@ def score(task_name: str, budget_name: str, out_dir: Path, eval_seed: int | None
                     "ci_high": agg.ci_high,
                 },
                 "learning_curve": [float(x) if np.isfinite(x) else None for x in curve],
+                "seeds": {"training": training_seed, "runs": budget.seeds, "evaluation": eval_seed},
             }
 
     def mean_iqm(part):
@@ -110,7 +120,7 @@ if __name__ == "__main__":
     seed = request.get("eval_seed")
     seed = secrets.randbits(31) if seed is None else int(seed)
     verdicts = [
-        score(request["task"], request["budget"], Path(out_dir), seed)
+        score(request["task"], request["budget"], Path(out_dir), seed, request.get("training_seed"))
         for out_dir in request["out_dirs"]
     ]
     sys.stdout.write(json.dumps(verdicts) + "\n")

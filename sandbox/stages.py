@@ -32,6 +32,7 @@ import sandbox  # noqa: F401  (XLA flags)
 
 # isort: split
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -62,6 +63,7 @@ from sandbox.tasks import TaskSpec, load_task
 from sandbox.training.components import Components
 from sandbox.training.config import PPOConfig
 from sandbox.training.ppo import CandidateContractError, checked_call
+from sandbox.training.program import Program, expression_program, tree_function
 from sandbox.training.run import (
     LoweredBatch,
     TrainingBatch,
@@ -93,6 +95,35 @@ def classify(error: BaseException) -> str:
     if isinstance(error, (CandidateContractError,)) or is_control_flow_error(error):
         return Status.INVALID
     return Status.FAILED
+
+
+def jax_settings() -> dict:
+    """JAX's process-wide settings as this thread sees them."""
+    values = {}
+    for name in jax.config.values:
+        try:
+            values[name] = repr(getattr(jax.config, name))
+        except AttributeError:
+            values[name] = repr(jax.config.values[name])
+    return values
+
+
+@contextlib.contextmanager
+def settings_kept():
+    """Fail a member stage that changed JAX's process-wide settings, and restore them: the
+    other members of the batch train in this process."""
+    before, values = jax_settings(), dict(jax.config.values)
+    yield
+    changed = sorted(k for k, v in jax_settings().items() if before.get(k) != v)
+    if changed:
+        for name in changed:
+            if name in values:
+                jax.config.update(name, values[name])
+        raise StageFailure(
+            Status.FAILED,
+            f"changed JAX's process-wide settings ({', '.join(changed[:5])}); candidates "
+            "share their process with others and may not",
+        )
 
 
 def failure_of(error: BaseException) -> StageFailure:
@@ -144,6 +175,7 @@ class Member:
     source: str
     out: Path
     function: Callable | None = None
+    program: Program | None = None  # when the source is exactly an expression: run as data
     failed: bool = False
     trained: dict[str, TrainingBatch] = dataclasses.field(default_factory=dict)
 
@@ -180,6 +212,12 @@ class Batch:
         self.plug_point = self.task.piece.plug_point
         # Functions of arrays share one trainer; optimizer factories get a program each.
         self.shared_program = self.task.piece.contract is Contract.ELEMENTWISE
+        # The trusted side found every member to be an expression: nothing here executes a
+        # candidate's code, so this run may keep what it compiles (see cascade.py).
+        self.programs_only = bool(request.get("programs_only"))
+        if self.programs_only and request.get("compilation_cache"):
+            jax.config.update("jax_compilation_cache_dir", request["compilation_cache"])
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
     def alive(self) -> list[Member]:
         return [m for m in self.members if not m.failed]
@@ -187,6 +225,17 @@ class Batch:
     # -- per member ------------------------------------------------------------------------
     def load(self, member: Member) -> str:
         task = self.task
+        member.program = self._program(member.source)
+        if member.program is not None:
+            program = member.program
+            # Checked as plain JAX code of its tree, trained through the interpreter: the same
+            # operators on the same tree (tests/test_batch_evaluation.py compares them).
+            member.function = tree_function(program.tree, tuple(task.inputs))
+            return (
+                f"{task.entry_point}() is an expression: {program.length} instructions, run as data"
+            )
+        if self.programs_only:
+            raise StageFailure(Status.FAILED, "not an expression, in a run for expressions only")
         try:
             function = load_entry_point(member.source, task.entry_point, filename="candidate.py")
         except CandidateLoadError as error:
@@ -207,8 +256,13 @@ class Batch:
         member.function = function
         return f"loaded {task.entry_point}()"
 
+    def _program(self, source: str) -> Program | None:
+        if not self.shared_program:
+            return None
+        return expression_program(source, self.task.entry_point, tuple(self.task.inputs))
+
     def trace(self, member: Member) -> str:
-        self.load(member)
+        loaded = self.load(member)
         config = smoke_run(self.budget, self.split.meta_train[0]).config
         if not self.shared_program:  # no function of arrays to lower alone: lower its trainer
             lowered = self._lower(config, 1, [member])
@@ -224,7 +278,7 @@ class Batch:
 
         lowered = jax.jit(jax.value_and_grad(loss)).lower(*shapes)
         size = self._cap(lowered, MAX_FUNCTION_HLO_BYTES)
-        return f"lowered {self.task.entry_point}() at the trainer's shapes ({size})"
+        return f"{loaded}; lowered at the trainer's shapes ({size})"
 
     def _cap(self, lowered, limit: int) -> str:
         size = len((lowered.lowered if isinstance(lowered, LoweredBatch) else lowered).as_text())
@@ -283,7 +337,7 @@ class Batch:
             return lower_members(
                 config,
                 self.plug_point,
-                [m.function for m in members],
+                [m.program or m.function for m in members],
                 seeds=seeds,
                 seed=self.seed,
             )
@@ -396,7 +450,8 @@ class Batch:
             append_stage(member.out, {"stage": name, "event": "start", "time": time.time()})
         start = time.monotonic()
         try:
-            detail, status = getattr(self, name)(member), Status.OK
+            with settings_kept():
+                detail, status = getattr(self, name)(member), Status.OK
         except StageFailure as failure:
             status, detail = failure.status, failure.detail
         except Exception as error:  # a crash in candidate code, or resource exhaustion

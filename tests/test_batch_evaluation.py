@@ -30,15 +30,36 @@ def alone():
     return result
 
 
+# Not an expression of the mutation grammar (log1p): it runs as code, the others as programs.
+CODE = (
+    "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+    "    return jnp.abs(advantage) * jnp.log1p((ratio - 1.0) ** 2)\n"
+)
+
+
 def test_a_member_scores_in_a_batch_what_it_scores_alone(alone):
+    """DPO is an expression (run by the interpreter), CODE is not (its own branch): both get
+    in a mixed batch exactly what they get alone."""
     ppo = TASK.baseline_source("ppo")
-    quadratic = "def drift(ratio, advantage):\n    return 0.5 * (ratio - 1.0) ** 2\n"
+    code_alone = evaluate_candidate(
+        "mirror_drift", CODE, "smoke", sandbox="process", eval_seed=EVAL_SEED
+    )
     batch = evaluate_batch(
-        "mirror_drift", [ppo, quadratic, DPO], "smoke", sandbox="process", eval_seed=EVAL_SEED
+        "mirror_drift", [ppo, CODE, DPO], "smoke", sandbox="process", eval_seed=EVAL_SEED
     )
     assert [e.status for e in batch] == ["ok", "ok", "ok"]
     assert numbers(batch[2]) == numbers(alone)  # same seeds: the same floats, not just close
+    assert numbers(batch[1]) == numbers(code_alone)
     assert batch[2].fitness == alone.fitness
+    assert "run as data" in batch[2].stages[1].detail
+    assert "run as data" not in batch[1].stages[1].detail
+    # Common random numbers, on record: every member trained and was scored on the same seeds.
+    seeds = {e.per_env["meta_train"]["CartPole-v1"]["seeds"]["training"] for e in batch}
+    assert seeds == {0} and alone.per_env["meta_test"]["Acrobot-v1"]["seeds"] == {
+        "training": 0,
+        "runs": 2,
+        "evaluation": EVAL_SEED,
+    }
     assert numbers(batch[0]) != numbers(batch[2])  # and the members really differ
     smoke = next(s for s in batch[2].stages if s.name == "smoke")
     assert "one program for 3" in smoke.detail
@@ -78,3 +99,71 @@ def test_hostile_members_do_not_touch_the_others(alone):
         for n, e in zip(names, batch, strict=True)
     ]
     assert dpo.status == "ok" and numbers(dpo) == numbers(alone)
+
+
+def test_a_member_may_not_change_what_the_others_train_with():
+    """Members share a process: process-wide registries are out of a candidate's reach, and
+    a stage that changes JAX's settings anyway fails and has them restored."""
+    import jax
+
+    from sandbox.checks.pipeline import static_check
+    from sandbox.stages import StageFailure, settings_kept
+
+    registers = (
+        "import jax\n\njax.tree_util.register_static(float)\n\n"
+        "def drift(ratio, advantage):\n    return 0.0 * ratio\n"
+    )
+    assert not static_check(registers).passed
+    before = jax.config.jax_default_matmul_precision
+    with pytest.raises(StageFailure, match="process-wide settings"):
+        with settings_kept():
+            jax.config.update("jax_default_matmul_precision", "bfloat16")
+    assert jax.config.jax_default_matmul_precision == before
+
+
+def test_an_expression_runs_as_data_and_computes_what_its_module_computes():
+    """Programs from the mutation proposer's candidates: the interpreter, the tree as code
+    and the executed module agree in value and in the derivative training uses."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from benchmarks.campaign import gp_candidates
+    from sandbox.candidate import load_entry_point
+    from sandbox.training.program import expression_program, interpret, tree_function
+
+    inputs = tuple(TASK.inputs)
+    ratio = np.geomspace(0.05, 5.0, 257).astype(np.float32)
+    advantage = np.linspace(-4.0, 4.0, 257).astype(np.float32)
+    for source in [*gp_candidates(12, seed=3), DPO]:
+        program = expression_program(source, TASK.entry_point, inputs)
+        assert program is not None, source
+        module = load_entry_point(source, TASK.entry_point)
+        for function in (
+            lambda r, a: interpret(program.arrays(), r, a),
+            tree_function(program.tree, inputs),
+        ):
+            want, got = module(ratio, advantage), function(ratio, advantage)
+            np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-5, equal_nan=True)
+            slope = jax.grad(lambda r, f=function: jnp.sum(f(r, advantage)))(ratio)
+            expected = jax.grad(lambda r: jnp.sum(module(r, advantage)))(ratio)
+            np.testing.assert_allclose(slope, expected, rtol=2e-4, atol=1e-4, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # Module-level work the tree would not do: these run as code, with its verdicts.
+        "x = 0\nwhile True:\n    x += 1\n\ndef drift(ratio, advantage):\n    return ratio - 1.0\n",
+        "import jax\n\n@jax.jit\ndef drift(ratio, advantage):\n    return (ratio - 1.0) ** 2\n",
+        "def drift(advantage, ratio):\n    return (ratio - 1.0) ** 2\n",  # inputs swapped
+        "def drift(ratio: float, advantage):\n    return (ratio - 1.0) ** 2\n",
+        "import jax.numpy as jnp\njnp.zeros(3)\n\ndef drift(ratio, advantage):\n"
+        "    return (ratio - 1.0) ** 2\n",
+        "def helper(x):\n    return x\n\ndef drift(ratio, advantage):\n    return ratio * 0.0\n",
+    ],
+)
+def test_only_a_module_that_is_exactly_an_expression_runs_as_data(source):
+    from sandbox.training.program import expression_program
+
+    assert expression_program(source, TASK.entry_point, tuple(TASK.inputs)) is None

@@ -12,11 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sandbox import expressions as ex
 from sandbox.candidate import load_entry_point
 from sandbox.checks.pipeline import run_conditions
 from sandbox.checks.static import check_source
 from sandbox.tasks import load_task
-from scientist.proposers import expressions as ex
 from scientist.proposers.base import ParentView, ProposalRequest, ProposerError
 from scientist.proposers.mutation import MutationProposer, load_grammar
 

@@ -32,6 +32,10 @@ class SandboxRun:
     limits: Limits = field(default_factory=Limits)
     env: dict[str, str] = field(default_factory=dict)  # extra allowlisted variables
     gpu: bool = False
+    # A persistent directory the run may write besides its scratch (a compilation cache),
+    # mounted at its own path. Only for runs that execute no candidate code, and only on a
+    # backend that `isolates_files`: no other run can write it.
+    cache: Path | None = None
     # Polled about twice a second while the command runs; returning True kills it as timed out
     # (the cascade uses it for per-stage time limits).
     watchdog: Callable[[], bool] | None = None
@@ -78,6 +82,9 @@ def one_line(text, limit: int = 400) -> str:
 
 class Backend(Protocol):
     name: str
+    # Other runs cannot write what this run sees beyond its scratch (a private mount
+    # namespace): a writable cache (SandboxRun.cache) is safe to give it.
+    isolates_files: bool
 
     def run(self, run: SandboxRun) -> SandboxOutcome: ...
 

@@ -98,6 +98,7 @@ def _host_rootfs_tar() -> bytes:
 
 class DockerBackend:
     name = Sandbox.DOCKER
+    isolates_files = True  # a container sees only what is mounted into it
 
     def __init__(self, image: str | None = None):
         try:
@@ -180,7 +181,9 @@ class DockerBackend:
             return [Mount(str(run.scratch), str(run.scratch), type="bind", read_only=False)]
         return [
             Mount(str(target), str(source), type="bind", read_only=not writable)
-            for target, source, writable in sandbox_mounts(run.scratch, host_dirs=("/usr",))
+            for target, source, writable in sandbox_mounts(
+                run.scratch, host_dirs=("/usr",), cache=run.cache
+            )
         ]
 
     def run(self, run: SandboxRun) -> SandboxOutcome:
@@ -233,6 +236,8 @@ class DockerBackend:
 
     def _create(self, run: SandboxRun):
         hand_over_scratch(run.scratch, to_sandbox_uid=self.as_root)
+        if run.cache is not None:
+            hand_over_scratch(run.cache, to_sandbox_uid=self.as_root)
         limits = run.limits
         python = sys.executable if self.host_mode else "python"
         env = {**BASE_ENV, "HOME": str(run.scratch), "TMPDIR": "/tmp", **run.env}

@@ -69,17 +69,21 @@ def mount_points_in_checkout() -> tuple[Path, ...]:
     return tuple(sorted(points))
 
 
-def sandbox_mounts(scratch: Path, host_dirs: tuple[str, ...] = ()) -> list[tuple[Path, Path, bool]]:
+def sandbox_mounts(
+    scratch: Path, host_dirs: tuple[str, ...] = (), cache: Path | None = None
+) -> list[tuple[Path, Path, bool]]:
     """Every mount a sandbox needs, as (path inside, host path, writable), parents before
     children so that no mount hides a later one: `host_dirs` at their own paths, the
     interpreter, the code snapshot at the repository's path, and the scratch directory, the
-    only writable one. A path that an enclosing mount already shows as it should is left
-    out (Docker refuses two mounts at one path)."""
+    only writable one but for `cache` (SandboxRun.cache). A path that an enclosing mount
+    already shows as it should is left out (Docker refuses two mounts at one path)."""
     wanted = {Path(d): (Path(d), False) for d in host_dirs}
     for target, source in interpreter_mounts().items():
         wanted.setdefault(target, (source, False))
     wanted[REPO_ROOT] = (code_snapshot(), False)
     wanted[scratch] = (scratch, True)
+    if cache is not None:
+        wanted[cache] = (cache, True)
     kept: list[tuple[Path, Path, bool]] = []
     for target in sorted(wanted, key=lambda p: (len(p.parts), p)):
         source, writable = wanted[target]
@@ -151,6 +155,13 @@ def scratch_root() -> Path:
 
 def new_scratch(prefix: str = "run-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=scratch_root()))
+
+
+def program_cache() -> Path:
+    """The compilation cache of runs that execute no candidate code (expression programs):
+    beside the scratch directories, writable by the sandboxed user, mounted only into such
+    runs."""
+    return scratch_root() / "xla-programs"
 
 
 def hand_over_scratch(scratch: Path, to_sandbox_uid: bool) -> None:

@@ -95,6 +95,9 @@ class ProcessBackend:
         self.prlimit = shutil.which("prlimit")
         self.as_root = os.geteuid() == 0
         self.drop_uid = self.as_root and self.setpriv is not None
+        # bwrap shows each run the host read-only with a private /tmp; without it, every run
+        # as the sandbox user could write whatever another one was given.
+        self.isolates_files = self.bwrap is not None
 
     # -- command assembly ---------------------------------------------------------------
     def _wrap(self, run: SandboxRun) -> tuple[list[str], tuple[str, ...]]:
@@ -122,7 +125,7 @@ class ProcessBackend:
                 "--unshare-ipc",
                 "--unshare-uts",
                 "--unshare-cgroup-try",
-                *_filesystem_args(sandbox_mounts(run.scratch)),
+                *_filesystem_args(sandbox_mounts(run.scratch, cache=run.cache)),
                 *_gpu_devices(run),
                 "--chdir",
                 str(run.scratch),
@@ -164,8 +167,14 @@ class ProcessBackend:
 
     # -- running ----------------------------------------------------------------------------
     def run(self, run: SandboxRun) -> SandboxOutcome:
+        if run.cache is not None and not self.isolates_files:
+            raise ValueError("a writable cache needs a backend that isolates files (bwrap)")
         if self.drop_uid:
             hand_over_scratch(run.scratch, to_sandbox_uid=True)
+            if run.cache is not None:
+                hand_over_scratch(run.cache, to_sandbox_uid=True)
+        elif run.cache is not None:
+            hand_over_scratch(run.cache, to_sandbox_uid=False)
         command, isolation = self._wrap(run)
         limits = run.limits
 

@@ -101,6 +101,14 @@ FORBIDDEN_ATTRIBUTES = frozenset(
         "make_array_from_callback",
         "backends",
         "clear_backends",
+        # Process-wide registries: candidates of a batch share a process.
+        "register_pytree_node",
+        "register_pytree_node_class",
+        "register_pytree_with_keys",
+        "register_pytree_with_keys_class",
+        "register_static",
+        "register_dataclass",
+        "set_printoptions",
     }
 )
 

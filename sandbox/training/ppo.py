@@ -248,21 +248,29 @@ def batched(train):
     return jax.vmap(over_seeds, in_axes=(None, 0))
 
 
-def batched_members(config: PPOConfig, plug_point: str, functions, on_update=None):
-    """Every member's training runs in one function: (keys [S], lrs [L], members [K]) ->
-    outputs [K, L, S, ...], member k training with functions[k] at `plug_point`.
+def batched_members(config: PPOConfig, plug_point: str, branches, on_update=None):
+    """Every member's training runs in one function: (keys [S], lrs [L], members) -> outputs
+    [K, L, S, ...], where members = (branch index [K], program [K, ...]) and member k trains
+    with branches[index[k]](program[k], *inputs) at `plug_point`.
 
     Members are a loop (lax.map) around the seed-vectorised trainer, and the plug point is a
-    real conditional on the member index, so each member runs only its own code, the same
+    real conditional on the branch index, so each member runs only its own code, the same
     program body for any batch. Vmapping members instead makes the switch a select that runs
     every branch on every lane (one candidate's NaN derivative would reach the others' through
     the zero cotangent), and its numerics change with the batch size."""
-    branches = [functools.partial(checked_call, plug_point, f) for f in functions]
-    if len(branches) == 1:  # a conditional alone too: the same numerics as in any batch
-        branches = branches * 2
+
+    def checked(branch):
+        return lambda program, *args: checked_call(
+            plug_point, functools.partial(branch, program), *args
+        )
+
+    wrapped = [checked(branch) for branch in branches]
+    if len(wrapped) == 1:  # a conditional alone too: the same numerics as in any batch
+        wrapped = wrapped * 2
 
     def for_member(keys, lrs, member):
-        piece = functools.partial(lax.switch, member, branches)
+        index, program = member
+        piece = functools.partial(lax.switch, index, wrapped, program)
         components = Components(**{plug_point: piece})
         return batched(make_train(config, components, on_update))(keys, lrs)
 

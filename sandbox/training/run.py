@@ -14,12 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sandbox import expressions as ex
 from sandbox.budgets import EnvBudget
 from sandbox.fitness import Aggregate, normalise
 from sandbox.training.components import Components
 from sandbox.training.config import PPOConfig
 from sandbox.training.evaluate import evaluate_params
 from sandbox.training.ppo import TrainOutput, batched, batched_members, make_train
+from sandbox.training.program import Program, encode, interpret
 
 # Called as progress(phase, completed, total) with phase in {"compile", "train", "evaluate"}.
 ProgressFn = Callable[[str, int, int], None]
@@ -54,7 +56,7 @@ class LoweredBatch:
 
     config: PPOConfig
     learning_rates: list[float]
-    args: tuple[jax.Array, ...]  # (seed keys [S], learning rates [L][, member indices [K]])
+    args: tuple  # (seed keys [S], learning rates [L][, members: branch index [K], programs])
     lowered: Any
     lower_seconds: float
 
@@ -109,21 +111,36 @@ def lower_batch(
 def lower_members(
     config: PPOConfig,
     plug_point: str,
-    functions: Sequence[Callable],
+    members: Sequence[Callable | Program],
     *,
     seeds: int,
     seed: int = 0,
 ) -> LoweredBatch:
-    """Trace `seeds` training runs for each of `functions` at `plug_point` as one program, on
-    the seed keys `lower_batch` would use: every member trains on the same seeds."""
+    """Trace `seeds` training runs for each member at `plug_point` as one program, on the
+    seed keys `lower_batch` would use: every member trains on the same seeds. A member is a
+    function (a branch of its own) or a Program (data for the one interpreter branch), so a
+    batch of programs lowers to the same computation whichever programs they are."""
     start = time.perf_counter()
+    functions = [m for m in members if not isinstance(m, Program)]
+    interpreted = len(functions) < len(members)
+    branches = [interpret] if interpreted else []
+    branches += [lambda program, *args, f=f: f(*args) for f in functions]
+    empty = encode(ex.Const(0.0), ())
+    index, programs, code = [], [], iter(range(int(interpreted), len(branches)))
+    for member in members:
+        index.append(0 if isinstance(member, Program) else next(code))
+        programs.append(member if isinstance(member, Program) else empty)
+    stacked = tuple(
+        jnp.asarray(np.stack([getattr(p, field) for p in programs]))
+        for field in ("opcodes", "args", "constants")
+    )
     lrs = [float(config.learning_rate)]
     args = (
         jax.random.split(jax.random.key(seed), seeds),
         jnp.asarray(lrs, dtype=jnp.float32),
-        jnp.arange(len(functions)),
+        (jnp.asarray(index, dtype=jnp.int32), stacked),
     )
-    lowered = jax.jit(batched_members(config, plug_point, functions)).lower(*args)
+    lowered = jax.jit(batched_members(config, plug_point, branches)).lower(*args)
     return LoweredBatch(config, lrs, args, lowered, time.perf_counter() - start)
 
 

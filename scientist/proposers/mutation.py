@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sandbox import expressions as ex
 from sandbox.pieces.base import Screen
 from sandbox.tasks import TaskSpec
 from sandbox.vocabulary import Origin, Status
-from scientist.proposers import expressions as ex
 from scientist.proposers.base import ParentView, Proposal, ProposalRequest, ProposerError
 
 DEFAULT_OPS = (

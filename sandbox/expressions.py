@@ -1,4 +1,5 @@
-"""Expression trees: the genome of the offline mutation proposer.
+"""Expression trees: the genome of the offline mutation proposer, and what the sandbox's
+interpreter runs (sandbox/training/program.py) instead of executing a candidate's code.
 
 A tree is built from constants, named variables (a task's inputs) and operators from a small
 fixed table. Trees are immutable, hashable and our own data, so they are evaluated in-process
@@ -707,6 +708,38 @@ def parse_function(source: str, entry_point: str, inputs: tuple[str, ...]) -> No
         return _parse_body(function, inputs, constants, aliases)
     except (_Unsupported, RecursionError):
         return None
+
+
+def parse_module(source: str, entry_point: str, inputs: tuple[str, ...]) -> Node | None:
+    """The tree of a module that does nothing but compute it: imports, numeric constants and
+    the entry point, undecorated, unannotated, taking exactly `inputs`, and nothing else at
+    module level. Running the tree then means the same as running the module (up to float
+    rounding), since executing the module has no other effect. None otherwise."""
+    try:
+        module = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    for statement in module.body:
+        if isinstance(statement, ast.FunctionDef):
+            args = statement.args
+            if (
+                statement.name != entry_point
+                or statement.decorator_list
+                or statement.returns is not None
+                or args.defaults
+                or args.kw_defaults
+                or [a.arg for a in args.args] != list(inputs)
+                or any(a.annotation is not None for a in args.args)
+            ):
+                return None
+        elif isinstance(statement, ast.Expr):
+            if not (
+                isinstance(statement.value, ast.Constant) and isinstance(statement.value.value, str)
+            ):
+                return None  # a call at import time
+        elif not isinstance(statement, (ast.Import, ast.ImportFrom, ast.Assign)):
+            return None
+    return parse_function(source, entry_point, inputs)
 
 
 def _collect_aliases(statement: ast.Import | ast.ImportFrom, aliases: dict[str, str]) -> None:

@@ -1,0 +1,184 @@
+"""Expression programs: a candidate that is nothing but an expression, run as data.
+
+A tree from sandbox/expressions.py (the mutation proposer's genome, or any candidate module
+that parses exactly into one, `parse_module`) compiles to a fixed-size register program:
+`MAX_INSTRUCTIONS` rows of (opcode, three argument registers, a constant), each writing its
+own register, the last one the result. One interpreter runs every program, so a batch of
+such candidates trains with one compiled program that does not depend on which candidates
+they are: the same XLA executable for every batch of that size at a budget, which a
+persistent compilation cache then keeps across batches and campaigns.
+
+The interpreter's operators are the jax functions `expressions.render_body` writes, so a
+program computes what its rendered module computes.
+"""
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from sandbox import expressions as ex
+
+MAX_INSTRUCTIONS = 32  # GP trees have at most 30 nodes; longer expressions run as code
+# The opcodes: constant, input number `a`, then the operators (no JAX needed to encode: the
+# trusted side encodes too).
+CONST, INPUT = 0, 1
+OPERATORS = tuple(ex.OPS)
+OPCODES = {name: index + 2 for index, name in enumerate(OPERATORS)}
+
+
+@functools.cache
+def _jax_operators() -> dict:
+    """name -> (arity, jax function): what expressions.render_body writes for each."""
+    import jax
+    import jax.numpy as jnp
+
+    table = {
+        "add": (2, jnp.add),
+        "sub": (2, jnp.subtract),
+        "mul": (2, jnp.multiply),
+        "div": (2, jnp.divide),
+        "neg": (1, jnp.negative),
+        "tanh": (1, jnp.tanh),
+        "relu": (1, jax.nn.relu),
+        "square": (1, jnp.square),
+        "abs": (1, jnp.abs),
+        "log": (1, jnp.log),
+        "exp": (1, jnp.exp),
+        "softplus": (1, jax.nn.softplus),
+        "sigmoid": (1, jax.nn.sigmoid),
+        "maximum": (2, jnp.maximum),
+        "minimum": (2, jnp.minimum),
+        "clip": (3, jnp.clip),
+        "where": (3, lambda c, a, b: jnp.where(c >= 0, a, b)),
+        "where_gt": (3, lambda c, a, b: jnp.where(c > 0, a, b)),
+    }
+    assert set(table) == set(OPERATORS), "every expression operator needs an interpreter op"
+    return table
+
+
+@dataclass(frozen=True)
+class Program:
+    """[MAX_INSTRUCTIONS] opcodes, [MAX_INSTRUCTIONS, 3] argument registers, constants."""
+
+    opcodes: np.ndarray
+    args: np.ndarray
+    constants: np.ndarray
+    length: int  # instructions before the padding
+    tree: ex.Node  # what it computes
+
+    def arrays(self) -> tuple:
+        import jax.numpy as jnp
+
+        return jnp.asarray(self.opcodes), jnp.asarray(self.args), jnp.asarray(self.constants)
+
+
+class TooLong(ValueError):
+    pass
+
+
+def encode(tree: ex.Node, inputs: tuple[str, ...]) -> Program:
+    """The program of a tree over `inputs`; shared subtrees are computed once. TooLong when
+    it needs more than MAX_INSTRUCTIONS registers."""
+    rows: list[tuple[int, tuple[int, int, int], float]] = []
+    register: dict[ex.Node, int] = {}
+
+    def emit(node: ex.Node) -> int:
+        if node in register:
+            return register[node]
+        if isinstance(node, ex.Const):
+            row = (CONST, (0, 0, 0), float(node.value))
+        elif isinstance(node, ex.Var):
+            row = (INPUT, (inputs.index(node.name), 0, 0), 0.0)
+        else:
+            operands = [emit(child) for child in node.args]
+            row = (OPCODES[node.name], tuple((operands * 3)[:3]), 0.0)
+        if len(rows) == MAX_INSTRUCTIONS:
+            raise TooLong(f"the expression needs more than {MAX_INSTRUCTIONS} instructions")
+        rows.append(row)
+        register[node] = len(rows) - 1
+        return register[node]
+
+    result = emit(tree)
+    length = len(rows)
+    while len(rows) < MAX_INSTRUCTIONS:  # padding copies the result forward: max(r, r) = r
+        rows.append((OPCODES["maximum"], (result, result, result), 0.0))
+        result = len(rows) - 1
+    opcodes = np.array([r[0] for r in rows], np.int32)
+    args = np.array([r[1] for r in rows], np.int32)
+    constants = np.array([r[2] for r in rows], np.float64)  # cast to the inputs' dtype when run
+    return Program(opcodes, args, constants, length, tree)
+
+
+def expression_program(source: str, entry_point: str, inputs: tuple[str, ...]) -> Program | None:
+    """The program of a candidate module that is exactly an expression (never executed:
+    parsed with `ast`), or None."""
+    tree = ex.parse_module(source, entry_point, inputs)
+    if tree is None:
+        return None
+    try:
+        return encode(tree, inputs)
+    except TooLong:
+        return None
+
+
+def tree_function(tree: ex.Node, inputs: tuple[str, ...]):
+    """The tree as a JAX function of `inputs`, operator by operator with the interpreter's
+    operators: the same computation as `interpret` on its program, traced as plain code,
+    which is what the validity conditions' many small probes compile cheaply."""
+
+    def function(*arrays):
+        import jax.numpy as jnp
+
+        x = jnp.broadcast_arrays(*(jnp.asarray(v, jnp.result_type(float)) for v in arrays))
+        env, memo = dict(zip(inputs, x, strict=True)), {}
+        operators = _jax_operators()
+
+        def value(node):
+            if node not in memo:
+                if isinstance(node, ex.Const):
+                    memo[node] = jnp.full_like(x[0], node.value)
+                elif isinstance(node, ex.Var):
+                    memo[node] = env[node.name]
+                else:
+                    memo[node] = operators[node.name][1](*(value(c) for c in node.args))
+            return memo[node]
+
+        return value(tree)
+
+    return function
+
+
+def interpret(program, *inputs):
+    """The program's value, elementwise on `inputs` (arrays of one shape). `program` is the
+    (opcodes, args, constants) triple, concrete or traced: only the registers' values depend
+    on it, never the computation. The instructions are a scan whose body is one conditional
+    on the opcode, so only the chosen operator runs (no NaN from an unchosen one reaches a
+    gradient) and the compiled program stays small whatever the program length."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    x = jnp.broadcast_arrays(*(jnp.asarray(v, jnp.result_type(float)) for v in inputs))
+    stacked = jnp.stack(x)
+    dtype = stacked.dtype
+
+    def operator(arity, function):
+        return lambda a, b, c, constant, i: function(*(a, b, c)[:arity])
+
+    branches = [
+        lambda a, b, c, constant, i: jnp.full_like(a, constant),
+        lambda a, b, c, constant, i: stacked[i],
+        *(operator(*_jax_operators()[name]) for name in OPERATORS),
+    ]
+
+    def step(registers, instruction):
+        row, opcode, arg, constant = instruction
+        a, b, c = (registers[arg[k]] for k in range(3))
+        value = lax.switch(opcode, branches, a, b, c, constant.astype(dtype), arg[0])
+        return registers.at[row].set(value), None
+
+    opcodes, args, constants = program
+    registers = jnp.zeros((MAX_INSTRUCTIONS, *x[0].shape), dtype)
+    rows = jnp.arange(MAX_INSTRUCTIONS)
+    registers, _ = lax.scan(step, registers, (rows, opcodes, args, constants))
+    return registers[-1]
