@@ -2,10 +2,10 @@
 one candidate per sandbox run against batches, side by side in one run.
 
     python -m benchmarks.campaign                       # 8 GP and 8 LLM-code candidates, smoke
-    python -m benchmarks.campaign --candidates 16 --batch 8 --rounds 2
+    python -m benchmarks.campaign --candidates 16 --batches 1 8 16 --rounds 2
 
 GP candidates come from the mutation proposer (seeded from the task's baselines); LLM-code
-candidates are the recorded replies below, code an LLM wrote for this task. The two modes
+candidates are the recorded replies below, code an LLM wrote for this task. The modes
 alternate on the same candidates, so machine noise hits both alike; ratios hold, absolute
 times do not. Evaluations run one batch at a time (a campaign's `--workers 1`).
 Measured, never asserted.
@@ -99,7 +99,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--candidates", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument(
+        "--batches", type=int, nargs="+", default=[1, 8], help="batch sizes; 1 = one at a time"
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--budget", default="smoke")
     args = parser.parse_args()
@@ -113,7 +115,8 @@ def main() -> None:
     )
     for name, sources in sets.items():
         for round_ in range(1, args.rounds + 1):
-            for mode, batch in (("one at a time", 1), (f"batch {args.batch}", args.batch)):
+            for batch in args.batches:
+                mode = "one at a time" if batch == 1 else f"batch {batch}"
                 m = measure(sources, batch, args.budget)
                 print(
                     f"{name:<11}{mode:<15}{round_:>6}{len(sources):>4}{m['ok']:>4}"

@@ -245,7 +245,14 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
 def batched(train):
     """vmap a `train` over seeds and learning rates: (keys [S], lrs [L]) -> outputs [L, S, ...]."""
     over_seeds = jax.vmap(train, in_axes=(0, None))
-    return jax.vmap(over_seeds, in_axes=(None, 0))
+    over_lrs = jax.vmap(over_seeds, in_axes=(None, 0))
+
+    def run(keys, lrs):
+        if lrs.shape[0] == 1:  # a size-1 batch axis through every op costs ~8 % on CPU
+            return jax.tree.map(lambda x: x[None], over_seeds(keys, lrs[0]))
+        return over_lrs(keys, lrs)
+
+    return run
 
 
 def batched_members(config: PPOConfig, plug_point: str, branches, on_update=None):
