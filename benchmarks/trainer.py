@@ -97,13 +97,15 @@ def main() -> None:
     print(f"{'case':<13}{'round':>6}{'ours steps/s':>14}{'PureJaxRL':>12}{'ratio':>8}")
     for name in args.cases:
         env_id, seeds, timesteps = CASES[name]
-        ours = compiled_ours(env_id, seeds, timesteps)
-        theirs = compiled_theirs(module, env_id, seeds, timesteps)
+        runs = {
+            "ours": compiled_ours(env_id, seeds, timesteps),
+            "theirs": compiled_theirs(module, env_id, seeds, timesteps),
+        }
         for round_ in range(1, args.rounds + 1):
             # Alternate, and swap who goes first, so drift in machine load hits both alike.
-            order = (ours, theirs) if round_ % 2 else (theirs, ours)
-            rates = {id(run): steps_per_second(*run) for run in order}
-            a, b = rates[id(ours)], rates[id(theirs)]
+            order = ("ours", "theirs") if round_ % 2 else ("theirs", "ours")
+            rate = {who: steps_per_second(*runs[who]) for who in order}
+            a, b = rate["ours"], rate["theirs"]
             print(f"{name:<13}{round_:>6}{a:>14,.0f}{b:>12,.0f}{a / b:>8.2f}", flush=True)
 
 
