@@ -63,7 +63,7 @@ from sandbox.tasks import TaskSpec, load_task
 from sandbox.training.components import Components
 from sandbox.training.config import PPOConfig
 from sandbox.training.ppo import CandidateContractError, checked_call
-from sandbox.training.program import Program, expression_program, tree_function
+from sandbox.training.program import Program, expression_program, program_function
 from sandbox.training.run import (
     LoweredBatch,
     TrainingBatch,
@@ -215,9 +215,11 @@ class Batch:
         # The trusted side found every member to be an expression: nothing here executes a
         # candidate's code, so this run may keep what it compiles (see cascade.py).
         self.programs_only = bool(request.get("programs_only"))
+        self.exported = None  # where trainers of program batches are kept, exported
         if self.programs_only and request.get("compilation_cache"):
             jax.config.update("jax_compilation_cache_dir", request["compilation_cache"])
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+            self.exported = Path(request["compilation_cache"]) / "exported"
 
     def alive(self) -> list[Member]:
         return [m for m in self.members if not m.failed]
@@ -228,9 +230,9 @@ class Batch:
         member.program = self._program(member.source)
         if member.program is not None:
             program = member.program
-            # Checked as plain JAX code of its tree, trained through the interpreter: the same
-            # operators on the same tree (tests/test_batch_evaluation.py compares them).
-            member.function = tree_function(program.tree, tuple(task.inputs))
+            # Checked and trained through the one interpreter: what is checked is what trains,
+            # and every program of the batch shares the checks' compiled probes.
+            member.function = program_function(program)
             return (
                 f"{task.entry_point}() is an expression: {program.length} instructions, run as data"
             )
@@ -340,6 +342,7 @@ class Batch:
                 [m.program or m.function for m in members],
                 seeds=seeds,
                 seed=self.seed,
+                exported=self.exported,
             )
         (member,) = members
         components = Components(**{self.plug_point: member.function})

@@ -122,15 +122,16 @@ def test_a_member_may_not_change_what_the_others_train_with():
 
 
 def test_an_expression_runs_as_data_and_computes_what_its_module_computes():
-    """Programs from the mutation proposer's candidates: the interpreter, the tree as code
-    and the executed module agree in value and in the derivative training uses."""
+    """Programs from the mutation proposer's candidates: the interpreter, as training and as
+    the validity checks call it, and the executed module agree in value and in the derivative
+    training uses."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from benchmarks.campaign import gp_candidates
     from sandbox.candidate import load_entry_point
-    from sandbox.training.program import expression_program, interpret, tree_function
+    from sandbox.training.program import expression_program, interpret, program_function
 
     inputs = tuple(TASK.inputs)
     ratio = np.geomspace(0.05, 5.0, 257).astype(np.float32)
@@ -141,7 +142,7 @@ def test_an_expression_runs_as_data_and_computes_what_its_module_computes():
         module = load_entry_point(source, TASK.entry_point)
         for function in (
             lambda r, a: interpret(program.arrays(), r, a),
-            tree_function(program.tree, inputs),
+            program_function(program),  # what the validity checks probe
         ):
             want, got = module(ratio, advantage), function(ratio, advantage)
             np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-5, equal_nan=True)
@@ -167,3 +168,41 @@ def test_only_a_module_that_is_exactly_an_expression_runs_as_data(source):
     from sandbox.training.program import expression_program
 
     assert expression_program(source, TASK.entry_point, tuple(TASK.inputs)) is None
+
+
+def test_a_program_batch_reuses_its_exported_trainer_and_trains_the_same(tmp_path):
+    """The trainer of a batch of programs is exported once (to the directory only runs
+    without candidate code write) and loaded by the next batch of that shape, whichever
+    programs it holds; trained through it, the numbers are those of tracing it afresh."""
+    import jax
+    import numpy as np
+
+    from benchmarks.campaign import gp_candidates
+    from sandbox.training.config import preset
+    from sandbox.training.program import expression_program
+    from sandbox.training.run import lower_members
+
+    config = preset("CartPole-v1", total_timesteps=4 * 512)
+    inputs = tuple(TASK.inputs)
+    first, second = (
+        [expression_program(s, TASK.entry_point, inputs) for s in gp_candidates(2, seed=seed)]
+        for seed in (5, 6)
+    )
+    plug = TASK.piece.plug_point
+
+    def trained(programs, exported=None):
+        lowered = lower_members(config, plug, programs, seeds=2, seed=3, exported=exported)
+        return jax.tree.leaves(lowered.compile().run().output)
+
+    cache = tmp_path / "exported"
+    trained(first, cache)
+    (file,) = cache.iterdir()
+    written = file.stat().st_mtime_ns
+    through_export = trained(second, cache)  # another batch of the same shape: loaded
+    assert [p.name for p in cache.iterdir()] == [file.name]
+    assert file.stat().st_mtime_ns == written
+    for got, want in zip(through_export, trained(second), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    file.write_bytes(b"not an exported program")  # unreadable: exported again, not an error
+    trained(first, cache)
+    assert file.stat().st_size > 100

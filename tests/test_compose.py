@@ -433,9 +433,14 @@ def stack(tmp_path, docker_compose):
     base = [*docker_compose, "-p", project, "-f", str(COMPOSE_FILE), "-f", str(override)]
     env = compose_env(POSTGRES_USER=user, POSTGRES_PASSWORD=password, POSTGRES_DB=database)
 
-    def compose(*args, timeout=120):
+    def compose(*args, timeout=120, env_extra=None):
         return subprocess.run(
-            [*base, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout
+            [*base, *args],
+            capture_output=True,
+            text=True,
+            env={**env, **(env_extra or {})},
+            cwd=REPO,
+            timeout=timeout,
         )
 
     def get(*paths: str) -> list[tuple[int, str]]:
@@ -481,7 +486,8 @@ def test_stack_serves_the_archive_from_postgres(stack):
     while (page := stack["get"]("/")[0])[0] == 0 and time.monotonic() < deadline:
         time.sleep(1)
     assert page[0] == 200, f"{page}\n{stack['compose']('logs', '--no-color').stdout}"
-    ps = stack["compose"]("ps", "-a").stdout
+    # Wide enough that no name or state wraps onto a second row (the table fits the terminal).
+    ps = stack["compose"]("ps", "-a", env_extra={"COLUMNS": "400"}).stdout
     assert re.search(r"_migrate_1 .* Exit 0 ", ps) and re.search(r"_db_1 .* Up \(healthy\)", ps), ps
     assert {f"{stack['project']}_db-data", f"{stack['project']}_landscapes"} <= stack["volumes"]
 

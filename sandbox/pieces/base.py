@@ -14,6 +14,7 @@ running any candidate code. Piece modules import JAX only inside the functions t
 candidate, so the orchestrator reads their declarations without loading it.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -43,22 +44,45 @@ class Probe(Protocol):
 
 
 class JaxProbe:
-    """A loaded elementwise function, evaluated with JAX in float64 (the caller enables x64)."""
+    """A loaded elementwise function, evaluated with JAX in float64 (the caller enables x64).
+
+    The function reaches the compiled probes as an argument (a `jax.tree_util.Partial`), so
+    functions that differ only in their arrays share compiled code: an expression program
+    (`Partial(interpret, arrays)`) is compiled once per process for every program."""
 
     def __init__(self, function: Callable):
-        import jax  # only where a real candidate is probed: the sandbox
+        from jax.tree_util import Partial  # only where a real candidate is probed: the sandbox
 
-        self.function = function
-        self._values = jax.jit(function)
-        self._slope = jax.jit(
-            jax.vmap(jax.grad(lambda x, *rest: function(x[None], *(r[None] for r in rest))[0]))
-        )
+        self.function = function if isinstance(function, Partial) else Partial(function)
 
     def values(self, *inputs: np.ndarray) -> np.ndarray:
-        return np.asarray(self._values(*(np.asarray(x, np.float64) for x in inputs)), np.float64)
+        return self._run(_compiled_probes()[0], inputs)
 
     def slope(self, *inputs: np.ndarray) -> np.ndarray:
-        return np.asarray(self._slope(*(np.asarray(x, np.float64) for x in inputs)), np.float64)
+        return self._run(_compiled_probes()[1], inputs)
+
+    def _run(self, probe: Callable, inputs) -> np.ndarray:
+        return np.asarray(
+            probe(self.function, *(np.asarray(x, np.float64) for x in inputs)), np.float64
+        )
+
+
+@functools.cache
+def _compiled_probes() -> tuple[Callable, Callable]:
+    """(values, slope), jitted once per process; each takes the function as its first
+    argument."""
+    import jax
+
+    def values(function, *inputs):
+        return function(*inputs)
+
+    def slope(function, *inputs):
+        def one(x, *rest):
+            return function(x[None], *(r[None] for r in rest))[0]
+
+        return jax.vmap(jax.grad(one))(*inputs)
+
+    return jax.jit(values), jax.jit(slope)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ difference quotient that keeps its size as the step shrinks; for a smooth drift 
 slope the quotient shrinks in proportion to the step.
 """
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -310,14 +311,12 @@ def _sandbox_points() -> Points:
 SANDBOX_POINTS = _sandbox_points()
 
 
-def _descent_search(drift, starts: int = 256, steps: int = 150):
+def _descent_search(drift, starts: int = 256):
     """Gradient descent on the drift value over (log r, A) in the checked box, started from
     the lowest points found so far and from random points."""
 
     def search(r_start, a_start, values):
-        import jax
         import jax.numpy as jnp
-        import optax
 
         order = np.argsort(np.where(np.isfinite(values), values, np.inf))[: starts // 2]
         rng = np.random.default_rng(2)
@@ -325,31 +324,40 @@ def _descent_search(drift, starts: int = 256, steps: int = 150):
             [np.log(r_start[order]), rng.uniform(np.log(R_MIN), np.log(R_MAX), starts // 2)]
         )
         a0 = np.concatenate([a_start[order], rng.uniform(-A_MAX, A_MAX, starts // 2)])
-        bounds_low = jnp.array([np.log(R_MIN), -A_MAX])
-        bounds_high = jnp.array([np.log(R_MAX), A_MAX])
-        optimizer = optax.adam(0.05)
-
-        def value(x):
-            return drift(jnp.exp(x[0])[None], x[1][None])[0]
-
-        def descend(x):
-            def step(carry, _):
-                x, state = carry
-                g = jax.grad(value)(x)
-                g = jnp.where(jnp.isfinite(g), g, 0.0)
-                updates, state = optimizer.update(g, state)
-                x = jnp.clip(x + updates, bounds_low, bounds_high)
-                return (x, state), None
-
-            (x, _), _ = jax.lax.scan(step, (x, optimizer.init(x)), None, steps)
-            return x
-
-        x = np.asarray(
-            jax.jit(jax.vmap(descend))(jnp.stack([jnp.asarray(u0), jnp.asarray(a0)], axis=1))
-        )
+        x = np.asarray(_compiled_descent()(drift, jnp.stack([u0, a0], axis=1)))
         return np.exp(x[:, 0]), x[:, 1]
 
     return search
+
+
+@functools.cache
+def _compiled_descent(steps: int = 150):
+    """descend(drift, starts [n, 2]) -> where each start ends; the drift is an argument (a
+    `jax.tree_util.Partial`), so drifts that differ only in their arrays share the compile."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    bounds_low = jnp.array([np.log(R_MIN), -A_MAX])
+    bounds_high = jnp.array([np.log(R_MAX), A_MAX])
+    optimizer = optax.adam(0.05)
+
+    def descend(drift, x):
+        def value(x):
+            return drift(jnp.exp(x[0])[None], x[1][None])[0]
+
+        def step(carry, _):
+            x, state = carry
+            g = jax.grad(value)(x)
+            g = jnp.where(jnp.isfinite(g), g, 0.0)
+            updates, state = optimizer.update(g, state)
+            x = jnp.clip(x + updates, bounds_low, bounds_high)
+            return (x, state), None
+
+        (x, _), _ = jax.lax.scan(step, (x, optimizer.init(x)), None, steps)
+        return x
+
+    return jax.jit(jax.vmap(descend, in_axes=(None, 0)))
 
 
 def check_drift(drift, filename: str = "candidate.py") -> list[CheckResult]:
@@ -359,9 +367,10 @@ def check_drift(drift, filename: str = "candidate.py") -> list[CheckResult]:
     from sandbox.checks.contract import describe_failure
 
     with jax.enable_x64(True):
+        probe = JaxProbe(drift)
         try:
             return _all(
-                JaxProbe(drift), SANDBOX_POINTS, TOLERANCES["float64"], _descent_search(drift)
+                probe, SANDBOX_POINTS, TOLERANCES["float64"], _descent_search(probe.function)
             )
         except Exception as error:  # the candidate crashed on concrete inputs
             detail = describe_failure(error, filename)

@@ -122,31 +122,21 @@ def expression_program(source: str, entry_point: str, inputs: tuple[str, ...]) -
         return None
 
 
-def tree_function(tree: ex.Node, inputs: tuple[str, ...]):
-    """The tree as a JAX function of `inputs`, operator by operator with the interpreter's
-    operators: the same computation as `interpret` on its program, traced as plain code,
-    which is what the validity conditions' many small probes compile cheaply."""
+def program_function(program: Program):
+    """The program as a function of its inputs, `Partial(jit(interpret), arrays)`: a pytree
+    whose leaves are the program's arrays, so whatever takes it as an argument of a jitted
+    function (the validity probes, sandbox/pieces/base.py) compiles once for every program.
+    The constants stay float64 until the inputs' dtype is known."""
+    from jax.tree_util import Partial
 
-    def function(*arrays):
-        import jax.numpy as jnp
+    return Partial(_jitted_interpret(), (program.opcodes, program.args, program.constants))
 
-        x = jnp.broadcast_arrays(*(jnp.asarray(v, jnp.result_type(float)) for v in arrays))
-        env, memo = dict(zip(inputs, x, strict=True)), {}
-        operators = _jax_operators()
 
-        def value(node):
-            if node not in memo:
-                if isinstance(node, ex.Const):
-                    memo[node] = jnp.full_like(x[0], node.value)
-                elif isinstance(node, ex.Var):
-                    memo[node] = env[node.name]
-                else:
-                    memo[node] = operators[node.name][1](*(value(c) for c in node.args))
-            return memo[node]
+@functools.cache
+def _jitted_interpret():
+    import jax
 
-        return value(tree)
-
-    return function
+    return jax.jit(interpret)
 
 
 def interpret(program, *inputs):

@@ -5,9 +5,12 @@ Training is one compiled call; evaluation of the final policies is a second one 
 seed, so a scorer can re-run it on the parameters alone.
 """
 
+import functools
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -115,11 +118,14 @@ def lower_members(
     *,
     seeds: int,
     seed: int = 0,
+    exported: Path | None = None,
 ) -> LoweredBatch:
     """Trace `seeds` training runs for each member at `plug_point` as one program, on the
     seed keys `lower_batch` would use: every member trains on the same seeds. A member is a
     function (a branch of its own) or a Program (data for the one interpreter branch), so a
-    batch of programs lowers to the same computation whichever programs they are."""
+    batch of programs lowers to the same computation whichever programs they are; with
+    `exported` (a directory only runs without candidate code write) such a batch reuses the
+    trainer exported there."""
     start = time.perf_counter()
     functions = [m for m in members if not isinstance(m, Program)]
     interpreted = len(functions) < len(members)
@@ -140,8 +146,66 @@ def lower_members(
         jnp.asarray(lrs, dtype=jnp.float32),
         (jnp.asarray(index, dtype=jnp.int32), stacked),
     )
-    lowered = jax.jit(batched_members(config, plug_point, branches)).lower(*args)
+    trainer = jax.jit(batched_members(config, plug_point, branches))
+    if exported is not None and not functions:
+        key = _export_key(config, plug_point, len(members), seeds)
+        lowered = _lower_exported(trainer, args, exported / f"{key}.jax-exported")
+    else:
+        lowered = trainer.lower(*args)
     return LoweredBatch(config, lrs, args, lowered, time.perf_counter() - start)
+
+
+# -- exported trainers of program batches ---------------------------------------------------
+# Lowering a trainer traces it (seconds per environment); its exported StableHLO does not
+# depend on which programs it runs, so a batch of programs loads the one exported before and
+# lowers only a call to it, which the persistent compilation cache then also finds.
+
+
+def _export_key(config: PPOConfig, plug_point: str, members: int, seeds: int) -> str:
+    """What the exported program depends on: the run, the batch's shape, this trainer's code
+    and the JAX that wrote it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in (repr(config), plug_point, members, seeds, jax.__version__, jax.default_backend()):
+        digest.update(f"{part}\0".encode())
+    digest.update(_sandbox_source_digest().encode())
+    return digest.hexdigest()[:40]
+
+
+@functools.cache
+def _sandbox_source_digest() -> str:
+    import hashlib
+
+    import sandbox
+
+    digest = hashlib.sha256()
+    root = Path(sandbox.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+@functools.cache
+def _register_output_serialization() -> None:
+    from jax import export
+
+    export.register_namedtuple_serialization(TrainOutput, serialized_name="sandbox.TrainOutput")
+
+
+def _lower_exported(trainer, args: tuple, path: Path):
+    from jax import export
+
+    _register_output_serialization()
+    try:
+        program = export.deserialize(bytearray(path.read_bytes()))
+    except Exception:  # none yet, or unreadable: export it (again)
+        program = export.export(trainer)(*args)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_bytes(program.serialize())
+        os.replace(partial, path)  # a concurrent batch reads a whole file or none
+    return jax.jit(program.call).lower(*args)
 
 
 def train_batch(
