@@ -221,7 +221,9 @@ def test_kill_9_mid_evaluation_on_the_docker_backend_then_resume_at_once(tmp_pat
     def containers(owner_pid: int, **filters) -> list:
         return [
             c
-            for c in docker.client.containers.list(all=True, filters={"label": LABEL, **filters})
+            for c in docker.client.containers.list(
+                all=True, filters={"label": LABEL, **filters}, ignore_removed=True
+            )
             if c.labels.get(LABEL, "").endswith(f":{owner_pid}")
         ]
 

@@ -90,10 +90,19 @@ def test_leftover_containers_are_swept_at_start(backend):
     )
     try:
         DockerBackend()
+
         # The dead process's container is gone; a live runner's evaluation is left alone.
-        assert [
-            c.id for c in backend.client.containers.list(all=True, filters={"label": LABEL})
-        ] == [live.id]
+        # (Only these two labels are looked at: another test worker's evaluations may be live.)
+        def labelled(pid: int) -> list[str]:
+            filters = {"label": f"{LABEL}={host}:{pid}"}
+            return [
+                c.id
+                for c in backend.client.containers.list(
+                    all=True, filters=filters, ignore_removed=True
+                )
+            ]
+
+        assert labelled(dead.pid) == [] and labelled(alive.pid) == [live.id]
     finally:
         alive.kill()
         live.remove(force=True)
@@ -143,7 +152,9 @@ def broken_backend():
 def our_containers(backend) -> list:
     from sandbox.backends.docker import LABEL, _owner
 
-    return backend.client.containers.list(all=True, filters={"label": f"{LABEL}={_owner()}"})
+    return backend.client.containers.list(
+        all=True, filters={"label": f"{LABEL}={_owner()}"}, ignore_removed=True
+    )
 
 
 def test_an_engine_error_is_an_infra_failure_in_one_line_and_fails_the_preflight(backend):
@@ -268,5 +279,8 @@ def test_the_sweep_tolerates_containers_already_going_away(backend):
         thread.join()
     assert errors == []
     assert (
-        backend.client.containers.list(all=True, filters={"label": f"{LABEL}={label[LABEL]}"}) == []
+        backend.client.containers.list(
+            all=True, filters={"label": f"{LABEL}={label[LABEL]}"}, ignore_removed=True
+        )
+        == []
     )

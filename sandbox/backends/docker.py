@@ -129,7 +129,11 @@ class DockerBackend:
         try:
             leftovers = [
                 c
-                for c in self.client.containers.list(all=True, filters={"label": LABEL})
+                # ignore_removed: a container removed between the listing and its inspection
+                # (another sweep, or an evaluation ending) is simply not a leftover.
+                for c in self.client.containers.list(
+                    all=True, filters={"label": LABEL}, ignore_removed=True
+                )
                 if _orphaned(c.labels.get(LABEL, ""))
             ]
         except self.engine_errors as error:
