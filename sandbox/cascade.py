@@ -499,6 +499,8 @@ def _score(
     try:
         done = subprocess.run(
             [sys.executable, "-m", "sandbox.scorer", str(request)],
+            # On a GPU host it shares the device with the sandboxes: no up-front allocation.
+            env={"XLA_PYTHON_CLIENT_PREALLOCATE": "false", **os.environ},
             capture_output=True,
             text=True,
             timeout=SCORER_SECONDS,

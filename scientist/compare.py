@@ -154,14 +154,14 @@ def reevaluate(
     seed: int,
     sandbox: str = Sandbox.AUTO,
     workers: int = 2,
-    batch: int = 8,
+    batch: int | None = None,
     executor: Executor | None = None,
     on_done=None,
 ) -> list[Row]:
     """Train and score every present row again on `seed` and one evaluation seed (the same
-    for all: common random numbers), in batches of `batch`, `workers` batches at a time
-    through the executor (default: sandboxes here). Nothing is recorded: the archive keeps
-    the search's own evaluations."""
+    for all: common random numbers), in batches of `batch` (default: the executor's choice),
+    `workers` batches at a time through the executor (default: sandboxes here). Nothing is
+    recorded: the archive keeps the search's own evaluations."""
     present = [r for r in rows if r.code is not None]
     executor = executor or LocalExecutor()
     eval_seed = secrets.randbits(31)
@@ -178,6 +178,7 @@ def reevaluate(
             if on_done:
                 on_done(row)
 
+    batch = batch or executor.batch_choice(budget, workers).size
     groups = [present[i : i + batch] for i in range(0, len(present), batch)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(run, groups))

@@ -101,3 +101,10 @@ BASE_ENV = {
     "PYTHONUNBUFFERED": "1",
     "XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=false",
 }
+
+
+def platform_env(gpu: bool) -> dict[str, str]:
+    """JAX on CPU unless a GPU was asked for. On a GPU, JAX allocates as it goes instead of
+    taking 75 % of the device at start: several sandboxes (`--workers`) and the scorer share
+    one device."""
+    return {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if gpu else {"JAX_PLATFORMS": "cpu"}

@@ -31,6 +31,7 @@ from sandbox.backends.base import (
     SandboxRun,
     SandboxUnavailable,
     one_line,
+    platform_env,
 )
 from sandbox.backends.filesystem import SANDBOX_UID, hand_over_scratch, sandbox_mounts
 from sandbox.backends.output_cap import MARKER
@@ -244,12 +245,16 @@ class DockerBackend:
             hand_over_scratch(run.cache, to_sandbox_uid=self.as_root)
         limits = run.limits
         python = sys.executable if self.host_mode else "python"
-        env = {**BASE_ENV, "HOME": str(run.scratch), "TMPDIR": "/tmp", **run.env}
+        env = {
+            **BASE_ENV,
+            "HOME": str(run.scratch),
+            "TMPDIR": "/tmp",
+            **platform_env(run.gpu),
+            **run.env,
+        }
         device_requests = None
         if run.gpu:
             device_requests = [self.docker.types.DeviceRequest(count=1, capabilities=[["gpu"]])]
-        else:
-            env["JAX_PLATFORMS"] = "cpu"
         Ulimit = self.docker.types.Ulimit
         return self.client.containers.create(
             self.image,

@@ -30,7 +30,14 @@ import threading
 import time
 from pathlib import Path
 
-from sandbox.backends.base import BASE_ENV, SandboxOutcome, SandboxRun, SandboxUnavailable, one_line
+from sandbox.backends.base import (
+    BASE_ENV,
+    SandboxOutcome,
+    SandboxRun,
+    SandboxUnavailable,
+    one_line,
+    platform_env,
+)
 from sandbox.backends.filesystem import SANDBOX_UID, hand_over_scratch, new_scratch, sandbox_mounts
 from sandbox.vocabulary import Sandbox
 
@@ -101,7 +108,13 @@ class ProcessBackend:
 
     # -- command assembly ---------------------------------------------------------------
     def _wrap(self, run: SandboxRun) -> tuple[list[str], tuple[str, ...]]:
-        env = {**BASE_ENV, "HOME": str(run.scratch), "TMPDIR": "/tmp", **_platform(run), **run.env}
+        env = {
+            **BASE_ENV,
+            "HOME": str(run.scratch),
+            "TMPDIR": "/tmp",
+            **platform_env(run.gpu),
+            **run.env,
+        }
         python = [self.python, *run.args]
         drop = []
         if self.drop_uid:
@@ -161,7 +174,7 @@ class ProcessBackend:
             **BASE_ENV,
             "HOME": str(run.scratch),
             "TMPDIR": str(run.scratch),
-            **_platform(run),
+            **platform_env(run.gpu),
             **run.env,
         }
 
@@ -237,11 +250,6 @@ class ProcessBackend:
                 raise
             self.drop_uid = False
             require_imports(self, f"the sandboxed interpreter {self.python}")
-
-
-def _platform(run: SandboxRun) -> dict[str, str]:
-    """JAX on CPU unless a GPU was asked for (then JAX picks it, or falls back to CPU)."""
-    return {} if run.gpu else {"JAX_PLATFORMS": "cpu"}
 
 
 def _gpu_devices(run: SandboxRun) -> list[str]:

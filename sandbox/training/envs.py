@@ -6,6 +6,16 @@ from typing import Any
 CLASSIC_CONTROL = ("CartPole-v1", "Acrobot-v1")
 MINATAR = ("Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar")
 SUPPORTED_ENVS = CLASSIC_CONTROL + MINATAR
+# (flattened observation size, actions) of each, for sizing batches without importing JAX;
+# tests/test_batch_sizing.py checks them against gymnax.
+SIZES = {
+    "CartPole-v1": (4, 2),
+    "Acrobot-v1": (6, 3),
+    "Breakout-MinAtar": (400, 3),
+    "Asterix-MinAtar": (400, 5),
+    "Freeway-MinAtar": (700, 3),
+    "SpaceInvaders-MinAtar": (600, 4),
+}
 
 
 class UnknownEnvironmentError(ValueError):

@@ -41,8 +41,12 @@ class CampaignConfig(BaseModel):
     workers: int = Field(
         2, ge=1, description="batches evaluated at once (with ray: tasks in flight on the cluster)"
     )
-    batch: int = Field(
-        8, ge=1, le=64, description="candidates evaluated together in one sandbox run"
+    batch: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="candidates evaluated together in one sandbox run; None: chosen by the "
+        "executor from the budget and the device (scientist/executors/sizing.py)",
     )
     executor: ExecutorName = ExecutorName.LOCAL
     ray_address: str | None = (

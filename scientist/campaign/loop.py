@@ -4,7 +4,9 @@ The main thread walks the slots (generation, island, k) in order and asks the pr
 candidates, gathered into batches of up to `batch` while earlier batches train; evaluator
 threads (`workers`: batches in flight) hand each batch to the executor (the sandbox cascade
 here, or a Ray task on a cluster) and write what comes back. A batch goes out when it is
-full and an evaluator is free, or at once when nothing else is running. Each
+full and an evaluator is free, or when nothing else is running and its first member has
+waited EAGER_SECONDS (a slow proposer never leaves the machine idle; a fast one still fills
+the batch, which costs little more to evaluate than one candidate). Each
 proposal is written (with its model calls) before it is evaluated, and each evaluation in
 one transaction with its candidate, so a crash at any moment, kill -9 included, loses at
 most work in flight: on resume, pending candidates are evaluated, filled slots are skipped,
@@ -13,6 +15,7 @@ and nothing is evaluated twice.
 
 import random
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -29,6 +32,9 @@ from scientist.evaluation import Recorder
 from scientist.executors.base import Executor, LocalExecutor
 from scientist.proposers.base import Proposal, ProposalRequest, Proposer
 from scientist.selection import Selector
+
+
+EAGER_SECONDS = 5.0
 
 
 class CampaignError(RuntimeError):
@@ -73,10 +79,15 @@ class CampaignLoop:
             threading.Event()
         )  # set on Ctrl-C: evaluations in flight are abandoned, left pending
         c = self.config
+        executor = executor or LocalExecutor()
+        choice = executor.batch_choice(c.budget, c.workers)
+        self.batch_size, self.batch_reason = c.batch or choice.size, choice.reason
+        if c.batch:
+            self.batch_reason = f"batch {c.batch}: as configured"
         self.record = Recorder(
             engine,
             self.campaign.id,
-            executor or LocalExecutor(),
+            executor,
             task=c.task,
             budget=c.budget,
             sandbox=c.sandbox,
@@ -94,8 +105,11 @@ class CampaignLoop:
         )
         self.in_flight: dict[Future, list[int]] = {}
         self.gathering: list[tuple[int, str]] = []
+        self.gathering_since = time.monotonic()
         status, message = CampaignStatus.FINISHED, ""
         try:
+            self._event("batch", self.batch_reason, size=self.batch_size)
+            self.progress.last = self.batch_reason
             self._seed_baselines()
             for candidate in self._pending():  # baselines, or what a stopped run left
                 self._wait_for_capacity(executor)
@@ -191,11 +205,16 @@ class CampaignLoop:
     # -- evaluation ------------------------------------------------------------------------
     def _submit(self, executor, candidate_id: int, code: str, *, eager: bool = True) -> None:
         """Into the batch being gathered; it goes out when full and an evaluator is free, or
-        (`eager`) at once when nothing is being evaluated: an idle machine never waits for a
-        slow proposer to fill a batch."""
+        (`eager`) when nothing is being evaluated and the batch has waited EAGER_SECONDS: an
+        idle machine never waits long for a slow proposer to fill a batch."""
+        if not self.gathering:
+            self.gathering_since = time.monotonic()
         self.gathering.append((candidate_id, code))
-        full = len(self.gathering) >= self.config.batch
-        if (full and len(self.in_flight) < self.config.workers) or (eager and not self.in_flight):
+        full = len(self.gathering) >= self.batch_size
+        waited = time.monotonic() - self.gathering_since >= EAGER_SECONDS
+        if (full and len(self.in_flight) < self.config.workers) or (
+            eager and waited and not self.in_flight
+        ):
             self._flush(executor)
         self._count()
 
@@ -244,7 +263,7 @@ class CampaignLoop:
 
     def _wait_for_capacity(self, executor) -> None:
         """Room for one more proposal: the batch being gathered is not full, or it can go."""
-        while len(self.gathering) >= self.config.batch:
+        while len(self.gathering) >= self.batch_size:
             if len(self.in_flight) < self.config.workers:
                 self._flush(executor)
             else:

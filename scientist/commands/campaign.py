@@ -81,7 +81,8 @@ def run(
     ] = None,
     workers: Annotated[Optional[int], typer.Option(help="batches evaluated at once")] = None,
     batch: Annotated[
-        Optional[int], typer.Option(help="candidates per sandbox run (default 8; see README)")
+        Optional[int],
+        typer.Option(help="candidates per sandbox run (default: from budget and device; README)"),
     ] = None,
     max_cost: Annotated[Optional[float], typer.Option(help="dollar cap on model calls")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,

@@ -6,6 +6,7 @@ from typing import Protocol
 
 from sandbox.cascade import Evaluation, evaluate_batch
 from sandbox.vocabulary import ExecutorName
+from scientist.executors.sizing import BatchChoice, default_batch
 
 
 class ExecutorUnavailable(RuntimeError):
@@ -28,6 +29,9 @@ class Executor(Protocol):
         eval_seed: int | None = None,
     ) -> list[Evaluation]:
         """One batch (sandbox.cascade.evaluate_batch): an Evaluation per source, in order."""
+
+    def batch_choice(self, budget: str, workers: int) -> BatchChoice:
+        """The batch size where `--batch` is not given (scientist/executors/sizing.py)."""
 
     def close(self) -> None: ...
 
@@ -60,6 +64,9 @@ class LocalExecutor:
             cancelled=cancelled,
             eval_seed=eval_seed,
         )
+
+    def batch_choice(self, budget: str, workers: int) -> BatchChoice:
+        return default_batch(budget, workers, gpu_for(budget))
 
     def close(self) -> None:
         pass

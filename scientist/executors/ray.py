@@ -22,6 +22,7 @@ from collections.abc import Callable
 from sandbox.cascade import Evaluation, StageRecord
 from sandbox.vocabulary import ExecutorName, Status
 from scientist.executors.base import ExecutorUnavailable
+from scientist.executors.sizing import GPU_BATCH, BatchChoice, default_batch
 
 MAX_RETRIES = 2  # a task runs at most 3 times when workers or nodes die under it
 POLL_SECONDS = 0.2
@@ -148,6 +149,11 @@ class RayExecutor:
             for key in keys:
                 if key is not None:
                     self.broker.forget.remote(key)
+
+    def batch_choice(self, budget: str, workers: int) -> BatchChoice:
+        if budget == "paper" and self.has_gpus:  # the nodes' free memory is not read from here
+            return BatchChoice(GPU_BATCH, f"batch {GPU_BATCH}: the GPU default on a Ray cluster")
+        return default_batch(budget, workers, gpu=False)
 
     def close(self) -> None:
         if self.ray.is_initialized():
