@@ -50,20 +50,20 @@ from sandbox.artifacts import append_stage, write_json, write_training_artifact
 from sandbox.budgets import get_budget
 from sandbox.candidate import CandidateLoadError, load_entry_point
 from sandbox.checks.contract import (
-    check_elementwise_contract,
     describe_failure,
     is_control_flow_error,
     is_resource_exhaustion,
 )
-from sandbox.checks.pipeline import run_conditions
+from sandbox.checks.pipeline import contract_check, run_conditions
 from sandbox.checks.signature import behaviour_signature
 from sandbox.landscape import LANDSCAPE_FILE, landscape_axes
 from sandbox.pieces import Contract
 from sandbox.tasks import TaskSpec, load_task
 from sandbox.training.components import Components
 from sandbox.training.config import PPOConfig
+from sandbox.training.monitor import violations
 from sandbox.training.ppo import CandidateContractError, checked_call
-from sandbox.training.program import Program, expression_program, program_function
+from sandbox.training.program import Program, expression_program, program_function, tree_function
 from sandbox.training.run import (
     LoweredBatch,
     TrainingBatch,
@@ -71,7 +71,7 @@ from sandbox.training.run import (
     lower_members,
     pooled_learning_curve,
 )
-from sandbox.vocabulary import Status
+from sandbox.vocabulary import Proof, Status
 
 MAX_HLO_BYTES = 64 * 1024**2  # a PPO trainer is a few MB of HLO text; unroll bombs are not
 MAX_FUNCTION_HLO_BYTES = 8 * 1024**2  # a plug-point function alone is a few kB
@@ -252,7 +252,7 @@ class Batch:
             except Exception as error:
                 status = Status.INVALID if is_control_flow_error(error) else classify(error)
                 raise StageFailure(status, describe_failure(error, "candidate.py")) from None
-            contract = check_elementwise_contract(function, tuple(task.inputs), "candidate.py")
+            contract = contract_check(task, function, "candidate.py", [self.budget.name])
             if not contract.passed:
                 raise StageFailure(Status.INVALID, contract.detail)
         member.function = function
@@ -320,7 +320,16 @@ class Batch:
         )
 
     def validity(self, member: Member) -> str:
-        report = run_conditions(self.task, member.function, "candidate.py")
+        proof_function = None
+        if member.program is not None:  # bound the tree the interpreter runs, not the interpreter
+            proof_function = tree_function(member.program.tree, tuple(self.task.inputs))
+        report = run_conditions(
+            self.task,
+            member.function,
+            "candidate.py",
+            budgets=[self.budget.name],
+            proof_function=proof_function,
+        )
         write_json(member.out / "checks.json", report.to_dict())
         if not report.valid:
             raise StageFailure(
@@ -331,7 +340,9 @@ class Batch:
             member.out / "signature.json",
             {"signature": behaviour_signature(self.task.piece, member.function)},
         )
-        return f"{len(report.checks)} conditions hold"
+        proved = sum(1 for c in report.checks if c.proof and c.proof["verdict"] == Proof.PROVED)
+        certified = f", {proved} proved" if any(c.proof for c in report.checks) else ""
+        return f"{len(report.checks)} conditions hold{certified} ({report.assurance})"
 
     # -- the batch -------------------------------------------------------------------------
     def _lower(self, config: PPOConfig, seeds: int, members: list[Member]) -> LoweredBatch:
@@ -389,6 +400,8 @@ class Batch:
         shared = f" (one program for {len(trained)})" if len(trained) > 1 else ""
         for member in self.alive():
             output = trained[member.name].output
+            if self._monitor_failed(member, "smoke", output, seconds):
+                continue
             leaves = jax.tree.leaves(output.params)
             if (
                 not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
@@ -413,6 +426,9 @@ class Batch:
                         member.trained[env_id] = trained[member.name]
             for member in self.alive():
                 batch = member.trained.pop(env_id)
+                seconds = time.monotonic() - start
+                if self._monitor_failed(member, "full", batch.output, seconds, f" on {env_id}"):
+                    continue
                 curve = pooled_learning_curve(batch.output, axis=(0, 1))
                 params = jax.tree.map(lambda x: x[0], batch.output.params)  # one learning rate
                 write_training_artifact(member.out, env_id, params, curve)
@@ -424,6 +440,18 @@ class Batch:
         for member in self.alive():
             detail = f"{self.budget.seeds} seeds on {', '.join(env_ids)}"
             member.record("full", Status.OK, time.monotonic() - start, detail)
+
+    def _monitor_failed(self, member: Member, stage: str, output, seconds, where="") -> bool:
+        """Record the member invalid when the runtime monitor saw its piece break a condition
+        during training (sandbox/training/monitor.py); the worst case, in words."""
+        piece = self.task.piece
+        watch = output.watch.get(piece.plug_point.value, {})
+        broken = violations(jax.tree.map(np.asarray, watch), piece.monitor, where)
+        if broken:
+            member.record(
+                stage, Status.INVALID, seconds, "; ".join(f"{c}: {text}" for c, text in broken)
+            )
+        return bool(broken)
 
     # -- running stages --------------------------------------------------------------------
     def run(self, stages: list[str]) -> int:

@@ -91,3 +91,18 @@ class Sandbox(StrEnum):
 class ExecutorName(StrEnum):
     LOCAL = "local"
     RAY = "ray"
+
+
+class Proof(StrEnum):
+    """The certificate's verdict on one validity condition (sandbox/checks/certificate.py)."""
+
+    PROVED = "proved"  # interval bounds settle it on the whole domain
+    VIOLATED = "violated"  # a concrete counterexample, confirmed by evaluating the candidate
+    UNPROVED = "unproved"  # neither: box budget spent, or a primitive without interval rules
+
+
+class Assurance(StrEnum):
+    """How far a valid candidate's conditions are established, for labels users read."""
+
+    CERTIFIED = "certified"  # every condition proved
+    SAMPLED = "passed sampling"  # numeric checks and the training monitor passed, no proof

@@ -329,10 +329,13 @@ def check(
         out = Console()
         for result in report.checks:
             mark = "[green]pass[/green]" if result.passed else "[red]FAIL[/red]"
-            out.print(f"{mark} {result.name}: {result.detail}", highlight=False)
-        out.print(
-            f"[bold]{'valid' if report.valid else 'invalid'}[/bold] {spec.name} candidate: {file}"
-        )
+            proof = ""
+            if result.proof:
+                p = result.proof
+                proof = f" [certificate: {p['verdict']}, {p['boxes']} boxes: {p['detail']}]"
+            out.print(f"{mark} {result.name}: {result.detail}{proof}", highlight=False)
+        label = f"valid ({report.assurance})" if report.valid else "invalid"
+        out.print(f"[bold]{label}[/bold] {spec.name} candidate: {file}")
     raise typer.Exit(0 if report.valid else 1)
 
 

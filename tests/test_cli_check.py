@@ -25,10 +25,13 @@ def test_valid_drift_exits_0_with_json_schema():
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["valid"] is True
+    assert data["valid"] is True and data["assurance"] == "certified"
     for check in data["checks"]:
-        assert set(check) == {"name", "passed", "detail", "counterexample"}
+        assert set(check) == {"name", "passed", "detail", "counterexample", "proof"}
         assert isinstance(check["passed"], bool) and isinstance(check["detail"], str)
+    proofs = [c["proof"] for c in data["checks"] if c["proof"]]
+    assert [p["verdict"] for p in proofs] == ["proved"] * 4
+    assert all(isinstance(p["boxes"], int) and p["boxes"] > 0 for p in proofs)
 
 
 def test_invalid_and_rejected_drifts_exit_1(tmp_path):

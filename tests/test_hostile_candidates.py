@@ -106,10 +106,11 @@ HOSTILE = {
         HEAD + "def drift(ratio, advantage):\n    raise ValueError('x' * 200_000_000)\n",
         "failed",
     ),
-    # Valid in the float64 checks, but the constant overflows float32: NaN in training.
+    # Valid in the float64 checks, but the constant overflows float32 (inf * 0 = NaN at r = 1),
+    # so it would explode in training: the checks in float32 see it first.
     "explodes_in_training": (
         HEAD + "def drift(ratio, advantage):\n    return 1e39 * (ratio - 1.0) ** 2\n",
-        "nonfinite",
+        "invalid",
     ),
 }
 

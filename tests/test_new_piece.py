@@ -32,7 +32,7 @@ from sandbox.training.components import PlugPoint
 ADVANTAGES = np.linspace(-10.0, 10.0, 401)
 
 
-def check(transform, filename="candidate.py"):
+def check(transform, filename="candidate.py", *, sizes=None, proof_function=None):
     names = ("finite", "keeps_sign", "keeps_order")
     with jax.enable_x64(True):
         try:

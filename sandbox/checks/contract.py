@@ -50,9 +50,14 @@ def describe_failure(error: BaseException, filename: str) -> str:
     return f"raised {type(error).__name__}{where}: {message[:300]}"
 
 
-def check_elementwise_contract(fn, arg_names: tuple[str, ...], filename: str) -> CheckResult:
+def check_elementwise_contract(
+    fn, arg_names: tuple[str, ...], filename: str, batches: list[tuple] = ()
+) -> CheckResult:
     """Trace `fn` abstractly on float32 inputs of two shapes; its output must have the
-    inputs' shape and a floating dtype, and equal the per-element (vmapped scalar) result."""
+    inputs' shape and a floating dtype, and equal the per-element (vmapped scalar) result:
+    on random points, and on each of `batches` (built as training builds its calls, see
+    pieces/base.py `training_batches`: a function that reads batch statistics, such as the
+    standardised advantages' std, or positions, differs there)."""
     name = "shape"
     for shape in ((7,), (3, 5)):
         inputs = [jax.ShapeDtypeStruct(shape, jnp.float32)] * len(arg_names)
@@ -81,27 +86,40 @@ def check_elementwise_contract(fn, arg_names: tuple[str, ...], filename: str) ->
                 name, False, f"must return floats, returned {out.dtype}", {"dtype": str(out.dtype)}
             )
 
-    # Elementwise means each output depends on its own inputs only: compare the batched call
+    # Elementwise means each output depends on its own inputs only: compare each batched call
     # with the same points evaluated one at a time.
-    points = [jnp.asarray(v, jnp.float32) for v in _probe_points(len(arg_names))]
-    try:
-        batched = np.asarray(jax.jit(fn)(*points))
-        single = np.asarray(jax.jit(jax.vmap(lambda *xs: fn(*[x[None] for x in xs])[0]))(*points))
-    except Exception as error:
-        return CheckResult(name, False, describe_failure(error, filename))
-    differs = ~np.isclose(batched, single, rtol=1e-4, atol=1e-6, equal_nan=True)
-    if differs.any():
-        i = int(np.argmax(differs))
-        example = {arg: float(p[i]) for arg, p in zip(arg_names, points)}
-        return CheckResult(
-            name,
-            False,
-            f"must be elementwise: the output at {_fmt(example)} is {batched[i]:.6g} in a batch "
-            f"but {single[i]:.6g} on its own (it mixes values across the batch, e.g. a mean)",
-            {**example, "batched": float(batched[i]), "alone": float(single[i])},
-        )
+    random_points = tuple(jnp.asarray(v, jnp.float32) for v in _probe_points(len(arg_names)))
+    alone = jax.jit(jax.vmap(lambda *xs: fn(*[x[None] for x in xs])[0]))
+    for points in [random_points, *batches]:
+        try:
+            batched = np.asarray(jax.jit(fn)(*points))
+            single = np.asarray(alone(*points))
+        except Exception as error:
+            return CheckResult(name, False, describe_failure(error, filename))
+        differs = ~np.isclose(batched, single, rtol=1e-4, atol=1e-6, equal_nan=True)
+        if differs.any():
+            i = int(np.argmax(differs))
+            example = {arg: float(p[i]) for arg, p in zip(arg_names, points)}
+            return CheckResult(
+                name,
+                False,
+                f"must be elementwise: the output at {_fmt(example)} is {batched[i]:.6g} in a "
+                f"batch of {points[0].shape[0]} (built as training builds its calls) but "
+                f"{single[i]:.6g} on its own (it mixes values across the batch, e.g. a mean "
+                "or a standard deviation, or depends on positions)",
+                {
+                    **example,
+                    "batch": int(points[0].shape[0]),
+                    "batched": float(batched[i]),
+                    "alone": float(single[i]),
+                },
+            )
+    sizes = ", ".join(str(p[0].shape[0]) for p in batches)
     return CheckResult(
-        name, True, f"elementwise over ({', '.join(arg_names)}); shape and float dtype preserved"
+        name,
+        True,
+        f"elementwise over ({', '.join(arg_names)}); shape and float dtype preserved"
+        + (f"; also in training-like batches of {sizes}" if batches else ""),
     )
 
 

@@ -4,17 +4,47 @@ static (source only) -> load (restricted execution) -> the piece's contract (abs
 tracing of an elementwise piece) -> the piece's conditions (sandbox/pieces).
 """
 
+from collections.abc import Sequence
+
 from sandbox.candidate import CandidateLoadError, load_entry_point
 from sandbox.checks.contract import check_elementwise_contract
 from sandbox.checks.report import CheckReport, CheckResult
 from sandbox.checks.static import check_source
 from sandbox.pieces import Contract
+from sandbox.pieces.base import call_sizes, training_batches
 from sandbox.tasks import TaskSpec
 
 
-def run_conditions(task: TaskSpec, function, filename: str = "candidate.py") -> CheckReport:
-    """The task's validity conditions on an already loaded and traced entry point."""
-    return CheckReport(list(task.piece.check(function, filename)))
+def run_conditions(
+    task: TaskSpec,
+    function,
+    filename: str = "candidate.py",
+    *,
+    budgets: Sequence[str] | None = None,
+    proof_function=None,
+) -> CheckReport:
+    """The task's validity conditions on an already loaded and traced entry point, at every
+    call length training uses at `budgets` (default: all budgets)."""
+    piece = task.piece
+    return CheckReport(
+        list(
+            piece.check(
+                function,
+                filename,
+                sizes=call_sizes(piece, budgets),
+                proof_function=proof_function,
+            )
+        )
+    )
+
+
+def contract_check(
+    task: TaskSpec, function, filename: str, budgets: Sequence[str] | None = None
+) -> CheckResult:
+    """The elementwise contract, also on batches built as training builds its calls."""
+    piece = task.piece
+    batches = training_batches(piece, budgets) if piece.typical else []
+    return check_elementwise_contract(function, tuple(task.inputs), filename, batches)
 
 
 def static_check(source: str) -> CheckResult:
@@ -40,9 +70,7 @@ def check_candidate(task: TaskSpec, source: str, filename: str = "candidate.py")
 
     try:
         if task.piece.contract is Contract.ELEMENTWISE:
-            if not report.add(
-                check_elementwise_contract(function, tuple(task.inputs), filename)
-            ).passed:
+            if not report.add(contract_check(task, function, filename)).passed:
                 return report
         report.checks += run_conditions(task, function, filename).checks
     except Exception as error:  # resource exhaustion propagates out of the checks

@@ -109,6 +109,15 @@ FORBIDDEN_ATTRIBUTES = frozenset(
         "register_static",
         "register_dataclass",
         "set_printoptions",
+        # Derivatives of the candidate's own making: training, the slope checks and the
+        # certificate all reason about the derivative autodiff computes from the values.
+        "custom_jvp",
+        "custom_vjp",
+        "custom_gradient",
+        "defjvp",
+        "defjvps",
+        "defvjp",
+        "stop_gradient",
     }
 )
 

@@ -1,6 +1,7 @@
 """Kinds of plug-in piece, one module each in this package (see `base.Piece`).
 
-A module here that defines `PIECE` adds a kind, named like the module: a task folder may
+A module here that defines `PIECE` adds a kind, named like the module (a module whose name
+starts with _ is a helper of one, e.g. `_drift_certificate`): a task folder may
 then name it (`piece = "..."` in its task.toml), and the checks, the trainer, the behaviour
 signature, the mutation proposer and the reports look everything up from it. Nothing else
 changes.
@@ -21,7 +22,12 @@ class UnknownPiece(KeyError):
 
 
 def _modules() -> list[str]:
-    return [m.name for m in pkgutil.iter_modules(__path__) if m.name != "base"]
+    """The kinds: every module but `base` and helpers of a kind (named with a leading _)."""
+    return [
+        m.name
+        for m in pkgutil.iter_modules(__path__)
+        if m.name != "base" and not m.name.startswith("_")
+    ]
 
 
 @functools.cache

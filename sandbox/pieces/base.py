@@ -18,7 +18,7 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -67,6 +67,63 @@ class JaxProbe:
         )
 
 
+class SizedProbe:
+    """A loaded elementwise function called the way training calls it: on float32 arrays of
+    exactly `size` entries (points are cut into such calls, the last one padded). What it
+    does at other shapes or in float64 is not what trains."""
+
+    def __init__(self, function: Callable, size: int):
+        from jax.tree_util import Partial
+
+        self.function = function if isinstance(function, Partial) else Partial(function)
+        self.size = size
+
+    def values(self, *inputs: np.ndarray) -> np.ndarray:
+        return self._run(_sized_probes()[0], inputs)
+
+    def slope(self, *inputs: np.ndarray) -> np.ndarray:
+        return self._run(_sized_probes()[1], inputs)
+
+    def _run(self, probe: Callable, inputs) -> np.ndarray:
+        arrays = [a.ravel() for a in np.broadcast_arrays(*(np.asarray(x) for x in inputs))]
+        n = arrays[0].size
+        # Blocks of a fixed number of calls: one compiled shape per size, whatever the count.
+        calls = max(1, SIZED_BLOCK // self.size)
+        block = calls * self.size
+        total = -(-n // block) * block
+        padded = [
+            np.concatenate([a, np.repeat(a[-1:], total - n)]).astype(np.float32) for a in arrays
+        ]
+        out = [
+            np.asarray(
+                probe(self.function, *(a[i : i + block].reshape(calls, self.size) for a in padded))
+            )
+            for i in range(0, total, block)
+        ]
+        return np.concatenate(out).astype(np.float64).ravel()[:n]
+
+
+SIZED_BLOCK = 16_384  # entries per compiled call of a SizedProbe
+
+
+@functools.cache
+def _sized_probes() -> tuple[Callable, Callable]:
+    """(values, slope) over [calls, size] arrays, each row one call of the function."""
+    import jax
+    import jax.numpy as jnp
+
+    def values(function, *inputs):
+        return jax.vmap(function)(*inputs)
+
+    def slope(function, first, *rest):
+        def one_call(x, *others):
+            return jax.jvp(lambda x: function(x, *others), (x,), (jnp.ones_like(x),))[1]
+
+        return jax.vmap(one_call)(first, *rest)
+
+    return jax.jit(values), jax.jit(slope)
+
+
 @functools.cache
 def _compiled_probes() -> tuple[Callable, Callable]:
     """(values, slope), jitted once per process; each takes the function as its first
@@ -113,13 +170,61 @@ class Piece:
     default: (
         tuple[str, str] | None
     )  # (task, baseline): what the trainer uses when no candidate fills it
-    check: Callable[[Callable, str], list[CheckResult]]  # the validity conditions, thoroughly
+    # The validity conditions, thoroughly: check(function, filename, *, sizes, proof_function).
+    check: Callable[..., list[CheckResult]]
     behaviour: Callable[[Callable], np.ndarray]  # outputs on the fixed behaviour-signature inputs
     evidence: str  # how the conditions are established, for reports
     screen: Screen | None = None  # for the mutation proposer; None: no pre-screen
     has_landscape: bool = (
         False  # a (ratio, advantage) landscape can be drawn (sandbox/landscape.py)
     )
+    # Checks inside training (sandbox/training/monitor.py): a Monitor for elementwise kinds.
+    monitor: Any = None
+    # Inputs like those of a training minibatch: typical(n, rng) -> one array per input.
+    typical: Callable[[int, np.random.Generator], tuple[np.ndarray, ...]] | None = None
+
+
+# Besides the training calls' own sizes, a few others a candidate might single out.
+OTHER_SIZES = (1, 7)
+
+
+def minibatch_sizes(budgets: Sequence[str] | None = None) -> tuple[int, ...]:
+    """The minibatch sizes training uses at these budgets (default: all of them)."""
+    from sandbox.budgets import BUDGETS
+
+    chosen = [BUDGETS[name] for name in (budgets or BUDGETS)]
+    return tuple(sorted({b.config(e).minibatch_size for b in chosen for e in b.env_ids}))
+
+
+def call_sizes(piece: "Piece", budgets: Sequence[str] | None = None) -> tuple[int, ...]:
+    """Every length of the arrays training calls the piece's function with at these budgets
+    (its monitor decides: probes ride along), the minibatch sizes themselves, and OTHER_SIZES:
+    where the checks look."""
+    sizes = set(OTHER_SIZES)
+    for m in minibatch_sizes(budgets):
+        sizes.add(m)
+        if piece.monitor is not None and piece.contract is Contract.ELEMENTWISE:
+            sizes.update(piece.monitor.call_sizes(m))
+    return tuple(sorted(sizes))
+
+
+def training_batches(piece: "Piece", budgets: Sequence[str] | None = None, seed: int = 0):
+    """Batches built the way training builds a call of the piece's function: a minibatch of
+    typical inputs (advantages standardised, as the trainer does), with the monitor's probes
+    shuffled in. The elementwise contract compares each with its entries one at a time."""
+    import jax
+    import jax.numpy as jnp
+
+    from sandbox.training.monitor import layout
+
+    rng = np.random.default_rng(seed)
+    batches = []
+    for k, m in enumerate(minibatch_sizes(budgets)):
+        real = tuple(jnp.asarray(x, jnp.float32) for x in piece.typical(m, rng))
+        batches.append(real)
+        if piece.monitor is not None:
+            batches.append(layout(piece.monitor, jax.random.key(seed + k), real)[0])
+    return batches
 
 
 def grid(*axes: Sequence[float]) -> list[np.ndarray]:

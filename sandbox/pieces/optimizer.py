@@ -39,7 +39,11 @@ def _describe_tree(tree) -> str:
     return str(jax.tree.map(lambda x: f"{jnp.shape(x)}:{jnp.result_type(x)}", tree))[:300]
 
 
-def check_optimizer(make_optimizer, filename: str = "candidate.py") -> list[CheckResult]:
+def check_optimizer(
+    make_optimizer, filename: str = "candidate.py", *, sizes=None, proof_function=None
+) -> list[CheckResult]:
+    """The optimizer conditions on a small parameter tree (`sizes` and `proof_function`, for
+    elementwise kinds, do not apply)."""
     import optax
 
     from sandbox.checks.contract import describe_failure
@@ -255,6 +259,22 @@ def behaviour(make_optimizer) -> np.ndarray:
     return np.concatenate(outputs)
 
 
+class UpdateMonitor:
+    """Every update the optimizer makes during training must be finite. (Resting under zero
+    gradients and descent cannot be read off a training run: momentum moves on zero
+    gradients, and single steps of a valid optimizer may go uphill.)"""
+
+    def inspect_updates(self, updates):
+        import jax
+        import jax.numpy as jnp
+
+        bad = sum(jnp.sum(~jnp.isfinite(u)) for u in jax.tree.leaves(updates))
+        return {"finite": {"score": jnp.where(bad > 0, 1.0, -1.0), "entries": bad}}
+
+    def describe(self, condition: str, f: dict[str, float], update: int) -> str:
+        return f"non-finite updates during training: {int(f['entries'])} entries at update {update}"
+
+
 PIECE = Piece(
     kind="optimizer",
     plug_point=PlugPoint.OPTIMIZER,
@@ -268,4 +288,5 @@ PIECE = Piece(
         "rest under zero gradients, descent on a quadratic) are checked by running it on a small "
         "parameter tree: evidence about these cases, not a proof."
     ),
+    monitor=UpdateMonitor(),
 )

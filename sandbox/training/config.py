@@ -27,6 +27,7 @@ class PPOConfig:
     activation: str = "tanh"
     eval_episodes: int = 32
     eval_greedy: bool = False  # sample from the trained stochastic policy by default
+    monitor: bool = True  # pieces' runtime monitors (training/monitor.py); off: benchmarks only
 
     @property
     def batch_size(self) -> int:

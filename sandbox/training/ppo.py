@@ -8,7 +8,10 @@ learning-rate sweep in the same compiled call.
 Departures from PureJaxRL, on purpose:
 - the policy loss is -mean(r*A - drift(r, A)); PPO's clipping is the `ppo` drift;
 - truncated episodes bootstrap from the critic's value of the final observation (gymnax 1.x
-  reports it), so time limits are not mistaken for terminal states.
+  reports it), so time limits are not mistaken for terminal states;
+- the plugged-in pieces run under their kind's runtime monitor (training/monitor.py): their
+  conditions are checked on the values training computes, worst case per update in
+  `TrainOutput.watch` (off with `config.monitor = False`, for trusted benchmarks only).
 """
 
 import functools
@@ -18,9 +21,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from sandbox.training.components import Components
+from sandbox.training.components import Components, PlugPoint
 from sandbox.training.config import PPOConfig
 from sandbox.training.envs import make_env
+from sandbox.training.monitor import watched_call, worst
 from sandbox.training.networks import ActorCritic
 
 
@@ -45,6 +49,7 @@ class TrainOutput(NamedTuple):
     episode_count: jnp.ndarray  # [num_updates] number of such episodes
     entropy: jnp.ndarray  # [num_updates] mean policy entropy over the update's minibatches
     approx_kl: jnp.ndarray  # [num_updates] mean KL(old || new) estimate
+    watch: Any  # {plug point: {condition: {"score": [num_updates], ...}}}: the monitor's worst
 
 
 def generalized_advantages(reward, value, next_value, terminated, done, *, gamma, gae_lambda):
@@ -98,10 +103,22 @@ def checked_call(name: str, fn, *args):
     return out.astype(jnp.float32)
 
 
-def policy_loss(components: Components, ratio, advantage):
-    """Mirror Learning policy loss: the negated surrogate r*A minus the drift penalty."""
-    drift = checked_call("drift", components.drift, ratio, advantage)
-    return -jnp.mean(ratio * advantage - drift)
+def policy_loss(components: Components, ratio, advantage, *, monitor=None, key=None):
+    """Mirror Learning policy loss, the negated surrogate r*A minus the drift penalty, and the
+    drift monitor's watch of the call ({} without a monitor)."""
+    checked = functools.partial(checked_call, PlugPoint.DRIFT.value, components.drift)
+    drift, watch = watched_call(checked, monitor, key, ratio, advantage)
+    return -jnp.mean(ratio * advantage - drift), watch
+
+
+def monitors(config: PPOConfig) -> dict[str, Any]:
+    """The runtime monitor of the kind of piece at each plug point (None where none)."""
+    if not config.monitor:
+        return {}
+    from sandbox.pieces import piece_at  # pieces describe the trainer, not the other way round
+
+    found = {point: piece_at(point) for point in PlugPoint}
+    return {point: piece.monitor for point, piece in found.items() if piece and piece.monitor}
 
 
 def make_train(config: PPOConfig, components: Components | None = None, on_update=None):
@@ -114,13 +131,21 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
     network = make_network(config, spec.num_actions)
     num_updates, num_envs, num_steps = config.num_updates, config.num_envs, config.num_steps
     steps_per_update = config.update_epochs * config.num_minibatches
+    watching = monitors(config)
 
-    def loss_fn(params, minibatch):
+    def loss_fn(params, minibatch, key):
         traj, advantages, targets = minibatch
         logits, value = network.apply(params, traj.obs)
         log_prob, entropy = _log_prob_and_entropy(logits, traj.action)
+        value_key, drift_key = jax.random.split(key)
 
-        value_error = checked_call("value_loss", components.value_loss, value, targets)
+        value_error, value_watch = watched_call(
+            functools.partial(checked_call, PlugPoint.VALUE_LOSS.value, components.value_loss),
+            watching.get(PlugPoint.VALUE_LOSS),
+            value_key,
+            value,
+            targets,
+        )
         if config.clip_value:
             clipped = traj.value + jnp.clip(value - traj.value, -config.clip_eps, config.clip_eps)
             value_error = jnp.maximum(value_error, components.value_loss(clipped, targets))
@@ -130,12 +155,15 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
         ratio = jnp.exp(log_ratio)
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         advantages = checked_call("advantage", components.advantage, advantages)
-        actor_loss = policy_loss(components, ratio, advantages)
+        actor_loss, drift_watch = policy_loss(
+            components, ratio, advantages, monitor=watching.get(PlugPoint.DRIFT), key=drift_key
+        )
 
         entropy = entropy.mean()
         total = actor_loss + config.vf_coef * value_loss - config.ent_coef * entropy
         approx_kl = jnp.mean((ratio - 1.0) - log_ratio)
-        return total, (entropy, approx_kl)
+        watch = {PlugPoint.DRIFT.value: drift_watch, PlugPoint.VALUE_LOSS.value: value_watch}
+        return total, (entropy, approx_kl, {k: v for k, v in watch.items() if v})
 
     def train(rng, learning_rate=config.learning_rate):
         def schedule(count):
@@ -212,32 +240,41 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
                     ),
                     batch,
                 )
+                # The monitor's keys branch off without changing the training stream.
+                keys = jax.random.split(jax.random.fold_in(perm_rng, 1), config.num_minibatches)
 
-                def update_minibatch(carry, minibatch):
+                def update_minibatch(carry, minibatch_and_key):
                     params, opt_state = carry
-                    grads, aux = jax.grad(loss_fn, has_aux=True)(params, minibatch)
+                    grads, (*aux, watch) = jax.grad(loss_fn, has_aux=True)(
+                        params, *minibatch_and_key
+                    )
                     updates, opt_state = tx.update(grads, opt_state, params)
                     params = jax.tree.map(lambda p, u: p + u, params, updates)
-                    return (params, opt_state), aux
+                    if PlugPoint.OPTIMIZER in watching:
+                        watch[PlugPoint.OPTIMIZER.value] = watching[
+                            PlugPoint.OPTIMIZER
+                        ].inspect_updates(updates)
+                    return (params, opt_state), (*aux, watch)
 
                 (params, opt_state), aux = lax.scan(
-                    update_minibatch, (params, opt_state), minibatches
+                    update_minibatch, (params, opt_state), (minibatches, keys)
                 )
                 return (params, opt_state, rng), aux
 
-            (params, opt_state, rng), (entropy, approx_kl) = lax.scan(
+            (params, opt_state, rng), (entropy, approx_kl, watch) = lax.scan(
                 update_epoch, (params, opt_state, rng), None, config.update_epochs
             )
             if on_update is not None:
                 jax.debug.callback(on_update, update_index)
-            stats = (*ended, entropy.mean(), approx_kl.mean())
+            watch = {point: worst(w, axes=2) for point, w in watch.items()}  # epochs, minibatches
+            stats = (*ended, entropy.mean(), approx_kl.mean(), watch)
             return (params, opt_state, env_state, obs, episode_return, rng), stats
 
         carry = (params, opt_state, env_state, obs, jnp.zeros(num_envs), rng)
-        (params, *_), (return_sum, count, entropy, approx_kl) = lax.scan(
+        (params, *_), (return_sum, count, entropy, approx_kl, watch) = lax.scan(
             update_step, carry, jnp.arange(num_updates)
         )
-        return TrainOutput(params, return_sum, count, entropy, approx_kl)
+        return TrainOutput(params, return_sum, count, entropy, approx_kl, watch)
 
     return train
 

@@ -132,6 +132,30 @@ def program_function(program: Program):
     return Partial(_jitted_interpret(), (program.opcodes, program.args, program.constants))
 
 
+def tree_function(tree: ex.Node, inputs: tuple[str, ...]):
+    """What a program computes, as plain JAX operations on its tree (no scan, no switch):
+    the form the certificate bounds (sandbox/checks/intervals.py), the same operators the
+    interpreter runs. Built from the parsed tree, never from candidate code."""
+    import jax.numpy as jnp
+
+    operators = _jax_operators()
+
+    def evaluate(node, env):
+        if isinstance(node, ex.Const):
+            return jnp.asarray(node.value, jnp.result_type(float))
+        if isinstance(node, ex.Var):
+            return env[node.name]
+        _, function = operators[node.name]
+        return function(*(evaluate(child, env) for child in node.args))
+
+    def function(*values):
+        env = dict(zip(inputs, values, strict=True))
+        shape = jnp.broadcast_shapes(*(jnp.shape(v) for v in values))
+        return jnp.broadcast_to(evaluate(tree, env), shape).astype(values[0].dtype)
+
+    return function
+
+
 @functools.cache
 def _jitted_interpret():
     import jax

@@ -33,7 +33,6 @@ from scientist.executors.base import Executor, LocalExecutor
 from scientist.proposers.base import Proposal, ProposalRequest, Proposer
 from scientist.selection import Selector
 
-
 EAGER_SECONDS = 5.0
 
 

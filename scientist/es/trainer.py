@@ -187,8 +187,11 @@ class ESGeneration:
         self.envs: tuple[str, ...] = task.split(budget_name).meta_train
         self.references: tuple[EnvBudget, ...] = tuple(self.budget.env(e) for e in self.envs)
         configs = configs or {}
+        # Meta-training reads no monitor verdict (the ES mean is evaluated as a candidate, in
+        # the sandbox, with its monitor on): the probes would only cost 4x the network's calls.
         self.configs: tuple[PPOConfig, ...] = tuple(
-            configs.get(e) or self.budget.config(e) for e in self.envs
+            dataclasses.replace(configs.get(e) or self.budget.config(e), monitor=False)
+            for e in self.envs
         )
         self.template = init_params(
             jax.random.key(0), ppo_init=settings.ppo_init, hidden=settings.hidden

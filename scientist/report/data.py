@@ -14,6 +14,7 @@ from sqlmodel import Session
 from archive import reads
 from archive.schema import Campaign, Candidate
 from sandbox.budgets import get_budget
+from sandbox.checks.report import assurance_of
 from sandbox.tasks import load_task
 from sandbox.vocabulary import EVALUATED, FAILURES, CampaignStatus, Origin, Status
 from scientist.compare import KINDS, Cost, Score, best_of_kind, search_cost, split_score
@@ -65,6 +66,7 @@ class Entry:
     code_hash: str | None
     checks: tuple[dict, ...]
     lineage: tuple[str, ...] = ()  # ancestors, nearest first, as labels
+    assurance: str | None = None  # certified, or passed sampling (sandbox/checks/report.py)
 
     @property
     def is_baseline(self) -> bool:
@@ -210,6 +212,7 @@ def _entry(c: Candidate, labels: dict[int, str]) -> Entry:
         code=c.code or "",
         code_hash=c.code_hash,
         checks=tuple((c.checks or {}).get("checks", ())),
+        assurance=assurance_of(c.checks),
     )
 
 

@@ -20,8 +20,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from archive import reads
 from archive.schema import Campaign, Candidate
+from sandbox.checks.report import assurance_of
 from sandbox.landscape import Landscape, LandscapeError
-from sandbox.vocabulary import Origin, Sandbox, Status
+from sandbox.vocabulary import Assurance, Origin, Sandbox, Status
 from scientist.web import charts, queries
 from scientist.web.highlight import diff_html, python_html, stylesheet, unified_diff
 from scientist.web.landscapes import (
@@ -193,6 +194,7 @@ def create_app(
             curves=_curve_charts(c.per_env),
             intervals=charts.interval_chart(_interval_rows(c.per_env)),
             checks=_checks(c.checks),
+            assurance=assurance_of(c.checks),
             calls=reads.calls_of(s, c.id),
             landscape=heatmap_view(cache, worker, c.task, c.code_hash, c.code),
         )
@@ -383,6 +385,6 @@ def _templates() -> Jinja2Templates:
     )
     env.filters["thousands"] = lambda n: f"{n:,}"
     env.globals.update(
-        Status=Status, Origin=Origin, HeatmapState=HeatmapState
+        Status=Status, Origin=Origin, HeatmapState=HeatmapState, Assurance=Assurance
     )  # the vocabulary, not literals
     return Jinja2Templates(env=env)

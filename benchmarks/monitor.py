@@ -1,0 +1,59 @@
+"""What the runtime monitor costs: training throughput with the pieces' monitors on and off,
+side by side, alternating runs of the same compiled configurations in one process.
+
+    python -m benchmarks.monitor
+    python -m benchmarks.monitor --rounds 3 --cases cartpole-8
+
+The monitor evaluates each minibatch's drift call at 4x its length (the probes) and its
+value-loss call at 2x, inside the compiled run (sandbox/training/monitor.py). Measured, never
+asserted.
+"""
+
+import sandbox  # noqa: F401  (XLA flags before jax)
+
+# isort: split
+
+import argparse
+
+from benchmarks.trainer import steps_per_second
+from sandbox.training.config import preset
+from sandbox.training.run import lower_batch
+
+# name: (env, seeds, total timesteps)
+CASES = {
+    "cartpole-1": ("CartPole-v1", 1, 200_000),
+    "cartpole-8": ("CartPole-v1", 8, 200_000),
+    "breakout-1": ("Breakout-MinAtar", 1, 300_000),
+    "breakout-8": ("Breakout-MinAtar", 8, 100_000),
+}
+
+
+def compiled(env_id: str, seeds: int, timesteps: int, monitor: bool):
+    config = preset(env_id, total_timesteps=timesteps, monitor=monitor)
+    lowered = lower_batch(config, seeds=seeds)
+    program = lowered.lowered.compile()
+    return lambda: program(*lowered.args), config.env_steps * seeds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    print(f"{'case':<13}{'round':>6}{'monitor on':>13}{'off':>13}{'on/off':>8}")
+    for name in args.cases:
+        runs = {on: compiled(*CASES[name], monitor=on) for on in (True, False)}
+        for round_ in range(1, args.rounds + 1):
+            order = (True, False) if round_ % 2 else (False, True)  # who goes first swaps
+            rate = {on: steps_per_second(*runs[on]) for on in order}
+            print(
+                f"{name:<13}{round_:>6}{rate[True]:>13,.0f}{rate[False]:>13,.0f}"
+                f"{rate[True] / rate[False]:>8.3f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
