@@ -346,6 +346,8 @@ class Batch:
 
     # -- the batch -------------------------------------------------------------------------
     def _lower(self, config: PPOConfig, seeds: int, members: list[Member]) -> LoweredBatch:
+        # Only the candidates' plug point is watched: the others hold trusted baselines.
+        config = dataclasses.replace(config, monitor=(self.plug_point.value,))
         if self.shared_program:
             return lower_members(
                 config,

@@ -37,6 +37,7 @@ from scientist.proposers.mutation import load_grammar
 TASK = load_task("mirror_drift")
 HEADER = "import jax\nimport jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n"
 BASE = "    base = jnp.abs(advantage) * (ratio - 1.0) ** 2\n"
+MONITORED = get_piece("drift").monitor.call_sizes(128)[0]
 
 GAMING = {
     # name: (body after the header, the conditions that may catch it first: a drift that
@@ -52,8 +53,9 @@ GAMING = {
         "    return base\n",
         ("shape", "non_negative"),
     ),
-    "monitored_call_size": (
-        BASE + "    if ratio.shape[0] == 512:\n        return base - 0.01\n    return base\n",
+    "monitored_call_size": (  # the length of the smoke budget's monitored drift call
+        BASE + f"    if ratio.shape[0] == {MONITORED}:\n        return base - 0.01\n"
+        "    return base\n",
         ("shape", "non_negative"),
     ),
     "large_arrays": (
@@ -271,7 +273,7 @@ def test_the_monitor_changes_no_training_number():
     config = preset("CartPole-v1", total_timesteps=10_240)
     drift = load_baseline("mirror_drift", "dpo")
     on = lower_batch(config, Components(drift=drift), seeds=2).compile().run().output
-    off_config = preset("CartPole-v1", total_timesteps=10_240, monitor=False)
+    off_config = preset("CartPole-v1", total_timesteps=10_240, monitor=())
     off = lower_batch(off_config, Components(drift=drift), seeds=2).compile().run().output
     for x, y in zip(jax.tree.leaves(on.params), jax.tree.leaves(off.params), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)

@@ -212,18 +212,21 @@ def training_batches(piece: "Piece", budgets: Sequence[str] | None = None, seed:
     """Batches built the way training builds a call of the piece's function: a minibatch of
     typical inputs (advantages standardised, as the trainer does), with the monitor's probes
     shuffled in. The elementwise contract compares each with its entries one at a time."""
-    import jax
     import jax.numpy as jnp
 
     from sandbox.training.monitor import layout
 
     rng = np.random.default_rng(seed)
     batches = []
-    for k, m in enumerate(minibatch_sizes(budgets)):
+    for m in minibatch_sizes(budgets):
         real = tuple(jnp.asarray(x, jnp.float32) for x in piece.typical(m, rng))
         batches.append(real)
         if piece.monitor is not None:
-            batches.append(layout(piece.monitor, jax.random.key(seed + k), real)[0])
+            noise = jnp.asarray(rng.uniform(size=piece.monitor.noise_size(m)), jnp.float32)
+            batches.append(layout(piece.monitor, noise, real)[0])
+            # and the same entries in another order: a function reading positions differs
+            order = rng.permutation(batches[-1][0].shape[0])
+            batches.append(tuple(x[order] for x in batches[-1]))
     return batches
 
 

@@ -567,70 +567,83 @@ def landscape_check(ratio, advantage, drift, d_objective_dr) -> list[CheckResult
 
 MONITOR_STEPS = (1e-6, 2e-6)  # the small one-sided step, log-uniform here (FLOAT32_STEPS)
 MONITOR_STEP_RATIO = 10.0  # the large step, a multiple of the small one
+MONITOR_SHARE = 4  # a quarter of each minibatch's advantages get the probes at r = 1
+
+
+def _probed(minibatch: int) -> int:
+    return max(1, minibatch // MONITOR_SHARE)
 
 
 class DriftMonitor:
     """Each minibatch's drift call also evaluates r = 1, 1 + s·h and 1 + s·10h (s = +-1 at
-    random, h random per call) on the minibatch's own advantages: the values the policy loss
-    uses must be finite and non-negative, the drift 0 at r = 1, and its one-sided quotients
-    at r = 1 must shrink with the step (no kink), all in float32 tolerances."""
+    random, h random per call) on a quarter of the minibatch's own advantages: the values the
+    policy loss uses must be finite and non-negative, the drift 0 at r = 1, and its one-sided
+    quotients at r = 1 must shrink with the step (no kink), all in float32 tolerances."""
 
     def call_sizes(self, minibatch: int) -> tuple[int, ...]:
-        return (4 * minibatch,)
+        return (minibatch + 3 * _probed(minibatch),)
 
-    def probes(self, inputs, key):
-        import jax
+    def noise_size(self, minibatch: int) -> int:
+        return _probed(minibatch) + 1  # a side per probed entry, and the step
+
+    def probes(self, inputs, noise):
         import jax.numpy as jnp
 
         ratio, advantage = inputs
-        n = ratio.shape[0]
-        sign_key, step_key = jax.random.split(key)
-        side = jnp.where(jax.random.bernoulli(sign_key, 0.5, (n,)), 1.0, -1.0)
+        k = _probed(ratio.shape[0])  # a minibatch is a random draw: its first k are too
+        side = jnp.where(noise[:k] < 0.5, 1.0, -1.0)
         low, high = np.log(MONITOR_STEPS[0]), np.log(MONITOR_STEPS[1])
-        h = jnp.exp(jax.random.uniform(step_key, (), minval=low, maxval=high))
-        ones = jnp.ones_like(ratio)
+        h = jnp.exp(low + (high - low) * noise[k])
+        ones = jnp.ones((k,), ratio.dtype)
         ratios = jnp.concatenate([ones, 1.0 + side * h, 1.0 + side * (MONITOR_STEP_RATIO * h)])
-        return ratios, jnp.tile(advantage, 3)
+        return ratios, jnp.tile(advantage[:k], 3)
 
     def inspect(self, inputs, values, probe_inputs, probe_values):
         import jax.numpy as jnp
 
         tol = TOLERANCES["float32"]
         ratio, advantage = inputs
-        n = ratio.shape[0]
         scale = 1.0 + jnp.abs(advantage)
         finite = jnp.isfinite(values)
 
         def pick(score, **fields):
+            """The worst entry: one argmax and one gather of all its fields together."""
             i = jnp.argmax(score)
-            return {"score": score[i], **{k: v[i] for k, v in fields.items()}}
+            column = jnp.stack([score, *fields.values()])[:, i]
+            return dict(zip(("score", *fields), column, strict=True))
 
-        at_one, small, large = (probe_values[k * n : (k + 1) * n] for k in range(3))
-        step_small = probe_inputs[0][n : 2 * n] - 1.0  # exact in float32 near 1
-        step_large = probe_inputs[0][2 * n :] - 1.0
+        k = _probed(ratio.shape[0])
+        probed, probed_scale = advantage[:k], scale[:k]
+        at_one, small, large = (probe_values[j * k : (j + 1) * k] for j in range(3))
+        step_small = probe_inputs[0][k : 2 * k] - 1.0  # exact in float32 near 1
+        step_large = probe_inputs[0][2 * k :] - 1.0
         q_small, q_large = (small - at_one) / step_small, (large - at_one) / step_large
-        kinked = _kinked(q_small, q_large, (1.0, MONITOR_STEP_RATIO), tol.slope * scale, xp=jnp)
+        allowed = tol.slope * probed_scale
+        kinked = _kinked(q_small, q_large, (1.0, MONITOR_STEP_RATIO), allowed, xp=jnp)
         side = jnp.sign(step_small)
         return {
-            FINITE.name: pick(jnp.where(finite, -1.0, 1.0), r=ratio, A=advantage, value=values),
+            # Non-finite values score above any negative one: one reduction for both (describe
+            # words a non-finite value as such).
             NON_NEGATIVE.name: pick(
-                jnp.where(finite, -(values + tol.value * scale), -jnp.inf),
+                jnp.where(finite, -(values + tol.value * scale), jnp.inf),
                 r=ratio,
                 A=advantage,
                 value=values,
             ),
             ZERO_AT_ONE.name: pick(
-                jnp.where(jnp.isfinite(at_one), jnp.abs(at_one) - tol.value * scale, jnp.inf),
-                A=advantage,
+                jnp.where(
+                    jnp.isfinite(at_one), jnp.abs(at_one) - tol.value * probed_scale, jnp.inf
+                ),
+                A=probed,
                 value=at_one,
             ),
             ZERO_SLOPE.name: pick(
                 jnp.where(
                     kinked,
-                    jnp.where(jnp.isfinite(q_small), jnp.abs(q_small) - tol.slope * scale, jnp.inf),
+                    jnp.where(jnp.isfinite(q_small), jnp.abs(q_small) - allowed, jnp.inf),
                     -1.0,
                 ),
-                A=advantage,
+                A=probed,
                 quotient=q_small,
                 step=jnp.abs(step_small),
                 side=side,
@@ -639,7 +652,7 @@ class DriftMonitor:
 
     def describe(self, condition: str, f: dict[str, float], update: int) -> str:
         at = f"at update {update}"
-        if condition == FINITE.name:
+        if condition == NON_NEGATIVE.name and not np.isfinite(f["value"]):
             return (
                 f"non-finite during training: drift({f['r']:.4g}, {f['A']:.4g}) = {f['value']} {at}"
             )

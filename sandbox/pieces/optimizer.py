@@ -260,9 +260,12 @@ def behaviour(make_optimizer) -> np.ndarray:
 
 
 class UpdateMonitor:
-    """Every update the optimizer makes during training must be finite. (Resting under zero
-    gradients and descent cannot be read off a training run: momentum moves on zero
-    gradients, and single steps of a valid optimizer may go uphill.)"""
+    """What the optimizer's steps add up to over each PPO update must be finite. (Resting
+    under zero gradients and descent cannot be read off a training run: momentum moves on
+    zero gradients, and single steps of a valid optimizer may go uphill.)"""
+
+    def noise_size(self, minibatch: int) -> int:
+        return 0
 
     def inspect_updates(self, updates):
         import jax

@@ -27,7 +27,9 @@ class PPOConfig:
     activation: str = "tanh"
     eval_episodes: int = 32
     eval_greedy: bool = False  # sample from the trained stochastic policy by default
-    monitor: bool = True  # pieces' runtime monitors (training/monitor.py); off: benchmarks only
+    # Plug points whose piece runs under its kind's runtime monitor (training/monitor.py): the
+    # sandbox watches the candidate's alone; () turns monitoring off (trusted benchmarks only).
+    monitor: tuple[str, ...] = ("drift", "value_loss", "make_optimizer")
 
     @property
     def batch_size(self) -> int:

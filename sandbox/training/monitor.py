@@ -3,11 +3,12 @@ computes, inside the compiled run, with no host round trip.
 
 A kind of elementwise piece declares a `Monitor` (sandbox/pieces): probe entries evaluated in
 the *same call* as the minibatch's own (for a drift: r = 1 and r = 1 +- h on the minibatch's
-own advantages), shuffled among them so a call cannot tell which entries are probes, and
-`inspect`, which reduces the call to the worst entry of each condition: a score (> 0 breaks
-it) and the values that show it. The trainer keeps, per update, the worst of its minibatches
+own advantages), so "all ratios are 1" is never a call of its own, and `inspect`, which
+reduces the call to the worst entry of each condition: a score (> 0 breaks it) and the
+values that show it. The trainer keeps, per update, the worst of its minibatches
 (`TrainOutput.watch`); `violations` reads them back on the host and words the worst one as a
 counterexample ("negative during training: drift(1.31, -0.42) = -0.013 at update 37").
+Optimizers declare `inspect_updates`, applied to what each update changed.
 
 A piece's function is always called through `watched_call`, so the shapes the checks must
 look at are the monitor's `call_sizes(minibatch)`.
@@ -25,8 +26,13 @@ class Monitor(Protocol):
     def call_sizes(self, minibatch: int) -> tuple[int, ...]:
         """The lengths of the arrays training calls the piece's function with."""
 
-    def probes(self, inputs: tuple, key) -> tuple:
-        """Extra entries for each input (jnp arrays, one length), evaluated with the real ones."""
+    def noise_size(self, minibatch: int) -> int:
+        """How many uniform random numbers in [0, 1) the probes of one call take."""
+
+    def probes(self, inputs: tuple, noise) -> tuple:
+        """Extra entries for each input (jnp arrays, one length), evaluated with the real ones;
+        `noise`: noise_size uniform numbers, drawn by the trainer once per epoch for all its
+        minibatches (one random draw instead of one per call)."""
 
     def inspect(self, inputs: tuple, values, probe_inputs: tuple, probe_values) -> dict[str, Watch]:
         """Per condition, the worst entry of this call (jnp scalars)."""
@@ -35,43 +41,57 @@ class Monitor(Protocol):
         """The violation in words, for the candidate's verdict and a proposer's repair."""
 
 
-def layout(monitor: Monitor, key, inputs: tuple):
-    """The arguments of one monitored call: the real entries and the probes, shuffled
-    together; with the shuffle's order and the probes."""
+def layout(monitor: Monitor, noise, inputs: tuple):
+    """The arguments of one monitored call, the real entries then the probes, and the
+    probes. Not shuffled: telling entries apart by position takes a function that is not
+    elementwise, which the contract check refuses on batches laid out the same way (and a
+    shuffle's sort and scatter cost more than the probes)."""
     import jax
     import jax.numpy as jnp
 
-    probe_key, order_key = jax.random.split(key)
-    extra = monitor.probes(inputs, probe_key)
+    extra = monitor.probes(inputs, noise)
     joined = [jnp.concatenate([x, jax.lax.stop_gradient(p)]) for x, p in zip(inputs, extra)]
-    order = jax.random.permutation(order_key, joined[0].shape[0])
-    return tuple(x[order] for x in joined), order, extra
+    return tuple(joined), extra
 
 
-def watched_call(checked: Callable, monitor: Monitor | None, key, *inputs):
+def watched_call(checked: Callable, monitor: Monitor | None, noise, *inputs):
     """`checked(*inputs)` with the monitor's probes in the same call: (values of the real
     entries, {condition: Watch}). `checked` enforces the piece's output contract."""
-    import jax.numpy as jnp
-
     if monitor is None:
         return checked(*inputs), {}
-    arguments, order, extra = layout(monitor, key, inputs)
-    shuffled = checked(*arguments)
-    values = jnp.zeros_like(shuffled).at[order].set(shuffled)
+    arguments, extra = layout(monitor, noise, inputs)
+    values = checked(*arguments)
     n = inputs[0].shape[0]
     return values[:n], monitor.inspect(inputs, values[:n], extra, values[n:])
 
 
-def worst(watches: dict[str, Watch], axes: int) -> dict[str, Watch]:
-    """The highest-scoring entry of each condition over the leading `axes` axes."""
+def unseen(shapes) -> dict:
+    """A watch (by plug point, by condition) that any call's watch outscores: the start of an
+    update's running worst case. `shapes`: its structure, as jax.eval_shape gives it."""
+    import jax
     import jax.numpy as jnp
 
-    out = {}
-    for condition, watch in watches.items():
-        flat = {k: v.reshape((-1, *v.shape[axes:])) for k, v in watch.items()}
-        i = jnp.argmax(flat["score"], axis=0)
-        out[condition] = {k: jnp.take_along_axis(v, i[None], axis=0)[0] for k, v in flat.items()}
-    return out
+    def start(path, leaf):
+        low = -jnp.inf if path[-1].key == "score" else 0.0
+        return jnp.full(leaf.shape, low, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(start, shapes)
+
+
+def keep_worst(current: dict, seen: dict) -> dict:
+    """Per plug point and condition, whichever of two watches scores higher (a NaN score, a
+    verdict that cannot be read, counts as the highest)."""
+    import jax
+    import jax.numpy as jnp
+
+    def pick(old: Watch, new: Watch) -> Watch:
+        higher = (new["score"] > old["score"]) | jnp.isnan(new["score"])
+        return jax.tree.map(lambda a, b: jnp.where(higher, b, a), old, new)
+
+    return {
+        point: {c: pick(current[point][c], seen[point][c]) for c in current[point]}
+        for point in current
+    }
 
 
 def violations(

@@ -24,7 +24,7 @@ from jax import lax
 from sandbox.training.components import Components, PlugPoint
 from sandbox.training.config import PPOConfig
 from sandbox.training.envs import make_env
-from sandbox.training.monitor import watched_call, worst
+from sandbox.training.monitor import keep_worst, unseen, watched_call
 from sandbox.training.networks import ActorCritic
 
 
@@ -103,21 +103,21 @@ def checked_call(name: str, fn, *args):
     return out.astype(jnp.float32)
 
 
-def policy_loss(components: Components, ratio, advantage, *, monitor=None, key=None):
+def policy_loss(components: Components, ratio, advantage, *, monitor=None, noise=None):
     """Mirror Learning policy loss, the negated surrogate r*A minus the drift penalty, and the
     drift monitor's watch of the call ({} without a monitor)."""
     checked = functools.partial(checked_call, PlugPoint.DRIFT.value, components.drift)
-    drift, watch = watched_call(checked, monitor, key, ratio, advantage)
+    drift, watch = watched_call(checked, monitor, noise, ratio, advantage)
     return -jnp.mean(ratio * advantage - drift), watch
 
 
 def monitors(config: PPOConfig) -> dict[str, Any]:
-    """The runtime monitor of the kind of piece at each plug point (None where none)."""
+    """The runtime monitor of the kind of piece at each watched plug point."""
     if not config.monitor:
         return {}
     from sandbox.pieces import piece_at  # pieces describe the trainer, not the other way round
 
-    found = {point: piece_at(point) for point in PlugPoint}
+    found = {point: piece_at(point) for point in PlugPoint if point.value in config.monitor}
     return {point: piece.monitor for point, piece in found.items() if piece and piece.monitor}
 
 
@@ -133,16 +133,15 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
     steps_per_update = config.update_epochs * config.num_minibatches
     watching = monitors(config)
 
-    def loss_fn(params, minibatch, key):
+    def loss_fn(params, minibatch, noise):
         traj, advantages, targets = minibatch
         logits, value = network.apply(params, traj.obs)
         log_prob, entropy = _log_prob_and_entropy(logits, traj.action)
-        value_key, drift_key = jax.random.split(key)
 
         value_error, value_watch = watched_call(
             functools.partial(checked_call, PlugPoint.VALUE_LOSS.value, components.value_loss),
             watching.get(PlugPoint.VALUE_LOSS),
-            value_key,
+            noise.get(PlugPoint.VALUE_LOSS),
             value,
             targets,
         )
@@ -156,7 +155,11 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         advantages = checked_call("advantage", components.advantage, advantages)
         actor_loss, drift_watch = policy_loss(
-            components, ratio, advantages, monitor=watching.get(PlugPoint.DRIFT), key=drift_key
+            components,
+            ratio,
+            advantages,
+            monitor=watching.get(PlugPoint.DRIFT),
+            noise=noise.get(PlugPoint.DRIFT),
         )
 
         entropy = entropy.mean()
@@ -229,9 +232,17 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
                 lambda x: x.reshape((config.batch_size, *x.shape[2:])),
                 (traj._replace(final_obs=None), advantages, targets),
             )
+            # What a minibatch's watch looks like, scored below anything a call can see.
+            first = jax.tree.map(lambda x: x[: config.minibatch_size], batch)
+            silence = {
+                point: jnp.zeros(monitor.noise_size(config.minibatch_size))
+                for point, monitor in watching.items()
+                if monitor.noise_size(config.minibatch_size)
+            }
+            watch_start = unseen(jax.eval_shape(loss_fn, params, first, silence)[1][-1])
 
             def update_epoch(carry, _):
-                params, opt_state, rng = carry
+                params, opt_state, rng, watch = carry
                 rng, perm_rng = jax.random.split(rng)
                 permutation = jax.random.permutation(perm_rng, config.batch_size)
                 minibatches = jax.tree.map(
@@ -240,33 +251,43 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
                     ),
                     batch,
                 )
-                # The monitor's keys branch off without changing the training stream.
-                keys = jax.random.split(jax.random.fold_in(perm_rng, 1), config.num_minibatches)
+                # The monitors' probes draw their randomness once per epoch, off a key that
+                # branches from the training stream without changing it.
+                noise = {
+                    point: jax.random.uniform(
+                        jax.random.fold_in(perm_rng, 1 + i),
+                        (config.num_minibatches, monitor.noise_size(config.minibatch_size)),
+                    )
+                    for i, (point, monitor) in enumerate(watching.items())
+                    if monitor.noise_size(config.minibatch_size)
+                }
 
-                def update_minibatch(carry, minibatch_and_key):
-                    params, opt_state = carry
-                    grads, (*aux, watch) = jax.grad(loss_fn, has_aux=True)(
-                        params, *minibatch_and_key
+                def update_minibatch(carry, minibatch_and_noise):
+                    params, opt_state, watch = carry
+                    grads, (*aux, seen) = jax.grad(loss_fn, has_aux=True)(
+                        params, *minibatch_and_noise
                     )
                     updates, opt_state = tx.update(grads, opt_state, params)
                     params = jax.tree.map(lambda p, u: p + u, params, updates)
-                    if PlugPoint.OPTIMIZER in watching:
-                        watch[PlugPoint.OPTIMIZER.value] = watching[
-                            PlugPoint.OPTIMIZER
-                        ].inspect_updates(updates)
-                    return (params, opt_state), (*aux, watch)
+                    # The update's worst case so far rides in the carry: nothing is stacked.
+                    return (params, opt_state, keep_worst(watch, seen)), aux
 
-                (params, opt_state), aux = lax.scan(
-                    update_minibatch, (params, opt_state), (minibatches, keys)
+                (params, opt_state, watch), aux = lax.scan(
+                    update_minibatch, (params, opt_state, watch), (minibatches, noise)
                 )
-                return (params, opt_state, rng), aux
+                return (params, opt_state, rng, watch), aux
 
-            (params, opt_state, rng), (entropy, approx_kl, watch) = lax.scan(
-                update_epoch, (params, opt_state, rng), None, config.update_epochs
+            before = params
+            (params, opt_state, rng, watch), (entropy, approx_kl) = lax.scan(
+                update_epoch, (params, opt_state, rng, watch_start), None, config.update_epochs
             )
             if on_update is not None:
                 jax.debug.callback(on_update, update_index)
-            watch = {point: worst(w, axes=2) for point, w in watch.items()}  # epochs, minibatches
+            if PlugPoint.OPTIMIZER in watching:  # once per update: what its steps added up to
+                moved = jax.tree.map(lambda new, old: new - old, params, before)
+                watch[PlugPoint.OPTIMIZER.value] = watching[PlugPoint.OPTIMIZER].inspect_updates(
+                    moved
+                )
             stats = (*ended, entropy.mean(), approx_kl.mean(), watch)
             return (params, opt_state, env_state, obs, episode_return, rng), stats
 

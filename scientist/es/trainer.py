@@ -190,7 +190,7 @@ class ESGeneration:
         # Meta-training reads no monitor verdict (the ES mean is evaluated as a candidate, in
         # the sandbox, with its monitor on): the probes would only cost 4x the network's calls.
         self.configs: tuple[PPOConfig, ...] = tuple(
-            dataclasses.replace(configs.get(e) or self.budget.config(e), monitor=False)
+            dataclasses.replace(configs.get(e) or self.budget.config(e), monitor=())
             for e in self.envs
         )
         self.template = init_params(
