@@ -17,7 +17,7 @@ from sandbox.budgets import get_budget
 from sandbox.fitness import interquartile_mean
 from sandbox.tasks import load_task
 from sandbox.vocabulary import ORIGIN_LABELS, Origin, Sandbox, Status
-from scientist.executors.base import Executor, LocalExecutor
+from scientist.executors.base import Executor, LocalExecutor, batch_choice
 
 KINDS = tuple(
     (origin, ORIGIN_LABELS[origin])
@@ -178,7 +178,7 @@ def reevaluate(
             if on_done:
                 on_done(row)
 
-    batch = batch or executor.batch_choice(budget, workers).size
+    batch = batch or batch_choice(executor, budget, workers).size
     groups = [present[i : i + batch] for i in range(0, len(present), batch)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(run, groups))

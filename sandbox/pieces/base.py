@@ -210,8 +210,9 @@ def call_sizes(piece: "Piece", budgets: Sequence[str] | None = None) -> tuple[in
 
 def training_batches(piece: "Piece", budgets: Sequence[str] | None = None, seed: int = 0):
     """Batches built the way training builds a call of the piece's function: a minibatch of
-    typical inputs (advantages standardised, as the trainer does), with the monitor's probes
-    shuffled in. The elementwise contract compares each with its entries one at a time."""
+    typical inputs (advantages standardised, as the trainer does), alone and with the
+    monitor's probes appended, and the latter shuffled. The elementwise contract compares
+    each with its entries one at a time."""
     import jax.numpy as jnp
 
     from sandbox.training.monitor import layout

@@ -29,7 +29,7 @@ from sandbox.vocabulary import DECIDED_WITHOUT_EVALUATION, CampaignStatus, Origi
 from scientist.campaign import lease
 from scientist.campaign.config import CampaignConfig
 from scientist.evaluation import Recorder
-from scientist.executors.base import Executor, LocalExecutor
+from scientist.executors.base import Executor, LocalExecutor, batch_choice
 from scientist.proposers.base import Proposal, ProposalRequest, Proposer
 from scientist.selection import Selector
 
@@ -79,7 +79,7 @@ class CampaignLoop:
         )  # set on Ctrl-C: evaluations in flight are abandoned, left pending
         c = self.config
         executor = executor or LocalExecutor()
-        choice = executor.batch_choice(c.budget, c.workers)
+        choice = batch_choice(executor, c.budget, c.workers)
         self.batch_size, self.batch_reason = c.batch or choice.size, choice.reason
         if c.batch:
             self.batch_reason = f"batch {c.batch}: as configured"

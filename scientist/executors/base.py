@@ -72,6 +72,13 @@ class LocalExecutor:
         pass
 
 
+def batch_choice(executor: Executor | Callable, budget: str, workers: int) -> BatchChoice:
+    """The executor's batch size; a plain evaluate function (a test's stand-in) gets the
+    local machine's."""
+    choose = getattr(executor, "batch_choice", None)
+    return choose(budget, workers) if choose else default_batch(budget, workers, gpu_for(budget))
+
+
 def gpu_for(budget: str) -> bool:
     """The paper budget trains MinAtar for 1e7 steps: one GPU per evaluation, where this
     machine has one (a GPU request to Docker without NVIDIA's toolkit fails at start)."""
