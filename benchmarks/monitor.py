@@ -7,8 +7,10 @@ side by side, alternating runs of the same compiled configurations in one proces
 As in the sandbox evaluating a drift candidate, "on" watches the drift alone (the other plug
 points hold trusted baselines): each minibatch's drift call also evaluates its probes, a
 quarter of the minibatch three times over, inside the compiled run
-(sandbox/training/monitor.py). `--all` watches every plug point with a monitor. Measured,
-never asserted.
+(sandbox/training/monitor.py). The `gp-8` case trains 8 mutation-proposer drifts x 2
+seeds as one program batch through the expression interpreter, as the sandbox trains a GP
+batch at the smoke budget. `--all` watches every plug point with a monitor. Measured, never
+asserted.
 """
 
 import sandbox  # noqa: F401  (XLA flags before jax)
@@ -17,24 +19,34 @@ import sandbox  # noqa: F401  (XLA flags before jax)
 
 import argparse
 
+from benchmarks.campaign import gp_candidates
 from benchmarks.trainer import steps_per_second
 from sandbox.training.config import PPOConfig, preset
-from sandbox.training.run import lower_batch
+from sandbox.training.program import expression_program
+from sandbox.training.run import lower_batch, lower_members
 
-# name: (env, seeds, total timesteps)
+# name: (env, seeds, total timesteps, GP programs trained as one batch; 0: the PPO drift)
 CASES = {
-    "cartpole-1": ("CartPole-v1", 1, 200_000),
-    "cartpole-8": ("CartPole-v1", 8, 200_000),
-    "breakout-1": ("Breakout-MinAtar", 1, 300_000),
-    "breakout-8": ("Breakout-MinAtar", 8, 100_000),
+    "cartpole-1": ("CartPole-v1", 1, 200_000, 0),
+    "cartpole-8": ("CartPole-v1", 8, 200_000, 0),
+    "breakout-1": ("Breakout-MinAtar", 1, 300_000, 0),
+    "breakout-8": ("Breakout-MinAtar", 8, 100_000, 0),
+    "gp-8": ("CartPole-v1", 2, 100_000, 8),
 }
 
 
-def compiled(env_id: str, seeds: int, timesteps: int, monitor: tuple[str, ...]):
+def compiled(env_id: str, seeds: int, timesteps: int, programs: int, monitor: tuple[str, ...]):
     config = preset(env_id, total_timesteps=timesteps, monitor=monitor)
-    lowered = lower_batch(config, seeds=seeds)
+    if programs:
+        members = [
+            expression_program(code, "drift", ("ratio", "advantage"))
+            for code in gp_candidates(programs)
+        ]
+        lowered = lower_members(config, "drift", members, seeds=seeds)
+    else:
+        lowered = lower_batch(config, seeds=seeds)
     program = lowered.lowered.compile()
-    return lambda: program(*lowered.args), config.env_steps * seeds
+    return lambda: program(*lowered.args), config.env_steps * seeds * max(programs, 1)
 
 
 def main() -> None:

@@ -71,7 +71,7 @@ from sandbox.training.run import (
     lower_members,
     pooled_learning_curve,
 )
-from sandbox.vocabulary import Proof, Status
+from sandbox.vocabulary import Assurance, Proof, Status
 
 MAX_HLO_BYTES = 64 * 1024**2  # a PPO trainer is a few MB of HLO text; unroll bombs are not
 MAX_FUNCTION_HLO_BYTES = 8 * 1024**2  # a plug-point function alone is a few kB
@@ -176,6 +176,7 @@ class Member:
     out: Path
     function: Callable | None = None
     program: Program | None = None  # when the source is exactly an expression: run as data
+    certified: bool = False  # a program whose every condition is proved: no monitor needed
     failed: bool = False
     trained: dict[str, TrainingBatch] = dataclasses.field(default_factory=dict)
 
@@ -340,6 +341,10 @@ class Batch:
             member.out / "signature.json",
             {"signature": behaviour_signature(self.task.piece, member.function)},
         )
+        # An expression cannot tell a check from training (the interpreter runs it, with
+        # elementwise operators only), so once proved it has nothing left to hide from the
+        # monitor. Code can, and is always watched.
+        member.certified = member.program is not None and report.assurance == Assurance.CERTIFIED
         proved = sum(1 for c in report.checks if c.proof and c.proof["verdict"] == Proof.PROVED)
         certified = f", {proved} proved" if any(c.proof for c in report.checks) else ""
         return f"{len(report.checks)} conditions hold{certified} ({report.assurance})"
@@ -347,7 +352,8 @@ class Batch:
     # -- the batch -------------------------------------------------------------------------
     def _lower(self, config: PPOConfig, seeds: int, members: list[Member]) -> LoweredBatch:
         # Only the candidates' plug point is watched: the others hold trusted baselines.
-        config = dataclasses.replace(config, monitor=(self.plug_point.value,))
+        watched = () if all(m.certified for m in members) else (self.plug_point.value,)
+        config = dataclasses.replace(config, monitor=watched)
         if self.shared_program:
             return lower_members(
                 config,
@@ -400,6 +406,8 @@ class Batch:
         seconds = time.monotonic() - start
         runs = f"{run.config.env_steps} steps x {run.seeds} seeds on {run.config.env_id}"
         shared = f" (one program for {len(trained)})" if len(trained) > 1 else ""
+        if all(m.certified for m in self.alive()):
+            shared += ", unmonitored: certified expressions"
         for member in self.alive():
             output = trained[member.name].output
             if self._monitor_failed(member, "smoke", output, seconds):

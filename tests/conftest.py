@@ -33,6 +33,7 @@ def postgres_url():
 PROCESS_WATCHERS = {"test_hostile_candidates", "test_campaign", "test_ray_executor"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks into node ids
 def pytest_collection_modifyitems(items):
     """Under `-n 2 --dist loadgroup` (pyproject's addopts) a module is the unit a worker takes,
     so its module-scoped fixtures are built once; the process watchers share one unit."""

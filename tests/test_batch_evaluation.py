@@ -39,7 +39,8 @@ CODE = (
 
 def test_a_member_scores_in_a_batch_what_it_scores_alone(alone):
     """DPO is an expression (run by the interpreter), CODE is not (its own branch): both get
-    in a mixed batch exactly what they get alone."""
+    in a mixed batch exactly what they get alone. Alone, DPO is a certified expression and
+    trains unmonitored; beside code the batch is monitored: the probes never change a number."""
     ppo = TASK.baseline_source("ppo")
     code_alone = evaluate_candidate(
         "mirror_drift", CODE, "smoke", sandbox="process", eval_seed=EVAL_SEED
@@ -62,7 +63,9 @@ def test_a_member_scores_in_a_batch_what_it_scores_alone(alone):
     }
     assert numbers(batch[0]) != numbers(batch[2])  # and the members really differ
     smoke = next(s for s in batch[2].stages if s.name == "smoke")
-    assert "one program for 3" in smoke.detail
+    assert "one program for 3" in smoke.detail and "unmonitored" not in smoke.detail
+    smoke_alone = next(s for s in alone.stages if s.name == "smoke")
+    assert "unmonitored: certified expressions" in smoke_alone.detail
     # Each keeps its own log lines: the others' tags never show.
     assert "[member" not in batch[0].log_tail and "trained CartPole-v1" in batch[0].log_tail
 
