@@ -84,7 +84,7 @@ HOSTILE = {
         "oom",
     ),
     "memory_bomb_at_import": (
-        "big = [0.5] * 4_000_000_000\n\ndef drift(ratio, advantage):\n    return 0.0 * ratio\n",
+        "big = (0.5,) * 4_000_000_000\n\ndef drift(ratio, advantage):\n    return 0.0 * ratio\n",
         "oom",
     ),
     "recursion": (

@@ -71,6 +71,57 @@ def test_hostile_source_is_rejected_with_its_line(name):
     ]
 
 
+# Ways to keep state from one call to the next, so that the calls the checks make and the
+# calls training makes see different functions (sandbox/checks/purity.py).
+STATEFUL = {
+    "counter in a module-level list": (
+        OK_HEADER + "CALLS = [0]\n\ndef drift(r, a):\n    CALLS[0] += 1\n"
+        "    return (r - 1.0) ** 2 - 0.1 * (CALLS[0] > 40)\n",
+        3,
+        "module level",
+    ),
+    "item assignment": (
+        OK_HEADER + "def drift(r, a, s=None):\n    s[0] = 1\n    return r\n",
+        4,
+        "item",
+    ),
+    "mutable default": (
+        OK_HEADER + "def drift(r, a, seen=[]):\n    return r * len(seen)\n",
+        3,
+        "defaults",
+    ),
+    "append to a module-level object": (
+        OK_HEADER + "def drift(r, a):\n    jnp.some_list.append(1)\n    return r\n",
+        4,
+        ".append()",
+    ),
+    "iterator stepped per call": (
+        OK_HEADER + "STEPS = iter(range(100))\n\ndef drift(r, a):\n    return r * next(STEPS)\n",
+        3,
+        "iter()",
+    ),
+    "cache statistics": (
+        "import functools\n\n@functools.lru_cache\ndef f(n):\n    return n\n",
+        3,
+        "'lru_cache'",
+    ),
+    "in-place add through an alias": (
+        OK_HEADER + "def drift(r, a):\n    seen = jnp.some_list\n    seen += [1]\n    return r\n",
+        5,
+        "augmented assignment",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", STATEFUL)
+def test_state_kept_between_calls_is_rejected_with_its_line(name):
+    source, line, fragment = STATEFUL[name]
+    violations = check_source(source)
+    assert any(
+        v.line == line and fragment in v.message and "no state" in v.message for v in violations
+    ), [str(v) for v in violations]
+
+
 def test_oversized_source_is_rejected():
     source = "x = 1\n" * (MAX_SOURCE_BYTES // 6 + 10)
     (violation,) = check_source(source)
@@ -89,6 +140,11 @@ def test_oversized_source_is_rejected():
         "    return optax.chain(optax.clip_by_global_norm(m), optax.adam(lr, eps=1e-5))\n",
         OK_HEADER + "def drift(r, a):\n    x = jax.random.normal(jax.random.key(0), r.shape)\n"
         "    return 0.0 * x * (r - 1) ** 2\n",
+        # State of one call only: a list built and filled here, arrays updated functionally.
+        OK_HEADER + "W = jnp.array([1.0, 0.5])\n\ndef drift(r, a, scale=(1.0, -2.0)):\n"
+        "    terms = []\n    terms.append(W[0] * (r - 1.0) ** 2)\n    total = 0.0\n"
+        "    for t in terms:\n        total += t\n"
+        "    return total.at[0].add(0.0) * scale[0]\n",
     ],
 )
 def test_honest_candidates_pass(source):

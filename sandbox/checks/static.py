@@ -12,6 +12,8 @@ import importlib
 import types
 from dataclasses import dataclass
 
+from sandbox.checks.purity import check_purity
+
 MAX_SOURCE_BYTES = 20_000
 MAX_AST_NODES = 5_000
 
@@ -311,5 +313,6 @@ def check_source(source: str) -> list[StaticViolation]:
             flag(node, "string constants containing '__' are not allowed")
         elif isinstance(node, ast.Try) and any(h.type is None for h in node.handlers):
             flag(node, "bare 'except:' is not allowed (it would swallow timeouts and exits)")
+    check_purity(tree, flag)
     violations.sort(key=lambda v: v.line)
     return violations

@@ -1,0 +1,154 @@
+"""No state between calls: a candidate is a pure function of its inputs.
+
+A function that keeps state from one call to the next (a counter in a module-level list, a
+mutable default argument, an iterator consumed a step per call, a cache's statistics) can
+behave one way for the calls the checks make and another for the calls training makes,
+whatever the checks look at. The static check refuses every way this grammar offers to keep
+such state: the only mutable objects a candidate could build are Python lists, dicts, sets
+and iterators (its allowed imports give immutable arrays), so
+
+- module level binds no mutable object (a display or comprehension only as an argument of
+  a call, as in `jnp.array([...])`; no list/dict/set/iterator factories), and defaults of
+  arguments are constants;
+- nothing is mutated in place: no item assignment or deletion anywhere, no mutating method
+  (`append`, `pop`, ...) except on a list/dict/set the same function built, no augmented
+  assignment of a name bound to something from outside the function;
+- no caches (`functools.cache` and kin keep results, and their statistics, across calls).
+
+Attribute assignment, `global` and `nonlocal` are refused by the static check already.
+"""
+
+import ast
+from collections.abc import Callable
+
+# Methods that change a list, dict or set in place (names that jax arrays or optax also use,
+# such as update, add or sort, return new values there and are left out).
+MUTATING_METHODS = frozenset(
+    {
+        "append",
+        "pop",
+        "remove",
+        "clear",
+        "setdefault",
+        "popitem",
+        "discard",
+        "reverse",
+        "difference_update",
+        "intersection_update",
+        "symmetric_difference_update",
+    }
+)
+MUTABLE_FACTORIES = frozenset(
+    {"list", "dict", "set", "bytearray", "iter", "map", "filter", "zip", "enumerate", "reversed"}
+)
+# Caches keep results (and their statistics) across calls; next() steps an iterator kept.
+STATEFUL = frozenset({"cache", "lru_cache", "cached_property", "next"})
+DISPLAYS = (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp, ast.GeneratorExp)
+WHY = "a candidate keeps no state between calls"
+
+Flag = Callable[[ast.AST, str], None]
+
+
+def check_purity(tree: ast.Module, flag: Flag) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            flag(node, f"item assignment or deletion is not allowed ({WHY}; use x.at[i].set)")
+        name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
+        if isinstance(node, ast.alias):
+            name = node.asname or node.name
+        if name in STATEFUL:
+            flag(node, f"{name!r} is not allowed ({WHY})")
+        if isinstance(node, (ast.FunctionDef, ast.Lambda)):
+            for default in [*node.args.defaults, *node.args.kw_defaults]:
+                if default is not None and not _constant(default):
+                    flag(default, f"argument defaults must be constants ({WHY})")
+            if isinstance(node, ast.FunctionDef):
+                _check_function(node, flag)
+    for statement in tree.body:
+        if not isinstance(statement, (ast.FunctionDef, ast.Import, ast.ImportFrom)):
+            _check_module_level(statement, flag)
+
+
+def _constant(node: ast.AST) -> bool:
+    if isinstance(node, (ast.Constant, ast.Name, ast.Attribute)):
+        return True
+    if isinstance(node, ast.UnaryOp):
+        return _constant(node.operand)
+    return isinstance(node, ast.Tuple) and all(_constant(e) for e in node.elts)
+
+
+def _check_module_level(statement: ast.stmt, flag: Flag) -> None:
+    """Module level binds no mutable object: displays only inside a call's arguments."""
+
+    def visit(node: ast.AST, in_call: bool) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.Lambda)):
+            return  # their bodies run per call: checked as functions
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name) and node.func.id in MUTABLE_FACTORIES:
+                flag(node, f"{node.func.id}() at module level is not allowed ({WHY})")
+            visit(node.func, in_call)
+            for child in [*node.args, *(k.value for k in node.keywords)]:
+                visit(child, True)
+            return
+        if isinstance(node, DISPLAYS) and not in_call:
+            flag(node, f"a list, dict or set at module level is not allowed ({WHY})")
+        for child in ast.iter_child_nodes(node):
+            visit(child, in_call)
+
+    visit(statement, False)
+
+
+def _check_function(function: ast.FunctionDef, flag: Flag) -> None:
+    """In place, a function mutates only lists, dicts and sets it built itself."""
+    built, outside = set(), set()  # names bound to a display here / to anything else here
+    for node in ast.walk(function):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                for name in _names(target):
+                    (built if isinstance(node.value, DISPLAYS) else outside).add(name)
+        elif isinstance(node, (ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
+            for name in _names(node.target):
+                (built if isinstance(node.value, DISPLAYS) else outside).add(name)
+        elif isinstance(node, (ast.For, ast.comprehension, ast.With)):
+            targets = [node.target] if not isinstance(node, ast.With) else []
+            targets += [i.optional_vars for i in getattr(node, "items", []) if i.optional_vars]
+            for target in targets:
+                outside.update(_names(target))
+    local = built - outside
+    for node in ast.walk(function):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in MUTATING_METHODS
+            and not (isinstance(node.func.value, ast.Name) and node.func.value.id in local)
+        ):
+            flag(node, f"calling .{node.func.attr}() here is not allowed ({WHY})")
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            aliased = _aliases(function, node.target.id)
+            if aliased:
+                flag(
+                    node,
+                    f"augmented assignment to {node.target.id!r}, bound to {aliased}, is not "
+                    f"allowed ({WHY})",
+                )
+
+
+def _aliases(function: ast.FunctionDef, name: str) -> str:
+    """What `name` is bound to in `function` that may be an object from outside it (a name
+    from outside the function or an attribute), in words; '' if nothing is."""
+    parameters = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
+    assigned = {
+        n.id for n in ast.walk(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    }
+    for node in ast.walk(function):
+        if isinstance(node, ast.Assign) and any(name in _names(t) for t in node.targets):
+            value = node.value
+            if isinstance(value, ast.Attribute):
+                return "an attribute"
+            if isinstance(value, ast.Name) and value.id not in parameters | assigned:
+                return f"{value.id!r} from outside the function"
+    return ""
+
+
+def _names(target: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
