@@ -71,6 +71,12 @@ def test_hostile_source_is_rejected_with_its_line(name):
     ]
 
 
+BASE_DRIFT = (
+    OK_HEADER
+    + "\n\ndef drift(ratio, advantage):\n"
+    + "    base = jnp.abs(advantage) * (ratio - 1.0 - jnp.log(ratio))\n"
+)
+
 # Ways to keep state from one call to the next, so that the calls the checks make and the
 # calls training makes see different functions (sandbox/checks/purity.py).
 STATEFUL = {
@@ -113,13 +119,45 @@ STATEFUL = {
 }
 
 
-@pytest.mark.parametrize("name", STATEFUL)
-def test_state_kept_between_calls_is_rejected_with_its_line(name):
-    source, line, fragment = STATEFUL[name]
+# Ways to tell the calls training makes (jit, inside a gradient, vmapped over seeds) from the
+# calls the checks make by how the arrays were made rather than their values.
+TELLS = {
+    "text of a tracer": (
+        BASE_DRIFT + "    if 'GradTracer' in str(ratio):\n        return base - 0.1\n"
+        "    return base\n",
+        7,
+        "'str'",
+    ),
+    "f-string of a tracer": (
+        BASE_DRIFT + "    return base - 0.1 * ('Batch' in f'{ratio}')\n",
+        7,
+        "formatting",
+    ),
+    "percent formatting": (
+        BASE_DRIFT + "    return base - 0.1 * ('Jit' in '%r' % (ratio,))\n",
+        7,
+        "formatting",
+    ),
+    "attribute probed under try": (
+        BASE_DRIFT + "    try:\n        ratio.batch_dim\n        return base - 0.1\n"
+        "    except AttributeError:\n        return base\n",
+        7,
+        "try statements",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "cases", "why"),
+    [(n, STATEFUL, "no state") for n in STATEFUL]
+    + [(n, TELLS, "tell how it is called") for n in TELLS],
+)
+def test_state_and_tells_of_the_caller_are_rejected_with_their_line(name, cases, why):
+    source, line, fragment = cases[name]
     violations = check_source(source)
-    assert any(
-        v.line == line and fragment in v.message and "no state" in v.message for v in violations
-    ), [str(v) for v in violations]
+    assert any(v.line == line and fragment in v.message and why in v.message for v in violations), [
+        str(v) for v in violations
+    ]
 
 
 def test_oversized_source_is_rejected():

@@ -1,4 +1,5 @@
-"""No state between calls: a candidate is a pure function of its inputs.
+"""No state between calls and no way to tell the caller apart: a candidate is a pure
+function of its inputs' values.
 
 A function that keeps state from one call to the next (a counter in a module-level list, a
 mutable default argument, an iterator consumed a step per call, a cache's statistics) can
@@ -14,6 +15,13 @@ and iterators (its allowed imports give immutable arrays), so
   (`append`, `pop`, ...) except on a list/dict/set the same function built, no augmented
   assignment of a name bound to something from outside the function;
 - no caches (`functools.cache` and kin keep results, and their statistics, across calls).
+
+Nor may it tell how it is called apart from what it is called with. Training calls a piece
+under jit, inside a gradient, vmapped over seeds; the checks call it in other ways. What a
+traced array reveals of that (its text, `JitTracer(...)` against `GradTracer(...)` against
+the printed values; attributes only one kind of tracer has, probed under `try`) is closed:
+no `try`, and no conversion of a value to text (`str`, `repr`, `ascii`, `format`,
+f-strings with fields, `%` on a string), nor `id` and `hash`.
 
 Attribute assignment, `global` and `nonlocal` are refused by the static check already.
 """
@@ -43,6 +51,9 @@ MUTABLE_FACTORIES = frozenset(
 )
 # Caches keep results (and their statistics) across calls; next() steps an iterator kept.
 STATEFUL = frozenset({"cache", "lru_cache", "cached_property", "next"})
+# Builtins that show how an array was made (its text, its identity) rather than its values.
+TELLS = frozenset({"str", "repr", "ascii", "format", "id", "hash"})
+TELL = "a candidate may not tell how it is called apart from its inputs' values"
 DISPLAYS = (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp, ast.GeneratorExp)
 WHY = "a candidate keeps no state between calls"
 
@@ -58,6 +69,17 @@ def check_purity(tree: ast.Module, flag: Flag) -> None:
             name = node.asname or node.name
         if name in STATEFUL:
             flag(node, f"{name!r} is not allowed ({WHY})")
+        if isinstance(node, ast.Name) and node.id in TELLS:
+            flag(node, f"{node.id!r} is not allowed ({TELL})")
+        if isinstance(node, (ast.Try, ast.TryStar)):
+            flag(node, f"try statements are not allowed ({TELL}, e.g. by probing attributes)")
+        if isinstance(node, ast.FormattedValue) or (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Mod)
+            and isinstance(node.left, ast.Constant)
+            and isinstance(node.left.value, str)
+        ):
+            flag(node, f"formatting values as text is not allowed ({TELL})")
         if isinstance(node, (ast.FunctionDef, ast.Lambda)):
             for default in [*node.args.defaults, *node.args.kw_defaults]:
                 if default is not None and not _constant(default):
