@@ -11,6 +11,7 @@ import dis
 import sys
 from pathlib import Path
 
+from sandbox.checks.purity import mutable_state
 from sandbox.checks.static import ALLOWED_IMPORTS, check_source
 
 _SAFE_BUILTIN_NAMES = (
@@ -61,6 +62,9 @@ def load_entry_point(source: str, entry_point: str, *, filename: str = "candidat
         raise CandidateLoadError(
             f"{filename} failed to load: {type(error).__name__}: {error}"
         ) from error
+    kept = mutable_state(namespace)
+    if kept:
+        raise CandidateLoadError(f"{filename} keeps mutable state: {kept}")
     function = namespace.get(entry_point)
     if not callable(function):
         raise CandidateLoadError(f"{filename} must define a function {entry_point}()")

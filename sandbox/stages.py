@@ -350,10 +350,13 @@ class Batch:
         return f"{len(report.checks)} conditions hold{certified} ({report.assurance})"
 
     # -- the batch -------------------------------------------------------------------------
+    def _watched(self, members: list[Member]) -> tuple[str, ...]:
+        """The plug points the monitor watches: only the candidates' (the others hold trusted
+        baselines), and none for a batch of certified expressions."""
+        return () if all(m.certified for m in members) else (self.plug_point.value,)
+
     def _lower(self, config: PPOConfig, seeds: int, members: list[Member]) -> LoweredBatch:
-        # Only the candidates' plug point is watched: the others hold trusted baselines.
-        watched = () if all(m.certified for m in members) else (self.plug_point.value,)
-        config = dataclasses.replace(config, monitor=watched)
+        config = dataclasses.replace(config, monitor=self._watched(members))
         if self.shared_program:
             return lower_members(
                 config,
@@ -406,7 +409,7 @@ class Batch:
         seconds = time.monotonic() - start
         runs = f"{run.config.env_steps} steps x {run.seeds} seeds on {run.config.env_id}"
         shared = f" (one program for {len(trained)})" if len(trained) > 1 else ""
-        if all(m.certified for m in self.alive()):
+        if not self._watched(self.alive()):
             shared += ", unmonitored: certified expressions"
         for member in self.alive():
             output = trained[member.name].output

@@ -212,3 +212,30 @@ def test_malformed_imports_are_rejected_not_crashes(source):
 def test_pathological_nesting_is_rejected_not_a_crash():
     assert check_source("x = " + "(" * 5000 + "1" + ")" * 5000 + "\n")
     assert check_source("x = " + "-" * 15000 + "1\n")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # A library call handing back the set it was given, then .add (not a name the static
+        # rules can refuse: jnp arrays and optax use it too) counts the calls.
+        "S = (lambda s: s)({0})\n\ndef drift(r, a):\n    S.add(len(S))\n    return r\n",
+        # A factory's closure over a set it built.
+        "def make():\n    s = {0}\n\n    def drift(r, a):\n        s.add(len(s))\n"
+        "        return r\n\n    return drift\n\ndrift = make()\n",
+        OK_HEADER + "L = jax.tree.map(lambda x: x, [1, 2])\n\ndef drift(r, a):\n    return r\n",
+    ],
+)
+def test_a_loaded_module_holding_mutable_state_is_refused(source):
+    assert check_source(source) == []  # what the static rules cannot see...
+    with pytest.raises(CandidateLoadError, match="keeps mutable state"):
+        load_entry_point(source, "drift")  # ...the loaded module shows
+
+
+def test_immutable_module_state_loads():
+    source = (
+        OK_HEADER + "import functools\n\nW = jnp.array([1.0, 2.0])\nT = (1, (2.0, 'x'))\n\n"
+        "def f(r, a, k):\n    return k * W[0] * (r - 1.0) ** 2\n\n"
+        "drift = functools.partial(f, k=2.0)\n"
+    )
+    assert callable(load_entry_point(source, "drift"))

@@ -27,7 +27,9 @@ Attribute assignment, `global` and `nonlocal` are refused by the static check al
 """
 
 import ast
-from collections.abc import Callable
+import functools
+import types
+from collections.abc import Callable, Iterator
 
 # Methods that change a list, dict or set in place (names that jax arrays or optax also use,
 # such as update, add or sort, return new values there and are left out).
@@ -174,3 +176,56 @@ def _aliases(function: ast.FunctionDef, name: str) -> str:
 
 def _names(target: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+
+
+# -- after loading: what the module's objects hold ----------------------------------------------
+# The rules above leave a loaded module no way to build a mutable object that lives between
+# calls, except through library calls that hand back what they were given (an identity
+# lambda applied to a set, `jax.tree.map` over a list) or a closure over a container its
+# factory built. What the module actually holds is checked too, once it has run.
+
+MUTABLE_TYPES = (list, dict, set, bytearray, Iterator)
+
+
+def mutable_state(namespace: dict) -> str | None:
+    """The first module-level object through which a loaded candidate could keep state
+    between calls, in words; None when there is none. Follows tuples, frozensets,
+    `functools.partial` arguments, and the defaults and closure cells of the candidate's own
+    functions (those whose globals are `namespace`)."""
+    seen: set[int] = set()
+
+    def find(value, where: str) -> str | None:
+        if id(value) in seen:
+            return None
+        seen.add(id(value))
+        if isinstance(value, MUTABLE_TYPES):
+            return f"{where} is a {type(value).__name__}"
+        children: list[tuple[str, object]] = []
+        if isinstance(value, (tuple, frozenset)):
+            children = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+        elif isinstance(value, functools.partial):
+            children = [(f"{where}'s argument", v) for v in value.args]
+            children += [(f"{where}'s argument {k}", v) for k, v in value.keywords.items()]
+            children.append((f"{where}'s function", value.func))
+        elif isinstance(value, types.FunctionType) and value.__globals__ is namespace:
+            children = [(f"a default of {where}", v) for v in value.__defaults__ or ()]
+            children += [
+                (f"a default of {where}", v) for v in (value.__kwdefaults__ or {}).values()
+            ]
+            for cell in value.__closure__ or ():
+                try:
+                    children.append((f"a variable {where} closes over", cell.cell_contents))
+                except ValueError:  # an empty cell
+                    pass
+        for child_where, child in children:
+            found = find(child, child_where)
+            if found:
+                return found
+        return None
+
+    for name, value in namespace.items():
+        if not name.startswith("__") and not isinstance(value, types.ModuleType):
+            found = find(value, repr(name))
+            if found:
+                return f"{found} ({WHY})"
+    return None
