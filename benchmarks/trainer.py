@@ -66,7 +66,8 @@ def purejaxrl_config(env_id: str, timesteps: int) -> dict:
 
 
 def compiled_ours(env_id: str, seeds: int, timesteps: int):
-    lowered = lower_batch(preset(env_id, total_timesteps=timesteps), seeds=seeds)
+    # The trainer against PureJaxRL's: no runtime monitor (benchmarks.monitor measures it).
+    lowered = lower_batch(preset(env_id, total_timesteps=timesteps, monitor=()), seeds=seeds)
     program = lowered.lowered.compile()
     return lambda: program(*lowered.args), lowered.config.env_steps * seeds
 

@@ -344,10 +344,11 @@ class Batch:
         # An expression cannot tell a check from training (the interpreter runs it, with
         # elementwise operators only), so once proved it has nothing left to hide from the
         # monitor. Code can, and is always watched.
-        member.certified = member.program is not None and report.assurance == Assurance.CERTIFIED
+        assurance = report.assurance
+        member.certified = member.program is not None and assurance == Assurance.CERTIFIED
         proved = sum(1 for c in report.checks if c.proof and c.proof["verdict"] == Proof.PROVED)
-        certified = f", {proved} proved" if any(c.proof for c in report.checks) else ""
-        return f"{len(report.checks)} conditions hold{certified} ({report.assurance})"
+        proofs = f", {proved} proved" if any(c.proof for c in report.checks) else ""
+        return f"{len(report.checks)} conditions hold{proofs} ({assurance})"
 
     # -- the batch -------------------------------------------------------------------------
     def _watched(self, members: list[Member]) -> tuple[str, ...]:
@@ -457,9 +458,8 @@ class Batch:
     def _monitor_failed(self, member: Member, stage: str, output, seconds, where="") -> bool:
         """Record the member invalid when the runtime monitor saw its piece break a condition
         during training (sandbox/training/monitor.py); the worst case, in words."""
-        piece = self.task.piece
-        watch = output.watch.get(piece.plug_point.value, {})
-        broken = violations(jax.tree.map(np.asarray, watch), piece.monitor, where)
+        watch = output.watch.get(self.plug_point.value, {})
+        broken = violations(watch, self.task.piece.monitor, where)
         if broken:
             member.record(
                 stage, Status.INVALID, seconds, "; ".join(f"{c}: {text}" for c, text in broken)

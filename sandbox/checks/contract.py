@@ -89,10 +89,11 @@ def check_elementwise_contract(
     # Elementwise means each output depends on its own inputs only: compare each batched call
     # with the same points evaluated one at a time.
     random_points = tuple(jnp.asarray(v, jnp.float32) for v in _probe_points(len(arg_names)))
+    together = jax.jit(fn)
     alone = jax.jit(jax.vmap(lambda *xs: fn(*[x[None] for x in xs])[0]))
     for points in [random_points, *batches]:
         try:
-            batched = np.asarray(jax.jit(fn)(*points))
+            batched = np.asarray(together(*points))
             single = np.asarray(alone(*points))
         except Exception as error:
             return CheckResult(name, False, describe_failure(error, filename))

@@ -51,12 +51,6 @@ class Interval:
         value = np.asarray(value, np.float64)
         return Interval(value, value)
 
-    def certainly(self) -> np.ndarray:
-        return self.lo >= 1
-
-    def possibly(self) -> np.ndarray:
-        return self.hi >= 1
-
 
 class _Pass:
     """One evaluation: the hazard flags its rules raise, lane-wise."""
@@ -223,7 +217,7 @@ def _pow(ctx, x, y):
         lo, hi = np.minimum.reduce(corners), np.maximum.reduce(corners)
         return _overflow(ctx, _widen(lo, hi, TRANSCENDENTAL_ULPS))
     # x**y = exp(y log x), defined for x > 0
-    return _exp(ctx, _mul(ctx, y, _log_like(np.log, 0.0)(ctx, x)))
+    return _exp(ctx, _mul(ctx, y, RULES["log"](ctx, x)))
 
 
 def _max(ctx, a, b):
@@ -390,12 +384,11 @@ RULES: dict[str, Callable] = {
     "reshape": _reshape,
     "squeeze": _squeeze,
     "copy": _identity,
-    "copy_p": _identity,
     "optimization_barrier": _identity,
 }
 # No rule for stop_gradient, on purpose: certificates use derivatives, and a stopped
 # gradient is not the derivative of the value.
-_NESTED = {"jit": "jaxpr", "pjit": "jaxpr", "custom_jvp_call": "call_jaxpr"}
+_NESTED = {"jit": "jaxpr", "custom_jvp_call": "call_jaxpr"}
 _BOOLEAN_OPS = {"not", "and", "or"}
 _PARAMETRISED = {"integer_pow", "convert_element_type", "broadcast_in_dim", "reshape", "squeeze"}
 

@@ -124,8 +124,9 @@ def _check_module_level(statement: ast.stmt, flag: Flag) -> None:
 
 def _check_function(function: ast.FunctionDef, flag: Flag) -> None:
     """In place, a function mutates only lists, dicts and sets it built itself."""
+    nodes = list(_own_nodes(function))
     built, outside = set(), set()  # names bound to a display here / to anything else here
-    for node in ast.walk(function):
+    for node in nodes:
         if isinstance(node, ast.Assign):
             for target in node.targets:
                 for name in _names(target):
@@ -139,7 +140,9 @@ def _check_function(function: ast.FunctionDef, flag: Flag) -> None:
             for target in targets:
                 outside.update(_names(target))
     local = built - outside
-    for node in ast.walk(function):
+    parameters = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
+    assigned = {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    for node in nodes:
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
@@ -148,7 +151,7 @@ def _check_function(function: ast.FunctionDef, flag: Flag) -> None:
         ):
             flag(node, f"calling .{node.func.attr}() here is not allowed ({WHY})")
         elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
-            aliased = _aliases(function, node.target.id)
+            aliased = _aliases(nodes, node.target.id, parameters | assigned)
             if aliased:
                 flag(
                     node,
@@ -157,19 +160,27 @@ def _check_function(function: ast.FunctionDef, flag: Flag) -> None:
                 )
 
 
-def _aliases(function: ast.FunctionDef, name: str) -> str:
-    """What `name` is bound to in `function` that may be an object from outside it (a name
-    from outside the function or an attribute), in words; '' if nothing is."""
-    parameters = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
-    assigned = {
-        n.id for n in ast.walk(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
-    }
-    for node in ast.walk(function):
+def _own_nodes(function: ast.FunctionDef):
+    """The nodes of `function`'s body, not those of functions defined in it (each of those
+    is checked on its own; lambdas are part of the body)."""
+    stack = list(function.body)
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, ast.FunctionDef):
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def _aliases(nodes: list[ast.AST], name: str, bound_here: set[str]) -> str:
+    """What `name` is bound to among a function's `nodes` that may be an object from outside
+    it (a name not bound in the function, `bound_here`, or an attribute), in words; '' if
+    nothing is."""
+    for node in nodes:
         if isinstance(node, ast.Assign) and any(name in _names(t) for t in node.targets):
             value = node.value
             if isinstance(value, ast.Attribute):
                 return "an attribute"
-            if isinstance(value, ast.Name) and value.id not in parameters | assigned:
+            if isinstance(value, ast.Name) and value.id not in bound_here:
                 return f"{value.id!r} from outside the function"
     return ""
 

@@ -115,7 +115,7 @@ class _Traced:
         float32 evaluation drowns in rounding."""
         values = []
         for i in range(0, r.size, self.lanes):
-            part = [Interval(x[i : i + self.lanes], x[i : i + self.lanes]) for x in (r, a)]
+            part = [Interval.point(x[i : i + self.lanes]) for x in (r, a)]
             values.append(self.bounds(which, *part, rounding=False)[0].lo)
         return np.concatenate(values)
 
@@ -152,9 +152,9 @@ def _points(r: np.ndarray, a: np.ndarray) -> Points:
     return Points(pair, pair, pair, a, a, FLOAT32_STEPS, FLOAT32_STEPS)
 
 
-def _split(traced: _Traced, r: Interval, a: Interval, boxes: Boxes) -> np.ndarray:
-    """Bisect along the input whose width costs the bound more (largest |derivative| x width)."""
-    d_r, _ = traced.bounds("d_r", r, a)
+def _split(traced: _Traced, r: Interval, a: Interval, boxes: Boxes, d_r: Interval) -> np.ndarray:
+    """Bisect along the input whose width costs the bound more (largest |derivative| x width);
+    `d_r`: the slope bounds in r the caller already has."""
     d_a, _ = traced.bounds("d_a", r, a)
     with np.errstate(invalid="ignore", over="ignore"):
         cost_r = np.nan_to_num(_largest_abs(d_r) * (boxes.hi[:, 0] - boxes.lo[:, 0]), nan=np.inf)
@@ -192,7 +192,7 @@ def _prove_finite(traced: _Traced, tol, excused) -> ConditionProof:
         if not settled.all():
             mid = _midpoints(boxes.take(~settled))
             violation = _violation(finite(traced.probe, _points(*mid), FLOAT32, excused))
-        return Verdict(settled, _split(traced, r, a, boxes), violation)
+        return Verdict(settled, _split(traced, r, a, boxes, slope), violation)
 
     proved = f"no NaN or infinity in the drift or its slope in r for {DOMAIN}"
     return _over_domain(FINITE.name, examine, traced, proved)
@@ -204,7 +204,7 @@ def _prove_non_negative(traced: _Traced, tol, excused) -> ConditionProof:
         value, _ = traced.bounds("value", r, a)
         touches_one = (r.lo == 1.0) | (r.hi == 1.0)
         centre = np.where(touches_one, 1.0, np.sqrt(r.lo * r.hi))
-        at_centre, _ = traced.bounds("value", Interval(centre, centre), a)
+        at_centre, _ = traced.bounds("value", Interval.point(centre), a)
         slope, _ = traced.bounds("d_r", r, a)
         mean_value = at_centre.lo + _product_lo(slope, Interval(r.lo - centre, r.hi - centre))
         lower = np.maximum(np.nan_to_num(value.lo, nan=-np.inf), mean_value)
@@ -213,7 +213,7 @@ def _prove_non_negative(traced: _Traced, tol, excused) -> ConditionProof:
         if not settled.all():
             mid = _midpoints(boxes.take(~settled))
             violation = _violation(non_negative(traced.probe, _points(*mid), FLOAT32))
-        return Verdict(settled, _split(traced, r, a, boxes), violation)
+        return Verdict(settled, _split(traced, r, a, boxes, slope), violation)
 
     proved = f"drift >= -{tol.value:g}·(1+|A|) for {DOMAIN}"
     return _over_domain(NON_NEGATIVE.name, examine, traced, proved)
@@ -222,7 +222,7 @@ def _prove_non_negative(traced: _Traced, tol, excused) -> ConditionProof:
 def _prove_zero_at_one(traced: _Traced, tol, excused) -> ConditionProof:
     def examine(boxes: Boxes) -> Verdict:
         a = boxes.interval(0)
-        one = Interval(np.ones(len(boxes)), np.ones(len(boxes)))
+        one = Interval.point(np.ones(len(boxes)))
         value, _ = traced.bounds("value", one, a)
         settled = _largest_abs(value) <= tol.value * (1.0 + _smallest_abs(a))
         violation = None
@@ -254,7 +254,7 @@ def _prove_zero_slope(traced: _Traced, tol, excused) -> ConditionProof:
         # The slope at the box's middle A plus how far it can move along A: products like
         # A·(1 - tanh²(...)) - A, whose plain bounds grow with the width in A, close here.
         centre = 0.5 * (a.lo + a.hi)
-        at_centre, _ = traced.bounds("d_r", r, Interval(centre, centre))
+        at_centre, _ = traced.bounds("d_r", r, Interval.point(centre))
         change, _ = traced.bounds("d_ra", r, a)
         reach = _largest_abs(change) * 0.5 * (a.hi - a.lo)
         largest = np.minimum(
@@ -345,13 +345,14 @@ def certify_drift(
     verdicts = []
     for prove in (_prove_finite, _prove_non_negative, _prove_zero_at_one, _prove_zero_slope):
         results = [prove(traced, tol, excused) for traced in groups.values()]
-        verdicts.append(_worst(results, len(groups)))
+        verdicts.append(_worst(results))
     return verdicts
 
 
-def _worst(results: list[ConditionProof], groups: int) -> ConditionProof:
+def _worst(results: list[ConditionProof]) -> ConditionProof:
     order = {Proof.VIOLATED: 0, Proof.UNPROVED: 1, Proof.PROVED: 2}
     worst = min(results, key=lambda p: order[p.verdict])
+    groups = len(results)
     if groups == 1:
         return worst
     return ConditionProof(

@@ -25,6 +25,7 @@ import numpy as np
 
 from sandbox.checks.report import CheckResult
 from sandbox.pieces.base import (
+    OTHER_SIZES,
     Condition,
     Contract,
     JaxProbe,
@@ -385,7 +386,6 @@ FLOAT32_POINTS = dataclasses.replace(
     SANDBOX_POINTS, right_steps=FLOAT32_STEPS, left_steps=FLOAT32_STEPS
 )
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-CERTIFIED_MIN_SIZE = 64  # certificates at the lengths of training's own calls, not at 1 or 7
 
 
 def check_drift(
@@ -435,7 +435,7 @@ def check_drift(
                 ]
         proofs = certify_drift(
             drift,
-            tuple(s for s in sizes if s >= CERTIFIED_MIN_SIZE),
+            tuple(s for s in sizes if s not in OTHER_SIZES),  # training's own call lengths
             proof_function,
             beyond_float32,
         )

@@ -11,7 +11,7 @@ Departures from PureJaxRL, on purpose:
   reports it), so time limits are not mistaken for terminal states;
 - the plugged-in pieces run under their kind's runtime monitor (training/monitor.py): their
   conditions are checked on the values training computes, worst case per update in
-  `TrainOutput.watch` (off with `config.monitor = False`, for trusted benchmarks only).
+  `TrainOutput.watch` (off with `config.monitor = ()`, for trusted code only).
 """
 
 import functools
