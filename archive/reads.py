@@ -15,8 +15,23 @@ from typing import NamedTuple
 from sqlalchemy import and_, case, func, literal_column
 from sqlmodel import Session, col, select
 
-from archive.schema import Campaign, Candidate, ESCheckpoint, Event, IslandMember, LLMCall
-from sandbox.vocabulary import DECIDED_WITHOUT_EVALUATION, FAILURES, NOT_EVALUATED, Origin, Status
+from archive.schema import (
+    Campaign,
+    Candidate,
+    ESCheckpoint,
+    EvaluationRound,
+    Event,
+    IslandMember,
+    LLMCall,
+)
+from sandbox.vocabulary import (
+    DECIDED_WITHOUT_EVALUATION,
+    FAILURES,
+    NOT_EVALUATED,
+    Origin,
+    Review,
+    Status,
+)
 
 
 class CampaignNotFound(LookupError):
@@ -93,6 +108,63 @@ def pending_candidates(session: Session, campaign_id: int) -> list[Candidate]:
             .order_by(Candidate.id)
         ).all()
     )
+
+
+def held_candidates(session: Session, campaign_id: int) -> list[Candidate]:
+    """Scored candidates waiting for their elite re-evaluation, oldest first."""
+    return list(
+        session.exec(
+            select(Candidate)
+            .where(
+                Candidate.campaign_id == campaign_id,
+                Candidate.status == Status.OK,
+                Candidate.review == Review.HELD,
+            )
+            .order_by(Candidate.id)
+        ).all()
+    )
+
+
+def reviewed_candidates(session: Session, campaign_id: int) -> list[Candidate]:
+    """Scored candidates whose elite re-evaluation is complete."""
+    return list(
+        session.exec(
+            select(Candidate).where(
+                Candidate.campaign_id == campaign_id,
+                Candidate.status == Status.OK,
+                Candidate.review == Review.DONE,
+            )
+        ).all()
+    )
+
+
+def scored_baselines(session: Session, campaign_id: int) -> dict[str, Candidate]:
+    """The campaign's scored baselines by name (ppo, dpo, ...)."""
+    rows = session.exec(
+        select(Candidate).where(
+            Candidate.campaign_id == campaign_id,
+            Candidate.origin == Origin.BASELINE,
+            Candidate.status == Status.OK,
+        )
+    ).all()
+    return {c.baseline_name: c for c in rows if c.baseline_name}
+
+
+# -- evaluation rounds -------------------------------------------------------------------------
+
+
+def rounds_of(session: Session, candidate_ids: list[int]) -> dict[int, list[EvaluationRound]]:
+    """Each candidate's evaluation rounds, by block ([] for a candidate with none)."""
+    found: dict[int, list[EvaluationRound]] = {i: [] for i in candidate_ids}
+    if candidate_ids:
+        query = (
+            select(EvaluationRound)
+            .where(col(EvaluationRound.candidate_id).in_(candidate_ids))
+            .order_by(EvaluationRound.candidate_id, EvaluationRound.block)
+        )
+        for row in session.exec(query).all():
+            found[row.candidate_id].append(row)
+    return found
 
 
 def first_candidate(
@@ -244,6 +316,15 @@ def status_counts(session: Session, campaign_id: int) -> dict[str, int]:
     return dict(sorted((status, int(n)) for status, n in rows))
 
 
+def proposal_count(session: Session, campaign_id: int) -> int:
+    """How many candidates the campaign's proposer made (baselines are not proposals)."""
+    return session.exec(
+        select(func.count())
+        .select_from(Candidate)
+        .where(Candidate.campaign_id == campaign_id, Candidate.origin != Origin.BASELINE)
+    ).one()
+
+
 def slot_counts(session: Session, campaign_id: int) -> dict[tuple[int, int], tuple[int, int]]:
     """(generation, island) -> (proposals with code that was new, all proposals)."""
     useful = func.sum(case((col(Candidate.status).in_(DECIDED_WITHOUT_EVALUATION), 0), else_=1))
@@ -337,6 +418,15 @@ def ranked_members(
         campaign_id, island, IslandMember.candidate_id, IslandMember.fitness, descending=descending
     )
     return [(i, f) for i, f in session.exec(query.limit(limit)).all()]
+
+
+def members_above(session: Session, campaign_id: int, island: int, score: float) -> int:
+    """How many of the island's scored members rank above `score`."""
+    return session.exec(
+        select(func.count())
+        .select_from(IslandMember)
+        .where(*_scored_members(campaign_id, island), col(IslandMember.fitness) > score)
+    ).one()
 
 
 def member_at_rank(session: Session, campaign_id: int, island: int, rank: int) -> int | None:
@@ -681,14 +771,25 @@ def model_spending(session: Session, campaign_id: int) -> Spending:
 
 
 def sandbox_seconds(session: Session, campaign_id: int) -> float:
-    """Wall seconds the sandbox spent evaluating the campaign's candidates."""
-    return float(
-        session.exec(
-            select(func.coalesce(func.sum(Candidate.eval_seconds), 0.0)).where(
-                Candidate.campaign_id == campaign_id
-            )
-        ).one()
-    )
+    """Wall seconds the sandbox spent evaluating the campaign's candidates, re-evaluations
+    included."""
+    searched = session.exec(
+        select(func.coalesce(func.sum(Candidate.eval_seconds), 0.0)).where(
+            Candidate.campaign_id == campaign_id
+        )
+    ).one()
+    return float(searched) + reevaluation_cost(session, campaign_id)[1]
+
+
+def reevaluation_cost(session: Session, campaign_id: int) -> tuple[int, float]:
+    """Rounds trained on fresh seeds (elites and their paired baselines) and their sandbox
+    seconds."""
+    count, seconds = session.exec(
+        select(func.count(), func.coalesce(func.sum(EvaluationRound.seconds), 0.0)).where(
+            EvaluationRound.campaign_id == campaign_id, EvaluationRound.block > 0
+        )
+    ).one()
+    return int(count), float(seconds)
 
 
 def fully_trained_count(session: Session, campaign_id: int) -> int:

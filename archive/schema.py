@@ -69,7 +69,8 @@ class Candidate(SQLModel, table=True):
     cost_usd: float = 0.0
 
     status: str = Status.PENDING  # a Status
-    fitness: float | None = None  # mean normalised IQM over the meta-train environments
+    # Mean normalised IQM over the meta-train environments, pooling every evaluation round
+    fitness: float | None = None
     meta_test_fitness: float | None = None
     per_env: dict = Field(
         default_factory=dict, sa_column=Column(JSON, nullable=False)
@@ -81,6 +82,33 @@ class Candidate(SQLModel, table=True):
     eval_seconds: float | None = None
     created_at: datetime = Field(default_factory=utcnow)
     evaluated_at: datetime | None = None
+    seeds: int = 0  # seeds per environment that `fitness` pools (all rounds)
+    review: str | None = None  # a Review, for candidates that entered their island's top k
+
+
+class EvaluationRound(SQLModel, table=True):
+    """One training of a scored candidate on one block of seeds: block 0 is the search's,
+    later blocks are fresh seeds of an elite re-evaluation. Every candidate of a campaign
+    trains block b from the same seed keys and is scored on the same episodes, so rounds of
+    two candidates in one block are paired, seed by seed."""
+
+    __tablename__ = "evaluation_round"
+    __table_args__ = (UniqueConstraint("candidate_id", "block", name="uq_round_candidate_block"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    candidate_id: int = Field(foreign_key="candidate.id", index=True)
+    block: int
+    training_seed: int = Field(sa_column=Column(BigInteger, nullable=False))
+    eval_seed: int | None = Field(default=None, sa_column=Column(BigInteger))
+    runs: int  # seeds per environment
+    status: str  # a Status: a failed round is kept too
+    fitness: float | None = None  # of this round alone
+    scores: dict = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )  # split -> env -> normalised score per seed
+    seconds: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class IslandMember(SQLModel, table=True):
@@ -96,7 +124,7 @@ class IslandMember(SQLModel, table=True):
     candidate_id: int = Field(foreign_key="candidate.id", primary_key=True)
     since_generation: int = 0
     migrated_from: int | None = None  # the island it came from, None for a native member
-    fitness: float | None = None
+    fitness: float | None = None  # the rank score (a RankBy of the pooled fitness); None: unranked
 
 
 class LLMCall(SQLModel, table=True):

@@ -7,14 +7,24 @@ groups what must be written together; the lookups a write depends on come from
 archive.reads, after the lock that makes them safe.
 """
 
+from collections.abc import Callable
+
 from sqlalchemy import func, insert, text, update
 from sqlmodel import Session, SQLModel, col, select
 
 from archive import reads
 from archive.db import ADVISORY_NAMESPACE
 from archive.fingerprint import code_hash
-from archive.schema import Campaign, Candidate, Event, IslandMember, LLMCall, utcnow
-from sandbox.vocabulary import NO_VERDICT, Status
+from archive.schema import (
+    Campaign,
+    Candidate,
+    EvaluationRound,
+    Event,
+    IslandMember,
+    LLMCall,
+    utcnow,
+)
+from sandbox.vocabulary import NO_VERDICT, Origin, Review, Status
 
 
 def lock_campaign(session: Session, campaign_id: int) -> None:
@@ -126,11 +136,22 @@ def add_candidate(
     return candidate
 
 
-def record_evaluation(session: Session, candidate_id: int, evaluation) -> Candidate:
-    """Store a cascade Evaluation on its candidate, and its fitness on every island it lives on.
-    The row is locked first (FOR NO KEY UPDATE on PostgreSQL, the lock the update takes anyway,
-    which leaves children free to reference it; SQLite's write lock is held already), so of
-    two evaluations of one candidate committed at once the second sees the first and fails."""
+def record_evaluation(
+    session: Session,
+    candidate_id: int,
+    evaluation,
+    *,
+    round: EvaluationRound | None = None,
+    rank: Callable[[Candidate], float] | None = None,
+    hold_top: int = 0,
+) -> Candidate:
+    """Store a cascade Evaluation on its candidate (with its `round`, the search's block of
+    seeds, when scored), and its rank score (`rank`, default its fitness) on every island it
+    lives on, unless it is held: a proposed candidate whose score would put it among its
+    island's best `hold_top` waits, unranked, for its re-evaluation. The row is locked first
+    (FOR NO KEY UPDATE on PostgreSQL, the lock the update takes anyway, which leaves children
+    free to reference it; SQLite's write lock is held already), so of two evaluations of one
+    candidate committed at once the second sees the first and fails."""
     if evaluation.status in NO_VERDICT:
         raise ValueError(
             f"an evaluation that ended {evaluation.status} is no verdict on "
@@ -155,20 +176,85 @@ def record_evaluation(session: Session, candidate_id: int, evaluation) -> Candid
     candidate.evaluated_at = utcnow()
     if evaluation.status == Status.DUPLICATE:
         candidate.duplicate_of = evaluation.duplicate_of
+    if evaluation.status != Status.OK:
+        session.add(candidate)
+        _leave_islands(session, candidate_id)
+        session.flush()
+        return candidate
+    if round is not None:
+        round.candidate_id, round.campaign_id = candidate_id, candidate.campaign_id
+        session.add(round)
+        candidate.seeds = round.runs
+    score = rank(candidate) if rank is not None else candidate.fitness
+    if (
+        hold_top
+        and candidate.origin != Origin.BASELINE
+        and _in_top(session, candidate, score, hold_top)
+    ):
+        candidate.review, score = Review.HELD, None
     session.add(candidate)
-    if evaluation.status == Status.OK:
-        session.exec(
-            update(IslandMember)
-            .where(IslandMember.candidate_id == candidate_id)
-            .values(fitness=candidate.fitness)
-        )
-    else:
-        # Only scored candidates can be parents; the rest leave their islands.
-        session.exec(
-            IslandMember.__table__.delete().where(IslandMember.candidate_id == candidate_id)
-        )
+    _rank_on_islands(session, candidate_id, score)
     session.flush()
     return candidate
+
+
+def record_round(
+    session: Session,
+    candidate_id: int,
+    round: EvaluationRound,
+    pooled: tuple[float, float | None, dict, int] | None,
+) -> Candidate:
+    """Add a further round (a fresh block of seeds) to a scored candidate. `pooled` is what
+    all its rounds now add up to (fitness, meta-test fitness, per-env results, seeds per
+    env); None when this round failed, which ends the candidate's life as a parent: its
+    status becomes the round's and it leaves its islands."""
+    candidate = session.get(
+        Candidate, candidate_id, with_for_update={"key_share": True}, populate_existing=True
+    )
+    round.candidate_id, round.campaign_id = candidate_id, candidate.campaign_id
+    session.add(round)
+    if pooled is None:
+        candidate.status, candidate.fitness, candidate.meta_test_fitness = round.status, None, None
+        _leave_islands(session, candidate_id)
+    else:
+        candidate.fitness, candidate.meta_test_fitness, candidate.per_env, candidate.seeds = pooled
+    session.add(candidate)
+    session.flush()
+    return candidate
+
+
+def finish_review(session: Session, candidate_id: int, score: float | None) -> None:
+    """A held candidate's re-evaluation is complete: it ranks on its islands with `score`
+    (None: its re-evaluation failed and it has left them)."""
+    session.exec(update(Candidate).where(Candidate.id == candidate_id).values(review=Review.DONE))
+    if score is not None:
+        _rank_on_islands(session, candidate_id, score)
+
+
+def rerank(session: Session, candidate_id: int, score: float) -> None:
+    """A new rank score for a candidate that is not held (a baseline given another round)."""
+    _rank_on_islands(session, candidate_id, score)
+
+
+def _rank_on_islands(session: Session, candidate_id: int, score: float | None) -> None:
+    session.exec(
+        update(IslandMember).where(IslandMember.candidate_id == candidate_id).values(fitness=score)
+    )
+
+
+def _leave_islands(session: Session, candidate_id: int) -> None:
+    """Only scored candidates can be parents; the rest leave their islands."""
+    session.exec(IslandMember.__table__.delete().where(IslandMember.candidate_id == candidate_id))
+
+
+def _in_top(session: Session, candidate: Candidate, score: float, k: int) -> bool:
+    """Would `score` rank among the best k of any island the candidate lives on?"""
+    islands = session.exec(
+        select(IslandMember.island).where(IslandMember.candidate_id == candidate.id)
+    ).all()
+    return any(
+        reads.members_above(session, candidate.campaign_id, island, score) < k for island in islands
+    )
 
 
 def log_infra_failure(session: Session, campaign_id: int, candidate_id: int, evaluation) -> str:

@@ -167,7 +167,7 @@ def main() -> None:
         f"built in {time.perf_counter() - start:.1f} s"
     )
     reader = reader_engine(url)
-    client = TestClient(create_app(reader, workdir / "landscapes"))
+    client = TestClient(create_app(reader, workdir / "landscapes"), base_url="http://127.0.0.1")
     print(f"{'page':<36} {'first':>9} {'median':>9} {'p95':>9}   (ms; {args.repeats} repeats)")
     for name, path in pages(args.candidates, best).items():
         timings = []

@@ -8,11 +8,13 @@ adds a task; nothing else changes.
 
 import functools
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 
 from sandbox.budgets import get_budget
 from sandbox.pieces import Piece, UnknownPiece, get_piece
@@ -20,6 +22,9 @@ from sandbox.pieces import Piece, UnknownPiece, get_piece
 TASKS_DIR = Path(
     os.environ.get("SCIENTIST_TASKS_DIR", Path(__file__).resolve().parent.parent / "task_templates")
 )
+# A task is named by its folder under TASKS_DIR: no separators, no `..`, never a path (the name
+# may come from a shared archive; another folder of tasks is chosen with SCIENTIST_TASKS_DIR).
+TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 class TaskError(ValueError):
@@ -70,17 +75,22 @@ class TaskSpec:
             )
         return path.read_text()
 
+    def template(self, name: str) -> jinja2.Template:
+        """One of the task folder's templates, in the sandboxed environment."""
+        return _templates(self.folder).get_template(name)
+
     def render(self, *, body: str | None = None, source: str | None = None) -> str:
         """A candidate module from the body of the entry point, or from a full source."""
         if (body is None) == (source is None):
             raise TaskError("render takes exactly one of body= or source=")
-        template = _templates(self.folder).get_template("candidate.py.j2")
+        template = self.template("candidate.py.j2")
         return template.render(body=body.strip("\n") if body is not None else None, source=source)
 
 
 @functools.cache
 def _templates(folder: Path) -> jinja2.Environment:
-    return jinja2.Environment(
+    # Sandboxed: a template may not reach Python internals (a task folder is data, not code).
+    return SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(folder),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -99,11 +109,18 @@ def load_baseline(task: str, name: str):
 
 
 def list_tasks() -> list[str]:
-    return sorted(p.parent.name for p in TASKS_DIR.glob("*/task.toml"))
+    return sorted(
+        p.parent.name for p in TASKS_DIR.glob("*/task.toml") if TASK_NAME.fullmatch(p.parent.name)
+    )
 
 
 @functools.cache
 def load_task(name: str) -> TaskSpec:
+    if not isinstance(name, str) or not TASK_NAME.fullmatch(name):
+        raise TaskError(
+            f"invalid task name {name!r}: a task is the name of a folder under {TASKS_DIR} "
+            f"(letters, digits, _); available: {', '.join(list_tasks())}"
+        )
     path = TASKS_DIR / name / "task.toml"
     if not path.is_file():
         raise TaskError(f"unknown task {name!r}; available: {', '.join(list_tasks())}")

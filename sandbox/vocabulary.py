@@ -80,6 +80,30 @@ class CampaignStatus(StrEnum):
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM; `scientist resume` continues
 
 
+class Review(StrEnum):
+    """A scored candidate's standing with elite re-evaluation: one that enters its island's
+    top k is held (no parent, migrant, inspiration or reported discovery) until it has been
+    trained again on fresh blocks of seeds."""
+
+    HELD = "held"  # waiting for its re-evaluation rounds
+    DONE = "reevaluated"  # its fitness pools the search's seeds and the fresh ones
+
+
+class Selection(StrEnum):
+    """How a campaign picks parents: EVOLUTION from its archive; NONE, the best-of-N control
+    arm, from the task's baselines only (the same proposer, no feedback from results)."""
+
+    EVOLUTION = "evolution"
+    NONE = "none"
+
+
+class RankBy(StrEnum):
+    """The score islands rank their members by."""
+
+    LCB = "lcb"  # pooled fitness less one standard error (fewer seeds rank lower)
+    MEAN = "mean"  # pooled fitness
+
+
 class Sandbox(StrEnum):
     """Sandbox backends; AUTO is the strongest that passes its preflight here."""
 

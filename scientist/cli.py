@@ -10,19 +10,39 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
+from archive.db import ArchiveError
+from sandbox.fitness import Estimate
 from sandbox.vocabulary import Sandbox, Status
 from scientist.commands.json_output import print_json
 from scientist.commands.options import SandboxOption
+from scientist.commands.sources import read_candidate
+
+console = Console(stderr=True)
+
+
+class Commands(TyperGroup):
+    """Every command: an unusable archive (missing, damaged, not ours, another schema) ends
+    it with ArchiveError's one line and exit status 2, wherever it was found."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ArchiveError as error:
+            console.print(f"[red]{escape(str(error))}", soft_wrap=True, highlight=False)
+            raise typer.Exit(2) from None
+
 
 app = typer.Typer(
+    cls=Commands,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Automated discovery of reinforcement-learning algorithms.",
 )
-console = Console(stderr=True)
 
 
 def _register_campaign_commands() -> None:
@@ -38,15 +58,6 @@ def _register_campaign_commands() -> None:
     app.command()(distill.distill)
     app.command()(web.web)
     app.command()(report.report)
-
-
-def _read_source(file: Path) -> str:
-    if not file.is_file():
-        raise typer.BadParameter(f"file not found: {file}", param_hint="FILE")
-    try:
-        return file.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise typer.BadParameter(f"cannot read {file}: {error}", param_hint="FILE") from None
 
 
 class _RichProgress:
@@ -127,7 +138,7 @@ def train(
 ):
     """Train PPO-family agents with a built-in or candidate drift, vmapped over seeds."""
     from sandbox.budgets import get_budget
-    from sandbox.candidate import CandidateLoadError, load_entry_point_file
+    from sandbox.candidate import CandidateLoadError, load_entry_point
     from sandbox.tasks import load_baseline, load_task
     from sandbox.training.components import Components
     from sandbox.training.config import preset
@@ -137,10 +148,9 @@ def train(
     if baseline and candidate:
         raise typer.BadParameter("give either --baseline or --candidate, not both")
     if candidate is not None:
-        if not candidate.is_file():
-            raise typer.BadParameter(f"file not found: {candidate}", param_hint="--candidate")
+        source, drift_name = read_candidate(candidate, "--candidate"), str(candidate)
         try:
-            drift, drift_name = load_entry_point_file(candidate, "drift"), str(candidate)
+            drift = load_entry_point(source, "drift", filename=drift_name)
         except CandidateLoadError as error:
             console.print(f"[red]candidate rejected:[/red] {error}")
             raise typer.Exit(1) from None
@@ -230,15 +240,11 @@ def _print_training_summary(result: dict, summaries) -> None:
     for column in ("learning rate", "IQM return", "95% CI", "median", "normalised IQM"):
         table.add_column(column, justify="right")
     for s in summaries:
-        norm = (
-            "–"
-            if s.normalised is None
-            else f"{s.normalised.iqm:.3f} [{s.normalised.ci_low:.3f}, {s.normalised.ci_high:.3f}]"
-        )
+        norm = "–" if s.normalised is None else s.normalised.estimate.describe(3)
         table.add_row(
             f"{s.learning_rate:.2e}",
             f"{s.returns.iqm:.1f}",
-            f"[{s.returns.ci_low:.1f}, {s.returns.ci_high:.1f}]",
+            s.returns.estimate.interval_text(1),
             f"{s.returns.median:.1f}",
             norm,
         )
@@ -321,7 +327,7 @@ def check(
         spec = load_task(task)
     except TaskError as error:
         raise typer.BadParameter(str(error), param_hint="--task") from None
-    source = _read_source(file)
+    source = read_candidate(file, "FILE")
     report = check_candidate(spec, source, filename=str(file))
     if json_output:
         print_json(report.to_dict())
@@ -361,7 +367,7 @@ def evaluate(
         load_task(task).split(get_budget(budget).name)
     except (TaskError, KeyError) as error:
         raise typer.BadParameter(error.args[0]) from None
-    source = _read_source(file)
+    source = read_candidate(file, "FILE")
     try:
         if json_output:
             result = evaluate_candidate(task, source, budget, sandbox=sandbox_name, seed=seed)
@@ -387,10 +393,9 @@ def _print_evaluation(result) -> None:
         )
     for part, envs in result.per_env.items():
         for env_id, data in envs.items():
-            n = data["normalised"]
             out.print(
                 f"{part:>10} {env_id:<22} return IQM {data['return_iqm']:8.2f}   normalised "
-                f"{n['iqm']:.3f} [{n['ci_low']:.3f}, {n['ci_high']:.3f}]",
+                + Estimate.of_entry(data["normalised"]).describe(3),
                 highlight=False,
             )
     fitness = "–" if result.fitness is None else f"{result.fitness:.3f}"

@@ -8,15 +8,14 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 from sqlmodel import Session
 
 from archive import reads
 from archive.schema import Campaign, Candidate
 from sandbox.budgets import get_budget
-from sandbox.fitness import interquartile_mean
+from sandbox.fitness import Estimate, paired_difference, split_estimate
 from sandbox.tasks import load_task
-from sandbox.vocabulary import ORIGIN_LABELS, Origin, Sandbox, Status
+from sandbox.vocabulary import ORIGIN_LABELS, Origin, Sandbox, Selection, Status
 from scientist.executors.base import Executor, LocalExecutor, batch_choice
 
 KINDS = tuple(
@@ -46,8 +45,15 @@ class Cost:
 @dataclass
 class Score:
     iqm: float | None = None
-    ci_low: float | None = None
+    ci_low: float | None = None  # None: too few seeds for an interval (sandbox/fitness.py)
     ci_high: float | None = None
+    seeds: int = 0
+
+    @property
+    def estimate(self) -> Estimate | None:
+        return (
+            None if self.iqm is None else Estimate(self.iqm, self.ci_low, self.ci_high, self.seeds)
+        )
 
 
 @dataclass
@@ -63,27 +69,17 @@ class Row:
     cost: Cost | None = None  # None: hand-designed, or missing
     code: str | None = None
     hand_designed: bool = False
+    scores: list[list[float]] = field(default_factory=list)  # meta-train, per env and seed
+    versus_ppo: Estimate | None = None  # paired with PPO on the comparison's seeds
 
 
-def split_score(envs: dict, resamples: int = 2000, seed: int = 0) -> Score:
+def split_score(envs: dict) -> Score:
     """Mean over a split's environments of the IQM of normalised scores over seeds, with a
-    95% stratified bootstrap CI (seeds resampled within each environment)."""
-    samples = [
-        np.asarray(result["normalised"]["scores"], dtype=np.float64) for result in envs.values()
-    ]
-    if not samples:
+    95% stratified bootstrap interval (seeds resampled within each environment)."""
+    estimate = split_estimate(envs)
+    if estimate is None:
         return Score()
-    point = float(np.mean([interquartile_mean(s) for s in samples]))
-    rng = np.random.default_rng(seed)
-    stats = np.mean(
-        [
-            interquartile_mean(s[rng.integers(0, s.size, size=(resamples, s.size))], axis=1)
-            for s in samples
-        ],
-        axis=0,
-    )
-    low, high = np.quantile(stats, [0.025, 0.975])
-    return Score(point, float(low), float(high))
+    return Score(estimate.point, estimate.low, estimate.high, estimate.seeds)
 
 
 def search_cost(session: Session, campaign: Campaign) -> Cost:
@@ -92,7 +88,9 @@ def search_cost(session: Session, campaign: Campaign) -> Cost:
     generations' own training."""
     budget, split = get_budget(campaign.budget), load_task(campaign.task).split(campaign.budget)
     envs = split.meta_train + split.meta_test
+    # Searched candidates that trained fully, and rounds on fresh seeds (re-evaluations).
     trained = reads.fully_trained_count(session, campaign.id)
+    trained += reads.reevaluation_cost(session, campaign.id)[0]
     es = reads.es_totals(
         session, campaign.id
     )  # ES campaigns' own meta-training, generation by generation
@@ -134,15 +132,20 @@ def gather(session: Session, names: list[str]) -> tuple[str, list[Campaign], lis
         for name, label in HAND_DESIGNED
         if name in task.baseline_names
     ]
-    for origin, label in KINDS:
-        row = Row(label)
-        found = best_of_kind(session, campaigns, origin)
-        if found is not None:
-            best, producers, row.cost = found
-            row.candidate_id, row.search_fitness, row.code = best.id, best.fitness, best.code
-            row.campaigns = [c.name for c in producers]
-            row.status = Status.PENDING
-        rows.append(row)
+    control = [c for c in campaigns if (c.config or {}).get("selection") == Selection.NONE]
+    evolved = [c for c in campaigns if c not in control]
+    # A best-of-N control arm gets rows of its own, beside the evolution it controls for.
+    for group, suffix, always in ((evolved, "", True), (control, " (best-of-N control)", False)):
+        for origin, label in KINDS:
+            row = Row(label + suffix)
+            found = best_of_kind(session, group, origin) if group else None
+            if found is not None:
+                best, producers, row.cost = found
+                row.candidate_id, row.search_fitness, row.code = best.id, best.fitness, best.code
+                row.campaigns = [c.name for c in producers]
+                row.status = Status.PENDING
+            if found is not None or always:
+                rows.append(row)
     return task.name, campaigns, rows
 
 
@@ -175,6 +178,10 @@ def reevaluate(
             if evaluation.status == Status.OK:
                 row.meta_train = split_score(evaluation.per_env.get("meta_train", {}))
                 row.meta_test = split_score(evaluation.per_env.get("meta_test", {}))
+                row.scores = [
+                    e["normalised"]["scores"]
+                    for e in evaluation.per_env.get("meta_train", {}).values()
+                ]
             if on_done:
                 on_done(row)
 
@@ -182,4 +189,9 @@ def reevaluate(
     groups = [present[i : i + batch] for i in range(0, len(present), batch)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(run, groups))
+    # Every row trained from the same seed keys and scored on the same episodes: paired.
+    ppo = next((r for r in rows if r.label == "PPO" and r.scores), None)
+    for row in rows:
+        if ppo is not None and row.scores and row is not ppo:
+            row.versus_ppo = paired_difference(row.scores, ppo.scores)
     return rows

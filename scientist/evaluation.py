@@ -5,7 +5,9 @@ distillation) first writes it to the archive. Then `Recorder` hands its code, al
 batch with others, to the executor (the sandbox cascade in this process, or a Ray task on a
 cluster), which claims the candidate's behaviour signature in the archive before training,
 so a duplicate stops early. The verdict is written in one transaction with the candidate
-(and its event, if asked for). An evaluation with no verdict leaves the candidate pending:
+(and its event, if asked for), with the search's round of seeds; elite re-evaluations add
+rounds on further blocks of seeds (`rounds`), pooled into the candidate's fitness
+(scientist/seed_blocks.py). An evaluation with no verdict leaves the candidate pending:
 `cancelled` (the caller stopped) silently, `infra` (the sandbox itself failed) with an
 event and SandboxInfraError.
 """
@@ -17,13 +19,22 @@ from enum import StrEnum
 
 from sqlalchemy import Engine
 
-from archive import writes
+from archive import reads, writes
 from archive.db import transaction
 from archive.schema import Candidate
 from sandbox.backends import SandboxInfraError
+from sandbox.budgets import get_budget
 from sandbox.cascade import Evaluation
-from sandbox.vocabulary import Status
+from sandbox.vocabulary import Origin, RankBy, Status
 from scientist.executors.base import Executor
+from scientist.seed_blocks import (
+    SeedBlock,
+    pooled,
+    rank_score,
+    round_record,
+    seed_block,
+    seed_variance,
+)
 
 
 class SignatureClaim(StrEnum):
@@ -63,14 +74,23 @@ class Recorder:
         budget: str,
         sandbox: str,
         seed: int,
+        eval_seed: int | None = None,
         cancelled: Callable[[], bool] | None = None,
+        rank_by: RankBy = RankBy.MEAN,
+        hold_top: int = 0,
     ):
         self.engine, self.campaign_id, self.executor = engine, campaign_id, executor
         self.task, self.budget, self.sandbox, self.seed = task, budget, sandbox, seed
-        self.cancelled = cancelled
+        self.cancelled, self.rank_by, self.hold_top = cancelled, rank_by, hold_top
         # Common random numbers for scoring too: every candidate this recorder scores is
-        # evaluated on the same episodes. Drawn here, never sent to a sandbox.
-        self.eval_seed = secrets.randbits(31)
+        # evaluated on the same episodes. Never sent to a sandbox; a campaign keeps its own
+        # in its archived settings, so its rounds stay paired across resumes.
+        self.eval_seed = secrets.randbits(31) if eval_seed is None else eval_seed
+        self.search_block = self.block(0)
+
+    def block(self, index: int) -> SeedBlock:
+        """Block `index` of this recorder's seeds (0: the search's)."""
+        return seed_block(index, self.seed, self.eval_seed, get_budget(self.budget).seeds)
 
     def __call__(
         self,
@@ -104,15 +124,61 @@ class Recorder:
 
             return claim_before_training if claim is SignatureClaim.BEFORE_TRAINING else None
 
+        evaluations = self._evaluate(
+            candidates,
+            self.search_block,
+            [claim_for(candidate_id) for candidate_id, _ in candidates],
+        )
+        events = events or [None] * len(candidates)
+        return [
+            None if evaluation.status == Status.CANCELLED else self._write(i, evaluation, claim, e)
+            for (i, _), evaluation, e in zip(candidates, evaluations, events, strict=True)
+        ]
+
+    def rounds(self, candidates: list[tuple[int, str]], block: SeedBlock) -> list | None:
+        """Train scored candidates again, as one batch, on a further block of seeds and add
+        each round to its candidate (pooled into its fitness); a baseline is re-ranked at
+        once, a held candidate when `finish_review` says its rounds are complete. None when
+        cancelled (nothing written). Raises SandboxInfraError like `batch`."""
+        evaluations = self._evaluate(candidates, block, [None] * len(candidates))
+        if any(e.status == Status.CANCELLED for e in evaluations):
+            return None
+        with transaction(self.engine) as session:
+            recorded = []
+            for (candidate_id, _), evaluation in zip(candidates, evaluations, strict=True):
+                candidate = session.get(Candidate, candidate_id)
+                rounds = reads.rounds_of(session, [candidate_id])[candidate_id]
+                record = round_record(block, evaluation)
+                total = (
+                    pooled(candidate.per_env, [*rounds, record])
+                    if evaluation.status == Status.OK
+                    else None
+                )
+                candidate = writes.record_round(session, candidate_id, record, total)
+                if candidate.origin == Origin.BASELINE and candidate.status == Status.OK:
+                    writes.rerank(session, candidate_id, self._rank(session)(candidate))
+                recorded.append(candidate)
+            return recorded
+
+    def finish_review(self, candidate_ids: list[int]) -> None:
+        """Held candidates whose re-evaluation rounds are all written rank again, by the
+        pooled fitness."""
+        with transaction(self.engine) as session:
+            rank = self._rank(session)
+            for candidate in reads.candidates_by_id(session, candidate_ids).values():
+                scored = candidate.status == Status.OK
+                writes.finish_review(session, candidate.id, rank(candidate) if scored else None)
+
+    def _evaluate(self, candidates: list[tuple[int, str]], block: SeedBlock, claims: list):
         evaluations = self.executor(
             self.task,
             [code for _, code in candidates],
             self.budget,
             sandbox=self.sandbox,
-            seed=self.seed,
+            seed=block.training_seed,
             cancelled=self.cancelled,
-            claims=[claim_for(candidate_id) for candidate_id, _ in candidates],
-            eval_seed=self.eval_seed,
+            claims=claims,
+            eval_seed=block.eval_seed,
         )
         infra = [
             (candidate_id, e)
@@ -123,18 +189,29 @@ class Recorder:
             with transaction(self.engine) as session:
                 message = writes.log_infra_failure(session, self.campaign_id, *infra[0])
             raise SandboxInfraError(message)
-        events = events or [None] * len(candidates)
-        return [
-            None if evaluation.status == Status.CANCELLED else self._write(i, evaluation, claim, e)
-            for (i, _), evaluation, e in zip(candidates, evaluations, events, strict=True)
-        ]
+        return evaluations
+
+    def _rank(self, session) -> Callable[[Candidate], float]:
+        """The rank score of a scored candidate, with the seed-to-seed variance the
+        campaign's baselines show now."""
+        baselines = reads.scored_baselines(session, self.campaign_id)
+        rounds = reads.rounds_of(session, [c.id for c in baselines.values()])
+        variance = seed_variance([r for rs in rounds.values() for r in rs])
+        return lambda c: rank_score(c.fitness, max(c.seeds, 1), variance, self.rank_by)
 
     def _write(
         self, candidate_id: int, evaluation: Evaluation, claim: SignatureClaim, event
     ) -> Recorded:
         """The verdict, its signature and its event in one transaction."""
         with transaction(self.engine) as session:
-            candidate = writes.record_evaluation(session, candidate_id, evaluation)
+            candidate = writes.record_evaluation(
+                session,
+                candidate_id,
+                evaluation,
+                round=round_record(self.search_block, evaluation),
+                rank=self._rank(session),
+                hold_top=self.hold_top,
+            )
             if claim is SignatureClaim.AFTER_RECORDING and evaluation.signature:
                 writes.claim_signature(
                     session, self.campaign_id, candidate_id, evaluation.signature

@@ -1,5 +1,5 @@
 """Parent selection from the archive: islands, rank-based sampling with exploration, and
-ring migration.
+ring migration; or, for the best-of-N control arm, the task's baselines and nothing else.
 
 An island's members are the rows of island_member for it: its own candidates, the
 baselines (members of every island) and migrants explicitly moved there. Parents are drawn
@@ -14,12 +14,13 @@ from sqlalchemy import Engine
 from archive import reads, writes
 from archive.db import transaction
 from archive.schema import Candidate
-from sandbox.vocabulary import Status
+from sandbox.vocabulary import Selection, Status
 from scientist.proposers.base import ParentView
 
 
 @dataclass(frozen=True)
 class SelectionConfig:
+    mode: Selection = Selection.EVOLUTION
     islands: int = 2
     exploration: float = (
         0.2  # chance a parent is drawn uniformly from the island instead of by rank
@@ -40,7 +41,11 @@ class Selector:
 
     def sample_parent_ids(self, island: int, k: int, rng: random.Random) -> list[int]:
         """Up to k distinct parents of the island, by fitness rank with exploration. Two
-        indexed queries per parent: the member count, then the member at the drawn rank."""
+        indexed queries per parent: the member count, then the member at the drawn rank.
+        The best-of-N control arm draws from the baselines alone."""
+        if self.config.mode is Selection.NONE:
+            baselines = self._baselines()
+            return rng.sample(baselines, min(k, len(baselines)))
         with transaction(self.engine) as session:
             n = reads.scored_member_count(session, self.campaign_id, island)
             chosen: list[int] = []
@@ -58,10 +63,19 @@ class Selector:
             return chosen
 
     def best_ids(self, island: int, k: int) -> list[int]:
+        if self.config.mode is Selection.NONE:
+            return self._baselines()[:k]
         with transaction(self.engine) as session:
             return reads.best_member_ids(session, self.campaign_id, island, k)
 
+    def _baselines(self) -> list[int]:
+        """The campaign's scored baselines (members of every island), in id order."""
+        with transaction(self.engine) as session:
+            return sorted(c.id for c in reads.scored_baselines(session, self.campaign_id).values())
+
     def recent_failure_ids(self, island: int, k: int) -> list[int]:
+        if self.config.mode is Selection.NONE:
+            return []  # the control arm learns nothing from results, failures included
         with transaction(self.engine) as session:
             return reads.recent_failure_ids(session, self.campaign_id, island, k)
 
@@ -79,7 +93,8 @@ class Selector:
         key is unique). Returns (candidate, from island, to island)."""
         c = self.config
         if (
-            c.islands < 2
+            c.mode is Selection.NONE
+            or c.islands < 2
             or c.migration_interval <= 0
             or generation <= 1
             or (generation - 1) % c.migration_interval

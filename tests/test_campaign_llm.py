@@ -4,7 +4,7 @@ API cannot run in CI; with a key present the same command works against a real p
 The replies include prose without code and a 429; candidates are evaluated for real in the
 process sandbox on the smoke budget, and the dollar cap stops the proposals.
 
-Slow: about 3 minutes on 2 CPU cores."""
+Slow: about 4 minutes on 2 CPU cores."""
 
 import json
 import os
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.llm_server import completion, prose_only, rate_limited, recorded_server
+from tests.llm_server import Reply, completion, prose_only, rate_limited, recorded_server
 
 pytestmark = pytest.mark.slow
 
@@ -150,3 +150,34 @@ def test_llm_campaign_through_litellm_with_retries_no_code_and_a_dollar_cap(tmp_
         and shown["note"]
         and shown["calls"][0]["cost_usd"] == pytest.approx(PROSE_COST)
     )
+
+
+def test_llm_campaign_without_a_key_reaches_a_local_server_and_stops_on_a_config_error(tmp_path):
+    """No key in the environment: the local server is still reached (a placeholder key), and
+    its "model not found" stops the campaign at once with one line, never retried."""
+    missing = Reply(
+        status=404,
+        body={"error": {"message": "model 'M' not found", "type": "invalid_request_error"}},
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    db = f"sqlite:///{tmp_path}/archive.db"
+    with recorded_server([missing] * 5) as server:
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "scientist.cli", "run", "--task", "mirror_drift"),
+                *("--model", "openai/M", "--api-base", server.base_url, "--budget", "smoke"),
+                *("--generations", "1", "--population", "2", "--islands", "1", "--workers", "1"),
+                *("--sandbox", "process", "--seed", "1", "--name", "nokey", "--db", db),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert len(server.requests) == 1  # reached, and not retried
+    (line,) = [line for line in done.stderr.splitlines() if line.strip()]
+    assert line.startswith("campaign stopped: openai/M: the model or the endpoint does not exist")
+    assert line.endswith("check --model and --api-base")
+    status = sqlite3.connect(tmp_path / "archive.db").execute("SELECT status FROM campaign")
+    assert status.fetchone()[0] == "failed"

@@ -125,7 +125,11 @@ def test_compare_prints_every_row_with_fresh_seed_scores_and_costs(tmp_path):
         assert row["status"] == "ok", (label, row)
         for split in ("meta_train", "meta_test"):
             score = row[split]
-            assert score["ci_low"] <= score["iqm"] <= score["ci_high"], (label, split, score)
+            # The smoke budget's 2 seeds are too few for an interval (sandbox/fitness.py).
+            assert score["ci_low"] is None and score["ci_high"] is None, (label, split, score)
+            assert score["seeds"] == 2 and score["iqm"] is not None, (label, split, score)
+        if label != "PPO":  # every row trained on PPO's seeds: a paired difference
+            assert row["versus_ppo"]["seeds"] == 2, (label, row)
     assert rows["LLM"]["search_fitness"] == 1.1 and rows["LLM"]["cost"]["dollars"] == pytest.approx(
         0.25
     )

@@ -290,17 +290,32 @@ def test_rejected_key_raises_without_retrying(task, parents):
     assert API_KEY not in str(raised.value)
 
 
-def test_bad_request_is_not_retried(task, parents):
+def test_bad_request_stops_without_retrying(task, parents):
     reply = Reply(
         status=400, body={"error": {"message": "bad request", "type": "invalid_request_error"}}
     )
     with recorded_server([reply, completion(FULL_REPLY)]) as server:
-        proposal = make_proposer(server, "rewrite").propose(make_request(task, parents))
-    assert (
-        proposal.code is None
-        and proposal.calls[0].attempts == 1
-        and "BadRequest" in proposal.calls[0].error
+        with pytest.raises(ProposerError, match="check --model and --api-base"):
+            make_proposer(server, "rewrite").propose(make_request(task, parents))
+        assert len(server.requests) == 1
+
+
+def test_too_long_a_prompt_is_recorded_not_retried(task, parents):
+    # A 400 about this prompt alone: the next proposal, with other parents, may fit.
+    reply = Reply(
+        status=400,
+        body={
+            "error": {
+                "message": "This model's maximum context length is 8192 tokens.",
+                "type": "invalid_request_error",
+                "code": "context_length_exceeded",
+            }
+        },
     )
+    with recorded_server([reply, completion(FULL_REPLY)]) as server:
+        proposal = make_proposer(server, "rewrite").propose(make_request(task, parents))
+    (call,) = proposal.calls
+    assert proposal.code is None and call.attempts == 1 and "ContextWindow" in call.error
 
 
 def test_cost_falls_back_to_the_configured_price(task, parents):

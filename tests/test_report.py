@@ -58,7 +58,7 @@ def report(
 def held_out(url: str, candidate_id: int) -> str:
     with Session(reader_engine(url)) as session:
         score = split_score(session.get(Candidate, candidate_id).per_env["meta_test"])
-    return f"{score.iqm:.3f} [{score.ci_low:.3f}, {score.ci_high:.3f}]"
+    return score.estimate.describe(3)
 
 
 def test_report_content_is_from_the_archive_and_deterministic(archive, tmp_path):

@@ -16,6 +16,9 @@ from sandbox.checks.purity import check_purity
 
 MAX_SOURCE_BYTES = 20_000
 MAX_AST_NODES = 5_000
+# Syntax nesting: honest candidates stay near 10, and the checks' recursive walks (purity)
+# must stay far below Python's recursion limit (`- - - ... x` 1,000 deep broke them).
+MAX_AST_DEPTH = 100
 
 ALLOWED_IMPORTS = frozenset(
     {"jax", "jax.numpy", "jax.nn", "jax.lax", "optax", "math", "functools", "typing"}
@@ -214,6 +217,17 @@ def unreachable_module_attributes() -> frozenset[str]:
     return frozenset(names)
 
 
+def _deepest(tree: ast.AST) -> tuple[int, int]:
+    """The syntax tree's deepest nesting and the line it is on, found without recursion."""
+    deepest, stack = (0, 1), [(1, tree, 1)]
+    while stack:
+        depth, node, line = stack.pop()
+        line = getattr(node, "lineno", line)  # contexts (Load, Store) have no line of their own
+        deepest = max(deepest, (depth, line), key=lambda pair: pair[0])
+        stack.extend((depth + 1, child, line) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 def check_source(source: str) -> list[StaticViolation]:
     """All violations in `source`; an empty list means the source may be loaded."""
     size = len(source.encode("utf-8", errors="replace"))
@@ -232,6 +246,9 @@ def check_source(source: str) -> list[StaticViolation]:
                 1, f"source has {len(nodes)} syntax nodes; the limit is {MAX_AST_NODES}"
             )
         ]
+    depth, line = _deepest(tree)
+    if depth > MAX_AST_DEPTH:
+        return [StaticViolation(line, f"syntax nested {depth} deep; the limit is {MAX_AST_DEPTH}")]
 
     violations = []
 

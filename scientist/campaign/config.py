@@ -6,7 +6,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sandbox.budgets import BUDGETS
-from sandbox.vocabulary import PROPOSERS, ExecutorName, Origin, Sandbox
+from sandbox.vocabulary import PROPOSERS, ExecutorName, Origin, RankBy, Sandbox, Selection
 from scientist.selection import SelectionConfig
 
 # Settings that may change when a campaign is resumed; the rest define the campaign.
@@ -64,6 +64,24 @@ class CampaignConfig(BaseModel):
     attempts_per_slot: int = Field(
         3, ge=1, description="proposals tried for one slot before moving on"
     )
+    selection: Selection = Field(
+        Selection.EVOLUTION,
+        description="evolution: parents from the archive; none: the best-of-N control arm, "
+        "parents from the task's baselines only",
+    )
+    reevaluate_top: int = Field(
+        2,
+        ge=0,
+        description="a candidate entering its island's top k is re-evaluated on fresh seeds "
+        "before it may be a parent, migrant, inspiration or discovery (0: never)",
+    )
+    reevaluation_blocks: int = Field(
+        3, ge=1, description="fresh blocks of the budget's seeds per re-evaluation"
+    )
+    rank_by: RankBy = RankBy.LCB
+    eval_seed: int | None = Field(
+        None, ge=0, description="seed of the scoring episodes; drawn when the campaign is created"
+    )
     timeout: float = Field(120.0, gt=0, description="seconds per LLM request")
     price_per_million: tuple[float, float] | None = (
         None  # USD per million input/output tokens, for unpriced models
@@ -84,8 +102,9 @@ class CampaignConfig(BaseModel):
         return self
 
     @property
-    def selection(self) -> SelectionConfig:
+    def selector(self) -> SelectionConfig:
         return SelectionConfig(
+            mode=self.selection,
             islands=self.islands,
             exploration=self.exploration,
             migration_interval=self.migration_interval,

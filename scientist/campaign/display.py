@@ -5,8 +5,9 @@ from rich.table import Table
 from rich.text import Text
 
 from archive.schema import Campaign, Candidate
-from sandbox.vocabulary import CampaignStatus, Origin
+from sandbox.vocabulary import CampaignStatus, Origin, Review
 from scientist.campaign.loop import Progress
+from scientist.paired import Paired
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -18,10 +19,24 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def leaderboard_table(rows: list[Candidate], title: str = "leaderboard") -> Table:
-    """Fits 80 columns; `scientist archive show ID` has the rest."""
+def versus_ppo(c: Candidate, paired: dict[int, list[Paired]]) -> str:
+    """The paired difference from PPO with what it earned: "+0.12 beats" only after
+    re-evaluation with an interval above zero; "held" while waiting for re-evaluation."""
+    if c.review == Review.HELD:
+        return "held"
+    found = next((p for p in paired.get(c.id, []) if p.baseline == "ppo"), None)
+    if found is None:
+        return ""
+    return f"{found.difference.point:+.2f}" + (" beats" if found.beats else "")
+
+
+def leaderboard_table(
+    rows: list[Candidate], title: str = "leaderboard", paired: dict[int, list[Paired]] | None = None
+) -> Table:
+    """Fits 80 columns; `scientist archive show ID` has the rest. `paired`
+    (scientist.paired.versus_baselines) adds each candidate's difference from PPO."""
     table = Table(title=title, title_justify="left")
-    for name in ("id", "fitness", "test", "g/i", "from"):
+    for name in ("id", "fitness", "seeds", "vs PPO", "test", "g/i"):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("how", no_wrap=True)
     table.add_column("note", no_wrap=True)
@@ -36,11 +51,12 @@ def leaderboard_table(rows: list[Candidate], title: str = "leaderboard") -> Tabl
         table.add_row(
             str(c.id),
             fmt(c.fitness),
+            str(c.seeds or ""),
+            versus_ppo(c, paired or {}),
             fmt(c.meta_test_fitness),
             f"{c.generation}/{c.island}",
-            str(c.parent_id or ""),
-            clip(how, 13),
-            clip(c.baseline_name or c.proposal_note or "", 24),
+            clip(how, 10),
+            clip(c.baseline_name or c.proposal_note or "", 14),
         )
     return table
 
@@ -51,13 +67,16 @@ def batches(p: Progress) -> str:
     )
 
 
+def evaluated(p: Progress) -> str:
+    return f"evaluated {p.evaluated}" + (
+        f" · re-evaluated {p.reevaluated}" if p.reevaluated else ""
+    )
+
+
 def progress_line(p: Progress) -> str:
     """One line per event, for a log file or a pipe (no terminal to redraw)."""
     best = f" · best #{p.best_id} {p.best_fitness:.3f}" if p.best_id is not None else ""
-    return (
-        f"g{p.generation} proposed {p.proposed} · evaluated {p.evaluated} · {batches(p)}{best}"
-        f" · {p.last}"
-    )
+    return f"g{p.generation} proposed {p.proposed} · {evaluated(p)} · {batches(p)}{best} · {p.last}"
 
 
 def progress_view(p: Progress) -> Group:
@@ -68,7 +87,7 @@ def progress_view(p: Progress) -> Group:
     lines = [
         Text.assemble(("campaign ", "bold"), p.name, f"   generation {p.generation}"),
         Text(
-            f"proposed {p.proposed} this run · evaluated {p.evaluated} · {batches(p)} · "
+            f"proposed {p.proposed} this run · {evaluated(p)} · {batches(p)} · "
             f"planned {p.planned} · spent ${p.spent_usd:.4f}"
         ),
         Text(f"archive: {counts}"),

@@ -14,6 +14,7 @@ and nothing is evaluated twice.
 """
 
 import random
+import secrets
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -24,12 +25,14 @@ from sqlalchemy import Engine
 from archive import reads, writes
 from archive.db import transaction
 from archive.schema import Campaign, Candidate
+from sandbox.fitness import seed_count
 from sandbox.tasks import load_task
 from sandbox.vocabulary import DECIDED_WITHOUT_EVALUATION, CampaignStatus, Origin, Status
 from scientist.campaign import lease
 from scientist.campaign.config import CampaignConfig
 from scientist.evaluation import Recorder
 from scientist.executors.base import Executor, LocalExecutor, batch_choice
+from scientist.paired import REFERENCES
 from scientist.proposers.base import Proposal, ProposalRequest, Proposer
 from scientist.selection import Selector
 
@@ -54,6 +57,7 @@ class Progress:
     generation: int = 0
     best_id: int | None = None
     best_fitness: float | None = None
+    reevaluated: int = 0  # elites trained again on fresh seeds
     spent_usd: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
     last: str = ""
@@ -73,7 +77,7 @@ class CampaignLoop:
         self.on_progress = on_progress or (lambda progress: None)
         self.campaign, self.config = open_campaign(engine, config)
         self.task = load_task(self.config.task)
-        self.selector = Selector(engine, self.campaign.id, self.config.selection)
+        self.selector = Selector(engine, self.campaign.id, self.config.selector)
         self.stop = (
             threading.Event()
         )  # set on Ctrl-C: evaluations in flight are abandoned, left pending
@@ -91,16 +95,21 @@ class CampaignLoop:
             budget=c.budget,
             sandbox=c.sandbox,
             seed=c.seed,
+            eval_seed=c.eval_seed,
             cancelled=self.stop.is_set,
+            rank_by=c.rank_by,
+            hold_top=c.reevaluate_top,
         )
+        self.reviewing: set[int] = set()  # held candidates in a re-evaluation in flight
         self.progress = Progress(self.config.name, planned=self._planned())
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> Campaign:
         lease.claim(self.engine, self.campaign.id, config=self.config.model_dump(mode="json"))
         beat = lease.heartbeat(self.engine, self.campaign.id, self.stop)
-        executor = ThreadPoolExecutor(
-            max_workers=self.config.workers, thread_name_prefix="evaluator"
+        # One more thread than batches in flight: a re-evaluation never waits for a batch.
+        executor = self._pool = ThreadPoolExecutor(
+            max_workers=self.config.workers + 1, thread_name_prefix="evaluator"
         )
         self.in_flight: dict[Future, list[int]] = {}
         self.gathering: list[tuple[int, str]] = []
@@ -114,6 +123,7 @@ class CampaignLoop:
                 self._wait_for_capacity(executor)
                 self._submit(executor, candidate.id, candidate.code, eager=False)
             self._flush(executor)
+            self._review(executor)  # elites a stopped run left held
             status, message = self._propose_all(executor)
             self._flush(executor)
             while self.in_flight:
@@ -239,7 +249,7 @@ class CampaignLoop:
 
     def _collect(self, done) -> None:
         for future in done:
-            self.in_flight.pop(future)
+            self.reviewing.difference_update(self.in_flight.pop(future))
             # A sandbox or archive failure stops the campaign; the batch stays pending.
             for candidate, parent_fitness in future.result():
                 self.progress.evaluated += 1
@@ -252,8 +262,65 @@ class CampaignLoop:
                         parent_fitness is None or candidate.fitness > parent_fitness
                     )
                     self.proposer.record_outcome(candidate.model, improved)
+        self._review(self._pool)
         self._count()
         self._refresh()
+
+    # -- elite re-evaluation ---------------------------------------------------------------
+    def _review(self, executor) -> None:
+        """Send the held candidates out as one re-evaluation job, unless one is in flight
+        (one at a time: two would both train a baseline's missing block); those held
+        meanwhile go when it is collected."""
+        if self.reviewing:
+            return
+        with transaction(self.engine) as session:
+            batch = [(c.id, c.code) for c in reads.held_candidates(session, self.campaign.id)]
+        if batch:
+            self.reviewing.update(i for i, _ in batch)
+            self.in_flight[executor.submit(self._reevaluate, batch)] = [i for i, _ in batch]
+
+    def _reevaluate(self, held: list[tuple[int, str]]) -> list:
+        """Each further block of seeds as one batch: the held candidates that lack it and the
+        baselines that lack it (the paired references). Nothing to collect afterwards; a
+        stopped campaign leaves the rest held, for its resume."""
+        ids = [i for i, _ in held]
+        with transaction(self.engine) as session:
+            baselines = [
+                (c.id, c.code)
+                for name, c in reads.scored_baselines(session, self.campaign.id).items()
+                if name in REFERENCES
+            ]
+        for index in range(1, self.config.reevaluation_blocks + 1):
+            block = self.record.block(index)
+            with transaction(self.engine) as session:
+                rounds = reads.rounds_of(session, [i for i, _ in held + baselines])
+            members = [
+                (i, code)
+                for i, code in held + baselines
+                if index not in {r.block for r in rounds[i]}
+            ]
+            if members and self.record.rounds(members, block) is None:
+                return []  # cancelled
+        self.record.finish_review(ids)
+        with transaction(self.engine) as session:
+            rows = reads.candidates_by_id(session, ids)
+        summary = ", ".join(
+            f"#{i} {rows[i].status}"
+            + (
+                f" {rows[i].fitness:.3f} ({rows[i].seeds} seeds)"
+                if rows[i].fitness is not None
+                else ""
+            )
+            for i in ids
+        )
+        fresh = self.config.reevaluation_blocks * self.record.search_block.runs
+        self._event(
+            "reevaluation",
+            f"re-evaluated on {seed_count(fresh)} more: {summary}",
+            candidate_ids=ids,
+        )
+        self.progress.reevaluated += len(ids)
+        return []
 
     def _wait_for_one(self, executor) -> None:
         if not self.in_flight:
@@ -349,6 +416,8 @@ def open_campaign(engine: Engine, config: CampaignConfig) -> tuple[Campaign, Cam
                 )
             config = config.resumed_with(campaign.config)
             return campaign, config
+        if config.eval_seed is None:  # drawn once, so the campaign's rounds stay paired
+            config = config.model_copy(update={"eval_seed": secrets.randbits(31)})
         campaign = Campaign(
             name=config.name,
             task=config.task,

@@ -1,4 +1,4 @@
-"""`scientist archive list | show | diff`: reading the archive."""
+"""`scientist archive list | show | diff`: reading the archive; `upgrade`: migrating it."""
 
 import difflib
 import json
@@ -6,15 +6,19 @@ import sys
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
 from archive import reads
-from archive.db import transaction
+from archive.db import current_revision, open_engine, open_reader, transaction, where
 from archive.schema import Candidate
+from sandbox.fitness import Estimate
 from sandbox.vocabulary import Status
 from scientist.campaign.display import fmt, leaderboard_table
-from scientist.commands.campaign import DbOption, campaign_or_exit, console, engine_for, out
+from scientist.commands.campaign import DbOption, campaign_or_exit, console, out
+from scientist.commands.stored import candidate_in_shape
+from scientist.paired import versus_baselines
 from scientist.selection import failure_summary
 
 app = typer.Typer(no_args_is_help=True, help="Browse a campaign's archive.")
@@ -47,6 +51,13 @@ def candidate_record(c: Candidate, lineage: list[int] | None = None) -> dict:
     }
 
 
+@app.command()
+def upgrade(db: DbOption = None) -> None:
+    """Migrate the archive to this version's schema (commands that only read never do)."""
+    engine = open_engine(db, create=False)
+    out.print(f"archive {where(engine.url)}: schema revision {current_revision(engine)}")
+
+
 @app.command("list")
 def list_(
     name: Annotated[str, typer.Argument()],
@@ -55,7 +66,7 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout")] = False,
 ) -> None:
     """Every candidate of a campaign (or the best K scored ones)."""
-    engine = engine_for(db)
+    engine = open_reader(db)
     with transaction(engine) as session:
         campaign = campaign_or_exit(session, name)
         rows = (
@@ -63,12 +74,13 @@ def list_(
             if top
             else reads.candidates(session, campaign.id)
         )
+        paired = versus_baselines(session, rows) if top else {}
     if as_json:
         for c in rows:
             sys.stdout.write(json.dumps(candidate_record(c)) + "\n")
         return
     if top:
-        out.print(leaderboard_table(rows, f"{name}: best {top}"))
+        out.print(leaderboard_table(rows, f"{name}: best {top}", paired))
         return
     table = Table(title=f"{name}: {len(rows)} candidates", title_justify="left")
     for column in (
@@ -115,7 +127,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """A candidate's code, lineage, check results and scores."""
-    engine = engine_for(db)
+    engine = open_reader(db)
     with transaction(engine) as session:
         c = _get(session, candidate_id)
         chain = reads.lineage(session, c.id, LINEAGE_LIMIT)
@@ -134,6 +146,9 @@ def show(
         }
         sys.stdout.write(json.dumps(record) + "\n")
         return
+    c, notes = candidate_in_shape(c)
+    for note in notes:
+        console.print(f"[red]{escape(note)}", soft_wrap=True)
     out.rule(
         f"candidate {c.id}: {c.status}, fitness {fmt(c.fitness)} "
         f"(meta-test {fmt(c.meta_test_fitness)})"
@@ -162,10 +177,9 @@ def show(
         out.print(f"[red]{failure_summary(c)}")
     for split, envs in (c.per_env or {}).items():
         for env_id, result in envs.items():
-            normalised = result.get("normalised", {})
+            estimate = Estimate.of_entry(result.get("normalised", {}))
             out.print(
-                f"  {split:<10} {env_id:<22} normalised IQM {fmt(normalised.get('iqm'))} "
-                f"CI [{fmt(normalised.get('ci_low'))}, {fmt(normalised.get('ci_high'))}]  "
+                f"  {split:<10} {env_id:<22} normalised IQM {estimate.describe()}  "
                 f"return IQM {fmt(result.get('return_iqm'), 2)}"
             )
     for call in calls:
@@ -183,7 +197,7 @@ def diff(
     db: DbOption = None,
 ) -> None:
     """A unified diff of two candidates' code, with their scores."""
-    engine = engine_for(db)
+    engine = open_reader(db)
     with transaction(engine) as session:
         a, b = _get(session, first), _get(session, second)
     out.print(

@@ -9,10 +9,11 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
 from archive import reads
-from archive.db import ArchiveError, default_url, open_engine, transaction
-from sandbox.vocabulary import ExecutorName, Proposer, Sandbox
+from archive.db import default_url, open_engine, open_reader, transaction
+from sandbox.vocabulary import ExecutorName, Proposer, RankBy, Sandbox, Selection
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.display import (
     campaign_summary,
@@ -23,7 +24,10 @@ from scientist.campaign.display import (
 from scientist.campaign.lease import CampaignBusy, runner_alive
 from scientist.campaign.loop import CampaignError, CampaignLoop
 from scientist.commands.options import executor_for
+from scientist.commands.stored import config_note
+from scientist.paired import versus_baselines
 from scientist.proposers import ProposerError, make_proposer
+from scientist.proposers.base import ModelConfigError
 
 console = Console(stderr=True)
 out = Console()
@@ -38,12 +42,9 @@ DbOption = Annotated[
 ]
 
 
-def engine_for(db: str | None):
-    try:
-        return open_engine(db)
-    except ArchiveError as error:
-        console.print(f"[red]{error}")
-        raise typer.Exit(2) from None
+def engine_for(db: str | None, *, create: bool = True):
+    """An engine that writes; an unusable archive ends the command in one line (scientist.cli)."""
+    return open_engine(db, create=create)
 
 
 def campaign_or_exit(session, name: str):
@@ -86,6 +87,20 @@ def run(
     ] = None,
     max_cost: Annotated[Optional[float], typer.Option(help="dollar cap on model calls")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
+    selection: Annotated[
+        Optional[Selection],
+        typer.Option(help="evolution (default) or none: the best-of-N control arm (README)"),
+    ] = None,
+    reevaluate_top: Annotated[
+        Optional[int],
+        typer.Option(help="re-evaluate candidates entering an island's top k (0: never)"),
+    ] = None,
+    reevaluation_blocks: Annotated[
+        Optional[int], typer.Option(help="fresh blocks of the budget's seeds per re-evaluation")
+    ] = None,
+    rank_by: Annotated[
+        Optional[RankBy], typer.Option(help="lcb (default): fitness less a standard error; mean")
+    ] = None,
     executor: Annotated[
         Optional[ExecutorName], typer.Option(help="where evaluations run: local (default) or ray")
     ] = None,
@@ -120,6 +135,10 @@ def run(
             batch=batch,
             max_cost=max_cost,
             seed=seed,
+            selection=selection,
+            reevaluate_top=reevaluate_top,
+            reevaluation_blocks=reevaluation_blocks,
+            rank_by=rank_by,
             executor=executor,
             ray_address=ray_address,
         )
@@ -141,7 +160,7 @@ def resume(
     top: Annotated[int, typer.Option()] = 10,
 ) -> None:
     """Continue a campaign from its archive: pending candidates are evaluated, nothing twice."""
-    engine = engine_for(db)
+    engine = engine_for(db, create=False)
     with transaction(engine) as session:
         stored = campaign_or_exit(session, name).config
     overrides = {
@@ -156,7 +175,21 @@ def resume(
         ).items()
         if v is not None
     }
-    _run(CampaignConfig(**{**stored, **overrides}), engine, top)
+    _run(stored_settings(name, stored, overrides), engine, top)
+
+
+def stored_settings(name: str, stored, overrides: dict) -> CampaignConfig:
+    """A campaign's settings as its archive holds them, checked like new ones: the archive may
+    come from someone else, so its task must be a task's name, never a path."""
+    from sandbox.tasks import TaskError, load_task
+
+    try:
+        settings = CampaignConfig(**{**stored, **overrides})
+        load_task(settings.task)
+    except (ValidationError, TypeError, TaskError) as error:
+        console.print(f"[red]campaign {name} has invalid stored settings:[/red] {error}")
+        raise typer.Exit(2) from None
+    return settings
 
 
 def _interrupt(signum, frame):
@@ -200,6 +233,9 @@ def _run(settings: CampaignConfig, engine, top: int) -> None:
                     engine, settings, proposer, executor=executor, on_progress=_line_printer()
                 )
                 campaign = loop.run()
+    except ModelConfigError as error:  # one line that says what to set, never wrapped
+        console.print(f"[red]campaign stopped:[/red] {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     except (
         CampaignError,
         CampaignBusy,
@@ -216,6 +252,7 @@ def _run(settings: CampaignConfig, engine, top: int) -> None:
     with transaction(engine) as session:
         rows = reads.leaderboard(session, campaign.id, top)
         counts = reads.status_counts(session, campaign.id)
+        paired = versus_baselines(session, rows)
     console.print(
         f"campaign {campaign.name}: {campaign.status}"
         + (f" ({campaign.message})" if campaign.message else "")
@@ -224,7 +261,9 @@ def _run(settings: CampaignConfig, engine, top: int) -> None:
     )
     out.print(
         leaderboard_table(
-            rows, f"{campaign.name}: top {top} by meta-train fitness (1 = PPO, 0 = random)"
+            rows,
+            f"{campaign.name}: top {top} by meta-train fitness (1 = PPO, 0 = random)",
+            paired,
         )
     )
 
@@ -235,7 +274,7 @@ def status(
     top: Annotated[int, typer.Option()] = 5,
 ) -> None:
     """Progress, best so far and dollars spent of a campaign."""
-    engine = engine_for(db)
+    engine = open_reader(db)
     with transaction(engine) as session:
         campaign = campaign_or_exit(session, name)
         counts, spent = (
@@ -246,7 +285,12 @@ def status(
             reads.leaderboard(session, campaign.id, top),
             reads.events(session, campaign.id, 5),
         )
-    out.print(campaign_summary(campaign, counts, spent, runner_alive(campaign)))
-    out.print(leaderboard_table(rows, f"best {top}"))
+        paired = versus_baselines(session, rows)
+    unreadable = config_note(campaign)
+    if unreadable:
+        console.print(f"[red]{escape(unreadable)}", soft_wrap=True)
+    else:
+        out.print(campaign_summary(campaign, counts, spent, runner_alive(campaign)))
+    out.print(leaderboard_table(rows, f"best {top}", paired))
     for event in recent:
         out.print(f"[dim]{event.time:%H:%M:%S}[/dim] {event.kind}: {event.message[:150]}")

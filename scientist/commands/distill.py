@@ -66,7 +66,7 @@ def distill(
     if tolerance <= 0:
         raise typer.BadParameter("the tolerance must be above 0", param_hint="--tolerance")
     price = (price_in, price_out) if price_in is not None else None
-    engine = engine_for(db)
+    engine = engine_for(db, create=False)
     status = console.status("starting")
     if not as_json:
         status.start()

@@ -6,9 +6,10 @@ from typing import Annotated
 import typer
 
 from sandbox.vocabulary import Sandbox
-from scientist.commands.campaign import DbOption, console, engine_for, out
+from scientist.commands.campaign import DbOption, console, out
 from scientist.commands.json_output import print_json
 from scientist.commands.options import SandboxOption
+from scientist.commands.sources import read_candidate
 
 app = typer.Typer(no_args_is_help=True, help="Figures of candidates.")
 
@@ -67,18 +68,15 @@ def _resolve(target: str, db: str | None) -> tuple[str, str, str, int | None]:
     """(task, source, label, candidate id) from a file path or an archive id."""
     path = Path(target)
     if path.is_file():
-        try:
-            return DRIFT_TASK, path.read_text(), path.name, None
-        except (OSError, UnicodeDecodeError) as error:
-            raise typer.BadParameter(f"cannot read {path}: {error}", param_hint="ID|FILE") from None
+        return DRIFT_TASK, read_candidate(path, "ID|FILE"), path.name, None
     if not target.isdigit():
         raise typer.BadParameter(
             f"{target!r} is neither a file nor a candidate id", param_hint="ID|FILE"
         )
-    from archive.db import transaction
+    from archive.db import open_reader, transaction
     from archive.schema import Candidate
 
-    with transaction(engine_for(db)) as session:
+    with transaction(open_reader(db)) as session:
         candidate = session.get(Candidate, int(target))
     if candidate is None:
         console.print(f"[red]no candidate {target} in this archive")

@@ -63,18 +63,18 @@ def report(
     (fitness over generations, learning curves, drift heatmaps), the discovered algorithms
     with their validity checks, the comparison with other methods and their costs, and
     limitations: all from the archive, the same archive giving the same report."""
+    from archive.db import ArchiveError, open_reader
     from scientist.report import build_report
     from scientist.report.data import ReportError
     from scientist.report.narrative import NarrativeError
     from scientist.report.render import FORMATS
-    from scientist.web.engine import ArchiveUnreadable, reader_engine
     from scientist.web.landscapes import LandscapeCache
 
     chosen = tuple(dict.fromkeys(f.strip().lower() for f in formats.split(",") if f.strip()))
     if not chosen or set(chosen) - set(FORMATS):
         raise typer.BadParameter(f"choose from {', '.join(FORMATS)}", param_hint="--format")
     try:
-        engine = reader_engine(db)
+        engine = open_reader(db)
         narrator = _narrator(engine, name, model, api_base) if narrative else None
         with console.status(f"writing the report of {name}..."):
             written = build_report(
@@ -88,8 +88,8 @@ def report(
                 sandbox=sandbox,
                 narrator=narrator,
             )
-    except (ArchiveUnreadable, ReportError) as error:
-        console.print(f"[red]{escape(str(error))}")
+    except (ArchiveError, ReportError) as error:  # (an ArchiveError is a RuntimeError too)
+        console.print(f"[red]{escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except NarrativeError as error:
         console.print(

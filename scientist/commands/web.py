@@ -50,14 +50,10 @@ def web(
     """A read-only web view of the archive: campaigns, leaderboards, fitness over
     generations, islands, costs, candidates (code, diff, lineage, checks, scores, curves,
     drift heatmaps) and side-by-side comparisons. It never runs candidate code itself."""
-    from scientist.web.engine import ArchiveUnreadable, reader_engine
+    from archive.db import open_reader
     from scientist.web.landscapes import LandscapeCache
 
-    try:
-        engine = reader_engine(db)
-    except ArchiveUnreadable as error:
-        console.print(f"[red]{escape(str(error))}")
-        raise typer.Exit(2) from None
+    engine = open_reader(db)  # an unusable archive ends the command in one line (scientist.cli)
     if precompute is not None:
         _precompute(engine, precompute, LandscapeCache(cache), sandbox, top)
         return
@@ -75,7 +71,7 @@ def web(
         + ")"
     )
     uvicorn.run(
-        create_app(engine, cache, compute_landscapes, sandbox_backend=sandbox),
+        create_app(engine, cache, compute_landscapes, sandbox_backend=sandbox, host=host),
         host=host,
         port=port,
         log_level="warning",

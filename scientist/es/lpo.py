@@ -132,8 +132,6 @@ def render_lpo_candidate(
     in jax.numpy, so a learned network goes through the same sandbox and scorer as any other
     candidate. Weights are written exactly (shortest float32 round trip); if that would pass
     the static checks' size limit they are rounded to 7 significant digits instead."""
-    import jinja2
-
     from sandbox.checks.static import MAX_SOURCE_BYTES
     from sandbox.tasks import load_task
 
@@ -147,12 +145,7 @@ def render_lpo_candidate(
             f"expected weights [{NUM_FEATURES}, H] and [H], "
             f"got {hidden.shape} and {np.shape(params.output)}"
         )
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(load_task("mirror_drift").folder),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    template = environment.get_template(TEMPLATE)
+    template = load_task("mirror_drift").template(TEMPLATE)
     for digits in (None, 7):
         source = template.render(
             hidden=hidden.shape[1],

@@ -75,6 +75,12 @@ class ProposerError(RuntimeError):
     """The proposer cannot work at all (bad configuration, a task it cannot handle)."""
 
 
+class ModelConfigError(ProposerError):
+    """A model call failed in a way no retry and no other prompt can fix (no or a refused API
+    key, an unknown model, a request the server refuses): a campaign stops at once, with a
+    one-line message that says what to set."""
+
+
 class Proposer(Protocol):
     name: str
 

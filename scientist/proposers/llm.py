@@ -3,19 +3,23 @@
 One proposal = one edit operator (rewrite / diff / crossover / repair), one model picked from
 the ensemble, one model call (with its own retries), and the code parsed out of the reply.
 Network trouble and unusable replies are ordinary outcomes: they come back as a Proposal
-without code and with the call recorded. Only a configuration that cannot work (no models,
-a rejected API key) raises ProposerError.
+without code and with the call recorded. A configuration that cannot work raises
+ProposerError: no models at construction; at the first call, ModelConfigError for what no
+retry can fix (no or a refused API key, an unknown model, a request the server refuses).
 
 The API key is handed to litellm and nowhere else: not to prompts, records or notes.
 """
 
 import email.utils
 import functools
+import ipaddress
 import math
 import os
 import random
+import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +32,7 @@ from sandbox.vocabulary import Origin  # noqa: E402
 from scientist.proposers import parsing, prompting  # noqa: E402
 from scientist.proposers.base import (  # noqa: E402
     CallRecord,
+    ModelConfigError,
     ParentView,
     Proposal,
     ProposalRequest,
@@ -41,6 +46,45 @@ MAX_RETRY_AFTER_SECONDS = 300.0
 # The cost floor added to every model's mean cost, as a fraction of the ensemble's typical
 # cost: a free model then weighs a few times a typical one at equal usefulness, not infinitely.
 COST_FLOOR_FRACTION = 0.5
+# Where the commands read the key from; named in the errors that ask for one.
+API_KEY_VARIABLE = "SCIENTIST_API_KEY"
+# Sent to a local --api-base server when there is no key: OpenAI-compatible local servers
+# (Ollama, vLLM, llama.cpp) accept any, but litellm's OpenAI client refuses to call without.
+LOCAL_PLACEHOLDER_KEY = "no-key-needed"
+MAX_ERROR_DETAIL_CHARS = 200
+
+# litellm reports a missing key with a different class per provider (an InternalServerError
+# for OpenAI, an APIConnectionError for Gemini); its text is the only common sign.
+_MISSING_KEY = re.compile(r"\bmissing\b[^.\n]{0,40}\b(?:credentials|api[ _-]?key)", re.IGNORECASE)
+_NO_KEY = ("no API key", "set {keys}")
+# Errors no retry can fix, in the order checked: litellm's class, the HTTP status (litellm
+# maps some, e.g. an OpenAI-style 403, to a plain APIError), what it means, what to do.
+_CONFIG_ERRORS = (
+    ("AuthenticationError", 401, "the API key was refused", "set {keys} to a valid key"),
+    (
+        "PermissionDeniedError",
+        403,
+        "the API key may not use this model",
+        "use a key with access to it, or another --model",
+    ),
+    (
+        "NotFoundError",
+        404,
+        "the model or the endpoint does not exist",
+        "check --model and --api-base",
+    ),
+    ("BadRequestError", 400, "the server refuses the request", "check --model and --api-base"),
+)
+# BadRequestErrors about one prompt rather than the configuration: recorded, not fatal.
+_PROMPT_ERRORS = ("ContextWindowExceededError", "ContentPolicyViolationError")
+_TRANSIENT_ERRORS = (
+    "Timeout",
+    "RateLimitError",
+    "APIConnectionError",
+    "ServiceUnavailableError",
+    "InternalServerError",
+    "BadGatewayError",
+)
 
 
 @functools.cache
@@ -248,8 +292,9 @@ class LLMProposer:
         """One model call with this proposer's retries, pricing and key handling, for callers
         that keep their own conversation (distillation). Returns the call's record (its
         `response` is the reply text, None when the call failed after its retries) and whether
-        the reply was cut off at max_tokens. Raises ProposerError for a refused key or a model
-        this proposer was not given. Leaves the ensemble statistics alone."""
+        the reply was cut off at max_tokens. Raises ModelConfigError (a ProposerError) when
+        the configuration cannot work, ProposerError for a model this proposer was not
+        given. Leaves the ensemble statistics alone."""
         model = model or self.models[0]
         if model not in self.stats:
             raise ProposerError(f"model {model!r} is not one of {self.models}")
@@ -271,7 +316,7 @@ class LLMProposer:
                     model=model,
                     messages=[dict(m) for m in messages],  # the record keeps the original
                     api_base=self.api_base,
-                    api_key=self._api_key,
+                    api_key=self._key_for(model, litellm),
                     timeout=self.timeout,
                     temperature=self.temperature,
                     max_tokens=self.max_tokens,
@@ -280,11 +325,11 @@ class LLMProposer:
                     drop_params=True,
                 )
             except Exception as error:  # anything from the provider path is an outcome to record
-                kind = _classify(error, litellm)
                 error_text = self._scrub(f"{type(error).__name__}: {error}")
-                if kind == "fatal":
-                    raise ProposerError(f"{model}: {error_text}") from error
-                if kind == "final" or attempt > self.max_retries:
+                cause = _config_cause(error, litellm)
+                if cause is not None:  # before any retry: no attempt would go differently
+                    raise self._config_error(model, cause, error_text, litellm) from error
+                if not _is_transient(error, litellm) or attempt > self.max_retries:
                     return CallRecord(
                         model=model,
                         messages=messages,
@@ -345,6 +390,30 @@ class LLMProposer:
             delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS))
         return delay
 
+    def _key_for(self, model: str, litellm) -> str | None:
+        """The key to send: the configured one, else for a local --api-base server a
+        placeholder where litellm finds no key of its own."""
+        if self._api_key or not _is_local(self.api_base):
+            return self._api_key
+        return LOCAL_PLACEHOLDER_KEY if self._missing_keys(model, litellm) else None
+
+    def _missing_keys(self, model: str, litellm) -> list[str]:
+        """The provider's key variables litellm looks for and does not find."""
+        try:
+            found = litellm.validate_environment(model=model, api_base=self.api_base)
+            return list(found.get("missing_keys") or [])
+        except Exception:  # best effort: it only refines a message and a placeholder
+            return []
+
+    def _config_error(
+        self, model: str, cause: tuple[str, str], error_text: str, litellm
+    ) -> ModelConfigError:
+        """One line: the model, what is wrong, litellm's first line, and what to set."""
+        what, hint = cause
+        keys = " or ".join(dict.fromkeys([API_KEY_VARIABLE, *self._missing_keys(model, litellm)]))
+        detail = (error_text.splitlines() or [""])[0][:MAX_ERROR_DETAIL_CHARS]
+        return ModelConfigError(f"{model}: {what} ({detail}); {hint.format(keys=keys)}")
+
     def _scrub(self, text: str) -> str:
         if self._api_key and len(self._api_key) >= 4:
             text = text.replace(self._api_key, "***")
@@ -360,26 +429,45 @@ def _distinct(candidates: list[ParentView], exclude: set[int]) -> list[ParentVie
     return out
 
 
-def _classify(error: Exception, litellm) -> str:
-    """fatal: nothing will work (the key is refused); retry: transient (timeouts, rate limits,
-    lost connections, 5xx); final: this request will not succeed as it is (bad request,
-    unknown model, context too long, permission on one model...)."""
-    if isinstance(error, litellm.AuthenticationError):
-        return "fatal"
-    transient = (
-        litellm.Timeout,
-        litellm.RateLimitError,
-        litellm.APIConnectionError,
-        litellm.ServiceUnavailableError,
-        litellm.InternalServerError,
-        litellm.BadGatewayError,
-    )
-    if isinstance(error, transient):
-        return "retry"
+def _is_local(api_base: str | None) -> bool:
+    """Whether api_base names this machine or an address of a private network."""
+    host = urllib.parse.urlsplit(api_base or "").hostname
+    if host is None:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private
+
+
+def _is_any(error: Exception, litellm, names: tuple[str, ...]) -> bool:
+    return isinstance(error, tuple(getattr(litellm, name) for name in names))
+
+
+def _config_cause(error: Exception, litellm) -> tuple[str, str] | None:
+    """(what is wrong, what to do) when no call can succeed with this configuration (no or a
+    refused key, an unknown model, a malformed request); None when a retry may pass or only
+    this prompt is at fault (context too long, content policy)."""
+    if _MISSING_KEY.search(str(error)):
+        return _NO_KEY
+    if _is_any(error, litellm, _PROMPT_ERRORS):
+        return None
     status = getattr(error, "status_code", None)
-    if isinstance(status, int) and (status in (408, 429) or status >= 500):
-        return "retry"
-    return "final"
+    for name, code, what, hint in _CONFIG_ERRORS:
+        if isinstance(error, getattr(litellm, name)) or status == code:
+            return what, hint
+    return None
+
+
+def _is_transient(error: Exception, litellm) -> bool:
+    """Timeouts, rate limits, lost connections, 5xx: worth a retry after a pause."""
+    if _is_any(error, litellm, _TRANSIENT_ERRORS):
+        return True
+    status = getattr(error, "status_code", None)
+    return isinstance(status, int) and (status in (408, 429) or status >= 500)
 
 
 def _retry_after(error: Exception) -> float | None:

@@ -15,6 +15,7 @@ runs here, and no randomness but request.rng.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections import Counter
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sandbox import expressions as ex
+from sandbox import formulas
 from sandbox.pieces.base import Screen
 from sandbox.tasks import TaskSpec
 from sandbox.vocabulary import Origin, Status
@@ -184,7 +186,10 @@ class MutationProposer:
         self.p_crossover, self.p_random = p_crossover, p_random
         self.prescreen, self.max_attempts = prescreen, max_attempts
         self.atoms = grammar.atoms
-        self.names = {tree: name for name, tree in grammar.terminals.items()}  # for notes
+        self.names = {  # for notes: terminals by their grammar names, inputs as formulas show them
+            **{ex.Var(n): formulas.symbol(n) for n in self.inputs},
+            **{tree: name for name, tree in grammar.terminals.items()},
+        }
         self.stats: Counter[str] = (
             Counter()
         )  # cumulative: proposals, attempts, rejections by reason
@@ -206,7 +211,19 @@ class MutationProposer:
         return ex.simplify(tree, digits=4)  # folded constants of a child stay readable
 
     def describe(self, tree: ex.Node) -> str:
-        return ex.describe(tree, self.names, limit=70)
+        return ex.describe(ex.simplify(tree), self.names, limit=70)
+
+    def _legible(self, child: _Child, parents: list[_Parent]) -> _Child:
+        """The child in the simplest equivalent form sympy finds (sandbox/formulas.py), when
+        that passes the pre-screen and the size limits too (its slopes at kinks may follow
+        other conventions; it may spell out a terminal such as r - 1 another way)."""
+        tree = formulas.simplest(child.tree, self.inputs).tree
+        if tree == child.tree:
+            return child
+        simpler = dataclasses.replace(
+            child, tree=tree, note=f"{child.note}; simplest form {self.describe(tree)}"
+        )
+        return simpler if self._reject(simpler, parents) is None else child
 
     # proposing ----------------------------------------------------------------------------------
 
@@ -248,6 +265,7 @@ class MutationProposer:
             reason = "inapplicable" if child is None else self._reject(child, parents)
             code = None
             if reason is None:
+                child = self._legible(child, parents)
                 code = self.render(child.tree)
                 if code.strip() in known_code:
                     reason = "same code"

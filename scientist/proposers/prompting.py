@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 
 from sandbox.checks.static import ALLOWED_IMPORTS, MAX_SOURCE_BYTES  # constants only; no jax here
 from sandbox.tasks import TaskSpec
@@ -27,7 +28,9 @@ def prompts_dir() -> Path:
 @functools.cache
 def _environment(folder: Path) -> jinja2.Environment:
     # StrictUndefined: a template naming something the code does not pass fails loudly.
-    return jinja2.Environment(
+    # Sandboxed: the prompts folder may be anyone's (SCIENTIST_PROMPTS_DIR), and a template
+    # must not reach Python internals through the objects it is given.
+    return SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(folder),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

@@ -7,7 +7,7 @@ from sqlmodel import Session
 
 from sandbox.vocabulary import Sandbox
 from scientist.report.data import collect
-from scientist.report.figures import curves_figure, drift_panels, fitness_figure
+from scientist.report.figures import curves_figure, drift_panels, fitness_figure, formula_figures
 from scientist.report.render import Figures, Narrative, render_markdown, write_report
 
 
@@ -28,7 +28,7 @@ def build_report(
     Raises data.ReportError for an unknown campaign or a comparison across tasks."""
     with Session(engine) as session:
         data = collect(session, name, against)
-    figures = Figures(fitness_figure(data), curves_figure(data))
+    figures = Figures(fitness_figure(data), curves_figure(data), formulas=formula_figures(data))
     if landscape_cache is not None:
         figures.drifts = drift_panels(
             data, landscape_cache, compute=compute_landscapes, sandbox=sandbox

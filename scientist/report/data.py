@@ -13,11 +13,24 @@ from sqlmodel import Session
 
 from archive import reads
 from archive.schema import Campaign, Candidate
+from sandbox import formulas
 from sandbox.budgets import get_budget
 from sandbox.checks.report import assurance_of
+from sandbox.fitness import MIN_SEEDS_PER_ENV, MIN_VALUES
 from sandbox.tasks import load_task
-from sandbox.vocabulary import EVALUATED, FAILURES, CampaignStatus, Origin, Status
+from sandbox.vocabulary import (
+    EVALUATED,
+    FAILURES,
+    CampaignStatus,
+    Origin,
+    Review,
+    Selection,
+    Status,
+)
 from scientist.compare import KINDS, Cost, Score, best_of_kind, search_cost, split_score
+from scientist.paired import Paired, versus_baselines
+from scientist.paired import labels as paired_labels
+from scientist.report.reproduction import Reproduction, recorded
 
 LEADERBOARD_SIZE = 10
 DISCOVERED_SIZE = 3
@@ -46,6 +59,7 @@ class Method:
     islands: int | None
     population: int | None
     backends: tuple[str, ...]  # sandboxes the evaluations ran in
+    reevaluate_top: int = 0  # elites re-evaluated on fresh seeds: an island's top k
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,11 @@ class Entry:
     checks: tuple[dict, ...]
     lineage: tuple[str, ...] = ()  # ancestors, nearest first, as labels
     assurance: str | None = None  # certified, or passed sampling (sandbox/checks/report.py)
+    formula: str | None = None  # LaTeX of the simplest equivalent formula (sandbox/formulas.py)
+    seeds: int = 0  # per environment, all evaluation rounds pooled
+    held: bool = False  # waiting for its re-evaluation: not a discovery yet
+    versus: tuple[str, ...] = ()  # paired differences from PPO and DPO (scientist/paired.py)
+    labels: tuple[str, ...] = ()  # "beats PPO", "beats DPO": earned after re-evaluation
 
     @property
     def is_baseline(self) -> bool:
@@ -110,6 +129,20 @@ class ESRun:
         return max((b for _, b, _ in self.generations if b is not None), default=None)
 
 
+@dataclass(frozen=True)
+class ArmRow:
+    """One campaign of the comparison as a search: evolution or its best-of-N control, at
+    what cost, and what it found."""
+
+    campaign: str
+    selection: str  # a Selection
+    proposals: int
+    sandbox_seconds: float
+    reevaluation_seconds: float
+    best: Entry | None
+    beats_ppo: int  # candidates labelled "beats PPO"
+
+
 @dataclass
 class ReportData:
     campaign: str
@@ -128,6 +161,8 @@ class ReportData:
     comparison: list[ComparisonRow]
     compared_campaigns: tuple[str, ...]
     es_runs: list[ESRun]
+    arms: list[ArmRow] = field(default_factory=list)
+    reproduction: Reproduction | None = None
     limitations: list[str] = field(default_factory=list)
 
     @property
@@ -159,10 +194,11 @@ def collect(session: Session, name: str, against: list[str] | None = None) -> Re
     ]
     rows = reads.candidates_by_id(session, shown)
     labels = _labels(session, campaign.id)
-    entries = {i: _entry(rows[i], labels) for i in shown}
+    paired = versus_baselines(session, list(rows.values()))
+    entries = {i: _entry(rows[i], labels, paired.get(i, [])) for i in shown}
     baselines = [entries[i] for i, origin in ranked if origin == Origin.BASELINE]
     discovered = [
-        _with_lineage(session, entries[i], labels)
+        _with_formula(_with_lineage(session, entries[i], labels), task)
         for i in [i for i, origin in ranked if origin != Origin.BASELINE][:DISCOVERED_SIZE]
     ]
     others = _comparison_campaigns(session, campaign, against)
@@ -183,6 +219,10 @@ def collect(session: Session, name: str, against: list[str] | None = None) -> Re
         comparison=_comparison(session, campaign, others, baselines),
         compared_campaigns=tuple(c.name for c in others),
         es_runs=_es_runs(session, [campaign, *others]),
+        arms=[
+            _arm(session, c, labels if c.id == campaign.id else None) for c in [campaign, *others]
+        ],
+        reproduction=recorded(campaign.budget),
     )
     data.limitations = limitations(data)
     return data
@@ -197,7 +237,7 @@ def _labels(session: Session, campaign_id: int) -> dict[int, str]:
     }
 
 
-def _entry(c: Candidate, labels: dict[int, str]) -> Entry:
+def _entry(c: Candidate, labels: dict[int, str], paired: list[Paired]) -> Entry:
     return Entry(
         id=c.id,
         label=labels.get(c.id, f"#{c.id}"),
@@ -213,6 +253,10 @@ def _entry(c: Candidate, labels: dict[int, str]) -> Entry:
         code_hash=c.code_hash,
         checks=tuple((c.checks or {}).get("checks", ())),
         assurance=assurance_of(c.checks),
+        seeds=c.seeds,
+        held=c.review == Review.HELD,
+        versus=tuple(p.describe(3) for p in paired),
+        labels=tuple(paired_labels(paired)),
     )
 
 
@@ -220,6 +264,14 @@ def _with_lineage(session: Session, entry: Entry, labels: dict[int, str]) -> Ent
     """The entry with the labels of its nearest LINEAGE_DEPTH ancestors."""
     ancestors = reads.lineage(session, entry.id, LINEAGE_DEPTH + 1)[1:]
     return Entry(**{**entry.__dict__, "lineage": tuple(labels.get(i, f"#{i}") for i in ancestors)})
+
+
+def _with_formula(entry: Entry, task) -> Entry:
+    """The entry with the LaTeX of its code's simplest formula, when its code is a single
+    expression of the grammar (parsed, never run)."""
+    formula = formulas.of_source(entry.code, task.entry_point, tuple(task.inputs))
+    latex = formula.latex() if formula is not None else None
+    return Entry(**{**entry.__dict__, "formula": latex})
 
 
 def _method(session: Session, campaign: Campaign, task) -> Method:
@@ -247,6 +299,7 @@ def _method(session: Session, campaign: Campaign, task) -> Method:
         islands=config.get("islands"),
         population=config.get("population"),
         backends=tuple(sorted(backends)),
+        reevaluate_top=config.get("reevaluate_top", 0),
     )
 
 
@@ -331,6 +384,31 @@ def _comparison(
     return rows
 
 
+def _arm(session: Session, campaign: Campaign, labels: dict[int, str] | None) -> ArmRow:
+    """A campaign as a search: its proposals, sandbox time and best proposed candidate (by
+    pooled fitness), with how many of its candidates beat PPO (only re-evaluated ones can)."""
+    best_id = next(
+        (r.id for r in reads.ranking(session, campaign.id) if r.origin != Origin.BASELINE), None
+    )
+    reviewed = reads.reviewed_candidates(session, campaign.id)
+    rows = {c.id: c for c in reviewed}
+    if best_id is not None and best_id not in rows:
+        rows.update(reads.candidates_by_id(session, [best_id]))
+    paired = versus_baselines(session, list(rows.values()))
+    labels = labels or _labels(session, campaign.id)
+    return ArmRow(
+        campaign=campaign.name,
+        selection=(campaign.config or {}).get("selection", Selection.EVOLUTION),
+        proposals=reads.proposal_count(session, campaign.id),
+        sandbox_seconds=reads.sandbox_seconds(session, campaign.id),
+        reevaluation_seconds=reads.reevaluation_cost(session, campaign.id)[1],
+        best=None if best_id is None else _entry(rows[best_id], labels, paired.get(best_id, [])),
+        beats_ppo=sum(
+            any(p.beats and p.baseline == "ppo" for p in paired.get(c.id, [])) for c in reviewed
+        ),
+    )
+
+
 def _es_runs(session: Session, campaigns: list[Campaign]) -> list[ESRun]:
     runs = []
     for campaign in campaigns:
@@ -350,16 +428,14 @@ def limitations(data: ReportData) -> list[str]:
         "held-out environments played no part in selection. `scientist compare` re-trains the "
         "best candidates on fresh seeds."
     )
-    widths = [
-        e.meta_train.ci_high - e.meta_train.ci_low
-        for e in data.leaderboard
-        if e.meta_train.ci_low is not None and e.meta_train.ci_high is not None
-    ]
-    if widths and m.seeds < 8:
+    bare = [e for e in data.leaderboard if not e.meta_train.estimate.has_interval]
+    if bare:
         notes.append(
-            f"With {m.seeds} seeds the 95% intervals are wide (up to {max(widths):.2f} normalised "
-            "units on meta-train) and bootstraps over so few seeds understate the uncertainty; "
-            "differences inside them are not evidence."
+            f"{len(bare)} of the {len(data.leaderboard)} leaderboard entries rest on too few seeds "
+            f"for an interval (at least {MIN_SEEDS_PER_ENV} per environment and {MIN_VALUES} in "
+            "all, where the bootstrap's coverage was checked); their differences are not evidence. "
+            "A candidate is labelled as beating PPO or DPO only when, after re-evaluation on fresh "
+            "seeds, its paired interval lies above zero."
         )
     notes.append(m.evidence)
     failed = {s: n for s, n in data.counts.items() if s in FAILURES}

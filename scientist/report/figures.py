@@ -1,12 +1,19 @@
 """The report's figures as PNG bytes (matplotlib, Agg, no metadata: the same data gives the
-same bytes). Drift heatmaps come from landscapes the sandbox computed, through the web
-browser's cache, so a report never runs candidate code in this process."""
+same bytes), and the discovered formulas as SVG (matplotlib's mathtext: no TeX installation,
+and WeasyPrint draws SVG where it cannot draw MathML). Drift heatmaps come from landscapes
+the sandbox computed, through the web browser's cache, so a report never runs candidate
+code in this process."""
 
 import io
+import re
 from dataclasses import dataclass
 
+import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.mathtext import MathTextParser
 from matplotlib.ticker import MaxNLocator
 
 from sandbox.vocabulary import Sandbox
@@ -14,6 +21,9 @@ from scientist.report.data import Entry, ReportData
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 DPI = 100
+FORMULA_FONT = {"size": 14, "math_fontfamily": "cm"}  # Computer Modern, as LaTeX sets it
+# Glyphs as paths (no font needed to view it); fixed ids: the same formula, the same bytes.
+FORMULA_SVG = {"svg.fonttype": "path", "svg.hashsalt": "formula"}
 REFERENCE_DRIFTS = (
     "PPO",
     "DPO",
@@ -140,3 +150,32 @@ def drift_panels(
                 DriftPanel(entry, None, note=f"no landscape: {type(error).__name__}: {error}")
             )
     return panels
+
+
+def formula_svg(latex: str) -> bytes | None:
+    """The formula as a tightly cropped SVG, None when mathtext cannot parse the LaTeX."""
+    text = f"${_mathtext(latex)}$"
+    font = FontProperties(**FORMULA_FONT)
+    with matplotlib.rc_context(FORMULA_SVG):
+        try:
+            width, height, depth, *_ = MathTextParser("path").parse(text, dpi=72, prop=font)
+        except ValueError:
+            return None
+        figure = Figure(figsize=(width / 72, height / 72))
+        FigureCanvasSVG(figure)
+        figure.text(0, depth / height, text, fontproperties=font)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="svg", transparent=True, metadata={"Date": None})
+    return buffer.getvalue()
+
+
+def _mathtext(latex: str) -> str:
+    """Plain brackets and bars: mathtext draws \\left( around a single letter smaller than
+    the letter itself."""
+    return re.sub(r"\\(?:left|right)([(|)])", r"\1", latex)
+
+
+def formula_figures(data: ReportData) -> dict[int, bytes]:
+    """SVGs of the discovered candidates' formulas, by candidate id."""
+    drawn = {e.id: formula_svg(e.formula) for e in data.discovered if e.formula}
+    return {i: svg for i, svg in drawn.items() if svg is not None}

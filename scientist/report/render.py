@@ -12,9 +12,10 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
+from sandbox.fitness import MIN_SEEDS_PER_ENV, MIN_VALUES
 from sandbox.vocabulary import Status
 from scientist.compare import Cost, Score
-from scientist.report.data import ReportData
+from scientist.report.data import Entry, ReportData
 from scientist.report.figures import DriftPanel
 
 FORMATS = ("html", "pdf", "md")
@@ -26,6 +27,7 @@ class Figures:
     fitness: bytes | None = None
     curves: bytes | None = None
     drifts: list[DriftPanel] = field(default_factory=list)
+    formulas: dict[int, bytes] = field(default_factory=dict)  # candidate id -> SVG
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,22 @@ def num(value: float | None, digits: int = 3) -> str:
 
 
 def score(s: Score) -> str:
-    if s.iqm is None:
-        return "–"
-    return f"{s.iqm:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]"
+    return "–" if s.estimate is None else s.estimate.describe(3)
+
+
+def versus(e: Entry) -> str:
+    """The paired difference from PPO, with the label it earned."""
+    found = next((v for v in e.versus if v.startswith("vs PPO")), "")
+    return found.removeprefix("vs PPO ") + (" — beats PPO" if "beats PPO" in e.labels else "")
+
+
+def standing(e: Entry) -> str:
+    """Where a discovered candidate stands against the baselines, in one sentence."""
+    if e.held:
+        return "It is waiting for its re-evaluation on fresh seeds: not a discovery yet."
+    paired = "; ".join(e.versus)
+    earned = f" It {' and '.join(e.labels)}." if e.labels else " It beats neither baseline."
+    return (f"Paired with the baselines on the same seeds: {paired}." if paired else "") + earned
 
 
 def cost(c: Cost) -> str:
@@ -107,7 +122,15 @@ def _templates() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    env.globals.update(num=num, score=score, cost=cost)
+    env.globals.update(
+        num=num,
+        score=score,
+        cost=cost,
+        versus=versus,
+        standing=standing,
+        min_seeds=MIN_SEEDS_PER_ENV,
+        min_values=MIN_VALUES,
+    )
     return env
 
 
@@ -127,14 +150,18 @@ def render_html(data: ReportData, figures: Figures, narrative: Narrative | None 
     def code(source: str) -> Markup:
         return Markup(highlight(source, PythonLexer(), formatter))  # pygments escapes the source
 
-    def png(data_bytes: bytes) -> str:
-        return "data:image/png;base64," + base64.b64encode(data_bytes).decode()
-
+    png = functools.partial(_data_uri, "image/png")
+    svg = functools.partial(_data_uri, "image/svg+xml")
     return (
         _templates()
         .get_template("report.html.j2")
-        .render(**_context(data, figures, narrative), code=code, png=png)
+        .render(**_context(data, figures, narrative), code=code, png=png, svg=svg)
     )
+
+
+def _data_uri(media_type: str, content: bytes) -> str:
+    """A figure inside the one HTML file (and so inside the PDF)."""
+    return f"data:{media_type};base64,{base64.b64encode(content).decode()}"
 
 
 def render_markdown(

@@ -2,6 +2,7 @@
 learning curves and score intervals. Labels are escaped; numbers are formatted here."""
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,36 +12,75 @@ from archive.reads import Progression
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 LEFT, RIGHT, TOP, BOTTOM = 58, 14, 26, 44  # the legend goes in the top margin
+NICE = (1, 2, 2.5, 5, 10)  # tick steps: these times a power of ten
+LARGEST_STEP = 1e308  # the largest power of ten a float holds
+EXACT_INDEX = 2.0**40  # tick indices up to this keep k * step within 1e-4 steps of exact
+INDEX_SLACK = 1e-9  # a tick within this many steps of an end is still inside the range
+FLAT = 1e-12  # values this close (relative) are drawn as equal: the rest is rounding
+TINY = 1e-300  # ranges narrower than this are flat too (halving a subnormal loses it)
+FLAT_MARGIN = 0.05  # a flat line's room above and below, relative to its value (at least 0.5)
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round tick values covering [low, high]."""
+    """Round tick values in [low, high], at most count + 2 of them, for any floats: ticks
+    are counted by integer index (adding a step below half an ulp would never move on)."""
+    count = max(1, count)
     if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
         return [low] if math.isfinite(low) else []
-    raw = (high - low) / max(1, count)
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(low / step - 1e-9) * step
-    ticks, value = [], first
-    while value <= high + step * 1e-9:
-        ticks.append(0.0 if abs(value) < step * 1e-9 else value)
-        value += step
-    return ticks
+    middle = low / 2 + high / 2  # the one tick of a range too narrow (or wide) for steps
+    # The width is taken in parts: high - low itself overflows for opposite huge values.
+    step = _nice_step(min(high / count - low / count, LARGEST_STEP))
+    if step is None or max(abs(low), abs(high)) / step > EXACT_INDEX:
+        return [middle]  # ulps apart: no round value between
+    first = math.ceil(low / step - INDEX_SLACK)
+    last = min(math.floor(high / step + INDEX_SLACK), first + count + 1)
+    ticks = [t for t in (k * step for k in range(first, last + 1)) if math.isfinite(t)]
+    return ticks or [middle]  # one step wider than the range can miss it: count=1
+
+
+def _nice_step(raw: float) -> float | None:
+    """The smallest of 1, 2, 2.5, 5 and 10 times a power of ten that is at least `raw`;
+    None when `raw` is too small (subnormal) to have a power of ten below it."""
+    if not raw >= sys.float_info.min:
+        return None
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    return next((m * magnitude for m in NICE if m * magnitude >= raw), 10 * magnitude)
 
 
 def _label(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _span(values: Sequence[float], pad: float = 0.05) -> tuple[float, float]:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
+def _clamp(value: float) -> float:
+    return max(-sys.float_info.max, min(sys.float_info.max, value))
+
+
+def _padded(low: float, high: float, pad: float) -> tuple[float, float]:
+    """[low, high] widened by `pad` of its width on each side: never empty, never infinite.
+    Values closer than rounding (or all equal) get a flat line mid-way, however large."""
+    scale = max(abs(low), abs(high))
+    if high - low <= FLAT * scale + TINY:
+        margin = max(0.5, scale * FLAT_MARGIN)
+    else:
+        margin = high * pad - low * pad  # in parts: the width itself may overflow
+    return _clamp(low - margin), _clamp(high + margin)
+
+
+def _span(values: Sequence[float | None], pad: float = 0.05) -> tuple[float, float]:
+    """The plotting range of the finite values (0 to 1 when there are none)."""
+    finite = [v for v in values if _finite(v) is not None]
     if not finite:
         return 0.0, 1.0
-    low, high = min(finite), max(finite)
-    if high == low:
-        return low - 0.5, high + 0.5
-    margin = (high - low) * pad
-    return low - margin, high + margin
+    return _padded(min(finite), max(finite), pad)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _fraction(value: float, low: float, high: float) -> float:
+    """Where value lies from low (0) to high (1), halved first: the widths can overflow."""
+    return (value / 2 - low / 2) / (high / 2 - low / 2)
 
 
 @dataclass
@@ -54,13 +94,15 @@ class Frame:
     x_label: str = ""
     y_label: str = ""
 
+    def __post_init__(self):
+        # Whatever the caller's ranges, each maps to pixels without dividing by zero.
+        self.x_range, self.y_range = _span(self.x_range, 0.0), _span(self.y_range, 0.0)
+
     def x(self, value: float) -> float:
-        low, high = self.x_range
-        return LEFT + (value - low) / (high - low) * (self.width - LEFT - RIGHT)
+        return LEFT + _fraction(value, *self.x_range) * (self.width - LEFT - RIGHT)
 
     def y(self, value: float) -> float:
-        low, high = self.y_range
-        return self.height - BOTTOM - (value - low) / (high - low) * (self.height - TOP - BOTTOM)
+        return self.height - BOTTOM - _fraction(value, *self.y_range) * (self.height - TOP - BOTTOM)
 
     def axes(self, x_ticks: Sequence[float] | None = None) -> list[str]:
         parts = [
@@ -237,7 +279,11 @@ def interval_chart(
     rows: Sequence[tuple[str, float | None, float | None, float | None]],
 ) -> Markup | None:
     """IQMs with their 95% intervals, one row each, beside the random (0) and PPO (1) marks."""
-    rows = [r for r in rows if r[1] is not None]
+    rows = [
+        (label, iqm, _finite(low), _finite(high))
+        for label, iqm, low, high in rows
+        if _finite(iqm) is not None
+    ]
     if not rows:
         return None
     row_height, label_width = 22, 230

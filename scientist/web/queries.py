@@ -25,8 +25,10 @@ from sqlmodel import Session, col, select
 
 from archive import reads
 from archive.reads import IslandStats, Migrant, Progression, Spending
-from archive.schema import Campaign, Candidate
+from archive.schema import Campaign, Candidate, Event, LLMCall
 from sandbox.vocabulary import Status
+from scientist.web import readable
+from scientist.web.readable import Readable
 
 PAGE_SIZE = 50
 SORTS = ("fitness", "meta_test", "id")
@@ -56,6 +58,8 @@ class Row:
     cost_usd: float
     note: str
     campaign_id: int
+    seeds: int  # per environment, every evaluation round pooled
+    review: str | None  # a Review: held for, or done with, elite re-evaluation
 
 
 ROW_COLUMNS = (
@@ -73,6 +77,8 @@ ROW_COLUMNS = (
     Candidate.cost_usd,
     func.substr(Candidate.proposal_note, 1, 160),
     Candidate.campaign_id,
+    Candidate.seeds,
+    Candidate.review,
 )
 
 
@@ -121,6 +127,7 @@ class CampaignSummary:
     best_id: int | None
     best_fitness: float | None
     spent_usd: float
+    notes: tuple[str, ...] = ()  # the campaign's columns that could not be read
 
     @property
     def total(self) -> int:
@@ -130,7 +137,8 @@ class CampaignSummary:
 def campaign_summaries(session: Session, memo: Memo) -> list[CampaignSummary]:
     """Every campaign, newest first, with its counts, best candidate and dollars."""
     summaries = []
-    for campaign in reversed(reads.campaigns(session)):
+    for found in reversed(readable.rows(session, Campaign, order_by=[Campaign.id])):
+        campaign = found.row
         counts = reads.status_counts(session, campaign.id)
         best_id, best_fitness = reads.best_of(island_stats_memo(session, memo, campaign.id, counts))
         summaries.append(
@@ -140,6 +148,7 @@ def campaign_summaries(session: Session, memo: Memo) -> list[CampaignSummary]:
                 best_id,
                 best_fitness,
                 spending(session, memo, campaign.id).dollars,
+                found.notes,
             )
         )
     return summaries
@@ -354,6 +363,33 @@ def compute_spent(
             es["wall_seconds"],
         ),
         STALE_SECONDS,
+    )
+
+
+# -- whole rows, read column by column (a malformed stored value is a note, not a 500) --------
+
+
+def candidates(session: Session, ids: list[int]) -> dict[int, Readable[Candidate]]:
+    """The candidates with these ids (missing ones left out), by id."""
+    found = readable.rows(session, Candidate, col(Candidate.id).in_(ids)) if ids else []
+    return {r.row.id: r for r in found}
+
+
+def calls(session: Session, candidate_id: int) -> list[Readable[LLMCall]]:
+    """The model calls that made a candidate, in the order they were made."""
+    return readable.rows(
+        session, LLMCall, LLMCall.candidate_id == candidate_id, order_by=[LLMCall.id]
+    )
+
+
+def events(session: Session, campaign_id: int, limit: int) -> list[Readable[Event]]:
+    """The campaign's latest `limit` events, newest first."""
+    return readable.rows(
+        session,
+        Event,
+        Event.campaign_id == campaign_id,
+        order_by=[col(Event.id).desc()],
+        limit=limit,
     )
 
 

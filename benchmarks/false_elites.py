@@ -1,0 +1,193 @@
+"""False elites: how many "beats PPO" labels survive fresh seeds, with elite re-evaluation on
+and off, and whether evolution beats its best-of-N control at equal proposals.
+
+    python -m benchmarks.false_elites                      # 3 smoke campaigns of 40 GP proposals
+    python -m benchmarks.false_elites --proposals 80 --fresh-blocks 8
+
+Three campaigns with the mutation proposer, the same seed and the same number of proposals:
+evolution with re-evaluation (the default), evolution without it (`--reevaluate-top 0`) and
+the best-of-N control arm with re-evaluation (`--selection none`). A label is what a user
+reads off each campaign: with re-evaluation, the paired label "beats PPO"
+(scientist/paired.py); without it, the only evidence there is, a search-time fitness above
+PPO's. Every labelled candidate, and each campaign's best, is then trained again with PPO on
+`--fresh-blocks` blocks of seeds none of the campaigns used (the same sandbox and scorer,
+nothing written to the archives): a label survives when the fresh paired difference from PPO
+is above zero. Measured, never asserted.
+"""
+
+import sandbox  # noqa: F401  (XLA flags before jax)
+
+# isort: split
+
+import argparse
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from archive import reads
+from archive.db import open_engine, transaction
+from sandbox.budgets import get_budget
+from sandbox.cascade import evaluate_batch
+from sandbox.fitness import Estimate, iqm_estimate, paired_difference
+from sandbox.tasks import load_task
+from sandbox.vocabulary import Origin, Selection, Status
+from scientist.campaign.config import CampaignConfig
+from scientist.campaign.loop import CampaignLoop
+from scientist.paired import versus_baselines
+from scientist.proposers.mutation import MutationProposer
+from scientist.seed_blocks import META_TRAIN, seed_block
+
+TASK = "mirror_drift"
+FRESH_SEED = 900_001  # far from the campaigns' blocks (seed + 1,000,003 per block)
+
+
+@dataclass
+class Arm:
+    name: str
+    settings: dict
+    labelled: list[tuple[int, str]]  # (id, code) of the candidates labelled "beats PPO"
+    best: tuple[int, str] | None
+    proposals: int
+    sandbox_seconds: float
+    reevaluation_seconds: float
+
+
+def run_campaign(db: Path, name: str, proposals: int, seed: int, **settings) -> Arm:
+    engine = open_engine(f"sqlite:///{db}")
+    islands, population = 2, 4
+    config = CampaignConfig(
+        name=name,
+        task=TASK,
+        generations=max(1, proposals // (islands * population)),
+        islands=islands,
+        population=population,
+        budget="smoke",
+        sandbox="process",
+        seed=seed,
+        **settings,
+    )
+    campaign = CampaignLoop(engine, config, MutationProposer(load_task(TASK))).run()
+    with transaction(engine) as session:
+        rows = [c for c in reads.leaderboard(session, campaign.id, top=None)]
+        proposed = [c for c in rows if c.origin != Origin.BASELINE]
+        ppo = reads.scored_baselines(session, campaign.id)["ppo"]
+        if config.reevaluate_top:
+            paired = versus_baselines(session, proposed)
+            labelled = [
+                c for c in proposed if any(p.beats for p in paired[c.id] if p.baseline == "ppo")
+            ]
+        else:  # what a user had before: a search-time fitness above PPO's
+            labelled = [c for c in proposed if c.fitness > ppo.fitness]
+        counts = reads.status_counts(session, campaign.id)
+        spent = reads.sandbox_seconds(session, campaign.id)
+        reevaluation = reads.reevaluation_cost(session, campaign.id)[1]
+    best = proposed[0] if proposed else None
+    return Arm(
+        name,
+        settings,
+        [(c.id, c.code) for c in labelled],
+        (best.id, best.code) if best else None,
+        sum(counts.values()) - len(load_task(TASK).baseline_names),
+        spent,
+        reevaluation,
+    )
+
+
+def fresh_scores(sources: list[str], blocks: int, seed: int) -> list[list[float] | None]:
+    """Each source's meta-train normalised scores (one environment at the smoke budget) over
+    `blocks` fresh blocks of seeds, trained beside each other; None where it failed."""
+    runs = get_budget("smoke").seeds
+    scores: list[list[float] | None] = [[] for _ in sources]
+    for index in range(blocks):
+        block = seed_block(index, seed, seed + 7, runs)
+        evaluations = evaluate_batch(
+            TASK,
+            sources,
+            "smoke",
+            sandbox="process",
+            seed=block.training_seed,
+            eval_seed=block.eval_seed,
+        )
+        for i, e in enumerate(evaluations):
+            if e.status != Status.OK or scores[i] is None:
+                scores[i] = None
+                continue
+            (entry,) = e.per_env[META_TRAIN].values()
+            scores[i] += entry["normalised"]["scores"]
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--proposals", type=int, default=40)
+    parser.add_argument("--fresh-blocks", type=int, default=4, help="fresh blocks of 2 seeds")
+    parser.add_argument("--seed", type=int, default=5)
+    args = parser.parse_args()
+    task = load_task(TASK)
+    ppo_code = task.baseline_source("ppo")
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory() as scratch:
+        arms = [
+            run_campaign(Path(scratch) / f"{name}.db", name, args.proposals, args.seed, **settings)
+            for name, settings in (
+                ("evolution, re-evaluated", {}),
+                ("evolution, no re-evaluation", {"reevaluate_top": 0}),
+                ("best-of-N control", {"selection": Selection.NONE}),
+            )
+        ]
+    print(f"campaigns: {time.monotonic() - start:.0f} s", flush=True)
+    # One fresh re-training of PPO and every candidate to check, paired on the same seeds.
+    checked: dict[tuple[str, int], str] = {}  # ids are per archive: keyed by campaign too
+    for arm in arms:
+        checked.update(((arm.name, i), code) for i, code in arm.labelled)
+        if arm.best:
+            checked[arm.name, arm.best[0]] = arm.best[1]
+    ids = list(checked)
+    scores = fresh_scores([ppo_code] + [checked[i] for i in ids], args.fresh_blocks, FRESH_SEED)
+    ppo, fresh = scores[0], dict(zip(ids, scores[1:]))
+    seeds = args.fresh_blocks * get_budget("smoke").seeds
+
+    def versus_ppo(key: tuple[str, int]) -> Estimate | None:
+        mine = fresh[key]
+        return None if mine is None or ppo is None else paired_difference([mine], [ppo])
+
+    print(
+        f"\n{args.proposals} GP proposals per campaign, smoke budget, seed {args.seed}; fresh "
+        f"check: {seeds} seeds none of the campaigns used, paired with PPO on them\n"
+    )
+    header = f"{'campaign':<30}{'proposals':>10}{'sandbox s':>10}{'re-eval s':>10}"
+    print(header + f"{'labels':>8}{'survive':>9}{'precision':>11}{'strict':>8}")
+    for arm in arms:
+        checks = [versus_ppo((arm.name, i)) for i, _ in arm.labelled]
+        survive = sum(d is not None and d.point > 0 for d in checks)
+        strict = sum(d is not None and d.excludes_zero() and d.point > 0 for d in checks)
+        precision = f"{survive / len(checks):.0%}" if checks else "no labels"
+        print(
+            f"{arm.name:<30}{arm.proposals:>10}{arm.sandbox_seconds:>10.0f}"
+            f"{arm.reevaluation_seconds:>10.0f}{len(checks):>8}{survive:>9}{precision:>11}"
+            f"{strict:>8}"
+        )
+    print("\nbest candidate of each campaign, on the fresh seeds:")
+    for arm in arms:
+        key = (arm.name, arm.best[0]) if arm.best else None
+        if key is None or fresh[key] is None:
+            print(f"  {arm.name:<30} none scored on the fresh seeds")
+            continue
+        own, d = iqm_estimate([fresh[key]]), versus_ppo(key)
+        print(
+            f"  {arm.name:<30} #{arm.best[0]}: fitness {own.describe(3)}, "
+            f"minus PPO {d.point:+.3f} {d.interval_text(3)}"
+        )
+    evolution, control = (fresh.get((a.name, a.best[0])) if a.best else None for a in arms[::2])
+    if evolution and control:
+        d = paired_difference([evolution], [control])
+        print(
+            f"\nevolution's best minus the control's best: {d.describe(3)} ({seeds} paired seeds)"
+        )
+
+
+if __name__ == "__main__":
+    main()

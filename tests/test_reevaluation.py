@@ -1,0 +1,246 @@
+"""Elite re-evaluation, paired comparison with PPO and the best-of-N control arm, on real
+campaigns (issue 16).
+
+The first campaign trains for real (process sandbox, smoke budget): every candidate is PPO's
+drift written another way, so none may come out labelled "beats PPO". The others use a
+stand-in for the sandbox (no training) to watch selection decisions as they are made.
+"""
+
+import hashlib
+
+import pytest
+
+from archive import reads
+from archive.db import open_engine, transaction
+from sandbox.cascade import Evaluation
+from sandbox.fitness import interquartile_mean
+from sandbox.tasks import load_task
+from sandbox.vocabulary import Origin, Review, Selection, Status
+from scientist.campaign.config import CampaignConfig
+from scientist.campaign.loop import CampaignLoop
+from scientist.paired import labels, versus_baselines
+from scientist.proposers.base import Proposal, ProposalRequest
+from scientist.proposers.mutation import MutationProposer
+
+PPO_VARIANTS = {
+    # clip range 0.19 and 0.21: behaviourally different, about as good as PPO
+    "eps 0.19": "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+    "    clipped = jnp.clip(ratio, 0.81, 1.19)\n"
+    "    return jnp.maximum((ratio - clipped) * advantage, 0.0)\n",
+    "eps 0.21": "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+    "    return jnp.maximum(advantage * (ratio - jnp.clip(ratio, 0.79, 1.21)), 0.0)\n",
+    # PPO itself, spelled differently: a duplicate of the baseline by behaviour
+    "eps 0.2": "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+    "    inside = jnp.minimum(jnp.maximum(ratio, 0.8), 1.2)\n"
+    "    return jnp.maximum(0.0, advantage * ratio - advantage * inside)\n",
+}
+
+
+class Fixed:
+    """A proposer that hands out the given sources in turn (the campaign's only stand-in: the
+    sandbox, the scorer, the archive and the loop are the real ones)."""
+
+    name = Origin.MUTATION
+
+    def __init__(self, sources: dict[str, str]):
+        self.sources = list(sources.items())
+        self.given = 0
+
+    def propose(self, request: ProposalRequest) -> Proposal:
+        note, code = self.sources[self.given % len(self.sources)]
+        self.given += 1
+        return Proposal(code, "seed", [p.id for p in request.parents], note=note)
+
+
+@pytest.fixture(scope="module")
+def ppo_variants(tmp_path_factory):
+    engine = open_engine(f"sqlite:///{tmp_path_factory.mktemp('variants') / 'archive.db'}")
+    config = CampaignConfig(
+        name="variants",
+        task="mirror_drift",
+        generations=1,
+        islands=1,
+        population=len(PPO_VARIANTS),
+        budget="smoke",
+        sandbox="process",
+        workers=1,
+        seed=11,
+        reevaluate_top=10,  # every variant: the baselines rank among the top too
+        reevaluation_blocks=3,  # 2 + 6 seeds on CartPole: enough for an interval
+    )
+    campaign = CampaignLoop(engine, config, Fixed(PPO_VARIANTS)).run()
+    assert campaign.status == "finished", campaign.message
+    return engine, campaign.id
+
+
+@pytest.mark.slow
+def test_ppo_written_differently_is_never_labelled_beats_ppo(ppo_variants):
+    engine, campaign_id = ppo_variants
+    with transaction(engine) as session:
+        rows = reads.candidates(session, campaign_id)
+        proposed = [c for c in rows if c.origin != Origin.BASELINE]
+        assert sorted(c.proposal_note for c in proposed) == sorted(PPO_VARIANTS)
+        same = next(c for c in proposed if c.proposal_note == "eps 0.2")
+        assert same.status == Status.DUPLICATE  # PPO by behaviour: never trained
+        scored = [c for c in proposed if c.status == Status.OK]
+        assert len(scored) == 2
+        paired = versus_baselines(session, scored)
+    for c in scored:
+        assert c.review == Review.DONE and c.seeds == 8
+        versus = {p.baseline: p for p in paired[c.id]}
+        assert set(versus) == {"ppo", "dpo"}
+        # The interval exists (8 paired seeds, 4 blocks) and does not claim a win.
+        assert versus["ppo"].difference.has_interval and versus["ppo"].blocks == (0, 1, 2, 3)
+        assert not versus["ppo"].beats and "beats PPO" not in labels(paired[c.id]), versus
+
+
+@pytest.mark.slow
+def test_elites_pool_fresh_blocks_paired_with_the_baselines(ppo_variants):
+    """Each re-evaluated candidate trained blocks 1..3 from the same seeds as PPO and DPO;
+    its fitness is the IQM over all 8 seeds of its rounds, and it ranks on its island by
+    that fitness less a standard error."""
+    engine, campaign_id = ppo_variants
+    with transaction(engine) as session:
+        rows = {c.id: c for c in reads.candidates(session, campaign_id)}
+        rounds = reads.rounds_of(session, list(rows))
+        members = {m.candidate_id: m.fitness for m in _members(session, campaign_id)}
+    baselines = {c.baseline_name: c for c in rows.values() if c.origin == Origin.BASELINE}
+    seeds_of = lambda c: {r.block: r.training_seed for r in rounds[c.id]}  # noqa: E731
+    for c in rows.values():
+        if c.status != Status.OK or c.origin == Origin.BASELINE:
+            continue
+        assert sorted(seeds_of(c)) == [0, 1, 2, 3]
+        for name in ("ppo", "dpo"):
+            theirs = seeds_of(baselines[name])
+            assert all(theirs[b] == s for b, s in seeds_of(c).items())
+        assert len(set(seeds_of(c).values())) == 4  # fresh seeds in every block
+        evals = {r.eval_seed for r in rounds[c.id]}
+        assert len(evals) == 4
+        scores = [
+            x for r in rounds[c.id] for x in r.scores["meta_train"]["CartPole-v1"]["normalised"]
+        ]
+        assert len(scores) == 8
+        assert c.fitness == pytest.approx(interquartile_mean(scores))
+        assert members[c.id] < c.fitness  # the rank score: less one standard error
+        normalised = c.per_env["meta_train"]["CartPole-v1"]["normalised"]
+        assert normalised["ci_low"] is not None and normalised["scores"] == scores
+    # The zero drift is not a paired reference: it keeps its search round only.
+    assert sorted(r.block for r in rounds[baselines["zero"].id]) == [0]
+
+
+def _members(session, campaign_id):
+    from sqlmodel import select
+
+    from archive.schema import IslandMember
+
+    return session.exec(select(IslandMember).where(IslandMember.campaign_id == campaign_id)).all()
+
+
+# -- stand-in sandbox: selection decisions as they are made ---------------------------------------
+
+
+def stand_in_evaluate(task, sources, budget, *, claims, seed, **options):
+    """Scores from the code and the seed (no training): enough spread for elites to change."""
+
+    def one(code, claim):
+        digest = hashlib.sha256(f"{code}{seed}".encode()).digest()
+        if claim is not None and claim(f"behaviour {hashlib.sha256(code.encode()).hexdigest()}"):
+            return Evaluation(Status.DUPLICATE, None, backend="stand-in")
+        return Evaluation(
+            Status.OK, 0.5 + digest[0] / 255, meta_test_fitness=0.5, backend="stand-in"
+        )
+
+    return [one(code, claim) for code, claim in zip(sources, claims, strict=True)]
+
+
+class Watching(MutationProposer):
+    """The mutation proposer, asserting at each proposal that no parent or inspiration is a
+    candidate still waiting for its re-evaluation; it records what it was offered."""
+
+    def __init__(self, engine):
+        super().__init__(load_task("mirror_drift"))
+        self.engine, self.offered = engine, []
+
+    def propose(self, request: ProposalRequest) -> Proposal:
+        ids = [p.id for p in request.parents + request.inspirations]
+        with transaction(self.engine) as session:
+            rows = reads.candidates_by_id(session, ids)
+        assert all(rows[i].review != Review.HELD for i in ids), "a held candidate was offered"
+        self.offered.append((ids, [p.id for p in request.failures]))
+        return super().propose(request)
+
+
+def run_stand_in(tmp_path, **settings):
+    engine = open_engine(f"sqlite:///{tmp_path / 'archive.db'}")
+    config = CampaignConfig(
+        name="stand-in",
+        task="mirror_drift",
+        generations=3,
+        islands=2,
+        population=3,
+        workers=2,
+        migration_interval=1,
+        **settings,
+    )
+    proposer = Watching(engine)
+    campaign = CampaignLoop(engine, config, proposer, executor=stand_in_evaluate).run()
+    assert campaign.status == "finished", campaign.message
+    return engine, campaign.id, proposer
+
+
+def test_held_elites_are_never_offered_and_all_are_reviewed_by_the_end(tmp_path):
+    engine, campaign_id, proposer = run_stand_in(tmp_path, reevaluate_top=2, reevaluation_blocks=2)
+    with transaction(engine) as session:
+        rows = reads.candidates(session, campaign_id)
+        reviewed = [c for c in rows if c.review is not None]
+        assert reviewed and all(c.review == Review.DONE for c in reviewed)
+        rounds = reads.rounds_of(session, [c.id for c in reviewed])
+    assert all(sorted(r.block for r in rounds[c.id]) == [0, 1, 2] for c in reviewed)
+    assert proposer.offered  # the assertion ran at every proposal
+
+
+def test_best_of_n_control_offers_only_the_baselines(tmp_path):
+    engine, campaign_id, proposer = run_stand_in(tmp_path, selection=Selection.NONE)
+    with transaction(engine) as session:
+        rows = {c.id: c for c in reads.candidates(session, campaign_id)}
+        migrated = reads.has_event(session, campaign_id, "migration:2")
+    baselines = {i for i, c in rows.items() if c.origin == Origin.BASELINE}
+    assert all(set(ids) <= baselines and not failures for ids, failures in proposer.offered)
+    assert all(c.parent_id is None or c.parent_id in baselines for c in rows.values())
+    assert not migrated
+    # The control arm's elites are re-evaluated too, so its discoveries are as trustworthy.
+    assert any(c.review == Review.DONE for c in rows.values())
+
+
+def test_a_round_that_fails_on_fresh_seeds_ends_the_candidate_as_a_parent(tmp_path):
+    """A candidate that scored on the search's seeds but breaks on fresh ones takes the failed
+    round's status and leaves its islands; the round stays in the archive. Here every
+    proposed candidate breaks on fresh seeds (the baselines do not)."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'archive.db'}")
+    task = load_task("mirror_drift")
+    trusted = {task.baseline_source(name) for name in task.baseline_names}
+
+    def evaluate(task_name, sources, budget, *, claims, seed, **options):
+        evaluations = stand_in_evaluate(task_name, sources, budget, claims=claims, seed=seed)
+        fresh = seed != 0  # the campaign's search block trains from seed 0
+        return [
+            Evaluation(Status.NONFINITE, None, backend="stand-in")
+            if fresh and source not in trusted
+            else e
+            for source, e in zip(sources, evaluations, strict=True)
+        ]
+
+    config = CampaignConfig(
+        name="fragile", task="mirror_drift", generations=2, islands=1, population=4, workers=1
+    )
+    campaign = CampaignLoop(engine, config, Watching(engine), executor=evaluate).run()
+    assert campaign.status == "finished", campaign.message
+    with transaction(engine) as session:
+        rows = reads.candidates(session, campaign.id)
+        failed = [c for c in rows if c.review == Review.DONE]
+        members = {m.candidate_id for m in _members(session, campaign.id)}
+        rounds = reads.rounds_of(session, [c.id for c in failed])
+    assert failed
+    for c in failed:
+        assert c.status == Status.NONFINITE and c.fitness is None and c.id not in members
+        assert [r.status for r in rounds[c.id]][:2] == [Status.OK, Status.NONFINITE]
