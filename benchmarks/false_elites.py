@@ -131,11 +131,11 @@ def main() -> None:
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
         arms = [
-            run_campaign(Path(scratch) / f"{name}.db", name, args.proposals, args.seed, **settings)
+            run_campaign(Path(scratch) / "archive.db", name, args.proposals, args.seed, **settings)
             for name, settings in (
-                ("evolution, re-evaluated", {}),
-                ("evolution, no re-evaluation", {"reevaluate_top": 0}),
-                ("best-of-N control", {"selection": Selection.NONE}),
+                ("evolution-reevaluated", {}),
+                ("evolution-no-reevaluation", {"reevaluate_top": 0}),
+                ("best-of-N-control", {"selection": Selection.NONE}),
             )
         ]
     print(f"campaigns: {time.monotonic() - start:.0f} s", flush=True)
