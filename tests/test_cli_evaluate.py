@@ -41,12 +41,9 @@ def test_ppo_baseline_evaluates_ok_with_the_documented_json():
         data["per_env"]["meta_test"]["Acrobot-v1"],
     )
     for env in (train, test):
-        assert (
-            len(env["returns"]) == 2
-            and env["normalised"]["ci_low"]
-            <= env["normalised"]["iqm"]
-            <= env["normalised"]["ci_high"]
-        )
+        assert len(env["returns"]) == 2 and env["normalised"]["iqm"] is not None
+        # 2 seeds: too few for an interval of checked coverage (sandbox/fitness.py)
+        assert env["normalised"]["ci_low"] is None and env["normalised"]["ci_high"] is None
     assert [s["name"] for s in data["stages"]] == [
         "static",
         "trace",

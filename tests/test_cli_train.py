@@ -46,7 +46,8 @@ def test_train_json_reports_per_seed_returns_and_timings():
         assert key in data, key
     assert data["env"] == "CartPole-v1" and data["seeds"] == 3 and data["drift"] == "dpo"
     assert len(data["final_returns"]) == 3
-    assert data["ci_low"] <= data["iqm"] <= data["ci_high"]
+    # 3 seeds: too few for an interval of checked coverage (sandbox/fitness.py)
+    assert data["ci_low"] is None and data["ci_high"] is None and data["iqm"] is not None
     assert data["timesteps"] <= 20000 and data["env_steps_per_second"] > 0
     assert data["normalised"] is None  # no budget given, so no reference to normalise by
 
