@@ -73,7 +73,7 @@ def campaign(tmp_path_factory):
             "the campaign discovered nothing that scored; the test needs one candidate"
         )
         score = split_score(best.per_env["meta_test"])
-    return root, url, best, f"{score.iqm:.3f} [{score.ci_low:.3f}, {score.ci_high:.3f}]"
+    return root, url, best, score.estimate.describe(3)  # as the report renders it
 
 
 def test_report_as_html_and_pdf_names_the_best_candidate_and_its_held_out_score(campaign):
