@@ -110,30 +110,17 @@ def pending_candidates(session: Session, campaign_id: int) -> list[Candidate]:
     )
 
 
-def held_candidates(session: Session, campaign_id: int) -> list[Candidate]:
-    """Scored candidates waiting for their elite re-evaluation, oldest first."""
+def candidates_in_review(session: Session, campaign_id: int, review: Review) -> list[Candidate]:
+    """Scored candidates at this stage of elite re-evaluation (held, or done), oldest first."""
     return list(
         session.exec(
             select(Candidate)
             .where(
                 Candidate.campaign_id == campaign_id,
                 Candidate.status == Status.OK,
-                Candidate.review == Review.HELD,
+                Candidate.review == review,
             )
             .order_by(Candidate.id)
-        ).all()
-    )
-
-
-def reviewed_candidates(session: Session, campaign_id: int) -> list[Candidate]:
-    """Scored candidates whose elite re-evaluation is complete."""
-    return list(
-        session.exec(
-            select(Candidate).where(
-                Candidate.campaign_id == campaign_id,
-                Candidate.status == Status.OK,
-                Candidate.review == Review.DONE,
-            )
         ).all()
     )
 

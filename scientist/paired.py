@@ -56,9 +56,13 @@ def paired_rounds(
     )
     ours = {r.block: r for r in candidate}
     envs = sorted(ours[blocks[0]].scores.get(META_TRAIN, {})) if blocks else []
-    side = lambda rounds: [  # noqa: E731
-        [x for b in blocks for x in rounds[b].scores[META_TRAIN][env]["normalised"]] for env in envs
-    ]
+
+    def side(rounds: dict[int, EvaluationRound]) -> list[list[float]]:
+        return [
+            [x for b in blocks for x in rounds[b].scores[META_TRAIN][env]["normalised"]]
+            for env in envs
+        ]
+
     return side(ours), side(theirs), blocks
 
 

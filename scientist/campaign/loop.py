@@ -27,7 +27,7 @@ from archive.db import transaction
 from archive.schema import Campaign, Candidate
 from sandbox.fitness import seed_count
 from sandbox.tasks import load_task
-from sandbox.vocabulary import DECIDED_WITHOUT_EVALUATION, CampaignStatus, Origin, Status
+from sandbox.vocabulary import DECIDED_WITHOUT_EVALUATION, CampaignStatus, Origin, Review, Status
 from scientist.campaign import lease
 from scientist.campaign.config import CampaignConfig
 from scientist.evaluation import Recorder
@@ -274,7 +274,10 @@ class CampaignLoop:
         if self.reviewing:
             return
         with transaction(self.engine) as session:
-            batch = [(c.id, c.code) for c in reads.held_candidates(session, self.campaign.id)]
+            batch = [
+                (c.id, c.code)
+                for c in reads.candidates_in_review(session, self.campaign.id, Review.HELD)
+            ]
         if batch:
             self.reviewing.update(i for i, _ in batch)
             self.in_flight[executor.submit(self._reevaluate, batch)] = [i for i, _ in batch]

@@ -84,7 +84,7 @@ class Entry:
     formula: str | None = None  # LaTeX of the simplest equivalent formula (sandbox/formulas.py)
     seeds: int = 0  # per environment, all evaluation rounds pooled
     held: bool = False  # waiting for its re-evaluation: not a discovery yet
-    versus: tuple[str, ...] = ()  # paired differences from PPO and DPO (scientist/paired.py)
+    versus: tuple[tuple[str, str], ...] = ()  # (baseline, paired difference) (scientist/paired.py)
     labels: tuple[str, ...] = ()  # "beats PPO", "beats DPO": earned after re-evaluation
 
     @property
@@ -255,7 +255,7 @@ def _entry(c: Candidate, labels: dict[int, str], paired: list[Paired]) -> Entry:
         assurance=assurance_of(c.checks),
         seeds=c.seeds,
         held=c.review == Review.HELD,
-        versus=tuple(p.describe(3) for p in paired),
+        versus=tuple((p.baseline, p.describe(3)) for p in paired),
         labels=tuple(paired_labels(paired)),
     )
 
@@ -390,7 +390,7 @@ def _arm(session: Session, campaign: Campaign, labels: dict[int, str] | None) ->
     best_id = next(
         (r.id for r in reads.ranking(session, campaign.id) if r.origin != Origin.BASELINE), None
     )
-    reviewed = reads.reviewed_candidates(session, campaign.id)
+    reviewed = reads.candidates_in_review(session, campaign.id, Review.DONE)
     rows = {c.id: c for c in reviewed}
     if best_id is not None and best_id not in rows:
         rows.update(reads.candidates_by_id(session, [best_id]))

@@ -48,7 +48,7 @@ def score(s: Score) -> str:
 
 def versus(e: Entry) -> str:
     """The paired difference from PPO, with the label it earned."""
-    found = next((v for v in e.versus if v.startswith("vs PPO")), "")
+    found = next((text for baseline, text in e.versus if baseline == "ppo"), "")
     return found.removeprefix("vs PPO ") + (" — beats PPO" if "beats PPO" in e.labels else "")
 
 
@@ -56,7 +56,7 @@ def standing(e: Entry) -> str:
     """Where a discovered candidate stands against the baselines, in one sentence."""
     if e.held:
         return "It is waiting for its re-evaluation on fresh seeds: not a discovery yet."
-    paired = "; ".join(e.versus)
+    paired = "; ".join(text for _, text in e.versus)
     earned = f" It {' and '.join(e.labels)}." if e.labels else " It beats neither baseline."
     return (f"Paired with the baselines on the same seeds: {paired}." if paired else "") + earned
 
