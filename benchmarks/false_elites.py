@@ -2,17 +2,21 @@
 and off, and whether evolution beats its best-of-N control at equal proposals.
 
     python -m benchmarks.false_elites                      # 3 smoke campaigns of 40 GP proposals
-    python -m benchmarks.false_elites --proposals 80 --fresh-blocks 8
+    python -m benchmarks.false_elites --proposals 80 --fresh-blocks 8 --arms lcb mean
 
-Three campaigns with the mutation proposer, the same seed and the same number of proposals:
-evolution with re-evaluation (the default), evolution without it (`--reevaluate-top 0`) and
-the best-of-N control arm with re-evaluation (`--selection none`). A label is what a user
+Campaigns with the mutation proposer, the same seed and the same number of proposals, one per
+arm: evolution with re-evaluation ranked by the lower bound (`lcb`, the default), the same
+ranked by the pooled mean (`mean`), evolution without re-evaluation (`no-reevaluation`,
+`--reevaluate-top 0`) and the best-of-N control arm with re-evaluation (`control`,
+`--selection none`); the first, third and fourth run by default. A label is what a user
 reads off each campaign: with re-evaluation, the paired label "beats PPO"
 (scientist/paired.py); without it, the only evidence there is, a search-time fitness above
 PPO's. Every labelled candidate, and each campaign's best, is then trained again with PPO on
 `--fresh-blocks` blocks of seeds none of the campaigns used (the same sandbox and scorer,
 nothing written to the archives): a label survives when the fresh paired difference from PPO
-is above zero. Measured, never asserted.
+is above zero. The zero drift (no constraint at all) is trained beside them: where it scores
+like PPO, the budget leaves a drift nothing to improve and every label is a false one.
+Measured, never asserted.
 """
 
 import sandbox  # noqa: F401  (XLA flags before jax)
@@ -31,7 +35,7 @@ from sandbox.budgets import get_budget
 from sandbox.cascade import evaluate_batch
 from sandbox.fitness import Estimate, iqm_estimate, paired_difference
 from sandbox.tasks import load_task
-from sandbox.vocabulary import Origin, Selection, Status
+from sandbox.vocabulary import Origin, RankBy, Review, Selection, Status
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.loop import CampaignLoop
 from scientist.paired import versus_baselines
@@ -40,6 +44,12 @@ from scientist.seed_blocks import META_TRAIN, seed_block
 
 TASK = "mirror_drift"
 FRESH_SEED = 900_001  # far from the campaigns' blocks (seed + 1,000,003 per block)
+ARMS = {
+    "lcb": ("evolution-reevaluated-lcb", {"rank_by": RankBy.LCB}),
+    "mean": ("evolution-reevaluated-mean", {"rank_by": RankBy.MEAN}),
+    "no-reevaluation": ("evolution-no-reevaluation", {"reevaluate_top": 0}),
+    "control": ("best-of-N-control", {"selection": Selection.NONE}),
+}
 
 
 @dataclass
@@ -49,11 +59,12 @@ class Arm:
     labelled: list[tuple[int, str]]  # (id, code) of the candidates labelled "beats PPO"
     best: tuple[int, str] | None
     proposals: int
+    reevaluated: int  # candidates that reached the top k and were trained on fresh blocks
     sandbox_seconds: float
     reevaluation_seconds: float
 
 
-def run_campaign(db: Path, name: str, proposals: int, seed: int, **settings) -> Arm:
+def run_campaign(db: Path, name: str, settings: dict, proposals: int, seed: int) -> Arm:
     engine = open_engine(f"sqlite:///{db}")
     islands, population = 2, 4
     config = CampaignConfig(
@@ -82,6 +93,7 @@ def run_campaign(db: Path, name: str, proposals: int, seed: int, **settings) -> 
         counts = reads.status_counts(session, campaign.id)
         spent = reads.sandbox_seconds(session, campaign.id)
         reevaluation = reads.reevaluation_cost(session, campaign.id)[1]
+        reevaluated = len(reads.candidates_in_review(session, campaign.id, Review.DONE))
     best = proposed[0] if proposed else None
     return Arm(
         name,
@@ -89,6 +101,7 @@ def run_campaign(db: Path, name: str, proposals: int, seed: int, **settings) -> 
         [(c.id, c.code) for c in labelled],
         (best.id, best.code) if best else None,
         sum(counts.values()) - len(load_task(TASK).baseline_names),
+        reevaluated,
         spent,
         reevaluation,
     )
@@ -125,18 +138,17 @@ def main() -> None:
     parser.add_argument("--proposals", type=int, default=40)
     parser.add_argument("--fresh-blocks", type=int, default=4, help="fresh blocks of 2 seeds")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--arms", nargs="+", choices=list(ARMS), default=["lcb", "no-reevaluation", "control"]
+    )
     args = parser.parse_args()
     task = load_task(TASK)
     ppo_code = task.baseline_source("ppo")
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
         arms = [
-            run_campaign(Path(scratch) / "archive.db", name, args.proposals, args.seed, **settings)
-            for name, settings in (
-                ("evolution-reevaluated", {}),
-                ("evolution-no-reevaluation", {"reevaluate_top": 0}),
-                ("best-of-N-control", {"selection": Selection.NONE}),
-            )
+            run_campaign(Path(scratch) / "archive.db", *ARMS[arm], args.proposals, args.seed)
+            for arm in args.arms
         ]
     print(f"campaigns: {time.monotonic() - start:.0f} s", flush=True)
     # One fresh re-training of PPO and every candidate to check, paired on the same seeds.
@@ -146,8 +158,9 @@ def main() -> None:
         if arm.best:
             checked[arm.name, arm.best[0]] = arm.best[1]
     ids = list(checked)
-    scores = fresh_scores([ppo_code] + [checked[i] for i in ids], args.fresh_blocks, FRESH_SEED)
-    ppo, fresh = scores[0], dict(zip(ids, scores[1:]))
+    references = [ppo_code, task.baseline_source("zero")]
+    scores = fresh_scores(references + [checked[i] for i in ids], args.fresh_blocks, FRESH_SEED)
+    ppo, zero, fresh = scores[0], scores[1], dict(zip(ids, scores[2:]))
     seeds = args.fresh_blocks * get_budget("smoke").seeds
 
     def versus_ppo(key: tuple[str, int]) -> Estimate | None:
@@ -158,7 +171,9 @@ def main() -> None:
         f"\n{args.proposals} GP proposals per campaign, smoke budget, seed {args.seed}; fresh "
         f"check: {seeds} seeds none of the campaigns used, paired with PPO on them\n"
     )
-    header = f"{'campaign':<30}{'proposals':>10}{'sandbox s':>10}{'re-eval s':>10}"
+    header = (
+        f"{'campaign':<30}{'proposals':>10}{'re-evaluated':>13}{'sandbox s':>10}{'re-eval s':>10}"
+    )
     print(header + f"{'labels':>8}{'survive':>9}{'precision':>11}{'strict':>8}")
     for arm in arms:
         checks = [versus_ppo((arm.name, i)) for i, _ in arm.labelled]
@@ -166,10 +181,13 @@ def main() -> None:
         strict = sum(d is not None and d.excludes_zero() and d.point > 0 for d in checks)
         precision = f"{survive / len(checks):.0%}" if checks else "no labels"
         print(
-            f"{arm.name:<30}{arm.proposals:>10}{arm.sandbox_seconds:>10.0f}"
+            f"{arm.name:<30}{arm.proposals:>10}{arm.reevaluated:>13}{arm.sandbox_seconds:>10.0f}"
             f"{arm.reevaluation_seconds:>10.0f}{len(checks):>8}{survive:>9}{precision:>11}"
             f"{strict:>8}"
         )
+    if zero is not None and ppo is not None:
+        d = paired_difference([zero], [ppo])
+        print(f"\nroom to improve: the zero drift minus PPO, {d.describe(3)}")
     print("\nbest candidate of each campaign, on the fresh seeds:")
     for arm in arms:
         key = (arm.name, arm.best[0]) if arm.best else None
@@ -181,12 +199,15 @@ def main() -> None:
             f"  {arm.name:<30} #{arm.best[0]}: fitness {own.describe(3)}, "
             f"minus PPO {d.point:+.3f} {d.interval_text(3)}"
         )
-    evolution, control = (fresh.get((a.name, a.best[0])) if a.best else None for a in arms[::2])
-    if evolution and control:
-        d = paired_difference([evolution], [control])
-        print(
-            f"\nevolution's best minus the control's best: {d.describe(3)} ({seeds} paired seeds)"
-        )
+    bests = {a.name: fresh.get((a.name, a.best[0])) for a in arms if a.best}
+    for one, other in (("lcb", "control"), ("lcb", "mean")):
+        mine, theirs = bests.get(ARMS[one][0]), bests.get(ARMS[other][0])
+        if mine and theirs:
+            d = paired_difference([mine], [theirs])
+            print(
+                f"\nbest of {ARMS[one][0]} minus best of {ARMS[other][0]}: {d.describe(3)} "
+                f"({seeds} paired seeds)"
+            )
 
 
 if __name__ == "__main__":

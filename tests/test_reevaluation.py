@@ -244,3 +244,23 @@ def test_a_round_that_fails_on_fresh_seeds_ends_the_candidate_as_a_parent(tmp_pa
     for c in failed:
         assert c.status == Status.NONFINITE and c.fitness is None and c.id not in members
         assert [r.status for r in rounds[c.id]][:2] == [Status.OK, Status.NONFINITE]
+
+
+def test_resuming_an_older_campaign_with_new_review_settings_is_refused_not_dropped():
+    """An archive from before re-evaluation stores none of its settings, so the campaign runs
+    at their defaults; a different value given on resume must clash, never vanish."""
+    older = CampaignConfig(name="old", task="mirror_drift").model_dump(mode="json")
+    for key in ("selection", "reevaluate_top", "reevaluation_blocks", "rank_by"):
+        older.pop(key)
+    for change in (
+        {"reevaluate_top": 0},
+        {"rank_by": "mean"},
+        {"selection": "none"},
+        {"reevaluation_blocks": 5},
+    ):
+        given = CampaignConfig(name="old", task="mirror_drift", **change)
+        with pytest.raises(ValueError, match=f"{next(iter(change))} .*only generations"):
+            given.resumed_with(older)
+    same = CampaignConfig(name="old", task="mirror_drift", reevaluate_top=2, generations=9)
+    resumed = same.resumed_with(older)
+    assert (resumed.reevaluate_top, resumed.generations) == (2, 9)

@@ -124,15 +124,18 @@ class CampaignConfig(BaseModel):
         else that differs is an error: it would make a different campaign under the same name."""
         given = self.model_dump()
         merged = {**stored, **{k: given[k] for k in RESUMABLE if k in self.model_fields_set}}
+        # A setting an older archive does not store runs at its default: a different value
+        # given now would be dropped without a word, so it clashes like a stored one.
+        had = {k: stored.get(k, self.model_fields[k].default) for k in self.model_fields_set}
         clash = [
             k
             for k in self.model_fields_set - set(RESUMABLE) - {"name"}
-            if k in stored and _comparable(given[k]) != _comparable(stored[k])
+            if _comparable(given[k]) != _comparable(had[k])
         ]
         if clash:
             raise ValueError(
                 f"campaign {self.name} exists with different "
-                + ", ".join(f"{k} ({stored[k]!r}, not {given[k]!r})" for k in sorted(clash))
+                + ", ".join(f"{k} ({had[k]!r}, not {given[k]!r})" for k in sorted(clash))
                 + f"; only {', '.join(RESUMABLE)} can change on resume. "
                 "Choose another --name for a new campaign."
             )

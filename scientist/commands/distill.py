@@ -1,7 +1,6 @@
 """`scientist distill ID --model M`: a learned drift (e.g. an ES network) -> a closed form,
 scored."""
 
-import os
 from typing import Annotated, Optional
 
 import typer
@@ -60,6 +59,7 @@ def distill(
     from sandbox.backends import SandboxUnavailable
     from scientist.distill import DistillError
     from scientist.distill import distill as run_distill
+    from scientist.proposers.llm import environment_api_key
 
     if (price_in is None) != (price_out is None):
         raise typer.BadParameter("give both --price-in and --price-out, or neither")
@@ -97,7 +97,7 @@ def distill(
             candidate,
             models=model,
             api_base=api_base,
-            api_key=os.environ.get("SCIENTIST_API_KEY"),
+            api_key=environment_api_key(),
             budget=budget,
             sandbox=sandbox,
             seed=seed,

@@ -1,6 +1,5 @@
 """`scientist report NAME`: a paper-style report of a campaign (HTML, PDF, Markdown)."""
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -108,7 +107,7 @@ def _narrator(engine, name: str, model: str | None, api_base: str | None):
     from sqlmodel import Session
 
     from archive import reads
-    from scientist.proposers.llm import LLMProposer
+    from scientist.proposers.llm import LLMProposer, environment_api_key
     from scientist.report.narrative import write_narrative
 
     with Session(engine) as session:
@@ -122,7 +121,7 @@ def _narrator(engine, name: str, model: str | None, api_base: str | None):
     llm = LLMProposer(
         [model],
         api_base=api_base or config.get("api_base"),
-        api_key=os.environ.get("SCIENTIST_API_KEY"),
+        api_key=environment_api_key(),
         temperature=0.3,
         price_per_million=config.get("price_per_million"),
     )

@@ -10,20 +10,18 @@ __all__ = ["Proposal", "ProposalRequest", "Proposer", "ProposerError", "make_pro
 
 def make_proposer(config, task: TaskSpec) -> Proposer:
     """The proposer a campaign config asks for. The API key, if any, comes from the
-    environment (litellm's provider variables, or SCIENTIST_API_KEY for --api-base servers)."""
+    environment (litellm's provider variables, or llm.API_KEY_VARIABLE for --api-base servers)."""
     if config.proposer == Origin.MUTATION:
         from scientist.proposers.mutation import MutationProposer
 
         return MutationProposer(task)
     if config.proposer == Origin.LLM:
-        import os
-
-        from scientist.proposers.llm import LLMProposer
+        from scientist.proposers.llm import LLMProposer, environment_api_key
 
         return LLMProposer(
             config.models,
             api_base=config.api_base,
-            api_key=os.environ.get("SCIENTIST_API_KEY"),
+            api_key=environment_api_key(),
             timeout=config.timeout,
             price_per_million=config.price_per_million,
         )

@@ -48,6 +48,13 @@ MAX_RETRY_AFTER_SECONDS = 300.0
 COST_FLOOR_FRACTION = 0.5
 # Where the commands read the key from; named in the errors that ask for one.
 API_KEY_VARIABLE = "SCIENTIST_API_KEY"
+
+
+def environment_api_key() -> str | None:
+    """The key for an --api-base server, from the one variable every command reads."""
+    return os.environ.get(API_KEY_VARIABLE)
+
+
 # Sent to a local --api-base server when there is no key: OpenAI-compatible local servers
 # (Ollama, vLLM, llama.cpp) accept any, but litellm's OpenAI client refuses to call without.
 LOCAL_PLACEHOLDER_KEY = "no-key-needed"
