@@ -27,6 +27,10 @@ class Budget:
     seeds: int
     eval_episodes: int
     envs: tuple[EnvBudget, ...]
+    # Fresh blocks of `seeds` per elite re-evaluation: a label rests on these alone (the
+    # search's block picked the candidate), so they must reach an interval (8 seeds) and
+    # resolve the measured seed noise (README, "How many seeds").
+    reevaluation_blocks: int = 3
 
     @property
     def env_ids(self) -> tuple[str, ...]:
@@ -79,6 +83,7 @@ BUDGETS: dict[str, Budget] = {
             _env("CartPole-v1", 100_000, 264.35),
             _env("Acrobot-v1", 100_000, -198.63),
         ),
+        reevaluation_blocks=4,
     ),
     "quick": Budget(
         name="quick",
@@ -107,6 +112,7 @@ BUDGETS: dict[str, Budget] = {
             _env("Freeway-MinAtar", 10_000_000, 61.84, _PUBLISHED),
             _env("SpaceInvaders-MinAtar", 10_000_000, 167.09, _PUBLISHED),
         ),
+        reevaluation_blocks=1,
     ),
 }
 

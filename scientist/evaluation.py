@@ -28,6 +28,7 @@ from sandbox.cascade import Evaluation
 from sandbox.vocabulary import Origin, RankBy, Status
 from scientist.executors.base import Executor
 from scientist.seed_blocks import (
+    SEARCH_BLOCK,
     SeedBlock,
     pooled,
     rank_score,
@@ -86,7 +87,7 @@ class Recorder:
         # evaluated on the same episodes. Never sent to a sandbox; a campaign keeps its own
         # in its archived settings, so its rounds stay paired across resumes.
         self.eval_seed = secrets.randbits(31) if eval_seed is None else eval_seed
-        self.search_block = self.block(0)
+        self.search_block = self.block(SEARCH_BLOCK)
 
     def block(self, index: int) -> SeedBlock:
         """Block `index` of this recorder's seeds (0: the search's)."""

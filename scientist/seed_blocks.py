@@ -21,6 +21,7 @@ from sandbox.vocabulary import RankBy, Status
 META_TRAIN, META_TEST = "meta_train", "meta_test"
 SEED_MODULUS = 2**31
 BLOCK_STRIDE = 1_000_003  # a prime: blocks of nearby campaign seeds do not collide early
+SEARCH_BLOCK = 0  # the block every proposal is scored on; re-evaluations add blocks 1, 2, ...
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def ppo_variants(tmp_path_factory):
         workers=1,
         seed=11,
         reevaluate_top=10,  # every variant: the baselines rank among the top too
-        reevaluation_blocks=3,  # 2 + 6 seeds on CartPole: enough for an interval
+        # the smoke budget's re-evaluation: 4 fresh blocks, 2 + 8 seeds on CartPole
     )
     campaign = CampaignLoop(engine, config, Fixed(PPO_VARIANTS)).run()
     assert campaign.status == "finished", campaign.message
@@ -86,18 +86,20 @@ def test_ppo_written_differently_is_never_labelled_beats_ppo(ppo_variants):
         assert len(scored) == 2
         paired = versus_baselines(session, scored)
     for c in scored:
-        assert c.review == Review.DONE and c.seeds == 8
+        assert c.review == Review.DONE and c.seeds == 10
         versus = {p.baseline: p for p in paired[c.id]}
         assert set(versus) == {"ppo", "dpo"}
-        # The interval exists (8 paired seeds, 4 blocks) and does not claim a win.
-        assert versus["ppo"].difference.has_interval and versus["ppo"].blocks == (0, 1, 2, 3)
+        # The interval rests on the 8 fresh paired seeds alone, never on the search block
+        # that picked the candidate, and does not claim a win.
+        assert versus["ppo"].blocks == (1, 2, 3, 4) and versus["ppo"].difference.seeds == 8
+        assert versus["ppo"].difference.has_interval
         assert not versus["ppo"].beats and "beats PPO" not in labels(paired[c.id]), versus
 
 
 @pytest.mark.slow
 def test_elites_pool_fresh_blocks_paired_with_the_baselines(ppo_variants):
-    """Each re-evaluated candidate trained blocks 1..3 from the same seeds as PPO and DPO;
-    its fitness is the IQM over all 8 seeds of its rounds, and it ranks on its island by
+    """Each re-evaluated candidate trained blocks 1..4 from the same seeds as PPO and DPO;
+    its fitness is the IQM over all 10 seeds of its rounds, and it ranks on its island by
     that fitness less a standard error."""
     engine, campaign_id = ppo_variants
     with transaction(engine) as session:
@@ -109,17 +111,17 @@ def test_elites_pool_fresh_blocks_paired_with_the_baselines(ppo_variants):
     for c in rows.values():
         if c.status != Status.OK or c.origin == Origin.BASELINE:
             continue
-        assert sorted(seeds_of(c)) == [0, 1, 2, 3]
+        assert sorted(seeds_of(c)) == [0, 1, 2, 3, 4]
         for name in ("ppo", "dpo"):
             theirs = seeds_of(baselines[name])
             assert all(theirs[b] == s for b, s in seeds_of(c).items())
-        assert len(set(seeds_of(c).values())) == 4  # fresh seeds in every block
+        assert len(set(seeds_of(c).values())) == 5  # fresh seeds in every block
         evals = {r.eval_seed for r in rounds[c.id]}
-        assert len(evals) == 4
+        assert len(evals) == 5
         scores = [
             x for r in rounds[c.id] for x in r.scores["meta_train"]["CartPole-v1"]["normalised"]
         ]
-        assert len(scores) == 8
+        assert len(scores) == 10
         assert c.fitness == pytest.approx(interquartile_mean(scores))
         assert members[c.id] < c.fitness  # the rank score: less one standard error
         normalised = c.per_env["meta_train"]["CartPole-v1"]["normalised"]
@@ -264,3 +266,16 @@ def test_resuming_an_older_campaign_with_new_review_settings_is_refused_not_drop
     same = CampaignConfig(name="old", task="mirror_drift", reevaluate_top=2, generations=9)
     resumed = same.resumed_with(older)
     assert (resumed.reevaluate_top, resumed.generations) == (2, 9)
+
+
+def test_reevaluation_blocks_default_to_the_budgets_and_reach_an_interval():
+    """A label rests on the fresh blocks alone, so each budget's default must give them at
+    least the seeds an interval needs on one meta-train environment."""
+    from sandbox.budgets import BUDGETS
+    from sandbox.fitness import too_few_for_interval
+
+    for name, budget in BUDGETS.items():
+        config = CampaignConfig(name="c", task="mirror_drift", budget=name)
+        assert config.review_blocks == budget.reevaluation_blocks
+        assert not too_few_for_interval([config.review_blocks * budget.seeds]), name
+    assert CampaignConfig(name="c", task="mirror_drift", reevaluation_blocks=2).review_blocks == 2

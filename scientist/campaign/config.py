@@ -75,8 +75,11 @@ class CampaignConfig(BaseModel):
         description="a candidate entering its island's top k is re-evaluated on fresh seeds "
         "before it may be a parent, migrant, inspiration or discovery (0: never)",
     )
-    reevaluation_blocks: int = Field(
-        3, ge=1, description="fresh blocks of the budget's seeds per re-evaluation"
+    reevaluation_blocks: int | None = Field(
+        None,
+        ge=1,
+        description="fresh blocks of the budget's seeds per re-evaluation; None: the budget's "
+        "(smoke 4, quick 3, paper 1)",
     )
     rank_by: RankBy = RankBy.LCB
     eval_seed: int | None = Field(
@@ -86,6 +89,11 @@ class CampaignConfig(BaseModel):
     price_per_million: tuple[float, float] | None = (
         None  # USD per million input/output tokens, for unpriced models
     )
+
+    @property
+    def review_blocks(self) -> int:
+        """Fresh blocks per elite re-evaluation: the setting, else the budget's."""
+        return self.reevaluation_blocks or BUDGETS[self.budget].reevaluation_blocks
 
     @model_validator(mode="after")
     def _resolve(self):

@@ -34,6 +34,7 @@ from scientist.evaluation import Recorder
 from scientist.executors.base import Executor, LocalExecutor, batch_choice
 from scientist.paired import REFERENCES
 from scientist.proposers.base import Proposal, ProposalRequest, Proposer
+from scientist.seed_blocks import SEARCH_BLOCK
 from scientist.selection import Selector
 
 EAGER_SECONDS = 5.0
@@ -293,7 +294,7 @@ class CampaignLoop:
                 for name, c in reads.scored_baselines(session, self.campaign.id).items()
                 if name in REFERENCES
             ]
-        for index in range(1, self.config.reevaluation_blocks + 1):
+        for index in range(SEARCH_BLOCK + 1, SEARCH_BLOCK + 1 + self.config.review_blocks):
             block = self.record.block(index)
             with transaction(self.engine) as session:
                 rounds = reads.rounds_of(session, [i for i, _ in held + baselines])
@@ -316,7 +317,7 @@ class CampaignLoop:
             )
             for i in ids
         )
-        fresh = self.config.reevaluation_blocks * self.record.search_block.runs
+        fresh = self.config.review_blocks * self.record.search_block.runs
         self._event(
             "reevaluation",
             f"re-evaluated on {seed_count(fresh)} more: {summary}",

@@ -96,7 +96,10 @@ def run(
         typer.Option(help="re-evaluate candidates entering an island's top k (0: never)"),
     ] = None,
     reevaluation_blocks: Annotated[
-        Optional[int], typer.Option(help="fresh blocks of the budget's seeds per re-evaluation")
+        Optional[int],
+        typer.Option(
+            help="fresh blocks of seeds per re-evaluation; default: smoke 4, quick 3, paper 1"
+        ),
     ] = None,
     rank_by: Annotated[
         Optional[RankBy], typer.Option(help="lcb (default): fitness less a standard error; mean")
