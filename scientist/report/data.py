@@ -434,8 +434,8 @@ def limitations(data: ReportData) -> list[str]:
             f"{len(bare)} of the {len(data.leaderboard)} leaderboard entries rest on too few seeds "
             f"for an interval (at least {MIN_SEEDS_PER_ENV} per environment and {MIN_VALUES} in "
             "all, where the bootstrap's coverage was checked); their differences are not evidence. "
-            "A candidate is labelled as beating PPO or DPO only when, after re-evaluation on fresh "
-            "seeds, its paired interval lies above zero."
+            "A candidate is labelled as beating PPO or DPO only when, after re-evaluation, its "
+            "paired interval over the fresh seeds alone lies above zero."
         )
     notes.append(m.evidence)
     failed = {s: n for s, n in data.counts.items() if s in FAILURES}
