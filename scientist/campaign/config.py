@@ -134,7 +134,7 @@ class CampaignConfig(BaseModel):
         merged = {**stored, **{k: given[k] for k in RESUMABLE if k in self.model_fields_set}}
         # A setting an older archive does not store runs at its default: a different value
         # given now would be dropped without a word, so it clashes like a stored one.
-        had = {k: stored.get(k, self.model_fields[k].default) for k in self.model_fields_set}
+        had = {k: stored.get(k, type(self).model_fields[k].default) for k in self.model_fields_set}
         clash = [
             k
             for k in self.model_fields_set - set(RESUMABLE) - {"name"}
