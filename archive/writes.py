@@ -207,16 +207,18 @@ def record_round(
     """Add a further round (a fresh block of seeds) to a scored candidate. `pooled` is what
     all its rounds now add up to (fitness, meta-test fitness, per-env results, seeds per
     env); None when this round failed, which ends the candidate's life as a parent: its
-    status becomes the round's and it leaves its islands."""
+    status becomes the round's and it leaves its islands. A candidate that failed an earlier
+    round only gains the round: it stays failed."""
     candidate = session.get(
         Candidate, candidate_id, with_for_update={"key_share": True}, populate_existing=True
     )
     round.candidate_id, round.campaign_id = candidate_id, candidate.campaign_id
     session.add(round)
-    if pooled is None:
+    still_scored = candidate.status == Status.OK
+    if still_scored and pooled is None:
         candidate.status, candidate.fitness, candidate.meta_test_fitness = round.status, None, None
         _leave_islands(session, candidate_id)
-    else:
+    elif still_scored:
         candidate.fitness, candidate.meta_test_fitness, candidate.per_env, candidate.seeds = pooled
     session.add(candidate)
     session.flush()

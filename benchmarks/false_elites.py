@@ -109,25 +109,32 @@ def run_campaign(db: Path, name: str, settings: dict, proposals: int, seed: int)
 
 def fresh_scores(sources: list[str], blocks: int, seed: int) -> list[list[float] | None]:
     """Each source's meta-train normalised scores (one environment at the smoke budget) over
-    `blocks` fresh blocks of seeds, trained beside each other; None where it failed."""
+    `blocks` fresh blocks of seeds, trained beside each other in one run; None where it
+    failed."""
     runs = get_budget("smoke").seeds
-    scores: list[list[float] | None] = [[] for _ in sources]
-    for index in range(blocks):
-        block = seed_block(index, seed, seed + 7, runs)
-        evaluations = evaluate_batch(
-            TASK,
-            sources,
-            "smoke",
-            sandbox="process",
-            seed=block.training_seed,
-            eval_seed=block.eval_seed,
+    first, *further = [seed_block(index, seed, seed + 7, runs) for index in range(blocks)]
+    evaluations = evaluate_batch(
+        TASK,
+        sources,
+        "smoke",
+        sandbox="process",
+        seed=first.training_seed,
+        eval_seed=first.eval_seed,
+        further_blocks=[(b.training_seed, b.eval_seed) for b in further],
+    )
+    scores: list[list[float] | None] = []
+    for evaluation in evaluations:
+        per_block = evaluation.blocks or [evaluation]
+        if any(e.status != Status.OK for e in per_block):
+            scores.append(None)
+            continue
+        scores.append(
+            [
+                x
+                for e in per_block
+                for x in next(iter(e.per_env[META_TRAIN].values()))["normalised"]["scores"]
+            ]
         )
-        for i, e in enumerate(evaluations):
-            if e.status != Status.OK or scores[i] is None:
-                scores[i] = None
-                continue
-            (entry,) = e.per_env[META_TRAIN].values()
-            scores[i] += entry["normalised"]["scores"]
     return scores
 
 

@@ -26,6 +26,12 @@ class ArtifactError(ValueError):
         self.status = status  # "failed" (missing/malformed) or "nonfinite"
 
 
+def block_dir(out_dir: Path, block: int, blocks: int) -> Path:
+    """Where block `block` of a run's `blocks` blocks of seeds leaves its artifacts: the
+    member's own folder when it trains one block, else a folder per block."""
+    return Path(out_dir) if blocks == 1 else Path(out_dir) / f"block-{block}"
+
+
 def artifact_path(out_dir: Path, env_id: str) -> Path:
     return Path(out_dir) / f"{env_id}.npz"
 

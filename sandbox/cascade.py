@@ -15,9 +15,11 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from sandbox.artifacts import block_dir
 from sandbox.backends import Limits, SandboxInfraError, SandboxRun, get_backend
 from sandbox.backends.filesystem import new_scratch, program_cache
 from sandbox.checks.pipeline import static_check
@@ -57,6 +59,9 @@ class Evaluation:
     seconds: float = 0.0
     signature: str | None = None  # behaviour signature from the validity stage
     duplicate_of: int | None = None  # set when status is "duplicate"
+    # Trained on several blocks of seeds in one run (`further_blocks`): one evaluation per
+    # block, the first included, each as if that block had run alone. Empty otherwise.
+    blocks: list["Evaluation"] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -209,6 +214,7 @@ def evaluate_batch(
     cancelled=None,
     gpu: bool = False,
     eval_seed: int | None = None,
+    further_blocks: Sequence[tuple[int, int | None]] = (),
 ) -> list[Evaluation]:
     """Run the cascade on a batch of candidate sources, in one sandbox run and one scorer
     run; one Evaluation each, in order, as if each had run alone (same seeds, same numbers).
@@ -222,7 +228,11 @@ def evaluate_batch(
     scratch; if it persists the status is "infra", with the one-line reason as the last
     stage: no verdict either. `eval_seed` (trusted callers only, never the sandbox) fixes the
     scorer's evaluation episodes, so candidates scored apart are compared on the same ones;
-    by default the scorer draws one per run."""
+    by default the scorer draws one per run. `further_blocks` are more (training seed,
+    evaluation seed) blocks to train and score after (`seed`, `eval_seed`) in the same run:
+    one process, one pass of checks and one compile per environment for all of them; each
+    Evaluation then lists every block's in `blocks`."""
+    blocks = [(seed, eval_seed), *further_blocks]
     claims = list(claims or [None] * len(sources))
     results: list[Evaluation | None] = [None] * len(sources)
     statics = []
@@ -244,36 +254,43 @@ def evaluate_batch(
     pending = [i for i, r in enumerate(results) if r is None]
     if pending:
         runner = _BatchRunner(
-            get_backend(sandbox),
-            task,
-            budget,
-            seed,
-            stage_seconds,
-            limits,
-            cancelled,
-            gpu,
-            eval_seed,
+            get_backend(sandbox), task, budget, blocks, stage_seconds, limits, cancelled, gpu
         )
         start = time.monotonic()
         evaluations = runner.run([sources[i] for i in pending], [claims[i] for i in pending])
         share = (time.monotonic() - start) / len(pending)  # of the batch's wall time
         for index, evaluation in zip(pending, evaluations, strict=True):
             if evaluation.status != Status.CANCELLED:  # no verdict: no stages either
-                evaluation.stages.insert(0, statics[index])
+                for each in (evaluation, *evaluation.blocks):
+                    each.stages.insert(0, statics[index])
             evaluation.seconds = statics[index].seconds + share
             results[index] = evaluation
+    if further_blocks:
+        for evaluation in results:
+            _share_out(evaluation, len(blocks))
     return results
+
+
+def _share_out(evaluation: Evaluation, blocks: int) -> None:
+    """Every block of a multi-block evaluation: a member never scored has the same verdict on
+    each; the time is shared out between them."""
+    evaluation.blocks = evaluation.blocks or [_copy(evaluation) for _ in range(blocks)]
+    for block in evaluation.blocks:
+        block.seconds = evaluation.seconds / blocks
+
+
+def _copy(evaluation: Evaluation) -> Evaluation:
+    return replace(evaluation, stages=list(evaluation.stages), blocks=[])
 
 
 class _BatchRunner:
     """Sandbox runs of batches: infra retries, and splitting a batch whose process died."""
 
-    def __init__(
-        self, backend, task, budget, seed, stage_seconds, limits, cancelled, gpu, eval_seed
-    ):
-        self.backend, self.task, self.budget, self.seed = backend, task, budget, seed
-        self.stage_limits = {**STAGE_SECONDS, "full": FULL_SECONDS[budget], **(stage_seconds or {})}
-        self.limits, self.cancelled, self.gpu, self.eval_seed = limits, cancelled, gpu, eval_seed
+    def __init__(self, backend, task, budget, blocks, stage_seconds, limits, cancelled, gpu):
+        self.backend, self.task, self.budget, self.blocks = backend, task, budget, blocks
+        full = FULL_SECONDS[budget] * len(blocks)  # every block is another full run
+        self.stage_limits = {**STAGE_SECONDS, "full": full, **(stage_seconds or {})}
+        self.limits, self.cancelled, self.gpu = limits, cancelled, gpu
 
     def run(self, sources: list[str], claims: list) -> list[Evaluation]:
         start = time.monotonic()
@@ -307,7 +324,9 @@ class _BatchRunner:
                 (scratch / "in" / name).mkdir(parents=True)
                 (scratch / "out" / name).mkdir(parents=True)
                 (scratch / "in" / name / "candidate.py").write_text(source)
-            request = {"task": self.task, "budget": self.budget, "seed": self.seed}
+            request = {"task": self.task, "budget": self.budget, "seed": self.blocks[0][0]}
+            if len(self.blocks) > 1:
+                request["seeds"] = [training_seed for training_seed, _ in self.blocks]
             # A batch of expressions executes no candidate code (the sandbox interprets them),
             # so it may write the compilation cache the next such batch reads.
             cache = program_cache() if self._programs_only(sources) else None
@@ -349,13 +368,32 @@ class _BatchRunner:
                 _charge_death(evaluations[0], outcome, watch)
             scored = [i for i, e in enumerate(evaluations) if e.status == Status.OK]
             if scored:
-                dirs = [out / members[i] for i in scored]
-                verdicts = _score(self.task, self.budget, dirs, self.eval_seed, self.seed)
-                for i, verdict in zip(scored, verdicts, strict=True):
-                    _apply_score(evaluations[i], verdict)
+                self._score(evaluations, [out / members[i] for i in scored], scored, scratch)
             return evaluations
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _score(self, evaluations, dirs: list[Path], scored: list[int], scratch: Path) -> None:
+        """One scorer run for every block of every trained member; with one block the
+        member's evaluation takes its verdict, with several each block's copy takes its own
+        and the member's takes the first's."""
+        count = len(self.blocks)
+        jobs = [(d, b) for d in dirs for b in range(count)]
+        verdicts = _score(
+            scratch / "score_request.json",
+            self.task,
+            self.budget,
+            [block_dir(d, b, count) for d, b in jobs],
+            [self.blocks[b][1] for _, b in jobs],
+            [self.blocks[b][0] for _, b in jobs],
+        )
+        for n, i in enumerate(scored):
+            mine = verdicts[n * count : (n + 1) * count]
+            if count > 1:
+                evaluations[i].blocks = [_copy(evaluations[i]) for _ in mine]
+                for block, verdict in zip(evaluations[i].blocks, mine, strict=True):
+                    _apply_score(block, verdict)
+            _apply_score(evaluations[i], mine[0])
 
     def _programs_only(self, sources: list[str]) -> bool:
         if not self.backend.isolates_files:
@@ -474,20 +512,24 @@ def _read_checks(path: Path) -> dict | None:
 
 
 def _score(
-    task: str, budget: str, out_dirs: list[Path], eval_seed: int | None, training_seed: int
+    request: Path,
+    task: str,
+    budget: str,
+    out_dirs: list[Path],
+    eval_seeds: list[int | None],
+    training_seeds: list[int],
 ) -> list[dict]:
     """Run the trusted scorer in its own process, once for the batch; one verdict per
-    directory, each with the scorer's seconds shared out."""
+    directory (each with its block's seeds), each with the scorer's seconds shared out."""
     start = time.monotonic()
-    request = out_dirs[0].parent.parent / "score_request.json"
     request.write_text(
         json.dumps(
             {
                 "task": task,
                 "budget": budget,
                 "out_dirs": [str(d) for d in out_dirs],
-                "eval_seed": eval_seed,
-                "training_seed": training_seed,
+                "eval_seeds": eval_seeds,
+                "training_seeds": training_seeds,
             }
         )
     )

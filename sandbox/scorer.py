@@ -116,11 +116,20 @@ def enable_compilation_cache() -> None:
 if __name__ == "__main__":
     enable_compilation_cache()
     request = json.loads(Path(sys.argv[1]).read_text())
-    # One evaluation seed for the whole batch: its members are compared on the same episodes.
-    seed = request.get("eval_seed")
-    seed = secrets.randbits(31) if seed is None else int(seed)
+    dirs = request["out_dirs"]
+    # One evaluation seed for the whole batch, unless each directory (a block of seeds) names
+    # its own: members are compared on the same episodes.
+    drawn = secrets.randbits(31)
+    eval_seeds = request.get("eval_seeds") or [request.get("eval_seed")] * len(dirs)
+    training_seeds = request.get("training_seeds") or [request.get("training_seed")] * len(dirs)
     verdicts = [
-        score(request["task"], request["budget"], Path(out_dir), seed, request.get("training_seed"))
-        for out_dir in request["out_dirs"]
+        score(
+            request["task"],
+            request["budget"],
+            Path(out_dir),
+            drawn if eval_seed is None else int(eval_seed),
+            training_seed,
+        )
+        for out_dir, eval_seed, training_seed in zip(dirs, eval_seeds, training_seeds, strict=True)
     ]
     sys.stdout.write(json.dumps(verdicts) + "\n")

@@ -13,7 +13,9 @@ stops at the first that fails; the others go on without it:
 - smoke (the batch): the smoke trainer for every surviving member as one program
   (training/run.py, lower_members), compiled once, 1 seed for a few updates or the whole
   first run where it is short (FULL_RUN_AS_SMOKE_STEPS); finite results per member;
-- full (the batch): budget seeds on every meta-train and meta-test env, one program per env.
+- full (the batch): budget seeds on every meta-train and meta-test env, one program per env,
+  run once per block of seeds the request names (`"seeds"`: each block's training seed, the
+  first being `"seed"`; artifacts of block j in out/<name>/block-j when there are several).
 
 Compiling after validity means an invalid candidate never pays for a compile. A program
 that will not lower with several members is lowered for each alone, so only the member that
@@ -46,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sandbox.artifacts import append_stage, write_json, write_training_artifact
+from sandbox.artifacts import append_stage, block_dir, write_json, write_training_artifact
 from sandbox.budgets import get_budget
 from sandbox.candidate import CandidateLoadError, load_entry_point
 from sandbox.checks.contract import (
@@ -178,7 +180,7 @@ class Member:
     program: Program | None = None  # when the source is exactly an expression: run as data
     certified: bool = False  # a program whose every condition is proved: no monitor needed
     failed: bool = False
-    trained: dict[str, TrainingBatch] = dataclasses.field(default_factory=dict)
+    trained: dict[tuple[str, int], TrainingBatch] = dataclasses.field(default_factory=dict)
 
     @property
     def tag(self) -> str:  # prefixes this member's log lines, so the trusted side can split them
@@ -200,6 +202,11 @@ class Batch:
         self.budget = get_budget(request["budget"])
         self.split = self.task.split(self.budget.name)
         self.seed = request["seed"]
+        # Further blocks reuse each compiled program with other keys: one process, one check
+        # and one compile for all of them.
+        self.seeds = [int(x) for x in request.get("seeds") or [self.seed]]
+        if self.seeds[0] != self.seed:
+            raise ValueError("the request's first block must train from its seed")
         self.out = scratch / "out"
         self.out.mkdir(exist_ok=True)
         names = request.get("members")
@@ -371,9 +378,12 @@ class Batch:
         components = Components(**{self.plug_point: member.function})
         return lower_batch(config, components, seeds=seeds, seed=self.seed)
 
-    def _train(self, stage: str, config: PPOConfig, seeds: int) -> dict[str, TrainingBatch]:
-        """Train every surviving member; one that breaks a shared program is found by
-        lowering each alone, and only it fails."""
+    def _train(
+        self, stage: str, config: PPOConfig, seeds: int, blocks: list[int]
+    ) -> dict[str, dict[int, TrainingBatch]]:
+        """Train every surviving member on each of `blocks` (indices into the request's
+        seeds), one compile for all; one that breaks a shared program is found by lowering
+        each alone, and only it fails."""
         groups = [self.alive()] if self.shared_program else [[m] for m in self.alive()]
         trained = {}
         for group in groups:
@@ -398,15 +408,22 @@ class Batch:
                     continue
                 lowered = self._lower(config, seeds, group)
             self._cap(lowered, MAX_HLO_BYTES + len(group) * MAX_FUNCTION_HLO_BYTES)
-            batch = lowered.compile().run()
-            for index, member in enumerate(group):
-                trained[member.name] = batch.member(index) if self.shared_program else batch
+            compiled = lowered.compile()
+            for block in blocks:
+                batch = compiled.run(self.seeds[block])
+                for index, member in enumerate(group):
+                    trained.setdefault(member.name, {})[block] = (
+                        batch.member(index) if self.shared_program else batch
+                    )
         return trained
 
     def smoke(self) -> None:
         run = smoke_run(self.budget, self.split.meta_train[0])
         start = time.monotonic()
-        trained = self._train("smoke", run.config, run.seeds)
+        trained = {
+            name: blocks[0]
+            for name, blocks in self._train("smoke", run.config, run.seeds, [0]).items()
+        }
         seconds = time.monotonic() - start
         runs = f"{run.config.env_steps} steps x {run.seeds} seeds on {run.config.env_id}"
         shared = f" (one program for {len(trained)})" if len(trained) > 1 else ""
@@ -424,35 +441,45 @@ class Batch:
                 member.record("smoke", Status.NONFINITE, seconds, f"{runs} gave NaN or inf")
                 continue
             if run.is_full_run:
-                member.trained[run.config.env_id] = trained[member.name]
+                member.trained[run.config.env_id, 0] = trained[member.name]
             kept = " (the full run, kept for the full stage)" if run.is_full_run else ""
             member.record("smoke", Status.OK, seconds, f"{runs}{kept}{shared}, finite")
 
     def full(self) -> None:
         start = time.monotonic()
         env_ids = self.split.meta_train + self.split.meta_test
+        blocks = range(len(self.seeds))
         for env_id in env_ids:
-            waiting = [m for m in self.alive() if env_id not in m.trained]
+            waiting = [b for b in blocks if any((env_id, b) not in m.trained for m in self.alive())]
             if waiting:
-                trained = self._train("full", self.budget.config(env_id), self.budget.seeds)
-                for member in waiting:
-                    if member.name in trained:
-                        member.trained[env_id] = trained[member.name]
+                config = self.budget.config(env_id)
+                trained = self._train("full", config, self.budget.seeds, waiting)
+                for member in self.alive():
+                    for block, batch in trained.get(member.name, {}).items():
+                        member.trained.setdefault((env_id, block), batch)
             for member in self.alive():
-                batch = member.trained.pop(env_id)
-                seconds = time.monotonic() - start
-                if self._monitor_failed(member, "full", batch.output, seconds, f" on {env_id}"):
-                    continue
-                curve = pooled_learning_curve(batch.output, axis=(0, 1))
-                params = jax.tree.map(lambda x: x[0], batch.output.params)  # one learning rate
-                write_training_artifact(member.out, env_id, params, curve)
-                print(
-                    f"{member.tag}trained {env_id}: {batch.env_steps} steps in "
-                    f"{batch.train_seconds:.1f} s",
-                    flush=True,
-                )
+                for block in blocks:
+                    batch = member.trained.pop((env_id, block))
+                    seconds = time.monotonic() - start
+                    label = f", block {block}" if len(blocks) > 1 else ""
+                    if self._monitor_failed(
+                        member, "full", batch.output, seconds, f" on {env_id}{label}"
+                    ):
+                        break
+                    curve = pooled_learning_curve(batch.output, axis=(0, 1))
+                    params = jax.tree.map(lambda x: x[0], batch.output.params)  # one learning rate
+                    out = block_dir(member.out, block, len(blocks))
+                    out.mkdir(exist_ok=True)
+                    write_training_artifact(out, env_id, params, curve)
+                    print(
+                        f"{member.tag}trained {env_id}{label}: "
+                        f"{batch.env_steps} steps in {batch.train_seconds:.1f} s",
+                        flush=True,
+                    )
         for member in self.alive():
             detail = f"{self.budget.seeds} seeds on {', '.join(env_ids)}"
+            if len(blocks) > 1:
+                detail += f", {len(blocks)} blocks of seeds"
             member.record("full", Status.OK, time.monotonic() - start, detail)
 
     def _monitor_failed(self, member: Member, stage: str, output, seconds, where="") -> bool:

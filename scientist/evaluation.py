@@ -136,30 +136,36 @@ class Recorder:
             for (i, _), evaluation, e in zip(candidates, evaluations, events, strict=True)
         ]
 
-    def rounds(self, candidates: list[tuple[int, str]], block: SeedBlock) -> list | None:
-        """Train scored candidates again, as one batch, on a further block of seeds and add
-        each round to its candidate (pooled into its fitness); a baseline is re-ranked at
-        once, a held candidate when `finish_review` says its rounds are complete. None when
-        cancelled (nothing written). Raises SandboxInfraError like `batch`."""
-        evaluations = self._evaluate(candidates, block, [None] * len(candidates))
+    def rounds(self, candidates: list[tuple[int, str]], blocks: list[SeedBlock]) -> list | None:
+        """Train scored candidates again on further blocks of seeds, all in one batch run,
+        and add each round to its candidate (pooled into its fitness); a baseline is
+        re-ranked at once, a held candidate when `finish_review` says its rounds are
+        complete. None when cancelled (nothing written). Raises SandboxInfraError like
+        `batch`."""
+        first, *further = blocks
+        evaluations = self._evaluate(candidates, first, [None] * len(candidates), further)
         if any(e.status == Status.CANCELLED for e in evaluations):
             return None
+        recorded = []
         with transaction(self.engine) as session:
-            recorded = []
             for (candidate_id, _), evaluation in zip(candidates, evaluations, strict=True):
+                per_block = evaluation.blocks if further else [evaluation]
+                if len(per_block) != len(blocks):
+                    raise RuntimeError(
+                        f"the executor returned {len(per_block)} blocks of {len(blocks)}: "
+                        "it must train `further_blocks` (sandbox.cascade.evaluate_batch)"
+                    )
                 candidate = session.get(Candidate, candidate_id)
                 rounds = reads.rounds_of(session, [candidate_id])[candidate_id]
-                record = round_record(block, evaluation)
-                total = (
-                    pooled(candidate.per_env, [*rounds, record])
-                    if evaluation.status == Status.OK
-                    else None
-                )
-                candidate = writes.record_round(session, candidate_id, record, total)
+                for block, result in zip(blocks, per_block, strict=True):
+                    rounds.append(round_record(block, result))
+                    scored = result.status == Status.OK
+                    total = pooled(candidate.per_env, rounds) if scored else None
+                    candidate = writes.record_round(session, candidate_id, rounds[-1], total)
                 if candidate.origin == Origin.BASELINE and candidate.status == Status.OK:
                     writes.rerank(session, candidate_id, self._rank(session)(candidate))
                 recorded.append(candidate)
-            return recorded
+        return recorded
 
     def finish_review(self, candidate_ids: list[int]) -> None:
         """Held candidates whose re-evaluation rounds are all written rank again, by the
@@ -170,7 +176,13 @@ class Recorder:
                 scored = candidate.status == Status.OK
                 writes.finish_review(session, candidate.id, rank(candidate) if scored else None)
 
-    def _evaluate(self, candidates: list[tuple[int, str]], block: SeedBlock, claims: list):
+    def _evaluate(
+        self,
+        candidates: list[tuple[int, str]],
+        block: SeedBlock,
+        claims: list,
+        further: list[SeedBlock] = (),
+    ):
         evaluations = self.executor(
             self.task,
             [code for _, code in candidates],
@@ -180,6 +192,7 @@ class Recorder:
             cancelled=self.cancelled,
             claims=claims,
             eval_seed=block.eval_seed,
+            further_blocks=[(b.training_seed, b.eval_seed) for b in further],
         )
         infra = [
             (candidate_id, e)

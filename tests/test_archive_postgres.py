@@ -455,6 +455,7 @@ def test_two_campaigns_run_side_by_side_on_one_database(engine, db_url):
     from scientist.campaign.config import CampaignConfig
     from scientist.campaign.loop import CampaignLoop
     from scientist.proposers.mutation import MutationProposer
+    from tests.stand_ins import blockwise
 
     def evaluate_one(code, claim_signature):
         digest = hashlib.sha256(code.encode()).digest()
@@ -482,7 +483,9 @@ def test_two_campaigns_run_side_by_side_on_one_database(engine, db_url):
         for seed, name in enumerate(["north", "south"])
     ]
     runners = [
-        CampaignLoop(engine, c, MutationProposer(load_task("mirror_drift")), executor=evaluate)
+        CampaignLoop(
+            engine, c, MutationProposer(load_task("mirror_drift")), executor=blockwise(evaluate)
+        )
         for c in configs
     ]
     outcomes = {}

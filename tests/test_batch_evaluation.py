@@ -209,3 +209,34 @@ def test_a_program_batch_reuses_its_exported_trainer_and_trains_the_same(tmp_pat
     file.write_bytes(b"not an exported program")  # unreadable: exported again, not an error
     trained(first, cache)
     assert file.stat().st_size > 100
+
+
+def test_further_blocks_of_seeds_train_in_one_run_as_each_block_alone(alone):
+    """Re-evaluation trains several blocks of seeds in one sandbox run (one check, one compile
+    per environment): each block's numbers are those of that block trained alone, here DPO's
+    on seed 0 as the second block. Members that never train get their verdict on every block."""
+    negative = "def drift(ratio, advantage):\n    return ratio - 1.0\n"
+    rejected = "import os\n\ndef drift(ratio, advantage):\n    return os.getpid() * 0.0\n"
+    first = (7, EVAL_SEED + 1)
+    batch = evaluate_batch(
+        "mirror_drift",
+        [DPO, negative, rejected],
+        "smoke",
+        sandbox="process",
+        seed=first[0],
+        eval_seed=first[1],
+        further_blocks=[(0, EVAL_SEED)],
+    )
+    dpo, invalid, refused = batch
+    assert [len(e.blocks) for e in batch] == [2, 2, 2]
+    assert [b.status for b in dpo.blocks] == ["ok", "ok"]
+    assert numbers(dpo.blocks[1]) == numbers(alone)  # the same floats as the run of its own
+    assert dpo.blocks[1].fitness == alone.fitness
+    assert numbers(dpo.blocks[0]) == numbers(dpo) != numbers(alone)  # other seeds, other numbers
+    seeds = [b.per_env["meta_train"]["CartPole-v1"]["seeds"] for b in dpo.blocks]
+    assert [(s["training"], s["evaluation"]) for s in seeds] == [first, (0, EVAL_SEED)]
+    assert "2 blocks of seeds" in next(s.detail for s in dpo.stages if s.name == "full")
+    assert [b.status for b in invalid.blocks] == [invalid.status] * 2 == ["invalid"] * 2
+    assert [b.status for b in refused.blocks] == ["rejected"] * 2
+    assert all(b.fitness is None and not b.blocks for b in invalid.blocks + refused.blocks)
+    assert sum(b.seconds for b in dpo.blocks) == pytest.approx(dpo.seconds)

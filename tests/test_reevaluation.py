@@ -21,6 +21,7 @@ from scientist.campaign.loop import CampaignLoop
 from scientist.paired import labels, versus_baselines
 from scientist.proposers.base import Proposal, ProposalRequest
 from scientist.proposers.mutation import MutationProposer
+from tests.stand_ins import blockwise
 
 PPO_VARIANTS = {
     # clip range 0.19 and 0.21: behaviourally different, about as good as PPO
@@ -185,7 +186,7 @@ def run_stand_in(tmp_path, **settings):
         **settings,
     )
     proposer = Watching(engine)
-    campaign = CampaignLoop(engine, config, proposer, executor=stand_in_evaluate).run()
+    campaign = CampaignLoop(engine, config, proposer, executor=blockwise(stand_in_evaluate)).run()
     assert campaign.status == "finished", campaign.message
     return engine, campaign.id, proposer
 
@@ -235,7 +236,7 @@ def test_a_round_that_fails_on_fresh_seeds_ends_the_candidate_as_a_parent(tmp_pa
     config = CampaignConfig(
         name="fragile", task="mirror_drift", generations=2, islands=1, population=4, workers=1
     )
-    campaign = CampaignLoop(engine, config, Watching(engine), executor=evaluate).run()
+    campaign = CampaignLoop(engine, config, Watching(engine), executor=blockwise(evaluate)).run()
     assert campaign.status == "finished", campaign.message
     with transaction(engine) as session:
         rows = reads.candidates(session, campaign.id)

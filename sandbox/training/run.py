@@ -79,9 +79,14 @@ class CompiledBatch:
     compiled: Any
     compile_seconds: float  # tracing and lowering included
 
-    def run(self) -> TrainingBatch:
+    def run(self, seed: int | None = None) -> TrainingBatch:
+        """Train on the seed keys it was lowered with, or on those split from `seed`: the same
+        program with other keys, so the same numbers as a batch lowered with `seed`."""
+        keys, *rest = self.program.args
+        if seed is not None:
+            keys = jax.random.split(jax.random.key(seed), keys.shape[0])
         start = time.perf_counter()
-        output = jax.block_until_ready(self.compiled(*self.program.args))
+        output = jax.block_until_ready(self.compiled(keys, *rest))
         train_seconds = time.perf_counter() - start
         return TrainingBatch(
             self.program.config,

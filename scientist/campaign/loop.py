@@ -284,9 +284,10 @@ class CampaignLoop:
             self.in_flight[executor.submit(self._reevaluate, batch)] = [i for i, _ in batch]
 
     def _reevaluate(self, held: list[tuple[int, str]]) -> list:
-        """Each further block of seeds as one batch: the held candidates that lack it and the
-        baselines that lack it (the paired references). Nothing to collect afterwards; a
-        stopped campaign leaves the rest held, for its resume."""
+        """The further blocks of seeds the held candidates lack, and the baselines lack (the
+        paired references), trained in one batch run per set of missing blocks: usually all
+        held candidates lack all of them, and the baselines none or all. Nothing to collect
+        afterwards; a stopped campaign leaves the rest held, for its resume."""
         ids = [i for i, _ in held]
         with transaction(self.engine) as session:
             baselines = [
@@ -294,16 +295,17 @@ class CampaignLoop:
                 for name, c in reads.scored_baselines(session, self.campaign.id).items()
                 if name in REFERENCES
             ]
-        for index in range(SEARCH_BLOCK + 1, SEARCH_BLOCK + 1 + self.config.review_blocks):
-            block = self.record.block(index)
-            with transaction(self.engine) as session:
-                rounds = reads.rounds_of(session, [i for i, _ in held + baselines])
-            members = [
-                (i, code)
-                for i, code in held + baselines
-                if index not in {r.block for r in rounds[i]}
-            ]
-            if members and self.record.rounds(members, block) is None:
+            rounds = reads.rounds_of(session, [i for i, _ in held + baselines])
+        fresh = range(SEARCH_BLOCK + 1, SEARCH_BLOCK + 1 + self.config.review_blocks)
+        lacking: dict[tuple[int, ...], list[tuple[int, str]]] = {}
+        for i, code in held + baselines:
+            have = {r.block for r in rounds[i]}
+            missing = tuple(b for b in fresh if b not in have)
+            if missing:
+                lacking.setdefault(missing, []).append((i, code))
+        for missing, members in lacking.items():
+            blocks = [self.record.block(b) for b in missing]
+            if self.record.rounds(members, blocks) is None:
                 return []  # cancelled
         self.record.finish_review(ids)
         with transaction(self.engine) as session:

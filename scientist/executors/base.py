@@ -1,7 +1,7 @@
 """The executor interface and the choice between implementations."""
 
 import glob
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from sandbox.cascade import Evaluation, evaluate_batch
@@ -27,8 +27,10 @@ class Executor(Protocol):
         claims: list[Callable[[str], int | None] | None] | None = None,
         cancelled: Callable[[], bool] | None = None,
         eval_seed: int | None = None,
+        further_blocks: Sequence[tuple[int, int | None]] = (),
     ) -> list[Evaluation]:
-        """One batch (sandbox.cascade.evaluate_batch): an Evaluation per source, in order."""
+        """One batch (sandbox.cascade.evaluate_batch): an Evaluation per source, in order;
+        with `further_blocks`, each lists one Evaluation per block in `blocks`."""
 
     def batch_choice(self, budget: str, workers: int) -> BatchChoice:
         """The batch size where `--batch` is not given (scientist/executors/sizing.py)."""
@@ -52,6 +54,7 @@ class LocalExecutor:
         claims=None,
         cancelled=None,
         eval_seed=None,
+        further_blocks=(),
     ) -> list[Evaluation]:
         return evaluate_batch(
             task,
@@ -63,6 +66,7 @@ class LocalExecutor:
             claims=claims,
             cancelled=cancelled,
             eval_seed=eval_seed,
+            further_blocks=further_blocks,
         )
 
     def batch_choice(self, budget: str, workers: int) -> BatchChoice:

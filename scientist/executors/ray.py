@@ -17,7 +17,7 @@ stay pending for resume).
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sandbox.cascade import Evaluation, StageRecord
 from sandbox.vocabulary import ExecutorName, Status
@@ -88,6 +88,7 @@ class RayExecutor:
         claims: list[Callable[[str], int | None] | None] | None = None,
         cancelled: Callable[[], bool] | None = None,
         eval_seed: int | None = None,
+        further_blocks: Sequence[tuple[int, int | None]] = (),
     ) -> list[Evaluation]:
         """One Ray task per batch."""
         ray = self.ray
@@ -101,7 +102,9 @@ class RayExecutor:
             num_gpus=1 if gpu else 0,
             max_retries=self.max_retries,
             retry_exceptions=False,
-        ).remote(task, sources, budget, sandbox, seed, gpu, self.broker, keys, eval_seed)
+        ).remote(
+            task, sources, budget, sandbox, seed, gpu, self.broker, keys, eval_seed, further_blocks
+        )
 
         def everyone(status: str, stages=()) -> list[Evaluation]:
             seconds = time.monotonic() - started
@@ -133,7 +136,13 @@ class RayExecutor:
         ) as error:
             if len(sources) > 1:  # split, so that only a batch of one is ever charged
                 half = len(sources) // 2
-                options = dict(sandbox=sandbox, seed=seed, cancelled=cancelled, eval_seed=eval_seed)
+                options = dict(
+                    sandbox=sandbox,
+                    seed=seed,
+                    cancelled=cancelled,
+                    eval_seed=eval_seed,
+                    further_blocks=further_blocks,
+                )
                 return [
                     *self(task, sources[:half], budget, claims=claims[:half], **options),
                     *self(task, sources[half:], budget, claims=claims[half:], **options),
@@ -161,7 +170,7 @@ class RayExecutor:
 
 
 def _evaluate_on_node(
-    task, sources, budget, sandbox, seed, gpu, broker, keys, eval_seed
+    task, sources, budget, sandbox, seed, gpu, broker, keys, eval_seed, further_blocks
 ) -> list[Evaluation]:
     """The Ray task: the cascade on this node, its claims relayed to the campaign."""
     import ray
@@ -189,6 +198,7 @@ def _evaluate_on_node(
         gpu=gpu,
         claims=[claim_through(key) if key else None for key in keys],
         eval_seed=eval_seed,
+        further_blocks=further_blocks,
     )
 
 
