@@ -162,9 +162,11 @@ class Recorder:
                     scored = result.status == Status.OK
                     total = pooled(candidate.per_env, rounds) if scored else None
                     candidate = writes.record_round(session, candidate_id, rounds[-1], total)
-                if candidate.origin == Origin.BASELINE and candidate.status == Status.OK:
-                    writes.rerank(session, candidate_id, self._rank(session)(candidate))
                 recorded.append(candidate)
+            rank = self._rank(session)  # the baselines' seed spread, this job's rounds included
+            for candidate in recorded:
+                if candidate.origin == Origin.BASELINE and candidate.status == Status.OK:
+                    writes.rerank(session, candidate.id, rank(candidate))
         return recorded
 
     def finish_review(self, candidate_ids: list[int]) -> None:
