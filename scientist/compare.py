@@ -17,6 +17,7 @@ from sandbox.fitness import Estimate, paired_difference, split_estimate
 from sandbox.tasks import load_task
 from sandbox.vocabulary import ORIGIN_LABELS, Origin, Sandbox, Selection, Status
 from scientist.executors.base import Executor, LocalExecutor, batch_choice
+from scientist.seed_blocks import pooled, round_record, seed_block
 
 KINDS = tuple(
     (origin, ORIGIN_LABELS[origin])
@@ -160,27 +161,41 @@ def reevaluate(
     batch: int | None = None,
     executor: Executor | None = None,
     on_done=None,
+    blocks: int = 1,
 ) -> list[Row]:
-    """Train and score every present row again on `seed` and one evaluation seed (the same
-    for all: common random numbers), in batches of `batch` (default: the executor's choice),
-    `workers` batches at a time through the executor (default: sandboxes here). Nothing is
-    recorded: the archive keeps the search's own evaluations."""
+    """Train and score every present row again on `blocks` blocks of the budget's seeds from
+    `seed`, each with its evaluation seed (the same for all rows: common random numbers), in
+    batches of `batch` (default: the executor's choice), `workers` batches at a time through
+    the executor (default: sandboxes here); a batch trains all its blocks in one run. Each
+    row's scores pool its blocks. Nothing is recorded: the archive keeps the search's own
+    evaluations."""
     present = [r for r in rows if r.code is not None]
     executor = executor or LocalExecutor()
     eval_seed = secrets.randbits(31)
+    runs = get_budget(budget).seeds
+    first, *further = [seed_block(b, seed, eval_seed, runs) for b in range(blocks)]
 
     def run(group: list[Row]) -> None:
         evaluations = executor(
-            task, [r.code for r in group], budget, sandbox=sandbox, seed=seed, eval_seed=eval_seed
+            task,
+            [r.code for r in group],
+            budget,
+            sandbox=sandbox,
+            seed=first.training_seed,
+            eval_seed=first.eval_seed,
+            further_blocks=[(b.training_seed, b.eval_seed) for b in further],
         )
         for row, evaluation in zip(group, evaluations, strict=True):
-            row.status = evaluation.status
-            if evaluation.status == Status.OK:
-                row.meta_train = split_score(evaluation.per_env.get("meta_train", {}))
-                row.meta_test = split_score(evaluation.per_env.get("meta_test", {}))
+            per_block = evaluation.blocks if further else [evaluation]
+            failed = next((e for e in per_block if e.status != Status.OK), None)
+            row.status = Status.OK if failed is None else failed.status
+            if failed is None:
+                records = [round_record(b, e) for b, e in zip([first, *further], per_block)]
+                per_env = pooled(evaluation.per_env, records)[2]
+                row.meta_train = split_score(per_env.get("meta_train", {}))
+                row.meta_test = split_score(per_env.get("meta_test", {}))
                 row.scores = [
-                    e["normalised"]["scores"]
-                    for e in evaluation.per_env.get("meta_train", {}).values()
+                    e["normalised"]["scores"] for e in per_env.get("meta_train", {}).values()
                 ]
             if on_done:
                 on_done(row)

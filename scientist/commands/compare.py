@@ -11,6 +11,7 @@ from rich.table import Table
 
 from archive import reads
 from archive.db import open_reader, transaction
+from sandbox.budgets import get_budget
 from sandbox.vocabulary import ExecutorName, Sandbox, Status
 from scientist.campaign.display import fmt
 from scientist.commands.campaign import DbOption, console, out
@@ -29,6 +30,14 @@ def compare(
     seed: Annotated[
         int, typer.Option(help="training seed of the re-evaluation (fresh: not a campaign's)")
     ] = 1009,
+    blocks: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="blocks of the budget's seeds to train each row on, in one run (smoke: 4 "
+            "blocks are 8 seeds, the fewest with an interval)",
+        ),
+    ] = 1,
     sandbox: SandboxOption = Sandbox.AUTO,
     workers: Annotated[
         int, typer.Option(help="evaluations at once (with ray: tasks in flight)")
@@ -58,9 +67,10 @@ def compare(
         )
         raise typer.Exit(2)
     budget = budget or budgets.pop()
+    seeds = blocks * get_budget(budget).seeds
     console.print(
         f"re-evaluating {sum(r.code is not None for r in rows)} candidates on {task} "
-        f"at budget {budget}, seed {seed} ..."
+        f"at budget {budget}, {seeds} seeds from seed {seed} ..."
     )
     with executor_for(executor, ray_address) as runs:
         reevaluate(
@@ -71,23 +81,26 @@ def compare(
             sandbox=sandbox,
             workers=workers,
             executor=runs,
+            blocks=blocks,
             on_done=lambda r: console.print(f"  {r.label}: {r.status}"),
         )
     record = {
         "task": task,
         "budget": budget,
         "seed": seed,
+        "blocks": blocks,
+        "seeds": seeds,
         "campaigns": names,
         "rows": [{k: v for k, v in asdict(r).items() if k != "code"} for r in rows],
     }
     if as_json:
         sys.stdout.write(json.dumps(record) + "\n")
     else:
-        out.print(table(rows, f"{task} at {budget}, fresh seed {seed}"))
+        out.print(table(rows, f"{task} at {budget}, {seeds} fresh seeds from seed {seed}"))
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "comparison.json").write_text(json.dumps(record, indent=2))
-        (out_dir / "comparison.md").write_text(markdown(rows, task, budget, seed))
+        (out_dir / "comparison.md").write_text(markdown(rows, task, budget, seed, seeds))
         console.print(f"wrote {out_dir / 'comparison.json'} and {out_dir / 'comparison.md'}")
 
 
@@ -156,9 +169,9 @@ def table(rows: list[Row], title: str) -> Table:
     return t
 
 
-def markdown(rows: list[Row], task: str, budget: str, seed: int) -> str:
+def markdown(rows: list[Row], task: str, budget: str, seed: int, seeds: int) -> str:
     lines = [
-        f"# {task}: comparison at budget {budget} (fresh training seed {seed})",
+        f"# {task}: comparison at budget {budget} ({seeds} fresh seeds from training seed {seed})",
         "",
         "Normalised fitness: 0 = uniform-random policy, 1 = PPO at this budget. IQM over seeds, "
         "mean over environments, 95% stratified bootstrap CI (none below 4 seeds per environment "
