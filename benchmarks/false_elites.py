@@ -124,7 +124,7 @@ def fresh_scores(sources: list[str], blocks: int, seed: int) -> list[list[float]
     )
     scores: list[list[float] | None] = []
     for evaluation in evaluations:
-        per_block = evaluation.blocks or [evaluation]
+        per_block = evaluation.per_block()
         if any(e.status != Status.OK for e in per_block):
             scores.append(None)
             continue

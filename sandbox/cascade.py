@@ -63,6 +63,10 @@ class Evaluation:
     # block, the first included, each as if that block had run alone. Empty otherwise.
     blocks: list["Evaluation"] = field(default_factory=list)
 
+    def per_block(self) -> list["Evaluation"]:
+        """One evaluation per block of seeds it trained on (itself, for one block)."""
+        return self.blocks or [self]
+
     def to_dict(self) -> dict:
         return asdict(self)
 

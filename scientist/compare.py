@@ -186,7 +186,7 @@ def reevaluate(
             further_blocks=[(b.training_seed, b.eval_seed) for b in further],
         )
         for row, evaluation in zip(group, evaluations, strict=True):
-            per_block = evaluation.blocks if further else [evaluation]
+            per_block = evaluation.per_block()
             failed = next((e for e in per_block if e.status != Status.OK), None)
             row.status = Status.OK if failed is None else failed.status
             if failed is None:

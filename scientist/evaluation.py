@@ -149,7 +149,7 @@ class Recorder:
         recorded = []
         with transaction(self.engine) as session:
             for (candidate_id, _), evaluation in zip(candidates, evaluations, strict=True):
-                per_block = evaluation.blocks if further else [evaluation]
+                per_block = evaluation.per_block()
                 if len(per_block) != len(blocks):
                     raise RuntimeError(
                         f"the executor returned {len(per_block)} blocks of {len(blocks)}: "
