@@ -120,7 +120,7 @@ def fresh_scores(sources: list[str], blocks: int, seed: int) -> list[list[float]
         sandbox="process",
         seed=first.training_seed,
         eval_seed=first.eval_seed,
-        further_blocks=[(b.training_seed, b.eval_seed) for b in further],
+        further_blocks=[b.seeds for b in further],
     )
     scores: list[list[float] | None] = []
     for evaluation in evaluations:

@@ -35,7 +35,7 @@ def main() -> None:
     sources = [task.baseline_source(name) for name in task.baseline_names]
     runs = get_budget(args.budget).seeds
     blocks = [seed_block(b, args.seed, args.seed + 7, runs) for b in range(1, args.blocks + 1)]
-    pairs = [(b.training_seed, b.eval_seed) for b in blocks]
+    pairs = [b.seeds for b in blocks]
 
     def run(first, further=()):
         return evaluate_batch(

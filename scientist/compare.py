@@ -183,7 +183,7 @@ def reevaluate(
             sandbox=sandbox,
             seed=first.training_seed,
             eval_seed=first.eval_seed,
-            further_blocks=[(b.training_seed, b.eval_seed) for b in further],
+            further_blocks=[b.seeds for b in further],
         )
         for row, evaluation in zip(group, evaluations, strict=True):
             per_block = evaluation.per_block()

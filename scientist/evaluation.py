@@ -194,7 +194,7 @@ class Recorder:
             cancelled=self.cancelled,
             claims=claims,
             eval_seed=block.eval_seed,
-            further_blocks=[(b.training_seed, b.eval_seed) for b in further],
+            further_blocks=[b.seeds for b in further],
         )
         infra = [
             (candidate_id, e)

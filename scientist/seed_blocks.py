@@ -31,6 +31,11 @@ class SeedBlock:
     eval_seed: int | None
     runs: int  # seeds per environment
 
+    @property
+    def seeds(self) -> tuple[int, int | None]:
+        """(training seed, evaluation seed): what an executor's `further_blocks` lists."""
+        return self.training_seed, self.eval_seed
+
 
 def seed_block(block: int, seed: int, eval_seed: int | None, runs: int) -> SeedBlock:
     """Block `block` of a campaign whose search trains from `seed` and scores on `eval_seed`."""
