@@ -8,7 +8,7 @@ import hashlib
 def normalised_source(code: str) -> str:
     try:
         tree = ast.parse(code)
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # null bytes, absurd nesting
         return code.strip()
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
@@ -20,7 +20,10 @@ def normalised_source(code: str) -> str:
             and isinstance(body[0].value.value, str)
         ):
             node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
+    try:
+        return ast.unparse(tree)
+    except (ValueError, RecursionError):  # an integer literal too long to print (over 4300 digits)
+        return code.strip()
 
 
 def code_hash(code: str) -> str:

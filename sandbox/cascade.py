@@ -10,10 +10,12 @@ after retries); neither is ever recorded as the candidate's result.
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -21,9 +23,10 @@ from pathlib import Path
 
 from sandbox.artifacts import block_dir
 from sandbox.backends import Limits, SandboxInfraError, SandboxRun, get_backend
-from sandbox.backends.filesystem import new_scratch, program_cache
+from sandbox.backends.filesystem import new_scratch, program_cache, scratch_root
 from sandbox.checks.pipeline import static_check
 from sandbox.checks.report import CheckReport
+from sandbox.outputs import OutputError, Outputs
 from sandbox.pieces import Contract
 from sandbox.tasks import load_task
 from sandbox.training.program import expression_program
@@ -79,15 +82,15 @@ class _BatchWatch:
 
     def __init__(
         self,
-        out: Path,
-        members: list[str],
+        records: Outputs,
+        members: dict[str, Outputs],
         limits: dict[str, float],
         claims: list | None = None,
         cancelled=None,
     ):
-        self.file, self.limits, self.seen = out / "stages.jsonl", limits, {}
+        self.records, self.limits, self.seen = records, limits, {}
         self.batch_limits = {stage: seconds * len(members) for stage, seconds in limits.items()}
-        self.dirs = {name: out / name for name in members}
+        self.dirs = members  # each member's out directory
         self.cancelled = cancelled or (lambda: False)
         self.expired: str | None = None
         self.claims = dict(zip(members, claims or [None] * len(members), strict=True))
@@ -101,9 +104,11 @@ class _BatchWatch:
             if claim is None or name in self.signatures:
                 continue
             try:
-                path = self.dirs[name] / "signature.json"
-                signature = json.loads(path.read_text())["signature"]
-            except (OSError, ValueError, KeyError, TypeError):
+                signature = json.loads(self.dirs[name].read("signature.json"))["signature"]
+            except OutputError:  # not a file: never deduplicated, and it fails anyway
+                self.signatures[name] = ""
+                continue
+            except (ValueError, KeyError, TypeError):  # none yet (None), or half written
                 continue
             if not (
                 isinstance(signature, str) and 0 < len(signature) <= 64 and signature.isalnum()
@@ -118,16 +123,14 @@ class _BatchWatch:
     def decided(self) -> bool:
         """Every member is a duplicate or has failed a stage: nothing left worth training."""
         return bool(self.duplicate_of) and all(
-            name in self.duplicate_of
-            or any(r.status != Status.OK for r in _read_stage_records(path / "stages.jsonl"))
-            for name, path in self.dirs.items()
+            name in self.duplicate_of or _has_failed(outputs) for name, outputs in self.dirs.items()
         )
 
-    def current(self, path: Path | None = None) -> str | None:
-        """The stage running now: the batch's, or a member's (`path`: its out directory)."""
+    def current(self, outputs: Outputs | None = None) -> str | None:
+        """The stage running now: the batch's, or a member's (`outputs`: its out directory)."""
         started, ended = [], set()
         try:
-            text = ((path / "stages.jsonl") if path else self.file).read_text(errors="replace")
+            text = ((outputs or self.records).read("stages.jsonl") or b"").decode(errors="replace")
             for line in text.splitlines()[:1000]:
                 record = json.loads(line)
                 (
@@ -135,7 +138,7 @@ class _BatchWatch:
                     if record.get("event") == "start"
                     else ended.add(record.get("stage"))
                 )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OutputError, ValueError, KeyError, TypeError, AttributeError):
             pass
         running = [s for s in started if s not in ended]
         return running[-1] if running else None
@@ -166,12 +169,11 @@ class _BatchWatch:
         return False
 
 
-def _read_stage_records(stages_file: Path) -> list[StageRecord]:
+def _read_stage_records(outputs: Outputs) -> list[StageRecord]:
+    """A member's stage records, as far as they parse; OutputError when its stages.jsonl is
+    not a file."""
     records = []
-    try:
-        lines = stages_file.read_text(errors="replace").splitlines()
-    except OSError:
-        return records
+    lines = (outputs.read("stages.jsonl") or b"").decode(errors="replace").splitlines()
     for line in lines[:100]:
         try:
             r = json.loads(line)
@@ -191,6 +193,13 @@ def _read_stage_records(stages_file: Path) -> list[StageRecord]:
         except (ValueError, TypeError, KeyError):
             continue
     return records
+
+
+def _has_failed(outputs: Outputs) -> bool:
+    try:
+        return any(r.status != Status.OK for r in _read_stage_records(outputs))
+    except OutputError:
+        return True
 
 
 def evaluate_candidate(
@@ -287,6 +296,30 @@ def _copy(evaluation: Evaluation) -> Evaluation:
     return replace(evaluation, stages=list(evaluation.stages), blocks=[])
 
 
+def _lay_out(
+    scratch: Path, members: list[str], sources: list[str]
+) -> tuple[Outputs, dict[str, Outputs], list[dict]]:
+    """The batch's directories in `scratch`, each named by a random token: the batch's stage
+    records, and each member's source (in/<token>/candidate.py, read-only in the sandbox)
+    and out directory (out/<token>). No member can guess another's names, so none can reach
+    another's files (sandbox/stages.py). Returns the records, each member's out directory,
+    and the members as the request names them."""
+
+    def fresh(parent: Path) -> Path:
+        path = parent / secrets.token_hex(16)
+        path.mkdir(parents=True)
+        return path
+
+    records = Outputs(scratch, fresh(scratch / "out"))
+    outputs, places = {}, []
+    for name, source in zip(members, sources, strict=True):
+        source_file = fresh(scratch / "in") / "candidate.py"
+        source_file.write_text(source)
+        outputs[name] = Outputs(scratch, fresh(scratch / "out"))
+        places.append({"name": name, "source": str(source_file), "out": str(outputs[name].path)})
+    return records, outputs, places
+
+
 class _BatchRunner:
     """Sandbox runs of batches: infra retries, and splitting a batch whose process died."""
 
@@ -324,10 +357,7 @@ class _BatchRunner:
         members = [str(i) for i in range(k)]
         scratch = new_scratch()
         try:
-            for name, source in zip(members, sources, strict=True):
-                (scratch / "in" / name).mkdir(parents=True)
-                (scratch / "out" / name).mkdir(parents=True)
-                (scratch / "in" / name / "candidate.py").write_text(source)
+            records, outputs, places = _lay_out(scratch, members, sources)
             request = {"task": self.task, "budget": self.budget, "seed": self.blocks[0][0]}
             if len(self.blocks) > 1:
                 request["seeds"] = [training_seed for training_seed, _ in self.blocks]
@@ -337,24 +367,26 @@ class _BatchRunner:
             if cache is not None:
                 cache.mkdir(exist_ok=True)
                 request.update(programs_only=True, compilation_cache=str(cache))
-            (scratch / "in" / "request.json").write_text(
-                json.dumps({**request, "members": members})
+            # Beside in/, not in it: the stages delete it (it holds the tokens) once read.
+            request_file = scratch / "request.json"
+            request_file.write_text(
+                json.dumps({**request, "records": str(records.path), "members": places})
             )
-            out = scratch / "out"
-            watch = _BatchWatch(out, members, self.stage_limits, claims, self.cancelled)
+            watch = _BatchWatch(records, outputs, self.stage_limits, claims, self.cancelled)
             # The devices a scheduler (Ray, a batch system) gave this process are the sandbox's.
             visible = {
                 k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES",) if self.gpu and k in os.environ
             }
             outcome = self.backend.run(
                 SandboxRun(
-                    ("-m", "sandbox.stages", str(scratch / "in" / "request.json")),
+                    ("-m", "sandbox.stages", str(request_file)),
                     scratch,
                     limits,
                     env=visible,
                     gpu=self.gpu,
                     watchdog=watch,
                     cache=cache,
+                    read_only=(scratch / "in",),
                 )
             )
             if watch.cancelled():
@@ -363,7 +395,7 @@ class _BatchRunner:
                 ]
             watch.check_signatures()  # in case the run ended between two watchdog polls
             evaluations = [
-                self._member_evaluation(out / name, name, outcome, watch) for name in members
+                self._member_evaluation(outputs[name], name, outcome, watch) for name in members
             ]
             undecided = [e for e in evaluations if e.status == Status.PENDING]
             if undecided and k > 1:  # the run ended before their verdicts: who killed it?
@@ -372,25 +404,32 @@ class _BatchRunner:
                 _charge_death(evaluations[0], outcome, watch)
             scored = [i for i, e in enumerate(evaluations) if e.status == Status.OK]
             if scored:
-                self._score(evaluations, [out / members[i] for i in scored], scored, scratch)
+                self._score(evaluations, [outputs[members[i]].path for i in scored], scored)
             return evaluations
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _score(self, evaluations, dirs: list[Path], scored: list[int], scratch: Path) -> None:
+    def _score(self, evaluations, dirs: list[Path], scored: list[int]) -> None:
         """One scorer run for every block of every trained member; with one block the
         member's evaluation takes its verdict, with several each block's copy takes its own
         and the member's takes the first's."""
         count = len(self.blocks)
         jobs = [(d, b) for d in dirs for b in range(count)]
-        verdicts = _score(
-            scratch / "score_request.json",
-            self.task,
-            self.budget,
-            [block_dir(d, b, count) for d, b in jobs],
-            [self.blocks[b][1] for _, b in jobs],
-            [self.blocks[b][0] for _, b in jobs],
-        )
+        # Its request lies outside the scratch: a name the sandbox left there (a link, a
+        # directory) must not be what the trusted side writes through.
+        handle, request = tempfile.mkstemp(prefix="score-", suffix=".json", dir=scratch_root())
+        os.close(handle)
+        try:
+            verdicts = _score(
+                Path(request),
+                self.task,
+                self.budget,
+                [block_dir(d, b, count) for d, b in jobs],
+                [self.blocks[b][1] for _, b in jobs],
+                [self.blocks[b][0] for _, b in jobs],
+            )
+        finally:
+            os.unlink(request)
         for n, i in enumerate(scored):
             mine = verdicts[n * count : (n + 1) * count]
             if count > 1:
@@ -408,8 +447,13 @@ class _BatchRunner:
         inputs = tuple(spec.inputs)
         return all(expression_program(s, spec.entry_point, inputs) is not None for s in sources)
 
-    def _member_evaluation(self, out: Path, name: str, outcome, watch: _BatchWatch) -> Evaluation:
-        stages = _read_stage_records(out / "stages.jsonl")
+    def _member_evaluation(
+        self, outputs: Outputs, name: str, outcome, watch: _BatchWatch
+    ) -> Evaluation:
+        try:
+            stages = _read_stage_records(outputs)
+        except OutputError:
+            stages = []
         evaluation = Evaluation(
             Status.OK,
             None,
@@ -417,9 +461,22 @@ class _BatchRunner:
             log_tail=_member_log(outcome.log_tail, name)[-LOG_TAIL_CHARS:],
             backend=self.backend.name,
             isolation=outcome.isolation,
-            checks=_read_checks(out / "checks.json"),
+            checks=_read_checks(outputs),
             signature=watch.signatures.get(name) or None,
         )
+        try:
+            outputs.check()  # all of it, before the scorer opens its artifacts by path
+        except OutputError as problem:  # this member's failure alone, whoever caused it
+            stages.append(
+                StageRecord(
+                    "sandbox",
+                    Status.FAILED,
+                    outcome.seconds,
+                    f"its outputs are not as the stages leave them: {problem}",
+                )
+            )
+            evaluation.status = Status.FAILED
+            return evaluation
         if name in watch.duplicate_of:
             evaluation.duplicate_of = watch.duplicate_of[name]
             stages.append(
@@ -507,11 +564,11 @@ def _apply_score(evaluation: Evaluation, verdict: dict) -> None:
         evaluation.per_env = verdict["per_env"]
 
 
-def _read_checks(path: Path) -> dict | None:
+def _read_checks(outputs: Outputs) -> dict | None:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(outputs.read("checks.json"))
         return data if isinstance(data, dict) and isinstance(data.get("checks"), list) else None
-    except (OSError, ValueError):
+    except (OutputError, ValueError, TypeError):
         return None
 
 

@@ -833,6 +833,19 @@ def _assign(parser: "_Parser", target: ast.expr, value: ast.expr) -> None:
         raise _Unsupported
 
 
+def _finite(literal: int | float) -> float:
+    """A numeric literal as a float64. One beyond it (a 400-digit integer cannot be
+    converted, 1e400 reads as inf) is outside the grammar: no tree holds a constant that
+    the code does not spell."""
+    try:
+        value = float(literal)
+    except OverflowError:
+        raise _Unsupported from None
+    if not math.isfinite(value):
+        raise _Unsupported
+    return value
+
+
 @dataclass
 class _Parser:
     inputs: dict[str, None]
@@ -843,7 +856,7 @@ class _Parser:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
                 raise _Unsupported
-            return Const(float(node.value))
+            return Const(_finite(node.value))
         if isinstance(node, ast.Name):
             if node.id in self.inputs:
                 return Var(node.id)

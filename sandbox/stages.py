@@ -1,11 +1,17 @@
 """The program that runs inside the sandbox: the candidate-side stages of an evaluation.
 
-    python -m sandbox.stages in/request.json
+    python -m sandbox.stages request.json
 
-A request names a batch of members (`"members": ["0", "1", ...]`, each with its source in
-in/<name>/candidate.py and its records in out/<name>/), or one candidate in in/candidate.py
-with its records in out/ when it names none. Each member goes through its own stages and
-stops at the first that fails; the others go on without it:
+A request names a batch of members (`"members"`: `{"name": "0", "source": ..., "out": ...}`
+each, and `"records"`: the batch's own out directory), or one candidate in in/candidate.py
+with its records in out/ when it names none. The trusted side names each member's source
+in/<token>/candidate.py and its out directory out/<token>, absolute paths with random
+tokens no member can guess, so that none can reach another's files; in/ is read-only where
+the backend allows. Every source is read, and a request naming members (it holds the
+tokens) deleted, before any candidate code runs. A member whose out directory is not the
+empty one the trusted side made runs no stage and writes nothing (it could be a link into
+another's). Each member goes through its own stages and stops at the first that fails; the
+others go on without it:
 
 - trace (per member): load with restricted builtins, the abstract shape contract, and the
   plug-point function lowered alone at the trainer's shapes under an HLO size cap;
@@ -15,7 +21,7 @@ stops at the first that fails; the others go on without it:
   first run where it is short (FULL_RUN_AS_SMOKE_STEPS); finite results per member;
 - full (the batch): budget seeds on every meta-train and meta-test env, one program per env,
   run once per block of seeds the request names (`"seeds"`: each block's training seed, the
-  first being `"seed"`; artifacts of block j in out/<name>/block-j when there are several).
+  first being `"seed"`; artifacts of block j in <out>/block-j when there are several).
 
 Compiling after validity means an invalid candidate never pays for a compile. A program
 that will not lower with several members is lowered for each alone, so only the member that
@@ -26,8 +32,9 @@ landscape (a drift's values and objective gradient on the analysis grid, out/lan
 see sandbox/landscape.py).
 
 Everything this process writes is untrusted, candidate code runs in it: stage records in
-out/**/stages.jsonl are diagnostics (out/stages.jsonl, the batch's, only ever shortens its
-time), and fitness is computed elsewhere from the parameters left in out/<name>/*.npz.
+<out>/stages.jsonl are diagnostics (the batch's, in `"records"`, only ever shortens its
+time), and fitness is computed elsewhere from the parameters left in each member's
+<out>/*.npz. The trusted side reads them as sandbox/outputs.py does, never following a link.
 """
 
 import sandbox  # noqa: F401  (XLA flags)
@@ -37,6 +44,8 @@ import sandbox  # noqa: F401  (XLA flags)
 import contextlib
 import dataclasses
 import json
+import os
+import stat
 import sys
 import time
 import traceback
@@ -187,11 +196,26 @@ class Member:
         return f"[member {self.name}] " if self.name else ""
 
     def record(self, stage: str, status: str, seconds: float, detail: str) -> None:
-        append_stage(
-            self.out, {"stage": stage, "status": status, "seconds": seconds, "detail": detail}
-        )
+        try:
+            append_stage(
+                self.out, {"stage": stage, "status": status, "seconds": seconds, "detail": detail}
+            )
+        except OSError as error:  # its own out directory broken: it fails, the others go on
+            status, detail = Status.FAILED, f"cannot write its records: {error}"
         print(f"{self.tag}stage {stage}: {status}: {detail[:500]}", flush=True)
         self.failed = self.failed or status != Status.OK
+
+    def tampered(self) -> str | None:
+        """Why its out directory is not the empty directory the trusted side made, if it is
+        not: writing through a link put there could land in another member's files."""
+        try:
+            if not stat.S_ISDIR(self.out.lstat().st_mode):
+                return "its out directory is not a directory"
+            if any(self.out.iterdir()):
+                return "its out directory is not empty"
+        except OSError as error:
+            return f"its out directory is unreadable: {error}"
+        return None
 
 
 class Batch:
@@ -207,16 +231,22 @@ class Batch:
         self.seeds = [int(x) for x in request.get("seeds") or [self.seed]]
         if self.seeds[0] != self.seed:
             raise ValueError("the request's first block must train from its seed")
-        self.out = scratch / "out"
-        self.out.mkdir(exist_ok=True)
-        names = request.get("members")
-        self.named = names is not None
-        self.members = []
-        for name in names or [""]:
-            out = self.out / name
-            out.mkdir(exist_ok=True)
-            source = (scratch / "in" / name / "candidate.py").read_text()
-            self.members.append(Member(name, source, out))
+        members = request.get("members")
+        self.named = members is not None
+        if self.named:
+            self.out = Path(request["records"])
+            places = [(m["name"], Path(m["source"]), Path(m["out"])) for m in members]
+        else:
+            self.out = scratch / "out"
+            self.out.mkdir(exist_ok=True)
+            places = [("", scratch / "in" / "candidate.py", self.out)]
+        # Every source is read here, before any candidate code runs.
+        self.members = [Member(name, source.read_text(), out) for name, source, out in places]
+        for member in self.members if self.named else ():
+            problem = member.tampered()
+            if problem:  # not written to at all: the trusted side reads what is there
+                member.failed = True
+                print(f"{member.tag}{problem} at the start: no stage runs", flush=True)
         self.plug_point = self.task.piece.plug_point
         # Functions of arrays share one trainer; optimizer factories get a program each.
         self.shared_program = self.task.piece.contract is Contract.ELEMENTWISE
@@ -539,8 +569,14 @@ def main(request_path: str) -> int:
     request = json.loads(Path(request_path).read_text())
     scratch = Path(request_path).resolve().parent.parent
     batch = Batch(request, scratch)
+    if batch.named:  # it names every member's directories: gone before any candidate runs
+        with contextlib.suppress(OSError):
+            Path(request_path).unlink()
     return batch.run(request.get("stages", ["trace", "validity", *BATCH_STAGES]))
 
 
 if __name__ == "__main__":
+    # `-m` put the working directory, the writable scratch, first on sys.path: a module file
+    # left there must never be what a later (lazy) import of this process loads.
+    sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
     sys.exit(main(sys.argv[1]))

@@ -4,7 +4,6 @@ import sandbox  # noqa: F401  (sets XLA flags before anything imports jax)
 
 # isort: split
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +18,13 @@ from archive.db import ArchiveError
 from sandbox.fitness import Estimate
 from sandbox.vocabulary import Sandbox, Status
 from scientist.commands.json_output import print_json
-from scientist.commands.options import SandboxOption
+from scientist.commands.options import (
+    MAX_AT_ONCE,
+    MAX_TIMESTEPS,
+    SandboxOption,
+    count_option,
+    seed_option,
+)
 from scientist.commands.sources import read_candidate
 
 console = Console(stderr=True)
@@ -101,14 +106,15 @@ def train(
     env: Annotated[str, typer.Option(help="gymnax environment id.")] = "CartPole-v1",
     seeds: Annotated[
         int | None,
-        typer.Option(
-            min=1, help="Seeds trained in one vmapped call (default: the budget's, else 8)."
+        count_option(
+            "Seeds trained in one vmapped call (default: the budget's, else 8).", high=MAX_AT_ONCE
         ),
     ] = None,
     timesteps: Annotated[
         int | None,
-        typer.Option(
-            min=1, help="Environment steps per seed (default: the budget's, else the env preset's)."
+        count_option(
+            "Environment steps per seed (default: the budget's, else the env preset's).",
+            high=MAX_TIMESTEPS,
         ),
     ] = None,
     budget: Annotated[
@@ -124,102 +130,76 @@ def train(
         list[float] | None,
         typer.Option(help="Learning rate; repeat for a sweep compiled into the same call."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    seed: Annotated[int, seed_option("Training seed.")] = 0,
     eval_seed: Annotated[
         int | None,
-        typer.Option(help="Seed of the evaluation episodes (default: seed + 1_000_003)."),
+        seed_option("Seed of the evaluation episodes (default: seed + 1_000_003)."),
     ] = None,
     eval_episodes: Annotated[
-        int | None, typer.Option(min=1, help="Evaluation episodes per trained policy.")
+        int | None, count_option("Evaluation episodes per trained policy.", high=MAX_AT_ONCE)
     ] = None,
+    sandbox_name: SandboxOption = Sandbox.AUTO,
+    timeout: Annotated[
+        float,
+        typer.Option(min=1.0, help="Seconds a --candidate's sandboxed training may take."),
+    ] = 3600.0,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
 ):
-    """Train PPO-family agents with a built-in or candidate drift, vmapped over seeds."""
-    from sandbox.budgets import get_budget
-    from sandbox.candidate import CandidateLoadError, load_entry_point
+    """Train PPO-family agents with a built-in or candidate drift, vmapped over seeds. A
+    baseline trains in this process; a --candidate file only ever in the sandbox."""
     from sandbox.tasks import load_baseline, load_task
-    from sandbox.training.components import Components
-    from sandbox.training.config import preset
-    from sandbox.training.ppo import CandidateContractError
-    from sandbox.training.run import evaluate_batch, summarise, train_batch
+    from sandbox.training.sandboxed import TrainRequest
 
     if baseline and candidate:
         raise typer.BadParameter("give either --baseline or --candidate, not both")
+    request = TrainRequest(
+        env=env,
+        seeds=seeds,
+        timesteps=timesteps,
+        budget=budget,
+        learning_rates=tuple(lr) if lr else None,
+        seed=seed,
+        eval_seed=eval_seed,
+        eval_episodes=eval_episodes,
+    )
+    try:
+        plan = request.plan()
+    except (KeyError, ValueError) as error:  # unknown budget or env, bad step count
+        raise typer.BadParameter(error.args[0]) from None
     if candidate is not None:
         source, drift_name = read_candidate(candidate, "--candidate"), str(candidate)
-        try:
-            drift = load_entry_point(source, "drift", filename=drift_name)
-        except CandidateLoadError as error:
-            console.print(f"[red]candidate rejected:[/red] {error}")
-            raise typer.Exit(1) from None
+        returns = _train_candidate(request, source, drift_name, sandbox_name, timeout, json_output)
     else:
+        from sandbox.training.components import Components
+        from sandbox.training.sandboxed import run_in_process
+
         drift_name = baseline or "ppo"
         choices = load_task("mirror_drift").baseline_names
         if drift_name not in choices:
             raise typer.BadParameter(
                 f"unknown baseline {drift_name!r}; choose from {', '.join(choices)}"
             )
-        drift = load_baseline("mirror_drift", drift_name)
-
-    overrides = {}
-    reference = None
-    try:
-        if budget is not None:
-            chosen = get_budget(budget)
-            entry = chosen.env(env)
-            seeds = seeds or chosen.seeds
-            overrides["eval_episodes"] = chosen.eval_episodes
-            timesteps = timesteps or entry.timesteps
-            # Normalised scores are only meaningful at the budget's own step count.
-            reference = entry if timesteps == entry.timesteps else None
-        if timesteps is not None:
-            overrides["total_timesteps"] = timesteps
-        if eval_episodes is not None:
-            overrides["eval_episodes"] = eval_episodes
-        config = preset(env, **overrides)
-    except (KeyError, ValueError) as error:  # unknown budget or env, bad step count
-        raise typer.BadParameter(error.args[0]) from None
-    seeds = seeds or 8
-
-    components = Components(drift=drift)
-    eval_seed = seed + 1_000_003 if eval_seed is None else eval_seed
-    try:
+        components = Components(drift=load_baseline("mirror_drift", drift_name))  # trusted
         if json_output:
-            batch = train_batch(config, components, seeds=seeds, seed=seed, learning_rates=lr)
-            start = time.perf_counter()
-            final_returns = evaluate_batch(batch, eval_seed=eval_seed)
+            returns = run_in_process(plan, components)
         else:
             with _progress() as progress:
-                batch = train_batch(
-                    config,
-                    components,
-                    seeds=seeds,
-                    seed=seed,
-                    learning_rates=lr,
-                    progress=_RichProgress(progress, env),
-                )
-                task = progress.add_task(f"{env}: evaluate", total=None)
-                start = time.perf_counter()
-                final_returns = evaluate_batch(batch, eval_seed=eval_seed)
-                progress.update(task, total=1, completed=1)
-    except CandidateContractError as error:
-        console.print(f"[red]candidate broke its contract:[/red] {error}")
-        raise typer.Exit(1) from None
-    eval_seconds = time.perf_counter() - start
+                returns = run_in_process(plan, components, _RichProgress(progress, env))
 
-    summaries = summarise(batch, final_returns, reference)
+    summaries = returns.summaries(plan)
     best = max(summaries, key=lambda s: s.returns.iqm)
+    env_steps = returns.env_steps(plan)
     result = {
         **best.to_dict(),
         "drift": drift_name,
         "budget": budget,
-        "compile_seconds": batch.compile_seconds,
-        "train_seconds": batch.train_seconds,
-        "eval_seconds": eval_seconds,
-        "env_steps_per_second": batch.env_steps / batch.train_seconds,
-        "total_env_steps": batch.env_steps,
+        "compile_seconds": returns.compile_seconds,
+        "train_seconds": returns.train_seconds,
+        "eval_seconds": returns.eval_seconds,
+        "env_steps_per_second": env_steps / returns.train_seconds,
+        "total_env_steps": env_steps,
     }
     if len(summaries) > 1:
         result["sweep"] = [s.to_dict() for s in summaries]
@@ -227,6 +207,41 @@ def train(
         print_json(result)
     else:
         _print_training_summary(result, summaries)
+
+
+def _train_candidate(request, source: str, name: str, sandbox_name, timeout, quiet: bool):
+    """A candidate's training, in the sandbox only; its verdict ends the command (exit 1),
+    and so does a missing sandbox (exit 2)."""
+    from sandbox.backends import SandboxUnavailable
+    from sandbox.training.sandboxed import TrainingFailed, train_in_sandbox
+    from scientist.executors.base import gpu_present
+
+    def train():
+        return train_in_sandbox(
+            request,
+            source,
+            filename=name,
+            sandbox=sandbox_name,
+            seconds=timeout,
+            gpu=gpu_present(),
+        )
+
+    try:
+        if quiet:
+            return train()
+        with console.status(f"training {name} in the sandbox ({request.env})"):
+            return train()
+    except SandboxUnavailable as error:  # never trained in this process instead
+        console.print(f"[red]sandbox unavailable:[/red] {escape(str(error))}", highlight=False)
+        raise typer.Exit(2) from None
+    except TrainingFailed as error:
+        label = {
+            Status.REJECTED: "candidate rejected",
+            Status.INVALID: "candidate broke its contract",
+            Status.TIMEOUT: "rejected",
+        }.get(error.status, "failed")
+        console.print(f"[red]{label}:[/red] {escape(_printable(str(error)))}", highlight=False)
+        raise typer.Exit(1) from None
 
 
 def _print_training_summary(result: dict, summaries) -> None:
@@ -268,8 +283,8 @@ def calibrate(
     env: Annotated[
         list[str] | None, typer.Option(help="Only these environments (repeatable).")
     ] = None,
-    seeds: Annotated[int, typer.Option(min=1, help="PPO seeds per environment.")] = 16,
-    seed: Annotated[int, typer.Option(help="Training seed.")] = 12345,
+    seeds: Annotated[int, count_option("PPO seeds per environment.", high=MAX_AT_ONCE)] = 16,
+    seed: Annotated[int, seed_option("Training seed.")] = 12345,
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ):
     """Measure the random-policy and PPO reference returns that normalise scores at a budget."""
@@ -316,11 +331,18 @@ def check(
     task: Annotated[
         str, typer.Option(help="Task whose contract and validity conditions apply.")
     ] = "mirror_drift",
+    sandbox_name: SandboxOption = Sandbox.AUTO,
+    timeout: Annotated[
+        float,
+        typer.Option(min=1.0, help="Seconds the sandboxed check may take; then it is rejected."),
+    ] = 300.0,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
-    """Check a candidate without training it: static rules, contract, validity conditions.
-    Exit 0 when valid, 1 when invalid or rejected, 2 for a usage error."""
-    from sandbox.checks.pipeline import check_candidate
+    """Check a candidate without training it: static rules here, then, in the sandbox under
+    a time limit, loading, contract and validity conditions. Exit 0 when valid, 1 when
+    invalid, rejected or out of time, 2 for a usage error or when no sandbox can run."""
+    from sandbox.backends import SandboxUnavailable
+    from sandbox.checks.sandboxed import check_in_sandbox
     from sandbox.tasks import TaskError, load_task
 
     try:
@@ -328,64 +350,98 @@ def check(
     except TaskError as error:
         raise typer.BadParameter(str(error), param_hint="--task") from None
     source = read_candidate(file, "FILE")
-    report = check_candidate(spec, source, filename=str(file))
+    try:
+        checked = check_in_sandbox(
+            spec.name, source, filename=str(file), sandbox=sandbox_name, seconds=timeout
+        )
+    except SandboxUnavailable as error:  # never checked in this process instead
+        console.print(f"[red]sandbox unavailable:[/red] {escape(str(error))}", highlight=False)
+        raise typer.Exit(2) from None
+    report = checked.report
     if json_output:
         print_json(report.to_dict())
+        if checked.headline:
+            console.print(escape(checked.headline), highlight=False)
     else:
-        out = Console()
-        for result in report.checks:
-            mark = "[green]pass[/green]" if result.passed else "[red]FAIL[/red]"
-            proof = ""
-            if result.proof:
-                p = result.proof
-                proof = f" [certificate: {p['verdict']}, {p['boxes']} boxes: {p['detail']}]"
-            out.print(f"{mark} {result.name}: {result.detail}{proof}", highlight=False)
-        label = f"valid ({report.assurance})" if report.valid else "invalid"
-        out.print(f"[bold]{label}[/bold] {spec.name} candidate: {file}")
+        _print_check(checked, spec.name, file)
     raise typer.Exit(0 if report.valid else 1)
+
+
+def _print_check(checked, task: str, file: Path) -> None:
+    out = Console()
+    for result in checked.report.checks:  # details may quote the candidate: no markup in them
+        mark = "[green]pass[/green]" if result.passed else "[red]FAIL[/red]"
+        proof = ""
+        if result.proof:
+            p = result.proof
+            proof = f" [certificate: {p['verdict']}, {p['boxes']} boxes: {p['detail']}]"
+        text = _printable(f"{result.name}: {result.detail}{proof}")
+        out.print(f"{mark} {escape(text)}", highlight=False)
+    report, where = checked.report, escape(str(file))
+    if checked.headline:  # no verdict from the checks themselves: how the run ended is one
+        headline = escape(_printable(checked.headline))
+        out.print(f"[bold red]{headline}[/bold red]; {task} candidate: {where}", highlight=False)
+        return
+    label = f"valid ({report.assurance})" if report.valid else "invalid"
+    out.print(f"[bold]{label}[/bold] {task} candidate: {where}", highlight=False)
+
+
+def _printable(text: str) -> str:
+    """Text for a terminal: control characters (escape sequences included) shown as '?'."""
+    return "".join(c if c.isprintable() or c == "\n" else "?" for c in text)
 
 
 @app.command()
 def evaluate(
-    file: Annotated[Path, typer.Argument(help="Candidate module to evaluate.")],
-    task: Annotated[str, typer.Option(help="Task the candidate is for.")] = "mirror_drift",
+    files: Annotated[
+        list[Path], typer.Argument(help="Candidate modules to evaluate, as one batch.")
+    ],
+    task: Annotated[str, typer.Option(help="Task the candidates are for.")] = "mirror_drift",
     budget: Annotated[str, typer.Option(help="smoke, quick or paper.")] = "smoke",
     sandbox_name: SandboxOption = Sandbox.AUTO,
-    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    seed: Annotated[int, seed_option("Training seed.")] = 0,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per file, one per line.")
+    ] = False,
 ):
-    """Evaluate an untrusted candidate: static checks, then trace, validity, smoke and full
-    runs in the sandbox, then the trusted scorer. Exit 0 when the status is ok, 1 for any
-    verdict against the candidate, 2 when no sandbox could run it (status infra: the
-    sandbox itself failed)."""
+    """Evaluate untrusted candidates: static checks, then trace, validity, smoke and full
+    runs in the sandbox, then the trusted scorer. Several files run as one batch, as in a
+    campaign (one sandbox run, one compile), each with the verdict it gets alone. Exit 0
+    when every status is ok, 2 when any is infra (no sandbox could run it: the sandbox
+    itself failed), else 1."""
     from sandbox.backends import SandboxUnavailable
     from sandbox.budgets import get_budget
-    from sandbox.cascade import evaluate_candidate
+    from sandbox.cascade import evaluate_batch
     from sandbox.tasks import TaskError, load_task
 
     try:
         load_task(task).split(get_budget(budget).name)
     except (TaskError, KeyError) as error:
         raise typer.BadParameter(error.args[0]) from None
-    source = read_candidate(file, "FILE")
+    sources = [read_candidate(file, "FILES") for file in files]  # every one, before any runs
+    what = files[0] if len(files) == 1 else f"{len(files)} candidates"
     try:
         if json_output:
-            result = evaluate_candidate(task, source, budget, sandbox=sandbox_name, seed=seed)
+            results = evaluate_batch(task, sources, budget, sandbox=sandbox_name, seed=seed)
         else:
-            with console.status(f"evaluating {file} ({task}, {budget} budget)"):
-                result = evaluate_candidate(task, source, budget, sandbox=sandbox_name, seed=seed)
+            with console.status(f"evaluating {what} ({task}, {budget} budget)"):
+                results = evaluate_batch(task, sources, budget, sandbox=sandbox_name, seed=seed)
     except SandboxUnavailable as error:
         console.print(f"[red]sandbox unavailable:[/red] {error}")
         raise typer.Exit(2) from None
-    if json_output:
-        print_json(result.to_dict())
-    else:
-        _print_evaluation(result)
-    raise typer.Exit({Status.OK: 0, Status.INFRA: 2}.get(result.status, 1))
+    for file, result in zip(files, results, strict=True):
+        if json_output:
+            print_json({"file": str(file), **result.to_dict()})
+        else:
+            _print_evaluation(result, title=str(file) if len(files) > 1 else None)
+    statuses = {result.status for result in results}
+    raise typer.Exit(2 if Status.INFRA in statuses else 0 if statuses == {Status.OK} else 1)
 
 
-def _print_evaluation(result) -> None:
+def _print_evaluation(result, title: str | None = None) -> None:
     out = Console()
+    if title is not None:  # one of several: say whose stages follow
+        out.rule(escape(title), align="left")
     for stage in result.stages:
         mark = "[green]ok[/green]" if stage.status == Status.OK else f"[red]{stage.status}[/red]"
         out.print(

@@ -1,8 +1,12 @@
 """Batched evaluation (`evaluate_batch`, process backend): members of one sandbox run get
 the verdicts and numbers they get alone, whatever else is in the batch."""
 
+import json
+from pathlib import Path
+
 import pytest
 
+from sandbox.backends import get_backend
 from sandbox.cascade import evaluate_batch, evaluate_candidate
 from sandbox.tasks import load_task
 from tests.test_hostile_candidates import HOSTILE, LIMITS
@@ -82,9 +86,47 @@ MIXED = [
 ]
 
 
-def test_hostile_members_do_not_touch_the_others(alone):
-    """Members of the hostile suite mixed into one batch with the DPO baseline: each gets
-    the verdict it gets alone, and DPO gets exactly its result alone."""
+def tamper(monkeypatch, before=None, after=None):
+    """Every sandbox run of the process backend from now on: `before(scratch, request)` done
+    to its scratch directory before the sandboxed process starts, `after(scratch, request)`
+    once it has ended. The test acts for a member that could write files where it likes:
+    candidate code can write none (the static checks), but isolation must not rest on that."""
+    backend = get_backend("process")
+    run = backend.run
+
+    def tampered(sandbox_run):
+        request = json.loads(Path(sandbox_run.args[-1]).read_text())
+        if before is not None:
+            before(sandbox_run.scratch, request)
+        outcome = run(sandbox_run)
+        if after is not None:
+            after(sandbox_run.scratch, request)
+        return outcome
+
+    monkeypatch.setattr(backend, "run", tampered)
+
+
+# A member's files under the old layout, where members were out/0, out/1, ...
+OLD_LAYOUT = ("stages.jsonl", "checks.json", "signature.json", "CartPole-v1.npz", "block-0")
+
+
+def every_guessable_path(scratch, request):
+    """What a member that writes files can aim at without knowing the tokens: every file of
+    every member under the old layout, the batch's records and the scorer's request where
+    they were, made directories (as XLA's xla_dump_to does with a path it is given: the
+    attack that once failed an honest member with IsADirectoryError)."""
+    for index in range(len(request["members"])):
+        for name in OLD_LAYOUT:
+            (scratch / "out" / str(index) / name).mkdir(parents=True)
+    (scratch / "out" / "stages.jsonl").mkdir()
+    (scratch / "score_request.json").mkdir()
+
+
+def test_hostile_members_do_not_touch_the_others(alone, monkeypatch):
+    """Members of the hostile suite mixed into one batch with the DPO baseline, and every
+    path a member could guess in another's place taken before each run: each gets the
+    verdict it gets alone, and DPO gets exactly its result alone."""
+    tamper(monkeypatch, before=every_guessable_path)
     names = [n for n in MIXED if n in HOSTILE]
     sources = [HOSTILE[n][0] for n in names]
     batch = evaluate_batch(
@@ -102,6 +144,45 @@ def test_hostile_members_do_not_touch_the_others(alone):
         for n, e in zip(names, batch, strict=True)
     ]
     assert dpo.status == "ok" and numbers(dpo) == numbers(alone)
+
+
+def test_a_member_whose_own_outputs_are_tampered_with_fails_alone(alone, monkeypatch):
+    """Outputs no honest stage leaves, in members' own out directories (the test acts for
+    whoever could: a member's own code with a way to write files): a directory where a
+    file goes, the out directory a link to DPO's, a record file a link to a device, and,
+    after a member trained, its artifact a link to DPO's artifact (DPO's score as its own).
+    Each fails alone with what was wrong; DPO, beside them, gets exactly its result alone."""
+    ppo = TASK.baseline_source("ppo")
+
+    def out(request, index):
+        return Path(request["members"][index]["out"])
+
+    def before(scratch, request):
+        (out(request, 1) / "checks.json").mkdir()
+        out(request, 2).rmdir()
+        out(request, 2).symlink_to(out(request, 0))
+        (out(request, 3) / "stages.jsonl").symlink_to("/dev/zero")
+
+    def after(scratch, request):
+        artifact = out(request, 4) / "CartPole-v1.npz"
+        artifact.unlink()
+        artifact.symlink_to(out(request, 0) / "CartPole-v1.npz")
+
+    tamper(monkeypatch, before, after)
+    dpo, *tampered = evaluate_batch(
+        "mirror_drift", [DPO, ppo, ppo, ppo, ppo], "smoke", sandbox="process", eval_seed=EVAL_SEED
+    )
+    assert dpo.status == "ok" and numbers(dpo) == numbers(alone)
+    assert [e.status for e in tampered] == ["failed"] * 4
+    assert all(e.fitness is None and e.stages[-1].name == "sandbox" for e in tampered)
+    details = [e.stages[-1].detail for e in tampered]
+    assert "checks.json is a directory" in details[0]
+    assert "its out directory is a symbolic link" in details[1]
+    assert "stages.jsonl is a symbolic link" in details[2]
+    assert "CartPole-v1.npz is a symbolic link" in details[3]
+    # Those tampered with before the run ran no stage; the last trained, and only then failed.
+    assert [s.name for s in tampered[0].stages] == ["static", "sandbox"]
+    assert [s.name for s in tampered[3].stages][-3:] == ["smoke", "full", "sandbox"]
 
 
 def test_a_member_may_not_change_what_the_others_train_with():

@@ -69,3 +69,26 @@ def test_invalid_candidate_exits_1_with_counterexamples(tmp_path):
     assert data["status"] == "invalid" and data["fitness"] is None
     slope = next(c for c in data["checks"]["checks"] if c["name"] == "zero_slope_at_one")
     assert slope["passed"] is False and slope["counterexample"]["r"] == 1.0
+
+
+def test_several_files_evaluate_as_one_batch_one_json_line_each(tmp_path):
+    """Two files, one batch: one JSON object per line, in order, each naming its file; one
+    verdict against a candidate makes the exit status 1."""
+    honest = TASKS_DIR / "mirror_drift/baselines/ppo.py"
+    broken = tmp_path / "broken.py"
+    broken.write_text("def drift(ratio, advantage):\n    raise ValueError('broken')\n")
+    result = run(str(honest), str(broken), "--budget", "smoke", "--sandbox", "process", "--json")
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert first["file"] == str(honest) and first["status"] == "ok", first["stages"]
+    assert isinstance(first["fitness"], float) and first["stages"][-1]["name"] == "score"
+    assert second["file"] == str(broken) and second["status"] == "failed"
+    assert second["fitness"] is None and second["stages"][-1]["name"] == "trace"
+    assert "broken" in second["stages"][-1]["detail"]
+
+
+def test_an_unreadable_file_among_several_is_a_usage_error(tmp_path):
+    honest = TASKS_DIR / "mirror_drift/baselines/ppo.py"
+    result = run(str(honest), str(tmp_path / "missing.py"), "--json")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "file not found" in result.stderr

@@ -47,10 +47,12 @@ def test_valid_drift_passes(name):
         "static",
         "load",
         "shape",
+        "gradient_path",
         "finite",
         "non_negative",
         "zero_at_one",
         "zero_slope_at_one",
+        "derivative_of_values",
     ]
 
 

@@ -130,6 +130,42 @@ def test_file_size_limit(backend):
     assert outcome.exit_code != 0
 
 
+INPUTS_PROBE = r"""
+import os
+for what, write in [
+    ("append", lambda: open("in/member/candidate.py", "a").write("x")),
+    ("create", lambda: open("in/new.py", "w").write("x")),
+    ("rename", lambda: os.rename("in", "elsewhere")),
+    ("out", lambda: open("out/file", "w").write("x")),
+]:
+    try:
+        write()
+        print("WROTE", what)
+    except OSError:
+        print("REFUSED", what)
+"""
+
+
+def test_the_inputs_are_read_only(backend):
+    """What a run names read-only in its scratch (the members' sources) it can read and not
+    change, rename or add to; the rest of the scratch stays writable."""
+    scratch = new_scratch()
+    try:
+        (scratch / "in" / "member").mkdir(parents=True)
+        (scratch / "in" / "member" / "candidate.py").write_text("source")
+        (scratch / "out").mkdir()
+        outcome = backend.run(
+            SandboxRun(("-c", INPUTS_PROBE), scratch, read_only=(scratch / "in",))
+        )
+        lines = outcome.log_tail.splitlines()
+        assert outcome.exit_code == 0, outcome.log_tail
+        if backend.bwrap:
+            assert [line for line in lines if line.startswith("WROTE")] == ["WROTE out"], lines
+        assert (scratch / "in" / "member" / "candidate.py").read_text() == "source"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def test_a_checkout_in_a_private_temporary_directory_is_mounted_traversably(tmp_path):
     """A checkout in a 0700 directory under /tmp (mktemp -d) must be reachable by the sandbox
     user in every process: the mount plan once depended on set order, which varies with

@@ -239,3 +239,47 @@ def test_immutable_module_state_loads():
         "drift = functools.partial(f, k=2.0)\n"
     )
     assert callable(load_entry_point(source, "drift"))
+
+
+COMPILE_HEADER = OK_HEADER + "\ndef drift(r, a):\n    return (r - 1.0) ** 2\n\n"
+
+# Routes to XLA's compiler options (xla_dump_to writes files where it is told, at load time
+# when called at module level) and to JAX's process-wide settings: line 7 in each.
+COMPILER_ROUTES = {
+    "compiler_options keyword": (
+        "w = jax.jit(drift, compiler_options={'xla_dump_to': '/tmp/d'})\n",
+        "'compiler_options'",
+    ),
+    "keywords spelled through **": (
+        "w = jax.jit(drift, **{'compiler_' + 'options': {}})\n",
+        "'**' unpacking",
+    ),
+    "ahead-of-time lower": ("w = jax.jit(drift).lower(1.0, 1.0)\n", "'lower'"),
+    "ahead-of-time compile": ("w = jax.jit(drift).lower(1.0, 1.0).compile()\n", "'compile'"),
+    "ahead-of-time trace": ("w = jax.jit(drift).trace(1.0, 1.0)\n", "'trace'"),
+    "an XLA flag as a string": ("w = jnp.sum(jnp.ones(1)) * len('--xla_dump_to')\n", "XLA"),
+    "a JAX setting as a keyword": ("w = drift(1.0, 1.0, jax_enable_x64=True)\n", "XLA or JAX"),
+    "a setting's context manager": ("w = jax.log_compiles\n", "JAX's settings"),
+    "numpy scalar pickled to a file": ("w = jnp.finfo(jnp.float32).eps.dump\n", "'dump'"),
+}
+
+
+@pytest.mark.parametrize("name", COMPILER_ROUTES)
+def test_compiler_options_and_settings_are_refused_with_their_line(name):
+    """Each spelling of a route to XLA's compiler options or JAX's settings is refused, on
+    its own line, before anything runs."""
+    code, fragment = COMPILER_ROUTES[name]
+    violations = check_source(COMPILE_HEADER + code)
+    assert any(v.line == 7 and fragment in v.message for v in violations), [
+        str(v) for v in violations
+    ]
+
+
+def test_every_baseline_and_template_passes_the_new_refusals():
+    """No honest candidate the project ships uses a name the compiler-route rules refuse."""
+    from sandbox.tasks import list_tasks, load_task
+
+    for task in list_tasks():
+        spec = load_task(task)
+        for name in spec.baseline_names:
+            assert check_source(spec.baseline_source(name)) == [], (task, name)

@@ -290,8 +290,9 @@ def test_a_valid_report_says_how_it_was_established():
 
 HIDDEN_POCKET = (
     "    base = jnp.abs(advantage) * (ratio - 1.0) ** 2\n"
-    # a factor of exactly 1 through a primitive without interval rules: no certificate
-    "    one = 1.0 + jax.lax.erf_inv(0.0 * ratio)\n"
+    # a factor of exactly 1 through an array constant, which intervals do not bound (it
+    # could tell lanes apart): no certificate
+    "    one = jnp.min(0.0 * ratio[..., None] + jnp.array([1.0, 2.0]), axis=-1)\n"
     "    bump = jnp.exp(-(((ratio - 1.0213) / 0.0003) ** 2)"
     " - ((advantage - 0.6131) / 0.002) ** 2)\n"
     "    return base - 0.3 * bump * one\n"
@@ -300,8 +301,8 @@ HIDDEN_POCKET = (
 
 @pytest.mark.slow
 def test_in_the_sandbox_the_monitor_fails_what_every_check_passed_and_spares_the_batch():
-    """A pocket too narrow for the sampled checks, behind a primitive the certificate has no
-    rule for, where training ratios go: it passes every pre-training check ("passed
+    """A pocket too narrow for the sampled checks, behind an array constant the certificate
+    does not bound, where training ratios go: it passes every pre-training check ("passed
     sampling"), the monitor sees it during training and the candidate is invalid with the
     counterexample; DPO in the same batch is scored as usual, and a drift that games the
     dtype is stopped before training."""

@@ -36,6 +36,9 @@ class SandboxRun:
     # mounted at its own path. Only for runs that execute no candidate code, and only on a
     # backend that `isolates_files`: no other run can write it.
     cache: Path | None = None
+    # Directories inside the scratch the command reads but may not write (its inputs):
+    # mounted read-only over the scratch, and left the trusted user's.
+    read_only: tuple[Path, ...] = ()
     # Polled about twice a second while the command runs; returning True kills it as timed out
     # (the cascade uses it for per-stage time limits).
     watchdog: Callable[[], bool] | None = None

@@ -2,9 +2,10 @@
 
 No network, read-only root with a sized tmpfs /tmp, all capabilities dropped,
 no-new-privileges, uid/gid 65534, pids/memory/CPU/file-size/open-file limits, the scratch
-directory as the only writable mount, an allowlisted environment (no API keys), GPUs by
-device request (one per evaluation) when asked, a hard wall-clock timeout with kill and
-removal, and leftover containers (by label) swept when the backend starts.
+directory (less its read-only inputs) as the only writable mount, an allowlisted
+environment (no API keys), GPUs by device request (one per evaluation) when asked, a hard
+wall-clock timeout with kill and removal, and leftover containers (by label) swept when
+the backend starts.
 
 Images: `SCIENTIST_SANDBOX_IMAGE` names one built from sandbox/Dockerfile (CUDA 12) or
 sandbox/Dockerfile.cpu (`docker compose --profile build build sandbox-cpu`), which contains the
@@ -183,11 +184,14 @@ class DockerBackend:
     def _mounts(self, run: SandboxRun) -> list:
         Mount = self.docker.types.Mount
         if not self.host_mode:  # the image holds the interpreter and the code
-            return [Mount(str(run.scratch), str(run.scratch), type="bind", read_only=False)]
+            return [
+                Mount(str(path), str(path), type="bind", read_only=path != run.scratch)
+                for path in (run.scratch, *run.read_only)
+            ]
         return [
             Mount(str(target), str(source), type="bind", read_only=not writable)
             for target, source, writable in sandbox_mounts(
-                run.scratch, host_dirs=("/usr",), cache=run.cache
+                run.scratch, host_dirs=("/usr",), cache=run.cache, read_only=run.read_only
             )
         ]
 
@@ -240,7 +244,7 @@ class DockerBackend:
         )
 
     def _create(self, run: SandboxRun):
-        hand_over_scratch(run.scratch, to_sandbox_uid=self.as_root)
+        hand_over_scratch(run.scratch, to_sandbox_uid=self.as_root, read_only=run.read_only)
         if run.cache is not None:
             hand_over_scratch(run.cache, to_sandbox_uid=self.as_root)
         limits = run.limits

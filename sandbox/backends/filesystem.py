@@ -70,13 +70,17 @@ def mount_points_in_checkout() -> tuple[Path, ...]:
 
 
 def sandbox_mounts(
-    scratch: Path, host_dirs: tuple[str, ...] = (), cache: Path | None = None
+    scratch: Path,
+    host_dirs: tuple[str, ...] = (),
+    cache: Path | None = None,
+    read_only: tuple[Path, ...] = (),
 ) -> list[tuple[Path, Path, bool]]:
     """Every mount a sandbox needs, as (path inside, host path, writable), parents before
     children so that no mount hides a later one: `host_dirs` at their own paths, the
     interpreter, the code snapshot at the repository's path, and the scratch directory, the
-    only writable one but for `cache` (SandboxRun.cache). A path that an enclosing mount
-    already shows as it should is left out (Docker refuses two mounts at one path)."""
+    only writable one but for `cache` (SandboxRun.cache) and less its `read_only` parts
+    (SandboxRun.read_only). A path that an enclosing read-only mount already shows as it
+    should is left out (Docker refuses two mounts at one path)."""
     wanted = {Path(d): (Path(d), False) for d in host_dirs}
     for target, source in interpreter_mounts().items():
         wanted.setdefault(target, (source, False))
@@ -84,13 +88,16 @@ def sandbox_mounts(
     wanted[scratch] = (scratch, True)
     if cache is not None:
         wanted[cache] = (cache, True)
+    for path in read_only:
+        wanted[Path(path)] = (Path(path), False)
     kept: list[tuple[Path, Path, bool]] = []
     for target in sorted(wanted, key=lambda p: (len(p.parts), p)):
         source, writable = wanted[target]
-        enclosing = next(((t, s) for t, s, _ in reversed(kept) if t in target.parents), None)
+        enclosing = next((m for m in reversed(kept) if m[0] in target.parents), None)
         if (
             not writable
             and enclosing is not None
+            and not enclosing[2]
             and enclosing[1] / target.relative_to(enclosing[0]) == source
         ):
             continue
@@ -164,11 +171,17 @@ def program_cache() -> Path:
     return scratch_root() / "xla-programs"
 
 
-def hand_over_scratch(scratch: Path, to_sandbox_uid: bool) -> None:
-    """Make the scratch directory writable by the sandboxed user, and only there."""
+def hand_over_scratch(
+    scratch: Path, to_sandbox_uid: bool, read_only: tuple[Path, ...] = ()
+) -> None:
+    """Make the scratch directory writable by the sandboxed user, and only there: what lies
+    in `read_only` (its inputs) stays the trusted user's, readable and not writable by a
+    sandboxed user of another uid even where no mount can make it read-only."""
     scratch.mkdir(parents=True, exist_ok=True)
     for path in [scratch, *scratch.rglob("*")]:
-        if to_sandbox_uid:
+        if any(path == p or p in path.parents for p in read_only):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        elif to_sandbox_uid:
             os.chown(path, SANDBOX_UID, SANDBOX_UID)
         elif path.is_dir():
             path.chmod(0o777)  # the sandbox runs as another uid we cannot chown to

@@ -1,8 +1,9 @@
 """The embedded default backend: a child process with the strongest isolation this host offers.
 
 With bubblewrap (Debian package `bubblewrap`) the command sees a read-only root filesystem,
-private /tmp, /var/tmp and /dev/shm, a minimal /dev, its scratch directory as the only
-writable place, no network, and its own PID, IPC and UTS namespaces; directories it has no
+private /tmp, /var/tmp and /dev/shm, a minimal /dev, its scratch directory (less its
+read-only inputs, `SandboxRun.read_only`) as the only writable place, no network, and its
+own PID, IPC and UTS namespaces; directories it has no
 business reading and cannot traverse anyway (such as a 0700 /root) are masked, and only
 the interpreter and this repository are bound back read-only. Run as root, it drops to
 uid/gid 65534 with no capabilities and no-new-privs. Without bubblewrap it falls back to
@@ -138,7 +139,9 @@ class ProcessBackend:
                 "--unshare-ipc",
                 "--unshare-uts",
                 "--unshare-cgroup-try",
-                *_filesystem_args(sandbox_mounts(run.scratch, cache=run.cache)),
+                *_filesystem_args(
+                    sandbox_mounts(run.scratch, cache=run.cache, read_only=run.read_only)
+                ),
                 *_gpu_devices(run),
                 "--chdir",
                 str(run.scratch),
@@ -183,7 +186,7 @@ class ProcessBackend:
         if run.cache is not None and not self.isolates_files:
             raise ValueError("a writable cache needs a backend that isolates files (bwrap)")
         if self.drop_uid:
-            hand_over_scratch(run.scratch, to_sandbox_uid=True)
+            hand_over_scratch(run.scratch, to_sandbox_uid=True, read_only=run.read_only)
             if run.cache is not None:
                 hand_over_scratch(run.cache, to_sandbox_uid=True)
         elif run.cache is not None:

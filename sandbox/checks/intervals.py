@@ -325,6 +325,50 @@ def _unit_interval(ctx, x):
     return Interval(np.full(np.shape(x.lo), -1.0), np.full(np.shape(x.lo), 1.0))
 
 
+def _cosh(ctx, x):
+    """Even and convex: smallest at the |x| nearest 0."""
+    nearest = np.where((x.lo <= 0) & (x.hi >= 0), 0.0, np.minimum(np.abs(x.lo), np.abs(x.hi)))
+    farthest = np.maximum(np.abs(x.lo), np.abs(x.hi))
+    ctx.flag(farthest > F32_MAX_EXP)
+    with np.errstate(over="ignore"):
+        return _widen(np.cosh(nearest), np.cosh(farthest), TRANSCENDENTAL_ULPS)
+
+
+def _domain(function, low: float, high: float, increasing: bool = True):
+    """A function monotone on [low, high], NaN outside: outside is a hazard, and the bounds
+    are taken on the part inside."""
+
+    def rule(ctx, x):
+        ctx.flag((x.lo < low) | (x.hi > high))
+        lo, hi = np.clip(x.lo, low, high), np.clip(x.hi, low, high)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            a, b = function(lo), function(hi)
+        a, b = (a, b) if increasing else (b, a)
+        return _widen(a, b, TRANSCENDENTAL_ULPS)
+
+    return rule
+
+
+def _decreasing(function, ulps: float = TRANSCENDENTAL_ULPS):
+    def rule(ctx, x):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _overflow(ctx, _widen(function(x.hi), function(x.lo), ulps))
+
+    return rule
+
+
+def _erf_inv(x):
+    from scipy.special import erfinv
+
+    return erfinv(x)
+
+
+def _erfc(x):
+    from math import erfc
+
+    return np.vectorize(erfc, otypes=[np.float64])(x)
+
+
 def _logistic(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
@@ -366,6 +410,14 @@ RULES: dict[str, Callable] = {
     "erf": _monotone(_erf),
     "atan": _monotone(np.arctan),
     "asinh": _monotone(np.arcsinh),
+    "sinh": _monotone(np.sinh),
+    "cosh": _cosh,
+    "acosh": _domain(np.arccosh, 1.0, np.inf),
+    "atanh": _domain(np.arctanh, -1.0, 1.0),
+    "asin": _domain(np.arcsin, -1.0, 1.0),
+    "acos": _domain(np.arccos, -1.0, 1.0, increasing=False),
+    "erfc": _decreasing(_erfc),
+    "erf_inv": _domain(_erf_inv, -1.0, 1.0),
     "sin": _unit_interval,
     "cos": _unit_interval,
     "gt": _gt,
@@ -394,7 +446,9 @@ _PARAMETRISED = {"integer_pow", "convert_element_type", "broadcast_in_dim", "res
 
 
 def _jax_own(eqn) -> bool:
-    """A custom_jvp_call of JAX's own (relu, logaddexp...), not of candidate code."""
+    """A custom_jvp_call of JAX's own function of arrays (relu, logaddexp...), not of candidate
+    code, nor of JAX's wrappers of user functions (`lax.custom_root` takes its derivative from
+    the tangent solve the caller writes)."""
     import os
 
     import jax
@@ -402,7 +456,15 @@ def _jax_own(eqn) -> bool:
     info = getattr(eqn.params["call_jaxpr"].jaxpr, "debug_info", None)
     source = (getattr(info, "func_src_info", None) or "").rsplit(" at ", 1)[-1]
     root = os.path.dirname(jax.__file__) + os.sep
-    return source.startswith(root)
+    wrappers = os.path.join(root, "_src", "lax", "control_flow") + os.sep
+    return source.startswith(root) and not source.startswith(wrappers)
+
+
+def _foldable(eqn) -> bool:
+    """Computed once on constants rather than bounded: anything without effects that does
+    not run a candidate's derivative rule or a loop (which could be endless)."""
+    name = eqn.primitive.name
+    return not eqn.effects and not name.startswith("custom") and name != "while"
 
 
 def evaluate(
@@ -421,7 +483,7 @@ def evaluate(
 
 
 def _run(ctx: _Pass, jaxpr, consts, inputs: list[Interval]) -> list[Interval]:
-    from jax.extend.core import Literal
+    from jax.extend.core import DropVar, Literal
 
     env = {}
     extrema = {}  # outputs of max and min: their operands, for `eq` against one of them
@@ -429,6 +491,11 @@ def _run(ctx: _Pass, jaxpr, consts, inputs: list[Interval]) -> list[Interval]:
     def read(var) -> Interval:
         if isinstance(var, Literal):
             return Interval.point(var.val)
+        if var in folded:
+            value = folded[var]
+            if np.size(value) and np.any(value != value.flat[0]):
+                raise NoRule("an array constant")  # it could tell lanes apart
+            return Interval.point(value)
         return env[var]
 
     def same(u, v) -> bool:
@@ -449,14 +516,25 @@ def _run(ctx: _Pass, jaxpr, consts, inputs: list[Interval]) -> list[Interval]:
                     return compare(ctx, read(own), read(other))
         return None
 
+    folded = {}  # values that depend on no input: computed, not bounded
+
+    def constant(var):
+        return np.asarray(var.val) if isinstance(var, Literal) else folded.get(var)
+
     for var, value in zip(jaxpr.constvars, consts, strict=True):
-        if np.size(value) != 1:  # a captured array could tell lanes apart
-            raise NoRule("an array constant")
-        env[var] = Interval.point(np.asarray(value).reshape(()))
+        folded[var] = np.asarray(value)
     for var, value in zip(jaxpr.invars, inputs, strict=True):
         env[var] = value
     for eqn in jaxpr.eqns:
+        if all(isinstance(v, DropVar) for v in eqn.outvars) and not eqn.effects:
+            continue  # dead: e.g. the sum a gradient's trace keeps from its forward pass
         name = eqn.primitive.name
+        values = [constant(v) for v in eqn.invars]
+        if all(v is not None for v in values) and _foldable(eqn):
+            outs = eqn.primitive.bind(*values, **eqn.params)
+            outs = outs if eqn.primitive.multiple_results else [outs]
+            folded.update((v, np.asarray(x)) for v, x in zip(eqn.outvars, outs, strict=True))
+            continue
         args = [read(v) for v in eqn.invars]
         if name == "custom_jvp_call" and not _jax_own(eqn):
             raise NoRule("a custom derivative rule")  # its jvp need not be the value's

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from sandbox.candidate import CandidateLoadError, load_entry_point
 from sandbox.checks.contract import check_elementwise_contract
+from sandbox.checks.gradient_path import check_gradient_path
 from sandbox.checks.report import CheckReport, CheckResult
 from sandbox.checks.static import check_source
 from sandbox.pieces import Contract
@@ -24,18 +25,19 @@ def run_conditions(
     proof_function=None,
 ) -> CheckReport:
     """The task's validity conditions on an already loaded and traced entry point, at every
-    call length training uses at `budgets` (default: all budgets)."""
+    call length training uses at `budgets` (default: all budgets). An elementwise piece's
+    program must first differentiate as its values do (checks/gradient_path.py): the
+    conditions hold for values, and training follows the derivative."""
     piece = task.piece
-    return CheckReport(
-        list(
-            piece.check(
-                function,
-                filename,
-                sizes=call_sizes(piece, budgets),
-                proof_function=proof_function,
-            )
-        )
-    )
+    sizes = call_sizes(piece, budgets)
+    report = CheckReport()
+    if piece.contract is Contract.ELEMENTWISE:
+        # `proof_function`: an expression program's tree, not the interpreter that runs it
+        path = check_gradient_path(proof_function or function, piece.arity, sizes, filename)
+        if not report.add(path).passed:
+            return report
+    report.checks += piece.check(function, filename, sizes=sizes, proof_function=proof_function)
+    return report
 
 
 def contract_check(

@@ -228,6 +228,90 @@ def _deepest(tree: ast.AST) -> tuple[int, int]:
     return deepest
 
 
+MAX_INT_LITERAL = 2**64  # in magnitude; no constant of a drift, loss or optimizer needs more
+
+
+def _oversized_numbers(nodes: list[ast.AST]) -> list[StaticViolation]:
+    """Numeric literals beyond float64 (a 400-digit integer, 1e400 read as inf): refused
+    here, by line, rather than met by the trusted side's parsers and formatters."""
+    found = []
+    for node in nodes:
+        value = node.value if isinstance(node, ast.Constant) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT_LITERAL:
+                message = f"integer literal of {value.bit_length()} bits; the limit is 2**64"
+                found.append(StaticViolation(node.lineno, message))
+        elif isinstance(value, (float, complex)) and float("inf") in (
+            abs(value.real),
+            abs(value.imag),
+        ):
+            found.append(StaticViolation(node.lineno, "numeric literal beyond float64 (inf)"))
+    return found
+
+
+# Routes to XLA's compiler and JAX's settings, which no candidate needs. Compiler options
+# reach XLA's debug flags (`xla_dump_to` writes files wherever it is told, at load time
+# too): refused as a keyword, through `**` (which could spell any keyword) and through
+# ahead-of-time lowering, whose `.compile()` takes them positionally. Settings have names
+# starting xla_ or jax_, refused wherever a string or keyword spells one. numpy scalars
+# (jnp.finfo(...).eps is one) pickle themselves to a file with `.dump`.
+COMPILER_KEYWORDS = frozenset({"compiler_options"})
+AHEAD_OF_TIME = "ahead-of-time compiling takes XLA compiler options"
+COMPILER_ATTRIBUTES = {
+    "lower": AHEAD_OF_TIME,
+    "compile": AHEAD_OF_TIME,
+    "trace": AHEAD_OF_TIME + "; for a matrix trace use jnp.diagonal(x).sum()",
+    "dump": "it writes a file",
+}
+SETTING_PREFIXES = ("xla_", "jax_")
+
+
+@functools.cache
+def setting_attributes() -> frozenset[str]:
+    """JAX's process-wide settings exposed on `jax` itself (jax.log_compiles,
+    jax.enable_x64, jax.default_device...), found in the installed version."""
+    import jax
+
+    return frozenset(
+        name
+        for name in dir(jax)
+        if not _is_private(name)
+        and type(getattr(jax, name, None)).__module__.startswith("jax._src.config")
+    )
+
+
+def _names_setting(text: str) -> bool:
+    return text.lstrip("-").lower().startswith(SETTING_PREFIXES)
+
+
+def _compiler_routes(nodes: list[ast.AST]) -> list[StaticViolation]:
+    """Compiler options, ahead-of-time compiling and JAX's settings, each by line."""
+    found = []
+
+    def flag(node, message):
+        found.append(StaticViolation(getattr(node, "lineno", 1), message))
+
+    for node in nodes:
+        if isinstance(node, ast.Call):
+            for keyword in node.keywords:
+                if keyword.arg is None:
+                    flag(keyword, "'**' unpacking of keyword arguments is not allowed")
+                elif keyword.arg in COMPILER_KEYWORDS:
+                    flag(keyword, f"keyword {keyword.arg!r} is not allowed (XLA compiler options)")
+                elif _names_setting(keyword.arg):
+                    flag(keyword, f"keyword {keyword.arg!r} names an XLA or JAX setting")
+        elif isinstance(node, ast.Attribute):
+            if node.attr in COMPILER_ATTRIBUTES:
+                why = COMPILER_ATTRIBUTES[node.attr]
+                flag(node, f"attribute {node.attr!r} is not allowed ({why})")
+            elif node.attr in setting_attributes():
+                flag(node, f"attribute {node.attr!r} changes JAX's settings")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if _names_setting(node.value):
+                flag(node, f"string {node.value[:40]!r} names an XLA or JAX setting")
+    return found
+
+
 def check_source(source: str) -> list[StaticViolation]:
     """All violations in `source`; an empty list means the source may be loaded."""
     size = len(source.encode("utf-8", errors="replace"))
@@ -330,6 +414,8 @@ def check_source(source: str) -> list[StaticViolation]:
             flag(node, "string constants containing '__' are not allowed")
         elif isinstance(node, ast.Try) and any(h.type is None for h in node.handlers):
             flag(node, "bare 'except:' is not allowed (it would swallow timeouts and exits)")
+    violations.extend(_oversized_numbers(nodes))
+    violations.extend(_compiler_routes(nodes))
     check_purity(tree, flag)
     violations.sort(key=lambda v: v.line)
     return violations

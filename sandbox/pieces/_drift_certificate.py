@@ -7,8 +7,8 @@ drift >= -1e-4·(1+|A|) is non-negative, |drift(1, A)| <= 1e-4·(1+|A|) is zero,
 within 1e-3·(1+|A|) is zero), `violated` (a counterexample found by evaluating the drift,
 in the words of the numeric checks) or `unproved`:
 
-- finite: no intermediate value of the drift or of its derivative in r can be NaN or
-  infinite on the domain;
+- finite: no intermediate value of the drift or of its derivative in r (in reverse mode, as
+  training computes it) can be NaN or infinite on the domain;
 - non_negative: the lower bound is the better of the plain interval bound and a mean-value
   bound in r around r = 1 (for boxes that touch 1) or the box's centre, which tames
   expressions like r - 1 - log r whose plain bounds do not close near 1;
@@ -91,11 +91,16 @@ class _Traced:
 
             return derivative
 
+        def trained(r, a):  # the derivative as training computes it: reverse mode
+            _, pull = jax.vjp(lambda r: proof_function(r, a), r)
+            return pull(jnp.ones_like(r))[0]
+
         self.lanes = lanes
         d_r = along(proof_function, 0)
         self.jaxprs = {
             "value": jax.make_jaxpr(proof_function)(spec, spec),
             "d_r": jax.make_jaxpr(d_r)(spec, spec),
+            "d_r_trained": jax.make_jaxpr(trained)(spec, spec),
             "d_a": jax.make_jaxpr(along(proof_function, 1))(spec, spec),
             "d_ra": jax.make_jaxpr(along(d_r, 1))(spec, spec),  # of the slope, in A
         }
@@ -184,7 +189,9 @@ def _prove_finite(traced: _Traced, tol, excused) -> ConditionProof:
     def examine(boxes: Boxes) -> Verdict:
         r, a = boxes.interval(0), boxes.interval(1)
         value, hazard = traced.bounds("value", r, a)
-        slope, slope_hazard = traced.bounds("d_r", r, a)
+        # Reverse mode, as training: a NaN derivative in a branch `where` does not take is
+        # multiplied by its zero cotangent there, which forward mode never computes.
+        slope, slope_hazard = traced.bounds("d_r_trained", r, a)
         settled = ~hazard & ~slope_hazard
         for x in (value, slope):
             settled &= np.isfinite(x.lo) & np.isfinite(x.hi)

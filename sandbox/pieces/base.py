@@ -116,8 +116,11 @@ def _sized_probes() -> tuple[Callable, Callable]:
         return jax.vmap(function)(*inputs)
 
     def slope(function, first, *rest):
+        # Reverse mode, as training differentiates: it differs from forward mode where an
+        # unused branch's derivative is NaN (0 x inf in the transpose). The function is
+        # elementwise, so the gradient of the call's sum is the elementwise derivative.
         def one_call(x, *others):
-            return jax.jvp(lambda x: function(x, *others), (x,), (jnp.ones_like(x),))[1]
+            return jax.grad(lambda x: jnp.sum(function(x, *others)))(x)
 
         return jax.vmap(one_call)(first, *rest)
 

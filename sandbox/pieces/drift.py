@@ -50,6 +50,9 @@ NON_NEGATIVE = Condition("non_negative", "negative")
 ZERO_AT_ONE = Condition("zero_at_one", "nonzero at r=1")
 ZERO_SLOPE = Condition("zero_slope_at_one", "slope at r=1")
 CONDITIONS = (FINITE, NON_NEGATIVE, ZERO_AT_ONE, ZERO_SLOPE)
+# Training follows the autodiff derivative in r, so the conditions on the values only count
+# if it is the values' derivative (checks/gradient_path.py refuses the known ways to differ).
+DERIVATIVE = Condition("derivative_of_values", "autodiff slope is not the values'")
 
 
 @dataclass(frozen=True)
@@ -57,19 +60,25 @@ class Tolerances:
     """Absolute tolerances, each scaled by (1 + |A|) since drifts scale with the advantage."""
 
     value: float  # how negative a value may be, and how far from 0 at r = 1
-    slope: float  # the largest |slope| at r = 1 accepted without further evidence
+    slope: float  # the largest autodiff |slope| at r = 1
+    kink: float  # the largest one-sided difference quotient at r = 1 that may keep its size
+    derivative: float  # autodiff against the values' derivative, also relative to its size
 
 
 TOLERANCES = {
-    "float64": Tolerances(value=1e-6, slope=1e-4),
-    # float32 resolves a one-sided quotient at a step of 1e-6 to about 0.12 where the drift has
-    # terms of order 1 that cancel (exp(r - 1) - r): the slope tolerance sits above that. Finer
-    # kinks in float32 are the certificate's to find (it evaluates the float32 trace in float64).
-    "float32": Tolerances(value=1e-4, slope=0.2),
+    "float64": Tolerances(value=1e-6, slope=1e-4, kink=1e-4, derivative=1e-6),
+    # Autodiff is not noisy: the float32 slope at 1 may exceed float64's tolerance only by
+    # float32 rounding of terms of order 1 (a few 1e-7). Difference quotients are: float32
+    # resolves one at a step of 1e-6 to about 0.12 where terms of order 1 cancel
+    # (exp(r - 1) - r), so the kink allowance sits above that; finer kinks in float32 are the
+    # certificate's to find (it evaluates the float32 trace in float64). Float32 autodiff
+    # agrees with float64's to ~1e-6 relative in honest drifts; 1e-3 leaves room for
+    # cancellation.
+    "float32": Tolerances(value=1e-4, slope=2e-4, kink=0.2, derivative=1e-3),
 }
 # What the certificate proves: bounds in real arithmetic (widened for float32 rounding) are
-# not noisy, so its slope claim is tighter than the float32 checks'.
-CERTIFIED = Tolerances(value=1e-4, slope=1e-3)
+# not noisy, so its slope claim is tighter than the float32 quotients'.
+CERTIFIED = Tolerances(value=1e-4, slope=1e-3, kink=1e-3, derivative=1e-3)
 
 
 @dataclass(frozen=True)
@@ -237,10 +246,10 @@ def zero_slope(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
 
     right, left = quotients(+1, points.right_steps), quotients(-1, points.left_steps)
     autodiff = probe.slope(ones, a)
-    allowed = tol.slope * (1.0 + np.abs(a))
-    bad_autodiff = ~np.isfinite(autodiff) | (np.abs(autodiff) > allowed)
-    kinked_right = _kinked(*right, points.right_steps, allowed)
-    kinked_left = _kinked(*left, points.left_steps, allowed)
+    scale = 1.0 + np.abs(a)
+    bad_autodiff = ~np.isfinite(autodiff) | (np.abs(autodiff) > tol.slope * scale)
+    kinked_right = _kinked(*right, points.right_steps, tol.kink * scale)
+    kinked_left = _kinked(*left, points.left_steps, tol.kink * scale)
     bad = bad_autodiff | kinked_right | kinked_left
     if bad.any():
         # Report the advantage with the largest one-sided slope.
@@ -279,15 +288,95 @@ def zero_slope(probe: Probe, points: Points, tol: Tolerances) -> CheckResult:
     )
 
 
+DERIVATIVE_STEP = 1e-6  # relative step of the float64 difference quotients
+FLOAT32_NUDGE = 1e-6  # relative: either side of a float32 point, where a kink may sit
+JITTER = 3e-6  # relative, times 1 to 2: points moved a few float32 ulps off the grid
+
+
+def derivative_of_values(
+    probe: Probe, points: Points, tol: Tolerances, reference=None
+) -> CheckResult:
+    """The autodiff slope in r agrees with the derivative of the values, at every point the
+    finite condition looks at. In float64 (`reference` None) the values' derivative is taken
+    from one-sided difference quotients at steps h and 2h on each side: one side must agree
+    within its own truncation (how much the quotient moves from h to 2h), its rounding and
+    `tol.derivative`, so a kink within h of a point is not a disagreement. With `reference`
+    (float64 autodiff slopes, `reference(r, a)`) the float32 slope must match it at the
+    float32 point or a nudge to either side (where the kink of a max sits), within
+    `tol.derivative` of the slope's size. The points are moved off the grid by a few float32
+    ulps (`JITTER`)."""
+    r, a = points.finite
+    # Off the round numbers where honest kinks sit (clip at 0.8): at a tie autodiff may
+    # return any mix of the two sides, or neither, and no step resolves that.
+    r = r * (1.0 + JITTER * (1.0 + (np.arange(r.size) * 0.6180339887) % 1.0))
+    slope = probe.slope(r, a)
+    scale = tol.derivative * (1.0 + np.abs(a) + np.abs(np.nan_to_num(slope)))
+    checked = np.isfinite(slope)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if reference is None:
+            at = probe.values(r, a)
+            h = DERIVATIVE_STEP * r
+            checked &= np.isfinite(at)
+            sides = []  # (one-sided quotient, its slack) on the right, then on the left
+            for side in (1.0, -1.0):
+                near, far = (probe.values(r + side * k * h, a) for k in (1.0, 2.0))
+                q_near, q_far = side * (near - at) / h, side * (far - at) / (2.0 * h)
+                rounding = 4e-16 * (np.abs(at) + np.abs(near)) / h
+                sides.append((q_near, 3.0 * np.abs(q_far - q_near) + rounding + scale))
+            (right, right_slack), (left, left_slack) = sides
+            agrees = (np.abs(slope - right) <= right_slack) | (np.abs(slope - left) <= left_slack)
+            # At a kink autodiff may take any mix of the two sides (max splits a tie evenly).
+            low = np.minimum(right - right_slack, left - left_slack)
+            high = np.maximum(right + right_slack, left + left_slack)
+            agrees |= (slope >= low) & (slope <= high)
+            expected = right
+        else:
+            r32 = r.astype(np.float32).astype(np.float64)
+            nudged = [reference(r32 * (1.0 + n), a) for n in (0.0, FLOAT32_NUDGE, -FLOAT32_NUDGE)]
+            expected = nudged[0]
+            slack = scale + tol.derivative * np.max(np.abs(nudged), axis=0)
+            low, high = np.min(nudged, axis=0) - slack, np.max(nudged, axis=0) + slack
+            agrees = (slope >= low) & (slope <= high)
+            checked &= np.isfinite(expected) & (np.abs(expected) <= FLOAT32_MAX)
+    bad = checked & ~agrees
+    how = "one-sided difference quotients" if reference is None else "float64 autodiff"
+    if bad.any():
+        i = int(np.argmax(bad))
+        return CheckResult(
+            DERIVATIVE.name,
+            False,
+            f"at r={_fmt(r[i])}, A={_fmt(a[i])} the derivative in r that training follows "
+            f"(autodiff) is {_fmt(slope[i])}, but the values' derivative ({how}) is "
+            f"{_fmt(expected[i])}: the gradient differs from the values ({bad.mean():.1%} of "
+            "the points checked)",
+            {
+                "r": float(r[i]),
+                "A": float(a[i]),
+                "autodiff_slope": float(slope[i]),
+                "values_slope": float(expected[i]),
+            },
+        )
+    return CheckResult(
+        DERIVATIVE.name,
+        True,
+        f"autodiff slopes in r agree with {how} at {int(checked.sum())} points",
+    )
+
+
 def _all(
-    probe: Probe, points: Points, tol: Tolerances, search=None, excused=None
+    probe: Probe, points: Points, tol: Tolerances, search=None, excused=None, reference=None
 ) -> list[CheckResult]:
-    return [
+    """The four conditions; with `reference` (float64 autodiff) or `search` (the float64
+    layer), also the derivative condition, after them."""
+    results = [
         finite(probe, points, tol, excused),
         non_negative(probe, points, tol, search),
         zero_at_one(probe, points, tol),
         zero_slope(probe, points, tol),
     ]
+    if search is not None or reference is not None:
+        results.append(derivative_of_values(probe, points, tol, reference))
+    return results
 
 
 # -- in the sandbox: float64 JAX, thoroughly -----------------------------------------------------
@@ -386,6 +475,7 @@ FLOAT32_POINTS = dataclasses.replace(
     SANDBOX_POINTS, right_steps=FLOAT32_STEPS, left_steps=FLOAT32_STEPS
 )
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+F32_EPS = float(np.finfo(np.float32).eps)
 
 
 def check_drift(
@@ -420,12 +510,17 @@ def check_drift(
                 exact = probe.slope(r, a) if derivative else probe.values(r, a)
             return np.abs(exact) > FLOAT32_MAX
 
+        def float64_slope(r, a):
+            with jax.enable_x64(True):
+                return probe.slope(r, a)
+
         for size in sizes:
             as_trained = _all(
                 SizedProbe(drift, size),
                 FLOAT32_POINTS,
                 TOLERANCES["float32"],
                 excused=beyond_float32,
+                reference=float64_slope,
             )
             if not all(r.passed for r in as_trained):
                 where = f"in float32 on arrays of {size} entries: "
@@ -442,7 +537,8 @@ def check_drift(
     except Exception as error:  # the candidate crashed on concrete inputs
         detail = describe_failure(error, filename)
         return [CheckResult(c.name, False, detail) for c in CONDITIONS]
-    return [_with_proof(result, proof) for result, proof in zip(results, proofs, strict=True)]
+    proved = [_with_proof(result, proof) for result, proof in zip(results, proofs, strict=False)]
+    return proved + results[len(proofs) :]  # the derivative condition: checked, not proved
 
 
 def _with_proof(result: CheckResult, proof) -> CheckResult:
@@ -567,7 +663,8 @@ def landscape_check(ratio, advantage, drift, d_objective_dr) -> list[CheckResult
 
 MONITOR_STEPS = (1e-6, 2e-6)  # the small one-sided step, log-uniform here (FLOAT32_STEPS)
 MONITOR_STEP_RATIO = 10.0  # the large step, a multiple of the small one
-MONITOR_SHARE = 4  # a quarter of each minibatch's advantages get the probes at r = 1
+MONITOR_SHARE = 4  # a quarter of each minibatch's entries get the probes
+MONITOR_PAIR_STEP = 1e-3  # relative: the partner of a real entry, for its difference quotient
 
 
 def _probed(minibatch: int) -> int:
@@ -576,12 +673,18 @@ def _probed(minibatch: int) -> int:
 
 class DriftMonitor:
     """Each minibatch's drift call also evaluates r = 1, 1 + s·h and 1 + s·10h (s = +-1 at
-    random, h random per call) on a quarter of the minibatch's own advantages: the values the
-    policy loss uses must be finite and non-negative, the drift 0 at r = 1, and its one-sided
-    quotients at r = 1 must shrink with the step (no kink), all in float32 tolerances."""
+    random, h random per call) on a quarter of the minibatch's own advantages, and the
+    partners r·(1 + s·1e-3) of a quarter of its own ratios; the call runs under jax.jvp, so
+    every entry also has the autodiff slope training follows. The values the policy loss
+    uses must be finite and non-negative; at r = 1 the drift must be 0, its autodiff slope
+    0 and its one-sided quotients must shrink with the step (no kink); and between each real
+    entry and its partner the values' difference quotient must lie between the two autodiff
+    slopes (the mean value theorem), all in float32 tolerances."""
+
+    slopes = True
 
     def call_sizes(self, minibatch: int) -> tuple[int, ...]:
-        return (minibatch + 3 * _probed(minibatch),)
+        return (minibatch + 4 * _probed(minibatch),)
 
     def noise_size(self, minibatch: int) -> int:
         return _probed(minibatch) + 1  # a side per probed entry, and the step
@@ -595,10 +698,17 @@ class DriftMonitor:
         low, high = np.log(MONITOR_STEPS[0]), np.log(MONITOR_STEPS[1])
         h = jnp.exp(low + (high - low) * noise[k])
         ones = jnp.ones((k,), ratio.dtype)
-        ratios = jnp.concatenate([ones, 1.0 + side * h, 1.0 + side * (MONITOR_STEP_RATIO * h)])
-        return ratios, jnp.tile(advantage[:k], 3)
+        ratios = jnp.concatenate(
+            [
+                ones,
+                1.0 + side * h,
+                1.0 + side * (MONITOR_STEP_RATIO * h),
+                ratio[:k] * (1.0 + side * MONITOR_PAIR_STEP),
+            ]
+        )
+        return ratios, jnp.tile(advantage[:k], 4)
 
-    def inspect(self, inputs, values, probe_inputs, probe_values):
+    def inspect(self, inputs, values, probe_inputs, probe_values, slopes):
         import jax.numpy as jnp
 
         tol = TOLERANCES["float32"]
@@ -614,13 +724,42 @@ class DriftMonitor:
 
         k = _probed(ratio.shape[0])
         probed, probed_scale = advantage[:k], scale[:k]
-        at_one, small, large = (probe_values[j * k : (j + 1) * k] for j in range(3))
+        at_one, small, large, partner = (probe_values[j * k : (j + 1) * k] for j in range(4))
         step_small = probe_inputs[0][k : 2 * k] - 1.0  # exact in float32 near 1
-        step_large = probe_inputs[0][2 * k :] - 1.0
+        step_large = probe_inputs[0][2 * k : 3 * k] - 1.0
         q_small, q_large = (small - at_one) / step_small, (large - at_one) / step_large
-        allowed = tol.slope * probed_scale
+        allowed = tol.kink * probed_scale
         kinked = _kinked(q_small, q_large, (1.0, MONITOR_STEP_RATIO), allowed, xp=jnp)
         side = jnp.sign(step_small)
+        kink_score = jnp.where(
+            kinked, jnp.where(jnp.isfinite(q_small), jnp.abs(q_small) - allowed, jnp.inf), -1.0
+        )
+        # The autodiff slope at r = 1, which the quotients cannot see (a slope carried only
+        # by the derivative, not the values).
+        real_slopes, probe_slopes = slopes
+        slope_at_one = probe_slopes[:k]
+        slope_score = jnp.where(
+            jnp.isfinite(slope_at_one),
+            jnp.abs(slope_at_one) - tol.slope * probed_scale,
+            jnp.inf,
+        )
+        zero_slope = jnp.maximum(kink_score, slope_score)
+        # The values' quotient between a real entry and its partner against the hull of the
+        # two autodiff slopes: what training follows must be the values' derivative.
+        here, there = real_slopes[:k], probe_slopes[3 * k :]
+        width = probe_inputs[0][3 * k :] - ratio[:k]
+        quotient = (partner - values[:k]) / width
+        rounding = 4.0 * F32_EPS * (jnp.abs(partner) + jnp.abs(values[:k])) / jnp.abs(width)
+        slack = tol.kink * probed_scale + tol.derivative * (jnp.abs(here) + jnp.abs(there))
+        outside = jnp.maximum(
+            jnp.minimum(here, there) - quotient, quotient - jnp.maximum(here, there)
+        )
+        agreement = jnp.where(
+            jnp.isfinite(quotient), outside - slack - rounding, -1.0
+        )  # non-finite values are the value watch's
+        derivative = jnp.where(jnp.isfinite(real_slopes[:k]), agreement, jnp.inf)
+        nonfinite_slopes = jnp.where(jnp.isfinite(real_slopes), -1.0, jnp.inf)
+        j = jnp.argmax(nonfinite_slopes)
         return {
             # Non-finite values score above any negative one: one reduction for both (describe
             # words a non-finite value as such).
@@ -638,15 +777,21 @@ class DriftMonitor:
                 value=at_one,
             ),
             ZERO_SLOPE.name: pick(
-                jnp.where(
-                    kinked,
-                    jnp.where(jnp.isfinite(q_small), jnp.abs(q_small) - allowed, jnp.inf),
-                    -1.0,
-                ),
+                zero_slope,
                 A=probed,
                 quotient=q_small,
                 step=jnp.abs(step_small),
                 side=side,
+                autodiff=slope_at_one,
+                kink=(kink_score >= slope_score).astype(slope_at_one.dtype),
+            ),
+            DERIVATIVE.name: pick(
+                jnp.concatenate([derivative, nonfinite_slopes[j][None]]),
+                r=jnp.concatenate([ratio[:k], ratio[j][None]]),
+                A=jnp.concatenate([probed, advantage[j][None]]),
+                autodiff=jnp.concatenate([here, real_slopes[j][None]]),
+                partner_autodiff=jnp.concatenate([there, real_slopes[j][None]]),
+                quotient=jnp.concatenate([quotient, real_slopes[j][None]]),
             ),
         }
 
@@ -663,6 +808,23 @@ class DriftMonitor:
             )
         if condition == ZERO_AT_ONE.name:
             return f"nonzero at r=1 during training: drift(1, {f['A']:.4g}) = {f['value']:.4g} {at}"
+        if condition == DERIVATIVE.name and not np.isfinite(f["autodiff"]):
+            return (
+                f"non-finite gradient during training: d drift/dr at r = {f['r']:.4g}, "
+                f"A = {f['A']:.4g} is {f['autodiff']} {at}"
+            )
+        if condition == DERIVATIVE.name:
+            return (
+                f"gradient not the values' during training: at r = {f['r']:.4g}, "
+                f"A = {f['A']:.4g} autodiff gives slopes {f['autodiff']:.4g} and "
+                f"{f['partner_autodiff']:.4g} {MONITOR_PAIR_STEP:g}·r apart, but the values' "
+                f"difference quotient between them is {f['quotient']:.4g} {at}"
+            )
+        if not f["kink"]:
+            return (
+                f"slope at r=1 during training: the autodiff derivative at A = {f['A']:.4g} is "
+                f"{f['autodiff']:.4g} {at}"
+            )
         side = "right" if f["side"] > 0 else "left"
         return (
             f"slope at r=1 during training: the one-sided difference quotient from the {side} "

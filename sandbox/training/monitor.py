@@ -35,7 +35,9 @@ class Monitor(Protocol):
         minibatches (one random draw instead of one per call)."""
 
     def inspect(self, inputs: tuple, values, probe_inputs: tuple, probe_values) -> dict[str, Watch]:
-        """Per condition, the worst entry of this call (jnp scalars)."""
+        """Per condition, the worst entry of this call (jnp scalars). A monitor with
+        `slopes = True` also gets `slopes=(real, probes)`: the call's autodiff derivative in
+        the first input, the one training differentiates, at every entry."""
 
     def describe(self, condition: str, fields: dict[str, float], update: int) -> str:
         """The violation in words, for the candidate's verdict and a proposer's repair."""
@@ -56,13 +58,24 @@ def layout(monitor: Monitor, noise, inputs: tuple):
 
 def watched_call(checked: Callable, monitor: Monitor | None, noise, *inputs):
     """`checked(*inputs)` with the monitor's probes in the same call: (values of the real
-    entries, {condition: Watch}). `checked` enforces the piece's output contract."""
+    entries, {condition: Watch}). `checked` enforces the piece's output contract. Where the
+    monitor asks for slopes the call runs under jax.jvp in the first input: the same values
+    (and gradient) for training, and the derivative training follows for the monitor."""
     if monitor is None:
         return checked(*inputs), {}
     arguments, extra = layout(monitor, noise, inputs)
-    values = checked(*arguments)
     n = inputs[0].shape[0]
-    return values[:n], monitor.inspect(inputs, values[:n], extra, values[n:])
+    if not getattr(monitor, "slopes", False):
+        values = checked(*arguments)
+        return values[:n], monitor.inspect(inputs, values[:n], extra, values[n:])
+    import jax
+    import jax.numpy as jnp
+
+    first, *rest = arguments
+    values, slopes = jax.jvp(lambda x: checked(x, *rest), (first,), (jnp.ones_like(first),))
+    slopes = jax.lax.stop_gradient(slopes)  # watched only, never part of the loss
+    watch = monitor.inspect(inputs, values[:n], extra, values[n:], slopes=(slopes[:n], slopes[n:]))
+    return values[:n], watch
 
 
 def unseen(shapes) -> dict:

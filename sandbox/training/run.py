@@ -301,8 +301,22 @@ def summarise(
     """One summary per learning rate. `reference` normalises scores when the run matches a
     budget."""
     curves = pooled_learning_curve(batch.output, axis=1)  # [learning rates, updates]
+    return summarise_returns(batch.config, batch.learning_rates, final_returns, curves, reference)
+
+
+def summarise_returns(
+    config: PPOConfig,
+    learning_rates: Sequence[float],
+    final_returns: np.ndarray,
+    curves: np.ndarray,
+    reference: EnvBudget | None = None,
+) -> list[TrainingSummary]:
+    """`summarise` from the numbers alone: final returns [learning rates, seeds] and
+    learning curves [learning rates, updates], NaN where no episode ended (a sandboxed run
+    reports them: sandbox/training/sandboxed.py)."""
+    final_returns, curves = np.asarray(final_returns), np.asarray(curves, dtype=np.float64)
     summaries = []
-    for i, lr in enumerate(batch.learning_rates):
+    for i, lr in enumerate(learning_rates):
         per_seed = final_returns[i]
         normalised = None
         if reference is not None:
@@ -312,9 +326,9 @@ def summarise(
         curve = [float(x) if np.isfinite(x) else None for x in curves[i]]
         summaries.append(
             TrainingSummary(
-                env=batch.config.env_id,
+                env=config.env_id,
                 seeds=per_seed.size,
-                timesteps=batch.config.env_steps,
+                timesteps=config.env_steps,
                 learning_rate=float(lr),
                 final_returns=[float(x) for x in per_seed],
                 returns=Aggregate.of(per_seed),

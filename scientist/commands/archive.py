@@ -17,6 +17,7 @@ from sandbox.fitness import Estimate
 from sandbox.vocabulary import Status
 from scientist.campaign.display import fmt, leaderboard_table
 from scientist.commands.campaign import DbOption, campaign_or_exit, console, out
+from scientist.commands.options import CandidateId, count_option
 from scientist.commands.stored import candidate_in_shape
 from scientist.paired import versus_baselines
 from scientist.selection import failure_summary
@@ -62,7 +63,7 @@ def upgrade(db: DbOption = None) -> None:
 def list_(
     name: Annotated[str, typer.Argument()],
     db: DbOption = None,
-    top: Annotated[Optional[int], typer.Option(help="only the best K scored candidates")] = None,
+    top: Annotated[Optional[int], count_option("only the best K scored candidates")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout")] = False,
 ) -> None:
     """Every candidate of a campaign (or the best K scored ones)."""
@@ -122,7 +123,7 @@ def _get(session, candidate_id: int) -> Candidate:
 
 @app.command()
 def show(
-    candidate_id: Annotated[int, typer.Argument()],
+    candidate_id: CandidateId,
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -192,8 +193,8 @@ def show(
 
 @app.command()
 def diff(
-    first: Annotated[int, typer.Argument()],
-    second: Annotated[int, typer.Argument()],
+    first: CandidateId,
+    second: CandidateId,
     db: DbOption = None,
 ) -> None:
     """A unified diff of two candidates' code, with their scores."""

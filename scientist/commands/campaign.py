@@ -23,7 +23,7 @@ from scientist.campaign.display import (
 )
 from scientist.campaign.lease import CampaignBusy, runner_alive
 from scientist.campaign.loop import CampaignError, CampaignLoop
-from scientist.commands.options import executor_for
+from scientist.commands.options import MAX_AT_ONCE, count_option, executor_for, seed_option
 from scientist.commands.stored import config_note
 from scientist.paired import versus_baselines
 from scientist.proposers import ProposerError, make_proposer
@@ -70,35 +70,38 @@ def run(
         Optional[str], typer.Option(help="OpenAI-compatible base URL (key in $SCIENTIST_API_KEY)")
     ] = None,
     generations: Annotated[
-        Optional[int], typer.Option(help="generations after the baselines")
+        Optional[int], count_option("generations after the baselines", low=0)
     ] = None,
     population: Annotated[
-        Optional[int], typer.Option(help="proposals per island per generation")
+        Optional[int], count_option("proposals per island per generation")
     ] = None,
-    islands: Annotated[Optional[int], typer.Option()] = None,
+    islands: Annotated[Optional[int], count_option()] = None,
     budget: Annotated[Optional[str], typer.Option(help="smoke, quick or paper")] = None,
     sandbox: Annotated[
         Optional[Sandbox], typer.Option(help="sandbox backend; auto: the strongest that works here")
     ] = None,
-    workers: Annotated[Optional[int], typer.Option(help="batches evaluated at once")] = None,
+    workers: Annotated[
+        Optional[int], count_option("batches evaluated at once", high=MAX_AT_ONCE)
+    ] = None,
     batch: Annotated[
         Optional[int],
         typer.Option(help="candidates per sandbox run (default: from budget and device; README)"),
     ] = None,
     max_cost: Annotated[Optional[float], typer.Option(help="dollar cap on model calls")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
+    seed: Annotated[Optional[int], seed_option("seed of the search and its training")] = None,
     selection: Annotated[
         Optional[Selection],
         typer.Option(help="evolution (default) or none: the best-of-N control arm (README)"),
     ] = None,
     reevaluate_top: Annotated[
         Optional[int],
-        typer.Option(help="re-evaluate candidates entering an island's top k (0: never)"),
+        count_option("re-evaluate candidates entering an island's top k (0: never)", low=0),
     ] = None,
     reevaluation_blocks: Annotated[
         Optional[int],
-        typer.Option(
-            help="fresh blocks of seeds per re-evaluation; default: smoke 4, quick 3, paper 1"
+        count_option(
+            "fresh blocks of seeds per re-evaluation; default: smoke 4, quick 3, paper 1",
+            high=MAX_AT_ONCE,
         ),
     ] = None,
     rank_by: Annotated[
@@ -118,7 +121,7 @@ def run(
         Optional[Path], typer.Option("--config", help="TOML file with any of these settings")
     ] = None,
     db: DbOption = None,
-    top: Annotated[int, typer.Option(help="rows of the final leaderboard")] = 10,
+    top: Annotated[int, count_option("rows of the final leaderboard")] = 10,
 ) -> None:
     """Run a discovery campaign (or continue one of the same name)."""
     try:
@@ -154,13 +157,13 @@ def run(
 def resume(
     name: Annotated[str, typer.Argument()],
     db: DbOption = None,
-    workers: Annotated[Optional[int], typer.Option()] = None,
+    workers: Annotated[Optional[int], count_option(high=MAX_AT_ONCE)] = None,
     batch: Annotated[Optional[int], typer.Option()] = None,
-    generations: Annotated[Optional[int], typer.Option(help="extend the campaign")] = None,
+    generations: Annotated[Optional[int], count_option("extend the campaign", low=0)] = None,
     max_cost: Annotated[Optional[float], typer.Option()] = None,
     executor: Annotated[Optional[ExecutorName], typer.Option(help="local or ray")] = None,
     ray_address: Annotated[Optional[str], typer.Option()] = None,
-    top: Annotated[int, typer.Option()] = 10,
+    top: Annotated[int, count_option()] = 10,
 ) -> None:
     """Continue a campaign from its archive: pending candidates are evaluated, nothing twice."""
     engine = engine_for(db, create=False)
@@ -274,7 +277,7 @@ def _run(settings: CampaignConfig, engine, top: int) -> None:
 def status(
     name: Annotated[str, typer.Argument()],
     db: DbOption = None,
-    top: Annotated[int, typer.Option()] = 5,
+    top: Annotated[int, count_option("rows of the leaderboard")] = 5,
 ) -> None:
     """Progress, best so far and dollars spent of a campaign."""
     engine = open_reader(db)

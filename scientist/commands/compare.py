@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from archive import reads
@@ -15,7 +16,15 @@ from sandbox.budgets import get_budget
 from sandbox.vocabulary import ExecutorName, Sandbox, Status
 from scientist.campaign.display import fmt
 from scientist.commands.campaign import DbOption, console, out
-from scientist.commands.options import ExecutorOption, RayAddressOption, SandboxOption, executor_for
+from scientist.commands.options import (
+    MAX_AT_ONCE,
+    ExecutorOption,
+    RayAddressOption,
+    SandboxOption,
+    count_option,
+    executor_for,
+    seed_option,
+)
 from scientist.compare import CompareError, Row, gather, reevaluate
 
 
@@ -28,25 +37,28 @@ def compare(
         typer.Option(help="shared budget (default: the campaigns' own, if they agree)"),
     ] = None,
     seed: Annotated[
-        int, typer.Option(help="training seed of the re-evaluation (fresh: not a campaign's)")
+        int, seed_option("training seed of the re-evaluation (fresh: not a campaign's)")
     ] = 1009,
     blocks: Annotated[
         int,
-        typer.Option(
-            min=1,
-            help="blocks of the budget's seeds to train each row on, in one run (smoke: 4 "
+        count_option(
+            "blocks of the budget's seeds to train each row on, in one run (smoke: 4 "
             "blocks are 8 seeds, the fewest with an interval)",
+            high=MAX_AT_ONCE,
         ),
     ] = 1,
     sandbox: SandboxOption = Sandbox.AUTO,
     workers: Annotated[
-        int, typer.Option(help="evaluations at once (with ray: tasks in flight)")
+        int, count_option("evaluations at once (with ray: tasks in flight)", high=MAX_AT_ONCE)
     ] = 2,
     executor: ExecutorOption = ExecutorName.LOCAL,
     ray_address: RayAddressOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="the table as JSON on stdout")] = False,
     out_dir: Annotated[
-        Optional[Path], typer.Option("--out", help="write comparison.json and comparison.md here")
+        Optional[Path],
+        typer.Option(
+            "--out", file_okay=False, help="write comparison.json and comparison.md here (replaced)"
+        ),
     ] = None,
     db: DbOption = None,
 ) -> None:
@@ -98,9 +110,13 @@ def compare(
     else:
         out.print(table(rows, f"{task} at {budget}, {seeds} fresh seeds from seed {seed}"))
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "comparison.json").write_text(json.dumps(record, indent=2))
-        (out_dir / "comparison.md").write_text(markdown(rows, task, budget, seed, seeds))
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "comparison.json").write_text(json.dumps(record, indent=2))
+            (out_dir / "comparison.md").write_text(markdown(rows, task, budget, seed, seeds))
+        except OSError as error:  # the table above is already printed
+            console.print(f"[red]cannot write {out_dir}:[/red] {escape(str(error))}")
+            raise typer.Exit(1) from None
         console.print(f"wrote {out_dir / 'comparison.json'} and {out_dir / 'comparison.md'}")
 
 

@@ -9,7 +9,15 @@ from rich.table import Table
 from sandbox.vocabulary import ExecutorName, Sandbox, Status
 from scientist.commands.campaign import DbOption, console, engine_for, out
 from scientist.commands.json_output import print_json
-from scientist.commands.options import ExecutorOption, RayAddressOption, SandboxOption, executor_for
+from scientist.commands.options import (
+    MAX_ID,
+    ExecutorOption,
+    RayAddressOption,
+    SandboxOption,
+    count_option,
+    executor_for,
+    seed_option,
+)
 from scientist.commands.reporting import exit_on
 
 
@@ -17,7 +25,10 @@ def distill(
     candidate: Annotated[
         int,
         typer.Argument(
-            metavar="ID", help="archive id of the drift to distil (e.g. an ES mean network)"
+            metavar="ID",
+            min=1,
+            max=MAX_ID,
+            help="archive id of the drift to distil (e.g. an ES mean network)",
         ),
     ],
     model: Annotated[
@@ -30,9 +41,7 @@ def distill(
         Optional[str], typer.Option(help="smoke, quick or paper (default: the campaign's)")
     ] = None,
     sandbox: SandboxOption = Sandbox.AUTO,
-    attempts: Annotated[
-        int, typer.Option(min=1, help="model replies at most, each checked and fed back")
-    ] = 3,
+    attempts: Annotated[int, count_option("model replies at most, each checked and fed back")] = 3,
     tolerance: Annotated[
         float, typer.Option(min=0.0, help="relative RMSE of the drift that counts as a fit")
     ] = 0.05,
@@ -45,7 +54,7 @@ def distill(
         Optional[float],
         typer.Option(min=0.0, help="USD per million output tokens, for unpriced models"),
     ] = None,
-    seed: Annotated[int, typer.Option(help="training seed of the evaluation")] = 0,
+    seed: Annotated[int, seed_option("training seed of the evaluation")] = 0,
     executor: ExecutorOption = ExecutorName.LOCAL,
     ray_address: RayAddressOption = None,
     db: DbOption = None,

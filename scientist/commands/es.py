@@ -9,7 +9,15 @@ from rich.console import Console
 
 from sandbox.vocabulary import ExecutorName, Sandbox, Status
 from scientist.commands.campaign import DbOption, engine_for
-from scientist.commands.options import ExecutorOption, RayAddressOption, SandboxOption, executor_for
+from scientist.commands.options import (
+    MAX_AT_ONCE,
+    ExecutorOption,
+    RayAddressOption,
+    SandboxOption,
+    count_option,
+    executor_for,
+    seed_option,
+)
 from scientist.commands.reporting import exit_on
 
 console = Console(stderr=True)
@@ -31,13 +39,13 @@ def es(
         str, typer.Option(help="smoke, quick or paper: envs, steps and score references")
     ] = "smoke",
     generations: Annotated[
-        int, typer.Option(min=1, help="ES generations in total (a continued run adds the rest)")
+        int, count_option("ES generations in total (a continued run adds the rest)")
     ] = 10,
     population: Annotated[
-        Optional[int], typer.Option(min=2, help="ES population, even (default 64)")
+        Optional[int], count_option("ES population, even (default 64)", low=2, high=MAX_AT_ONCE)
     ] = None,
     seeds: Annotated[
-        Optional[int], typer.Option(min=1, help="PPO seeds per member and env (default 8)")
+        Optional[int], count_option("PPO seeds per member and env (default 8)", high=MAX_AT_ONCE)
     ] = None,
     sigma: Annotated[
         Optional[float], typer.Option(help="initial ES sampling std (default 0.03)")
@@ -50,16 +58,15 @@ def es(
         bool, typer.Option("--from-scratch", help="no PPO term, random output layer (LPO-Zero)")
     ] = False,
     member_batch: Annotated[
-        Optional[int], typer.Option(min=0, help="members trained at once (memory); 0 = all")
+        Optional[int],
+        count_option("members trained at once (memory); 0 = all", low=0, high=MAX_AT_ONCE),
     ] = None,
     render_every: Annotated[
         int,
-        typer.Option(
-            min=0, help="also evaluate the ES mean every K generations; 0 = only at the end"
-        ),
+        count_option("also evaluate the ES mean every K generations; 0 = only at the end", low=0),
     ] = 0,
     sandbox: SandboxOption = Sandbox.AUTO,
-    seed: Annotated[int, typer.Option(help="ES and training seed")] = 0,
+    seed: Annotated[int, seed_option("ES and training seed")] = 0,
     executor: ExecutorOption = ExecutorName.LOCAL,
     ray_address: RayAddressOption = None,
     db: DbOption = None,

@@ -6,6 +6,29 @@ from typing import Annotated, Optional
 import typer
 
 from sandbox.vocabulary import ExecutorName, Sandbox
+from scientist.seed_blocks import SEED_MODULUS
+
+# Bounds of the integers commands hand to SQL and to numpy/JAX: a value outside them is
+# typer's usage error (exit 2), never an OverflowError from a driver half-way through.
+MAX_ID = 2**63 - 1  # archive ids are signed 64-bit integers (SQL BIGINT), from 1
+MAX_SEED = SEED_MODULUS - 1  # campaigns keep seeds below 2**31 (scientist.seed_blocks)
+MAX_COUNT = 1_000_000  # rows, generations, attempts...: far beyond any campaign
+MAX_AT_ONCE = 4_096  # seeds, episodes, members or workers at once: one array axis or process each
+MAX_TIMESTEPS = 2**31 - 1  # JAX counts steps in 32-bit integers
+
+CandidateId = Annotated[int, typer.Argument(min=1, max=MAX_ID, help="a candidate's archive id")]
+
+
+def seed_option(help: str):
+    """An option naming a seed: 0 to MAX_SEED."""
+    return typer.Option(min=0, max=MAX_SEED, help=help)
+
+
+def count_option(help: str = "", *, low: int = 1, high: int = MAX_COUNT):
+    """An option counting something: `low` to `high` (MAX_COUNT, or MAX_AT_ONCE for what is
+    held or run at once)."""
+    return typer.Option(min=low, max=high, help=help)
+
 
 SandboxOption = Annotated[
     Sandbox, typer.Option("--sandbox", help="sandbox backend; auto: the strongest that works here")

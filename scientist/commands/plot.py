@@ -4,12 +4,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from sandbox.vocabulary import Sandbox
 from scientist.commands.campaign import DbOption, console, out
 from scientist.commands.json_output import print_json
-from scientist.commands.options import SandboxOption
-from scientist.commands.sources import read_candidate
+from scientist.commands.options import MAX_ID, SandboxOption
+from scientist.commands.sources import is_file, read_candidate
 
 app = typer.Typer(no_args_is_help=True, help="Figures of candidates.")
 
@@ -22,7 +23,10 @@ def drift(
         str,
         typer.Argument(metavar="ID|FILE", help="archive candidate id, or a .py drift candidate"),
     ],
-    png: Annotated[Path, typer.Option("--out", help="where to write the PNG figure")],
+    png: Annotated[
+        Path,
+        typer.Option("--out", dir_okay=False, help="where to write the PNG figure (replaced)"),
+    ],
     db: DbOption = None,
     sandbox: SandboxOption = Sandbox.AUTO,
     as_json: Annotated[
@@ -47,7 +51,11 @@ def drift(
         raise typer.Exit(2) from None
     features = detect_features(landscape)
     sentences = features.describe()
-    save_drift_plot(landscape, png, sentences=sentences, title=f"{label}: {task}")
+    try:
+        save_drift_plot(landscape, png, sentences=sentences, title=f"{label}: {task}")
+    except OSError as error:  # a folder in the way, no permission, a full disk
+        console.print(f"[red]cannot write {escape(str(png))}:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
     if as_json:
         record = {
             "candidate": candidate_id,
@@ -67,17 +75,19 @@ def drift(
 def _resolve(target: str, db: str | None) -> tuple[str, str, str, int | None]:
     """(task, source, label, candidate id) from a file path or an archive id."""
     path = Path(target)
-    if path.is_file():
+    if is_file(path):
         return DRIFT_TASK, read_candidate(path, "ID|FILE"), path.name, None
-    if not target.isdigit():
+    candidate_id = _candidate_id(target)
+    if candidate_id is None:
         raise typer.BadParameter(
-            f"{target!r} is neither a file nor a candidate id", param_hint="ID|FILE"
+            f"{target!r} is neither a file nor a candidate id (1 to {MAX_ID})",
+            param_hint="ID|FILE",
         )
     from archive.db import open_reader, transaction
     from archive.schema import Candidate
 
     with transaction(open_reader(db)) as session:
-        candidate = session.get(Candidate, int(target))
+        candidate = session.get(Candidate, candidate_id)
     if candidate is None:
         console.print(f"[red]no candidate {target} in this archive")
         raise typer.Exit(2)
@@ -85,3 +95,12 @@ def _resolve(target: str, db: str | None) -> tuple[str, str, str, int | None]:
         console.print(f"[red]candidate {target} has no code")
         raise typer.Exit(2)
     return candidate.task, candidate.code, f"candidate #{candidate.id}", candidate.id
+
+
+def _candidate_id(target: str) -> int | None:
+    """The archive id `target` spells in ASCII digits ('²' is a digit to str.isdigit, and
+    int() refuses thousands of them), 1 to MAX_ID; None for anything else."""
+    if not (target.isascii() and target.isdigit()) or len(target) > len(str(MAX_ID)):
+        return None
+    number = int(target)
+    return number if 1 <= number <= MAX_ID else None

@@ -14,9 +14,10 @@ from scientist.web.landscapes import DEFAULT_CACHE
 
 def report(
     name: Annotated[str, typer.Argument(help="the campaign")],
-    out: Annotated[Path, typer.Option("--out", help="directory to write into")] = Path(
-        "scientist-runs/reports"
-    ),
+    out: Annotated[
+        Path,  # a file there is a usage error, not mkdir's traceback
+        typer.Option("--out", file_okay=False, help="directory to write into (files replaced)"),
+    ] = Path("scientist-runs/reports"),
     formats: Annotated[
         str, typer.Option("--format", help="comma-separated: html, pdf, md")
     ] = "html,pdf",
@@ -95,6 +96,9 @@ def report(
             f"[red]no narrative:[/red] {escape(str(error))} "
             "(run without --narrative for the report alone)"
         )
+        raise typer.Exit(1) from None
+    except OSError as error:  # no permission, a full disk, a file where a folder belongs
+        console.print(f"[red]cannot write the report:[/red] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(1) from None
     except RuntimeError as error:  # the PDF toolchain
         console.print(f"[red]{escape(str(error))}")

@@ -8,10 +8,18 @@ import typer
 from sandbox.checks.static import MAX_SOURCE_BYTES
 
 
+def is_file(path: Path) -> bool:
+    """Path.is_file, False rather than OSError for a name the system refuses (too long)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def read_candidate(file: Path, param_hint: str) -> str:
     """The file's text; a usage error (exit 2) when it is missing, unreadable, not UTF-8 or
     over MAX_SOURCE_BYTES."""
-    if not file.is_file():
+    if not is_file(file):
         raise typer.BadParameter(f"file not found: {file}", param_hint=param_hint)
     try:
         with file.open("rb") as handle:

@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from sandbox.vocabulary import Sandbox
 from scientist.commands.campaign import DbOption, console
-from scientist.commands.options import SandboxOption
+from scientist.commands.options import SandboxOption, count_option
 from scientist.web.landscapes import DEFAULT_CACHE
 
 
@@ -42,9 +42,7 @@ def web(
             "(best first, in the sandbox), then exit",
         ),
     ] = None,
-    top: Annotated[
-        Optional[int], typer.Option(min=1, help="with --precompute: only the best K")
-    ] = None,
+    top: Annotated[Optional[int], count_option("with --precompute: only the best K")] = None,
     sandbox: SandboxOption = Sandbox.AUTO,
 ) -> None:
     """A read-only web view of the archive: campaigns, leaderboards, fitness over

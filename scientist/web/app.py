@@ -405,11 +405,15 @@ def _compare_ids(values: list[str]) -> list[int]:
 
 
 def _number(value) -> float | None:
-    return (
-        float(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        else None
-    )
+    """A stored number as a finite float; None for anything else (text, NaN, infinities, or
+    an integer beyond float64: JSON holds any number of digits)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _env_results(per_env) -> list[tuple[str, str, dict]]:
