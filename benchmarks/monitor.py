@@ -18,6 +18,7 @@ import sandbox  # noqa: F401  (XLA flags before jax)
 # isort: split
 
 import argparse
+import json
 
 from benchmarks.campaign import gp_candidates
 from benchmarks.trainer import steps_per_second
@@ -59,16 +60,19 @@ def main() -> None:
     args = parser.parse_args()
     watched = PPOConfig.monitor if args.all else ("drift",)
     print(f"{'case':<13}{'round':>6}{'monitor on':>13}{'off':>13}{'on/off':>8}")
+    ratios = {}
     for name in args.cases:
         runs = {on: compiled(*CASES[name], monitor=watched if on else ()) for on in (True, False)}
         for round_ in range(1, args.rounds + 1):
             order = (True, False) if round_ % 2 else (False, True)  # who goes first swaps
             rate = {on: steps_per_second(*runs[on]) for on in order}
+            ratios.setdefault(name, []).append(round(rate[True] / rate[False], 3))
             print(
                 f"{name:<13}{round_:>6}{rate[True]:>13,.0f}{rate[False]:>13,.0f}"
                 f"{rate[True] / rate[False]:>8.3f}",
                 flush=True,
             )
+    print(json.dumps({"monitor_on_off_throughput": ratios}))
 
 
 if __name__ == "__main__":
