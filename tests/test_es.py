@@ -126,6 +126,7 @@ def test_zero_slope_at_one_holds_while_the_shifted_relu_hides_the_networks_slope
         "non_negative": True,
         "zero_at_one": True,
         "zero_slope_at_one": False,
+        "derivative_of_values": True,  # the network's gradient is its values'
     }
 
 

@@ -171,6 +171,7 @@ def test_candidates_of_the_new_kind_are_checked(checkout):
         "static",
         "load",
         "shape",
+        "gradient_path",
         "finite",
         "keeps_sign",
         "keeps_order",
@@ -244,5 +245,10 @@ def test_a_campaign_on_the_new_task_proposes_trains_and_archives(checkout):
         "full",
         "score",
     ]
-    assert {c["name"] for c in shown["checks"]["checks"]} == {"finite", "keeps_sign", "keeps_order"}
+    assert {c["name"] for c in shown["checks"]["checks"]} == {
+        "gradient_path",
+        "finite",
+        "keeps_sign",
+        "keeps_order",
+    }
     assert set(shown["per_env"]["meta_train"]) == {"CartPole-v1"} and shown["signature"]
