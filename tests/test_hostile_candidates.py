@@ -193,7 +193,6 @@ def test_machine_is_unharmed_after_the_hostile_suite():
         "mirror_drift",
         HEAD + "def drift(ratio, advantage):\n    return (ratio - 1.0) ** 2\n",
         "smoke",
-        sandbox="process",
-        stage_seconds=LIMITS,
+        sandbox="process",  # production stage limits: the point is that it works, not how fast
     )
-    assert result.status == "ok" and result.fitness is not None
+    assert result.status == "ok" and result.fitness is not None, result.stages
