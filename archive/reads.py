@@ -125,6 +125,21 @@ def candidates_in_review(session: Session, campaign_id: int, review: Review) -> 
     )
 
 
+def reevaluated_proposal_count(session: Session, campaign_id: int) -> int:
+    """Proposed (not baseline) candidates of a campaign that have been re-evaluated: the
+    candidates its labels are tested on."""
+    return session.exec(
+        select(func.count())
+        .select_from(Candidate)
+        .where(
+            Candidate.campaign_id == campaign_id,
+            Candidate.status == Status.OK,
+            Candidate.review == Review.DONE,
+            Candidate.origin != Origin.BASELINE,
+        )
+    ).one()
+
+
 def scored_baselines(session: Session, campaign_id: int) -> dict[str, Candidate]:
     """The campaign's scored baselines by name (ppo, dpo, ...)."""
     rows = session.exec(

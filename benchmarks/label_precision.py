@@ -18,11 +18,16 @@ as PPO at this budget), so candidate noise has the recorded size and correlation
           3 fresh blocks; labelled when the paired interval over all 8 seeds, the search's
           included, lies above zero (the rule before the search block was left out).
   fresh:  the same candidates get the smoke budget's 4 fresh blocks; labelled when the
-          paired interval over those 8 fresh seeds alone lies above zero: `Paired.beats`,
-          the rule campaigns use.
+          paired 95 % interval over those 8 fresh seeds alone lies above zero (the rule
+          before campaign-wide control).
+  family: the same fresh seeds, labelled when the one-sided t bound at the campaign-wide
+          error (`label_error`: Bonferroni over `--tested` candidates times the two
+          references) lies above zero: `Paired.beats`, the rule campaigns use.
 
 Precision is the share of labels on candidates with a positive effect, pooled over
-campaigns; recall the share of real improvements labelled. A simulation, not a campaign:
+campaigns; recall the share of real improvements labelled; "any false" the share of
+campaigns that print at least one label on a candidate with no effect (at base rate 0, the
+chance a campaign prints a false discovery at all). A simulation, not a campaign:
 `benchmarks.false_elites` measures real campaigns.
 """
 
@@ -32,13 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sandbox.fitness import paired_difference
-from scientist.paired import Paired
+from sandbox.fitness import paired_difference, paired_lower_bound
+from scientist.paired import REFERENCES, label_error
 
 RECORDED = Path(__file__).parents[1] / "scientist" / "report" / "reproduction" / "smoke.json"
 ENV = "CartPole-v1"  # the smoke budget's meta-train environment
 RUNS = 2  # the smoke budget's seeds per block
-RULES = ("search", "pooled", "fresh")
+RULES = ("search", "pooled", "fresh", "family")
 
 
 def recorded_noise(path: Path = RECORDED) -> tuple[np.ndarray, np.ndarray]:
@@ -52,9 +57,14 @@ def recorded_noise(path: Path = RECORDED) -> tuple[np.ndarray, np.ndarray]:
     return ppo, np.concatenate(residuals)
 
 
-def beats(candidate: np.ndarray, ppo: np.ndarray, blocks: slice) -> bool:
-    d = paired_difference([candidate[blocks].ravel()], [ppo[blocks].ravel()])
-    return Paired("ppo", d, (), reevaluated=True).beats
+def beats(candidate: np.ndarray, ppo: np.ndarray, blocks: slice, claims: int) -> bool:
+    """Labelled on these blocks: by the 95 % interval (claims 0) or the campaign-wide bound."""
+    ours, theirs = [candidate[blocks].ravel()], [ppo[blocks].ravel()]
+    if claims == 0:
+        d = paired_difference(ours, theirs)
+        return d.has_interval and d.low > 0.0
+    bound = paired_lower_bound(ours, theirs, label_error(claims))
+    return bound is not None and bound > 0.0
 
 
 def campaign(rng, ppo, residuals, proposals: int, tested: int, base_rate: float, effect: float):
@@ -66,9 +76,13 @@ def campaign(rng, ppo, residuals, proposals: int, tested: int, base_rate: float,
     search = candidates[:, 0].mean(axis=1)  # the 2-seed IQM is the mean
     labelled = {"search": search > blocks[0].mean()}
     top = np.argsort(search)[-tested:]
-    for rule, seeds in (("pooled", slice(0, 4)), ("fresh", slice(1, 5))):
+    for rule, seeds, claims in (
+        ("pooled", slice(0, 4), 0),
+        ("fresh", slice(1, 5), 0),
+        ("family", slice(1, 5), tested * len(REFERENCES)),
+    ):
         labelled[rule] = np.zeros(proposals, bool)
-        labelled[rule][top] = [beats(candidates[i], blocks, seeds) for i in top]
+        labelled[rule][top] = [beats(candidates[i], blocks, seeds, claims) for i in top]
     counts = {rule: (int(m.sum()), int((m & real).sum())) for rule, m in labelled.items()}
     return counts, int(real.sum())
 
@@ -96,13 +110,15 @@ def main() -> None:
     )
     print(
         f"{'base rate':>9}{'effect':>8}"
-        + "".join(f" | {rule:>6}: labels prec. recall" for rule in RULES)
+        + "".join(f" | {rule:>6}: labels prec. recall any false" for rule in RULES)
     )
+    headline = {}
     rng = np.random.default_rng(args.seed)
     for base_rate in args.base_rates:
         for effect in args.effects if base_rate > 0 else [0.0]:
             labels = dict.fromkeys(RULES, 0)
             right = dict.fromkeys(RULES, 0)
+            any_false = dict.fromkeys(RULES, 0)
             real = 0
             for _ in range(args.campaigns):
                 counts, planted = campaign(
@@ -112,12 +128,23 @@ def main() -> None:
                 for rule, (n, true) in counts.items():
                     labels[rule] += n
                     right[rule] += true
+                    any_false[rule] += n > true
             cells = [
                 f" | {labels[rule] / args.campaigns:>14.2f}"
                 f"{share(right[rule], labels[rule]):>6}{share(right[rule], real):>7}"
+                f"{any_false[rule] / args.campaigns:>10.1%}"
                 for rule in RULES
             ]
-            print(f"{base_rate:>9.2f}{effect:>+8.2f}" + "".join(cells))
+            print(f"{base_rate:>9.2f}{effect:>+8.2f}" + "".join(cells), flush=True)
+            headline[f"{base_rate:g}/{effect:+g}"] = {
+                rule: {
+                    "labels_per_campaign": labels[rule] / args.campaigns,
+                    "recall": right[rule] / real if real else None,
+                    "any_false_share": any_false[rule] / args.campaigns,
+                }
+                for rule in RULES
+            }
+    print(json.dumps({"tested": args.tested, "campaigns": args.campaigns, "rows": headline}))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sandbox.budgets import Budget, get_budget
+from sandbox.budgets import BUDGET_NAMES, Budget, get_budget
 from sandbox.fitness import MIN_SEEDS_PER_ENV, MIN_VALUES, normalise
 from sandbox.tasks import load_baseline
 from sandbox.training.components import Components
@@ -95,7 +95,7 @@ def lines(scores: Scores) -> list[str]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", default="quick", help="smoke, quick or paper")
+    parser.add_argument("--budget", default="quick", help=BUDGET_NAMES)
     parser.add_argument("--envs", nargs="+", help="default: the budget's MinAtar games, else all")
     parser.add_argument("--drifts", nargs="+", default=list(DRIFTS), choices=DRIFTS)
     parser.add_argument("--seeds", type=int, help="runs per drift and env (default: budget's)")

@@ -18,6 +18,8 @@ class EnvBudget:
     random_return: float
     ppo_return: float
     reference_source: str = "calibrated"
+    # PPO settings this budget changes from the environment's preset, as (name, value) pairs
+    overrides: tuple[tuple[str, float | int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class Budget:
     seeds: int
     eval_episodes: int
     envs: tuple[EnvBudget, ...]
+    full_seconds: float  # the time limit of one full-stage sandbox run (one block of seeds)
     # Fresh blocks of `seeds` per elite re-evaluation: a label rests on these alone (the
     # search's block picked the candidate), so they must reach an interval (8 seeds) and
     # resolve the measured seed noise (README, "How many seeds").
@@ -46,9 +49,11 @@ class Budget:
 
     def config(self, env_id: str, **overrides) -> PPOConfig:
         """The PPO configuration for one environment at this budget."""
+        entry = self.env(env_id)
         settings = {
-            "total_timesteps": self.env(env_id).timesteps,
+            "total_timesteps": entry.timesteps,
             "eval_episodes": self.eval_episodes,
+            **dict(entry.overrides),
         }
         return preset(env_id, **{**settings, **overrides})
 
@@ -67,9 +72,21 @@ _PUBLISHED = (
 )
 
 
-def _env(env_id: str, timesteps: int, ppo_return: float, source: str = "calibrated") -> EnvBudget:
-    return EnvBudget(env_id, timesteps, _RANDOM[env_id], ppo_return, source)
+def random_return(env_id: str) -> float:
+    """The uniform-random policy's mean return on an environment."""
+    return _RANDOM[env_id]
 
+
+def _env(
+    env_id: str, timesteps: int, ppo_return: float, source: str = "calibrated", **overrides
+) -> EnvBudget:
+    settings = tuple(sorted(overrides.items()))
+    return EnvBudget(env_id, timesteps, _RANDOM[env_id], ppo_return, source, settings)
+
+
+# The discovery budget's PPO settings per environment (benchmarks/settings.py's grid).
+_ACROBOT = {"update_epochs": 16, "num_minibatches": 1, "learning_rate": 3e-3}
+_CARTPOLE = {"update_epochs": 8, "num_minibatches": 1, "learning_rate": 1e-2}
 
 # PPO references: IQM of the built-in PPO over 16 seeds (classic control) or 8 seeds
 # (MinAtar), `scientist calibrate` on 2 CPU cores, JAX 0.10.2.
@@ -83,6 +100,23 @@ BUDGETS: dict[str, Budget] = {
             _env("CartPole-v1", 100_000, 264.35),
             _env("Acrobot-v1", 100_000, -198.63),
         ),
+        full_seconds=900.0,
+        reevaluation_blocks=4,
+    ),
+    # Where the drift decides at CPU cost (`python -m benchmarks.settings`, README "The
+    # discovery budget"): many epochs on one minibatch, so PPO's trust region matters and
+    # without a drift Acrobot collapses; drift ranks there agree with Breakout-MinAtar's.
+    "discovery": Budget(
+        name="discovery",
+        description="where the drift decides, on a CPU: Acrobot at 25k steps (16 epochs, one "
+        "minibatch), CartPole at 50k, 2 seeds",
+        seeds=2,
+        eval_episodes=16,
+        envs=(
+            _env("Acrobot-v1", 25_000, -118.89, **_ACROBOT),
+            _env("CartPole-v1", 50_000, 498.2, **_CARTPOLE),
+        ),
+        full_seconds=900.0,
         reevaluation_blocks=4,
     ),
     "quick": Budget(
@@ -98,6 +132,7 @@ BUDGETS: dict[str, Budget] = {
             _env("Freeway-MinAtar", 1_000_000, 32.09),
             _env("SpaceInvaders-MinAtar", 1_000_000, 86.99),
         ),
+        full_seconds=4 * 3600.0,
     ),
     "paper": Budget(
         name="paper",
@@ -112,9 +147,13 @@ BUDGETS: dict[str, Budget] = {
             _env("Freeway-MinAtar", 10_000_000, 61.84, _PUBLISHED),
             _env("SpaceInvaders-MinAtar", 10_000_000, 167.09, _PUBLISHED),
         ),
+        full_seconds=24 * 3600.0,
         reevaluation_blocks=1,
     ),
 }
+
+
+BUDGET_NAMES = ", ".join(BUDGETS)  # for help texts
 
 
 def get_budget(name: str) -> Budget:

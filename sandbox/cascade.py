@@ -24,6 +24,7 @@ from pathlib import Path
 from sandbox.artifacts import block_dir
 from sandbox.backends import Limits, SandboxInfraError, SandboxRun, get_backend
 from sandbox.backends.filesystem import new_scratch, program_cache, scratch_root
+from sandbox.budgets import get_budget
 from sandbox.checks.pipeline import static_check
 from sandbox.checks.report import CheckReport
 from sandbox.outputs import OutputError, Outputs
@@ -34,7 +35,6 @@ from sandbox.vocabulary import STAGE_VERDICTS, Sandbox, Status
 
 CANDIDATE_STAGES = ("trace", "validity", "smoke", "full")
 STAGE_SECONDS = {"trace": 180.0, "validity": 120.0, "smoke": 180.0}
-FULL_SECONDS = {"smoke": 900.0, "quick": 4 * 3600.0, "paper": 24 * 3600.0}
 SCORER_SECONDS = 900.0
 LOG_TAIL_CHARS = 4000
 INFRA_RETRY_SECONDS = (2.0, 10.0)  # waits before the second and third try after a backend failure
@@ -325,7 +325,7 @@ class _BatchRunner:
 
     def __init__(self, backend, task, budget, blocks, stage_seconds, limits, cancelled, gpu):
         self.backend, self.task, self.budget, self.blocks = backend, task, budget, blocks
-        full = FULL_SECONDS[budget] * len(blocks)  # every block is another full run
+        full = get_budget(budget).full_seconds * len(blocks)  # every block is another full run
         self.stage_limits = {**STAGE_SECONDS, "full": full, **(stage_seconds or {})}
         self.limits, self.cancelled, self.gpu = limits, cancelled, gpu
 

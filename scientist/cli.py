@@ -15,6 +15,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from archive.db import ArchiveError
+from sandbox.budgets import BUDGET_NAMES
 from sandbox.fitness import Estimate
 from sandbox.vocabulary import Sandbox, Status
 from scientist.commands.json_output import print_json
@@ -121,7 +122,7 @@ def train(
         str | None,
         typer.Option(
             help=(
-                "Named budget (smoke, quick, paper): sets steps and seeds and enables normalised "
+                f"Named budget ({BUDGET_NAMES}): sets steps and seeds and enables normalised "
                 "scores."
             )
         ),
@@ -397,7 +398,7 @@ def evaluate(
         list[Path], typer.Argument(help="Candidate modules to evaluate, as one batch.")
     ],
     task: Annotated[str, typer.Option(help="Task the candidates are for.")] = "mirror_drift",
-    budget: Annotated[str, typer.Option(help="smoke, quick or paper.")] = "smoke",
+    budget: Annotated[str, typer.Option(help=f"{BUDGET_NAMES}.")] = "smoke",
     sandbox_name: SandboxOption = Sandbox.AUTO,
     seed: Annotated[int, seed_option("Training seed.")] = 0,
     json_output: Annotated[

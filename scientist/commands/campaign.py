@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from archive import reads
 from archive.db import default_url, open_engine, open_reader, transaction
+from sandbox.budgets import BUDGET_NAMES
 from sandbox.vocabulary import ExecutorName, Proposer, RankBy, Sandbox, Selection
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.display import (
@@ -76,7 +77,7 @@ def run(
         Optional[int], count_option("proposals per island per generation")
     ] = None,
     islands: Annotated[Optional[int], count_option()] = None,
-    budget: Annotated[Optional[str], typer.Option(help="smoke, quick or paper")] = None,
+    budget: Annotated[Optional[str], typer.Option(help=BUDGET_NAMES)] = None,
     sandbox: Annotated[
         Optional[Sandbox], typer.Option(help="sandbox backend; auto: the strongest that works here")
     ] = None,

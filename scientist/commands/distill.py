@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from sandbox.budgets import BUDGET_NAMES
 from sandbox.vocabulary import ExecutorName, Sandbox, Status
 from scientist.commands.campaign import DbOption, console, engine_for, out
 from scientist.commands.json_output import print_json
@@ -38,7 +39,7 @@ def distill(
         Optional[str], typer.Option(help="OpenAI-compatible base URL (key in $SCIENTIST_API_KEY)")
     ] = None,
     budget: Annotated[
-        Optional[str], typer.Option(help="smoke, quick or paper (default: the campaign's)")
+        Optional[str], typer.Option(help=f"{BUDGET_NAMES} (default: the campaign's)")
     ] = None,
     sandbox: SandboxOption = Sandbox.AUTO,
     attempts: Annotated[int, count_option("model replies at most, each checked and fed back")] = 3,

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from sandbox.budgets import BUDGET_NAMES
 from sandbox.vocabulary import ExecutorName, Sandbox, Status
 from scientist.commands.campaign import DbOption, engine_for
 from scientist.commands.options import (
@@ -36,7 +37,7 @@ def es(
         str, typer.Option(help="task (only mirror_drift: ES learns a drift network)")
     ] = "mirror_drift",
     budget: Annotated[
-        str, typer.Option(help="smoke, quick or paper: envs, steps and score references")
+        str, typer.Option(help=f"{BUDGET_NAMES}: envs, steps and score references")
     ] = "smoke",
     generations: Annotated[
         int, count_option("ES generations in total (a continued run adds the rest)")
