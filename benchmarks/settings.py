@@ -36,7 +36,6 @@ from scipy import stats
 
 from benchmarks.campaign import gp_candidates
 from sandbox.budgets import get_budget, random_return
-from sandbox.candidate import load_entry_point
 from sandbox.tasks import load_task
 from sandbox.training.config import preset
 from sandbox.training.program import expression_program
@@ -77,9 +76,12 @@ def drifts(gp: int) -> dict[str, str]:
 
 
 def member(code: str):
-    """An expression runs as data; a baseline that is not one is loaded as code (trusted)."""
+    """A drift as data for the trainer's interpreter: candidate code is never loaded outside
+    a sandbox, and every drift here (the baselines, the GP proposals) is an expression."""
     program = expression_program(code, "drift", ("ratio", "advantage"))
-    return program if program is not None else load_entry_point(code, "drift")
+    if program is None:
+        raise ValueError(f"not an expression the interpreter runs:\n{code}")
+    return program
 
 
 def train(config, named: dict[str, str], seeds: int) -> tuple[dict[str, np.ndarray], float]:
