@@ -673,6 +673,17 @@ def es_checkpoint(session: Session, campaign_id: int, generation: int) -> ESChec
     ).first()
 
 
+def es_checkpoints(session: Session, campaign_id: int) -> list[ESCheckpoint]:
+    """Every checkpoint of an ES campaign, generation by generation."""
+    return list(
+        session.exec(
+            select(ESCheckpoint)
+            .where(ESCheckpoint.campaign_id == campaign_id)
+            .order_by(ESCheckpoint.generation)
+        ).all()
+    )
+
+
 def es_generations(
     session: Session, campaign_id: int
 ) -> list[tuple[int, float | None, float | None]]:

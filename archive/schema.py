@@ -84,6 +84,7 @@ class Candidate(SQLModel, table=True):
     evaluated_at: datetime | None = None
     seeds: int = 0  # seeds per environment that `fitness` pools (all rounds)
     review: str | None = None  # a Review, for candidates that entered their island's top k
+    fidelity: str | None = None  # a Fidelity: the environments its numbers rest on (scored only)
 
 
 class EvaluationRound(SQLModel, table=True):

@@ -24,7 +24,7 @@ from archive.schema import (
     LLMCall,
     utcnow,
 )
-from sandbox.vocabulary import NO_VERDICT, Origin, Review, Status
+from sandbox.vocabulary import NO_VERDICT, Fidelity, Origin, Review, Status
 
 
 def lock_campaign(session: Session, campaign_id: int) -> None:
@@ -181,6 +181,7 @@ def record_evaluation(
         _leave_islands(session, candidate_id)
         session.flush()
         return candidate
+    candidate.fidelity = evaluation.fidelity
     if round is not None:
         round.candidate_id, round.campaign_id = candidate_id, candidate.campaign_id
         session.add(round)
@@ -203,12 +204,14 @@ def record_round(
     candidate_id: int,
     round: EvaluationRound,
     pooled: tuple[float, float | None, dict, int] | None,
+    fidelity: Fidelity = Fidelity.FULL,
 ) -> Candidate:
     """Add a further round (a fresh block of seeds) to a scored candidate. `pooled` is what
     all its rounds now add up to (fitness, meta-test fitness, per-env results, seeds per
     env); None when this round failed, which ends the candidate's life as a parent: its
     status becomes the round's and it leaves its islands. A candidate that failed an earlier
-    round only gains the round: it stays failed."""
+    round only gains the round: it stays failed. A screened candidate given a round at full
+    fidelity rests on the meta-test environments too from then on."""
     candidate = session.get(
         Candidate, candidate_id, with_for_update={"key_share": True}, populate_existing=True
     )
@@ -220,6 +223,8 @@ def record_round(
         _leave_islands(session, candidate_id)
     elif still_scored:
         candidate.fitness, candidate.meta_test_fitness, candidate.per_env, candidate.seeds = pooled
+        if fidelity == Fidelity.FULL:
+            candidate.fidelity = Fidelity.FULL
     session.add(candidate)
     session.flush()
     return candidate

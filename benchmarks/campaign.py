@@ -1,8 +1,10 @@
 """Evaluation throughput: candidates per hour and the share of sandbox time spent training,
-one candidate per sandbox run against batches, side by side in one run.
+screening (a campaign's first look at a proposal: its meta-train environments) against the
+full evaluation (every environment of the split), one candidate per sandbox run against
+batches, side by side in one run.
 
-    python -m benchmarks.campaign                       # 8 GP and 8 LLM-code candidates, smoke
-    python -m benchmarks.campaign --candidates 16 --batches 1 8 16 --rounds 2
+    python -m benchmarks.campaign                       # 16 GP and 16 LLM-code, discovery
+    python -m benchmarks.campaign --candidates 32 --batches 1 16 32 --rounds 2
     python -m benchmarks.campaign --candidates 16 --batches 8 --workers 1 2
 
 GP candidates come from the mutation proposer (seeded from the task's baselines); LLM-code
@@ -10,7 +12,8 @@ candidates are the recorded replies below, code an LLM wrote for this task. The 
 alternate on the same candidates, so machine noise hits both alike; ratios hold, absolute
 times do not. `--workers W` runs W batches at once, as a campaign's `--workers` does
 (default 1). The training share is the sum of the batches' training seconds over the wall
-time, so with W > 1 it can exceed 100 %. Measured, never asserted.
+time, so with W > 1 it can exceed 100 %. Measured, never asserted. The last line is JSON:
+the best screening rate of each kind of candidate and the training share where GP's was met.
 """
 
 import sandbox  # noqa: F401  (XLA flags before jax)
@@ -18,6 +21,7 @@ import sandbox  # noqa: F401  (XLA flags before jax)
 # isort: split
 
 import argparse
+import json
 import random
 import re
 import time
@@ -25,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sandbox.cascade import evaluate_batch
 from sandbox.tasks import load_task
-from sandbox.vocabulary import Status
+from sandbox.vocabulary import Fidelity, Status
 from scientist.proposers.base import ParentView, ProposalRequest
 from scientist.proposers.mutation import MutationProposer
 
@@ -79,9 +83,15 @@ def gp_candidates(count: int, seed: int = 0) -> list[str]:
     return codes
 
 
-def measure(sources: list[str], batch: int, budget: str, workers: int = 1) -> dict:
+def measure(
+    sources: list[str],
+    batch: int,
+    budget: str,
+    workers: int = 1,
+    fidelity: Fidelity = Fidelity.SCREEN,
+) -> dict:
     def run(group: list[str]) -> tuple[list[str], float]:
-        evaluations = evaluate_batch(TASK, group, budget, sandbox="process")
+        evaluations = evaluate_batch(TASK, group, budget, sandbox="process", fidelity=fidelity)
         # Each member's log names the batch's training seconds per environment: count once.
         trained = next((e for e in evaluations if e.status == Status.OK), None)
         seconds = 0.0
@@ -108,34 +118,67 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--candidates", type=int, default=8)
+    parser.add_argument("--candidates", type=int, default=16)
     parser.add_argument(
-        "--batches", type=int, nargs="+", default=[1, 8], help="batch sizes; 1 = one at a time"
+        "--batches", type=int, nargs="+", default=[16], help="batch sizes; 1 = one at a time"
     )
     parser.add_argument("--workers", type=int, nargs="+", default=[1], help="batches at once")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--budget", default="smoke")
+    parser.add_argument("--budget", default="discovery")
+    parser.add_argument(
+        "--fidelities",
+        nargs="+",
+        default=[Fidelity.SCREEN, Fidelity.FULL],
+        type=Fidelity,
+        help="screen (a campaign's first evaluation) and full (every environment)",
+    )
     args = parser.parse_args()
     sets = {
         "GP": gp_candidates(args.candidates),
         "LLM code": (LLM_CODE * (args.candidates // len(LLM_CODE) + 1))[: args.candidates],
     }
+    print(f"budget {args.budget}, process sandbox")
     print(
-        f"{'candidates':<11}{'mode':<15}{'workers':>8}{'round':>6}{'n':>4}{'ok':>4}{'wall s':>9}"
-        f"{'per hour':>10}{'training':>10}"
+        f"{'candidates':<11}{'fidelity':<9}{'mode':<15}{'workers':>8}{'round':>6}{'n':>4}"
+        f"{'ok':>4}{'wall s':>9}{'per hour':>10}{'training':>10}"
     )
+    rows = []
     for name, sources in sets.items():
         for round_ in range(1, args.rounds + 1):
             for workers in args.workers:
                 for batch in args.batches:
-                    mode = "one at a time" if batch == 1 else f"batch {batch}"
-                    m = measure(sources, batch, args.budget, workers)
-                    print(
-                        f"{name:<11}{mode:<15}{workers:>8}{round_:>6}{len(sources):>4}"
-                        f"{m['ok']:>4}{m['wall']:>9.1f}{m['per_hour']:>10.0f}"
-                        f"{m['training']:>10.0%}",
-                        flush=True,
-                    )
+                    for fidelity in args.fidelities:  # alternating, so noise hits both alike
+                        mode = "one at a time" if batch == 1 else f"batch {batch}"
+                        m = measure(sources, batch, args.budget, workers, fidelity)
+                        rows.append({"kind": name, "fidelity": fidelity, **m})
+                        print(
+                            f"{name:<11}{fidelity:<9}{mode:<15}{workers:>8}{round_:>6}"
+                            f"{len(sources):>4}{m['ok']:>4}{m['wall']:>9.1f}"
+                            f"{m['per_hour']:>10.0f}{m['training']:>10.0%}",
+                            flush=True,
+                        )
+    print(json.dumps(headline(rows, args.budget)))
+
+
+def headline(rows: list[dict], budget: str) -> dict:
+    """The best rate per kind and fidelity (with GP's training share at its best screen)."""
+
+    def best(kind: str, fidelity: Fidelity) -> dict | None:
+        mine = [r for r in rows if r["kind"] == kind and r["fidelity"] == fidelity]
+        return max(mine, key=lambda r: r["per_hour"]) if mine else None
+
+    def rate(row) -> float | None:
+        return None if row is None else round(row["per_hour"], 1)
+
+    gp_screen = best("GP", Fidelity.SCREEN)
+    return {
+        "budget": budget,
+        "gp_screened_per_hour": rate(gp_screen),
+        "llm_screened_per_hour": rate(best("LLM code", Fidelity.SCREEN)),
+        "training_share": None if gp_screen is None else round(gp_screen["training"], 3),
+        "gp_full_per_hour": rate(best("GP", Fidelity.FULL)),
+        "llm_full_per_hour": rate(best("LLM code", Fidelity.FULL)),
+    }
 
 
 if __name__ == "__main__":

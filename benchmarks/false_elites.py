@@ -35,12 +35,12 @@ from sandbox.budgets import get_budget
 from sandbox.cascade import evaluate_batch
 from sandbox.fitness import Estimate, iqm_estimate, paired_difference
 from sandbox.tasks import load_task
-from sandbox.vocabulary import Origin, RankBy, Review, Selection, Status
+from sandbox.vocabulary import META_TRAIN, Origin, RankBy, Review, Selection, Status
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.loop import CampaignLoop
 from scientist.paired import versus_baselines
 from scientist.proposers.mutation import MutationProposer
-from scientist.seed_blocks import META_TRAIN, seed_block
+from scientist.seed_blocks import seed_block
 
 TASK = "mirror_drift"
 FRESH_SEED = 900_001  # far from the campaigns' blocks (seed + 1,000,003 per block)

@@ -31,7 +31,7 @@ from sandbox.outputs import OutputError, Outputs
 from sandbox.pieces import Contract
 from sandbox.tasks import load_task
 from sandbox.training.program import expression_program
-from sandbox.vocabulary import STAGE_VERDICTS, Sandbox, Status
+from sandbox.vocabulary import STAGE_VERDICTS, Fidelity, Sandbox, Status
 
 CANDIDATE_STAGES = ("trace", "validity", "smoke", "full")
 STAGE_SECONDS = {"trace": 180.0, "validity": 120.0, "smoke": 180.0}
@@ -65,6 +65,7 @@ class Evaluation:
     # Trained on several blocks of seeds in one run (`further_blocks`): one evaluation per
     # block, the first included, each as if that block had run alone. Empty otherwise.
     blocks: list["Evaluation"] = field(default_factory=list)
+    fidelity: str = Fidelity.FULL  # the environments trained: a Fidelity
 
     def per_block(self) -> list["Evaluation"]:
         """One evaluation per block of seeds it trained on (itself, for one block)."""
@@ -228,6 +229,7 @@ def evaluate_batch(
     gpu: bool = False,
     eval_seed: int | None = None,
     further_blocks: Sequence[tuple[int, int | None]] = (),
+    fidelity: Fidelity = Fidelity.FULL,
 ) -> list[Evaluation]:
     """Run the cascade on a batch of candidate sources, in one sandbox run and one scorer
     run; one Evaluation each, in order, as if each had run alone (same seeds, same numbers).
@@ -244,7 +246,8 @@ def evaluate_batch(
     by default the scorer draws one per run. `further_blocks` are more (training seed,
     evaluation seed) blocks to train and score after (`seed`, `eval_seed`) in the same run:
     one process, one pass of checks and one compile per environment for all of them; each
-    Evaluation then lists every block's in `blocks`."""
+    Evaluation then lists every block's in `blocks`. `fidelity` SCREEN trains and scores the
+    meta-train environments alone (meta_test_fitness None)."""
     blocks = [(seed, eval_seed), *further_blocks]
     claims = list(claims or [None] * len(sources))
     results: list[Evaluation | None] = [None] * len(sources)
@@ -267,7 +270,15 @@ def evaluate_batch(
     pending = [i for i, r in enumerate(results) if r is None]
     if pending:
         runner = _BatchRunner(
-            get_backend(sandbox), task, budget, blocks, stage_seconds, limits, cancelled, gpu
+            get_backend(sandbox),
+            task,
+            budget,
+            blocks,
+            Fidelity(fidelity),
+            stage_seconds,
+            limits,
+            cancelled,
+            gpu,
         )
         start = time.monotonic()
         evaluations = runner.run([sources[i] for i in pending], [claims[i] for i in pending])
@@ -278,6 +289,9 @@ def evaluate_batch(
                     each.stages.insert(0, statics[index])
             evaluation.seconds = statics[index].seconds + share
             results[index] = evaluation
+    for evaluation in results:
+        for each in (evaluation, *evaluation.blocks):
+            each.fidelity = Fidelity(fidelity)
     if further_blocks:
         for evaluation in results:
             _share_out(evaluation, len(blocks))
@@ -323,8 +337,11 @@ def _lay_out(
 class _BatchRunner:
     """Sandbox runs of batches: infra retries, and splitting a batch whose process died."""
 
-    def __init__(self, backend, task, budget, blocks, stage_seconds, limits, cancelled, gpu):
+    def __init__(
+        self, backend, task, budget, blocks, fidelity, stage_seconds, limits, cancelled, gpu
+    ):
         self.backend, self.task, self.budget, self.blocks = backend, task, budget, blocks
+        self.fidelity = fidelity
         full = get_budget(budget).full_seconds * len(blocks)  # every block is another full run
         self.stage_limits = {**STAGE_SECONDS, "full": full, **(stage_seconds or {})}
         self.limits, self.cancelled, self.gpu = limits, cancelled, gpu
@@ -358,7 +375,12 @@ class _BatchRunner:
         scratch = new_scratch()
         try:
             records, outputs, places = _lay_out(scratch, members, sources)
-            request = {"task": self.task, "budget": self.budget, "seed": self.blocks[0][0]}
+            request = {
+                "task": self.task,
+                "budget": self.budget,
+                "seed": self.blocks[0][0],
+                "fidelity": self.fidelity,
+            }
             if len(self.blocks) > 1:
                 request["seeds"] = [training_seed for training_seed, _ in self.blocks]
             # A batch of expressions executes no candidate code (the sandbox interprets them),
@@ -427,6 +449,7 @@ class _BatchRunner:
                 [block_dir(d, b, count) for d, b in jobs],
                 [self.blocks[b][1] for _, b in jobs],
                 [self.blocks[b][0] for _, b in jobs],
+                self.fidelity,
             )
         finally:
             os.unlink(request)
@@ -579,6 +602,7 @@ def _score(
     out_dirs: list[Path],
     eval_seeds: list[int | None],
     training_seeds: list[int],
+    fidelity: Fidelity = Fidelity.FULL,
 ) -> list[dict]:
     """Run the trusted scorer in its own process, once for the batch; one verdict per
     directory (each with its block's seeds), each with the scorer's seconds shared out."""
@@ -591,6 +615,7 @@ def _score(
                 "out_dirs": [str(d) for d in out_dirs],
                 "eval_seeds": eval_seeds,
                 "training_seeds": training_seeds,
+                "fidelity": fidelity,
             }
         )
     )

@@ -29,7 +29,7 @@ from sandbox.tasks import load_task
 from sandbox.training.envs import make_env
 from sandbox.training.evaluate import evaluate_params
 from sandbox.training.ppo import make_network
-from sandbox.vocabulary import Status
+from sandbox.vocabulary import META_TEST, META_TRAIN, Fidelity, Status
 
 
 def score(
@@ -38,6 +38,7 @@ def score(
     out_dir: Path,
     eval_seed: int | None = None,
     training_seed: int | None = None,
+    fidelity: Fidelity = Fidelity.FULL,
 ) -> dict:
     """The verdict on one training run's artifacts. Each environment's entry names the seeds
     its numbers rest on: the training seed (its runs' keys are split from it), how many runs,
@@ -45,8 +46,9 @@ def score(
     task, budget = load_task(task_name), get_budget(budget_name)
     split = task.split(budget.name)
     eval_seed = secrets.randbits(31) if eval_seed is None else eval_seed
-    per_env = {"meta_train": {}, "meta_test": {}}
-    for part, env_ids in (("meta_train", split.meta_train), ("meta_test", split.meta_test)):
+    trained = split.trained(fidelity)
+    per_env = {part: {} for part in trained}
+    for part, env_ids in trained.items():
         for env_id in env_ids:
             config, reference = budget.config(env_id), budget.env(env_id)
             spec = make_env(env_id)
@@ -88,16 +90,13 @@ def score(
             }
 
     def mean_iqm(part):
-        return (
-            float(np.mean([e["normalised"]["iqm"] for e in per_env[part].values()]))
-            if per_env[part]
-            else None
-        )
+        envs = per_env.get(part)
+        return float(np.mean([e["normalised"]["iqm"] for e in envs.values()])) if envs else None
 
     return {
         "status": Status.OK,
-        "fitness": mean_iqm("meta_train"),
-        "meta_test_fitness": mean_iqm("meta_test"),
+        "fitness": mean_iqm(META_TRAIN),
+        "meta_test_fitness": mean_iqm(META_TEST),  # None when screened
         "per_env": per_env,
         "eval_seed": eval_seed,
     }
@@ -129,6 +128,7 @@ if __name__ == "__main__":
             Path(out_dir),
             drawn if eval_seed is None else int(eval_seed),
             training_seed,
+            Fidelity(request.get("fidelity", Fidelity.FULL)),
         )
         for out_dir, eval_seed, training_seed in zip(dirs, eval_seeds, training_seeds, strict=True)
     ]

@@ -82,7 +82,7 @@ from sandbox.training.run import (
     lower_members,
     pooled_learning_curve,
 )
-from sandbox.vocabulary import Assurance, Proof, Status
+from sandbox.vocabulary import Assurance, Fidelity, Proof, Status
 
 MAX_HLO_BYTES = 64 * 1024**2  # a PPO trainer is a few MB of HLO text; unroll bombs are not
 MAX_FUNCTION_HLO_BYTES = 8 * 1024**2  # a plug-point function alone is a few kB
@@ -225,6 +225,9 @@ class Batch:
         self.task: TaskSpec = load_task(request["task"])
         self.budget = get_budget(request["budget"])
         self.split = self.task.split(self.budget.name)
+        # Screening trains the meta-train environments alone (the trusted scorer reads only
+        # what the fidelity it asked for names, whatever is left here).
+        self.fidelity = Fidelity(request.get("fidelity", Fidelity.FULL))
         self.seed = request["seed"]
         # Further blocks reuse each compiled program with other keys: one process, one check
         # and one compile for all of them.
@@ -477,7 +480,7 @@ class Batch:
 
     def full(self) -> None:
         start = time.monotonic()
-        env_ids = self.split.meta_train + self.split.meta_test
+        env_ids = sum(self.split.trained(self.fidelity).values(), ())
         blocks = range(len(self.seeds))
         for env_id in env_ids:
             waiting = [b for b in blocks if any((env_id, b) not in m.trained for m in self.alive())]

@@ -18,6 +18,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from sandbox.budgets import get_budget
 from sandbox.pieces import Piece, UnknownPiece, get_piece
+from sandbox.vocabulary import META_TEST, META_TRAIN, Fidelity
 
 TASKS_DIR = Path(
     os.environ.get("SCIENTIST_TASKS_DIR", Path(__file__).resolve().parent.parent / "task_templates")
@@ -35,6 +36,12 @@ class TaskError(ValueError):
 class Split:
     meta_train: tuple[str, ...]
     meta_test: tuple[str, ...]
+
+    def trained(self, fidelity: Fidelity) -> dict[str, tuple[str, ...]]:
+        """The environments a round at `fidelity` trains, by part of the split."""
+        if fidelity is Fidelity.SCREEN:
+            return {META_TRAIN: self.meta_train}
+        return {META_TRAIN: self.meta_train, META_TEST: self.meta_test}
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ class CampaignStatus(StrEnum):
     RUNNING = "running"
     FINISHED = "finished"
     COST_CAP = "cost_cap"  # stopped proposing at its dollar cap
+    TIME_CAP = "time_cap"  # stopped proposing at its time cap (`max_seconds`)
     FAILED = "failed"
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM; `scientist resume` continues
 
@@ -87,6 +88,19 @@ class Review(StrEnum):
 
     HELD = "held"  # waiting for its re-evaluation rounds
     DONE = "reevaluated"  # its fitness pools the search's seeds and the fresh ones
+
+
+META_TRAIN, META_TEST = "meta_train", "meta_test"  # the parts of a task's split
+
+
+class Fidelity(StrEnum):
+    """Which environments a round of training covers. A campaign screens each proposal on its
+    meta-train environments alone; the meta-test environments are trained only for the
+    candidates it promotes (elite re-evaluation, which adds fresh seeds too) and for its
+    baselines, so a candidate's archive row says which its numbers rest on."""
+
+    SCREEN = "screen"  # the meta-train environments
+    FULL = "full"  # meta-train and meta-test environments
 
 
 class Selection(StrEnum):

@@ -7,7 +7,9 @@ cluster), which claims the candidate's behaviour signature in the archive before
 so a duplicate stops early. The verdict is written in one transaction with the candidate
 (and its event, if asked for), with the search's round of seeds; elite re-evaluations add
 rounds on further blocks of seeds (`rounds`), pooled into the candidate's fitness
-(scientist/seed_blocks.py). An evaluation with no verdict leaves the candidate pending:
+(scientist/seed_blocks.py). With `screening` a proposal's search round trains its
+meta-train environments alone; its re-evaluation rounds (a promotion) and the baselines'
+rounds train them all. An evaluation with no verdict leaves the candidate pending:
 `cancelled` (the caller stopped) silently, `infra` (the sandbox itself failed) with an
 event and SandboxInfraError.
 """
@@ -25,7 +27,7 @@ from archive.schema import Candidate
 from sandbox.backends import SandboxInfraError
 from sandbox.budgets import get_budget
 from sandbox.cascade import Evaluation
-from sandbox.vocabulary import Origin, RankBy, Status
+from sandbox.vocabulary import Fidelity, Origin, RankBy, Status
 from scientist.executors.base import Executor
 from scientist.seed_blocks import (
     SEARCH_BLOCK,
@@ -79,10 +81,12 @@ class Recorder:
         cancelled: Callable[[], bool] | None = None,
         rank_by: RankBy = RankBy.MEAN,
         hold_top: int = 0,
+        screening: bool = False,
     ):
         self.engine, self.campaign_id, self.executor = engine, campaign_id, executor
         self.task, self.budget, self.sandbox, self.seed = task, budget, sandbox, seed
         self.cancelled, self.rank_by, self.hold_top = cancelled, rank_by, hold_top
+        self.screening = screening
         # Common random numbers for scoring too: every candidate this recorder scores is
         # evaluated on the same episodes. Never sent to a sandbox; a campaign keeps its own
         # in its archived settings, so its rounds stay paired across resumes.
@@ -125,11 +129,19 @@ class Recorder:
 
             return claim_before_training if claim is SignatureClaim.BEFORE_TRAINING else None
 
-        evaluations = self._evaluate(
-            candidates,
-            self.search_block,
-            [claim_for(candidate_id) for candidate_id, _ in candidates],
-        )
+        evaluations: list[Evaluation | None] = [None] * len(candidates)
+        fidelity = self._fidelities([candidate_id for candidate_id, _ in candidates])
+        for level in Fidelity:  # one sandbox run per fidelity the batch holds
+            group = [n for n, (i, _) in enumerate(candidates) if fidelity[i] is level]
+            if group:
+                done = self._evaluate(
+                    [candidates[n] for n in group],
+                    self.search_block,
+                    [claim_for(candidates[n][0]) for n in group],
+                    fidelity=level,
+                )
+                for n, evaluation in zip(group, done, strict=True):
+                    evaluations[n] = evaluation
         events = events or [None] * len(candidates)
         return [
             None if evaluation.status == Status.CANCELLED else self._write(i, evaluation, claim, e)
@@ -143,7 +155,9 @@ class Recorder:
         complete. None when cancelled (nothing written). Raises SandboxInfraError like
         `batch`."""
         first, *further = blocks
-        evaluations = self._evaluate(candidates, first, [None] * len(candidates), further)
+        evaluations = self._evaluate(
+            candidates, first, [None] * len(candidates), further, fidelity=Fidelity.FULL
+        )
         if any(e.status == Status.CANCELLED for e in evaluations):
             return None
         recorded = []
@@ -161,7 +175,9 @@ class Recorder:
                     rounds.append(round_record(block, result))
                     scored = result.status == Status.OK
                     total = pooled(candidate.per_env, rounds) if scored else None
-                    candidate = writes.record_round(session, candidate_id, rounds[-1], total)
+                    candidate = writes.record_round(
+                        session, candidate_id, rounds[-1], total, result.fidelity
+                    )
                 recorded.append(candidate)
             rank = self._rank(session)  # the baselines' seed spread, this job's rounds included
             for candidate in recorded:
@@ -178,12 +194,27 @@ class Recorder:
                 scored = candidate.status == Status.OK
                 writes.finish_review(session, candidate.id, rank(candidate) if scored else None)
 
+    def _fidelities(self, candidate_ids: list[int]) -> dict[int, Fidelity]:
+        """What each candidate's search round trains: proposals are screened when the
+        recorder screens; baselines (the references every candidate is paired with) always
+        train every environment."""
+        if not self.screening:
+            return dict.fromkeys(candidate_ids, Fidelity.FULL)
+        with transaction(self.engine) as session:
+            rows = reads.candidates_by_id(session, candidate_ids)
+        return {
+            i: Fidelity.FULL if i in rows and rows[i].origin == Origin.BASELINE else Fidelity.SCREEN
+            for i in candidate_ids
+        }
+
     def _evaluate(
         self,
         candidates: list[tuple[int, str]],
         block: SeedBlock,
         claims: list,
         further: list[SeedBlock] = (),
+        *,
+        fidelity: Fidelity,
     ):
         evaluations = self.executor(
             self.task,
@@ -195,6 +226,7 @@ class Recorder:
             claims=claims,
             eval_seed=block.eval_seed,
             further_blocks=[b.seeds for b in further],
+            fidelity=fidelity,
         )
         infra = [
             (candidate_id, e)

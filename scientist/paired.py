@@ -24,8 +24,8 @@ from sqlmodel import Session
 from archive import reads
 from archive.schema import Candidate, EvaluationRound
 from sandbox.fitness import CONFIDENCE, Estimate, paired_difference, paired_lower_bound
-from sandbox.vocabulary import Origin, Review, Status
-from scientist.seed_blocks import META_TRAIN, SEARCH_BLOCK
+from sandbox.vocabulary import META_TRAIN, Origin, Review, Status
+from scientist.seed_blocks import SEARCH_BLOCK
 
 REFERENCES = ("ppo", "dpo")  # the baselines a candidate is labelled against
 FAMILY_ERROR = 0.05  # a campaign's chance of any false "beats" label when nothing beats

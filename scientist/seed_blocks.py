@@ -16,9 +16,8 @@ import numpy as np
 
 from archive.schema import EvaluationRound
 from sandbox.fitness import Aggregate, interquartile_mean
-from sandbox.vocabulary import RankBy, Status
+from sandbox.vocabulary import META_TEST, META_TRAIN, RankBy, Status
 
-META_TRAIN, META_TEST = "meta_train", "meta_test"
 SEED_MODULUS = 2**31
 BLOCK_STRIDE = 1_000_003  # a prime: blocks of nearby campaign seeds do not collide early
 SEARCH_BLOCK = 0  # the block every proposal is scored on; re-evaluations add blocks 1, 2, ...
@@ -77,18 +76,26 @@ def round_record(block: SeedBlock, evaluation) -> EvaluationRound:
 
 def pooled(per_env: dict, rounds: list[EvaluationRound]) -> tuple[float, float | None, dict, int]:
     """Fitness, meta-test fitness, per-env results and seeds per env over all the scored
-    rounds: each environment's per-seed values concatenated in block order. The search's
-    entries (learning curves, seeds) are kept; their numbers are replaced by the pooled ones,
-    with the blocks they rest on."""
+    rounds: each environment's per-seed values concatenated in block order, over the rounds
+    that trained it (a screened search round has no meta-test environments; the promoted
+    candidate's fresh rounds do). The search's entries (learning curves, seeds) are kept;
+    their numbers are replaced by the pooled ones, with the blocks they rest on."""
     scored = [r for r in rounds if r.status == Status.OK]
     result = {
         split: {env: dict(entry) for env, entry in envs.items()} for split, envs in per_env.items()
     }
+    for r in scored:
+        for split, envs in r.scores.items():
+            for env_id in envs:
+                result.setdefault(split, {}).setdefault(env_id, {})
     seeds = 0
     for split, envs in result.items():
         for env_id, entry in envs.items():
-            normalised = [x for r in scored for x in r.scores[split][env_id]["normalised"]]
-            returns = [x for r in scored for x in r.scores[split][env_id]["returns"]]
+            having = [r for r in scored if env_id in r.scores.get(split, {})]
+            if not having:
+                continue
+            normalised = [x for r in having for x in r.scores[split][env_id]["normalised"]]
+            returns = [x for r in having for x in r.scores[split][env_id]["returns"]]
             agg = Aggregate.of(normalised)
             entry.update(
                 returns=returns,
@@ -99,7 +106,7 @@ def pooled(per_env: dict, rounds: list[EvaluationRound]) -> tuple[float, float |
                     "ci_low": agg.ci_low,
                     "ci_high": agg.ci_high,
                 },
-                blocks=[r.block for r in scored],
+                blocks=[r.block for r in having],
             )
             seeds = len(normalised) if split == META_TRAIN else seeds
 

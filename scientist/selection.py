@@ -44,7 +44,7 @@ class Selector:
         indexed queries per parent: the member count, then the member at the drawn rank.
         The best-of-N control arm draws from the baselines alone."""
         if self.config.mode is Selection.NONE:
-            baselines = self._baselines()
+            baselines = self._baselines(island)
             return rng.sample(baselines, min(k, len(baselines)))
         with transaction(self.engine) as session:
             n = reads.scored_member_count(session, self.campaign_id, island)
@@ -64,14 +64,19 @@ class Selector:
 
     def best_ids(self, island: int, k: int) -> list[int]:
         if self.config.mode is Selection.NONE:
-            return self._baselines()[:k]
+            return self._baselines(island)[:k]
         with transaction(self.engine) as session:
             return reads.best_member_ids(session, self.campaign_id, island, k)
 
-    def _baselines(self) -> list[int]:
-        """The campaign's scored baselines (members of every island), in id order."""
+    def _baselines(self, island: int) -> list[int]:
+        """The campaign's scored baselines that seed the search (members of every island;
+        references only are members of none), in id order."""
         with transaction(self.engine) as session:
-            return sorted(c.id for c in reads.scored_baselines(session, self.campaign_id).values())
+            return sorted(
+                c.id
+                for c in reads.scored_baselines(session, self.campaign_id).values()
+                if reads.membership(session, self.campaign_id, island, c.id) is not None
+            )
 
     def recent_failure_ids(self, island: int, k: int) -> list[int]:
         if self.config.mode is Selection.NONE:

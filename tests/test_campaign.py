@@ -194,6 +194,14 @@ def assert_finished_with_every_evaluation_exactly_once(
     reviews = dict(db.execute("SELECT id, review FROM candidate").fetchall())
     assert "held" not in reviews.values()
     assert {c for c, b in rounds if b > 0} >= {c for c, v in reviews.items() if v}
+    # Fidelity: proposals are screened and the promoted ones trained every environment; no
+    # candidate is stuck between the two, however the kills fell on promotions in flight.
+    fidelity = dict(db.execute("SELECT id, fidelity FROM candidate WHERE status = 'ok'"))
+    origin = {r[0]: r[1] for r in rows}
+    assert "reevaluated" in reviews.values()  # the campaign had promotions to interrupt
+    assert None not in fidelity.values()
+    for c, level in fidelity.items():
+        assert level == ("full" if reviews[c] or origin[c] == "baseline" else "screen"), c
     # Lineage: every parent is an earlier, scored member of the child's island.
     member_of = {(c, i) for c, i, _ in members}
     for r in rows:

@@ -15,7 +15,7 @@ from archive.db import open_engine, transaction
 from sandbox.cascade import Evaluation
 from sandbox.fitness import interquartile_mean
 from sandbox.tasks import load_task
-from sandbox.vocabulary import Origin, Review, Selection, Status
+from sandbox.vocabulary import Fidelity, Origin, Review, Selection, Status
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.loop import CampaignLoop
 from scientist.paired import labels, versus_baselines
@@ -136,6 +136,32 @@ def test_elites_pool_fresh_blocks_paired_with_the_baselines(ppo_variants):
     assert sorted(r.block for r in rounds[baselines["zero"].id]) == [0]
 
 
+@pytest.mark.slow
+def test_proposals_are_screened_and_promoted_ones_train_the_meta_test(ppo_variants):
+    """Multi-fidelity on the real sandbox: a proposal's search round trains CartPole (its
+    meta-train environment) alone; its promotion (re-evaluation) trains Acrobot (meta-test)
+    too, on the fresh blocks only, and its row says it rests on every environment. The
+    baselines, the references every candidate is paired with, train everything at once."""
+    engine, campaign_id = ppo_variants
+    with transaction(engine) as session:
+        rows = {c.id: c for c in reads.candidates(session, campaign_id)}
+        rounds = reads.rounds_of(session, list(rows))
+    promoted = [c for c in rows.values() if c.review == Review.DONE and c.status == Status.OK]
+    assert promoted
+    for c in promoted:
+        search, *fresh = sorted(rounds[c.id], key=lambda r: r.block)
+        assert set(search.scores) == {"meta_train"}
+        assert all(set(r.scores["meta_test"]) == {"Acrobot-v1"} for r in fresh)
+        assert c.fidelity == Fidelity.FULL and c.meta_test_fitness is not None
+        assert c.per_env["meta_test"]["Acrobot-v1"]["blocks"] == [1, 2, 3, 4]
+        assert len(c.per_env["meta_test"]["Acrobot-v1"]["normalised"]["scores"]) == 8
+    for c in rows.values():
+        if c.origin == Origin.BASELINE and c.status == Status.OK:
+            search = next(r for r in rounds[c.id] if r.block == 0)
+            assert set(search.scores) == {"meta_train", "meta_test"}
+            assert c.fidelity == Fidelity.FULL
+
+
 def _members(session, campaign_id):
     from sqlmodel import select
 
@@ -147,15 +173,21 @@ def _members(session, campaign_id):
 # -- stand-in sandbox: selection decisions as they are made ---------------------------------------
 
 
-def stand_in_evaluate(task, sources, budget, *, claims, seed, **options):
-    """Scores from the code and the seed (no training): enough spread for elites to change."""
+def stand_in_evaluate(task, sources, budget, *, claims, seed, fidelity=Fidelity.FULL, **options):
+    """Scores from the code and the seed (no training): enough spread for elites to change.
+    A screened candidate has no meta-test score, as the cascade's."""
 
     def one(code, claim):
         digest = hashlib.sha256(f"{code}{seed}".encode()).digest()
         if claim is not None and claim(f"behaviour {hashlib.sha256(code.encode()).hexdigest()}"):
             return Evaluation(Status.DUPLICATE, None, backend="stand-in")
+        meta_test = None if fidelity == Fidelity.SCREEN else 0.5
         return Evaluation(
-            Status.OK, 0.5 + digest[0] / 255, meta_test_fitness=0.5, backend="stand-in"
+            Status.OK,
+            0.5 + digest[0] / 255,
+            meta_test_fitness=meta_test,
+            backend="stand-in",
+            fidelity=fidelity,
         )
 
     return [one(code, claim) for code, claim in zip(sources, claims, strict=True)]
@@ -205,6 +237,40 @@ def test_held_elites_are_never_offered_and_all_are_reviewed_by_the_end(tmp_path)
         rounds = reads.rounds_of(session, [c.id for c in reviewed])
     assert all(sorted(r.block for r in rounds[c.id]) == [0, 1, 2] for c in reviewed)
     assert proposer.offered  # the assertion ran at every proposal
+
+
+@pytest.mark.parametrize("screening", [True, False])
+def test_only_promoted_candidates_train_the_meta_test_when_screening(tmp_path, screening):
+    """Screening: every proposal's row says it was screened (meta-train only) unless it was
+    promoted to re-evaluation, which trains every environment; baselines train them all.
+    Without screening every scored row rests on every environment."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'archive.db'}")
+    config = CampaignConfig(
+        name="screening",
+        task="mirror_drift",
+        generations=3,
+        islands=1,
+        population=4,
+        workers=1,
+        batch=1,  # one candidate at a time: the same campaign every run
+        reevaluate_top=2,
+        screening=screening,
+    )
+    executor = blockwise(stand_in_evaluate)
+    campaign_id = CampaignLoop(engine, config, Watching(engine), executor=executor).run().id
+    with transaction(engine) as session:
+        scored = [c for c in reads.candidates(session, campaign_id) if c.status == Status.OK]
+    promoted = [c for c in scored if c.review == Review.DONE]
+    screened = [c for c in scored if c.fidelity == Fidelity.SCREEN]
+    assert promoted and all(c.fidelity == Fidelity.FULL for c in promoted)
+    assert all(c.fidelity == Fidelity.FULL for c in scored if c.origin == Origin.BASELINE)
+    if screening:
+        assert screened and all(c.meta_test_fitness is None for c in screened)
+        assert all(c.origin != Origin.BASELINE and c.review is None for c in screened)
+    else:
+        # (rows given fresh rounds pool per-seed scores, which this stand-in has none of)
+        unpromoted = [c for c in scored if c.review is None and c.origin != Origin.BASELINE]
+        assert not screened and all(c.meta_test_fitness is not None for c in unpromoted)
 
 
 def test_best_of_n_control_offers_only_the_baselines(tmp_path):

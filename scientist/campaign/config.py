@@ -15,6 +15,7 @@ RESUMABLE = (
     "workers",
     "batch",
     "max_cost",
+    "max_seconds",
     "sandbox",
     "api_base",
     "timeout",
@@ -55,7 +56,15 @@ class CampaignConfig(BaseModel):
     max_cost: float | None = Field(
         None, ge=0, description="stop proposing once this many dollars are spent"
     )
+    max_seconds: float | None = Field(
+        None, gt=0, description="stop proposing once this run has lasted this many seconds"
+    )
     seed: int = 0
+    seed_baselines: list[str] = Field(
+        [],
+        description="the baselines the search starts from (parents, inspirations, migrants); "
+        "the others are trained as references only. Empty: all of them",
+    )
     parents: int = Field(2, ge=1, description="parents sampled per proposal")
     inspirations: int = Field(3, ge=0)
     exploration: float = Field(0.2, ge=0, le=1)
@@ -79,7 +88,13 @@ class CampaignConfig(BaseModel):
         None,
         ge=1,
         description="fresh blocks of the budget's seeds per re-evaluation; None: the budget's "
-        "(smoke 4, quick 3, paper 1)",
+        "(smoke and discovery 4, quick 3, paper 1)",
+    )
+    screening: bool = Field(
+        True,
+        description="screen each proposal on its meta-train environments and one block of "
+        "seeds; only those re-evaluated (`reevaluate_top`) also train the meta-test "
+        "environments (False: every proposal trains them all)",
     )
     rank_by: RankBy = RankBy.LCB
     eval_seed: int | None = Field(
@@ -94,6 +109,12 @@ class CampaignConfig(BaseModel):
     def review_blocks(self) -> int:
         """Fresh blocks per elite re-evaluation: the setting, else the budget's."""
         return self.reevaluation_blocks or BUDGETS[self.budget].reevaluation_blocks
+
+    @property
+    def screens(self) -> bool:
+        """Screening needs promotions: without re-evaluation no proposal would ever train
+        its meta-test environments."""
+        return self.screening and self.reevaluate_top > 0
 
     @model_validator(mode="after")
     def _resolve(self):

@@ -100,7 +100,14 @@ class CampaignLoop:
             cancelled=self.stop.is_set,
             rank_by=c.rank_by,
             hold_top=c.reevaluate_top,
+            screening=c.screens,
         )
+        unknown = set(c.seed_baselines) - set(self.task.baseline_names)
+        if unknown:
+            raise CampaignError(
+                f"no baseline {', '.join(sorted(unknown))} in task {c.task}; it has "
+                f"{', '.join(self.task.baseline_names)}"
+            )
         self.reviewing: set[int] = set()  # held candidates in a re-evaluation in flight
         self.progress = Progress(self.config.name, planned=self._planned())
 
@@ -149,6 +156,7 @@ class CampaignLoop:
         with transaction(self.engine) as session:
             filled = reads.slot_counts(session, self.campaign.id)
         c = self.config
+        started = time.monotonic()
         for generation in range(1, c.generations + 1):
             self.progress.generation = generation
             self.selector.migrate(generation)
@@ -161,6 +169,10 @@ class CampaignLoop:
                             f"spent ${self._spent():.4f} of ${c.max_cost:.4f}; no more proposals",
                         )
                         return CampaignStatus.COST_CAP, f"dollar cap ${c.max_cost} reached"
+                    if c.max_seconds is not None and time.monotonic() - started >= c.max_seconds:
+                        message = f"time cap of {c.max_seconds:.0f} s reached; no more proposals"
+                        self._event(CampaignStatus.TIME_CAP, message)
+                        return CampaignStatus.TIME_CAP, message
                     self._wait_for_capacity(executor)
                     self._wait_for_parents(executor, island)
                     status = self._propose_one(executor, generation, island, attempt=total)
@@ -353,7 +365,9 @@ class CampaignLoop:
 
     # -- archive bookkeeping ---------------------------------------------------------------
     def _seed_baselines(self) -> None:
-        """Generation 0: the task's baselines, members of every island, added once."""
+        """Generation 0: the task's baselines, added once; those that seed the search are
+        members of every island, the others (references only) of none."""
+        seeds = set(self.config.seed_baselines or self.task.baseline_names)
         with transaction(self.engine) as session:
             if reads.has_event(session, self.campaign.id, "baselines"):
                 return
@@ -367,7 +381,7 @@ class CampaignLoop:
                     island=0,
                     generation=0,
                     baseline_name=name,
-                    member_of=tuple(range(self.config.islands)),
+                    member_of=tuple(range(self.config.islands)) if name in seeds else (),
                     note=f"baseline {name}",
                 )
             writes.log_event(

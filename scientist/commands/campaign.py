@@ -89,7 +89,18 @@ def run(
         typer.Option(help="candidates per sandbox run (default: from budget and device; README)"),
     ] = None,
     max_cost: Annotated[Optional[float], typer.Option(help="dollar cap on model calls")] = None,
+    max_seconds: Annotated[
+        Optional[float], typer.Option(help="stop proposing after this many seconds of this run")
+    ] = None,
     seed: Annotated[Optional[int], seed_option("seed of the search and its training")] = None,
+    seed_baseline: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--seed-baseline",
+            help="a baseline the search starts from; repeat for several (default: all; the "
+            "others are trained as references only)",
+        ),
+    ] = None,
     selection: Annotated[
         Optional[Selection],
         typer.Option(help="evolution (default) or none: the best-of-N control arm (README)"),
@@ -101,8 +112,17 @@ def run(
     reevaluation_blocks: Annotated[
         Optional[int],
         count_option(
-            "fresh blocks of seeds per re-evaluation; default: smoke 4, quick 3, paper 1",
+            "fresh blocks of seeds per re-evaluation; default: smoke and discovery 4, "
+            "quick 3, paper 1",
             high=MAX_AT_ONCE,
+        ),
+    ] = None,
+    screening: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--screening/--no-screening",
+            help="screen proposals on the meta-train environments; the meta-test ones train "
+            "only for re-evaluated candidates (default: on)",
         ),
     ] = None,
     rank_by: Annotated[
@@ -141,10 +161,13 @@ def run(
             workers=workers,
             batch=batch,
             max_cost=max_cost,
+            max_seconds=max_seconds,
             seed=seed,
+            seed_baselines=seed_baseline,
             selection=selection,
             reevaluate_top=reevaluate_top,
             reevaluation_blocks=reevaluation_blocks,
+            screening=screening,
             rank_by=rank_by,
             executor=executor,
             ray_address=ray_address,
@@ -162,6 +185,7 @@ def resume(
     batch: Annotated[Optional[int], typer.Option()] = None,
     generations: Annotated[Optional[int], count_option("extend the campaign", low=0)] = None,
     max_cost: Annotated[Optional[float], typer.Option()] = None,
+    max_seconds: Annotated[Optional[float], typer.Option()] = None,
     executor: Annotated[Optional[ExecutorName], typer.Option(help="local or ray")] = None,
     ray_address: Annotated[Optional[str], typer.Option()] = None,
     top: Annotated[int, count_option()] = 10,
@@ -177,6 +201,7 @@ def resume(
             batch=batch,
             generations=generations,
             max_cost=max_cost,
+            max_seconds=max_seconds,
             executor=executor,
             ray_address=ray_address,
         ).items()

@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from sandbox.cascade import Evaluation, evaluate_batch
-from sandbox.vocabulary import ExecutorName
+from sandbox.vocabulary import ExecutorName, Fidelity
 from scientist.executors.sizing import BatchChoice, default_batch
 
 
@@ -28,9 +28,11 @@ class Executor(Protocol):
         cancelled: Callable[[], bool] | None = None,
         eval_seed: int | None = None,
         further_blocks: Sequence[tuple[int, int | None]] = (),
+        fidelity: Fidelity = Fidelity.FULL,
     ) -> list[Evaluation]:
         """One batch (sandbox.cascade.evaluate_batch): an Evaluation per source, in order;
-        with `further_blocks`, each lists one Evaluation per block in `blocks`."""
+        with `further_blocks`, each lists one Evaluation per block in `blocks`; at `fidelity`
+        SCREEN, on the meta-train environments alone."""
 
     def batch_choice(self, budget: str, workers: int) -> BatchChoice:
         """The batch size where `--batch` is not given (scientist/executors/sizing.py)."""
@@ -55,6 +57,7 @@ class LocalExecutor:
         cancelled=None,
         eval_seed=None,
         further_blocks=(),
+        fidelity=Fidelity.FULL,
     ) -> list[Evaluation]:
         return evaluate_batch(
             task,
@@ -67,6 +70,7 @@ class LocalExecutor:
             cancelled=cancelled,
             eval_seed=eval_seed,
             further_blocks=further_blocks,
+            fidelity=fidelity,
         )
 
     def batch_choice(self, budget: str, workers: int) -> BatchChoice:

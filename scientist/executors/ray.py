@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from sandbox.cascade import Evaluation, StageRecord
-from sandbox.vocabulary import ExecutorName, Status
+from sandbox.vocabulary import ExecutorName, Fidelity, Status
 from scientist.executors.base import ExecutorUnavailable
 from scientist.executors.sizing import GPU_BATCH, BatchChoice, default_batch
 
@@ -89,6 +89,7 @@ class RayExecutor:
         cancelled: Callable[[], bool] | None = None,
         eval_seed: int | None = None,
         further_blocks: Sequence[tuple[int, int | None]] = (),
+        fidelity: Fidelity = Fidelity.FULL,
     ) -> list[Evaluation]:
         """One Ray task per batch."""
         ray = self.ray
@@ -103,7 +104,17 @@ class RayExecutor:
             max_retries=self.max_retries,
             retry_exceptions=False,
         ).remote(
-            task, sources, budget, sandbox, seed, gpu, self.broker, keys, eval_seed, further_blocks
+            task,
+            sources,
+            budget,
+            sandbox,
+            seed,
+            gpu,
+            self.broker,
+            keys,
+            eval_seed,
+            further_blocks,
+            fidelity,
         )
 
         def everyone(status: str, stages=()) -> list[Evaluation]:
@@ -142,6 +153,7 @@ class RayExecutor:
                     cancelled=cancelled,
                     eval_seed=eval_seed,
                     further_blocks=further_blocks,
+                    fidelity=fidelity,
                 )
                 return [
                     *self(task, sources[:half], budget, claims=claims[:half], **options),
@@ -170,7 +182,7 @@ class RayExecutor:
 
 
 def _evaluate_on_node(
-    task, sources, budget, sandbox, seed, gpu, broker, keys, eval_seed, further_blocks
+    task, sources, budget, sandbox, seed, gpu, broker, keys, eval_seed, further_blocks, fidelity
 ) -> list[Evaluation]:
     """The Ray task: the cascade on this node, its claims relayed to the campaign."""
     import ray
@@ -199,6 +211,7 @@ def _evaluate_on_node(
         claims=[claim_through(key) if key else None for key in keys],
         eval_seed=eval_seed,
         further_blocks=further_blocks,
+        fidelity=fidelity,
     )
 
 

@@ -1,0 +1,323 @@
+"""Rediscovery: starting from the zero drift alone, does search reach PPO at the discovery
+budget, and how fast? Three arms, one after another on this machine, each given the same
+wall-clock seconds of evaluation:
+
+- `gp_evolution`: a mutation-proposer campaign with evolutionary selection;
+- `gp_best_of_n`: the same proposer with no selection (parents: the zero drift, always);
+- `es`: the evosax baseline meta-learning an LPO drift network (no PPO initialisation).
+
+In both campaigns PPO and DPO are trained as references (normalisers, paired comparators)
+and are never parents, inspirations or migrants (`--seed-baseline zero`). An arm "reaches
+PPO" when a candidate's paired difference from PPO over fresh seeds has a 95 % lower bound of
+at least REACHED (-0.05): in a campaign, on the fresh blocks of its elite re-evaluation
+(timed from the campaign's start); then each arm's winner and PPO are trained again on
+seeds no arm has seen (`--fresh-blocks` blocks), paired, and finally at the `quick` budget's
+meta-train (Breakout-MinAtar, 1e6 steps), where PPO normalises to 1 (transfer).
+
+    python -m benchmarks.rediscovery                         # 3 arms x 1 h, fresh seeds, quick
+    python -m benchmarks.rediscovery --seconds 900 --no-quick
+    python -m benchmarks.rediscovery --tiny                  # minutes: the CI check of the path
+
+The last line is JSON: per arm `reached_ppo_seconds` (null if never), `quick_score` (null if
+not trained), the winner's fresh paired difference and the seconds the arm used.
+"""
+
+import sandbox  # noqa: F401  (XLA flags before jax)
+
+# isort: split
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from archive import reads
+from archive.db import open_engine, transaction
+from sandbox.budgets import get_budget
+from sandbox.cascade import evaluate_batch
+from sandbox.fitness import paired_difference
+from sandbox.tasks import load_task
+from sandbox.vocabulary import META_TRAIN, Fidelity, Origin, Review, Selection, Status
+from scientist.campaign.config import CampaignConfig
+from scientist.campaign.loop import CampaignLoop
+from scientist.es.campaign import ESCampaign
+from scientist.es.trainer import ESSettings
+from scientist.paired import versus_baselines
+from scientist.proposers.mutation import MutationProposer
+from scientist.seed_blocks import seed_block
+
+TASK = "mirror_drift"
+REACHED = -0.05  # a paired 95 % lower bound vs PPO at least this: PPO's level
+FRESH_SEED = 777_000_001  # the final check's seeds: no arm trains on them
+ARMS = ("gp_evolution", "gp_best_of_n", "es")
+
+
+@dataclass
+class Arm:
+    name: str
+    seconds: float = 0.0  # wall seconds the arm used, its final evaluations included
+    candidates: int = 0  # evaluated (campaigns) or population members trained (ES)
+    winner_code: str | None = None
+    winner_note: str = ""
+    reached_ppo_seconds: float | None = None
+    # (seconds since start, best paired difference vs PPO, its 95 % lower bound) over time
+    timeline: list[tuple[float, float, float | None]] = field(default_factory=list)
+    fresh: dict | None = None  # the winner vs PPO on the final check's fresh seeds
+    quick_score: float | None = None
+
+
+# -- the campaign arms --------------------------------------------------------------------------
+def campaign_arm(engine, name: str, selection: Selection, seconds: float, args) -> Arm:
+    config = CampaignConfig(
+        name=name,
+        task=TASK,
+        budget=args.budget,
+        sandbox="process",
+        generations=10_000,  # the time cap ends it
+        islands=args.islands,
+        population=args.population,
+        workers=args.workers,
+        seed=args.seed,
+        selection=selection,
+        seed_baselines=["zero"],
+        max_seconds=seconds,
+        reevaluation_blocks=args.reevaluation_blocks,
+    )
+    start = time.monotonic()
+    campaign = CampaignLoop(engine, config, MutationProposer(load_task(TASK))).run()
+    arm = Arm(name, seconds=time.monotonic() - start)
+    with transaction(engine) as session:
+        rows = reads.candidates(session, campaign.id)
+        proposed = [c for c in rows if c.origin != Origin.BASELINE]
+        arm.candidates = sum(c.status != Status.PENDING for c in proposed)
+        reviewed = [c for c in proposed if c.review == Review.DONE and c.status == Status.OK]
+        paired = versus_baselines(session, reviewed)
+        finished = _review_times(session, campaign.id, campaign.created_at)
+    best = None
+    for c in sorted(reviewed, key=lambda c: finished.get(c.id, float("inf"))):
+        ppo = next((p for p in paired.get(c.id, []) if p.baseline == "ppo"), None)
+        if ppo is None or c.id not in finished:
+            continue
+        d = ppo.difference
+        if best is None or d.point > best[1]:
+            best = (c, d.point, d.low)
+            arm.timeline.append((finished[c.id], d.point, d.low))
+        if arm.reached_ppo_seconds is None and d.low is not None and d.low >= REACHED:
+            arm.reached_ppo_seconds = finished[c.id]
+            arm.winner_code, arm.winner_note = c.code, f"#{c.id}, first to reach PPO"
+    if arm.winner_code is None and best is not None:
+        c = best[0]
+        arm.winner_code, arm.winner_note = c.code, f"#{c.id}, best re-evaluated"
+    if arm.winner_code is None and proposed:  # nothing re-evaluated: the best screened
+        scored = [c for c in proposed if c.status == Status.OK]
+        if scored:
+            c = max(scored, key=lambda c: c.fitness)
+            arm.winner_code, arm.winner_note = c.code, f"#{c.id}, best screened (none promoted)"
+    return arm
+
+
+def _review_times(session, campaign_id: int, created_at) -> dict[int, float]:
+    """Seconds from the campaign's creation to the end of each candidate's re-evaluation."""
+    times = {}
+    for event in reads.events(session, campaign_id, limit=100_000):
+        if event.kind == "reevaluation":
+            for i in event.data.get("candidate_ids", []):
+                times.setdefault(i, (event.time - created_at).total_seconds())
+    return times
+
+
+# -- the ES arm ---------------------------------------------------------------------------------
+def es_arm(engine, seconds: float, args) -> Arm:
+    """Generations until the next one would pass `seconds`: one first (it compiles), then as
+    many more as its training time says fit, then the mean network's evaluation."""
+    settings = ESSettings(
+        population=args.es_population, seeds=args.es_seeds, ppo_init=False, sigma=0.1
+    )
+    start = time.monotonic()
+    arm = Arm("es")
+
+    def run(generations: int):
+        campaign = ESCampaign(
+            engine, settings, "es", TASK, args.budget, generations, args.seed, sandbox="process"
+        )
+        return campaign.run()
+
+    candidate = run(1)
+    with transaction(engine) as session:
+        campaign = reads.find_campaign(session, "es")
+        first = reads.latest_es_checkpoint(session, campaign.id)
+    per_generation = max(first.wall_seconds, 1e-3)
+    more = int((seconds - (time.monotonic() - start)) // per_generation)
+    if more > 0:
+        candidate = run(1 + more)
+    arm.seconds = time.monotonic() - start
+    arm.candidates = (1 + max(more, 0)) * settings.population
+    with transaction(engine) as session:
+        checkpoints = reads.es_checkpoints(session, campaign.id)
+    elapsed = 0.0
+    for checkpoint in checkpoints:
+        elapsed += checkpoint.wall_seconds
+        if checkpoint.mean_fitness is not None:
+            arm.timeline.append((elapsed, checkpoint.mean_fitness, None))
+    if candidate is not None and candidate.status == Status.OK:
+        arm.winner_code, arm.winner_note = candidate.code, f"#{candidate.id}, the final ES mean"
+    return arm
+
+
+# -- the final checks ---------------------------------------------------------------------------
+def fresh_check(arms: list[Arm], budget: str, blocks: int) -> None:
+    """Every winner and PPO in one batch on `blocks` blocks of seeds no arm saw, paired."""
+    ppo = load_task(TASK).baseline_source("ppo")
+    entrants = [a for a in arms if a.winner_code]
+    if not entrants:
+        return
+    seeds = [
+        seed_block(b, FRESH_SEED, FRESH_SEED + 1, get_budget(budget).seeds) for b in range(blocks)
+    ]
+    evaluations = evaluate_batch(
+        TASK,
+        [ppo, *(a.winner_code for a in entrants)],
+        budget,
+        sandbox="process",
+        seed=seeds[0].training_seed,
+        eval_seed=seeds[0].eval_seed,
+        further_blocks=[s.seeds for s in seeds[1:]],
+        fidelity=Fidelity.SCREEN,
+    )
+    reference = _per_seed(evaluations[0])
+    for arm, evaluation in zip(entrants, evaluations[1:], strict=True):
+        mine = _per_seed(evaluation)
+        if reference is None or mine is None:
+            arm.fresh = {"status": evaluation.status}
+            continue
+        d = paired_difference(mine, reference)
+        arm.fresh = {"difference": d.point, "low": d.low, "high": d.high, "seeds": d.seeds}
+
+
+def _per_seed(evaluation) -> list[list[float]] | None:
+    """Per meta-train environment, the normalised score of every seed over the blocks."""
+    blocks = evaluation.per_block()
+    if any(b.status != Status.OK for b in blocks):
+        return None
+    envs = sorted(blocks[0].per_env[META_TRAIN])
+    return [
+        [x for b in blocks for x in b.per_env[META_TRAIN][env]["normalised"]["scores"]]
+        for env in envs
+    ]
+
+
+def quick_check(arms: list[Arm]) -> float | None:
+    """The winners and PPO at the quick budget's meta-train environments; PPO's own score."""
+    ppo = load_task(TASK).baseline_source("ppo")
+    entrants = [a for a in arms if a.winner_code]
+    evaluations = evaluate_batch(
+        TASK,
+        [ppo, *(a.winner_code for a in entrants)],
+        "quick",
+        sandbox="process",
+        seed=FRESH_SEED,
+        eval_seed=FRESH_SEED + 1,
+        fidelity=Fidelity.SCREEN,
+    )
+    for arm, evaluation in zip(entrants, evaluations[1:], strict=True):
+        arm.quick_score = evaluation.fitness
+    return evaluations[0].fitness
+
+
+# -- the command --------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=3600.0, help="per arm")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--budget", default="discovery")
+    parser.add_argument("--population", type=int, default=8, help="proposals per island")
+    parser.add_argument("--islands", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--es-population", type=int, default=16)
+    parser.add_argument("--es-seeds", type=int, default=2)
+    parser.add_argument("--fresh-blocks", type=int, default=4, help="of the budget's seeds")
+    parser.add_argument(
+        "--reevaluation-blocks", type=int, default=None, help="per promotion (default: budget's)"
+    )
+    parser.add_argument("--quick", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--db", help="archive URL (default: a new SQLite file)")
+    parser.add_argument("--tiny", action="store_true", help="the path in minutes, for CI")
+    args = parser.parse_args()
+    if args.tiny:
+        args.seconds, args.population, args.islands = 30.0, 2, 1
+        args.es_population, args.es_seeds, args.fresh_blocks, args.quick = 2, 1, 1, False
+        args.reevaluation_blocks = 1
+    db = args.db or f"sqlite:///{Path(tempfile.mkdtemp(prefix='rediscovery-')) / 'archive.db'}"
+    engine = open_engine(db)
+    print(f"archive {db}; {args.seconds:.0f} s per arm at the {args.budget} budget", flush=True)
+
+    arms = []
+    for name in args.arms:
+        if name == "es":
+            arm = es_arm(engine, args.seconds, args)
+        else:
+            selection = Selection.EVOLUTION if name == "gp_evolution" else Selection.NONE
+            arm = campaign_arm(engine, name, selection, args.seconds, args)
+        arms.append(arm)
+        print(
+            f"{arm.name}: {arm.candidates} candidates in {arm.seconds:.0f} s; reached PPO: "
+            f"{_seconds(arm.reached_ppo_seconds)}; winner {arm.winner_note or 'none'}",
+            flush=True,
+        )
+        for seconds, point, low in arm.timeline:
+            bound = "" if low is None else f" (95 % lower bound {low:+.3f})"
+            what = "mean fitness" if name == "es" else "best paired vs PPO"
+            print(f"    {seconds:7.0f} s  {what} {point:+.3f}{bound}", flush=True)
+
+    fresh_check(arms, args.budget, args.fresh_blocks)
+    ppo_quick = quick_check(arms) if args.quick else None
+    print()
+    print(
+        f"{'arm':<14}{'candidates':>11}{'seconds':>9}{'reached PPO':>13}"
+        f"{'fresh vs PPO':>28}{'quick':>8}"
+    )
+    for arm in arms:
+        fresh = arm.fresh or {}
+        if "difference" in fresh:
+            interval = (
+                "" if fresh["low"] is None else f" [{fresh['low']:+.3f}, {fresh['high']:+.3f}]"
+            )
+            text = f"{fresh['difference']:+.3f}{interval}"
+        else:
+            text = fresh.get("status", "no winner")
+        quick = "-" if arm.quick_score is None else f"{arm.quick_score:.2f}"
+        print(
+            f"{arm.name:<14}{arm.candidates:>11}{arm.seconds:>9.0f}"
+            f"{_seconds(arm.reached_ppo_seconds):>13}{text:>28}{quick:>8}"
+        )
+    if ppo_quick is not None:
+        print(f"PPO at the quick budget's meta-train, same seeds: {ppo_quick:.2f} (1 = reference)")
+    figures = {
+        "seconds_per_arm": args.seconds,
+        "budget": args.budget,
+        "ppo_quick_score": ppo_quick,
+        "arms": {
+            a.name: {
+                "reached_ppo_seconds": a.reached_ppo_seconds,
+                "quick_score": a.quick_score,
+                "fresh": a.fresh,
+                "seconds": round(a.seconds, 1),
+                "candidates": a.candidates,
+            }
+            for a in arms
+        },
+    }
+    print(json.dumps(figures))
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.0f} s"
+
+
+if __name__ == "__main__":
+    main()
