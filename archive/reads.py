@@ -431,6 +431,23 @@ def members_above(session: Session, campaign_id: int, island: int, score: float)
     ).one()
 
 
+def held_above(session: Session, campaign_id: int, island: int, fitness: float) -> int:
+    """How many of the island's members wait for their re-evaluation (unranked meanwhile)
+    with a search fitness above `fitness`: promotions already granted, which a newcomer
+    must also beat to be promoted."""
+    return session.exec(
+        select(func.count())
+        .select_from(IslandMember)
+        .join(Candidate, Candidate.id == IslandMember.candidate_id)
+        .where(
+            IslandMember.campaign_id == campaign_id,
+            IslandMember.island == island,
+            Candidate.review == Review.HELD,
+            col(Candidate.fitness) > fitness,
+        )
+    ).one()
+
+
 def member_at_rank(session: Session, campaign_id: int, island: int, rank: int) -> int | None:
     """The id of the island's scored member at this fitness rank (0: the best)."""
     query = _members_by_fitness(campaign_id, island, IslandMember.candidate_id)

@@ -255,12 +255,19 @@ def _leave_islands(session: Session, candidate_id: int) -> None:
 
 
 def _in_top(session: Session, candidate: Candidate, score: float, k: int) -> bool:
-    """Would `score` rank among the best k of any island the candidate lives on?"""
+    """Would `score` rank among the best k of any island the candidate lives on, counting
+    the candidates already held there above it? Held ones are unranked until re-evaluated;
+    left out, every member of a batch scored at once would enter a top k of the others and
+    be promoted. They are compared by search fitness, on the same seeds as this one's."""
     islands = session.exec(
         select(IslandMember.island).where(IslandMember.candidate_id == candidate.id)
     ).all()
+    c = candidate.campaign_id
     return any(
-        reads.members_above(session, candidate.campaign_id, island, score) < k for island in islands
+        reads.members_above(session, c, island, score)
+        + reads.held_above(session, c, island, candidate.fitness)
+        < k
+        for island in islands
     )
 
 

@@ -28,6 +28,7 @@ import sandbox  # noqa: F401  (XLA flags before jax)
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -131,38 +132,47 @@ def _review_times(session, campaign_id: int, created_at) -> dict[int, float]:
 # -- the ES arm ---------------------------------------------------------------------------------
 def es_arm(engine, seconds: float, args) -> Arm:
     """Generations until the next one would pass `seconds`: one first (it compiles), then as
-    many more as its training time says fit, then the mean network's evaluation."""
+    many as the generations' median time says fit, again while time is left. Each run ends
+    with its mean network rendered and evaluated; the winner is the latest that is valid."""
     settings = ESSettings(
         population=args.es_population, seeds=args.es_seeds, ppo_init=False, sigma=0.1
     )
-    start = time.monotonic()
-    arm = Arm("es")
-
-    def run(generations: int):
-        campaign = ESCampaign(
-            engine, settings, "es", TASK, args.budget, generations, args.seed, sandbox="process"
-        )
-        return campaign.run()
-
-    candidate = run(1)
-    with transaction(engine) as session:
-        campaign = reads.find_campaign(session, "es")
-        first = reads.latest_es_checkpoint(session, campaign.id)
-    per_generation = max(first.wall_seconds, 1e-3)
-    more = int((seconds - (time.monotonic() - start)) // per_generation)
-    if more > 0:
-        candidate = run(1 + more)
+    start, arm, done, rendered, campaign_id = time.monotonic(), Arm("es"), 0, [], None
+    while True:
+        if done:
+            with transaction(engine) as session:
+                times = [c.wall_seconds for c in reads.es_checkpoints(session, campaign_id)]
+            more = int(
+                (seconds - (time.monotonic() - start)) // max(statistics.median(times), 1e-3)
+            )
+            if more < 1:
+                break
+        else:
+            more = 1
+        done += more
+        candidate = ESCampaign(
+            engine, settings, "es", TASK, args.budget, done, args.seed, sandbox="process"
+        ).run()
+        rendered.append((done, candidate))
+        with transaction(engine) as session:
+            campaign_id = reads.find_campaign(session, "es").id
     arm.seconds = time.monotonic() - start
-    arm.candidates = (1 + max(more, 0)) * settings.population
+    arm.candidates = done * settings.population
     with transaction(engine) as session:
-        checkpoints = reads.es_checkpoints(session, campaign.id)
+        checkpoints = reads.es_checkpoints(session, campaign_id)
     elapsed = 0.0
     for checkpoint in checkpoints:
         elapsed += checkpoint.wall_seconds
         if checkpoint.mean_fitness is not None:
             arm.timeline.append((elapsed, checkpoint.mean_fitness, None))
-    if candidate is not None and candidate.status == Status.OK:
-        arm.winner_code, arm.winner_note = candidate.code, f"#{candidate.id}, the final ES mean"
+    for generation, candidate in reversed(rendered):
+        if candidate is not None and candidate.status == Status.OK:
+            arm.winner_code = candidate.code
+            arm.winner_note = f"#{candidate.id}, the ES mean after generation {generation}"
+            break
+    invalid = [f"{g}: {c.status}" for g, c in rendered if c is not None and c.status != Status.OK]
+    if invalid:
+        arm.winner_note += f" (means not scored, by generation: {', '.join(invalid)})"
     return arm
 
 

@@ -19,9 +19,10 @@ others go on without it:
 - smoke (the batch): the smoke trainer for every surviving member as one program
   (training/run.py, lower_members), compiled once, 1 seed for a few updates or the whole
   first run where it is short (FULL_RUN_AS_SMOKE_STEPS); finite results per member;
-- full (the batch): budget seeds on every meta-train and meta-test env, one program per env,
-  run once per block of seeds the request names (`"seeds"`: each block's training seed, the
-  first being `"seed"`; artifacts of block j in <out>/block-j when there are several).
+- full (the batch): budget seeds on every meta-train and meta-test env (the meta-train
+  ones alone where the request's `"fidelity"` is "screen"), one program per env, run once
+  per block of seeds the request names (`"seeds"`: each block's training seed, the first
+  being `"seed"`; artifacts of block j in <out>/block-j when there are several).
 
 Compiling after validity means an invalid candidate never pays for a compile. A program
 that will not lower with several members is lowered for each alone, so only the member that

@@ -202,3 +202,46 @@ def test_a_behaviour_signature_is_claimed_once(engine, campaign):
         )  # its own signature again
         assert writes.claim_signature(session, campaign.id, b.id, "abc") == a.id
         assert session.get(Candidate, b.id).signature is None
+
+
+@pytest.mark.parametrize(
+    ("fitnesses", "held"),
+    [
+        ([0.9, 0.8, 0.7, 0.6, 0.5], [True, True, False, False, False]),  # one batch, best first
+        ([0.5, 0.6, 0.7], [True, True, True]),  # each enters the top 2 when it arrives
+    ],
+)
+def test_promotion_counts_the_candidates_already_held(engine, campaign, fitnesses, held):
+    """Elite re-evaluation promotes a candidate entering its island's top k; those already
+    held (unranked until re-evaluated) count above it by their search fitness, so a batch
+    scored at once promotes its best k, not all of its members."""
+    with transaction(engine) as session:
+        baseline = writes.add_candidate(
+            session,
+            campaign,
+            code=CODE,
+            origin="baseline",
+            operator="seed",
+            island=0,
+            generation=0,
+            member_of=(0,),
+        )
+        writes.record_evaluation(session, baseline.id, ok(0.1))
+        ids = [
+            writes.add_candidate(
+                session,
+                campaign,
+                code=CODE.replace("1.0", f"{2 + i}.0"),
+                origin="mutation",
+                operator="mutate",
+                island=0,
+                generation=1,
+            ).id
+            for i in range(len(fitnesses))
+        ]
+    for candidate_id, fitness in zip(ids, fitnesses, strict=True):
+        with transaction(engine) as session:
+            writes.record_evaluation(session, candidate_id, ok(fitness), hold_top=2)
+    with transaction(engine) as session:
+        rows = reads.candidates_by_id(session, ids)
+    assert [rows[i].review == "held" for i in ids] == held

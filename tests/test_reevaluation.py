@@ -396,3 +396,50 @@ def test_labels_are_controlled_over_the_campaign_not_per_candidate():
     share = {rule: n / campaigns for rule, n in any_false.items()}
     assert share["family"] <= 0.05, share
     assert share["fresh"] >= 0.15, share
+
+
+def test_search_from_the_zero_drift_alone_keeps_ppo_and_dpo_as_references(tmp_path):
+    """`seed_baselines`: PPO and DPO are trained and scored (normalisers, paired comparators)
+    but live on no island, so they are never parents, inspirations or migrants; in both
+    selection modes. The time cap stops proposing; what was proposed is still evaluated."""
+    for selection in (Selection.EVOLUTION, Selection.NONE):
+        engine = open_engine(f"sqlite:///{tmp_path / f'{selection}.db'}")
+        config = CampaignConfig(
+            name=f"from-zero-{selection}",
+            task="mirror_drift",
+            generations=1000,
+            islands=2,
+            population=2,
+            workers=1,
+            migration_interval=1,
+            selection=selection,
+            seed_baselines=["zero"],
+            max_seconds=3.0,
+        )
+        proposer = Watching(engine)
+        executor = blockwise(stand_in_evaluate)
+        campaign = CampaignLoop(engine, config, proposer, executor=executor).run()
+        assert campaign.status == "time_cap", campaign.message
+        with transaction(engine) as session:
+            rows = reads.candidates(session, campaign.id)
+            members = {m.candidate_id for m in _members(session, campaign.id)}
+        baselines = {c.baseline_name: c for c in rows if c.origin == Origin.BASELINE}
+        references = {baselines["ppo"].id, baselines["dpo"].id}
+        assert all(c.status == Status.OK for c in baselines.values())
+        assert not references & members and baselines["zero"].id in members
+        offered = {i for ids, failures in proposer.offered for i in ids + failures}
+        assert proposer.offered and not offered & references
+        assert not {c.parent_id for c in rows} & references
+        assert all(c.status != Status.PENDING for c in rows)
+        assert len(rows) < 1000  # the cap, not the generations, ended it
+
+
+def test_an_unknown_seed_baseline_is_refused_before_anything_runs(tmp_path):
+    from scientist.campaign.loop import CampaignError
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'archive.db'}")
+    config = CampaignConfig(name="typo", task="mirror_drift", seed_baselines=["zro"])
+    with pytest.raises(CampaignError, match="no baseline zro in task mirror_drift"):
+        CampaignLoop(engine, config, Watching(engine), executor=blockwise(stand_in_evaluate))
+    with transaction(engine) as session:
+        assert reads.find_campaign(session, "typo") is None  # nothing written

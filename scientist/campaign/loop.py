@@ -102,12 +102,6 @@ class CampaignLoop:
             hold_top=c.reevaluate_top,
             screening=c.screens,
         )
-        unknown = set(c.seed_baselines) - set(self.task.baseline_names)
-        if unknown:
-            raise CampaignError(
-                f"no baseline {', '.join(sorted(unknown))} in task {c.task}; it has "
-                f"{', '.join(self.task.baseline_names)}"
-            )
         self.reviewing: set[int] = set()  # held candidates in a re-evaluation in flight
         self.progress = Progress(self.config.name, planned=self._planned())
 
@@ -426,7 +420,13 @@ class CampaignLoop:
 def open_campaign(engine: Engine, config: CampaignConfig) -> tuple[Campaign, CampaignConfig]:
     """The campaign of that name, created from `config` if new; resumed with the stored
     settings (and the resumable changes in `config`) if it exists."""
-    load_task(config.task)  # an unknown task fails here, before anything is written
+    task = load_task(config.task)  # an unknown task fails here, before anything is written
+    unknown = set(config.seed_baselines) - set(task.baseline_names)
+    if unknown:
+        raise CampaignError(
+            f"no baseline {', '.join(sorted(unknown))} in task {task.name}; it has "
+            f"{', '.join(task.baseline_names)}"
+        )
     with transaction(engine) as session:
         campaign = reads.find_campaign(session, config.name)
         if campaign is not None:

@@ -14,7 +14,7 @@ from archive import reads
 from archive.db import current_revision, open_engine, open_reader, transaction, where
 from archive.schema import Candidate
 from sandbox.fitness import Estimate
-from sandbox.vocabulary import Status
+from sandbox.vocabulary import Fidelity, Status
 from scientist.campaign.display import fmt, leaderboard_table
 from scientist.commands.campaign import DbOption, campaign_or_exit, console, out
 from scientist.commands.options import CandidateId, count_option
@@ -150,10 +150,12 @@ def show(
     c, notes = candidate_in_shape(c)
     for note in notes:
         console.print(f"[red]{escape(note)}", soft_wrap=True)
-    out.rule(
-        f"candidate {c.id}: {c.status}, fitness {fmt(c.fitness)} "
-        f"(meta-test {fmt(c.meta_test_fitness)})"
+    meta_test = (
+        "meta-test not trained: screened"
+        if c.fidelity == Fidelity.SCREEN
+        else f"meta-test {fmt(c.meta_test_fitness)}"
     )
+    out.rule(f"candidate {c.id}: {c.status}, fitness {fmt(c.fitness)} ({meta_test})")
     out.print(
         f"origin {c.origin} ({c.operator}), generation {c.generation}, island {c.island}"
         + (f", model {c.model}" if c.model else "")

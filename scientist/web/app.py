@@ -452,6 +452,7 @@ def _standing(s: Session, c: Candidate) -> dict | None:
         paired = versus_baselines(s, [c]).get(c.id, [])
         return {
             "review": c.review,
+            "fidelity": c.fidelity,
             "seeds": c.seeds,
             "rounds": [(r.block, r.training_seed, r.runs, r.status, r.fitness) for r in rounds],
             "versus": [(p.describe(3), p.label) for p in paired],
