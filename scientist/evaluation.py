@@ -143,10 +143,21 @@ class Recorder:
                 for n, evaluation in zip(group, done, strict=True):
                     evaluations[n] = evaluation
         events = events or [None] * len(candidates)
-        return [
+        recorded = [
             None if evaluation.status == Status.CANCELLED else self._write(i, evaluation, claim, e)
             for (i, _), evaluation, e in zip(candidates, evaluations, events, strict=True)
         ]
+        if any(r and r.candidate.origin == Origin.BASELINE for r in recorded):
+            self._rerank_baselines()
+        return recorded
+
+    def _rerank_baselines(self) -> None:
+        """Baselines rank by the seed spread of them all: the first ones written saw none
+        (they ranked at their bare fitness, above any candidate of the same score)."""
+        with transaction(self.engine) as session:
+            rank = self._rank(session)
+            for baseline in reads.scored_baselines(session, self.campaign_id).values():
+                writes.rerank(session, baseline.id, rank(baseline))
 
     def rounds(self, candidates: list[tuple[int, str]], blocks: list[SeedBlock]) -> list | None:
         """Train scored candidates again on further blocks of seeds, all in one batch run,

@@ -75,6 +75,7 @@ def evaluation(status: str = "ok", fitness: float | None = 0.5, **extra):
         backend="fake",
         seconds=0.1,
         duplicate_of=None,
+        fidelity="full",
     )
     return SimpleNamespace(**(fields | extra))
 

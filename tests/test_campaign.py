@@ -112,6 +112,11 @@ def campaign_command(db: str, name: str, plan: dict, sandbox: str) -> list[str]:
         sandbox,
         "--seed",
         "3",
+        # every proposal promoted, one fresh block each: kills fall on promotions too
+        "--reevaluate-top",
+        "10",
+        "--reevaluation-blocks",
+        "1",
         "--name",
         name,
         "--db",
