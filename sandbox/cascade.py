@@ -249,6 +249,7 @@ def evaluate_batch(
     Evaluation then lists every block's in `blocks`. `fidelity` SCREEN trains and scores the
     meta-train environments alone (meta_test_fitness None)."""
     blocks = [(seed, eval_seed), *further_blocks]
+    fidelity = Fidelity(fidelity)
     claims = list(claims or [None] * len(sources))
     results: list[Evaluation | None] = [None] * len(sources)
     statics = []
@@ -274,7 +275,7 @@ def evaluate_batch(
             task,
             budget,
             blocks,
-            Fidelity(fidelity),
+            fidelity,
             stage_seconds,
             limits,
             cancelled,
@@ -291,7 +292,7 @@ def evaluate_batch(
             results[index] = evaluation
     for evaluation in results:
         for each in (evaluation, *evaluation.blocks):
-            each.fidelity = Fidelity(fidelity)
+            each.fidelity = fidelity
     if further_blocks:
         for evaluation in results:
             _share_out(evaluation, len(blocks))
