@@ -4,7 +4,9 @@ wall-clock seconds of evaluation:
 
 - `gp_evolution`: a mutation-proposer campaign with evolutionary selection;
 - `gp_best_of_n`: the same proposer with no selection (parents: the zero drift, always);
-- `es`: the evosax baseline meta-learning an LPO drift network (no PPO initialisation).
+- `es`: the evosax baseline meta-learning an LPO drift network (no PPO initialisation);
+- `gp_discovery` (not run by default): evolution seeded from all of the task's baselines
+  (PPO, DPO and zero are parents): the discovery run itself, does anything beat PPO?
 
 In both campaigns PPO and DPO are trained as references (normalisers, paired comparators)
 and are never parents, inspirations or migrants (`--seed-baseline zero`). An arm "reaches
@@ -52,7 +54,24 @@ from scientist.seed_blocks import seed_block
 TASK = "mirror_drift"
 REACHED = -0.05  # a paired 95 % lower bound vs PPO at least this: PPO's level
 FRESH_SEED = 777_000_001  # the final check's seeds: no arm trains on them
-ARMS = ("gp_evolution", "gp_best_of_n", "es")
+ARMS = ("gp_evolution", "gp_best_of_n", "es", "gp_discovery")
+DEFAULT_ARMS = ARMS[:3]
+
+
+@dataclass(frozen=True)
+class CampaignArm:
+    selection: Selection
+    seed_baselines: list[str]  # the baselines it starts from (empty: all of them)
+    # the winner: the first candidate to reach PPO (rediscovery) or the re-evaluated one with
+    # the highest lower bound vs PPO (discovery: anything beyond PPO?)
+    first_to_reach: bool = True
+
+
+CAMPAIGN_ARMS = {
+    "gp_evolution": CampaignArm(Selection.EVOLUTION, ["zero"]),
+    "gp_best_of_n": CampaignArm(Selection.NONE, ["zero"]),
+    "gp_discovery": CampaignArm(Selection.EVOLUTION, [], first_to_reach=False),
+}
 
 
 @dataclass
@@ -70,7 +89,8 @@ class Arm:
 
 
 # -- the campaign arms --------------------------------------------------------------------------
-def campaign_arm(engine, name: str, selection: Selection, seconds: float, args) -> Arm:
+def campaign_arm(engine, name: str, seconds: float, args) -> Arm:
+    kind = CAMPAIGN_ARMS[name]
     config = CampaignConfig(
         name=name,
         task=TASK,
@@ -81,8 +101,8 @@ def campaign_arm(engine, name: str, selection: Selection, seconds: float, args) 
         population=args.population,
         workers=args.workers,
         seed=args.seed,
-        selection=selection,
-        seed_baselines=["zero"],
+        selection=kind.selection,
+        seed_baselines=kind.seed_baselines,
         max_seconds=seconds,
         reevaluation_blocks=args.reevaluation_blocks,
     )
@@ -96,7 +116,7 @@ def campaign_arm(engine, name: str, selection: Selection, seconds: float, args) 
         reviewed = [c for c in proposed if c.review == Review.DONE and c.status == Status.OK]
         paired = versus_baselines(session, reviewed)
         finished = _review_times(session, campaign.id, campaign.created_at)
-    best = None
+    best, highest = None, None  # the best point so far (the timeline), the highest lower bound
     for c in sorted(reviewed, key=lambda c: finished.get(c.id, float("inf"))):
         ppo = next((p for p in paired.get(c.id, []) if p.baseline == "ppo"), None)
         if ppo is None or c.id not in finished:
@@ -105,9 +125,16 @@ def campaign_arm(engine, name: str, selection: Selection, seconds: float, args) 
         if best is None or d.point > best[1]:
             best = (c, d.point, d.low)
             arm.timeline.append((finished[c.id], d.point, d.low))
+        if d.low is not None and (highest is None or d.low > highest[1]):
+            highest = (c, d.low)
         if arm.reached_ppo_seconds is None and d.low is not None and d.low >= REACHED:
             arm.reached_ppo_seconds = finished[c.id]
-            arm.winner_code, arm.winner_note = c.code, f"#{c.id}, first to reach PPO"
+            if kind.first_to_reach:
+                arm.winner_code, arm.winner_note = c.code, f"#{c.id}, first to reach PPO"
+    if arm.winner_code is None and highest is not None:
+        c = highest[0]
+        arm.winner_code = c.code
+        arm.winner_note = f"#{c.id}, highest lower bound vs PPO ({highest[1]:+.3f})"
     if arm.winner_code is None and best is not None:
         c = best[0]
         arm.winner_code, arm.winner_note = c.code, f"#{c.id}, best re-evaluated"
@@ -242,7 +269,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=3600.0, help="per arm")
-    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS))
     parser.add_argument("--budget", default="discovery")
     parser.add_argument("--population", type=int, default=8, help="proposals per island")
     parser.add_argument("--islands", type=int, default=2)
@@ -271,8 +298,7 @@ def main() -> None:
         if name == "es":
             arm = es_arm(engine, args.seconds, args)
         else:
-            selection = Selection.EVOLUTION if name == "gp_evolution" else Selection.NONE
-            arm = campaign_arm(engine, name, selection, args.seconds, args)
+            arm = campaign_arm(engine, name, args.seconds, args)
         arms.append(arm)
         print(
             f"{arm.name}: {arm.candidates} candidates in {arm.seconds:.0f} s; reached PPO: "
