@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sandbox.tasks import load_task
 from sandbox.vocabulary import ExecutorName, Sandbox, Status
-from scientist.executors import get_executor
+from scientist.executors.registry import get_executor
 
 
 def run_batch(

@@ -28,7 +28,7 @@ import numpy as np
 from sandbox.budgets import BUDGET_NAMES, Budget, get_budget
 from sandbox.fitness import MIN_SEEDS_PER_ENV, MIN_VALUES, normalise
 from sandbox.tasks import load_baseline
-from sandbox.training.components import Components
+from sandbox.training.ppo import Components
 from sandbox.training.run import evaluate_batch, train_batch
 from scientist.report.reproduction import REFERENCE, table
 

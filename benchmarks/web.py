@@ -29,7 +29,7 @@ from archive.db import open_engine, transaction
 from archive.schema import LLMCall
 from benchmarks.selection import fill
 from sandbox.vocabulary import Status
-from scientist.web import create_app
+from scientist.web.app import create_app
 from scientist.web.engine import reader_engine
 
 ENVS = (

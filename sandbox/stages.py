@@ -71,10 +71,9 @@ from sandbox.checks.signature import behaviour_signature
 from sandbox.landscape import LANDSCAPE_FILE, landscape_axes
 from sandbox.pieces import Contract
 from sandbox.tasks import TaskSpec, load_task
-from sandbox.training.components import Components
 from sandbox.training.config import PPOConfig
 from sandbox.training.monitor import violations
-from sandbox.training.ppo import CandidateContractError, checked_call
+from sandbox.training.ppo import CandidateContractError, Components, checked_call
 from sandbox.training.program import Program, expression_program, program_function, tree_function
 from sandbox.training.run import (
     LoweredBatch,

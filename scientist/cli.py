@@ -173,7 +173,7 @@ def train(
         source, drift_name = read_candidate(candidate, "--candidate"), str(candidate)
         returns = _train_candidate(request, source, drift_name, sandbox_name, timeout, json_output)
     else:
-        from sandbox.training.components import Components
+        from sandbox.training.ppo import Components
         from sandbox.training.sandboxed import run_in_process
 
         drift_name = baseline or "ppo"

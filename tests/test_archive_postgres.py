@@ -536,7 +536,7 @@ def test_two_campaigns_run_side_by_side_on_one_database(engine, db_url):
 def test_the_web_engine_reads_but_cannot_write(engine, db_url, postgres_url, tmp_path):
     from fastapi.testclient import TestClient
 
-    from scientist.web import create_app
+    from scientist.web.app import create_app
     from scientist.web.engine import ArchiveUnreadable, reader_engine
 
     campaign = new_campaign(engine, "browsed")

@@ -26,7 +26,7 @@ from sandbox.checks.static import MAX_INT_LITERAL, check_source
 from sandbox.training.program import expression_program
 from scientist.cli import app
 from scientist.commands.options import MAX_AT_ONCE, MAX_COUNT, MAX_ID, MAX_SEED
-from scientist.web import create_app
+from scientist.web.app import create_app
 from scientist.web.engine import reader_engine
 
 INPUTS = ("ratio", "advantage")

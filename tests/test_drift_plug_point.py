@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from sandbox.tasks import load_baseline
-from sandbox.training.components import Components
-from sandbox.training.ppo import CandidateContractError, policy_loss
+from sandbox.training.ppo import CandidateContractError, Components, policy_loss
 
 
 def clipped_surrogate_loss(ratio, advantage, eps=0.2):

@@ -24,7 +24,7 @@ from scientist.proposers.mutation import MutationProposer, load_grammar
 from scientist.report.data import collect
 from scientist.report.figures import formula_figures
 from scientist.report.render import Figures, render_html, render_markdown
-from scientist.web import create_app
+from scientist.web.app import create_app
 from scientist.web.engine import reader_engine
 
 DRIFT_INPUTS = ("ratio", "advantage")

@@ -233,9 +233,9 @@ def test_the_monitor_sees_a_gradient_that_differs_from_the_values_in_training():
     it sees a training-sized call with the monitor's probes (only the monitored call has that
     length): the values stay valid, and the monitor words the gradient's disagreement."""
     from sandbox.pieces import get_piece
-    from sandbox.training.components import Components
     from sandbox.training.config import preset
     from sandbox.training.monitor import violations
+    from sandbox.training.ppo import Components
     from sandbox.training.run import train_batch
 
     config = preset("CartPole-v1", total_timesteps=4 * 4 * 128 * 4, monitor=("drift",))

@@ -6,12 +6,39 @@ import numpy as np
 import pytest
 
 from sandbox.budgets import get_budget
+from sandbox.pieces import all_pieces
 from sandbox.tasks import load_baseline
-from sandbox.training.components import Components
+from sandbox.training.components import PlugPoint
 from sandbox.training.config import preset
 from sandbox.training.evaluate import make_evaluate, uniform_policy_params
-from sandbox.training.ppo import generalized_advantages
+from sandbox.training.ppo import Components, generalized_advantages
 from sandbox.training.run import evaluate_batch, summarise, train_batch
+
+
+@pytest.mark.parametrize("piece", [p for p in all_pieces().values() if p.default], ids=lambda p: p.kind)
+def test_the_trainers_defaults_are_each_kinds_default_baseline(piece):
+    """PPO's pieces are written out in ppo.py; each kind's default baseline (its task folder,
+    what campaigns start from) must compute the same thing, value for value."""
+    built_in = getattr(Components(), piece.plug_point.value)
+    baseline = load_baseline(*piece.default)
+    rng = np.random.default_rng(0)
+    if piece.plug_point == PlugPoint.OPTIMIZER:
+        params = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}
+        grads = [jax.tree.map(lambda p: p * float(s), params) for s in (0.3, -2.0, 50.0)]
+
+        def steps(make):
+            tx = make(3e-3, 0.5)
+            state, out = tx.init(params), []
+            for g in grads:
+                update, state = tx.update(g, state, params)
+                out.append(update["w"])
+            return np.stack(out)
+
+        np.testing.assert_array_equal(steps(built_in), steps(baseline))
+        return
+    inputs = [jnp.asarray(rng.lognormal(0, 1, 256), jnp.float32)]
+    inputs += [jnp.asarray(rng.normal(0, 3, 256), jnp.float32)] * (piece.arity - 1)
+    np.testing.assert_array_equal(built_in(*inputs), baseline(*inputs))
 
 
 def test_gae_bootstraps_truncated_but_not_terminated_episodes():

@@ -26,9 +26,9 @@ from sandbox.pieces import get_piece
 from sandbox.pieces._drift_certificate import certify_drift
 from sandbox.pieces.base import SizedProbe, call_sizes
 from sandbox.tasks import load_baseline, load_task
-from sandbox.training.components import Components
 from sandbox.training.config import preset
 from sandbox.training.monitor import violations
+from sandbox.training.ppo import Components
 from sandbox.training.program import tree_function
 from sandbox.training.run import lower_batch
 from sandbox.vocabulary import Assurance, Proof

@@ -23,7 +23,7 @@ from sandbox.cascade import Evaluation, StageRecord
 from sandbox.landscape import Landscape, landscape_axes
 from sandbox.tasks import load_task
 from scientist.proposers.base import CallRecord
-from scientist.web import create_app
+from scientist.web.app import create_app
 from scientist.web import queries as web_queries
 from scientist.web.charts import curves_chart, generation_chart, nice_ticks
 from scientist.web.engine import ArchiveUnreadable, reader_engine

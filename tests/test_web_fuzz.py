@@ -17,7 +17,7 @@ from test_web import LOCAL
 from test_web_hardening import build_hostile_archive
 
 from archive.reads import GenerationStat, Progression
-from scientist.web import create_app
+from scientist.web.app import create_app
 from scientist.web.charts import curves_chart, generation_chart, interval_chart, nice_ticks
 from scientist.web.engine import reader_engine
 

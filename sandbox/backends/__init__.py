@@ -1,6 +1,7 @@
 """Sandbox backends: one interface (`base.Backend`), chosen by name; `auto` picks the strongest
 that passes its preflight here."""
 
+import importlib
 import logging
 import threading
 
@@ -33,14 +34,20 @@ _lock = (
 )  # evaluator threads ask at once; one preflight (and one Docker sweep) per process
 
 
+# name -> (module, class), imported on first use: Docker's client is not needed otherwise
+BACKENDS = {
+    Sandbox.DOCKER: ("sandbox.backends.docker", "DockerBackend"),
+    Sandbox.PROCESS: ("sandbox.backends.process", "ProcessBackend"),
+}
+
+
 def _make(name: str) -> Backend:
-    if name == Sandbox.DOCKER:
-        from sandbox.backends.docker import DockerBackend
-
-        return DockerBackend()
-    from sandbox.backends.process import ProcessBackend
-
-    return ProcessBackend()
+    if name not in BACKENDS:
+        raise ValueError(
+            f"no sandbox backend is registered as {name!r}; known: {', '.join(BACKENDS)}"
+        )
+    module, cls = BACKENDS[name]
+    return getattr(importlib.import_module(module), cls)()
 
 
 def get_backend(name: str = Sandbox.AUTO) -> Backend:

@@ -32,8 +32,7 @@ from sandbox.checks.certificate import (
     grid_boxes,
 )
 from sandbox.checks.intervals import Interval, evaluate
-from sandbox.pieces.base import SizedProbe
-from sandbox.pieces.drift import (
+from sandbox.pieces._drift_conditions import (
     CERTIFIED,
     FINITE,
     FLOAT32_STEPS,
@@ -42,11 +41,12 @@ from sandbox.pieces.drift import (
     ZERO_AT_ONE,
     ZERO_SLOPE,
     Points,
-    _kinked,
     finite,
+    is_kinked,
     non_negative,
     zero_at_one,
 )
+from sandbox.pieces.base import SizedProbe
 from sandbox.vocabulary import Proof
 
 R_RANGE, A_RANGE = (1e-3, 1e3), 50.0
@@ -306,7 +306,7 @@ def _kink(traced: _Traced, a: np.ndarray, tol) -> dict | None:
         ]
     allowed = tol.slope * (1.0 + np.abs(a))
     bad_autodiff = ~np.isfinite(autodiff) | (np.abs(autodiff) > allowed)
-    kinked = {side: _kinked(*q, KINK_STEPS, allowed) for side, q in quotients.items()}
+    kinked = {side: is_kinked(*q, KINK_STEPS, allowed) for side, q in quotients.items()}
     bad = bad_autodiff | kinked[1.0] | kinked[-1.0]
     if not bad.any():
         return None

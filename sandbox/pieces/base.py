@@ -172,7 +172,7 @@ class Piece:
     arity: int  # positional inputs of the entry point
     default: (
         tuple[str, str] | None
-    )  # (task, baseline): what the trainer uses when no candidate fills it
+    )  # (task, baseline): the same function as the trainer's default (ppo.Components)
     # The validity conditions, thoroughly: check(function, filename, *, sizes, proof_function).
     check: Callable[..., list[CheckResult]]
     behaviour: Callable[[Callable], np.ndarray]  # outputs on the fixed behaviour-signature inputs

@@ -12,13 +12,12 @@ dataclass. Each is a pure JAX function:
 - advantage(advantage) -> array, elementwise: a transform of the normalised minibatch
   advantages before the policy loss sees them (PPO: none).
 
-The default of a plug point is the default baseline of the kind of piece that fills it
-(sandbox/pieces), loaded from its task folder, so the built-ins and the baselines a campaign
-starts from are one and the same code; a plug point no kind fills keeps PPO's behaviour.
+PPO's own choices are the defaults, written out in `ppo.py` (`Components`) so PPO reads top
+to bottom in one file; each kind of piece's default baseline (sandbox/pieces, its task folder)
+is the same function, which `tests/test_training.py` checks value for value.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -39,28 +38,3 @@ class PlugPoint(StrEnum):
     VALUE_LOSS = "value_loss"
     OPTIMIZER = "make_optimizer"
     ADVANTAGE = "advantage"
-
-
-def unchanged(advantage):
-    return advantage
-
-
-def _default(plug_point: PlugPoint, otherwise=None):
-    def load():
-        from sandbox.pieces import piece_at  # pieces describe the trainer, not the other way round
-        from sandbox.tasks import load_baseline
-
-        piece = piece_at(plug_point)
-        if piece is None or piece.default is None:
-            return otherwise
-        return load_baseline(*piece.default)
-
-    return field(default_factory=load)
-
-
-@dataclass(frozen=True)
-class Components:
-    drift: Drift = _default(PlugPoint.DRIFT)
-    value_loss: ValueLoss = _default(PlugPoint.VALUE_LOSS)
-    make_optimizer: OptimizerFactory = _default(PlugPoint.OPTIMIZER)
-    advantage: AdvantageTransform = _default(PlugPoint.ADVANTAGE, unchanged)

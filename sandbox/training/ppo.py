@@ -15,17 +15,57 @@ Departures from PureJaxRL, on purpose:
 """
 
 import functools
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax import lax
 
-from sandbox.training.components import Components, PlugPoint
+from sandbox.training.components import (
+    AdvantageTransform,
+    Drift,
+    OptimizerFactory,
+    PlugPoint,
+    ValueLoss,
+)
 from sandbox.training.config import PPOConfig
 from sandbox.training.envs import make_env
 from sandbox.training.monitor import keep_worst, unseen, watched_call
 from sandbox.training.networks import ActorCritic
+
+
+# -- PPO's own pieces: the default at every plug point ---------------------------------------
+def clipped_drift(ratio, advantage):
+    """PPO's clipped surrogate as a drift: zero inside the clip range [0.8, 1.2]."""
+    clipped = jnp.clip(ratio, 0.8, 1.2)
+    return jnp.maximum((ratio - clipped) * advantage, 0.0)
+
+
+def squared_error(prediction, target):
+    return 0.5 * jnp.square(prediction - target)
+
+
+def adam(learning_rate, max_grad_norm):
+    """Global-norm gradient clipping, then Adam with eps 1e-5."""
+    return optax.chain(
+        optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate, eps=1e-5)
+    )
+
+
+def unchanged(advantage):
+    return advantage
+
+
+@dataclass(frozen=True)
+class Components:
+    """What fills each plug point (training/components.py); PPO's own by default."""
+
+    drift: Drift = clipped_drift
+    value_loss: ValueLoss = squared_error
+    make_optimizer: OptimizerFactory = adam
+    advantage: AdvantageTransform = unchanged
 
 
 class CandidateContractError(ValueError):

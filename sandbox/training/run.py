@@ -20,10 +20,9 @@ import numpy as np
 from sandbox import expressions as ex
 from sandbox.budgets import EnvBudget
 from sandbox.fitness import Aggregate, normalise
-from sandbox.training.components import Components
 from sandbox.training.config import PPOConfig
 from sandbox.training.evaluate import evaluate_params
-from sandbox.training.ppo import TrainOutput, batched, batched_members, make_train
+from sandbox.training.ppo import Components, TrainOutput, batched, batched_members, make_train
 from sandbox.training.program import Program, encode, interpret
 
 # Called as progress(phase, completed, total) with phase in {"compile", "train", "evaluate"}.

@@ -18,8 +18,7 @@ from dataclasses import asdict
 
 from sandbox.candidate import CandidateLoadError, load_entry_point
 from sandbox.oneshot import inputs, write_result
-from sandbox.training.components import Components
-from sandbox.training.ppo import CandidateContractError
+from sandbox.training.ppo import CandidateContractError, Components
 from sandbox.training.sandboxed import RESULT_FILE, TrainRequest, run_in_process
 from sandbox.vocabulary import Status
 

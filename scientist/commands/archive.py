@@ -16,8 +16,14 @@ from archive.schema import Candidate
 from sandbox.fitness import Estimate
 from sandbox.vocabulary import Fidelity, Status
 from scientist.campaign.display import fmt, leaderboard_table
-from scientist.commands.campaign import DbOption, campaign_or_exit, console, out
-from scientist.commands.options import CandidateId, count_option
+from scientist.commands.options import (
+    CandidateId,
+    DbOption,
+    campaign_or_exit,
+    console,
+    count_option,
+    out,
+)
 from scientist.commands.stored import candidate_in_shape
 from scientist.paired import versus_baselines
 from scientist.selection import failure_summary

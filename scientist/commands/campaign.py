@@ -7,12 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
 from archive import reads
-from archive.db import default_url, open_engine, open_reader, transaction
+from archive.db import open_reader, transaction
 from sandbox.budgets import BUDGET_NAMES
 from sandbox.vocabulary import ExecutorName, Proposer, RankBy, Sandbox, Selection
 from scientist.campaign.config import CampaignConfig
@@ -24,36 +23,21 @@ from scientist.campaign.display import (
 )
 from scientist.campaign.lease import CampaignBusy, runner_alive
 from scientist.campaign.loop import CampaignError, CampaignLoop
-from scientist.commands.options import MAX_AT_ONCE, count_option, executor_for, seed_option
+from scientist.commands.options import (
+    MAX_AT_ONCE,
+    DbOption,
+    campaign_or_exit,
+    console,
+    count_option,
+    engine_for,
+    executor_for,
+    out,
+    seed_option,
+)
 from scientist.commands.stored import config_note
 from scientist.paired import versus_baselines
-from scientist.proposers import ProposerError, make_proposer
-from scientist.proposers.base import ModelConfigError
-
-console = Console(stderr=True)
-out = Console()
-
-DbOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--db",
-        help="archive URL (sqlite:///path or postgresql://...); "
-        f"default $SCIENTIST_DB or {default_url()}",
-    ),
-]
-
-
-def engine_for(db: str | None, *, create: bool = True):
-    """An engine that writes; an unusable archive ends the command in one line (scientist.cli)."""
-    return open_engine(db, create=create)
-
-
-def campaign_or_exit(session, name: str):
-    try:
-        return reads.get_campaign(session, name)
-    except reads.CampaignNotFound as error:
-        console.print(f"[red]{error}")
-        raise typer.Exit(2) from None
+from scientist.proposers.base import ModelConfigError, ProposerError
+from scientist.proposers.registry import make_proposer
 
 
 def run(

@@ -15,14 +15,16 @@ from archive.db import open_reader, transaction
 from sandbox.budgets import get_budget
 from sandbox.vocabulary import ExecutorName, Sandbox, Status
 from scientist.campaign.display import fmt
-from scientist.commands.campaign import DbOption, console, out
 from scientist.commands.options import (
     MAX_AT_ONCE,
+    DbOption,
     ExecutorOption,
     RayAddressOption,
     SandboxOption,
+    console,
     count_option,
     executor_for,
+    out,
     seed_option,
 )
 from scientist.compare import CompareError, Row, gather, reevaluate

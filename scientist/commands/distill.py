@@ -8,15 +8,18 @@ from rich.table import Table
 
 from sandbox.budgets import BUDGET_NAMES
 from sandbox.vocabulary import ExecutorName, Sandbox, Status
-from scientist.commands.campaign import DbOption, console, engine_for, out
 from scientist.commands.json_output import print_json
 from scientist.commands.options import (
     MAX_ID,
+    DbOption,
     ExecutorOption,
     RayAddressOption,
     SandboxOption,
+    console,
     count_option,
+    engine_for,
     executor_for,
+    out,
     seed_option,
 )
 from scientist.commands.reporting import exit_on

@@ -9,13 +9,14 @@ from rich.console import Console
 
 from sandbox.budgets import BUDGET_NAMES
 from sandbox.vocabulary import ExecutorName, Sandbox, Status
-from scientist.commands.campaign import DbOption, engine_for
 from scientist.commands.options import (
     MAX_AT_ONCE,
+    DbOption,
     ExecutorOption,
     RayAddressOption,
     SandboxOption,
     count_option,
+    engine_for,
     executor_for,
     seed_option,
 )

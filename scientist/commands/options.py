@@ -1,10 +1,14 @@
-"""Options several commands share, with their choices taken from the vocabulary."""
+"""What several commands share: the consoles, the archive option, and options whose choices
+come from the vocabulary."""
 
 import contextlib
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 
+from archive import reads
+from archive.db import default_url, open_engine
 from sandbox.vocabulary import ExecutorName, Sandbox
 from scientist.seed_blocks import SEED_MODULUS
 
@@ -15,6 +19,32 @@ MAX_SEED = SEED_MODULUS - 1  # campaigns keep seeds below 2**31 (scientist.seed_
 MAX_COUNT = 1_000_000  # rows, generations, attempts...: far beyond any campaign
 MAX_AT_ONCE = 4_096  # seeds, episodes, members or workers at once: one array axis or process each
 MAX_TIMESTEPS = 2**31 - 1  # JAX counts steps in 32-bit integers
+
+console = Console(stderr=True)
+out = Console()
+
+DbOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--db",
+        help="archive URL (sqlite:///path or postgresql://...); "
+        f"default $SCIENTIST_DB or {default_url()}",
+    ),
+]
+
+
+def engine_for(db: str | None, *, create: bool = True):
+    """An engine that writes; an unusable archive ends the command in one line (scientist.cli)."""
+    return open_engine(db, create=create)
+
+
+def campaign_or_exit(session, name: str):
+    try:
+        return reads.get_campaign(session, name)
+    except reads.CampaignNotFound as error:
+        console.print(f"[red]{error}")
+        raise typer.Exit(2) from None
+
 
 CandidateId = Annotated[int, typer.Argument(min=1, max=MAX_ID, help="a candidate's archive id")]
 
@@ -57,8 +87,8 @@ RayAddressOption = Annotated[
 @contextlib.contextmanager
 def executor_for(name: ExecutorName, ray_address: str | None):
     """The executor by name, closed (a Ray cluster started for it shut down) on the way out."""
-    from scientist.commands.campaign import console
-    from scientist.executors import ExecutorUnavailable, get_executor
+    from scientist.executors.base import ExecutorUnavailable
+    from scientist.executors.registry import get_executor
 
     try:
         executor = get_executor(name, ray_address=ray_address)

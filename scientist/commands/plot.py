@@ -7,9 +7,8 @@ import typer
 from rich.markup import escape
 
 from sandbox.vocabulary import Sandbox
-from scientist.commands.campaign import DbOption, console, out
 from scientist.commands.json_output import print_json
-from scientist.commands.options import MAX_ID, SandboxOption
+from scientist.commands.options import MAX_ID, DbOption, SandboxOption, console, out
 from scientist.commands.sources import is_file, read_candidate
 
 app = typer.Typer(no_args_is_help=True, help="Figures of candidates.")

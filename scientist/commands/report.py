@@ -7,8 +7,7 @@ import typer
 from rich.markup import escape
 
 from sandbox.vocabulary import Sandbox
-from scientist.commands.campaign import DbOption, console
-from scientist.commands.options import SandboxOption
+from scientist.commands.options import DbOption, SandboxOption, console
 from scientist.web.landscapes import DEFAULT_CACHE
 
 

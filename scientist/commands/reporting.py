@@ -4,7 +4,7 @@ import contextlib
 
 import typer
 
-from scientist.commands.campaign import console
+from scientist.commands.options import console
 
 
 @contextlib.contextmanager

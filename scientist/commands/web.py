@@ -8,8 +8,7 @@ import typer
 from rich.markup import escape
 
 from sandbox.vocabulary import Sandbox
-from scientist.commands.campaign import DbOption, console
-from scientist.commands.options import SandboxOption, count_option
+from scientist.commands.options import DbOption, SandboxOption, console, count_option
 from scientist.web.landscapes import DEFAULT_CACHE
 
 
@@ -57,7 +56,7 @@ def web(
         return
     import uvicorn
 
-    from scientist.web import create_app
+    from scientist.web.app import create_app
 
     if not _loopback(host):
         console.print(

@@ -35,9 +35,9 @@ import optax
 from sandbox.budgets import EnvBudget, get_budget
 from sandbox.fitness import normalise
 from sandbox.tasks import TaskSpec
-from sandbox.training.components import Components, PlugPoint
+from sandbox.training.components import PlugPoint
 from sandbox.training.config import PPOConfig
-from sandbox.training.ppo import make_train
+from sandbox.training.ppo import Components, make_train
 from scientist.es.lpo import HIDDEN, SHIFT, LPOParams, init_params, lpo_drift
 
 

@@ -5,8 +5,6 @@ campaigns, ES and distillation) writes the result to the archive, so no executor
 - `local` (default): the cascade in this process's threads, sandboxes on this machine.
 - `ray`: each batch is a Ray task on a node with the resources it asks for (a GPU for
   the paper budget), running the same cascade and sandbox there.
+
+The interface is `base.Executor`; `registry.get_executor` builds one by name.
 """
-
-from scientist.executors.base import Executor, ExecutorUnavailable, get_executor
-
-__all__ = ["Executor", "ExecutorUnavailable", "get_executor"]

@@ -95,13 +95,3 @@ def gpu_for(budget: str) -> bool:
 
 def gpu_present() -> bool:
     return bool(glob.glob("/dev/nvidia[0-9]*"))
-
-
-def get_executor(name: ExecutorName, *, ray_address: str | None = None) -> Executor:
-    if name == ExecutorName.LOCAL:
-        return LocalExecutor()
-    if name == ExecutorName.RAY:
-        from scientist.executors.ray import RayExecutor
-
-        return RayExecutor(ray_address)
-    raise ValueError(f"unknown executor {name!r}; choose {', '.join(ExecutorName)}")
