@@ -428,3 +428,11 @@ def transaction(engine: Engine):
         except BaseException:
             session.rollback()
             raise
+
+
+@contextlib.contextmanager
+def reading(engine: Engine):
+    """A session that only reads: nothing is committed, its transaction is rolled back when
+    it closes (the web pages')."""
+    with Session(engine) as session:
+        yield session

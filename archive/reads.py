@@ -41,6 +41,10 @@ class CampaignNotFound(LookupError):
 # -- campaigns ---------------------------------------------------------------------------------
 
 
+def campaign_by_id(session: Session, campaign_id: int) -> Campaign | None:
+    return session.get(Campaign, campaign_id)
+
+
 def find_campaign(session: Session, name: str) -> Campaign | None:
     """The campaign of that name, or None (names are unique)."""
     return session.exec(select(Campaign).where(Campaign.name == name)).first()
@@ -79,6 +83,10 @@ def campaigns_producing(session: Session, campaign_ids: list[int], origin: str) 
 
 
 # -- candidates --------------------------------------------------------------------------------
+
+
+def candidate(session: Session, candidate_id: int) -> Candidate | None:
+    return session.get(Candidate, candidate_id)
 
 
 def candidates(session: Session, campaign_id: int) -> list[Candidate]:

@@ -18,13 +18,14 @@ from archive.fingerprint import code_hash
 from archive.schema import (
     Campaign,
     Candidate,
+    ESCheckpoint,
     EvaluationRound,
     Event,
     IslandMember,
     LLMCall,
     utcnow,
 )
-from sandbox.vocabulary import NO_VERDICT, Fidelity, Origin, Review, Status
+from sandbox.vocabulary import NO_VERDICT, CampaignStatus, Fidelity, Origin, Review, Status
 
 
 def lock_campaign(session: Session, campaign_id: int) -> None:
@@ -37,6 +38,23 @@ def lock_campaign(session: Session, campaign_id: int) -> None:
     campaigns sharing a database never wait on each other."""
     if session.connection().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(ADVISORY_NAMESPACE, campaign_id)))
+
+
+def create_campaign(session: Session, *, note: str, data: dict | None = None, **fields) -> Campaign:
+    """A new campaign row (name, task, budget, proposer, config) and its `created` event."""
+    campaign = Campaign(**fields)
+    session.add(campaign)
+    session.flush()
+    log_event(session, campaign.id, CampaignStatus.CREATED, note, data)
+    return campaign
+
+
+def set_config(session: Session, campaign: Campaign, config: dict) -> None:
+    campaign.config = config
+
+
+def add_checkpoint(session: Session, checkpoint: ESCheckpoint) -> None:
+    session.add(checkpoint)
 
 
 def log_event(

@@ -15,7 +15,7 @@ import time
 
 from archive import writes
 from archive.db import open_engine, transaction
-from archive.schema import Campaign, Candidate, IslandMember, utcnow
+from archive.schema import Candidate, IslandMember, utcnow
 from sandbox.vocabulary import Origin, Sandbox, Status
 from scientist.selection import SelectionConfig, Selector
 
@@ -27,11 +27,15 @@ CODE = (
 
 def fill(engine, n: int, islands: int) -> int:
     with transaction(engine) as session:
-        campaign = Campaign(
-            name="bench", task="mirror_drift", budget="smoke", proposer=Origin.MUTATION, config={}
+        campaign = writes.create_campaign(
+            session,
+            name="bench",
+            task="mirror_drift",
+            budget="smoke",
+            proposer=Origin.MUTATION,
+            config={},
+            note="benchmark fixture",
         )
-        session.add(campaign)
-        session.flush()
         campaign_id = campaign.id
     rng, now, chunk = random.Random(0), utcnow(), 10_000
     for start in range(0, n, chunk):

@@ -8,9 +8,8 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from sqlmodel import Session
-
 from archive import reads
+from archive.db import Session
 from archive.schema import Campaign, Candidate
 from sandbox.budgets import get_budget
 from sandbox.fitness import Estimate, paired_difference, split_estimate

@@ -29,10 +29,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sqlalchemy import Engine
 
-from archive import writes
-from archive.db import transaction
+from archive import reads, writes
+from archive.db import Engine, transaction
 from archive.schema import Campaign, Candidate
 from sandbox.landscape import Landscape, LandscapeError, compute_landscape
 from sandbox.pieces import drift
@@ -388,8 +387,8 @@ def _note(
 
 def _load_source(engine: Engine, source_id: int) -> tuple[Candidate, Campaign]:
     with transaction(engine) as session:
-        source = session.get(Candidate, source_id)
-        campaign = session.get(Campaign, source.campaign_id) if source is not None else None
+        source = reads.candidate(session, source_id)
+        campaign = reads.campaign_by_id(session, source.campaign_id) if source is not None else None
     if source is None:
         raise DistillError(f"no candidate {source_id} in this archive")
     if not source.code:
@@ -503,6 +502,38 @@ def distill(
 
     kept = _kept(tried)
     candidate = _add(engine, campaign.id, source, kept, tried, records, stopped)
+    candidate, result = _evaluate(
+        engine, campaign.id, candidate, source, task.name, budget, sandbox, seed, executor, phase
+    )
+    return DistillResult(
+        candidate_id=candidate.id,
+        source_id=source.id,
+        campaign=campaign.name,
+        fit=kept.fit if kept else None,
+        kept_attempt=kept.number if kept else None,
+        within_tolerance=kept is not None and kept.outcome == ACCEPTED,
+        attempts=tuple(tried),
+        cost_usd=sum(r.cost_usd for r in records),
+        source_features=tuple(features.describe()),
+        stopped=stopped,
+        **result,
+    )
+
+
+def _evaluate(
+    engine: Engine,
+    campaign_id: int,
+    candidate: Candidate,
+    source: Candidate,
+    task: str,
+    budget: str,
+    sandbox: str,
+    seed: int,
+    executor: Executor | None,
+    phase: Callable[[str], None],
+) -> tuple[Candidate, dict]:
+    """The distilled candidate scored through the campaign's recorder (unless it is a
+    duplicate or failed its checks), and what the result reports of it."""
     result = dict(
         status=candidate.status,
         fitness=None,
@@ -514,9 +545,9 @@ def distill(
         phase(f"evaluating candidate {candidate.id} ({budget} budget)")
         record = Recorder(
             engine,
-            campaign.id,
+            campaign_id,
             executor or LocalExecutor(),
-            task=task.name,
+            task=task,
             budget=budget,
             sandbox=sandbox,
             seed=seed,
@@ -538,19 +569,7 @@ def distill(
             meta_test_fitness=candidate.meta_test_fitness,
             stages=tuple(s.__dict__ if not isinstance(s, dict) else s for s in evaluation.stages),
         )
-    return DistillResult(
-        candidate_id=candidate.id,
-        source_id=source.id,
-        campaign=campaign.name,
-        fit=kept.fit if kept else None,
-        kept_attempt=kept.number if kept else None,
-        within_tolerance=kept is not None and kept.outcome == ACCEPTED,
-        attempts=tuple(tried),
-        cost_usd=sum(r.cost_usd for r in records),
-        source_features=tuple(features.describe()),
-        stopped=stopped,
-        **result,
-    )
+    return candidate, result
 
 
 def _add(
@@ -564,7 +583,7 @@ def _add(
 ) -> Candidate:
     """The distillation's one candidate and all its calls, in one transaction, with an event."""
     with transaction(engine) as session:
-        campaign = session.get(Campaign, campaign_id)
+        campaign = reads.campaign_by_id(session, campaign_id)
         candidate = writes.add_candidate(
             session,
             campaign,

@@ -19,10 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sqlalchemy import Engine
-
 from archive import reads, writes
-from archive.db import transaction
+from archive.db import Engine, transaction
 from archive.schema import Candidate
 from sandbox.backends import SandboxInfraError
 from sandbox.budgets import get_budget
@@ -180,7 +178,7 @@ class Recorder:
                         f"the executor returned {len(per_block)} blocks of {len(blocks)}: "
                         "it must train `further_blocks` (sandbox.cascade.evaluate_batch)"
                     )
-                candidate = session.get(Candidate, candidate_id)
+                candidate = reads.candidate(session, candidate_id)
                 rounds = reads.rounds_of(session, [candidate_id])[candidate_id]
                 for block, result in zip(blocks, per_block, strict=True):
                     rounds.append(round_record(block, result))

@@ -19,9 +19,8 @@ campaign prints any "beats" label with probability at most FAMILY_ERROR
 
 from dataclasses import dataclass
 
-from sqlmodel import Session
-
 from archive import reads
+from archive.db import Session
 from archive.schema import Candidate, EvaluationRound
 from sandbox.fitness import CONFIDENCE, Estimate, paired_difference, paired_lower_bound
 from sandbox.vocabulary import META_TRAIN, Origin, Review, Status

@@ -9,10 +9,8 @@ only from there, so islands evolve apart until a migration says otherwise.
 import random
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-
 from archive import reads, writes
-from archive.db import transaction
+from archive.db import Engine, transaction
 from archive.schema import Candidate
 from sandbox.vocabulary import Selection, Status
 from scientist.proposers.base import ParentView

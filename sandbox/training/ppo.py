@@ -161,17 +161,10 @@ def monitors(config: PPOConfig) -> dict[str, Any]:
     return {point: piece.monitor for point, piece in found.items() if piece and piece.monitor}
 
 
-def make_train(config: PPOConfig, components: Components | None = None, on_update=None):
-    """`on_update(update_index)`, if given, is called on the host after every update (one
-    callback per update, for progress displays; leave it out when timing)."""
-    config.validate()
-    components = components or Components()
-    spec = make_env(config.env_id)
-    env, env_params = spec.env, spec.params
-    network = make_network(config, spec.num_actions)
-    num_updates, num_envs, num_steps = config.num_updates, config.num_envs, config.num_steps
-    steps_per_update = config.update_epochs * config.num_minibatches
-    watching = monitors(config)
+def make_loss(config: PPOConfig, components: Components, network: ActorCritic, watching):
+    """The minibatch loss: the Mirror Learning policy loss, the value loss (clipped around the
+    old values where the config asks) and the entropy bonus; its aux carries the entropy, the
+    approximate KL and the monitors' watch of the plugged-in pieces."""
 
     def loss_fn(params, minibatch, noise):
         traj, advantages, targets = minibatch
@@ -207,6 +200,23 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
         approx_kl = jnp.mean((ratio - 1.0) - log_ratio)
         watch = {PlugPoint.DRIFT.value: drift_watch, PlugPoint.VALUE_LOSS.value: value_watch}
         return total, (entropy, approx_kl, {k: v for k, v in watch.items() if v})
+
+    return loss_fn
+
+
+def make_train(config: PPOConfig, components: Components | None = None, on_update=None):
+    """`on_update(update_index)`, if given, is called on the host after every update (one
+    callback per update, for progress displays; leave it out when timing)."""
+    config.validate()
+    components = components or Components()
+    spec = make_env(config.env_id)
+    env, env_params = spec.env, spec.params
+    network = make_network(config, spec.num_actions)
+    num_updates, num_envs, num_steps = config.num_updates, config.num_envs, config.num_steps
+    steps_per_update = config.update_epochs * config.num_minibatches
+    watching = monitors(config)
+
+    loss_fn = make_loss(config, components, network, watching)
 
     def train(rng, learning_rate=config.learning_rate):
         def schedule(count):

@@ -20,15 +20,12 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
-
-from archive import reads, writes
-from archive.db import transaction
+from archive import lease, reads, writes
+from archive.db import Engine, transaction
 from archive.schema import Campaign, Candidate
 from sandbox.fitness import seed_count
 from sandbox.tasks import load_task
 from sandbox.vocabulary import DECIDED_WITHOUT_EVALUATION, CampaignStatus, Origin, Review, Status
-from scientist.campaign import lease
 from scientist.campaign.config import CampaignConfig
 from scientist.evaluation import Recorder
 from scientist.executors.base import Executor, LocalExecutor, batch_choice
@@ -438,19 +435,13 @@ def open_campaign(engine: Engine, config: CampaignConfig) -> tuple[Campaign, Cam
             return campaign, config
         if config.eval_seed is None:  # drawn once, so the campaign's rounds stay paired
             config = config.model_copy(update={"eval_seed": secrets.randbits(31)})
-        campaign = Campaign(
+        campaign = writes.create_campaign(
+            session,
             name=config.name,
             task=config.task,
             budget=config.budget,
             proposer=config.proposer,
             config=config.model_dump(mode="json"),
-        )
-        session.add(campaign)
-        session.flush()
-        writes.log_event(
-            session,
-            campaign.id,
-            CampaignStatus.CREATED,
-            f"{config.proposer} campaign on {config.task}",
+            note=f"{config.proposer} campaign on {config.task}",
         )
         return campaign, config

@@ -120,7 +120,7 @@ def list_(
 
 
 def _get(session, candidate_id: int) -> Candidate:
-    candidate = session.get(Candidate, candidate_id)
+    candidate = reads.candidate(session, candidate_id)
     if candidate is None:
         console.print(f"[red]no candidate {candidate_id} in this archive")
         raise typer.Exit(2)

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from archive import reads
 from archive.db import open_reader, transaction
+from archive.lease import CampaignBusy, runner_alive
 from sandbox.budgets import BUDGET_NAMES
 from sandbox.vocabulary import ExecutorName, Proposer, RankBy, Sandbox, Selection
 from scientist.campaign.config import CampaignConfig
@@ -21,7 +22,6 @@ from scientist.campaign.display import (
     progress_line,
     progress_view,
 )
-from scientist.campaign.lease import CampaignBusy, runner_alive
 from scientist.campaign.loop import CampaignError, CampaignLoop
 from scientist.commands.options import (
     MAX_AT_ONCE,

@@ -82,11 +82,11 @@ def _resolve(target: str, db: str | None) -> tuple[str, str, str, int | None]:
             f"{target!r} is neither a file nor a candidate id (1 to {MAX_ID})",
             param_hint="ID|FILE",
         )
+    from archive import reads
     from archive.db import open_reader, transaction
-    from archive.schema import Candidate
 
     with transaction(open_reader(db)) as session:
-        candidate = session.get(Candidate, candidate_id)
+        candidate = reads.candidate(session, candidate_id)
     if candidate is None:
         console.print(f"[red]no candidate {target} in this archive")
         raise typer.Exit(2)

@@ -107,13 +107,12 @@ def report(
 
 
 def _narrator(engine, name: str, model: str | None, api_base: str | None):
-    from sqlmodel import Session
-
     from archive import reads
+    from archive.db import reading
     from scientist.proposers.llm import LLMProposer, environment_api_key
     from scientist.report.narrative import write_narrative
 
-    with Session(engine) as session:
+    with reading(engine) as session:
         campaign = reads.find_campaign(session, name)
     config = campaign.config if campaign else {}
     model = model or next(iter(config.get("models") or []), None)

@@ -19,15 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Engine
 
-from archive import reads, writes
-from archive.db import transaction
+from archive import lease, reads, writes
+from archive.db import Engine, transaction
 from archive.schema import Campaign, Candidate, ESCheckpoint
 from sandbox.tasks import load_task
 from sandbox.training.config import PPOConfig
 from sandbox.vocabulary import CampaignStatus, Origin, Sandbox, Status
-from scientist.campaign import lease
 from scientist.es.checkpoint import params_to_bytes, state_from_bytes, state_to_bytes
 from scientist.es.lpo import render_lpo_candidate, slope_at_one
 from scientist.es.trainer import ESGeneration, ESSettings, GenerationResult, make_es_generation
@@ -117,19 +115,16 @@ def open_es_campaign(
     with transaction(engine) as session:
         campaign = reads.find_campaign(session, name)
         if campaign is None:
-            campaign = Campaign(
-                name=name, task=task, budget=budget, proposer=Origin.ES, config=config
-            )
-            session.add(campaign)
-            session.flush()
-            writes.log_event(
+            return writes.create_campaign(
                 session,
-                campaign.id,
-                CampaignStatus.CREATED,
-                f"es campaign on {task} at the {budget} budget",
-                {"config": config},
+                name=name,
+                task=task,
+                budget=budget,
+                proposer=Origin.ES,
+                config=config,
+                note=f"es campaign on {task} at the {budget} budget",
+                data={"config": config},
             )
-            return campaign
         stored = campaign.config
         if campaign.proposer != Origin.ES:
             raise ESCampaignError(
@@ -144,8 +139,7 @@ def open_es_campaign(
                 + f"; only {', '.join(RESUMABLE)} can change. "
                 "Choose another --name for a new campaign."
             )
-        campaign.config = {**stored, **{k: config[k] for k in RESUMABLE}}
-        session.add(campaign)
+        writes.set_config(session, campaign, {**stored, **{k: config[k] for k in RESUMABLE}})
         return campaign
 
 
@@ -294,7 +288,7 @@ class ESCampaign:
             "seeds": s.seeds,
         }
         with transaction(self.engine) as session:
-            session.add(row)
+            writes.add_checkpoint(session, row)
             writes.log_event(
                 session,
                 self.campaign.id,
@@ -348,7 +342,7 @@ class ESCampaign:
                 note=f"generation {generation} of {self.campaign.name}",
             )
             with transaction(self.engine) as session:
-                campaign = session.get(Campaign, self.campaign.id)
+                campaign = reads.campaign_by_id(session, self.campaign.id)
                 existing = writes.add_candidate(
                     session,
                     campaign,

@@ -3,8 +3,7 @@
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlmodel import Session
-
+from archive.db import reading
 from sandbox.vocabulary import Sandbox
 from scientist.report.data import collect
 from scientist.report.figures import curves_figure, drift_panels, fitness_figure, formula_figures
@@ -26,7 +25,7 @@ def build_report(
     """Write campaign `name`'s report into `out` in `formats`; returns format -> file.
     `narrator` turns the report's text into a Narrative (see narrative.write_narrative).
     Raises data.ReportError for an unknown campaign or a comparison across tasks."""
-    with Session(engine) as session:
+    with reading(engine) as session:
         data = collect(session, name, against)
     figures = Figures(fitness_figure(data), curves_figure(data), formulas=formula_figures(data))
     if landscape_cache is not None:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-from sqlmodel import Session
 
 from archive import reads
+from archive.db import Session
 from archive.schema import Campaign, Candidate
 from sandbox import formulas
 from sandbox.budgets import get_budget

@@ -8,6 +8,7 @@ import ipaddress
 import math
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
@@ -20,19 +21,18 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 from pydantic import StringConstraints
-from sqlalchemy import Engine
-from sqlmodel import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from archive import reads
+from archive import readable, reads
+from archive.db import Engine, Session, reading
 from archive.schema import Campaign, Candidate
 from sandbox.checks.report import assurance_of
 from sandbox.fitness import too_few_for_interval
 from sandbox.landscape import Landscape, LandscapeError
 from sandbox.vocabulary import Assurance, Origin, Sandbox, Status
 from scientist.paired import versus_baselines
-from scientist.web import charts, queries, readable
+from scientist.web import charts, queries
 from scientist.web.formulas import formula_view
 from scientist.web.highlight import diff_html, python_html, stylesheet, unified_diff
 from scientist.web.landscapes import (
@@ -100,26 +100,54 @@ def create_app(
     templates = _templates()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
-    def session() -> Iterator[Session]:
+    site = _Site(app, engine, templates, cache, worker, memo, child_index, compute_landscapes)
+    _guard(app, templates, host)
+    for add_pages in (_campaign_pages, _candidate_pages, _compare_pages):
+        add_pages(site)
+    return app
+
+
+@dataclass(frozen=True)
+class _Site:
+    """What the pages share: the app, the archive, the templates and the caches."""
+
+    app: FastAPI
+    engine: Engine
+    templates: Jinja2Templates
+    cache: LandscapeCache
+    worker: LandscapeWorker | None
+    memo: queries.Memo
+    child_index: queries.ChildIndex
+    compute_landscapes: bool
+
+    def session(self) -> Iterator[Session]:
         # Nothing is ever committed: the session's transaction is rolled back when it closes.
-        with Session(engine) as s:
+        with reading(self.engine) as s:
             yield s
 
-    def page(request: Request, name: str, **context) -> HTMLResponse:
-        return templates.TemplateResponse(
+    def page(self, request: Request, name: str, **context) -> HTMLResponse:
+        return self.templates.TemplateResponse(
             request,
             name,
-            {"compute_landscapes": compute_landscapes, "cache_dir": str(cache_dir), **context},
+            {
+                "compute_landscapes": self.compute_landscapes,
+                "cache_dir": str(self.cache.directory),
+                **context,
+            },
         )
 
-    def read(path: str, **options):
+    def read(self, path: str, **options):
         """A page, answered to GET and (the same headers, no body) HEAD."""
 
         def register(endpoint):
-            app.head(path, **options)(endpoint)
-            return app.get(path, **options)(endpoint)
+            self.app.head(path, **options)(endpoint)
+            return self.app.get(path, **options)(endpoint)
 
         return register
+
+
+def _guard(app: FastAPI, templates: Jinja2Templates, host: str) -> None:
+    """Read-only methods, security headers, trusted hosts and error pages."""
 
     @app.middleware("http")
     async def read_only(request: Request, call_next):
@@ -161,6 +189,11 @@ def create_app(
             request, "error.html", {"status": status, "detail": detail}, status_code=status
         )
 
+
+def _campaign_pages(site: _Site) -> None:
+    read, page, session = site.read, site.page, site.session
+    memo = site.memo
+
     @read("/", response_class=HTMLResponse)
     def campaigns(request: Request, s: Session = Depends(session)):
         summaries = queries.campaign_summaries(s, memo)
@@ -184,7 +217,7 @@ def create_app(
         found = _found(
             readable.row(s, Campaign, campaign_id), f"no campaign {campaign_id} in this archive"
         )
-        c, events = found.row, queries.events(s, campaign_id, EVENTS)
+        c, events = found.row, readable.events(s, campaign_id, EVENTS)
         sort = sort if sort in queries.SORTS else "fitness"
         descending = order != "asc"
         counts = reads.status_counts(s, c.id)
@@ -216,11 +249,16 @@ def create_app(
             unreadable=readable.notes_of([found, *events]),
         )
 
+
+def _candidate_pages(site: _Site) -> None:
+    read, page, session = site.read, site.page, site.session
+    cache, worker, child_index = site.cache, site.worker, site.child_index
+
     @read("/candidates/{candidate_id}", response_class=HTMLResponse)
     def candidate(request: Request, candidate_id: Id, s: Session = Depends(session)):
         found = _candidate(s, candidate_id)
         c = found.row
-        campaign, calls = readable.row(s, Campaign, c.campaign_id), queries.calls(s, c.id)
+        campaign, calls = readable.row(s, Campaign, c.campaign_id), readable.calls(s, c.id)
         children = child_index.of(s, c.id)
         parent_code = reads.code_of(s, c.parent_id) if c.parent_id is not None else None
         diff = None
@@ -242,8 +280,8 @@ def create_app(
             formula=formula_view(c.task, c.code),
             diff=diff,
             parent_has_code=parent_code is not None,
-            ancestors=queries.rows_by_id(s, reads.lineage(s, c.id, MAX_ANCESTORS + 1)[1:]),
-            children=queries.rows_by_id(s, children[:MAX_CHILDREN]),
+            ancestors=readable.rows_by_id(s, reads.lineage(s, c.id, MAX_ANCESTORS + 1)[1:]),
+            children=readable.rows_by_id(s, children[:MAX_CHILDREN]),
             children_total=len(children),
             splits=_splits(c.per_env),
             standing=_standing(s, c),
@@ -280,10 +318,15 @@ def create_app(
             c.code, headers={"Content-Disposition": f'inline; filename="candidate_{c.id}.py"'}
         )
 
+
+def _compare_pages(site: _Site) -> None:
+    read, page, session = site.read, site.page, site.session
+    cache, worker = site.cache, site.worker
+
     @read("/compare", response_class=HTMLResponse)
     def compare(request: Request, ids: CompareIds = [], s: Session = Depends(session)):
         ids = _compare_ids(ids)
-        found = queries.candidates(s, ids)
+        found = readable.candidates(s, ids)
         missing = [i for i in ids if i not in found]
         if missing:
             raise HTTPException(
@@ -338,8 +381,6 @@ def create_app(
         return Response(
             stylesheet(), media_type="text/css", headers={"Cache-Control": "max-age=86400"}
         )
-
-    return app
 
 
 def trusted_hosts(host: str) -> list[str]:

@@ -280,12 +280,11 @@ def precompute(
     """Fill the cache for a campaign's scored candidates, best first, one sandbox run per
     distinct code. Raises LookupError for an unknown campaign, ValueError for a task with
     no drift; SandboxUnavailable (from the backend) stops it."""
-    from sqlmodel import Session
-
     from archive import reads
+    from archive.db import reading
     from sandbox.backends import SandboxUnavailable
 
-    with Session(engine) as session:
+    with reading(engine) as session:
         campaign = reads.find_campaign(session, campaign_name)
         if campaign is None:
             raise LookupError(f"no campaign named {campaign_name!r} in this archive")
@@ -305,7 +304,7 @@ def precompute(
         if cache.has(digest):
             result.cached += 1
             continue
-        with Session(engine) as session:
+        with reading(engine) as session:
             code = reads.code_of(session, candidate_id)
         try:
             cache.store(digest, compute(task, code, sandbox))

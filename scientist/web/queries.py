@@ -20,15 +20,12 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select
-
-from archive import reads
+from archive import readable, reads
+from archive.db import Session
+from archive.readable import Row
 from archive.reads import IslandStats, Migrant, Progression, Spending
-from archive.schema import Campaign, Candidate, Event, LLMCall
+from archive.schema import Campaign
 from sandbox.vocabulary import Status
-from scientist.web import readable
-from scientist.web.readable import Readable
 
 PAGE_SIZE = 50
 SORTS = ("fitness", "meta_test", "id")
@@ -38,48 +35,6 @@ SCATTER_POINTS = (
 # leaderboard positions beyond this come from a memoised full ordering, not the island merge
 DEEP = 1000
 STALE_SECONDS = 30.0  # how old a whole-campaign aggregate may be while the campaign runs
-
-
-@dataclass(frozen=True)
-class Row:
-    """A candidate in a list: what a table row shows."""
-
-    id: int
-    status: str
-    fitness: float | None
-    meta_test_fitness: float | None
-    origin: str
-    operator: str
-    baseline_name: str | None
-    generation: int
-    island: int
-    parent_id: int | None
-    model: str | None
-    cost_usd: float
-    note: str
-    campaign_id: int
-    seeds: int  # per environment, every evaluation round pooled
-    review: str | None  # a Review: held for, or done with, elite re-evaluation
-
-
-ROW_COLUMNS = (
-    Candidate.id,
-    Candidate.status,
-    Candidate.fitness,
-    Candidate.meta_test_fitness,
-    Candidate.origin,
-    Candidate.operator,
-    Candidate.baseline_name,
-    Candidate.generation,
-    Candidate.island,
-    Candidate.parent_id,
-    Candidate.model,
-    Candidate.cost_usd,
-    func.substr(Candidate.proposal_note, 1, 160),
-    Candidate.campaign_id,
-    Candidate.seeds,
-    Candidate.review,
-)
 
 
 class Memo:
@@ -137,7 +92,7 @@ class CampaignSummary:
 def campaign_summaries(session: Session, memo: Memo) -> list[CampaignSummary]:
     """Every campaign, newest first, with its counts, best candidate and dollars."""
     summaries = []
-    for found in reversed(readable.rows(session, Campaign, order_by=[Campaign.id])):
+    for found in reversed(readable.campaigns(session)):
         campaign = found.row
         counts = reads.status_counts(session, campaign.id)
         best_id, best_fitness = reads.best_of(island_stats_memo(session, memo, campaign.id, counts))
@@ -214,17 +169,6 @@ def ranked_ids(
         fetch *= 2
 
 
-def rows_by_id(session: Session, ids: list[int]) -> list[Row]:
-    """Rows in the order of `ids` (missing ids left out)."""
-    if not ids:
-        return []
-    found = {
-        r[0]: Row(*r)
-        for r in session.exec(select(*ROW_COLUMNS).where(col(Candidate.id).in_(ids))).all()
-    }
-    return [found[i] for i in ids if i in found]
-
-
 @dataclass(frozen=True)
 class Page:
     rows: list[Row]
@@ -261,43 +205,13 @@ def leaderboard(
         ordered = memo.get(
             (sort, descending, campaign_id),
             fingerprint(counts),
-            lambda: _full_order(session, campaign_id, sort, descending),
+            lambda: readable.full_order(session, campaign_id, sort, descending),
             STALE_SECONDS,
         )
         ids = ordered[offset : offset + size]
     else:
-        ids = _ids_with_status(session, campaign_id, status, offset, size, descending)
-    return Page(rows_by_id(session, ids), page, total, size)
-
-
-def _ids_with_status(
-    session: Session, campaign_id: int, status: str, offset: int, limit: int, descending: bool
-) -> list[int]:
-    """Ids of the campaign's candidates of a status, by id: (campaign_id, status) index
-    entries are in id order, so the page is read directly, without a sort."""
-    order = col(Candidate.id).desc() if descending else col(Candidate.id).asc()
-    return list(
-        session.exec(
-            select(Candidate.id)
-            .where(Candidate.campaign_id == campaign_id, Candidate.status == status)
-            .order_by(order)
-            .offset(offset)
-            .limit(limit)
-        ).all()
-    )
-
-
-def _full_order(session: Session, campaign_id: int, sort: str, descending: bool) -> list[int]:
-    """Every scored candidate's id by fitness or meta-test fitness (ties by id, missing
-    values last), for the pages no index can order cheaply."""
-    column = Candidate.fitness if sort == "fitness" else Candidate.meta_test_fitness
-    rows = session.exec(
-        select(Candidate.id, column).where(
-            Candidate.campaign_id == campaign_id, Candidate.status == Status.OK
-        )
-    ).all()
-    sign = -1.0 if descending else 1.0
-    return [i for i, _ in sorted(rows, key=lambda r: (r[1] is None, sign * (r[1] or 0.0), r[0]))]
+        ids = readable.ids_with_status(session, campaign_id, status, offset, size, descending)
+    return Page(readable.rows_by_id(session, ids), page, total, size)
 
 
 # -- fitness over generations ------------------------------------------------------------------
@@ -367,30 +281,6 @@ def compute_spent(
 
 
 # -- whole rows, read column by column (a malformed stored value is a note, not a 500) --------
-
-
-def candidates(session: Session, ids: list[int]) -> dict[int, Readable[Candidate]]:
-    """The candidates with these ids (missing ones left out), by id."""
-    found = readable.rows(session, Candidate, col(Candidate.id).in_(ids)) if ids else []
-    return {r.row.id: r for r in found}
-
-
-def calls(session: Session, candidate_id: int) -> list[Readable[LLMCall]]:
-    """The model calls that made a candidate, in the order they were made."""
-    return readable.rows(
-        session, LLMCall, LLMCall.candidate_id == candidate_id, order_by=[LLMCall.id]
-    )
-
-
-def events(session: Session, campaign_id: int, limit: int) -> list[Readable[Event]]:
-    """The campaign's latest `limit` events, newest first."""
-    return readable.rows(
-        session,
-        Event,
-        Event.campaign_id == campaign_id,
-        order_by=[col(Event.id).desc()],
-        limit=limit,
-    )
 
 
 # -- one candidate -----------------------------------------------------------------------------

@@ -7,10 +7,8 @@ import socket
 import threading
 from datetime import timedelta
 
-from sqlalchemy import Engine
-
 from archive import writes
-from archive.db import transaction
+from archive.db import Engine, transaction
 from archive.schema import Campaign, utcnow
 from sandbox.vocabulary import CampaignStatus
 

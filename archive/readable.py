@@ -1,4 +1,5 @@
-"""Whole rows read column by column, for pages that must show whatever the archive holds.
+"""Reads for the web pages. Whole rows read column by column, for pages that must show
+whatever the archive holds; lists of candidates read only the columns a table shows.
 
 The ORM decodes a row's JSON and dates all at once, and one malformed value (a hand-edited
 archive, a crashed writer, another program's rows) fails the whole row: a 500 for the page.
@@ -12,8 +13,11 @@ import typing
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from sqlalchemy import JSON, DateTime, String, Text, cast, type_coerce
-from sqlmodel import Session, SQLModel, select
+from sqlalchemy import JSON, DateTime, String, Text, cast, func, type_coerce
+from sqlmodel import Session, SQLModel, col, select
+
+from archive.schema import Campaign, Candidate, Event, LLMCall
+from sandbox.vocabulary import Status
 
 Row = TypeVar("Row", bound=SQLModel)
 
@@ -117,3 +121,115 @@ def _empty(model: type[SQLModel], column):
     if column.nullable or _is_date(column):
         return None
     return _kind(model, column.name)()
+
+
+# -- what the web pages read ------------------------------------------------------------------
+def campaigns(session: Session) -> list[Readable[Campaign]]:
+    """Every campaign, oldest first."""
+    return rows(session, Campaign, order_by=[Campaign.id])
+
+
+def candidates(session: Session, ids: list[int]) -> dict[int, Readable[Candidate]]:
+    """The candidates with these ids (missing ones left out), by id."""
+    found = rows(session, Candidate, col(Candidate.id).in_(ids)) if ids else []
+    return {r.row.id: r for r in found}
+
+
+def calls(session: Session, candidate_id: int) -> list[Readable[LLMCall]]:
+    """The model calls that made a candidate, in the order they were made."""
+    return rows(session, LLMCall, LLMCall.candidate_id == candidate_id, order_by=[LLMCall.id])
+
+
+def events(session: Session, campaign_id: int, limit: int) -> list[Readable[Event]]:
+    """The campaign's latest `limit` events, newest first."""
+    return rows(
+        session,
+        Event,
+        Event.campaign_id == campaign_id,
+        order_by=[col(Event.id).desc()],
+        limit=limit,
+    )
+
+
+# -- lists of candidates: only the columns a table row shows ------------------------------------
+@dataclass(frozen=True)
+class Row:
+    """A candidate in a list: what a table row shows."""
+
+    id: int
+    status: str
+    fitness: float | None
+    meta_test_fitness: float | None
+    origin: str
+    operator: str
+    baseline_name: str | None
+    generation: int
+    island: int
+    parent_id: int | None
+    model: str | None
+    cost_usd: float
+    note: str
+    campaign_id: int
+    seeds: int  # per environment, every evaluation round pooled
+    review: str | None  # a Review: held for, or done with, elite re-evaluation
+
+
+ROW_COLUMNS = (
+    Candidate.id,
+    Candidate.status,
+    Candidate.fitness,
+    Candidate.meta_test_fitness,
+    Candidate.origin,
+    Candidate.operator,
+    Candidate.baseline_name,
+    Candidate.generation,
+    Candidate.island,
+    Candidate.parent_id,
+    Candidate.model,
+    Candidate.cost_usd,
+    func.substr(Candidate.proposal_note, 1, 160),
+    Candidate.campaign_id,
+    Candidate.seeds,
+    Candidate.review,
+)
+
+
+def rows_by_id(session: Session, ids: list[int]) -> list[Row]:
+    """Rows in the order of `ids` (missing ids left out)."""
+    if not ids:
+        return []
+    found = {
+        r[0]: Row(*r)
+        for r in session.exec(select(*ROW_COLUMNS).where(col(Candidate.id).in_(ids))).all()
+    }
+    return [found[i] for i in ids if i in found]
+
+
+def ids_with_status(
+    session: Session, campaign_id: int, status: str, offset: int, limit: int, descending: bool
+) -> list[int]:
+    """Ids of the campaign's candidates of a status, by id: (campaign_id, status) index
+    entries are in id order, so the page is read directly, without a sort."""
+    order = col(Candidate.id).desc() if descending else col(Candidate.id).asc()
+    return list(
+        session.exec(
+            select(Candidate.id)
+            .where(Candidate.campaign_id == campaign_id, Candidate.status == status)
+            .order_by(order)
+            .offset(offset)
+            .limit(limit)
+        ).all()
+    )
+
+
+def full_order(session: Session, campaign_id: int, sort: str, descending: bool) -> list[int]:
+    """Every scored candidate's id by fitness or meta-test fitness (ties by id, missing
+    values last), for the pages no index can order cheaply."""
+    column = Candidate.fitness if sort == "fitness" else Candidate.meta_test_fitness
+    rows = session.exec(
+        select(Candidate.id, column).where(
+            Candidate.campaign_id == campaign_id, Candidate.status == Status.OK
+        )
+    ).all()
+    sign = -1.0 if descending else 1.0
+    return [i for i, _ in sorted(rows, key=lambda r: (r[1] is None, sign * (r[1] or 0.0), r[0]))]
