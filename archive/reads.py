@@ -30,6 +30,7 @@ from sandbox.vocabulary import (
     NOT_EVALUATED,
     Origin,
     Review,
+    Stage,
     Status,
 )
 
@@ -456,6 +457,22 @@ def held_above(session: Session, campaign_id: int, island: int, fitness: float) 
     ).one()
 
 
+def enters_top(session: Session, candidate: Candidate, score: float, k: int) -> bool:
+    """Would `score` rank among the best k of any island the candidate lives on, counting
+    the candidates already held there above it? Held ones are unranked until re-evaluated;
+    left out, every member of a batch scored at once would enter a top k of the others and
+    be promoted. They are compared by search fitness, on the same seeds as this one's."""
+    islands = session.exec(
+        select(IslandMember.island).where(IslandMember.candidate_id == candidate.id)
+    ).all()
+    c = candidate.campaign_id
+    return any(
+        members_above(session, c, island, score) + held_above(session, c, island, candidate.fitness)
+        < k
+        for island in islands
+    )
+
+
 def member_at_rank(session: Session, campaign_id: int, island: int, rank: int) -> int | None:
     """The id of the island's scored member at this fitness rank (0: the best)."""
     query = _members_by_fitness(campaign_id, island, IslandMember.candidate_id)
@@ -835,7 +852,7 @@ def fully_trained_count(session: Session, campaign_id: int) -> int:
     every seed on every environment of the campaign's budget). Reads the stages column alone:
     a campaign's full rows (curves, logs) can run to gigabytes."""
     return sum(
-        any(s.get("name") == "full" for s in stages)
+        any(s.get("name") == Stage.FULL for s in stages)
         for stages in session.exec(
             select(Candidate.stages).where(Candidate.campaign_id == campaign_id)
         ).all()

@@ -25,7 +25,7 @@ from archive.schema import (
     LLMCall,
     utcnow,
 )
-from sandbox.vocabulary import NO_VERDICT, CampaignStatus, Fidelity, Origin, Review, Status
+from sandbox.vocabulary import NO_VERDICT, CampaignStatus, Fidelity, Review, Status
 
 
 def lock_campaign(session: Session, campaign_id: int) -> None:
@@ -161,12 +161,10 @@ def record_evaluation(
     *,
     round: EvaluationRound | None = None,
     rank: Callable[[Candidate], float] | None = None,
-    hold_top: int = 0,
 ) -> Candidate:
     """Store a cascade Evaluation on its candidate (with its `round`, the search's block of
     seeds, when scored), and its rank score (`rank`, default its fitness) on every island it
-    lives on, unless it is held: a proposed candidate whose score would put it among its
-    island's best `hold_top` waits, unranked, for its re-evaluation. The row is locked first
+    lives on (the search strategy may then hold it: `hold`). The row is locked first
     (FOR NO KEY UPDATE on PostgreSQL, the lock the update takes anyway, which leaves children
     free to reference it; SQLite's write lock is held already), so of two evaluations of one
     candidate committed at once the second sees the first and fails."""
@@ -205,12 +203,6 @@ def record_evaluation(
         session.add(round)
         candidate.seeds = round.runs
     score = rank(candidate) if rank is not None else candidate.fitness
-    if (
-        hold_top
-        and candidate.origin != Origin.BASELINE
-        and _in_top(session, candidate, score, hold_top)
-    ):
-        candidate.review, score = Review.HELD, None
     session.add(candidate)
     _rank_on_islands(session, candidate_id, score)
     session.flush()
@@ -248,6 +240,13 @@ def record_round(
     return candidate
 
 
+def hold(session: Session, candidate_id: int) -> None:
+    """Promote a scored candidate: it waits, unranked on its islands (no parent, migrant or
+    inspiration), for its re-evaluation on fresh seeds (`finish_review`)."""
+    session.exec(update(Candidate).where(Candidate.id == candidate_id).values(review=Review.HELD))
+    _rank_on_islands(session, candidate_id, None)
+
+
 def finish_review(session: Session, candidate_id: int, score: float | None) -> None:
     """A held candidate's re-evaluation is complete: it ranks on its islands with `score`
     (None: its re-evaluation failed and it has left them)."""
@@ -270,23 +269,6 @@ def _rank_on_islands(session: Session, candidate_id: int, score: float | None) -
 def _leave_islands(session: Session, candidate_id: int) -> None:
     """Only scored candidates can be parents; the rest leave their islands."""
     session.exec(IslandMember.__table__.delete().where(IslandMember.candidate_id == candidate_id))
-
-
-def _in_top(session: Session, candidate: Candidate, score: float, k: int) -> bool:
-    """Would `score` rank among the best k of any island the candidate lives on, counting
-    the candidates already held there above it? Held ones are unranked until re-evaluated;
-    left out, every member of a batch scored at once would enter a top k of the others and
-    be promoted. They are compared by search fitness, on the same seeds as this one's."""
-    islands = session.exec(
-        select(IslandMember.island).where(IslandMember.candidate_id == candidate.id)
-    ).all()
-    c = candidate.campaign_id
-    return any(
-        reads.members_above(session, c, island, score)
-        + reads.held_above(session, c, island, candidate.fitness)
-        < k
-        for island in islands
-    )
 
 
 def log_infra_failure(session: Session, campaign_id: int, candidate_id: int, evaluation) -> str:

@@ -15,10 +15,12 @@ import sandbox  # noqa: F401  (XLA flags before jax)
 # isort: split
 
 import argparse
+import json
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from sandbox.cascade import EvaluationRequest
 from sandbox.tasks import load_task
 from sandbox.vocabulary import ExecutorName, Sandbox, Status
 from scientist.executors.registry import get_executor
@@ -32,8 +34,8 @@ def run_batch(
         evaluations = list(
             pool.map(
                 lambda seed: executor(
-                    "mirror_drift", source, budget, sandbox=sandbox_name, seed=seed
-                ),
+                    EvaluationRequest("mirror_drift", [source], budget, sandbox_name, seed)
+                )[0],
                 range(n),
             )
         )
@@ -63,6 +65,7 @@ def main() -> None:
         f"{'executor':>8} {'workers':>7} {'wall s':>8} {'evals/min':>9} {'sandbox s/eval':>14} "
         f"{'overhead s/eval':>15} {'speed-up':>8}"
     )
+    runs: list[dict] = []
     for name in args.executors:
         executor = get_executor(name, ray_address=args.ray_address)
         try:
@@ -87,8 +90,30 @@ def main() -> None:
                     f"{inside:>14.1f} "
                     f"{overhead:>15.2f} {single / wall:>8.2f}"
                 )
+                runs.append(
+                    {
+                        "executor": str(name),
+                        "workers": workers,
+                        "wall_s": round(wall, 2),
+                        "evals_per_minute": round(60 * args.evaluations / wall, 3),
+                        "sandbox_s_per_eval": round(inside, 2),
+                        "overhead_s_per_eval": round(overhead, 3),
+                        "speedup": round(single / wall, 3),
+                    }
+                )
         finally:
             executor.close()
+    best: dict[str, float] = {}
+    for run in runs:
+        best[run["executor"]] = max(best.get(run["executor"], 0.0), run["evals_per_minute"])
+    figures = {
+        "evaluations": args.evaluations,
+        "budget": args.budget,
+        "sandbox": str(args.sandbox),
+        "best_evals_per_minute": best,
+        "runs": runs,
+    }
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ ranked by the pooled mean (`mean`), evolution without re-evaluation (`no-reevalu
 `--reevaluate-top 0`) and the best-of-N control arm with re-evaluation (`control`,
 `--selection none`); the first, third and fourth run by default. A label is what a user
 reads off each campaign: with re-evaluation, the paired label "beats PPO"
-(scientist/paired.py); without it, the only evidence there is, a search-time fitness above
+(scientist/search/paired.py); without it, the only evidence there is, a search-time fitness above
 PPO's. Every labelled candidate, and each campaign's best, is then trained again with PPO on
 `--fresh-blocks` blocks of seeds none of the campaigns used (the same sandbox and scorer,
 nothing written to the archives): a label survives when the fresh paired difference from PPO
@@ -24,6 +24,7 @@ import sandbox  # noqa: F401  (XLA flags before jax)
 # isort: split
 
 import argparse
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -38,9 +39,9 @@ from sandbox.tasks import load_task
 from sandbox.vocabulary import META_TRAIN, Origin, RankBy, Review, Selection, Status
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.loop import CampaignLoop
-from scientist.paired import versus_baselines
 from scientist.proposers.mutation import MutationProposer
-from scientist.seed_blocks import seed_block
+from scientist.search.paired import versus_baselines
+from scientist.search.seed_blocks import seed_block
 
 TASK = "mirror_drift"
 FRESH_SEED = 900_001  # far from the campaigns' blocks (seed + 1,000,003 per block)
@@ -50,6 +51,7 @@ ARMS = {
     "no-reevaluation": ("evolution-no-reevaluation", {"reevaluate_top": 0}),
     "control": ("best-of-N-control", {"selection": Selection.NONE}),
 }
+SHORT = {name: arm.replace("-", "_") for arm, (name, _) in ARMS.items()}  # keys in the JSON line
 
 
 @dataclass
@@ -182,6 +184,15 @@ def main() -> None:
         f"{'campaign':<30}{'proposals':>10}{'re-evaluated':>13}{'sandbox s':>10}{'re-eval s':>10}"
     )
     print(header + f"{'labels':>8}{'survive':>9}{'precision':>11}{'strict':>8}")
+    figures: dict = {
+        "proposals": args.proposals,
+        "fresh_seeds": seeds,
+        "seed": args.seed,
+        "arms": {},
+        "zero_minus_ppo": None,
+        "best_lcb_minus_best_control": None,  # where both arms ran and scored
+        "best_lcb_minus_best_mean": None,
+    }
     for arm in arms:
         checks = [versus_ppo((arm.name, i)) for i, _ in arm.labelled]
         survive = sum(d is not None and d.point > 0 for d in checks)
@@ -192,9 +203,22 @@ def main() -> None:
             f"{arm.reevaluation_seconds:>10.0f}{len(checks):>8}{survive:>9}{precision:>11}"
             f"{strict:>8}"
         )
+        figures["arms"][SHORT[arm.name]] = {
+            "proposals": arm.proposals,
+            "reevaluated": arm.reevaluated,
+            "sandbox_s": round(arm.sandbox_seconds, 1),
+            "reevaluation_s": round(arm.reevaluation_seconds, 1),
+            "labels": len(checks),
+            "survive": survive,
+            "precision": round(survive / len(checks), 3) if checks else None,
+            "strict": strict,
+            "best_fitness": None,
+            "best_minus_ppo": None,
+        }
     if zero is not None and ppo is not None:
         d = paired_difference([zero], [ppo])
         print(f"\nroom to improve: the zero drift minus PPO, {d.describe(3)}")
+        figures["zero_minus_ppo"] = _estimate(d)
     print("\nbest candidate of each campaign, on the fresh seeds:")
     for arm in arms:
         key = (arm.name, arm.best[0]) if arm.best else None
@@ -206,6 +230,8 @@ def main() -> None:
             f"  {arm.name:<30} #{arm.best[0]}: fitness {own.describe(3)}, "
             f"minus PPO {d.point:+.3f} {d.interval_text(3)}"
         )
+        figures["arms"][SHORT[arm.name]]["best_fitness"] = _estimate(own)
+        figures["arms"][SHORT[arm.name]]["best_minus_ppo"] = _estimate(d)
     bests = {a.name: fresh.get((a.name, a.best[0])) for a in arms if a.best}
     for one, other in (("lcb", "control"), ("lcb", "mean")):
         mine, theirs = bests.get(ARMS[one][0]), bests.get(ARMS[other][0])
@@ -215,6 +241,20 @@ def main() -> None:
                 f"\nbest of {ARMS[one][0]} minus best of {ARMS[other][0]}: {d.describe(3)} "
                 f"({seeds} paired seeds)"
             )
+            figures[f"best_{one}_minus_best_{other}"] = _estimate(d)
+    print(json.dumps(figures))
+
+
+def _estimate(d: Estimate | None) -> dict | None:
+    """An estimate as plain numbers for the JSON line (low/high None without an interval)."""
+    if d is None:
+        return None
+    return {
+        "point": round(float(d.point), 4),
+        "low": None if d.low is None else round(float(d.low), 4),
+        "high": None if d.high is None else round(float(d.high), 4),
+        "seeds": d.seeds,
+    }
 
 
 if __name__ == "__main__":

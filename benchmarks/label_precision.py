@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from sandbox.fitness import paired_difference, paired_lower_bound
-from scientist.paired import REFERENCES, label_error
+from scientist.search.paired import REFERENCES, label_error
 
 RECORDED = Path(__file__).parents[1] / "scientist" / "report" / "reproduction" / "smoke.json"
 ENV = "CartPole-v1"  # the smoke budget's meta-train environment

@@ -47,9 +47,9 @@ from scientist.campaign.config import CampaignConfig
 from scientist.campaign.loop import CampaignLoop
 from scientist.es.campaign import ESCampaign
 from scientist.es.trainer import ESSettings
-from scientist.paired import versus_baselines
 from scientist.proposers.mutation import MutationProposer
-from scientist.seed_blocks import seed_block
+from scientist.search.paired import versus_baselines
+from scientist.search.seed_blocks import seed_block
 
 TASK = "mirror_drift"
 REACHED = -0.05  # a paired 95 % lower bound vs PPO at least this: PPO's level

@@ -13,12 +13,13 @@ import sandbox  # noqa: F401  (XLA flags before jax)
 # isort: split
 
 import argparse
+import json
 import time
 
 from sandbox.budgets import get_budget
 from sandbox.cascade import evaluate_batch
 from sandbox.tasks import load_task
-from scientist.seed_blocks import seed_block
+from scientist.search.seed_blocks import seed_block
 
 TASK = "mirror_drift"
 
@@ -67,6 +68,16 @@ def main() -> None:
     print(f"{'all blocks in one run':<32}{together_seconds:>8.1f} s")
     print(f"{'ratio':<32}{apart_seconds / together_seconds:>8.2f}x")
     print(f"same numbers per block: {same}")
+    figures = {
+        "baselines": len(sources),
+        "blocks": len(pairs),
+        "budget": args.budget,
+        "per_block_s": round(apart_seconds, 2),
+        "one_run_s": round(together_seconds, 2),
+        "speedup": round(apart_seconds / together_seconds, 3),
+        "same_numbers": same,
+    }
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

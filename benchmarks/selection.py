@@ -8,6 +8,7 @@ best, its recent failures, and loading those candidates.
 """
 
 import argparse
+import json
 import random
 import statistics
 import tempfile
@@ -17,7 +18,8 @@ from archive import writes
 from archive.db import open_engine, transaction
 from archive.schema import Candidate, IslandMember, utcnow
 from sandbox.vocabulary import Origin, Sandbox, Status
-from scientist.selection import SelectionConfig, Selector
+from scientist.search.strategies.islands import IslandEvolution
+from scientist.search.strategy import SearchSettings, Slot
 
 CODE = (
     "import jax.numpy as jnp\n\n\n"
@@ -99,27 +101,32 @@ def main() -> None:
         f"archive: {args.candidates} candidates on {args.islands} islands ({url}), "
         f"filled in {time.perf_counter() - start:.1f} s"
     )
-    selector = Selector(engine, campaign_id, SelectionConfig(islands=args.islands))
+    strategy = IslandEvolution(engine, campaign_id, SearchSettings(islands=args.islands))
     rng = random.Random(1)
     timings = {"parents (2 by rank)": [], "full request (parents, best 3, failures 2, load)": []}
     for draw in range(args.draws):
         island = draw % args.islands
         t0 = time.perf_counter()
-        parents = selector.sample_parent_ids(island, 2, rng)
+        strategy.sample_parent_ids(island, 2, rng)
         t1 = time.perf_counter()
-        best = selector.best_ids(island, 5)
-        failures = selector.recent_failure_ids(island, 2)
-        selector.views(parents), selector.views(best[:3]), selector.views(failures)
+        ask = strategy.ask(Slot(1, island, draw), rng)
+        views = [strategy.views(ids) for ids in vars(ask).values()]
         t2 = time.perf_counter()
+        assert views[0], "no parents drawn"
         timings["parents (2 by rank)"].append((t1 - t0) * 1e3)
-        timings["full request (parents, best 3, failures 2, load)"].append((t2 - t0) * 1e3)
-    for name, values in timings.items():
+        timings["full request (parents, best 3, failures 2, load)"].append((t2 - t1) * 1e3)
+    figures: dict = {"candidates": args.candidates, "islands": args.islands, "draws": args.draws}
+    for key, (name, values) in zip(("parents", "request"), timings.items()):
         values.sort()
         print(
             f"{name:<50} median {statistics.median(values):6.2f} ms"
             f"   p95 {values[int(0.95 * len(values))]:6.2f} ms"
             f"   max {values[-1]:6.2f} ms"
         )
+        figures[f"{key}_median_ms"] = round(statistics.median(values), 3)
+        figures[f"{key}_p95_ms"] = round(values[int(0.95 * len(values))], 3)
+        figures[f"{key}_max_ms"] = round(values[-1], 3)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

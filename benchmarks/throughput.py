@@ -11,6 +11,7 @@ import sandbox  # noqa: F401  (XLA flags before jax)
 # isort: split
 
 import argparse
+import json
 
 from sandbox.training.config import preset
 from sandbox.training.run import train_batch
@@ -38,13 +39,25 @@ def main() -> None:
         f"{'env':<22}{'seeds':>6}{'steps/seed':>12}{'compile s':>11}"
         f"{'train s':>9}{'env steps/s':>13}"
     )
+    rows: list[dict] = []
     for env_id, seeds, timesteps in cases:
         batch = train_batch(preset(env_id, total_timesteps=timesteps), seeds=seeds)
+        rows.append(
+            {
+                "env": env_id,
+                "seeds": seeds,
+                "steps_per_seed": int(batch.config.env_steps),
+                "compile_s": round(batch.compile_seconds, 2),
+                "train_s": round(batch.train_seconds, 2),
+                "env_steps_per_second": round(batch.env_steps / batch.train_seconds, 1),
+            }
+        )
         print(
             f"{env_id:<22}{seeds:>6}{batch.config.env_steps:>12,}{batch.compile_seconds:>11.1f}"
             f"{batch.train_seconds:>9.1f}{batch.env_steps / batch.train_seconds:>13,.0f}",
             flush=True,
         )
+    print(json.dumps({"cases": rows}))
 
 
 if __name__ == "__main__":

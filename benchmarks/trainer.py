@@ -17,6 +17,8 @@ import sandbox  # noqa: F401  (XLA flags before jax)
 
 import argparse
 import importlib.util
+import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -96,18 +98,28 @@ def main() -> None:
     args = parser.parse_args()
     module = load_purejaxrl(args.purejaxrl)
     print(f"{'case':<13}{'round':>6}{'ours steps/s':>14}{'PureJaxRL':>12}{'ratio':>8}")
+    cases: dict[str, dict] = {}
     for name in args.cases:
         env_id, seeds, timesteps = CASES[name]
         runs = {
             "ours": compiled_ours(env_id, seeds, timesteps),
             "theirs": compiled_theirs(module, env_id, seeds, timesteps),
         }
+        ours, theirs = [], []
         for round_ in range(1, args.rounds + 1):
             # Alternate, and swap who goes first, so drift in machine load hits both alike.
             order = ("ours", "theirs") if round_ % 2 else ("theirs", "ours")
             rate = {who: steps_per_second(*runs[who]) for who in order}
             a, b = rate["ours"], rate["theirs"]
             print(f"{name:<13}{round_:>6}{a:>14,.0f}{b:>12,.0f}{a / b:>8.2f}", flush=True)
+            ours.append(a)
+            theirs.append(b)
+        cases[name] = {
+            "ours_steps_per_second": round(statistics.median(ours), 1),
+            "purejaxrl_steps_per_second": round(statistics.median(theirs), 1),
+            "ratio": round(statistics.median(a / b for a, b in zip(ours, theirs)), 3),
+        }
+    print(json.dumps({"rounds": args.rounds, "cases": cases}))
 
 
 if __name__ == "__main__":

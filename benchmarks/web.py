@@ -16,6 +16,7 @@ import sandbox  # noqa: F401  (XLA flags, before anything imports jax)
 # isort: split
 
 import argparse
+import json
 import random
 import statistics
 import tempfile
@@ -162,13 +163,15 @@ def main() -> None:
         if url.startswith("sqlite:///")
         else float("nan")
     )
+    built = time.perf_counter() - start
     print(
         f"archive: {args.candidates} candidates on {args.islands} islands, {size:.0f} MB ({url}), "
-        f"built in {time.perf_counter() - start:.1f} s"
+        f"built in {built:.1f} s"
     )
     reader = reader_engine(url)
     client = TestClient(create_app(reader, workdir / "landscapes"), base_url="http://127.0.0.1")
     print(f"{'page':<36} {'first':>9} {'median':>9} {'p95':>9}   (ms; {args.repeats} repeats)")
+    rows: list[dict] = []
     for name, path in pages(args.candidates, best).items():
         timings = []
         for _ in range(args.repeats + 1):
@@ -180,6 +183,27 @@ def main() -> None:
         first, rest = timings[0], sorted(timings[1:])
         p95 = rest[min(len(rest) - 1, int(0.95 * len(rest)))]
         print(f"{name:<36} {first:9.1f} {statistics.median(rest):9.1f} {p95:9.1f}")
+        rows.append(
+            {
+                "page": name,
+                "path": path,
+                "first_ms": round(first, 2),
+                "median_ms": round(statistics.median(rest), 2),
+                "p95_ms": round(p95, 2),
+            }
+        )
+    figures = {
+        "candidates": args.candidates,
+        "islands": args.islands,
+        "repeats": args.repeats,
+        "archive_mb": None if size != size else round(size, 1),  # NaN: not a SQLite file
+        "build_s": round(built, 1),
+        "slowest_first_ms": max(r["first_ms"] for r in rows),
+        "slowest_median_ms": max(r["median_ms"] for r in rows),
+        "slowest_p95_ms": max(r["p95_ms"] for r in rows),
+        "pages": rows,
+    }
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

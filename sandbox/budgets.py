@@ -34,6 +34,7 @@ class Budget:
     # search's block picked the candidate), so they must reach an interval (8 seeds) and
     # resolve the measured seed noise (README, "How many seeds").
     reevaluation_blocks: int = 3
+    gpu: bool = False  # one GPU per evaluation, where the machine (or Ray cluster) has one
 
     @property
     def env_ids(self) -> tuple[str, ...]:
@@ -149,11 +150,13 @@ BUDGETS: dict[str, Budget] = {
         ),
         full_seconds=24 * 3600.0,
         reevaluation_blocks=1,
+        gpu=True,
     ),
 }
 
 
 BUDGET_NAMES = ", ".join(BUDGETS)  # for help texts
+REEVALUATION_BLOCKS = ", ".join(f"{b.name} {b.reevaluation_blocks}" for b in BUDGETS.values())
 
 
 def get_budget(name: str) -> Budget:

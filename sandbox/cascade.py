@@ -1,7 +1,7 @@
 """The evaluation cascade, run by the trusted side around a sandbox backend.
 
 static checks (here, before anything executes) -> [in the sandbox: trace -> validity ->
-smoke -> full] -> the trusted scorer (a separate process that never imports the
+trial -> full] -> the trusted scorer (a separate process that never imports the
 candidate). The first failing stage stops the cascade with one of: rejected, invalid,
 failed, timeout, oom, output_limit, nonfinite. Two outcomes are no verdict on the candidate:
 `cancelled` (the caller stopped it) and `infra` (the sandbox backend itself failed, again
@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -31,10 +31,10 @@ from sandbox.outputs import OutputError, Outputs
 from sandbox.pieces import Contract
 from sandbox.tasks import load_task
 from sandbox.training.program import expression_program
-from sandbox.vocabulary import STAGE_VERDICTS, Fidelity, Sandbox, Status
+from sandbox.vocabulary import STAGE_VERDICTS, Fidelity, Sandbox, Stage, Status
 
-CANDIDATE_STAGES = ("trace", "validity", "smoke", "full")
-STAGE_SECONDS = {"trace": 180.0, "validity": 120.0, "smoke": 180.0}
+CANDIDATE_STAGES = (Stage.TRACE, Stage.VALIDITY, Stage.TRIAL, Stage.FULL)
+STAGE_SECONDS = {Stage.TRACE: 180.0, Stage.VALIDITY: 120.0, Stage.TRIAL: 180.0}
 SCORER_SECONDS = 900.0
 LOG_TAIL_CHARS = 4000
 INFRA_RETRY_SECONDS = (2.0, 10.0)  # waits before the second and third try after a backend failure
@@ -215,42 +215,68 @@ def evaluate_candidate(
     return evaluate_batch(task, [source], budget, claims=[claim_signature], **options)[0]
 
 
-def evaluate_batch(
-    task: str,
-    sources: list[str],
-    budget: str,
-    *,
-    sandbox: str = Sandbox.AUTO,
-    seed: int = 0,
-    stage_seconds: dict[str, float] | None = None,
-    limits: Limits | None = None,
-    claims: list | None = None,
-    cancelled=None,
-    gpu: bool = False,
-    eval_seed: int | None = None,
-    further_blocks: Sequence[tuple[int, int | None]] = (),
-    fidelity: Fidelity = Fidelity.FULL,
-) -> list[Evaluation]:
-    """Run the cascade on a batch of candidate sources, in one sandbox run and one scorer
-    run; one Evaluation each, in order, as if each had run alone (same seeds, same numbers).
+@dataclass(frozen=True)
+class EvaluationRequest:
+    """One batch for the cascade, as executors receive it (scientist/executors).
 
     `claims[i](signature)` (optional) returns the id of an earlier candidate with the same
     behaviour, or None after recording member i's; a duplicate gets status "duplicate" and
     no fitness. When `cancelled()` turns true the sandbox is killed and every member still
-    running is "cancelled": no verdict at all. A run that dies (time limit, memory, a
-    signal) is split and run again until the member that kills it runs alone and gets its
-    own verdict. A failure of the backend itself (SandboxInfraError) is retried from
-    scratch; if it persists the status is "infra", with the one-line reason as the last
-    stage: no verdict either. `eval_seed` (trusted callers only, never the sandbox) fixes the
-    scorer's evaluation episodes, so candidates scored apart are compared on the same ones;
-    by default the scorer draws one per run. `further_blocks` are more (training seed,
-    evaluation seed) blocks to train and score after (`seed`, `eval_seed`) in the same run:
-    one process, one pass of checks and one compile per environment for all of them; each
-    Evaluation then lists every block's in `blocks`. `fidelity` SCREEN trains and scores the
-    meta-train environments alone (meta_test_fitness None)."""
-    blocks = [(seed, eval_seed), *further_blocks]
-    fidelity = Fidelity(fidelity)
-    claims = list(claims or [None] * len(sources))
+    running is "cancelled": no verdict at all. `eval_seed` (trusted callers only, never the
+    sandbox) fixes the scorer's evaluation episodes, so candidates scored apart are compared
+    on the same ones; by default the scorer draws one per run. `further_blocks` are more
+    (training seed, evaluation seed) blocks to train and score after (`seed`, `eval_seed`)
+    in the same run: one process, one pass of checks and one compile per environment for
+    all of them; each Evaluation then lists every block's in `blocks`. `fidelity` SCREEN
+    trains and scores the meta-train environments alone (meta_test_fitness None). Claims
+    and `cancelled` are the caller's callbacks: an executor that runs the batch elsewhere
+    relays them (executors/ray.py) and never sends them."""
+
+    task: str
+    sources: Sequence[str]
+    budget: str
+    sandbox: str = Sandbox.AUTO
+    seed: int = 0
+    eval_seed: int | None = None
+    further_blocks: Sequence[tuple[int, int | None]] = ()
+    fidelity: Fidelity = Fidelity.FULL
+    claims: Sequence[Callable[[str], int | None] | None] | None = None
+    cancelled: Callable[[], bool] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "fidelity", Fidelity(self.fidelity))
+
+    def part(self, start: int, stop: int) -> "EvaluationRequest":
+        """The same request for sources[start:stop] (a batch split after a crash)."""
+        claims = None if self.claims is None else self.claims[start:stop]
+        return replace(self, sources=self.sources[start:stop], claims=claims)
+
+
+def evaluate_batch(task: str, sources: list[str], budget: str, **options) -> list[Evaluation]:
+    """`evaluate` with the request's fields (and `gpu`, `stage_seconds`, `limits`) by name."""
+    local = {k: options.pop(k) for k in ("gpu", "stage_seconds", "limits") if k in options}
+    return evaluate(EvaluationRequest(task, sources, budget, **options), **local)
+
+
+def evaluate(
+    request: EvaluationRequest,
+    *,
+    gpu: bool = False,
+    stage_seconds: dict[str, float] | None = None,
+    limits: Limits | None = None,
+) -> list[Evaluation]:
+    """Run the cascade on a batch of candidate sources, in one sandbox run and one scorer
+    run; one Evaluation each, in order, as if each had run alone (same seeds, same numbers).
+
+    A run that dies (time limit, memory, a signal) is split and run again until the member
+    that kills it runs alone and gets its own verdict. A failure of the backend itself
+    (SandboxInfraError) is retried from scratch; if it persists the status is "infra", with
+    the one-line reason as the last stage: no verdict either. `gpu` (the executor's choice),
+    `stage_seconds` and `limits` (tests) shape the local sandbox run."""
+    task, sources, budget = request.task, list(request.sources), request.budget
+    seed, eval_seed, fidelity = request.seed, request.eval_seed, request.fidelity
+    blocks = [(seed, eval_seed), *request.further_blocks]
+    claims = list(request.claims or [None] * len(sources))
     results: list[Evaluation | None] = [None] * len(sources)
     statics = []
     for index, source in enumerate(sources):
@@ -258,27 +284,27 @@ def evaluate_batch(
         checked = static_check(source)
         seconds = time.monotonic() - start
         if checked.passed:
-            statics.append(StageRecord("static", Status.OK, seconds))
+            statics.append(StageRecord(Stage.STATIC, Status.OK, seconds))
             continue
         statics.append(None)
         results[index] = Evaluation(
             Status.REJECTED,
             None,
-            stages=[StageRecord("static", Status.REJECTED, seconds, checked.detail)],
+            stages=[StageRecord(Stage.STATIC, Status.REJECTED, seconds, checked.detail)],
             checks=CheckReport([checked]).to_dict(),
             seconds=seconds,
         )
     pending = [i for i, r in enumerate(results) if r is None]
     if pending:
         runner = _BatchRunner(
-            get_backend(sandbox),
+            get_backend(request.sandbox),
             task,
             budget,
             blocks,
             fidelity,
             stage_seconds,
             limits,
-            cancelled,
+            request.cancelled,
             gpu,
         )
         start = time.monotonic()
@@ -293,7 +319,7 @@ def evaluate_batch(
     for evaluation in results:
         for each in (evaluation, *evaluation.blocks):
             each.fidelity = fidelity
-    if further_blocks:
+    if request.further_blocks:
         for evaluation in results:
             _share_out(evaluation, len(blocks))
     return results
@@ -344,7 +370,11 @@ class _BatchRunner:
         self.backend, self.task, self.budget, self.blocks = backend, task, budget, blocks
         self.fidelity = fidelity
         full = get_budget(budget).full_seconds * len(blocks)  # every block is another full run
-        self.stage_limits = {**STAGE_SECONDS, "full": full, **(stage_seconds or {})}
+        self.stage_limits = {
+            **STAGE_SECONDS,
+            Stage.FULL: full,
+            **{Stage(name): seconds for name, seconds in (stage_seconds or {}).items()},
+        }
         self.limits, self.cancelled, self.gpu = limits, cancelled, gpu
 
     def run(self, sources: list[str], claims: list) -> list[Evaluation]:
@@ -355,7 +385,7 @@ class _BatchRunner:
             except SandboxInfraError as error:
                 if wait is None or (self.cancelled is not None and self.cancelled()):
                     failure = StageRecord(
-                        "sandbox",
+                        Stage.SANDBOX,
                         Status.INFRA,
                         time.monotonic() - start,
                         f"{error} (tried {len(INFRA_RETRY_SECONDS) + 1} times)",
@@ -493,7 +523,7 @@ class _BatchRunner:
         except OutputError as problem:  # this member's failure alone, whoever caused it
             stages.append(
                 StageRecord(
-                    "sandbox",
+                    Stage.SANDBOX,
                     Status.FAILED,
                     outcome.seconds,
                     f"its outputs are not as the stages leave them: {problem}",
@@ -542,11 +572,14 @@ def _charge_death(evaluation: Evaluation, outcome, watch: _BatchWatch) -> None:
     Signals and limits observed here outrank what the untrusted stage records claim."""
     stages = evaluation.stages
     if outcome.timed_out:
-        stage = watch.expired or watch.current() or "sandbox"
+        stage = watch.expired or watch.current() or Stage.SANDBOX
         record = StageRecord(stage, Status.TIMEOUT, outcome.seconds, "killed at its time limit")
     elif outcome.output_exceeded:
         record = StageRecord(
-            "sandbox", Status.OUTPUT_LIMIT, outcome.seconds, "printed more than its output budget"
+            Stage.SANDBOX,
+            Status.OUTPUT_LIMIT,
+            outcome.seconds,
+            "printed more than its output budget",
         )
     elif outcome.killed_by_signal is not None:
         sig = outcome.killed_by_signal
@@ -554,11 +587,11 @@ def _charge_death(evaluation: Evaluation, outcome, watch: _BatchWatch) -> None:
             sig, Status.FAILED
         )
         record = StageRecord(
-            watch.current() or "sandbox", status, outcome.seconds, f"killed by signal {sig}"
+            watch.current() or Stage.SANDBOX, status, outcome.seconds, f"killed by signal {sig}"
         )
     else:
         record = StageRecord(
-            "sandbox", Status.FAILED, outcome.seconds, f"exit code {outcome.exit_code}"
+            Stage.SANDBOX, Status.FAILED, outcome.seconds, f"exit code {outcome.exit_code}"
         )
     stages.append(record)
     evaluation.status = record.status
@@ -579,7 +612,7 @@ def _member_log(log: str, name: str) -> str:
 
 def _apply_score(evaluation: Evaluation, verdict: dict) -> None:
     evaluation.stages.append(
-        StageRecord("score", verdict["status"], verdict["seconds"], verdict.get("detail", ""))
+        StageRecord(Stage.SCORE, verdict["status"], verdict["seconds"], verdict.get("detail", ""))
     )
     evaluation.status = verdict["status"]
     if verdict["status"] == Status.OK:

@@ -16,9 +16,9 @@ others go on without it:
 - trace (per member): load with restricted builtins, the abstract shape contract, and the
   plug-point function lowered alone at the trainer's shapes under an HLO size cap;
 - validity (per member): the task's conditions, then the behaviour signature;
-- smoke (the batch): the smoke trainer for every surviving member as one program
+- trial (the batch): a short training run of every surviving member as one program
   (training/run.py, lower_members), compiled once, 1 seed for a few updates or the whole
-  first run where it is short (FULL_RUN_AS_SMOKE_STEPS); finite results per member;
+  first run where it is short (FULL_RUN_AS_TRIAL_STEPS); finite results per member;
 - full (the batch): budget seeds on every meta-train and meta-test env (the meta-train
   ones alone where the request's `"fidelity"` is "screen"), one program per env, run once
   per block of seeds the request names (`"seeds"`: each block's training seed, the first
@@ -82,16 +82,16 @@ from sandbox.training.run import (
     lower_members,
     pooled_learning_curve,
 )
-from sandbox.vocabulary import Assurance, Fidelity, Proof, Status
+from sandbox.vocabulary import Assurance, Fidelity, Proof, Stage, Status
 
 MAX_HLO_BYTES = 64 * 1024**2  # a PPO trainer is a few MB of HLO text; unroll bombs are not
 MAX_FUNCTION_HLO_BYTES = 8 * 1024**2  # a plug-point function alone is a few kB
-SMOKE_UPDATES = 8
+TRIAL_UPDATES = 8
 # Env steps (all seeds) up to which the full run trains faster on a CPU than a second program
-# compiles (~1.5 s per 200k steps against ~15 s per compile), so it doubles as the smoke test.
-FULL_RUN_AS_SMOKE_STEPS = 1_000_000
-MEMBER_STAGES = ("load", "trace", "validity", "landscape")
-BATCH_STAGES = ("smoke", "full")
+# compiles (~1.5 s per 200k steps against ~15 s per compile), so it doubles as the trial.
+FULL_RUN_AS_TRIAL_STEPS = 1_000_000
+MEMBER_STAGES = (Stage.LOAD, Stage.TRACE, Stage.VALIDITY, Stage.LANDSCAPE)
+BATCH_STAGES = (Stage.TRIAL, Stage.FULL)
 
 
 class StageFailure(Exception):
@@ -143,19 +143,19 @@ def failure_of(error: BaseException) -> StageFailure:
     return StageFailure(classify(error), f"{type(error).__name__}: {str(error)[:2000]}")
 
 
-class SmokeRun(NamedTuple):
+class TrialRun(NamedTuple):
     config: PPOConfig
     seeds: int
     is_full_run: bool  # then the full stage keeps its result
 
 
-def smoke_run(budget, env_id) -> SmokeRun:
-    """The smoke test: the full run where it is short, else one seed for a few updates."""
+def trial_run(budget, env_id) -> TrialRun:
+    """The trial: the full run where it is short, else one seed for a few updates."""
     config = budget.config(env_id)
-    if config.env_steps * budget.seeds <= FULL_RUN_AS_SMOKE_STEPS:
-        return SmokeRun(config, budget.seeds, True)
-    steps = min(config.total_timesteps, SMOKE_UPDATES * config.batch_size)
-    return SmokeRun(dataclasses.replace(config, total_timesteps=steps), 1, False)
+    if config.env_steps * budget.seeds <= FULL_RUN_AS_TRIAL_STEPS:
+        return TrialRun(config, budget.seeds, True)
+    steps = min(config.total_timesteps, TRIAL_UPDATES * config.batch_size)
+    return TrialRun(dataclasses.replace(config, total_timesteps=steps), 1, False)
 
 
 def drift_landscape(
@@ -306,7 +306,7 @@ class Batch:
 
     def trace(self, member: Member) -> str:
         loaded = self.load(member)
-        config = smoke_run(self.budget, self.split.meta_train[0]).config
+        config = trial_run(self.budget, self.split.meta_train[0]).config
         if not self.shared_program:  # no function of arrays to lower alone: lower its trainer
             lowered = self._lower(config, 1, [member])
             return f"lowered the {config.env_id} trainer ({self._cap(lowered, MAX_HLO_BYTES)})"
@@ -450,12 +450,12 @@ class Batch:
                     )
         return trained
 
-    def smoke(self) -> None:
-        run = smoke_run(self.budget, self.split.meta_train[0])
+    def trial(self) -> None:
+        run = trial_run(self.budget, self.split.meta_train[0])
         start = time.monotonic()
         trained = {
             name: blocks[0]
-            for name, blocks in self._train("smoke", run.config, run.seeds, [0]).items()
+            for name, blocks in self._train(Stage.TRIAL, run.config, run.seeds, [0]).items()
         }
         seconds = time.monotonic() - start
         runs = f"{run.config.env_steps} steps x {run.seeds} seeds on {run.config.env_id}"
@@ -464,19 +464,19 @@ class Batch:
             shared += ", unmonitored: certified expressions"
         for member in self.alive():
             output = trained[member.name].output
-            if self._monitor_failed(member, "smoke", output, seconds):
+            if self._monitor_failed(member, Stage.TRIAL, output, seconds):
                 continue
             leaves = jax.tree.leaves(output.params)
             if (
                 not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
                 or not np.isfinite(output.entropy).all()
             ):
-                member.record("smoke", Status.NONFINITE, seconds, f"{runs} gave NaN or inf")
+                member.record(Stage.TRIAL, Status.NONFINITE, seconds, f"{runs} gave NaN or inf")
                 continue
             if run.is_full_run:
                 member.trained[run.config.env_id, 0] = trained[member.name]
             kept = " (the full run, kept for the full stage)" if run.is_full_run else ""
-            member.record("smoke", Status.OK, seconds, f"{runs}{kept}{shared}, finite")
+            member.record(Stage.TRIAL, Status.OK, seconds, f"{runs}{kept}{shared}, finite")
 
     def full(self) -> None:
         start = time.monotonic()
@@ -496,7 +496,7 @@ class Batch:
                     seconds = time.monotonic() - start
                     label = f", block {block}" if len(blocks) > 1 else ""
                     if self._monitor_failed(
-                        member, "full", batch.output, seconds, f" on {env_id}{label}"
+                        member, Stage.FULL, batch.output, seconds, f" on {env_id}{label}"
                     ):
                         break
                     curve = pooled_learning_curve(batch.output, axis=(0, 1))
@@ -513,7 +513,7 @@ class Batch:
             detail = f"{self.budget.seeds} seeds on {', '.join(env_ids)}"
             if len(blocks) > 1:
                 detail += f", {len(blocks)} blocks of seeds"
-            member.record("full", Status.OK, time.monotonic() - start, detail)
+            member.record(Stage.FULL, Status.OK, time.monotonic() - start, detail)
 
     def _monitor_failed(self, member: Member, stage: str, output, seconds, where="") -> bool:
         """Record the member invalid when the runtime monitor saw its piece break a condition
@@ -575,7 +575,7 @@ def main(request_path: str) -> int:
     if batch.named:  # it names every member's directories: gone before any candidate runs
         with contextlib.suppress(OSError):
             Path(request_path).unlink()
-    return batch.run(request.get("stages", ["trace", "validity", *BATCH_STAGES]))
+    return batch.run(request.get("stages", [Stage.TRACE, Stage.VALIDITY, *BATCH_STAGES]))
 
 
 if __name__ == "__main__":

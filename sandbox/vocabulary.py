@@ -103,6 +103,22 @@ class Fidelity(StrEnum):
     FULL = "full"  # meta-train and meta-test environments
 
 
+class Stage(StrEnum):
+    """The steps of a candidate's evaluation, in order, as its archive row lists them. STATIC
+    and LOAD run on the trusted side (and again inside the sandbox); SANDBOX names a sandbox
+    run that ended outside any stage (a crash, a kill); SCORE is the trusted scorer."""
+
+    STATIC = "static"  # the allowlist of imports, names and attributes
+    LOAD = "load"  # the module loads under the restricted loader and defines the entry point
+    TRACE = "trace"  # abstract shapes and dtypes; the program an expression compiles to
+    VALIDITY = "validity"  # the piece's conditions (drift: Mirror Learning's), with proofs
+    LANDSCAPE = "landscape"  # a drift's (ratio, advantage) grid, for pictures and distillation
+    TRIAL = "trial"  # a short training run: finite outputs, runtime monitor
+    FULL = "full"  # the budget's training and evaluation, block by block
+    SANDBOX = "sandbox"
+    SCORE = "score"
+
+
 class Selection(StrEnum):
     """How a campaign picks parents: EVOLUTION from its archive; NONE, the best-of-N control
     arm, from the task's baselines only (the same proposer, no feedback from results)."""

@@ -405,7 +405,7 @@ def evaluate(
         bool, typer.Option("--json", help="Print one JSON object per file, one per line.")
     ] = False,
 ):
-    """Evaluate untrusted candidates: static checks, then trace, validity, smoke and full
+    """Evaluate untrusted candidates: static checks, then trace, validity, trial and full
     runs in the sandbox, then the trusted scorer. Several files run as one batch, as in a
     campaign (one sandbox run, one compile), each with the verdict it gets alone. Exit 0
     when every status is ok, 2 when any is infra (no sandbox could run it: the sandbox

@@ -12,11 +12,12 @@ from archive import reads
 from archive.db import Session
 from archive.schema import Campaign, Candidate
 from sandbox.budgets import get_budget
+from sandbox.cascade import EvaluationRequest
 from sandbox.fitness import Estimate, paired_difference, split_estimate
 from sandbox.tasks import load_task
 from sandbox.vocabulary import ORIGIN_LABELS, Origin, Sandbox, Selection, Status
 from scientist.executors.base import Executor, LocalExecutor, batch_choice
-from scientist.seed_blocks import pooled, round_record, seed_block
+from scientist.search.seed_blocks import pooled, round_record, seed_block
 
 KINDS = tuple(
     (origin, ORIGIN_LABELS[origin])
@@ -175,7 +176,7 @@ def reevaluate(
     first, *further = [seed_block(b, seed, eval_seed, runs) for b in range(blocks)]
 
     def run(group: list[Row]) -> None:
-        evaluations = executor(
+        request = EvaluationRequest(
             task,
             [r.code for r in group],
             budget,
@@ -184,6 +185,7 @@ def reevaluate(
             eval_seed=first.eval_seed,
             further_blocks=[b.seeds for b in further],
         )
+        evaluations = executor(request)
         for row, evaluation in zip(group, evaluations, strict=True):
             per_block = evaluation.per_block()
             failed = next((e for e in per_block if e.status != Status.OK), None)

@@ -38,10 +38,10 @@ from sandbox.pieces import drift
 from sandbox.tasks import TaskError, TaskSpec, load_task
 from sandbox.vocabulary import Origin, Sandbox, Status
 from scientist.analysis import DriftFeatures, detect_features
-from scientist.evaluation import EventNote, Recorder, SignatureClaim
 from scientist.executors.base import Executor, LocalExecutor
 from scientist.proposers import parsing, prompting
 from scientist.proposers.base import CallRecord, ProposerError
+from scientist.search.recorder import EventNote, Recorder, SignatureClaim
 
 ORIGIN, OPERATOR = Origin.DISTILLED, "distill"
 DEFAULT_TOLERANCE = 0.05  # relative RMSE of D that ends the conversation

@@ -2,7 +2,7 @@
 
 from dataclasses import replace
 
-from sandbox.cascade import Evaluation
+from sandbox.cascade import Evaluation, EvaluationRequest
 
 
 def blockwise(evaluate):
@@ -10,13 +10,23 @@ def blockwise(evaluate):
     blocks an executor must honour (sandbox.cascade.evaluate_batch) become further calls,
     each evaluation listing every block's in `blocks` as the cascade does."""
 
-    def executor(task, sources, budget, *, seed, eval_seed=None, further_blocks=(), **options):
-        def one_block(seed, eval_seed) -> list[Evaluation]:
-            return evaluate(task, sources, budget, seed=seed, eval_seed=eval_seed, **options)
+    def executor(request: EvaluationRequest) -> list[Evaluation]:
+        options = dict(
+            sandbox=request.sandbox,
+            claims=request.claims,
+            cancelled=request.cancelled,
+            fidelity=request.fidelity,
+        )
 
-        first = one_block(seed, eval_seed)
-        if further_blocks:
-            rest = [one_block(*block) for block in further_blocks]
+        def one_block(seed, eval_seed) -> list[Evaluation]:
+            sources = list(request.sources)
+            return evaluate(
+                request.task, sources, request.budget, seed=seed, eval_seed=eval_seed, **options
+            )
+
+        first = one_block(request.seed, request.eval_seed)
+        if request.further_blocks:
+            rest = [one_block(*block) for block in request.further_blocks]
             for i, evaluation in enumerate(first):
                 evaluation.blocks = [replace(evaluation), *(r[i] for r in rest)]
         return first

@@ -19,6 +19,7 @@ from archive.fingerprint import code_hash
 from archive.schema import Campaign, Candidate, IslandMember, LLMCall
 from sandbox.cascade import Evaluation, StageRecord
 from scientist.proposers.base import CallRecord
+from scientist.search.strategy import ArchivedStrategy, SearchSettings
 
 CODE = (
     "import jax.numpy as jnp\n\n\n"
@@ -239,9 +240,11 @@ def test_promotion_counts_the_candidates_already_held(engine, campaign, fitnesse
             ).id
             for i in range(len(fitnesses))
         ]
+    promotion = ArchivedStrategy(engine, campaign.id, SearchSettings(promote_top=2))
     for candidate_id, fitness in zip(ids, fitnesses, strict=True):
         with transaction(engine) as session:
-            writes.record_evaluation(session, candidate_id, ok(fitness), hold_top=2)
+            candidate = writes.record_evaluation(session, candidate_id, ok(fitness))
+            promotion.tell(session, candidate, candidate.fitness)
     with transaction(engine) as session:
         rows = reads.candidates_by_id(session, ids)
     assert [rows[i].review == "held" for i in ids] == held

@@ -66,9 +66,9 @@ def test_a_member_scores_in_a_batch_what_it_scores_alone(alone):
         "evaluation": EVAL_SEED,
     }
     assert numbers(batch[0]) != numbers(batch[2])  # and the members really differ
-    smoke = next(s for s in batch[2].stages if s.name == "smoke")
-    assert "one program for 3" in smoke.detail and "unmonitored" not in smoke.detail
-    smoke_alone = next(s for s in alone.stages if s.name == "smoke")
+    trial = next(s for s in batch[2].stages if s.name == "trial")
+    assert "one program for 3" in trial.detail and "unmonitored" not in trial.detail
+    smoke_alone = next(s for s in alone.stages if s.name == "trial")
     assert "unmonitored: certified expressions" in smoke_alone.detail
     # Each keeps its own log lines: the others' tags never show.
     assert "[member" not in batch[0].log_tail and "trained CartPole-v1" in batch[0].log_tail
@@ -182,7 +182,7 @@ def test_a_member_whose_own_outputs_are_tampered_with_fails_alone(alone, monkeyp
     assert "CartPole-v1.npz is a symbolic link" in details[3]
     # Those tampered with before the run ran no stage; the last trained, and only then failed.
     assert [s.name for s in tampered[0].stages] == ["static", "sandbox"]
-    assert [s.name for s in tampered[3].stages][-3:] == ["smoke", "full", "sandbox"]
+    assert [s.name for s in tampered[3].stages][-3:] == ["trial", "full", "sandbox"]
 
 
 def test_a_member_may_not_change_what_the_others_train_with():

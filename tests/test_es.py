@@ -180,10 +180,10 @@ def test_es_state_round_trips_through_npz_bytes():
         state_from_bytes(state_to_bytes(state), other.init_state(0))
 
 
-def fake_evaluate(task, sources, budget, **kwargs):
+def fake_evaluate(request):
     """Stands in for the sandbox cascade where only the bookkeeping is under test."""
-    assert all(load_entry_point(code, "drift") is not None for code in sources)
-    return [Evaluation("ok", 0.5, meta_test_fitness=0.25, backend="fake") for _ in sources]
+    assert all(load_entry_point(code, "drift") is not None for code in request.sources)
+    return [Evaluation("ok", 0.5, meta_test_fitness=0.25, backend="fake") for _ in request.sources]
 
 
 @pytest.mark.timeout(300)

@@ -13,7 +13,7 @@ from sandbox.cascade import evaluate_candidate
 
 PLANTED = "sk-planted-hostile-key"
 HEAD = "import jax\nimport jax.numpy as jnp\n\n\n"
-LIMITS = {"trace": 20.0, "validity": 60.0, "smoke": 60.0, "full": 90.0}  # smoke compiles
+LIMITS = {"trace": 20.0, "validity": 60.0, "trial": 60.0, "full": 90.0}  # trial compiles
 
 HOSTILE = {
     # name: (source, expected status)

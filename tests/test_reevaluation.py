@@ -18,9 +18,9 @@ from sandbox.tasks import load_task
 from sandbox.vocabulary import Fidelity, Origin, Review, Selection, Status
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.loop import CampaignLoop
-from scientist.paired import labels, versus_baselines
 from scientist.proposers.base import Proposal, ProposalRequest
 from scientist.proposers.mutation import MutationProposer
+from scientist.search.paired import labels, versus_baselines
 from tests.stand_ins import blockwise
 
 PPO_VARIANTS = {

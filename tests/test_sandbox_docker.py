@@ -110,7 +110,7 @@ def test_leftover_containers_are_swept_at_start(backend):
 
 def test_hostile_candidates_do_not_score(backend):
     """(The DPO baseline evaluating ok on this backend is tests/test_sandbox_layouts.py's.)"""
-    limits = {"trace": 20.0, "validity": 25.0, "smoke": 60.0, "full": 90.0}
+    limits = {"trace": 20.0, "validity": 25.0, "trial": 60.0, "full": 90.0}
     for source, expected in (
         (
             "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"

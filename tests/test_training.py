@@ -15,7 +15,9 @@ from sandbox.training.ppo import Components, generalized_advantages
 from sandbox.training.run import evaluate_batch, summarise, train_batch
 
 
-@pytest.mark.parametrize("piece", [p for p in all_pieces().values() if p.default], ids=lambda p: p.kind)
+@pytest.mark.parametrize(
+    "piece", [p for p in all_pieces().values() if p.default], ids=lambda p: p.kind
+)
 def test_the_trainers_defaults_are_each_kinds_default_baseline(piece):
     """PPO's pieces are written out in ppo.py; each kind's default baseline (its task folder,
     what campaigns start from) must compute the same thing, value for value."""

@@ -23,8 +23,8 @@ from sandbox.cascade import Evaluation, StageRecord
 from sandbox.landscape import Landscape, landscape_axes
 from sandbox.tasks import load_task
 from scientist.proposers.base import CallRecord
-from scientist.web.app import create_app
 from scientist.web import queries as web_queries
+from scientist.web.app import create_app
 from scientist.web.charts import curves_chart, generation_chart, nice_ticks
 from scientist.web.engine import ArchiveUnreadable, reader_engine
 from scientist.web.landscapes import LandscapeCache, precompute
@@ -80,7 +80,7 @@ def stages(final: str = "ok") -> list[StageRecord]:
         StageRecord("trace", "ok", 1.2),
         StageRecord("validity", final, 2.5, "" if final == "ok" else COUNTEREXAMPLE_DETAIL),
     ] + (
-        [StageRecord("smoke", "ok", 4.0), StageRecord("full", "ok", 30.0, "trained 2 seeds")]
+        [StageRecord("trial", "ok", 4.0), StageRecord("full", "ok", 30.0, "trained 2 seeds")]
         if final == "ok"
         else []
     )

@@ -17,8 +17,7 @@ from test_web import FILLER, LOCAL, build_archive, ok
 from archive import writes
 from archive.db import open_engine, transaction
 from archive.schema import Campaign
-from scientist.web.app import create_app
-from scientist.web.app import _hostless
+from scientist.web.app import _hostless, create_app
 from scientist.web.charts import curves_chart, generation_chart, interval_chart, nice_ticks
 from scientist.web.engine import reader_engine
 

@@ -14,6 +14,7 @@ from sandbox.checks.static import check_source
 from sandbox.pieces import Contract
 from sandbox.pieces.base import call_sizes, training_batches
 from sandbox.tasks import TaskSpec
+from sandbox.vocabulary import Stage
 
 
 def run_conditions(
@@ -53,9 +54,9 @@ def static_check(source: str) -> CheckResult:
     violations = check_source(source)
     if violations:
         return CheckResult(
-            "static", False, "; ".join(str(v) for v in violations), {"line": violations[0].line}
+            Stage.STATIC, False, "; ".join(str(v) for v in violations), {"line": violations[0].line}
         )
-    return CheckResult("static", True, "imports, names and attributes are within the allowlist")
+    return CheckResult(Stage.STATIC, True, "imports, names and attributes are within the allowlist")
 
 
 def check_candidate(task: TaskSpec, source: str, filename: str = "candidate.py") -> CheckReport:
@@ -66,9 +67,9 @@ def check_candidate(task: TaskSpec, source: str, filename: str = "candidate.py")
     try:
         function = load_entry_point(source, task.entry_point, filename=filename)
     except CandidateLoadError as error:
-        report.add(CheckResult("load", False, str(error)))
+        report.add(CheckResult(Stage.LOAD, False, str(error)))
         return report
-    report.add(CheckResult("load", True, f"defines {task.prototype}"))
+    report.add(CheckResult(Stage.LOAD, True, f"defines {task.prototype}"))
 
     try:
         if task.piece.contract is Contract.ELEMENTWISE:

@@ -23,7 +23,7 @@ from sandbox.checks.pipeline import static_check
 from sandbox.checks.report import CheckReport, CheckResult
 from sandbox.checks.run_check import RESULT_FILE
 from sandbox.oneshot import run_in_sandbox
-from sandbox.vocabulary import Proof, Sandbox, Status
+from sandbox.vocabulary import Proof, Sandbox, Stage, Status
 
 CHECK_SECONDS = 300.0  # a baseline takes about 15 s on two busy cores, sandbox start included
 MAX_CHECKS = 64
@@ -74,12 +74,12 @@ def check_in_sandbox(
         return _no_report(static, "time_limit", detail, Status.TIMEOUT, "rejected", shot.backend)
     if shot.failure is not None:
         detail = f"the sandboxed check failed: {shot.failure}"
-        return _no_report(static, "sandbox", detail, Status.FAILED, "failed", shot.backend)
+        return _no_report(static, Stage.SANDBOX, detail, Status.FAILED, "failed", shot.backend)
     try:
         report = parse_report(shot.data, static)
     except MalformedReport as error:
         detail = f"the sandbox's report is malformed: {error}"
-        return _no_report(static, "sandbox", detail, Status.FAILED, "failed", shot.backend)
+        return _no_report(static, Stage.SANDBOX, detail, Status.FAILED, "failed", shot.backend)
     return SandboxedCheck(
         report, Status.OK if report.valid else Status.INVALID, backend=shot.backend
     )
@@ -106,7 +106,7 @@ def parse_report(data: bytes, static: CheckResult) -> CheckReport:
     names = [r.name for r in results]
     if len(set(names)) != len(names):
         raise MalformedReport("a check is named twice")
-    if names[:2] != ["static", "load"] or not results[0].passed:
+    if names[:2] != [Stage.STATIC, Stage.LOAD] or not results[0].passed:
         raise MalformedReport("it does not start with a passed static check and a load")
     report = CheckReport([static, *results[1:]])
     if raw["valid"] is not report.valid or raw["assurance"] != report.assurance:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sandbox.budgets import BUDGETS
+from sandbox.budgets import BUDGETS, REEVALUATION_BLOCKS
 from sandbox.vocabulary import PROPOSERS, ExecutorName, Origin, RankBy, Sandbox, Selection
-from scientist.selection import SelectionConfig
+from scientist.search.strategy import SearchSettings, check_strategy
 
 # Settings that may change when a campaign is resumed; the rest define the campaign.
 RESUMABLE = (
@@ -73,10 +73,10 @@ class CampaignConfig(BaseModel):
     attempts_per_slot: int = Field(
         3, ge=1, description="proposals tried for one slot before moving on"
     )
-    selection: Selection = Field(
+    selection: str = Field(
         Selection.EVOLUTION,
-        description="evolution: parents from the archive; none: the best-of-N control arm, "
-        "parents from the task's baselines only",
+        description="the search strategy (scientist/search/strategies): evolution, parents "
+        "from the archive; none, the best-of-N control arm, parents from the task's baselines",
     )
     reevaluate_top: int = Field(
         2,
@@ -88,7 +88,7 @@ class CampaignConfig(BaseModel):
         None,
         ge=1,
         description="fresh blocks of the budget's seeds per re-evaluation; None: the budget's "
-        "(smoke and discovery 4, quick 3, paper 1)",
+        f"({REEVALUATION_BLOCKS})",
     )
     screening: bool = Field(
         True,
@@ -128,16 +128,19 @@ class CampaignConfig(BaseModel):
             raise ValueError("the llm proposer needs --model (any litellm model name)")
         if self.budget not in BUDGETS:
             raise ValueError(f"unknown budget {self.budget!r}; choose from {', '.join(BUDGETS)}")
+        check_strategy(self.selection)
         return self
 
     @property
-    def selector(self) -> SelectionConfig:
-        return SelectionConfig(
-            mode=self.selection,
+    def search(self) -> SearchSettings:
+        return SearchSettings(
             islands=self.islands,
+            parents=self.parents,
+            inspirations=self.inspirations,
             exploration=self.exploration,
             migration_interval=self.migration_interval,
             migrants=self.migrants,
+            promote_top=self.reevaluate_top,
         )
 
     @classmethod
@@ -156,19 +159,27 @@ class CampaignConfig(BaseModel):
         # A setting an older archive does not store runs at its default: a different value
         # given now would be dropped without a word, so it clashes like a stored one.
         had = {k: stored.get(k, type(self).model_fields[k].default) for k in self.model_fields_set}
-        clash = [
-            k
-            for k in self.model_fields_set - set(RESUMABLE) - {"name"}
-            if _comparable(given[k]) != _comparable(had[k])
-        ]
-        if clash:
-            raise ValueError(
-                f"campaign {self.name} exists with different "
-                + ", ".join(f"{k} ({had[k]!r}, not {given[k]!r})" for k in sorted(clash))
-                + f"; only {', '.join(RESUMABLE)} can change on resume. "
-                "Choose another --name for a new campaign."
-            )
+        check_unchanged(
+            self.name, had, {k: given[k] for k in self.model_fields_set - {"name"}}, RESUMABLE
+        )
         return CampaignConfig(**merged)
+
+
+def check_unchanged(name: str, stored: dict, given: dict, resumable) -> None:
+    """ValueError, naming each setting, where `given` changes a stored setting that is not
+    `resumable`: it would make a different campaign under the same name."""
+    clash = [
+        k
+        for k in given
+        if k not in resumable and k in stored and _comparable(given[k]) != _comparable(stored[k])
+    ]
+    if clash:
+        raise ValueError(
+            f"campaign {name} exists with different "
+            + ", ".join(f"{k} ({stored[k]!r}, not {given[k]!r})" for k in sorted(clash))
+            + f"; only {', '.join(resumable)} can change on resume. "
+            "Choose another --name for a new campaign."
+        )
 
 
 def _comparable(value):

@@ -7,7 +7,7 @@ from rich.text import Text
 from archive.schema import Campaign, Candidate
 from sandbox.vocabulary import CampaignStatus, Origin, Review
 from scientist.campaign.loop import Progress
-from scientist.paired import Paired
+from scientist.search.paired import Paired
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -34,7 +34,7 @@ def leaderboard_table(
     rows: list[Candidate], title: str = "leaderboard", paired: dict[int, list[Paired]] | None = None
 ) -> Table:
     """Fits 80 columns; `scientist archive show ID` has the rest. `paired`
-    (scientist.paired.versus_baselines) adds each candidate's difference from PPO."""
+    (scientist.search.paired.versus_baselines) adds each candidate's difference from PPO."""
     table = Table(title=title, title_justify="left")
     for name in ("id", "fitness", "seeds", "vs PPO", "test", "g/i"):
         table.add_column(name, justify="right", no_wrap=True)

@@ -20,19 +20,20 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from archive import lease, reads, writes
+from archive import reads, writes
 from archive.db import Engine, transaction
 from archive.schema import Campaign, Candidate
 from sandbox.fitness import seed_count
 from sandbox.tasks import load_task
-from sandbox.vocabulary import DECIDED_WITHOUT_EVALUATION, CampaignStatus, Origin, Review, Status
+from sandbox.vocabulary import DECIDED_WITHOUT_EVALUATION, CampaignStatus, Origin, Status
 from scientist.campaign.config import CampaignConfig
-from scientist.evaluation import Recorder
+from scientist.campaign.lifecycle import leased_run
 from scientist.executors.base import Executor, LocalExecutor, batch_choice
-from scientist.paired import REFERENCES
 from scientist.proposers.base import Proposal, ProposalRequest, Proposer
-from scientist.seed_blocks import SEARCH_BLOCK
-from scientist.selection import Selector
+from scientist.search.paired import REFERENCES
+from scientist.search.recorder import Recorder
+from scientist.search.seed_blocks import SEARCH_BLOCK
+from scientist.search.strategy import Slot, make_strategy
 
 EAGER_SECONDS = 5.0
 
@@ -75,7 +76,9 @@ class CampaignLoop:
         self.on_progress = on_progress or (lambda progress: None)
         self.campaign, self.config = open_campaign(engine, config)
         self.task = load_task(self.config.task)
-        self.selector = Selector(engine, self.campaign.id, self.config.selector)
+        self.strategy = make_strategy(
+            self.config.selection, engine, self.campaign.id, self.config.search
+        )
         self.stop = (
             threading.Event()
         )  # set on Ctrl-C: evaluations in flight are abandoned, left pending
@@ -96,7 +99,7 @@ class CampaignLoop:
             eval_seed=c.eval_seed,
             cancelled=self.stop.is_set,
             rank_by=c.rank_by,
-            hold_top=c.reevaluate_top,
+            tell=self.strategy.tell,
             screening=c.screens,
         )
         self.reviewing: set[int] = set()  # held candidates in a re-evaluation in flight
@@ -104,43 +107,37 @@ class CampaignLoop:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> Campaign:
-        lease.claim(self.engine, self.campaign.id, config=self.config.model_dump(mode="json"))
-        beat = lease.heartbeat(self.engine, self.campaign.id, self.stop)
-        # One more thread than batches in flight: a re-evaluation never waits for a batch.
-        executor = self._pool = ThreadPoolExecutor(
-            max_workers=self.config.workers + 1, thread_name_prefix="evaluator"
-        )
         self.in_flight: dict[Future, list[int]] = {}
         self.gathering: list[tuple[int, str]] = []
         self.gathering_since = time.monotonic()
-        status, message = CampaignStatus.FINISHED, ""
-        try:
-            self._event("batch", self.batch_reason, size=self.batch_size)
-            self.progress.last = self.batch_reason
-            self._seed_baselines()
-            for candidate in self._pending():  # baselines, or what a stopped run left
-                self._wait_for_capacity(executor)
-                self._submit(executor, candidate.id, candidate.code, eager=False)
-            self._flush(executor)
-            self._review(executor)  # elites a stopped run left held
-            status, message = self._propose_all(executor)
-            self._flush(executor)
-            while self.in_flight:
-                self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
-        except KeyboardInterrupt:
-            status, message = (
-                CampaignStatus.INTERRUPTED,
-                "stopped by the user; `scientist resume` continues it",
+        with leased_run(
+            self.engine,
+            self.campaign.id,
+            self.stop,
+            resume_hint="stopped by the user; `scientist resume` continues it",
+            config=self.config.model_dump(mode="json"),
+        ) as outcome:
+            # One more thread than batches in flight: a re-evaluation never waits for a batch.
+            executor = self._pool = ThreadPoolExecutor(
+                max_workers=self.config.workers + 1, thread_name_prefix="evaluator"
             )
-            raise
-        except BaseException as error:
-            status, message = CampaignStatus.FAILED, f"{type(error).__name__}: {error}"
-            raise
-        finally:
-            self.stop.set()
-            executor.shutdown(wait=True, cancel_futures=True)
-            self._finish(status, message)
-            beat.join(timeout=1)
+            try:
+                self._event("batch", self.batch_reason, size=self.batch_size)
+                self.progress.last = self.batch_reason
+                self._seed_baselines()
+                for candidate in self._pending():  # baselines, or what a stopped run left
+                    self._wait_for_capacity(executor)
+                    self._submit(executor, candidate.id, candidate.code, eager=False)
+                self._flush(executor)
+                self._review(executor)  # elites a stopped run left held
+                outcome.status, outcome.message = self._propose_all(executor)
+                self._flush(executor)
+                while self.in_flight:
+                    self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
+            finally:
+                self.stop.set()  # evaluations in flight are abandoned, left pending
+                executor.shutdown(wait=True, cancel_futures=True)
+        self.campaign = outcome.campaign
         return self.campaign
 
     def _propose_all(self, executor) -> tuple[str, str]:
@@ -150,7 +147,7 @@ class CampaignLoop:
         started = time.monotonic()
         for generation in range(1, c.generations + 1):
             self.progress.generation = generation
-            self.selector.migrate(generation)
+            self.strategy.before_generation(generation)
             for island in range(c.islands):
                 useful, total = filled.get((generation, island), (0, 0))
                 while useful < c.population and total < c.population * c.attempts_per_slot:
@@ -174,19 +171,14 @@ class CampaignLoop:
     def _propose_one(self, executor, generation: int, island: int, attempt: int) -> str:
         c = self.config
         rng = random.Random(f"{c.seed}:{generation}:{island}:{attempt}")
-        parent_ids = self.selector.sample_parent_ids(island, c.parents, rng)
-        best_ids = [
-            i
-            for i in self.selector.best_ids(island, c.inspirations + len(parent_ids))
-            if i not in parent_ids
-        ]
+        ask = self.strategy.ask(Slot(generation, island, attempt), rng)
         request = ProposalRequest(
             task=self.task,
             island=island,
             generation=generation,
-            parents=self.selector.views(parent_ids),
-            inspirations=self.selector.views(best_ids[: c.inspirations]),
-            failures=self.selector.views(self.selector.recent_failure_ids(island, 2)),
+            parents=self.strategy.views(ask.parent_ids),
+            inspirations=self.strategy.views(ask.inspiration_ids),
+            failures=self.strategy.views(ask.failure_ids),
             rng=rng,
         )
         proposal: Proposal = self.proposer.propose(request)
@@ -277,11 +269,7 @@ class CampaignLoop:
         meanwhile go when it is collected."""
         if self.reviewing:
             return
-        with transaction(self.engine) as session:
-            batch = [
-                (c.id, c.code)
-                for c in reads.candidates_in_review(session, self.campaign.id, Review.HELD)
-            ]
+        batch = self.strategy.promotions()
         if batch:
             self.reviewing.update(i for i, _ in batch)
             self.in_flight[executor.submit(self._reevaluate, batch)] = [i for i, _ in batch]
@@ -346,7 +334,7 @@ class CampaignLoop:
 
     def _wait_for_parents(self, executor, island: int) -> None:
         """Proposals need at least one scored member on their island (a baseline at worst)."""
-        while self.selector.scored_count(island) == 0:
+        while not self.strategy.can_ask(island):
             if not self.in_flight and not self.gathering:
                 raise CampaignError(
                     f"island {island} has no scored candidate to select parents from: every "
@@ -408,10 +396,6 @@ class CampaignLoop:
     def _event(self, kind: str, message: str, **data) -> None:
         with transaction(self.engine) as session:
             writes.log_event(session, self.campaign.id, kind, message, data)
-
-    def _finish(self, status: str, message: str) -> None:
-        with transaction(self.engine) as session:
-            self.campaign = lease.release(session, self.campaign.id, status, message)
 
 
 def open_campaign(engine: Engine, config: CampaignConfig) -> tuple[Campaign, CampaignConfig]:

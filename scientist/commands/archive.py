@@ -25,8 +25,8 @@ from scientist.commands.options import (
     out,
 )
 from scientist.commands.stored import candidate_in_shape
-from scientist.paired import versus_baselines
-from scientist.selection import failure_summary
+from scientist.search.paired import versus_baselines
+from scientist.search.views import failure_summary
 
 app = typer.Typer(no_args_is_help=True, help="Browse a campaign's archive.")
 # ids `show` lists at most (far beyond any real lineage; parent links could form a loop)

@@ -13,8 +13,8 @@ from rich.markup import escape
 from archive import reads
 from archive.db import open_reader, transaction
 from archive.lease import CampaignBusy, runner_alive
-from sandbox.budgets import BUDGET_NAMES
-from sandbox.vocabulary import ExecutorName, Proposer, RankBy, Sandbox, Selection
+from sandbox.budgets import BUDGET_NAMES, REEVALUATION_BLOCKS
+from sandbox.vocabulary import ExecutorName, Proposer, RankBy, Sandbox
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.display import (
     campaign_summary,
@@ -35,9 +35,9 @@ from scientist.commands.options import (
     seed_option,
 )
 from scientist.commands.stored import config_note
-from scientist.paired import versus_baselines
 from scientist.proposers.base import ModelConfigError, ProposerError
 from scientist.proposers.registry import make_proposer
+from scientist.search.paired import versus_baselines
 
 
 def run(
@@ -86,8 +86,11 @@ def run(
         ),
     ] = None,
     selection: Annotated[
-        Optional[Selection],
-        typer.Option(help="evolution (default) or none: the best-of-N control arm (README)"),
+        Optional[str],
+        typer.Option(
+            help="the search strategy, one of scientist/search/strategies: evolution "
+            "(default) or none, the best-of-N control arm (README)"
+        ),
     ] = None,
     reevaluate_top: Annotated[
         Optional[int],
@@ -96,8 +99,7 @@ def run(
     reevaluation_blocks: Annotated[
         Optional[int],
         count_option(
-            "fresh blocks of seeds per re-evaluation; default: smoke and discovery 4, "
-            "quick 3, paper 1",
+            f"fresh blocks of seeds per re-evaluation; default: {REEVALUATION_BLOCKS}",
             high=MAX_AT_ONCE,
         ),
     ] = None,

@@ -10,12 +10,12 @@ from rich.console import Console
 from archive import reads
 from archive.db import default_url, open_engine
 from sandbox.vocabulary import ExecutorName, Sandbox
-from scientist.seed_blocks import SEED_MODULUS
+from scientist.search.seed_blocks import SEED_MODULUS
 
 # Bounds of the integers commands hand to SQL and to numpy/JAX: a value outside them is
 # typer's usage error (exit 2), never an OverflowError from a driver half-way through.
 MAX_ID = 2**63 - 1  # archive ids are signed 64-bit integers (SQL BIGINT), from 1
-MAX_SEED = SEED_MODULUS - 1  # campaigns keep seeds below 2**31 (scientist.seed_blocks)
+MAX_SEED = SEED_MODULUS - 1  # campaigns keep seeds below 2**31 (scientist.search.seed_blocks)
 MAX_COUNT = 1_000_000  # rows, generations, attempts...: far beyond any campaign
 MAX_AT_ONCE = 4_096  # seeds, episodes, members or workers at once: one array axis or process each
 MAX_TIMESTEPS = 2**31 - 1  # JAX counts steps in 32-bit integers

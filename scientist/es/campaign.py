@@ -25,12 +25,14 @@ from archive.db import Engine, transaction
 from archive.schema import Campaign, Candidate, ESCheckpoint
 from sandbox.tasks import load_task
 from sandbox.training.config import PPOConfig
-from sandbox.vocabulary import CampaignStatus, Origin, Sandbox, Status
+from sandbox.vocabulary import Origin, Sandbox, Status
+from scientist.campaign.config import check_unchanged
+from scientist.campaign.lifecycle import leased_run
 from scientist.es.checkpoint import params_to_bytes, state_from_bytes, state_to_bytes
 from scientist.es.lpo import render_lpo_candidate, slope_at_one
 from scientist.es.trainer import ESGeneration, ESSettings, GenerationResult, make_es_generation
-from scientist.evaluation import EventNote, Recorder
 from scientist.executors.base import Executor, LocalExecutor
+from scientist.search.recorder import EventNote, Recorder
 
 SUPPORTED_TASKS = ("mirror_drift",)
 OPERATOR = "es-mean"
@@ -131,14 +133,10 @@ def open_es_campaign(
                 f"campaign {name} is a {campaign.proposer} campaign, not an ES one; "
                 "choose another --name"
             )
-        clash = [k for k in config if k not in RESUMABLE and k in stored and stored[k] != config[k]]
-        if clash:
-            raise ESCampaignError(
-                f"campaign {name} exists with different "
-                + ", ".join(f"{k} ({stored[k]!r}, not {config[k]!r})" for k in sorted(clash))
-                + f"; only {', '.join(RESUMABLE)} can change. "
-                "Choose another --name for a new campaign."
-            )
+        try:
+            check_unchanged(name, stored, config, RESUMABLE)
+        except ValueError as error:
+            raise ESCampaignError(str(error)) from None
         writes.set_config(session, campaign, {**stored, **{k: config[k] for k in RESUMABLE}})
         return campaign
 
@@ -195,50 +193,44 @@ class ESCampaign:
         with transaction(self.engine) as session:
             done = reads.es_totals(session, self.campaign.id)["generations"]
         try:
-            lease.claim(
+            with leased_run(
                 self.engine,
                 self.campaign.id,
+                self.stop,
+                resume_hint="stopped by the user; run `scientist es` with the same --name to "
+                "continue",
                 detail=f"; generations {done + 1}..{self.generations}",
-            )
+                before_release=self._log_budget,
+            ) as outcome:
+                final = self._generations(done)
         except lease.CampaignBusy as error:
             raise ESCampaignError(str(error)) from None
-        beat = lease.heartbeat(self.engine, self.campaign.id, self.stop)
-        status, message, final = CampaignStatus.FINISHED, "", None
-        try:
-            self._evaluate_pending()
-            state, done = self._restore()
-            if done > self.generations:
-                raise ESCampaignError(
-                    f"campaign {self.campaign.name} has {done} generations already; "
-                    f"ask for at least that many"
-                )
-            self.progress.generation = done
-            for generation in range(done + 1, self.generations + 1):
-                self._report("train" if self.es_generation.compiled else "compile+train")
-                start = time.perf_counter()
-                state, result = self.es_generation.step(state, generation, self.seed)
-                self._save(state, result, time.perf_counter() - start)
-                if (
-                    self.render_every
-                    and generation % self.render_every == 0
-                    and generation < self.generations
-                ):
-                    self._candidate(state, generation)
-            final = self._candidate(state, self.generations)
-        except KeyboardInterrupt:
-            status, message = (
-                CampaignStatus.INTERRUPTED,
-                "stopped by the user; run `scientist es` with the same --name to continue",
-            )
-            raise
-        except BaseException as error:
-            status, message = CampaignStatus.FAILED, f"{type(error).__name__}: {error}"
-            raise
-        finally:
-            self.stop.set()
-            beat.join(timeout=1)
-            self._finish(status, message)
+        self.campaign = outcome.campaign
         self._report("done")
+        return final
+
+    def _generations(self, done: int) -> Candidate | None:
+        """The generations after `done`, then the final mean's candidate."""
+        self._evaluate_pending()
+        state, done = self._restore()
+        if done > self.generations:
+            raise ESCampaignError(
+                f"campaign {self.campaign.name} has {done} generations already; "
+                f"ask for at least that many"
+            )
+        self.progress.generation = done
+        for generation in range(done + 1, self.generations + 1):
+            self._report("train" if self.es_generation.compiled else "compile+train")
+            start = time.perf_counter()
+            state, result = self.es_generation.step(state, generation, self.seed)
+            self._save(state, result, time.perf_counter() - start)
+            if (
+                self.render_every
+                and generation % self.render_every == 0
+                and generation < self.generations
+            ):
+                self._candidate(state, generation)
+        final = self._candidate(state, self.generations)
         return final
 
     def _restore(self):
@@ -404,18 +396,16 @@ class ESCampaign:
         self.progress.phase = phase
         self.on_progress(self.progress)
 
-    def _finish(self, status: str, message: str) -> None:
-        with transaction(self.engine) as session:
-            totals = reads.es_totals(session, self.campaign.id)
-            writes.log_event(
-                session,
-                self.campaign.id,
-                "es_budget",
-                f"{totals['generations']} generations: {totals['training_runs']} training runs, "
-                f"{totals['env_steps']:,} env steps, {totals['wall_seconds']:.1f} s, $0",
-                totals,
-            )
-            self.campaign = lease.release(session, self.campaign.id, status, message)
+    def _log_budget(self, session) -> None:
+        totals = reads.es_totals(session, self.campaign.id)
+        writes.log_event(
+            session,
+            self.campaign.id,
+            "es_budget",
+            f"{totals['generations']} generations: {totals['training_runs']} training runs, "
+            f"{totals['env_steps']:,} env steps, {totals['wall_seconds']:.1f} s, $0",
+            totals,
+        )
 
 
 def run_es_campaign(

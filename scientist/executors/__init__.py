@@ -1,5 +1,5 @@
 """Where evaluations run. An executor is called like sandbox.cascade.evaluate_batch and
-returns an Evaluation per candidate of the batch; scientist.evaluation.Recorder (used by
+returns an Evaluation per candidate of the batch; scientist.search.recorder.Recorder (used by
 campaigns, ES and distillation) writes the result to the archive, so no executor ever writes one.
 
 - `local` (default): the cascade in this process's threads, sandboxes on this machine.

@@ -1,11 +1,12 @@
 """The executor interface and the choice between implementations."""
 
 import glob
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol
 
-from sandbox.cascade import Evaluation, evaluate_batch
-from sandbox.vocabulary import ExecutorName, Fidelity
+from sandbox.budgets import get_budget
+from sandbox.cascade import Evaluation, EvaluationRequest, evaluate
+from sandbox.vocabulary import ExecutorName
 from scientist.executors.sizing import BatchChoice, default_batch
 
 
@@ -16,23 +17,10 @@ class ExecutorUnavailable(RuntimeError):
 class Executor(Protocol):
     name: str
 
-    def __call__(
-        self,
-        task: str,
-        sources: list[str],
-        budget: str,
-        *,
-        sandbox: str,
-        seed: int,
-        claims: list[Callable[[str], int | None] | None] | None = None,
-        cancelled: Callable[[], bool] | None = None,
-        eval_seed: int | None = None,
-        further_blocks: Sequence[tuple[int, int | None]] = (),
-        fidelity: Fidelity = Fidelity.FULL,
-    ) -> list[Evaluation]:
-        """One batch (sandbox.cascade.evaluate_batch): an Evaluation per source, in order;
-        with `further_blocks`, each lists one Evaluation per block in `blocks`; at `fidelity`
-        SCREEN, on the meta-train environments alone."""
+    def __call__(self, request: EvaluationRequest) -> list[Evaluation]:
+        """One batch (sandbox.cascade.evaluate): an Evaluation per source, in order; with
+        `further_blocks`, each lists one Evaluation per block in `blocks`; at fidelity SCREEN,
+        on the meta-train environments alone."""
 
     def batch_choice(self, budget: str, workers: int) -> BatchChoice:
         """The batch size where `--batch` is not given (scientist/executors/sizing.py)."""
@@ -45,33 +33,8 @@ class LocalExecutor:
 
     name = ExecutorName.LOCAL
 
-    def __call__(
-        self,
-        task,
-        sources,
-        budget,
-        *,
-        sandbox,
-        seed,
-        claims=None,
-        cancelled=None,
-        eval_seed=None,
-        further_blocks=(),
-        fidelity=Fidelity.FULL,
-    ) -> list[Evaluation]:
-        return evaluate_batch(
-            task,
-            sources,
-            budget,
-            sandbox=sandbox,
-            seed=seed,
-            gpu=gpu_for(budget),
-            claims=claims,
-            cancelled=cancelled,
-            eval_seed=eval_seed,
-            further_blocks=further_blocks,
-            fidelity=fidelity,
-        )
+    def __call__(self, request: EvaluationRequest) -> list[Evaluation]:
+        return evaluate(request, gpu=gpu_for(request.budget))
 
     def batch_choice(self, budget: str, workers: int) -> BatchChoice:
         return default_batch(budget, workers, gpu_for(budget))
@@ -88,9 +51,9 @@ def batch_choice(executor: Executor | Callable, budget: str, workers: int) -> Ba
 
 
 def gpu_for(budget: str) -> bool:
-    """The paper budget trains MinAtar for 1e7 steps: one GPU per evaluation, where this
-    machine has one (a GPU request to Docker without NVIDIA's toolkit fails at start)."""
-    return budget == "paper" and gpu_present()
+    """One GPU per evaluation where the budget asks for it (paper: MinAtar for 1e7 steps) and
+    this machine has one (a GPU request to Docker without NVIDIA's toolkit fails at start)."""
+    return get_budget(budget).gpu and gpu_present()
 
 
 def gpu_present() -> bool:

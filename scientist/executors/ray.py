@@ -17,10 +17,11 @@ stay pending for resume).
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from dataclasses import replace
 
-from sandbox.cascade import Evaluation, StageRecord
-from sandbox.vocabulary import ExecutorName, Fidelity, Status
+from sandbox.budgets import get_budget
+from sandbox.cascade import Evaluation, EvaluationRequest, StageRecord
+from sandbox.vocabulary import ExecutorName, Status
 from scientist.executors.base import ExecutorUnavailable
 from scientist.executors.sizing import GPU_BATCH, BatchChoice, default_batch
 
@@ -77,24 +78,11 @@ class RayExecutor:
         self.has_gpus = ray.cluster_resources().get("GPU", 0) > 0
         self.remote = ray.remote(_evaluate_on_node)
 
-    def __call__(
-        self,
-        task: str,
-        sources: list[str],
-        budget: str,
-        *,
-        sandbox: str,
-        seed: int,
-        claims: list[Callable[[str], int | None] | None] | None = None,
-        cancelled: Callable[[], bool] | None = None,
-        eval_seed: int | None = None,
-        further_blocks: Sequence[tuple[int, int | None]] = (),
-        fidelity: Fidelity = Fidelity.FULL,
-    ) -> list[Evaluation]:
+    def __call__(self, request: EvaluationRequest) -> list[Evaluation]:
         """One Ray task per batch."""
         ray = self.ray
-        claims = list(claims or [None] * len(sources))
-        gpu = budget == "paper" and self.has_gpus
+        claims = list(request.claims or [None] * len(request.sources))
+        gpu = get_budget(request.budget).gpu and self.has_gpus
         batch_key = os.urandom(8).hex()  # this batch's mailboxes at the broker, one per member
         keys = [f"{batch_key}:{i}" if claim else None for i, claim in enumerate(claims)]
         started = time.monotonic()
@@ -103,19 +91,7 @@ class RayExecutor:
             num_gpus=1 if gpu else 0,
             max_retries=self.max_retries,
             retry_exceptions=False,
-        ).remote(
-            task,
-            sources,
-            budget,
-            sandbox,
-            seed,
-            gpu,
-            self.broker,
-            keys,
-            eval_seed,
-            further_blocks,
-            fidelity,
-        )
+        ).remote(replace(request, claims=None, cancelled=None), gpu, self.broker, keys)
 
         def everyone(status: str, stages=()) -> list[Evaluation]:
             seconds = time.monotonic() - started
@@ -123,7 +99,7 @@ class RayExecutor:
                 Evaluation(
                     status, None, stages=list(stages), backend=ExecutorName.RAY, seconds=seconds
                 )
-                for _ in sources
+                for _ in request.sources
             ]
 
         try:
@@ -131,7 +107,7 @@ class RayExecutor:
                 ready, _ = ray.wait([ref], timeout=POLL_SECONDS)
                 if ready:
                     return ray.get(ref)
-                if cancelled is not None and cancelled():
+                if request.cancelled is not None and request.cancelled():
                     ray.cancel(ref, force=True)
                     return everyone(Status.CANCELLED)
                 for key, claim in zip(keys, claims, strict=True):
@@ -145,20 +121,9 @@ class RayExecutor:
             ray.exceptions.OwnerDiedError,
             ray.exceptions.ObjectLostError,
         ) as error:
-            if len(sources) > 1:  # split, so that only a batch of one is ever charged
-                half = len(sources) // 2
-                options = dict(
-                    sandbox=sandbox,
-                    seed=seed,
-                    cancelled=cancelled,
-                    eval_seed=eval_seed,
-                    further_blocks=further_blocks,
-                    fidelity=fidelity,
-                )
-                return [
-                    *self(task, sources[:half], budget, claims=claims[:half], **options),
-                    *self(task, sources[half:], budget, claims=claims[half:], **options),
-                ]
+            n = len(request.sources)
+            if n > 1:  # split, so that only a batch of one is ever charged
+                return [*self(request.part(0, n // 2)), *self(request.part(n // 2, n))]
             detail = (
                 f"the Ray worker died {self.max_retries + 1} times: {type(error).__name__}: {error}"
             )[:2000]
@@ -172,7 +137,7 @@ class RayExecutor:
                     self.broker.forget.remote(key)
 
     def batch_choice(self, budget: str, workers: int) -> BatchChoice:
-        if budget == "paper" and self.has_gpus:  # the nodes' free memory is not read from here
+        if get_budget(budget).gpu and self.has_gpus:  # the nodes' free memory is not read from here
             return BatchChoice(GPU_BATCH, f"batch {GPU_BATCH}: the GPU default on a Ray cluster")
         return default_batch(budget, workers, gpu=False)
 
@@ -181,14 +146,12 @@ class RayExecutor:
             self.ray.shutdown()
 
 
-def _evaluate_on_node(
-    task, sources, budget, sandbox, seed, gpu, broker, keys, eval_seed, further_blocks, fidelity
-) -> list[Evaluation]:
+def _evaluate_on_node(request, gpu, broker, keys) -> list[Evaluation]:
     """The Ray task: the cascade on this node, its claims relayed to the campaign."""
     import ray
 
     import sandbox as _sandbox  # noqa: F401  (XLA flags before jax)
-    from sandbox.cascade import evaluate_batch
+    from sandbox.cascade import evaluate
 
     def claim_through(key: str):
         def claim(signature: str) -> int | None:
@@ -201,18 +164,8 @@ def _evaluate_on_node(
 
         return claim
 
-    return evaluate_batch(
-        task,
-        sources,
-        budget,
-        sandbox=sandbox,
-        seed=seed,
-        gpu=gpu,
-        claims=[claim_through(key) if key else None for key in keys],
-        eval_seed=eval_seed,
-        further_blocks=further_blocks,
-        fidelity=fidelity,
-    )
+    claims = [claim_through(key) if key else None for key in keys]
+    return evaluate(replace(request, claims=claims), gpu=gpu)
 
 
 def _broker_class(ray):

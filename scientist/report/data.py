@@ -28,9 +28,9 @@ from sandbox.vocabulary import (
     Status,
 )
 from scientist.compare import KINDS, Cost, Score, best_of_kind, search_cost, split_score
-from scientist.paired import Paired, versus_baselines
-from scientist.paired import labels as paired_labels
 from scientist.report.reproduction import Reproduction, recorded
+from scientist.search.paired import Paired, versus_baselines
+from scientist.search.paired import labels as paired_labels
 
 LEADERBOARD_SIZE = 10
 DISCOVERED_SIZE = 3
@@ -84,7 +84,9 @@ class Entry:
     formula: str | None = None  # LaTeX of the simplest equivalent formula (sandbox/formulas.py)
     seeds: int = 0  # per environment, all evaluation rounds pooled
     held: bool = False  # waiting for its re-evaluation: not a discovery yet
-    versus: tuple[tuple[str, str], ...] = ()  # (baseline, paired difference) (scientist/paired.py)
+    versus: tuple[
+        tuple[str, str], ...
+    ] = ()  # (baseline, paired difference) (scientist/search/paired.py)
     labels: tuple[str, ...] = ()  # "beats PPO", "beats DPO": earned after re-evaluation
 
     @property

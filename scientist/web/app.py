@@ -31,7 +31,7 @@ from sandbox.checks.report import assurance_of
 from sandbox.fitness import too_few_for_interval
 from sandbox.landscape import Landscape, LandscapeError
 from sandbox.vocabulary import Assurance, Origin, Sandbox, Status
-from scientist.paired import versus_baselines
+from scientist.search.paired import versus_baselines
 from scientist.web import charts, queries
 from scientist.web.formulas import formula_view
 from scientist.web.highlight import diff_html, python_html, stylesheet, unified_diff

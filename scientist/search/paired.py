@@ -1,7 +1,7 @@
 """Candidates against the campaign's baselines, seed by seed.
 
 Every candidate of a campaign trains block b of seeds from the same keys and is scored on the
-same episodes as the campaign's PPO and DPO baselines (scientist/seed_blocks.py), so seed i of
+same episodes as the campaign's PPO and DPO baselines (search/seed_blocks.py), so seed i of
 a candidate and seed i of PPO in one block saw the same luck. The difference of their
 normalised scores over the blocks both have is what a paired interval rests on. A candidate
 "beats PPO" only when it has been re-evaluated on fresh seeds and a lower bound over those
@@ -24,7 +24,7 @@ from archive.db import Session
 from archive.schema import Candidate, EvaluationRound
 from sandbox.fitness import CONFIDENCE, Estimate, paired_difference, paired_lower_bound
 from sandbox.vocabulary import META_TRAIN, Origin, Review, Status
-from scientist.seed_blocks import SEARCH_BLOCK
+from scientist.search.seed_blocks import SEARCH_BLOCK
 
 REFERENCES = ("ppo", "dpo")  # the baselines a candidate is labelled against
 FAMILY_ERROR = 0.05  # a campaign's chance of any false "beats" label when nothing beats

@@ -7,7 +7,7 @@ cluster), which claims the candidate's behaviour signature in the archive before
 so a duplicate stops early. The verdict is written in one transaction with the candidate
 (and its event, if asked for), with the search's round of seeds; elite re-evaluations add
 rounds on further blocks of seeds (`rounds`), pooled into the candidate's fitness
-(scientist/seed_blocks.py). With `screening` a proposal's search round trains its
+(scientist/search/seed_blocks.py). With `screening` a proposal's search round trains its
 meta-train environments alone; its re-evaluation rounds (a promotion) and the baselines'
 rounds train them all. An evaluation with no verdict leaves the candidate pending:
 `cancelled` (the caller stopped) silently, `infra` (the sandbox itself failed) with an
@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from archive import reads, writes
-from archive.db import Engine, transaction
+from archive.db import Engine, Session, transaction
 from archive.schema import Candidate
 from sandbox.backends import SandboxInfraError
 from sandbox.budgets import get_budget
-from sandbox.cascade import Evaluation
+from sandbox.cascade import Evaluation, EvaluationRequest
 from sandbox.vocabulary import Fidelity, Origin, RankBy, Status
 from scientist.executors.base import Executor
-from scientist.seed_blocks import (
+from scientist.search.seed_blocks import (
     SEARCH_BLOCK,
     SeedBlock,
     pooled,
@@ -78,12 +78,14 @@ class Recorder:
         eval_seed: int | None = None,
         cancelled: Callable[[], bool] | None = None,
         rank_by: RankBy = RankBy.MEAN,
-        hold_top: int = 0,
+        tell: Callable[[Session, Candidate, float], None] | None = None,
         screening: bool = False,
     ):
+        """`tell` (a search strategy's) hears each scored verdict in the transaction that
+        records it, with its rank score; it may hold the candidate for promotion."""
         self.engine, self.campaign_id, self.executor = engine, campaign_id, executor
         self.task, self.budget, self.sandbox, self.seed = task, budget, sandbox, seed
-        self.cancelled, self.rank_by, self.hold_top = cancelled, rank_by, hold_top
+        self.cancelled, self.rank_by, self.tell = cancelled, rank_by, tell
         self.screening = screening
         # Common random numbers for scoring too: every candidate this recorder scores is
         # evaluated on the same episodes. Never sent to a sandbox; a campaign keeps its own
@@ -225,18 +227,19 @@ class Recorder:
         *,
         fidelity: Fidelity,
     ):
-        evaluations = self.executor(
+        request = EvaluationRequest(
             self.task,
             [code for _, code in candidates],
             self.budget,
             sandbox=self.sandbox,
             seed=block.training_seed,
-            cancelled=self.cancelled,
-            claims=claims,
             eval_seed=block.eval_seed,
             further_blocks=[b.seeds for b in further],
             fidelity=fidelity,
+            claims=claims,
+            cancelled=self.cancelled,
         )
+        evaluations = self.executor(request)
         infra = [
             (candidate_id, e)
             for (candidate_id, _), e in zip(candidates, evaluations, strict=True)
@@ -261,14 +264,16 @@ class Recorder:
     ) -> Recorded:
         """The verdict, its signature and its event in one transaction."""
         with transaction(self.engine) as session:
+            rank = self._rank(session)
             candidate = writes.record_evaluation(
                 session,
                 candidate_id,
                 evaluation,
                 round=round_record(self.search_block, evaluation),
-                rank=self._rank(session),
-                hold_top=self.hold_top,
+                rank=rank,
             )
+            if self.tell is not None and candidate.status == Status.OK:
+                self.tell(session, candidate, rank(candidate))
             if claim is SignatureClaim.AFTER_RECORDING and evaluation.signature:
                 writes.claim_signature(
                     session, self.campaign_id, candidate_id, evaluation.signature
