@@ -10,7 +10,7 @@ from datetime import timedelta
 from archive import writes
 from archive.db import Engine, transaction
 from archive.schema import Campaign, utcnow
-from sandbox.vocabulary import CampaignStatus
+from sandbox.vocabulary import CampaignStatus, EventKind
 
 HEARTBEAT_SECONDS = 5.0
 STALE_AFTER = timedelta(seconds=60)
@@ -60,7 +60,7 @@ def claim(
         writes.log_event(
             session,
             campaign_id,
-            "resume" if resumed else "start",
+            EventKind.RESUME if resumed else EventKind.START,
             f"pid {os.getpid()} on {socket.gethostname()}{detail}",
             {"config": campaign.config},
         )

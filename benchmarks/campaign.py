@@ -27,7 +27,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from sandbox.cascade import evaluate_batch
+from harness.cascade import evaluate_batch
 from sandbox.tasks import load_task
 from sandbox.vocabulary import Fidelity, Status
 from scientist.proposers.base import ParentView, ProposalRequest

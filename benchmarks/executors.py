@@ -20,7 +20,7 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from sandbox.cascade import EvaluationRequest
+from harness.cascade import EvaluationRequest
 from sandbox.tasks import load_task
 from sandbox.vocabulary import ExecutorName, Sandbox, Status
 from scientist.executors.registry import get_executor

@@ -32,8 +32,8 @@ from pathlib import Path
 
 from archive import reads
 from archive.db import open_engine, transaction
+from harness.cascade import evaluate_batch
 from sandbox.budgets import get_budget
-from sandbox.cascade import evaluate_batch
 from sandbox.fitness import Estimate, iqm_estimate, paired_difference
 from sandbox.tasks import load_task
 from sandbox.vocabulary import META_TRAIN, Origin, RankBy, Review, Selection, Status

@@ -38,11 +38,11 @@ from pathlib import Path
 
 from archive import reads
 from archive.db import open_engine, transaction
+from harness.cascade import evaluate_batch
 from sandbox.budgets import get_budget
-from sandbox.cascade import evaluate_batch
 from sandbox.fitness import paired_difference
 from sandbox.tasks import load_task
-from sandbox.vocabulary import META_TRAIN, Fidelity, Origin, Review, Selection, Status
+from sandbox.vocabulary import META_TRAIN, EventKind, Fidelity, Origin, Review, Selection, Status
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.loop import CampaignLoop
 from scientist.es.campaign import ESCampaign
@@ -150,7 +150,7 @@ def _review_times(session, campaign_id: int, created_at) -> dict[int, float]:
     """Seconds from the campaign's creation to the end of each candidate's re-evaluation."""
     times = {}
     for event in reads.events(session, campaign_id, limit=100_000):
-        if event.kind == "reevaluation":
+        if event.kind == EventKind.REEVALUATION:
             for i in event.data.get("candidate_ids", []):
                 times.setdefault(i, (event.time - created_at).total_seconds())
     return times

@@ -16,8 +16,8 @@ import argparse
 import json
 import time
 
+from harness.cascade import evaluate_batch
 from sandbox.budgets import get_budget
-from sandbox.cascade import evaluate_batch
 from sandbox.tasks import load_task
 from scientist.search.seed_blocks import seed_block
 

@@ -29,7 +29,7 @@ from archive import reads, writes
 from archive.db import open_engine, transaction
 from archive.schema import LLMCall
 from benchmarks.selection import fill
-from sandbox.vocabulary import Status
+from sandbox.vocabulary import EventKind, Status
 from scientist.web.app import create_app
 from scientist.web.engine import reader_engine
 
@@ -112,7 +112,9 @@ def make_realistic(
                 target = (island + 1) % islands
                 if reads.membership(session, campaign_id, target, candidate) is None:
                     writes.add_migrant(session, campaign_id, candidate, island, target, generation)
-            writes.log_event(session, campaign_id, "migration", f"before generation {generation}")
+            writes.log_event(
+                session, campaign_id, EventKind.MIGRATION, f"before generation {generation}"
+            )
     with transaction(engine) as session:
         writes.analyze(session)
 

@@ -2,9 +2,10 @@
 
 The Discovered Policy Optimisation paper reads a drift off the heat map of
 d(r*A - D(r, A))/dr over (r, A). Computing it means running the candidate, so the sandbox
-does it (sandbox.stages: load -> landscape) and leaves out/landscape.npz; this side asks for
-it and reads the file back as untrusted data: no pickle, a size cap checked before
-anything is decompressed, exactly the expected keys, dtypes, shapes and grid.
+does it (sandbox.stages: load -> landscape) and leaves out/landscape.npz; the trusted side
+(harness/landscape.py) asks for it and reads the file back here, as untrusted data: no
+pickle, a size cap checked before anything is decompressed, exactly the expected keys,
+dtypes, shapes and grid.
 
 Grid: 161 ratios log-spaced on [1/3, 3] (symmetric in log r, so 1 is the middle point
 exactly) and 81 advantages in steps of 0.05 on [-2, 2] (the range of a normalised
@@ -13,8 +14,6 @@ advantage that matters; 0, +-0.5 and +-1 lie on it). Arrays over the grid are in
 they come back as NaN, for the analysis to leave out.
 """
 
-import json
-import shutil
 import stat
 import zipfile
 import zlib
@@ -23,15 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sandbox.vocabulary import Sandbox, Status
-
 LANDSCAPE_FILE = "landscape.npz"
 RATIO_RANGE, RATIO_POINTS = (1.0 / 3.0, 3.0), 161
 ADVANTAGE_STEPS = 40  # steps of 0.05 on each side of 0
-LANDSCAPE_SECONDS = 120.0
 MAX_LANDSCAPE_BYTES = 4 * 1024**2  # the real file is about 100 kB
 KEYS = ("ratio", "advantage", "drift", "d_objective_dr")
-STAGE_LOG_BYTES = 64 * 1024  # of the stage records read back for an error message
 
 
 class LandscapeError(ValueError):
@@ -137,75 +132,3 @@ def _grid(arrays: dict, key: str, shape: tuple[int, int]) -> np.ndarray:
 def _frozen(array: np.ndarray) -> np.ndarray:
     array.setflags(write=False)
     return array
-
-
-def compute_landscape(
-    task: str, source: str, sandbox: str = Sandbox.AUTO, *, seconds: float = LANDSCAPE_SECONDS
-) -> Landscape:
-    """Run a drift candidate's source in the sandbox on the landscape grid. Raises
-    LandscapeError when the task has no drift, the source fails the static checks or the
-    run fails; SandboxUnavailable (from the backend) when no sandbox can run."""
-    from sandbox.backends import Limits, SandboxRun, get_backend
-    from sandbox.backends.filesystem import new_scratch
-    from sandbox.checks.pipeline import static_check
-    from sandbox.tasks import TaskError, load_task
-
-    try:
-        spec = load_task(task)
-    except TaskError as error:
-        raise LandscapeError(str(error)) from None
-    if not spec.piece.has_landscape:
-        raise LandscapeError(
-            f"task {task} searches for a {spec.piece.kind}; landscapes are for drift tasks "
-            "(mirror_drift)"
-        )
-    checked = static_check(source)
-    if not checked.passed:
-        raise LandscapeError(f"rejected by the static checks: {checked.detail}")
-    backend = get_backend(sandbox)
-    scratch = new_scratch("landscape-")
-    try:
-        (scratch / "in").mkdir()
-        (scratch / "out").mkdir()
-        (scratch / "in" / "candidate.py").write_text(source)
-        budget = (
-            "smoke" if "smoke" in spec.budgets else spec.budgets[0]
-        )  # the stages need one; nothing trains
-        request = {"task": task, "budget": budget, "seed": 0, "stages": ["load", "landscape"]}
-        (scratch / "in" / "request.json").write_text(json.dumps(request))
-        outcome = backend.run(
-            SandboxRun(
-                ("-m", "sandbox.stages", str(scratch / "in" / "request.json")),
-                scratch,
-                Limits(wall_seconds=seconds),
-            )
-        )
-        if outcome.timed_out:
-            raise LandscapeError(f"the landscape run was killed at its {seconds:.0f} s limit")
-        if outcome.exit_code != 0:
-            raise LandscapeError(f"the landscape run failed ({_failure(scratch / 'out', outcome)})")
-        return read_landscape(scratch / "out" / LANDSCAPE_FILE)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _failure(out: Path, outcome) -> str:
-    """The failing stage's record (untrusted text, shortened), else how the process ended."""
-    if outcome.output_exceeded:
-        return "it printed more than its output budget"
-    try:
-        path = out / "stages.jsonl"
-        if not stat.S_ISREG(path.lstat().st_mode):
-            raise OSError("not a regular file")
-        with open(path, "rb") as f:
-            lines = f.read(STAGE_LOG_BYTES).decode(errors="replace").splitlines()[:20]
-        for line in lines:
-            record = json.loads(line)
-            if isinstance(record, dict) and record.get("status") not in (None, Status.OK):
-                stage, status = str(record.get("stage"))[:20], str(record["status"])[:20]
-                return f"stage {stage}: {status}: {str(record.get('detail'))[:500]}"
-    except (OSError, ValueError):
-        pass
-    if outcome.killed_by_signal is not None:
-        return f"killed by signal {outcome.killed_by_signal}"
-    return f"exit code {outcome.exit_code}: {outcome.log_tail[-500:]}"

@@ -35,7 +35,7 @@ see sandbox/landscape.py).
 Everything this process writes is untrusted, candidate code runs in it: stage records in
 <out>/stages.jsonl are diagnostics (the batch's, in `"records"`, only ever shortens its
 time), and fitness is computed elsewhere from the parameters left in each member's
-<out>/*.npz. The trusted side reads them as sandbox/outputs.py does, never following a link.
+<out>/*.npz. The trusted side reads them as harness/outputs.py does, never following a link.
 """
 
 import sandbox  # noqa: F401  (XLA flags)

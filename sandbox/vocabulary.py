@@ -58,10 +58,6 @@ class Origin(StrEnum):
     DISTILLED = "distilled"
 
 
-PROPOSERS = (Origin.MUTATION, Origin.LLM)
-Proposer = StrEnum(
-    "Proposer", {origin.name: origin.value for origin in PROPOSERS}
-)  # the CLI's choices
 ORIGIN_LABELS = {
     Origin.BASELINE: "baseline",
     Origin.LLM: "LLM",
@@ -101,6 +97,24 @@ class Fidelity(StrEnum):
 
     SCREEN = "screen"  # the meta-train environments
     FULL = "full"  # meta-train and meta-test environments
+
+
+class EventKind(StrEnum):
+    """What a campaign's log records, besides its status changes (CampaignStatus) and a
+    sandbox failure (Status.INFRA)."""
+
+    START = "start"  # a runner took the campaign
+    RESUME = "resume"  # ... that had run before
+    BATCH = "batch"  # the batch size chosen, and why
+    BASELINES = "baselines"  # the task's baselines were added (once)
+    MIGRATION = "migration"  # islands exchanged their best (once per generation)
+    REEVALUATION = "reevaluation"  # promoted candidates were trained on fresh seeds
+    ES_GENERATION = "es_generation"  # an ES generation's checkpoint
+    ES_CANDIDATE = "es_candidate"  # an ES mean network rendered as a candidate
+    ES_EVALUATED = "es_evaluated"  # ... and scored
+    ES_BUDGET = "es_budget"  # what an ES run spent
+    DISTILLED = "distilled"  # a closed form distilled from a candidate
+    DISTILL_EVALUATED = "distill_evaluated"  # ... and scored
 
 
 class Stage(StrEnum):

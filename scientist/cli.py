@@ -151,7 +151,7 @@ def train(
     """Train PPO-family agents with a built-in or candidate drift, vmapped over seeds. A
     baseline trains in this process; a --candidate file only ever in the sandbox."""
     from sandbox.tasks import load_baseline, load_task
-    from sandbox.training.sandboxed import TrainRequest
+    from sandbox.training.plan import TrainRequest
 
     if baseline and candidate:
         raise typer.BadParameter("give either --baseline or --candidate, not both")
@@ -173,8 +173,8 @@ def train(
         source, drift_name = read_candidate(candidate, "--candidate"), str(candidate)
         returns = _train_candidate(request, source, drift_name, sandbox_name, timeout, json_output)
     else:
+        from sandbox.training.plan import run_in_process
         from sandbox.training.ppo import Components
-        from sandbox.training.sandboxed import run_in_process
 
         drift_name = baseline or "ppo"
         choices = load_task("mirror_drift").baseline_names
@@ -213,8 +213,8 @@ def train(
 def _train_candidate(request, source: str, name: str, sandbox_name, timeout, quiet: bool):
     """A candidate's training, in the sandbox only; its verdict ends the command (exit 1),
     and so does a missing sandbox (exit 2)."""
-    from sandbox.backends import SandboxUnavailable
-    from sandbox.training.sandboxed import TrainingFailed, train_in_sandbox
+    from harness.backends import SandboxUnavailable
+    from harness.train import TrainingFailed, train_in_sandbox
     from scientist.executors.base import gpu_present
 
     def train():
@@ -342,8 +342,8 @@ def check(
     """Check a candidate without training it: static rules here, then, in the sandbox under
     a time limit, loading, contract and validity conditions. Exit 0 when valid, 1 when
     invalid, rejected or out of time, 2 for a usage error or when no sandbox can run."""
-    from sandbox.backends import SandboxUnavailable
-    from sandbox.checks.sandboxed import check_in_sandbox
+    from harness.backends import SandboxUnavailable
+    from harness.check import check_in_sandbox
     from sandbox.tasks import TaskError, load_task
 
     try:
@@ -410,9 +410,9 @@ def evaluate(
     campaign (one sandbox run, one compile), each with the verdict it gets alone. Exit 0
     when every status is ok, 2 when any is infra (no sandbox could run it: the sandbox
     itself failed), else 1."""
-    from sandbox.backends import SandboxUnavailable
+    from harness.backends import SandboxUnavailable
+    from harness.cascade import evaluate_batch
     from sandbox.budgets import get_budget
-    from sandbox.cascade import evaluate_batch
     from sandbox.tasks import TaskError, load_task
 
     try:

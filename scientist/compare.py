@@ -11,18 +11,24 @@ from dataclasses import asdict, dataclass, field
 from archive import reads
 from archive.db import Session
 from archive.schema import Campaign, Candidate
+from harness.cascade import EvaluationRequest
 from sandbox.budgets import get_budget
-from sandbox.cascade import EvaluationRequest
 from sandbox.fitness import Estimate, paired_difference, split_estimate
 from sandbox.tasks import load_task
 from sandbox.vocabulary import ORIGIN_LABELS, Origin, Sandbox, Selection, Status
 from scientist.executors.base import Executor, LocalExecutor, batch_choice
+from scientist.proposers.registry import PROPOSERS
 from scientist.search.seed_blocks import pooled, round_record, seed_block
 
-KINDS = tuple(
-    (origin, ORIGIN_LABELS[origin])
-    for origin in (Origin.LLM, Origin.MUTATION, Origin.ES, Origin.DISTILLED)
-)
+
+def kinds() -> list[tuple[str, str]]:
+    """(origin, label): every proposer's candidates, then the ES network's and distillation's."""
+    return [
+        (origin, ORIGIN_LABELS.get(origin, origin))
+        for origin in (*sorted(PROPOSERS), Origin.ES, Origin.DISTILLED)
+    ]
+
+
 HAND_DESIGNED = (("ppo", "PPO"), ("dpo", "DPO"))
 
 
@@ -137,7 +143,7 @@ def gather(session: Session, names: list[str]) -> tuple[str, list[Campaign], lis
     evolved = [c for c in campaigns if c not in control]
     # A best-of-N control arm gets rows of its own, beside the evolution it controls for.
     for group, suffix, always in ((evolved, "", True), (control, " (best-of-N control)", False)):
-        for origin, label in KINDS:
+        for origin, label in kinds():
             row = Row(label + suffix)
             found = best_of_kind(session, group, origin) if group else None
             if found is not None:

@@ -33,10 +33,11 @@ import numpy as np
 from archive import reads, writes
 from archive.db import Engine, transaction
 from archive.schema import Campaign, Candidate
-from sandbox.landscape import Landscape, LandscapeError, compute_landscape
+from harness.landscape import compute_landscape
+from sandbox.landscape import Landscape, LandscapeError
 from sandbox.pieces import drift
 from sandbox.tasks import TaskError, TaskSpec, load_task
-from sandbox.vocabulary import Origin, Sandbox, Status
+from sandbox.vocabulary import EventKind, Origin, Sandbox, Status
 from scientist.analysis import DriftFeatures, detect_features
 from scientist.executors.base import Executor, LocalExecutor
 from scientist.proposers import parsing, prompting
@@ -557,7 +558,7 @@ def _evaluate(
             candidate.code,
             claim=SignatureClaim.AFTER_RECORDING,
             event=EventNote(
-                "distill_evaluated",
+                EventKind.DISTILL_EVALUATED,
                 f"candidate {candidate.id} (distilled from {source.id})",
                 {"source_id": source.id},
             ),
@@ -601,7 +602,7 @@ def _add(
         writes.log_event(
             session,
             campaign_id,
-            Origin.DISTILLED,
+            EventKind.DISTILLED,
             f"candidate {candidate.id} from {source.id}: {candidate.status}"
             + (f", {_fit_line(fit)}" if fit else ""),
             {

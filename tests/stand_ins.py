@@ -2,12 +2,12 @@
 
 from dataclasses import replace
 
-from sandbox.cascade import Evaluation, EvaluationRequest
+from harness.cascade import Evaluation, EvaluationRequest
 
 
 def blockwise(evaluate):
     """An executor from a stand-in that scores one block of seeds per call: the further
-    blocks an executor must honour (sandbox.cascade.evaluate_batch) become further calls,
+    blocks an executor must honour (harness.cascade.evaluate_batch) become further calls,
     each evaluation listing every block's in `blocks` as the cascade does."""
 
     def executor(request: EvaluationRequest) -> list[Evaluation]:

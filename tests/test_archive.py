@@ -17,7 +17,7 @@ from archive.db import (
 )
 from archive.fingerprint import code_hash
 from archive.schema import Campaign, Candidate, IslandMember, LLMCall
-from sandbox.cascade import Evaluation, StageRecord
+from harness.cascade import Evaluation, StageRecord
 from scientist.proposers.base import CallRecord
 from scientist.search.strategy import ArchivedStrategy, SearchSettings
 

@@ -31,8 +31,8 @@ from archive.db import (
     transaction,
 )
 from archive.schema import Campaign, Candidate, Event
+from harness.cascade import Evaluation, StageRecord
 from sandbox import tasks
-from sandbox.cascade import Evaluation, StageRecord
 from sandbox.checks.static import MAX_SOURCE_BYTES
 from sandbox.tasks import TaskError, load_task
 from sandbox.vocabulary import Status

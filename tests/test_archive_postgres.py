@@ -28,7 +28,7 @@ from archive.db import alembic_config, current_revision, head_revision, open_eng
 from archive.schema import Campaign, Candidate, ESCheckpoint, Event, IslandMember, LLMCall
 from sandbox.vocabulary import Status
 
-# The writer processes import this module: nothing here may import jax (sandbox.cascade
+# The writer processes import this module: nothing here may import jax (harness.cascade
 # does), or each process would spend seconds on it.
 
 CODE = (
@@ -451,7 +451,7 @@ def test_writers_in_several_processes_store_each_program_and_behaviour_once(engi
 def test_two_campaigns_run_side_by_side_on_one_database(engine, db_url):
     """The real loop (proposals, selection, migration, lease, evaluator threads claiming
     signatures) for two campaigns at once, with a stand-in for the sandbox: no training."""
-    from sandbox.cascade import Evaluation
+    from harness.cascade import Evaluation
     from sandbox.tasks import load_task
     from scientist.campaign.config import CampaignConfig
     from scientist.campaign.loop import CampaignLoop

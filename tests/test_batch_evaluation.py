@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.backends import get_backend
-from sandbox.cascade import evaluate_batch, evaluate_candidate
+from harness.backends import get_backend
+from harness.cascade import evaluate_batch, evaluate_candidate
 from sandbox.tasks import load_task
 from tests.test_hostile_candidates import HOSTILE, LIMITS
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from sandbox.backends.base import platform_env
+from harness.backends.base import platform_env
 from sandbox.budgets import BUDGETS
 from sandbox.training.config import preset
 from sandbox.training.envs import SIZES, SUPPORTED_ENVS, make_env

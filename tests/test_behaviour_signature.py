@@ -3,8 +3,8 @@ not, and the cascade stops a behavioural duplicate in the sandbox before any tra
 
 import pytest
 
+from harness.cascade import evaluate_candidate
 from sandbox.candidate import load_entry_point
-from sandbox.cascade import evaluate_candidate
 from sandbox.checks.signature import behaviour_signature
 from sandbox.pieces import get_piece
 from sandbox.tasks import load_baseline, load_task

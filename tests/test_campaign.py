@@ -227,8 +227,8 @@ def test_kill_9_mid_evaluation_on_the_docker_backend_then_resume_at_once(tmp_pat
     campaign: killed while its evaluations run in containers, resumed at once (the new
     runner sweeps the dead one's containers while they may still be going away), nothing
     is lost or evaluated twice and no container is left."""
-    from sandbox.backends import SandboxUnavailable
-    from sandbox.backends.docker import LABEL, DockerBackend
+    from harness.backends import SandboxUnavailable
+    from harness.backends.docker import LABEL, DockerBackend
 
     try:
         docker = DockerBackend()

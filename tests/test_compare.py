@@ -17,7 +17,7 @@ import pytest
 from archive import writes
 from archive.db import open_engine, transaction
 from archive.schema import Campaign
-from sandbox.cascade import Evaluation
+from harness.cascade import Evaluation
 from sandbox.tasks import load_task
 from scientist.proposers.base import CallRecord, ParentView, ProposalRequest
 from scientist.proposers.mutation import MutationProposer

@@ -57,7 +57,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sandbox.backends.filesystem import interpreter_mounts, mount_points_in_checkout
+from harness.backends.filesystem import interpreter_mounts, mount_points_in_checkout
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "compose.yaml"
@@ -272,7 +272,7 @@ def test_credentials_and_port_come_from_the_environment(resolved):
 def offline_rootfs() -> bytes:
     """The Docker sandbox's empty root filesystem plus PostgreSQL's data directory owned by
     uid 65534: a new named volume takes the ownership of the directory it is mounted on."""
-    from sandbox.backends.docker import _host_rootfs_tar
+    from harness.backends.docker import _host_rootfs_tar
 
     out = io.BytesIO()
     with (

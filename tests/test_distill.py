@@ -23,7 +23,7 @@ import pytest
 from archive import reads, writes
 from archive.db import open_engine, transaction
 from archive.schema import Campaign
-from sandbox.landscape import compute_landscape
+from harness.landscape import compute_landscape
 from sandbox.tasks import load_task
 from scientist.analysis import detect_features
 from scientist.distill import describe_landscape, fit_error, grid_conditions, worst_cells

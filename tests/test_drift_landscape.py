@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
+from harness.landscape import compute_landscape
 from sandbox.landscape import (
     MAX_LANDSCAPE_BYTES,
     Landscape,
     LandscapeError,
-    compute_landscape,
     landscape_axes,
     read_landscape,
 )

@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 from archive import reads
 from archive.db import open_engine, transaction
 from archive.schema import Candidate, ESCheckpoint, Event
+from harness.cascade import Evaluation
 from sandbox.budgets import get_budget
 from sandbox.candidate import load_entry_point
-from sandbox.cascade import Evaluation
 from sandbox.checks.pipeline import check_candidate
 from sandbox.checks.static import MAX_SOURCE_BYTES, check_source
 from sandbox.pieces.drift import check_drift

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from sandbox.backends.filesystem import scratch_root
-from sandbox.cascade import evaluate_candidate
+from harness.backends.filesystem import scratch_root
+from harness.cascade import evaluate_candidate
 
 PLANTED = "sk-planted-hostile-key"
 HEAD = "import jax\nimport jax.numpy as jnp\n\n\n"

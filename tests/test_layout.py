@@ -1,12 +1,23 @@
-"""The layout's rules, read from the source (no imports): SQL and database sessions only in
-`archive/`; no import cycles among the project's modules, counting imports inside functions
-and package `__init__`s; no function over 150 lines outside migrations."""
+"""The layout's rules, read from the source (no imports): each top-level package imports only
+the layers below it (nothing inside the sandbox imports the trusted side); SQL and database
+sessions only in `archive/`; no import cycles among the project's modules, counting imports
+inside functions and package `__init__`s; no function over 150 lines outside migrations."""
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("archive", "sandbox", "scientist", "benchmarks")
+PACKAGES = ("archive", "sandbox", "harness", "scientist", "benchmarks")
+# What each top-level package may import from the project: the sandbox's side of the
+# boundary nothing outside itself; the trusted side around it and the archive the sandbox's
+# shared vocabulary; the orchestration all of them.
+MAY_IMPORT = {
+    "sandbox": {"sandbox"},
+    "harness": {"harness", "sandbox"},
+    "archive": {"archive", "sandbox"},
+    "scientist": {"scientist", "archive", "harness", "sandbox"},
+    "benchmarks": set(PACKAGES),
+}
 LONGEST = 150
 
 
@@ -113,6 +124,17 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_import_cycles():
     assert _cycles(_graph()) == []
+
+
+def test_packages_import_only_the_layers_below():
+    graph = _graph()
+    upward = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if target.split(".")[0] not in MAY_IMPORT[module.split(".")[0]]
+    )
+    assert upward == []
 
 
 def test_sql_and_sessions_only_in_the_archive():

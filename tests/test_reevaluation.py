@@ -12,7 +12,7 @@ import pytest
 
 from archive import reads
 from archive.db import open_engine, transaction
-from sandbox.cascade import Evaluation
+from harness.cascade import Evaluation
 from sandbox.fitness import interquartile_mean
 from sandbox.tasks import load_task
 from sandbox.vocabulary import Fidelity, Origin, Review, Selection, Status

@@ -5,19 +5,26 @@ process backend)."""
 from types import SimpleNamespace
 
 import pytest
+from test_reevaluation import stand_in_evaluate
 
-from sandbox.backends import BACKENDS, _make
+from archive import reads
+from archive.db import open_engine, transaction
+from harness.backends import BACKENDS, _make
 from sandbox.tasks import load_task
-from sandbox.vocabulary import ExecutorName, Proposer, Sandbox
+from sandbox.vocabulary import ExecutorName, Origin, Sandbox
+from scientist.campaign.config import CampaignConfig
+from scientist.campaign.loop import CampaignLoop
+from scientist.compare import kinds
 from scientist.executors.registry import EXECUTORS, get_executor
-from scientist.proposers.base import ProposerError
+from scientist.proposers.base import Proposal, ProposalRequest, ProposerError
 from scientist.proposers.registry import PROPOSERS, make_proposer
+from tests.stand_ins import blockwise
 
 
 def test_every_name_in_the_vocabulary_is_registered():
     assert set(BACKENDS) == set(Sandbox) - {Sandbox.AUTO}
     assert set(EXECUTORS) == set(ExecutorName)
-    assert set(PROPOSERS) == set(Proposer)
+    assert set(PROPOSERS) == {Origin.MUTATION, Origin.LLM}
 
 
 def test_unknown_names_are_refused_with_the_known_ones():
@@ -27,3 +34,40 @@ def test_unknown_names_are_refused_with_the_known_ones():
         get_executor("slurm")
     with pytest.raises(ProposerError, match="oracle.*mutation, llm"):
         make_proposer(SimpleNamespace(proposer="oracle"), load_task("mirror_drift"))
+    with pytest.raises(ValueError, match="unknown proposer 'oracle'"):
+        CampaignConfig(name="x", task="mirror_drift", proposer="oracle")
+
+
+class Constant:
+    """A proposer that always writes the same drift, scaled by its slot: the smallest one."""
+
+    name = "constant"
+
+    def propose(self, request: ProposalRequest) -> Proposal:
+        scale = 1 + request.generation + 10 * request.island + request.rng.random()
+        code = (
+            "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n"
+            f"    return {scale:.6f} * jnp.square(ratio - 1.0)\n"
+        )
+        return Proposal(code=code, operator="constant", parent_ids=[], note="constant")
+
+    def record_outcome(self, model: str, fitness_improved: bool) -> None:
+        pass
+
+
+def test_a_proposer_is_its_module_and_a_registry_line(tmp_path, monkeypatch):
+    """Registered (here by patching the registry's table, as its one line would), a proposer
+    runs a campaign by name, and its candidates carry its name as their origin, which
+    `compare` lists beside the built-in ones."""
+    monkeypatch.setitem(PROPOSERS, "constant", lambda config, task: Constant())
+    config = CampaignConfig(
+        name="constant", task="mirror_drift", proposer="constant", generations=1, population=2
+    )
+    proposer = make_proposer(config, load_task("mirror_drift"))
+    engine = open_engine(f"sqlite:///{tmp_path / 'archive.db'}")
+    campaign = CampaignLoop(engine, config, proposer, executor=blockwise(stand_in_evaluate)).run()
+    assert campaign.status == "finished", campaign.message
+    with transaction(engine) as session:
+        origins = {c.origin for c in reads.candidates(session, campaign.id)}
+    assert origins == {Origin.BASELINE, "constant"}
+    assert ("constant", "constant") in kinds()

@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from sandbox.backends import Limits, SandboxInfraError, SandboxRun, SandboxUnavailable
-from sandbox.backends.filesystem import new_scratch
-from sandbox.cascade import evaluate_candidate
+from harness.backends import Limits, SandboxInfraError, SandboxRun, SandboxUnavailable
+from harness.backends.filesystem import new_scratch
+from harness.cascade import evaluate_candidate
 from sandbox.tasks import load_task
 
 PLANTED = "sk-planted-docker-key"
@@ -25,7 +25,7 @@ def run(backend, code, limits=None):
 
 @pytest.fixture(scope="module")
 def backend():
-    from sandbox.backends.docker import DockerBackend
+    from harness.backends.docker import DockerBackend
 
     try:
         backend = DockerBackend()
@@ -77,7 +77,7 @@ def test_limits_and_cleanup(backend):
 
 
 def test_leftover_containers_are_swept_at_start(backend):
-    from sandbox.backends.docker import LABEL, DockerBackend
+    from harness.backends.docker import LABEL, DockerBackend
 
     dead, alive = subprocess.Popen(["true"]), subprocess.Popen(["sleep", "60"])
     dead.wait()
@@ -131,8 +131,8 @@ def test_hostile_candidates_do_not_score(backend):
 def broken_backend():
     """A real engine refusing a real container: a mount at a path missing from the read-only
     code snapshot, the failure a `.venv` inside the checkout once caused."""
-    from sandbox.backends.docker import DockerBackend
-    from sandbox.backends.filesystem import REPO_ROOT
+    from harness.backends.docker import DockerBackend
+    from harness.backends.filesystem import REPO_ROOT
 
     class BrokenMounts(DockerBackend):
         def _mounts(self, run):
@@ -150,7 +150,7 @@ def broken_backend():
 
 
 def our_containers(backend) -> list:
-    from sandbox.backends.docker import LABEL, _owner
+    from harness.backends.docker import LABEL, _owner
 
     return backend.client.containers.list(
         all=True, filters={"label": f"{LABEL}={_owner()}"}, ignore_removed=True
@@ -169,17 +169,17 @@ def test_an_engine_error_is_an_infra_failure_in_one_line_and_fails_the_preflight
 
 
 def test_auto_falls_back_past_a_backend_that_fails_its_preflight(backend, monkeypatch, caplog):
-    import sandbox.backends as backends
-    from sandbox.backends.process import ProcessBackend
+    import harness.backends as backends
+    from harness.backends.process import ProcessBackend
 
     monkeypatch.setattr(backends, "_ready", {})
     monkeypatch.setattr(
         backends, "_make", lambda name: broken_backend() if name == "docker" else ProcessBackend()
     )
-    with caplog.at_level("WARNING", logger="sandbox.backends"):
+    with caplog.at_level("WARNING", logger="harness.backends"):
         chosen = backends.get_backend("auto")
     assert chosen.name == "process"
-    notes = [r.getMessage() for r in caplog.records if r.name == "sandbox.backends"]
+    notes = [r.getMessage() for r in caplog.records if r.name == "harness.backends"]
     assert (
         len(notes) == 1
         and "docker" in notes[0]
@@ -212,7 +212,7 @@ def test_an_infra_failure_is_no_verdict_and_stops_a_campaign_leaving_it_pending(
     """Through the real cascade and campaign loop: the sandbox failing under a candidate is
     retried, then reported as `infra` with its reason; the campaign stops with one line, and
     the archive records the reason and keeps every candidate pending for resume."""
-    import sandbox.cascade as cascade
+    import harness.cascade as cascade
     from archive import reads
     from archive.db import open_engine, transaction
     from scientist.campaign.config import CampaignConfig
@@ -254,7 +254,7 @@ def test_the_sweep_tolerates_containers_already_going_away(backend):
     a stale handle to a removed container is the same case."""
     import threading
 
-    from sandbox.backends.docker import LABEL, DockerBackend
+    from harness.backends.docker import LABEL, DockerBackend
 
     dead = subprocess.Popen(["true"])
     dead.wait()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from venvs import copy_working_tree, make_venv, run_from
 
-from sandbox.backends import SandboxUnavailable
+from harness.backends import SandboxUnavailable
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ DPO = "task_templates/mirror_drift/baselines/dpo.py"
 
 
 def docker_or_skip() -> None:
-    from sandbox.backends.docker import DockerBackend
+    from harness.backends.docker import DockerBackend
 
     try:
         DockerBackend().preflight()
@@ -97,8 +97,8 @@ def test_a_venv_behind_a_symlink_passes_both_preflights(layouts, tmp_path):
     link = checkout / ".venv"
     link.symlink_to(venv)
     probe = (
-        "from sandbox.backends import get_backend\n"
-        "from sandbox.backends.filesystem import interpreter_mounts\n"
+        "from harness.backends import get_backend\n"
+        "from harness.backends.filesystem import interpreter_mounts\n"
         "print(sorted(map(str, interpreter_mounts())))\n"
         "for name in ('process', 'docker'):\n"
         "    get_backend(name)\n"

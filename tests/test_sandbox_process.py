@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.backends import Limits, SandboxRun
-from sandbox.backends.filesystem import new_scratch
-from sandbox.backends.process import ProcessBackend
+from harness.backends import Limits, SandboxRun
+from harness.backends.filesystem import new_scratch
+from harness.backends.process import ProcessBackend
 
 PLANTED = "sk-planted-test-key-0123456789"
 
@@ -174,7 +174,7 @@ def test_a_checkout_in_a_private_temporary_directory_is_mounted_traversably(tmp_
     (private / "repo").mkdir(parents=True)
     private.chmod(0o700)
     script = (
-        "from pathlib import Path; from sandbox.backends.process import _filesystem_args; "
+        "from pathlib import Path; from harness.backends.process import _filesystem_args; "
         f"print(_filesystem_args([(Path('{private}/repo'), Path('/usr'), False), "
         f"(Path('{tmp_path}/scratch'), Path('{tmp_path}/scratch'), True)]))"
     )

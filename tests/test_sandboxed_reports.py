@@ -5,10 +5,11 @@ import json
 
 import pytest
 
+from harness.check import MalformedReport, parse_report
+from harness.train import MalformedResult, TrainingFailed, parse_result
 from sandbox.checks.pipeline import static_check
 from sandbox.checks.report import CheckReport, CheckResult
-from sandbox.checks.sandboxed import MalformedReport, parse_report
-from sandbox.training.sandboxed import MalformedResult, TrainingFailed, TrainRequest, parse_result
+from sandbox.training.plan import TrainRequest
 from sandbox.vocabulary import Status
 
 STATIC = static_check("def drift(r, a):\n    return r\n")

@@ -11,7 +11,7 @@ from sqlmodel import select
 from archive import reads, writes
 from archive.db import open_engine, transaction
 from archive.schema import Campaign, IslandMember
-from sandbox.cascade import Evaluation
+from harness.cascade import Evaluation
 from scientist.search.strategies.islands import IslandEvolution
 from scientist.search.strategy import SearchSettings
 

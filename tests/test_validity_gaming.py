@@ -306,7 +306,7 @@ def test_in_the_sandbox_the_monitor_fails_what_every_check_passed_and_spares_the
     sampling"), the monitor sees it during training and the candidate is invalid with the
     counterexample; DPO in the same batch is scored as usual, and a drift that games the
     dtype is stopped before training."""
-    from sandbox.cascade import evaluate_batch
+    from harness.cascade import evaluate_batch
     from sandbox.vocabulary import Status
 
     assert _check(HIDDEN_POCKET).assurance == Assurance.SAMPLED

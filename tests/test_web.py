@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from archive import reads, writes
 from archive.db import open_engine, transaction
 from archive.schema import Campaign, Candidate, ESCheckpoint, Event, IslandMember, LLMCall
-from sandbox.cascade import Evaluation, StageRecord
+from harness.cascade import Evaluation, StageRecord
 from sandbox.landscape import Landscape, landscape_axes
 from sandbox.tasks import load_task
 from scientist.proposers.base import CallRecord

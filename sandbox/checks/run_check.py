@@ -6,7 +6,7 @@ Request: {"task": name, "filename": the name the user gave the file (for message
 the validity pipeline (sandbox/checks/pipeline.py check_candidate: load, contract, the
 task's conditions at every budget's call lengths) on in/candidate.py and writes its report
 to out/checks.json, valid or not. The trusted side reads that file as untrusted data
-(sandbox/checks/sandboxed.py).
+(harness/check.py).
 """
 
 import sandbox  # noqa: F401  (XLA flags before jax)

@@ -312,7 +312,7 @@ def summarise_returns(
 ) -> list[TrainingSummary]:
     """`summarise` from the numbers alone: final returns [learning rates, seeds] and
     learning curves [learning rates, updates], NaN where no episode ended (a sandboxed run
-    reports them: sandbox/training/sandboxed.py)."""
+    reports them: sandbox/training/plan.py)."""
     final_returns, curves = np.asarray(final_returns), np.asarray(curves, dtype=np.float64)
     summaries = []
     for i, lr in enumerate(learning_rates):

@@ -4,7 +4,7 @@
 
 Request: {"filename": the name the user gave the file (for messages), "train": a
 TrainRequest}. Loads the drift in in/candidate.py, trains and evaluates it as the request
-says, and writes out/training.json: the raw returns (sandbox/training/sandboxed.py
+says, and writes out/training.json: the raw returns (sandbox/training/plan.py
 TrainedReturns), or {"error": "rejected" | "invalid", "detail": ...} when the candidate
 would not load or broke its contract in training.
 """
@@ -18,8 +18,8 @@ from dataclasses import asdict
 
 from sandbox.candidate import CandidateLoadError, load_entry_point
 from sandbox.oneshot import inputs, write_result
+from sandbox.training.plan import RESULT_FILE, TrainRequest, run_in_process
 from sandbox.training.ppo import CandidateContractError, Components
-from sandbox.training.sandboxed import RESULT_FILE, TrainRequest, run_in_process
 from sandbox.vocabulary import Status
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sandbox.budgets import BUDGETS, REEVALUATION_BLOCKS
-from sandbox.vocabulary import PROPOSERS, ExecutorName, Origin, RankBy, Sandbox, Selection
+from sandbox.vocabulary import ExecutorName, Origin, RankBy, Sandbox, Selection
+from scientist.proposers.registry import check_proposer
 from scientist.search.strategy import SearchSettings, check_strategy
 
 # Settings that may change when a campaign is resumed; the rest define the campaign.
@@ -29,9 +30,7 @@ class CampaignConfig(BaseModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")
     task: str
-    proposer: Origin | None = (
-        None  # mutation or llm; None: llm when a model is given, else mutation
-    )
+    proposer: str | None = None  # mutation or llm; None: llm when a model is given, else mutation
     models: list[str] = []
     api_base: str | None = None
     generations: int = Field(3, ge=0)
@@ -120,10 +119,7 @@ class CampaignConfig(BaseModel):
     def _resolve(self):
         if self.proposer is None:
             self.proposer = Origin.LLM if self.models else Origin.MUTATION
-        if self.proposer not in PROPOSERS:
-            raise ValueError(
-                f"proposer {self.proposer!r} does not propose; choose {' or '.join(PROPOSERS)}"
-            )
+        check_proposer(self.proposer)
         if self.proposer == Origin.LLM and not self.models:
             raise ValueError("the llm proposer needs --model (any litellm model name)")
         if self.budget not in BUDGETS:

@@ -25,7 +25,7 @@ from archive.db import Engine, transaction
 from archive.schema import Campaign, Candidate
 from sandbox.fitness import seed_count
 from sandbox.tasks import load_task
-from sandbox.vocabulary import DECIDED_WITHOUT_EVALUATION, CampaignStatus, Origin, Status
+from sandbox.vocabulary import DECIDED_WITHOUT_EVALUATION, CampaignStatus, EventKind, Origin, Status
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.lifecycle import leased_run
 from scientist.executors.base import Executor, LocalExecutor, batch_choice
@@ -122,7 +122,7 @@ class CampaignLoop:
                 max_workers=self.config.workers + 1, thread_name_prefix="evaluator"
             )
             try:
-                self._event("batch", self.batch_reason, size=self.batch_size)
+                self._event(EventKind.BATCH, self.batch_reason, size=self.batch_size)
                 self.progress.last = self.batch_reason
                 self._seed_baselines()
                 for candidate in self._pending():  # baselines, or what a stopped run left
@@ -252,7 +252,7 @@ class CampaignLoop:
                 self.progress.last = f"#{candidate.id} {candidate.status}" + (
                     f" fitness {candidate.fitness:.3f}" if candidate.fitness is not None else ""
                 )
-                if candidate.model and hasattr(self.proposer, "record_outcome"):
+                if candidate.model:
                     # Feedback for a cost-aware model ensemble: did the child beat its parent?
                     improved = candidate.fitness is not None and (
                         parent_fitness is None or candidate.fitness > parent_fitness
@@ -312,7 +312,7 @@ class CampaignLoop:
         )
         fresh = self.config.review_blocks * self.record.search_block.runs
         self._event(
-            "reevaluation",
+            EventKind.REEVALUATION,
             f"re-evaluated on {seed_count(fresh)} more: {summary}",
             candidate_ids=ids,
         )
@@ -348,7 +348,7 @@ class CampaignLoop:
         members of every island, the others (references only) of none."""
         seeds = set(self.config.seed_baselines or self.task.baseline_names)
         with transaction(self.engine) as session:
-            if reads.has_event(session, self.campaign.id, "baselines"):
+            if reads.has_event(session, self.campaign.id, EventKind.BASELINES):
                 return
             for name in self.task.baseline_names:
                 writes.add_candidate(
@@ -366,9 +366,9 @@ class CampaignLoop:
             writes.log_event(
                 session,
                 self.campaign.id,
-                "baselines",
+                EventKind.BASELINES,
                 ", ".join(self.task.baseline_names),
-                key="baselines",
+                key=EventKind.BASELINES,
             )
 
     def _pending(self):

@@ -14,7 +14,7 @@ from archive import reads
 from archive.db import open_reader, transaction
 from archive.lease import CampaignBusy, runner_alive
 from sandbox.budgets import BUDGET_NAMES, REEVALUATION_BLOCKS
-from sandbox.vocabulary import ExecutorName, Proposer, RankBy, Sandbox
+from sandbox.vocabulary import ExecutorName, RankBy, Sandbox
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.display import (
     campaign_summary,
@@ -36,7 +36,7 @@ from scientist.commands.options import (
 )
 from scientist.commands.stored import config_note
 from scientist.proposers.base import ModelConfigError, ProposerError
-from scientist.proposers.registry import make_proposer
+from scientist.proposers.registry import PROPOSERS, make_proposer
 from scientist.search.paired import versus_baselines
 
 
@@ -46,7 +46,11 @@ def run(
     ] = None,
     task: Annotated[Optional[str], typer.Option(help="task folder under task_templates/")] = None,
     proposer: Annotated[
-        Optional[Proposer], typer.Option(help="mutation (offline, default) or llm")
+        Optional[str],
+        typer.Option(
+            help=f"one of {', '.join(PROPOSERS)}; default mutation (offline), llm "
+            "where --model is given"
+        ),
     ] = None,
     model: Annotated[
         Optional[list[str]], typer.Option("--model", help="litellm model; repeat for an ensemble")

@@ -69,7 +69,7 @@ def distill(
     """Ask a model for a short closed-form drift that reproduces a learned one (sampled in the
     sandbox), with the fit fed back until it is close, then archive the closed form beside
     its source (origin distilled) and score it like any candidate. Exit 0 when it scored ok."""
-    from sandbox.backends import SandboxUnavailable
+    from harness.backends import SandboxUnavailable
     from scientist.distill import DistillError
     from scientist.distill import distill as run_distill
     from scientist.proposers.llm import environment_api_key

@@ -77,7 +77,7 @@ def es(
     through the same sandbox and scorer as every other candidate."""
     import dataclasses
 
-    from sandbox.backends import SandboxUnavailable
+    from harness.backends import SandboxUnavailable
     from scientist.es.campaign import ESCampaignError, run_es_campaign
     from scientist.es.trainer import ESSettings
 

@@ -34,8 +34,9 @@ def drift(
 ) -> None:
     """Heat map and slices of d(r*A - drift)/dr, and the drift's features (rollback,
     cautious optimism, asymmetry, drift-free region). The candidate runs in the sandbox."""
-    from sandbox.backends import SandboxUnavailable
-    from sandbox.landscape import LandscapeError, compute_landscape
+    from harness.backends import SandboxUnavailable
+    from harness.landscape import compute_landscape
+    from sandbox.landscape import LandscapeError
     from scientist.analysis import detect_features
     from scientist.plots import save_drift_plot
 

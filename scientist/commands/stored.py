@@ -16,7 +16,7 @@ class _Shape(BaseModel):
     model_config = ConfigDict(strict=True)  # extra keys are ignored: newer writers add some
 
 
-class Stage(_Shape):  # sandbox.cascade.StageRecord
+class Stage(_Shape):  # harness.cascade.StageRecord
     name: str
     status: str
     seconds: float
@@ -33,7 +33,7 @@ class Checks(_Shape):  # sandbox.checks.report.CheckReport.to_dict
     checks: list[Check] = []
 
 
-class Normalised(_Shape):  # sandbox.scorer: one environment's normalised scores
+class Normalised(_Shape):  # harness.scorer: one environment's normalised scores
     iqm: float = float("nan")
     ci_low: float | None = None
     ci_high: float | None = None

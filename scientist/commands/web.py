@@ -76,7 +76,7 @@ def web(
 
 
 def _precompute(engine, name: str, cache, sandbox: str, top: int | None) -> None:
-    from sandbox.backends import SandboxUnavailable
+    from harness.backends import SandboxUnavailable
     from scientist.web.landscapes import precompute
 
     try:

@@ -25,7 +25,7 @@ from archive.db import Engine, transaction
 from archive.schema import Campaign, Candidate, ESCheckpoint
 from sandbox.tasks import load_task
 from sandbox.training.config import PPOConfig
-from sandbox.vocabulary import Origin, Sandbox, Status
+from sandbox.vocabulary import EventKind, Origin, Sandbox, Status
 from scientist.campaign.config import check_unchanged
 from scientist.campaign.lifecycle import leased_run
 from scientist.es.checkpoint import params_to_bytes, state_from_bytes, state_to_bytes
@@ -284,7 +284,7 @@ class ESCampaign:
             writes.log_event(
                 session,
                 self.campaign.id,
-                "es_generation",
+                EventKind.ES_GENERATION,
                 message,
                 data,
                 key=f"es_generation:{result.generation}",
@@ -348,7 +348,7 @@ class ESCampaign:
                 writes.log_event(
                     session,
                     campaign.id,
-                    "es_candidate",
+                    EventKind.ES_CANDIDATE,
                     f"candidate {existing.id}: ES mean after generation {generation} "
                     f"({existing.status})",
                     {"candidate_id": existing.id, "generation": generation, "slope_at_one": slope},
@@ -381,7 +381,7 @@ class ESCampaign:
         recorded = self.record(
             candidate.id,
             candidate.code,
-            event=EventNote("es_evaluated", f"candidate {candidate.id}"),
+            event=EventNote(EventKind.ES_EVALUATED, f"candidate {candidate.id}"),
         )
         if recorded is None:  # cancelled: still pending
             return candidate
@@ -401,7 +401,7 @@ class ESCampaign:
         writes.log_event(
             session,
             self.campaign.id,
-            "es_budget",
+            EventKind.ES_BUDGET,
             f"{totals['generations']} generations: {totals['training_runs']} training runs, "
             f"{totals['env_steps']:,} env steps, {totals['wall_seconds']:.1f} s, $0",
             totals,

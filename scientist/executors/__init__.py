@@ -1,4 +1,4 @@
-"""Where evaluations run. An executor is called like sandbox.cascade.evaluate_batch and
+"""Where evaluations run. An executor is called like harness.cascade.evaluate_batch and
 returns an Evaluation per candidate of the batch; scientist.search.recorder.Recorder (used by
 campaigns, ES and distillation) writes the result to the archive, so no executor ever writes one.
 

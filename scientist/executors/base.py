@@ -4,8 +4,8 @@ import glob
 from collections.abc import Callable
 from typing import Protocol
 
+from harness.cascade import Evaluation, EvaluationRequest, evaluate
 from sandbox.budgets import get_budget
-from sandbox.cascade import Evaluation, EvaluationRequest, evaluate
 from sandbox.vocabulary import ExecutorName
 from scientist.executors.sizing import BatchChoice, default_batch
 
@@ -18,7 +18,7 @@ class Executor(Protocol):
     name: str
 
     def __call__(self, request: EvaluationRequest) -> list[Evaluation]:
-        """One batch (sandbox.cascade.evaluate): an Evaluation per source, in order; with
+        """One batch (harness.cascade.evaluate): an Evaluation per source, in order; with
         `further_blocks`, each lists one Evaluation per block in `blocks`; at fidelity SCREEN,
         on the meta-train environments alone."""
 

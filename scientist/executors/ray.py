@@ -19,8 +19,8 @@ import os
 import time
 from dataclasses import replace
 
+from harness.cascade import Evaluation, EvaluationRequest, StageRecord
 from sandbox.budgets import get_budget
-from sandbox.cascade import Evaluation, EvaluationRequest, StageRecord
 from sandbox.vocabulary import ExecutorName, Status
 from scientist.executors.base import ExecutorUnavailable
 from scientist.executors.sizing import GPU_BATCH, BatchChoice, default_batch
@@ -151,7 +151,7 @@ def _evaluate_on_node(request, gpu, broker, keys) -> list[Evaluation]:
     import ray
 
     import sandbox as _sandbox  # noqa: F401  (XLA flags before jax)
-    from sandbox.cascade import evaluate
+    from harness.cascade import evaluate
 
     def claim_through(key: str):
         def claim(signature: str) -> int | None:

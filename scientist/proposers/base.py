@@ -82,6 +82,10 @@ class ModelConfigError(ProposerError):
 
 
 class Proposer(Protocol):
-    name: str
+    name: str  # its registry name (proposers/registry.py), the origin of what it proposes
 
     def propose(self, request: ProposalRequest) -> Proposal: ...
+
+    def record_outcome(self, model: str, fitness_improved: bool) -> None:
+        """Feedback on a proposal by `model`: did the child beat its parent? (A proposer
+        without models to weigh ignores it.)"""

@@ -227,6 +227,9 @@ class MutationProposer:
 
     # proposing ----------------------------------------------------------------------------------
 
+    def record_outcome(self, model: str, fitness_improved: bool) -> None:
+        pass  # no models to weigh
+
     def propose(self, request: ProposalRequest) -> Proposal:
         rng = request.rng
         parents, skipped = [], []

@@ -1,5 +1,5 @@
 """Proposers by name. An entry builds one from a campaign's config and its task; a new
-proposer is its module and a line here (and its name in `sandbox.vocabulary.Proposer`).
+proposer is its module and a line here (its name is the origin of what it proposes).
 Modules are imported on first use: litellm alone takes seconds."""
 
 from collections.abc import Callable
@@ -30,6 +30,12 @@ def _llm(config, task: TaskSpec) -> Proposer:
 
 
 PROPOSERS: dict[str, Callable[..., Proposer]] = {Origin.MUTATION: _mutation, Origin.LLM: _llm}
+
+
+def check_proposer(name: str) -> str:
+    if name not in PROPOSERS:
+        raise ValueError(f"unknown proposer {name!r}; choose {', '.join(map(str, PROPOSERS))}")
+    return name
 
 
 def make_proposer(config, task: TaskSpec) -> Proposer:

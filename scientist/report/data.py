@@ -27,7 +27,7 @@ from sandbox.vocabulary import (
     Selection,
     Status,
 )
-from scientist.compare import KINDS, Cost, Score, best_of_kind, search_cost, split_score
+from scientist.compare import Cost, Score, best_of_kind, kinds, search_cost, split_score
 from scientist.report.reproduction import Reproduction, recorded
 from scientist.search.paired import Paired, versus_baselines
 from scientist.search.paired import labels as paired_labels
@@ -369,7 +369,7 @@ def _comparison(
         ComparisonRow(b.label, b.id, (campaign.name,), b.fitness, b.meta_test, None)
         for b in baselines
     ]
-    for origin, label in KINDS:
+    for origin, label in kinds():
         found = best_of_kind(session, [campaign, *others], origin)
         if found is not None:
             best, producers, cost = found

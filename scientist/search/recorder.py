@@ -22,9 +22,9 @@ from enum import StrEnum
 from archive import reads, writes
 from archive.db import Engine, Session, transaction
 from archive.schema import Candidate
-from sandbox.backends import SandboxInfraError
+from harness.backends import SandboxInfraError
+from harness.cascade import Evaluation, EvaluationRequest
 from sandbox.budgets import get_budget
-from sandbox.cascade import Evaluation, EvaluationRequest
 from sandbox.vocabulary import Fidelity, Origin, RankBy, Status
 from scientist.executors.base import Executor
 from scientist.search.seed_blocks import (
@@ -178,7 +178,7 @@ class Recorder:
                 if len(per_block) != len(blocks):
                     raise RuntimeError(
                         f"the executor returned {len(per_block)} blocks of {len(blocks)}: "
-                        "it must train `further_blocks` (sandbox.cascade.evaluate_batch)"
+                        "it must train `further_blocks` (harness.cascade.evaluate_batch)"
                     )
                 candidate = reads.candidate(session, candidate_id)
                 rounds = reads.rounds_of(session, [candidate_id])[candidate_id]

@@ -140,7 +140,7 @@ class LandscapeCache:
 
 
 def compute_in_sandbox(task: str, code: str, sandbox: str) -> Landscape:
-    from sandbox.landscape import compute_landscape
+    from harness.landscape import compute_landscape
 
     return compute_landscape(task, code, sandbox)
 
@@ -282,7 +282,7 @@ def precompute(
     no drift; SandboxUnavailable (from the backend) stops it."""
     from archive import reads
     from archive.db import reading
-    from sandbox.backends import SandboxUnavailable
+    from harness.backends import SandboxUnavailable
 
     with reading(engine) as session:
         campaign = reads.find_campaign(session, campaign_name)

@@ -11,7 +11,7 @@ import random
 
 from archive import reads, writes
 from archive.db import transaction
-from sandbox.vocabulary import Selection
+from sandbox.vocabulary import EventKind, Selection
 from scientist.search.strategy import ArchivedStrategy, Ask, Slot, StrategyKind
 
 
@@ -82,7 +82,7 @@ class IslandEvolution(ArchivedStrategy):
             writes.log_event(
                 session,
                 self.campaign_id,
-                "migration",
+                EventKind.MIGRATION,
                 f"before generation {generation}: {summary}",
                 {"generation": generation, "moves": moves},
                 key=key,

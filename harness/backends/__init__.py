@@ -5,7 +5,7 @@ import importlib
 import logging
 import threading
 
-from sandbox.backends.base import (
+from harness.backends.base import (
     Backend,
     Limits,
     SandboxInfraError,
@@ -36,8 +36,8 @@ _lock = (
 
 # name -> (module, class), imported on first use: Docker's client is not needed otherwise
 BACKENDS = {
-    Sandbox.DOCKER: ("sandbox.backends.docker", "DockerBackend"),
-    Sandbox.PROCESS: ("sandbox.backends.process", "ProcessBackend"),
+    Sandbox.DOCKER: ("harness.backends.docker", "DockerBackend"),
+    Sandbox.PROCESS: ("harness.backends.process", "ProcessBackend"),
 }
 
 

@@ -21,13 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from harness.backends import Limits, SandboxInfraError, SandboxRun, get_backend
+from harness.backends.filesystem import new_scratch, program_cache, scratch_root
+from harness.outputs import OutputError, Outputs
 from sandbox.artifacts import block_dir
-from sandbox.backends import Limits, SandboxInfraError, SandboxRun, get_backend
-from sandbox.backends.filesystem import new_scratch, program_cache, scratch_root
 from sandbox.budgets import get_budget
 from sandbox.checks.pipeline import static_check
 from sandbox.checks.report import CheckReport
-from sandbox.outputs import OutputError, Outputs
 from sandbox.pieces import Contract
 from sandbox.tasks import load_task
 from sandbox.training.program import expression_program
@@ -660,7 +660,7 @@ def _score(
 
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "sandbox.scorer", str(request)],
+            [sys.executable, "-m", "harness.scorer", str(request)],
             # On a GPU host it shares the device with the sandboxes: no up-front allocation.
             env={"XLA_PYTHON_CLIENT_PREALLOCATE": "false", **os.environ},
             capture_output=True,

@@ -18,11 +18,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.backends import Limits
+from harness.backends import Limits
+from harness.oneshot import run_in_sandbox
 from sandbox.checks.pipeline import static_check
 from sandbox.checks.report import CheckReport, CheckResult
 from sandbox.checks.run_check import RESULT_FILE
-from sandbox.oneshot import run_in_sandbox
 from sandbox.vocabulary import Proof, Sandbox, Stage, Status
 
 CHECK_SECONDS = 300.0  # a baseline takes about 15 s on two busy cores, sandbox start included

@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from sandbox.backends.base import (
+from harness.backends.base import (
     BASE_ENV,
     SandboxOutcome,
     SandboxRun,
@@ -39,7 +39,7 @@ from sandbox.backends.base import (
     one_line,
     platform_env,
 )
-from sandbox.backends.filesystem import SANDBOX_UID, hand_over_scratch, new_scratch, sandbox_mounts
+from harness.backends.filesystem import SANDBOX_UID, hand_over_scratch, new_scratch, sandbox_mounts
 from sandbox.vocabulary import Sandbox
 
 TAIL_BYTES = 64 * 1024

@@ -25,7 +25,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from sandbox.backends.base import (
+from harness.backends.base import (
     BASE_ENV,
     SandboxInfraError,
     SandboxOutcome,
@@ -34,9 +34,9 @@ from sandbox.backends.base import (
     one_line,
     platform_env,
 )
-from sandbox.backends.filesystem import SANDBOX_UID, hand_over_scratch, sandbox_mounts
-from sandbox.backends.output_cap import MARKER
-from sandbox.backends.process import TAIL_BYTES, require_imports, wait_or_kill
+from harness.backends.filesystem import SANDBOX_UID, hand_over_scratch, sandbox_mounts
+from harness.backends.output_cap import MARKER
+from harness.backends.process import TAIL_BYTES, require_imports, wait_or_kill
 from sandbox.vocabulary import Sandbox
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ class DockerBackend:
             command=[
                 python,
                 "-m",
-                "sandbox.backends.output_cap",
+                "harness.backends.output_cap",
                 str(limits.output_bytes),
                 python,
                 *run.args,

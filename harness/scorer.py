@@ -1,6 +1,6 @@
 """The trusted scorer: the only code that turns a training run into a fitness.
 
-    python -m sandbox.scorer request.json     # prints a JSON list: one verdict per out_dir
+    python -m harness.scorer request.json     # prints a JSON list: one verdict per out_dir
 
 It never imports the candidate. It rebuilds the expected parameter tree from the budget's
 configuration, validates the artifacts the sandboxed run left (see artifacts.py), and
