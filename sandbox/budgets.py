@@ -29,12 +29,24 @@ class Budget:
     seeds: int
     eval_episodes: int
     envs: tuple[EnvBudget, ...]
+    # The split a task gets here unless its task.toml names its own: the environments the
+    # search scores on, and those held out to test transfer
+    meta_train: tuple[str, ...]
+    meta_test: tuple[str, ...]
     full_seconds: float  # the time limit of one full-stage sandbox run (one block of seeds)
     # Fresh blocks of `seeds` per elite re-evaluation: a label rests on these alone (the
     # search's block picked the candidate), so they must reach an interval (8 seeds) and
     # resolve the measured seed noise (README, "How many seeds").
     reevaluation_blocks: int = 3
     gpu: bool = False  # one GPU per evaluation, where the machine (or Ray cluster) has one
+
+    def __post_init__(self):
+        missing = set(self.meta_train + self.meta_test) - set(self.env_ids)
+        if missing or not self.meta_train:
+            raise ValueError(
+                f"budget {self.name}: its split needs a meta-train environment, and budgets "
+                f"for every environment it names (none for {', '.join(sorted(missing))})"
+            )
 
     @property
     def env_ids(self) -> tuple[str, ...]:
@@ -89,6 +101,10 @@ def _env(
 _ACROBOT = {"update_epochs": 16, "num_minibatches": 1, "learning_rate": 3e-3}
 _CARTPOLE = {"update_epochs": 8, "num_minibatches": 1, "learning_rate": 1e-2}
 
+# The DPO paper's MinAtar split: meta-train on Breakout, test transfer on the other three.
+_MINATAR_TRAIN = ("Breakout-MinAtar",)
+_MINATAR_TEST = ("Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar")
+
 # PPO references: IQM of the built-in PPO over 16 seeds (classic control) or 8 seeds
 # (MinAtar), `scientist calibrate` on 2 CPU cores, JAX 0.10.2.
 BUDGETS: dict[str, Budget] = {
@@ -101,6 +117,8 @@ BUDGETS: dict[str, Budget] = {
             _env("CartPole-v1", 100_000, 264.35),
             _env("Acrobot-v1", 100_000, -198.63),
         ),
+        meta_train=("CartPole-v1",),
+        meta_test=("Acrobot-v1",),
         full_seconds=900.0,
         reevaluation_blocks=4,
     ),
@@ -117,6 +135,8 @@ BUDGETS: dict[str, Budget] = {
             _env("Acrobot-v1", 25_000, -118.89, **_ACROBOT),
             _env("CartPole-v1", 50_000, 498.2, **_CARTPOLE),
         ),
+        meta_train=("Acrobot-v1",),
+        meta_test=("CartPole-v1",),
         full_seconds=900.0,
         reevaluation_blocks=4,
     ),
@@ -133,6 +153,8 @@ BUDGETS: dict[str, Budget] = {
             _env("Freeway-MinAtar", 1_000_000, 32.09),
             _env("SpaceInvaders-MinAtar", 1_000_000, 86.99),
         ),
+        meta_train=_MINATAR_TRAIN,
+        meta_test=_MINATAR_TEST,
         full_seconds=4 * 3600.0,
     ),
     "paper": Budget(
@@ -148,6 +170,8 @@ BUDGETS: dict[str, Budget] = {
             _env("Freeway-MinAtar", 10_000_000, 61.84, _PUBLISHED),
             _env("SpaceInvaders-MinAtar", 10_000_000, 167.09, _PUBLISHED),
         ),
+        meta_train=_MINATAR_TRAIN,
+        meta_test=_MINATAR_TEST,
         full_seconds=24 * 3600.0,
         reevaluation_blocks=1,
         gpu=True,

@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from sandbox.budgets import get_budget
+from sandbox.budgets import BUDGETS, get_budget
 from sandbox.pieces import Piece, UnknownPiece, get_piece
 from sandbox.vocabulary import META_TEST, META_TRAIN, Fidelity
 
@@ -60,14 +60,17 @@ class TaskSpec:
     folder: Path
 
     def split(self, budget: str) -> Split:
-        """The meta-train / meta-test environments at a budget (the task's default split
-        unless the spec names one for that budget)."""
+        """The meta-train / meta-test environments at a budget: the task's own for that
+        budget, else its default, else the budget's (sandbox/budgets.py)."""
         if budget not in self.budgets:
             raise TaskError(
                 f"task {self.name} does not run at budget {budget!r}; "
                 f"it supports {', '.join(self.budgets)}"
             )
-        return self.splits.get(budget, self.splits["default"])
+        if budget in self.splits or "default" in self.splits:
+            return self.splits.get(budget, self.splits.get("default"))
+        entry = get_budget(budget)
+        return Split(entry.meta_train, entry.meta_test)
 
     @property
     def baseline_names(self) -> tuple[str, ...]:
@@ -141,12 +144,12 @@ def load_task(name: str) -> TaskSpec:
             entry_point=raw["entry_point"],
             prototype=raw["prototype"],
             normaliser=raw["normaliser"],
-            budgets=tuple(raw["budgets"]),
+            budgets=tuple(raw.get("budgets", BUDGETS)),
             inputs=dict(raw["inputs"]),
             output=dict(raw["output"]),
             splits={
                 k: Split(tuple(v["meta_train"]), tuple(v["meta_test"]))
-                for k, v in raw["splits"].items()
+                for k, v in raw.get("splits", {}).items()
             },
             folder=path.parent,
         )
@@ -166,8 +169,6 @@ def _validate(spec: TaskSpec, path: Path) -> None:
             f"{path}: a {spec.piece.kind} takes {spec.piece.arity} inputs, "
             f"[inputs] names {len(spec.inputs)}"
         )
-    if "default" not in spec.splits:
-        raise TaskError(f"{path}: needs a [splits.default] table")
     for budget_name in spec.budgets:
         budget = get_budget(budget_name)
         split = spec.split(budget_name)

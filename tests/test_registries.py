@@ -2,6 +2,7 @@
 a message that lists the known ones (before: an unknown sandbox backend silently became the
 process backend)."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -10,7 +11,8 @@ from test_reevaluation import stand_in_evaluate
 from archive import reads
 from archive.db import open_engine, transaction
 from harness.backends import BACKENDS, _make
-from sandbox.tasks import load_task
+from sandbox.budgets import BUDGETS, Budget, EnvBudget
+from sandbox.tasks import Split, load_task
 from sandbox.vocabulary import ExecutorName, Origin, Sandbox
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.loop import CampaignLoop
@@ -36,6 +38,8 @@ def test_unknown_names_are_refused_with_the_known_ones():
         make_proposer(SimpleNamespace(proposer="oracle"), load_task("mirror_drift"))
     with pytest.raises(ValueError, match="unknown proposer 'oracle'"):
         CampaignConfig(name="x", task="mirror_drift", proposer="oracle")
+    with pytest.raises(ValueError, match="unknown sandbox 'gvisor'; choose auto, docker, process"):
+        CampaignConfig(name="x", task="mirror_drift", sandbox="gvisor")
 
 
 class Constant:
@@ -71,3 +75,30 @@ def test_a_proposer_is_its_module_and_a_registry_line(tmp_path, monkeypatch):
         origins = {c.origin for c in reads.candidates(session, campaign.id)}
     assert origins == {Origin.BASELINE, "constant"}
     assert ("constant", "constant") in kinds()
+
+
+def test_a_budget_is_one_entry(monkeypatch):
+    """A budget declared in sandbox/budgets.py alone (here added to its table) is a task's
+    budget with the budget's own split, and a campaign's; one without budgets for the
+    environments its split names is refused where it is declared."""
+    tiny = Budget(
+        name="tiny",
+        description="a test's",
+        seeds=1,
+        eval_episodes=4,
+        envs=(EnvBudget("CartPole-v1", 4_096, 22.52, 100.0),),
+        meta_train=("CartPole-v1",),
+        meta_test=(),
+        full_seconds=60.0,
+    )
+    monkeypatch.setitem(BUDGETS, "tiny", tiny)
+    load_task.cache_clear()
+    try:
+        task = load_task("mirror_drift")
+        assert "tiny" in task.budgets
+        assert task.split("tiny") == Split(("CartPole-v1",), ())
+        assert CampaignConfig(name="x", task="mirror_drift", budget="tiny").budget == "tiny"
+    finally:
+        load_task.cache_clear()
+    with pytest.raises(ValueError, match="Acrobot-v1"):
+        dataclasses.replace(tiny, meta_test=("Acrobot-v1",))

@@ -41,6 +41,16 @@ BACKENDS = {
 }
 
 
+def sandbox_names() -> tuple[str, ...]:
+    return (Sandbox.AUTO, *BACKENDS)
+
+
+def check_sandbox(name: str) -> str:
+    if name not in sandbox_names():
+        raise ValueError(f"unknown sandbox {name!r}; choose {', '.join(sandbox_names())}")
+    return name
+
+
 def _make(name: str) -> Backend:
     if name not in BACKENDS:
         raise ValueError(
@@ -54,8 +64,7 @@ def get_backend(name: str = Sandbox.AUTO) -> Backend:
     """One preflighted backend per name and process. `auto` commits to a backend only after
     its import probe has run there: one that fails falls back to the next with a one-line
     note of why; SandboxUnavailable, one line naming each reason, when none works."""
-    if name not in tuple(Sandbox):
-        raise ValueError(f"unknown sandbox {name!r}; choose {', '.join(Sandbox)}")
+    check_sandbox(name)
     with _lock:
         if name in _ready:
             return _ready[name]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from harness.backends import check_sandbox
 from sandbox.budgets import BUDGETS, REEVALUATION_BLOCKS
 from sandbox.vocabulary import ExecutorName, Origin, RankBy, Sandbox, Selection
 from scientist.proposers.registry import check_proposer
@@ -37,7 +38,7 @@ class CampaignConfig(BaseModel):
     population: int = Field(4, ge=1, description="proposals per island per generation")
     islands: int = Field(2, ge=1)
     budget: str = "smoke"
-    sandbox: Sandbox = Sandbox.AUTO
+    sandbox: str = Sandbox.AUTO
     workers: int = Field(
         2, ge=1, description="batches evaluated at once (with ray: tasks in flight on the cluster)"
     )
@@ -125,6 +126,7 @@ class CampaignConfig(BaseModel):
         if self.budget not in BUDGETS:
             raise ValueError(f"unknown budget {self.budget!r}; choose from {', '.join(BUDGETS)}")
         check_strategy(self.selection)
+        check_sandbox(self.sandbox)
         return self
 
     @property

@@ -14,7 +14,7 @@ from archive import reads
 from archive.db import open_reader, transaction
 from archive.lease import CampaignBusy, runner_alive
 from sandbox.budgets import BUDGET_NAMES, REEVALUATION_BLOCKS
-from sandbox.vocabulary import ExecutorName, RankBy, Sandbox
+from sandbox.vocabulary import ExecutorName, RankBy
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.display import (
     campaign_summary,
@@ -25,6 +25,7 @@ from scientist.campaign.display import (
 from scientist.campaign.loop import CampaignError, CampaignLoop
 from scientist.commands.options import (
     MAX_AT_ONCE,
+    SANDBOX_HELP,
     DbOption,
     campaign_or_exit,
     console,
@@ -66,9 +67,7 @@ def run(
     ] = None,
     islands: Annotated[Optional[int], count_option()] = None,
     budget: Annotated[Optional[str], typer.Option(help=BUDGET_NAMES)] = None,
-    sandbox: Annotated[
-        Optional[Sandbox], typer.Option(help="sandbox backend; auto: the strongest that works here")
-    ] = None,
+    sandbox: Annotated[Optional[str], typer.Option(help=SANDBOX_HELP)] = None,
     workers: Annotated[
         Optional[int], count_option("batches evaluated at once", high=MAX_AT_ONCE)
     ] = None,

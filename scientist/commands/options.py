@@ -9,7 +9,8 @@ from rich.console import Console
 
 from archive import reads
 from archive.db import default_url, open_engine
-from sandbox.vocabulary import ExecutorName, Sandbox
+from harness.backends import check_sandbox, sandbox_names
+from sandbox.vocabulary import ExecutorName
 from scientist.search.seed_blocks import SEED_MODULUS
 
 # Bounds of the integers commands hand to SQL and to numpy/JAX: a value outside them is
@@ -60,9 +61,17 @@ def count_option(help: str = "", *, low: int = 1, high: int = MAX_COUNT):
     return typer.Option(min=low, max=high, help=help)
 
 
-SandboxOption = Annotated[
-    Sandbox, typer.Option("--sandbox", help="sandbox backend; auto: the strongest that works here")
-]
+def _sandbox(name: str) -> str:
+    try:
+        return check_sandbox(name)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+SANDBOX_HELP = (
+    f"sandbox backend, one of {', '.join(sandbox_names())}; auto: the strongest that works here"
+)
+SandboxOption = Annotated[str, typer.Option("--sandbox", help=SANDBOX_HELP, callback=_sandbox)]
 ExecutorOption = Annotated[
     ExecutorName,
     typer.Option(
