@@ -77,6 +77,8 @@ def test_llm_campaign_through_litellm_with_retries_no_code_and_a_dollar_cap(tmp_
                 "process",
                 "--seed",
                 "1",
+                "--reevaluate-top",  # promotions are tested elsewhere; this is the LLM path
+                "0",
                 "--config",
                 str(config),
                 "--name",
@@ -167,6 +169,7 @@ def test_llm_campaign_without_a_key_reaches_a_local_server_and_stops_on_a_config
                 *(sys.executable, "-m", "scientist.cli", "run", "--task", "mirror_drift"),
                 *("--model", "openai/M", "--api-base", server.base_url, "--budget", "smoke"),
                 *("--generations", "1", "--population", "2", "--islands", "1", "--workers", "1"),
+                *("--reevaluate-top", "0"),
                 *("--sandbox", "process", "--seed", "1", "--name", "nokey", "--db", db),
             ],
             capture_output=True,

@@ -209,6 +209,8 @@ def test_a_campaign_on_the_new_task_proposes_trains_and_archives(checkout):
             "1",
             "--islands",
             "1",
+            "--reevaluate-top",
+            "0",
             "--model",
             "openai/recorded-model",
             "--api-base",

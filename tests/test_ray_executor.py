@@ -91,6 +91,8 @@ def test_worker_and_campaign_killed_mid_campaign_lose_and_duplicate_nothing(
         "2",
         "--batch",
         "2",  # batches of two: enough of them that the kill lands mid-campaign
+        "--reevaluate-top",  # promotions in flight are test_campaign's kill -9 test's
+        "0",
         "--sandbox",
         "process",
         "--executor",

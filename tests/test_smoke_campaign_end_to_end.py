@@ -52,6 +52,8 @@ def campaign(tmp_path_factory):
         "process",
         "--seed",
         "3",
+        "--reevaluate-top",  # promotions are test_reevaluation's and test_campaign's subject
+        "0",
         "--name",
         NAME,
         "--db",
