@@ -107,9 +107,16 @@ def campaign_arm(engine, name: str, seconds: float, args) -> Arm:
         reevaluation_blocks=args.reevaluation_blocks,
     )
     start = time.monotonic()
-    campaign = CampaignLoop(engine, config, MutationProposer(load_task(TASK))).run()
-    arm = Arm(name, seconds=time.monotonic() - start)
+    CampaignLoop(engine, config, MutationProposer(load_task(TASK))).run()
+    return read_arm(engine, name, time.monotonic() - start)
+
+
+def read_arm(engine, name: str, seconds: float) -> Arm:
+    """A campaign arm as its archive holds it: its timeline, when it reached PPO, its winner."""
+    kind = CAMPAIGN_ARMS[name]
+    arm = Arm(name, seconds=seconds)
     with transaction(engine) as session:
+        campaign = reads.get_campaign(session, name)
         rows = reads.candidates(session, campaign.id)
         proposed = [c for c in rows if c.origin != Origin.BASELINE]
         arm.candidates = sum(c.status != Status.PENDING for c in proposed)
@@ -284,6 +291,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--db", help="archive URL (default: a new SQLite file)")
     parser.add_argument("--tiny", action="store_true", help="the path in minutes, for CI")
+    parser.add_argument("--figure", help="a PNG of each arm's best paired difference over time")
     args = parser.parse_args()
     if args.tiny:
         args.seconds, args.population, args.islands = 30.0, 2, 1
@@ -333,6 +341,9 @@ def main() -> None:
         )
     if ppo_quick is not None:
         print(f"PPO at the quick budget's meta-train, same seeds: {ppo_quick:.2f} (1 = reference)")
+    if args.figure:
+        plot_timelines(arms, args.figure)
+        print(f"figure: {args.figure}")
     figures = {
         "seconds_per_arm": args.seconds,
         "budget": args.budget,
@@ -349,6 +360,29 @@ def main() -> None:
         },
     }
     print(json.dumps(figures))
+
+
+def plot_timelines(arms: list[Arm], path: str) -> None:
+    """Each campaign arm's best paired difference from PPO (with its 95 % lower bound) as
+    its re-evaluations finish, over the arm's seconds; 0 is PPO's level."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 3.6), layout="constrained")
+    axes = figure.add_subplot()
+    for arm in arms:
+        points = [(t, d, low) for t, d, low in arm.timeline if low is not None]
+        if not points:
+            continue
+        t, d, low = zip(*points, strict=True)
+        line = axes.step(t, d, where="post", label=f"{arm.name}: best difference")[0]
+        axes.step(t, low, where="post", linestyle=":", color=line.get_color(), label="its 95 % LB")
+    axes.axhline(0.0, color="black", linewidth=0.8)
+    axes.axhline(REACHED, color="grey", linewidth=0.8, linestyle="--", label="PPO's level (LB)")
+    axes.set_xlabel("seconds since the campaign started")
+    axes.set_ylabel("paired difference vs PPO (normalised)")
+    axes.legend(fontsize="small")
+    FigureCanvasAgg(figure).print_png(path)
 
 
 def _seconds(value: float | None) -> str:

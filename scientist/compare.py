@@ -1,7 +1,8 @@
 """LLM vs mutation vs ES vs hand-designed drifts, compared fairly: the best candidate of each
-kind from the named campaigns and the task's PPO and DPO baselines are re-trained on fresh
-seeds at one shared budget (search-time scores are selected, hence optimistic), through the
-same sandbox and scorer; costs are the search's, in the same units for every method.
+origin (a proposer, ES, distillation) from the named campaigns and the task's PPO and DPO
+baselines are re-trained on fresh seeds at one shared budget (search-time scores are
+selected, hence optimistic), through the same sandbox and scorer; costs are the search's,
+in the same units for every method.
 """
 
 import secrets
@@ -21,7 +22,7 @@ from scientist.proposers.registry import PROPOSERS
 from scientist.search.seed_blocks import pooled, round_record, seed_block
 
 
-def kinds() -> list[tuple[str, str]]:
+def compared_origins() -> list[tuple[str, str]]:
     """(origin, label): every proposer's candidates, then the ES network's and distillation's."""
     return [
         (origin, ORIGIN_LABELS.get(origin, origin))
@@ -110,7 +111,7 @@ def search_cost(session: Session, campaign: Campaign) -> Cost:
     )
 
 
-def best_of_kind(
+def best_of_origin_in(
     session: Session, campaigns: list[Campaign], origin: str
 ) -> tuple[Candidate, list[Campaign], Cost] | None:
     """The best scored candidate of `origin` across the campaigns, the campaigns that
@@ -143,9 +144,9 @@ def gather(session: Session, names: list[str]) -> tuple[str, list[Campaign], lis
     evolved = [c for c in campaigns if c not in control]
     # A best-of-N control arm gets rows of its own, beside the evolution it controls for.
     for group, suffix, always in ((evolved, "", True), (control, " (best-of-N control)", False)):
-        for origin, label in kinds():
+        for origin, label in compared_origins():
             row = Row(label + suffix)
-            found = best_of_kind(session, group, origin) if group else None
+            found = best_of_origin_in(session, group, origin) if group else None
             if found is not None:
                 best, producers, row.cost = found
                 row.candidate_id, row.search_fitness, row.code = best.id, best.fitness, best.code

@@ -49,8 +49,17 @@ def test_settings_grid_scores_each_setting_on_the_four_criteria(tmp_path):
 def test_rediscovery_runs_its_three_arms_tiny_and_reports_each(tmp_path):
     """Each arm runs for real at the discovery budget (tiny: seconds of search), its winner
     is trained again on fresh paired seeds with PPO; the JSON names every arm."""
-    figures = last_json("benchmarks.rediscovery", "--tiny", "--db", f"sqlite:///{tmp_path}/a.db")
+    picture = tmp_path / "timeline.png"
+    figures = last_json(
+        "benchmarks.rediscovery",
+        "--tiny",
+        "--db",
+        f"sqlite:///{tmp_path}/a.db",
+        "--figure",
+        str(picture),
+    )
     assert set(figures["arms"]) == {"gp_evolution", "gp_best_of_n", "es"}
+    assert picture.read_bytes().startswith(b"\x89PNG")
     for name, arm in figures["arms"].items():
         assert set(arm) >= {"reached_ppo_seconds", "quick_score", "fresh", "seconds"}, name
         assert arm["seconds"] > 0 and arm["quick_score"] is None  # --tiny skips the quick budget

@@ -16,7 +16,7 @@ from sandbox.tasks import Split, load_task
 from sandbox.vocabulary import ExecutorName, Origin, Sandbox
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.loop import CampaignLoop
-from scientist.compare import kinds
+from scientist.compare import compared_origins
 from scientist.executors.registry import EXECUTORS, get_executor
 from scientist.proposers.base import Proposal, ProposalRequest, ProposerError
 from scientist.proposers.registry import PROPOSERS, make_proposer
@@ -74,7 +74,7 @@ def test_a_proposer_is_its_module_and_a_registry_line(tmp_path, monkeypatch):
     with transaction(engine) as session:
         origins = {c.origin for c in reads.candidates(session, campaign.id)}
     assert origins == {Origin.BASELINE, "constant"}
-    assert ("constant", "constant") in kinds()
+    assert ("constant", "constant") in compared_origins()
 
 
 def test_a_budget_is_one_entry(monkeypatch):

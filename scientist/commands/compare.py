@@ -64,7 +64,7 @@ def compare(
     ] = None,
     db: DbOption = None,
 ) -> None:
-    """Re-train the best candidate of each kind and the PPO/DPO baselines on fresh seeds at one
+    """Re-train the best candidate of each origin and the PPO/DPO baselines on fresh seeds at one
     budget; report meta-train and held-out meta-test fitness with 95% CIs, and search costs."""
     engine = open_reader(db)
     try:
@@ -124,9 +124,8 @@ def compare(
 
 def _score(score, status: str) -> str:
     if status != Status.OK:
-        return (
-            status  # missing (nothing of this kind in the campaigns) or the re-evaluation's failure
-        )
+        # missing (nothing of this origin in the campaigns) or the re-evaluation's failure
+        return status
     return score.estimate.describe(3) if score.estimate else "—"
 
 

@@ -145,7 +145,7 @@ class _Child:
     limit_from: tuple[ex.Node, ...] = ()  # parents whose size and depth the child may reach
 
 
-# How a mutation of the primary parent is chosen: (kind, weight).
+# How a mutation of the primary parent is chosen: (mutation, weight).
 MUTATIONS = (
     ("subtree", 0.25),
     ("point", 0.15),
@@ -359,8 +359,8 @@ class MutationProposer:
         if rng.random() < 0.25:
             # Blends keep validity: sums, weighted means and maxima of valid drifts are valid
             # drifts, and likewise for value losses minimal at the target.
-            kind = rng.choice(("mean", "sum", "max"))
-            if kind == "mean":
+            combine = rng.choice(("mean", "sum", "max"))
+            if combine == "mean":
                 w = round(rng.uniform(0.2, 0.8), 2)
                 tree = ex.Op(
                     "add",
@@ -370,7 +370,7 @@ class MutationProposer:
                     ),
                 )
                 note = f"crossover/blend: {w}*#{a.view.id} + {round(1 - w, 2)}*#{b.view.id}"
-            elif kind == "sum":
+            elif combine == "sum":
                 tree = ex.Op("add", (a.tree, b.tree))
                 note = f"crossover/blend: #{a.view.id} + #{b.view.id}"
             else:
@@ -378,16 +378,16 @@ class MutationProposer:
                 note = f"crossover/blend: max(#{a.view.id}, #{b.view.id})"
             return _Child(self._simplify(tree), note, ids, (a.tree, b.tree))
         receiver, donor = (a, b) if rng.random() < 0.75 else (b, a)
-        kind = "subtree"
+        combine = "subtree"
         if rng.random() < 0.6 and (pair := self._matched_pair(rng, receiver.tree, donor.tree)):
-            kind = "matched"
+            combine = "matched"
             path, inserted = pair
             tree = ex.replace(receiver.tree, path, inserted)
         else:
             tree, path, inserted = ex.crossover(rng, receiver.tree, donor.tree)
         old = ex.get(receiver.tree, path)
         note = (
-            f"crossover/{kind}: in #{receiver.view.id} replaced {self.describe(old)} "
+            f"crossover/{combine}: in #{receiver.view.id} replaced {self.describe(old)} "
             f"with {self.describe(inserted)} from #{donor.view.id}"
         )
         return _Child(self._simplify(tree), note, ids, (a.tree, b.tree))
@@ -427,31 +427,31 @@ class MutationProposer:
         return self._signatures[tree]
 
     def _mutate(self, rng, parent: _Parent) -> _Child | None:
-        kind = _weighted(rng, MUTATIONS)
+        mutation = _weighted(rng, MUTATIONS)
         tree, grammar = parent.tree, self.grammar
         ids, limits = (parent.view.id,), (parent.tree,)
-        if kind == "subtree":
+        if mutation == "subtree":
             child, path, new = ex.subtree_mutation(rng, tree, grammar, self.max_depth)
             note = (
                 f"mutate/subtree: replaced {self.describe(ex.get(tree, path))} "
                 f"with {self.describe(new)}"
             )
-        elif kind == "point":
+        elif mutation == "point":
             child, path, new = ex.point_mutation(rng, tree, grammar)
             note = f"mutate/point: {self.describe(ex.get(tree, path))} -> {self.describe(new)}"
-        elif kind == "constant":
+        elif mutation == "constant":
             result = ex.perturb_constants(rng, tree, tied=rng.random() < 0.7)
             if result is None:
                 return None
             child, old, new = result
             note = f"mutate/constant: {old:.4g} -> {new:.4g}"
-        elif kind == "insert":
+        elif mutation == "insert":
             result = ex.insert_mutation(rng, tree, grammar)
             if result is None:
                 return None
             child, path, new = result
             note = f"mutate/insert: {self.describe(ex.get(tree, path))} -> {self.describe(new)}"
-        elif kind == "shrink":
+        elif mutation == "shrink":
             result = ex.shrink_mutation(rng, tree)
             if result is None:
                 return None

@@ -27,7 +27,14 @@ from sandbox.vocabulary import (
     Selection,
     Status,
 )
-from scientist.compare import Cost, Score, best_of_kind, kinds, search_cost, split_score
+from scientist.compare import (
+    Cost,
+    Score,
+    best_of_origin_in,
+    compared_origins,
+    search_cost,
+    split_score,
+)
 from scientist.report.reproduction import Reproduction, recorded
 from scientist.search.paired import Paired, versus_baselines
 from scientist.search.paired import labels as paired_labels
@@ -364,13 +371,13 @@ def _comparison(
     session: Session, campaign: Campaign, others: list[Campaign], baselines: list[Entry]
 ) -> list[ComparisonRow]:
     """PPO and DPO (this campaign's evaluations of them), then the best candidate of each
-    kind (LLM, mutation, ES, distilled) across the campaigns, with what its search cost."""
+    origin (LLM, mutation, ES, distilled) across the campaigns, with what its search cost."""
     rows = [
         ComparisonRow(b.label, b.id, (campaign.name,), b.fitness, b.meta_test, None)
         for b in baselines
     ]
-    for origin, label in kinds():
-        found = best_of_kind(session, [campaign, *others], origin)
+    for origin, label in compared_origins():
+        found = best_of_origin_in(session, [campaign, *others], origin)
         if found is not None:
             best, producers, cost = found
             rows.append(
