@@ -68,8 +68,8 @@ def test_adding_a_folder_adds_a_task(tmp_path, monkeypatch):
         assert check_candidate(spec, spec.baseline_source("ppo")).valid
         with pytest.raises(TaskError, match="unknown task"):
             load_task("mirror_drift")
-        spec_file.write_text(
-            spec_file.read_text().replace('meta_train = ["CartPole-v1"]', 'meta_train = ["Pong"]')
+        spec_file.write_text(  # a split of the task's own for one budget
+            spec_file.read_text() + '\n[splits.smoke]\nmeta_train = ["Pong"]\nmeta_test = []\n'
         )
         tasks.load_task.cache_clear()
         with pytest.raises(TaskError, match="Pong is not covered by budget smoke"):
