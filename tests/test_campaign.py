@@ -315,7 +315,7 @@ def test_status_and_archive_commands_read_the_campaign(killed_and_resumed):
         "static",
         "trace",
         "validity",
-        "smoke",
+        "trial",
         "full",
         "score",
     }

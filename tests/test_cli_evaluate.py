@@ -48,7 +48,7 @@ def test_ppo_baseline_evaluates_ok_with_the_documented_json():
         "static",
         "trace",
         "validity",
-        "smoke",
+        "trial",
         "full",
         "score",
     ]

@@ -243,7 +243,7 @@ def test_a_campaign_on_the_new_task_proposes_trains_and_archives(checkout):
         "static",
         "trace",
         "validity",
-        "smoke",
+        "trial",
         "full",
         "score",
     ]

@@ -83,7 +83,7 @@ def test_dpo_evaluates_ok_from_each_layout(evaluations, layouts, layout, sandbox
         "static",
         "trace",
         "validity",
-        "smoke",
+        "trial",
         "full",
         "score",
     ]

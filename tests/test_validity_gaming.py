@@ -320,5 +320,5 @@ def test_in_the_sandbox_the_monitor_fails_what_every_check_passed_and_spares_the
     assert [s.name for s in dpo.stages][-1] == "score"
     assert pocket.status == Status.INVALID, [(s.name, s.status, s.detail) for s in pocket.stages]
     failed = pocket.stages[-1]
-    assert failed.name in ("smoke", "full") and "negative during training: drift(" in failed.detail
+    assert failed.name in ("trial", "full") and "negative during training: drift(" in failed.detail
     assert dtype.status == Status.INVALID and dtype.stages[-1].name == "validity"
