@@ -431,46 +431,38 @@ def ranked_members(
     return [(i, f) for i, f in session.exec(query.limit(limit)).all()]
 
 
-def members_above(session: Session, campaign_id: int, island: int, score: float) -> int:
-    """How many of the island's scored members rank above `score`."""
-    return session.exec(
-        select(func.count())
-        .select_from(IslandMember)
-        .where(*_scored_members(campaign_id, island), col(IslandMember.fitness) > score)
-    ).one()
-
-
-def held_above(session: Session, campaign_id: int, island: int, fitness: float) -> int:
-    """How many of the island's members wait for their re-evaluation (unranked meanwhile)
-    with a search fitness above `fitness`: promotions already granted, which a newcomer
-    must also beat to be promoted."""
-    return session.exec(
-        select(func.count())
-        .select_from(IslandMember)
-        .join(Candidate, Candidate.id == IslandMember.candidate_id)
-        .where(
-            IslandMember.campaign_id == campaign_id,
-            IslandMember.island == island,
-            Candidate.review == Review.HELD,
-            col(Candidate.fitness) > fitness,
-        )
-    ).one()
-
-
-def enters_top(session: Session, candidate: Candidate, score: float, k: int) -> bool:
-    """Would `score` rank among the best k of any island the candidate lives on, counting
-    the candidates already held there above it? Held ones are unranked until re-evaluated;
-    left out, every member of a batch scored at once would enter a top k of the others and
-    be promoted. They are compared by search fitness, on the same seeds as this one's."""
+def enters_top(session: Session, candidate: Candidate, k: int) -> bool:
+    """Would the candidate's search fitness rank among the best k of any island it lives on?
+    Every member is compared by its search block's fitness (block 0: the same seeds and
+    episodes for all, so the comparison is paired), whatever rounds it has had since, and
+    held members count too (unranked until re-evaluated; left out, every member of a batch
+    scored at once would enter a top k of the others). Rank scores would not do: a
+    baseline's pooled lower bound rests on many seeds, a newcomer's on its first block, so
+    a newcomer would never be promoted past well-measured baselines."""
+    search_round = and_(
+        EvaluationRound.candidate_id == IslandMember.candidate_id, EvaluationRound.block == 0
+    )
+    search_fitness = func.coalesce(EvaluationRound.fitness, Candidate.fitness)
     islands = session.exec(
         select(IslandMember.island).where(IslandMember.candidate_id == candidate.id)
     ).all()
-    c = candidate.campaign_id
-    return any(
-        members_above(session, c, island, score) + held_above(session, c, island, candidate.fitness)
-        < k
-        for island in islands
-    )
+    for island in islands:
+        above = session.exec(
+            select(func.count())
+            .select_from(IslandMember)
+            .join(Candidate, Candidate.id == IslandMember.candidate_id)
+            .outerjoin(EvaluationRound, search_round)
+            .where(
+                IslandMember.campaign_id == candidate.campaign_id,
+                IslandMember.island == island,
+                IslandMember.candidate_id != candidate.id,
+                Candidate.status == Status.OK,
+                search_fitness > candidate.fitness,
+            )
+        ).one()
+        if above < k:
+            return True
+    return False
 
 
 def member_at_rank(session: Session, campaign_id: int, island: int, rank: int) -> int | None:

@@ -16,7 +16,7 @@ from archive.db import (
     transaction,
 )
 from archive.fingerprint import code_hash
-from archive.schema import Campaign, Candidate, IslandMember, LLMCall
+from archive.schema import Campaign, Candidate, EvaluationRound, IslandMember, LLMCall
 from harness.cascade import Evaluation, StageRecord
 from scientist.proposers.base import CallRecord
 from scientist.search.strategy import ArchivedStrategy, SearchSettings
@@ -248,3 +248,40 @@ def test_promotion_counts_the_candidates_already_held(engine, campaign, fitnesse
     with transaction(engine) as session:
         rows = reads.candidates_by_id(session, ids)
     assert [rows[i].review == "held" for i in ids] == held
+
+
+def test_promotion_compares_search_fitness_not_rank_scores(engine, campaign):
+    """Baselines measured on many seeds rank by a pooled lower bound a newcomer's first block
+    cannot reach; promotion compares every member's search block (the same seeds), so a
+    newcomer that beats them there is promoted all the same (a discovery run from the
+    baselines promoted nothing for 55 minutes before)."""
+
+    def scored(session, fitness: float, rank: float, **where):
+        code = CODE.replace("jnp.square", f"{fitness} * jnp.square")
+        row = writes.add_candidate(session, campaign, code=code, **where)
+        block = EvaluationRound(block=0, training_seed=1, runs=2, status="ok", fitness=fitness)
+        return writes.record_evaluation(
+            session, row.id, ok(fitness), round=block, rank=lambda c: rank
+        )
+
+    with transaction(engine) as session:
+        for name, fitness in (("ppo", 1.0), ("dpo", 1.02)):  # rank: a 10-seed lower bound
+            scored(
+                session,
+                fitness,
+                fitness - 0.03,
+                origin="baseline",
+                operator="seed",
+                island=0,
+                generation=0,
+                member_of=(0,),
+                baseline_name=name,
+            )
+        newcomer = scored(
+            session, 1.05, 0.7, origin="mutation", operator="mutate", island=0, generation=1
+        )
+        ArchivedStrategy(engine, campaign.id, SearchSettings(promote_top=2)).tell(
+            session, newcomer, 0.7
+        )
+    with transaction(engine) as session:
+        assert reads.candidate(session, newcomer.id).review == "held"

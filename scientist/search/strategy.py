@@ -98,11 +98,14 @@ class ArchivedStrategy:
         return [(c.id, c.code) for c in held]
 
     def tell(self, session: Session, candidate: Candidate, score: float) -> None:
+        """Promotion: a proposal whose search fitness enters an island's top `promote_top`
+        (archive.reads.enters_top) is held for its re-evaluation; otherwise it stays ranked
+        at `score`."""
         top = self.settings.promote_top
         if (
             top
             and candidate.origin != Origin.BASELINE
-            and reads.enters_top(session, candidate, score, top)
+            and reads.enters_top(session, candidate, top)
         ):
             writes.hold(session, candidate.id)
 
