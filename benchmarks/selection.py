@@ -20,6 +20,7 @@ from archive.schema import Candidate, IslandMember, utcnow
 from sandbox.vocabulary import Origin, Sandbox, Status
 from scientist.search.strategies.islands import IslandEvolution
 from scientist.search.strategy import SearchSettings, Slot
+from scientist.search.views import views
 
 CODE = (
     "import jax.numpy as jnp\n\n\n"
@@ -110,9 +111,9 @@ def main() -> None:
         strategy.sample_parent_ids(island, 2, rng)
         t1 = time.perf_counter()
         ask = strategy.ask(Slot(1, island, draw), rng)
-        views = [strategy.views(ids) for ids in vars(ask).values()]
+        shown = [views(engine, ids) for ids in vars(ask).values()]
         t2 = time.perf_counter()
-        assert views[0], "no parents drawn"
+        assert shown[0], "no parents drawn"
         timings["parents (2 by rank)"].append((t1 - t0) * 1e3)
         timings["full request (parents, best 3, failures 2, load)"].append((t2 - t1) * 1e3)
     figures: dict = {"candidates": args.candidates, "islands": args.islands, "draws": args.draws}

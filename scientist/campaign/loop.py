@@ -34,6 +34,7 @@ from scientist.search.paired import REFERENCES
 from scientist.search.recorder import Recorder
 from scientist.search.seed_blocks import SEARCH_BLOCK
 from scientist.search.strategy import Slot, make_strategy
+from scientist.search.views import views
 
 EAGER_SECONDS = 5.0
 
@@ -176,9 +177,9 @@ class CampaignLoop:
             task=self.task,
             island=island,
             generation=generation,
-            parents=self.strategy.views(ask.parent_ids),
-            inspirations=self.strategy.views(ask.inspiration_ids),
-            failures=self.strategy.views(ask.failure_ids),
+            parents=views(self.engine, ask.parent_ids),
+            inspirations=views(self.engine, ask.inspiration_ids),
+            failures=views(self.engine, ask.failure_ids),
             rng=rng,
         )
         proposal: Proposal = self.proposer.propose(request)

@@ -24,9 +24,7 @@ from archive import reads, writes
 from archive.db import Engine, Session, transaction
 from archive.schema import Candidate
 from sandbox.vocabulary import Origin, Review
-from scientist.proposers.base import ParentView
 from scientist.search import strategies as strategies_package
-from scientist.search.views import parent_view
 
 
 @dataclass(frozen=True)
@@ -75,8 +73,6 @@ class SearchStrategy(Protocol):
     def tell(self, session: Session, candidate: Candidate, score: float) -> None:
         """A scored verdict, inside the transaction that records it, with its rank score."""
 
-    def views(self, ids: list[int]) -> list[ParentView]: ...
-
 
 class ArchivedStrategy:
     """What every strategy here shares: views of archived candidates and elite promotion
@@ -108,13 +104,6 @@ class ArchivedStrategy:
             and reads.enters_top(session, candidate, top)
         ):
             writes.hold(session, candidate.id)
-
-    def views(self, ids: list[int]) -> list[ParentView]:
-        if not ids:
-            return []
-        with transaction(self.engine) as session:
-            rows = reads.candidates_by_id(session, ids)
-        return [parent_view(rows[i]) for i in ids if i in rows]
 
     def _baselines(self, island: int) -> list[int]:
         """The campaign's scored baselines that seed the search (members of every island;

@@ -1,8 +1,19 @@
 """How a proposer sees archived candidates: code, scores and, for failures, what failed."""
 
+from archive import reads
+from archive.db import Engine, transaction
 from archive.schema import Candidate
 from sandbox.vocabulary import Status
 from scientist.proposers.base import ParentView
+
+
+def views(engine: Engine, ids: list[int]) -> list[ParentView]:
+    """The candidates with these ids, as a proposer sees them, in the order of `ids`."""
+    if not ids:
+        return []
+    with transaction(engine) as session:
+        rows = reads.candidates_by_id(session, ids)
+    return [parent_view(rows[i]) for i in ids if i in rows]
 
 
 def parent_view(candidate: Candidate) -> ParentView:
