@@ -75,8 +75,8 @@ class SearchStrategy(Protocol):
 
 
 class ArchivedStrategy:
-    """What every strategy here shares: views of archived candidates and elite promotion
-    (a proposal entering the top `promote_top` of an island it lives on is held)."""
+    """What every strategy here shares: the archive as its state, and elite promotion (a
+    proposal entering the top `promote_top` of an island it lives on is held)."""
 
     def __init__(self, engine: Engine, campaign_id: int, settings: SearchSettings):
         self.engine, self.campaign_id, self.settings = engine, campaign_id, settings
