@@ -102,3 +102,16 @@ def test_a_budget_is_one_entry(monkeypatch):
         load_task.cache_clear()
     with pytest.raises(ValueError, match="Acrobot-v1"):
         dataclasses.replace(tiny, meta_test=("Acrobot-v1",))
+
+
+def test_a_sandbox_backend_is_its_module_and_a_line(monkeypatch):
+    """A backend registered by its line (module, class) is a sandbox name everywhere names
+    are checked, and `get_backend` builds and preflights it (here the process backend's
+    class under a second name, standing in for a new module)."""
+    from harness.backends import _ready, get_backend
+    from harness.backends.process import ProcessBackend
+
+    monkeypatch.setitem(BACKENDS, "process_again", ("harness.backends.process", "ProcessBackend"))
+    monkeypatch.setattr("harness.backends._ready", dict(_ready))
+    assert CampaignConfig(name="x", task="mirror_drift", sandbox="process_again")
+    assert isinstance(get_backend("process_again"), ProcessBackend)
