@@ -309,6 +309,7 @@ SOCKET_DIR = "/run/postgresql"
 
 APP_CODE = (
     "archive",
+    "harness",
     "sandbox",
     "scientist",
     "task_templates",
