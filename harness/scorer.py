@@ -12,6 +12,7 @@ import sandbox  # noqa: F401  (XLA flags)
 
 # isort: split
 
+import functools
 import json
 import os
 import secrets
@@ -27,78 +28,99 @@ from sandbox.budgets import get_budget
 from sandbox.fitness import Aggregate, normalise
 from sandbox.tasks import load_task
 from sandbox.training.envs import make_env
-from sandbox.training.evaluate import evaluate_params
+from sandbox.training.evaluate import evaluate_runs
 from sandbox.training.ppo import make_network
 from sandbox.vocabulary import META_TEST, META_TRAIN, Fidelity, Status
 
 
-def score(
+def score_all(
     task_name: str,
     budget_name: str,
-    out_dir: Path,
-    eval_seed: int | None = None,
-    training_seed: int | None = None,
+    out_dirs: list[Path],
+    eval_seeds: list[int],
+    training_seeds: list[int | None],
     fidelity: Fidelity = Fidelity.FULL,
-) -> dict:
-    """The verdict on one training run's artifacts. Each environment's entry names the seeds
-    its numbers rest on: the training seed (its runs' keys are split from it), how many runs,
-    and the evaluation seed."""
+) -> list[dict]:
+    """The verdict on each training run's artifacts, every run's policies evaluated in one
+    call per environment, each on its own evaluation seed's episodes (the numbers it would
+    get alone). Each environment's entry names the seeds its numbers rest on: the training
+    seed (its runs' keys are split from it), how many runs, and the evaluation seed."""
     task, budget = load_task(task_name), get_budget(budget_name)
-    split = task.split(budget.name)
-    eval_seed = secrets.randbits(31) if eval_seed is None else eval_seed
-    trained = split.trained(fidelity)
-    per_env = {part: {} for part in trained}
+    trained = task.split(budget.name).trained(fidelity)
+    per_env = [{part: {} for part in trained} for _ in out_dirs]
+    failed: dict[int, dict] = {}
+
+    def fail(i: int, status: str, detail: str) -> None:
+        failed[i] = {"status": status, "detail": detail, "fitness": None, "per_env": per_env[i]}
+
     for part, env_ids in trained.items():
         for env_id in env_ids:
             config, reference = budget.config(env_id), budget.env(env_id)
-            spec = make_env(env_id)
-            template = make_network(config, spec.num_actions).init(
-                jax.random.key(0), jnp.zeros((1, *spec.obs_shape))
-            )
-            try:
-                params, curve = read_training_artifact(out_dir, env_id, template, budget.seeds)
-            except ArtifactError as error:
-                return {
-                    "status": error.status,
-                    "detail": str(error),
-                    "fitness": None,
-                    "per_env": per_env,
-                }
-            returns = np.asarray(evaluate_params(config, params, eval_seed, (budget.seeds,)))
-            if not np.isfinite(returns).all():
-                return {
-                    "status": Status.NONFINITE,
-                    "detail": f"{env_id}: non-finite evaluation returns",
-                    "fitness": None,
-                    "per_env": per_env,
-                }
-            scores = normalise(
-                returns, random_return=reference.random_return, ppo_return=reference.ppo_return
-            )
-            agg, raw = Aggregate.of(scores), Aggregate.of(returns)
-            per_env[part][env_id] = {
-                "returns": [float(x) for x in returns],
-                "return_iqm": raw.iqm,
-                "normalised": {
-                    "scores": [float(x) for x in scores],
-                    "iqm": agg.iqm,
-                    "ci_low": agg.ci_low,
-                    "ci_high": agg.ci_high,
-                },
-                "learning_curve": [float(x) if np.isfinite(x) else None for x in curve],
-                "seeds": {"training": training_seed, "runs": budget.seeds, "evaluation": eval_seed},
-            }
+            loaded = {}
+            for i, out_dir in enumerate(out_dirs):
+                if i in failed:
+                    continue
+                try:
+                    loaded[i] = read_training_artifact(
+                        out_dir, env_id, _template(config), budget.seeds
+                    )
+                except ArtifactError as error:
+                    fail(i, error.status, str(error))
+            if not loaded:
+                continue
+            params = jax.tree.map(lambda *xs: jnp.stack(xs), *(p for p, _ in loaded.values()))
+            seeds = [eval_seeds[i] for i in loaded]
+            returns = np.asarray(evaluate_runs(config, params, seeds, budget.seeds))
+            for (i, (_, curve)), run_returns in zip(loaded.items(), returns, strict=True):
+                if not np.isfinite(run_returns).all():
+                    fail(i, Status.NONFINITE, f"{env_id}: non-finite evaluation returns")
+                    continue
+                per_env[i][part][env_id] = _entry(
+                    run_returns, curve, reference, training_seeds[i], budget.seeds, eval_seeds[i]
+                )
 
-    def mean_iqm(part):
-        envs = per_env.get(part)
+    def mean_iqm(i, part):
+        envs = per_env[i].get(part)
         return float(np.mean([e["normalised"]["iqm"] for e in envs.values()])) if envs else None
 
+    return [
+        failed.get(i)
+        or {
+            "status": Status.OK,
+            "fitness": mean_iqm(i, META_TRAIN),
+            "meta_test_fitness": mean_iqm(i, META_TEST),  # None when screened
+            "per_env": per_env[i],
+            "eval_seed": eval_seeds[i],
+        }
+        for i in range(len(out_dirs))
+    ]
+
+
+@functools.cache
+def _template(config):
+    """The parameter tree a run's artifact must match, rebuilt from the budget alone."""
+    spec = make_env(config.env_id)
+    return make_network(config, spec.num_actions).init(
+        jax.random.key(0), jnp.zeros((1, *spec.obs_shape))
+    )
+
+
+def _entry(returns, curve, reference, training_seed, runs: int, eval_seed: int) -> dict:
+    scores = normalise(
+        returns, random_return=reference.random_return, ppo_return=reference.ppo_return
+    )
+    agg, raw = Aggregate.of(scores), Aggregate.of(returns)
     return {
-        "status": Status.OK,
-        "fitness": mean_iqm(META_TRAIN),
-        "meta_test_fitness": mean_iqm(META_TEST),  # None when screened
-        "per_env": per_env,
-        "eval_seed": eval_seed,
+        "returns": [float(x) for x in returns],
+        "return_iqm": raw.iqm,
+        "normalised": {
+            "scores": [float(x) for x in scores],
+            "iqm": agg.iqm,
+            "ci_low": agg.ci_low,
+            "ci_high": agg.ci_high,
+        },
+        "learning_curve": [float(x) if np.isfinite(x) else None for x in curve],
+        "seeds": {"training": training_seed, "runs": runs, "evaluation": eval_seed},
     }
 
 
@@ -121,15 +143,12 @@ if __name__ == "__main__":
     drawn = secrets.randbits(31)
     eval_seeds = request.get("eval_seeds") or [request.get("eval_seed")] * len(dirs)
     training_seeds = request.get("training_seeds") or [request.get("training_seed")] * len(dirs)
-    verdicts = [
-        score(
-            request["task"],
-            request["budget"],
-            Path(out_dir),
-            drawn if eval_seed is None else int(eval_seed),
-            training_seed,
-            Fidelity(request.get("fidelity", Fidelity.FULL)),
-        )
-        for out_dir, eval_seed, training_seed in zip(dirs, eval_seeds, training_seeds, strict=True)
-    ]
+    verdicts = score_all(
+        request["task"],
+        request["budget"],
+        [Path(d) for d in dirs],
+        [drawn if seed is None else int(seed) for seed in eval_seeds],
+        training_seeds,
+        Fidelity(request.get("fidelity", Fidelity.FULL)),
+    )
     sys.stdout.write(json.dumps(verdicts) + "\n")

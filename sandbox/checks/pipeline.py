@@ -12,8 +12,9 @@ from sandbox.checks.gradient_path import check_gradient_path
 from sandbox.checks.report import CheckReport, CheckResult
 from sandbox.checks.static import check_source
 from sandbox.pieces import Contract
-from sandbox.pieces.base import call_sizes, training_batches
+from sandbox.pieces.base import OTHER_SIZES, call_sizes, training_batches
 from sandbox.tasks import TaskSpec
+from sandbox.training.program import is_program_function
 from sandbox.vocabulary import Stage
 
 
@@ -31,6 +32,10 @@ def run_conditions(
     conditions hold for values, and training follows the derivative."""
     piece = task.piece
     sizes = call_sizes(piece, budgets)
+    if is_program_function(function):
+        # Elementwise operators on data: no call length can be singled out, so the lengths
+        # training uses are enough (dtype still matters, and the float32 layer stays).
+        sizes = tuple(s for s in sizes if s not in OTHER_SIZES) or sizes
     report = CheckReport()
     if piece.contract is Contract.ELEMENTWISE:
         # `proof_function`: an expression program's tree, not the interpreter that runs it

@@ -48,18 +48,26 @@ class JaxProbe:
 
     The function reaches the compiled probes as an argument (a `jax.tree_util.Partial`), so
     functions that differ only in their arrays share compiled code: an expression program
-    (`Partial(interpret, arrays)`) is compiled once per process for every program."""
+    (`Partial(interpret, arrays)`) is compiled once per process for every program.
+
+    Slopes are taken one point at a time (each point its own call), so a function that mixes
+    entries cannot pass off another entry's derivative as its own; an expression program is
+    elementwise by construction (sandbox/training/program.py), so its slope is the gradient
+    of one call's sum: the same derivatives, without a per-point interpreter."""
 
     def __init__(self, function: Callable):
         from jax.tree_util import Partial  # only where a real candidate is probed: the sandbox
 
+        from sandbox.training.program import is_program_function
+
         self.function = function if isinstance(function, Partial) else Partial(function)
+        self.elementwise = is_program_function(self.function)
 
     def values(self, *inputs: np.ndarray) -> np.ndarray:
         return self._run(_compiled_probes()[0], inputs)
 
     def slope(self, *inputs: np.ndarray) -> np.ndarray:
-        return self._run(_compiled_probes()[1], inputs)
+        return self._run(_compiled_probes()[2 if self.elementwise else 1], inputs)
 
     def _run(self, probe: Callable, inputs) -> np.ndarray:
         return np.asarray(
@@ -128,10 +136,11 @@ def _sized_probes() -> tuple[Callable, Callable]:
 
 
 @functools.cache
-def _compiled_probes() -> tuple[Callable, Callable]:
-    """(values, slope), jitted once per process; each takes the function as its first
-    argument."""
+def _compiled_probes() -> tuple[Callable, Callable, Callable]:
+    """(values, slope point by point, slope of an elementwise function's summed call),
+    jitted once per process; each takes the function as its first argument."""
     import jax
+    import jax.numpy as jnp
 
     def values(function, *inputs):
         return function(*inputs)
@@ -142,7 +151,12 @@ def _compiled_probes() -> tuple[Callable, Callable]:
 
         return jax.vmap(jax.grad(one))(*inputs)
 
-    return jax.jit(values), jax.jit(slope)
+    def summed_slope(function, first, *rest):
+        shape = np.broadcast_shapes(first.shape, *(r.shape for r in rest))
+        rest = [jnp.broadcast_to(r, shape) for r in rest]
+        return jax.grad(lambda x: jnp.sum(function(x, *rest)))(jnp.broadcast_to(first, shape))
+
+    return jax.jit(values), jax.jit(slope), jax.jit(summed_slope)
 
 
 @dataclass(frozen=True)

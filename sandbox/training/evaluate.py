@@ -4,6 +4,8 @@ Kept apart from training so that a trusted scorer can run it on parameters alone
 evaluation seeds the training code never saw.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -55,14 +57,28 @@ def make_evaluate(config: PPOConfig):
 def evaluate_params(config: PPOConfig, params, eval_seed: int, batch_shape: tuple[int, ...]):
     """Mean return over `eval_episodes` for a batch of trained policies (`params` leaves have
     leading axes `batch_shape`), each on its own evaluation key: array of `batch_shape`."""
-    evaluate = make_evaluate(config)
-    for _ in batch_shape:
-        evaluate = jax.vmap(evaluate)
     count = 1
     for size in batch_shape:
         count *= size
     keys = jax.random.split(jax.random.key(eval_seed), count).reshape(batch_shape)
-    return jnp.mean(jax.jit(evaluate)(params, keys), axis=-1)
+    return _batched_evaluate(config, len(batch_shape))(params, keys)
+
+
+def evaluate_runs(config: PPOConfig, params, eval_seeds: list[int], runs: int):
+    """Mean returns [len(eval_seeds), runs] of several trained batches at once (`params`
+    leaves lead with those two axes): batch i on the keys `evaluate_params` gives its seed
+    alone, so each gets the numbers it would get evaluated by itself, in one call."""
+    keys = jnp.stack([jax.random.split(jax.random.key(seed), runs) for seed in eval_seeds])
+    return _batched_evaluate(config, 2)(params, keys)
+
+
+@functools.cache
+def _batched_evaluate(config: PPOConfig, axes: int):
+    """The jitted evaluation over `axes` leading batch axes, traced once per configuration."""
+    evaluate = make_evaluate(config)
+    for _ in range(axes):
+        evaluate = jax.vmap(evaluate)
+    return jax.jit(lambda params, keys: jnp.mean(evaluate(params, keys), axis=-1))
 
 
 def uniform_policy_params(config: PPOConfig, rng):

@@ -156,6 +156,11 @@ def tree_function(tree: ex.Node, inputs: tuple[str, ...]):
     return function
 
 
+def is_program_function(function) -> bool:
+    """Whether `function` is a `program_function`: elementwise by construction."""
+    return getattr(function, "func", None) is _jitted_interpret()
+
+
 @functools.cache
 def _jitted_interpret():
     import jax
