@@ -79,7 +79,9 @@ def gp_candidates(count: int, seed: int = 0) -> list[str]:
             failures=[],
             rng=rng,
         )
-        codes.append(proposer.propose(request).code)
+        code = proposer.propose(request).code
+        if code is not None:  # None: no variation passed the pre-screen this time
+            codes.append(code)
     return codes
 
 

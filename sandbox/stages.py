@@ -259,7 +259,7 @@ class Batch:
         self.exported = None  # where trainers of program batches are kept, exported
         if self.programs_only and request.get("compilation_cache"):
             jax.config.update("jax_compilation_cache_dir", request["compilation_cache"])
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
             self.exported = Path(request["compilation_cache"]) / "exported"
 
     def alive(self) -> list[Member]:
