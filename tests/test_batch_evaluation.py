@@ -235,6 +235,32 @@ def test_an_expression_runs_as_data_and_computes_what_its_module_computes():
             np.testing.assert_allclose(slope, expected, rtol=2e-4, atol=1e-4, equal_nan=True)
 
 
+def test_an_expression_is_probed_in_one_call_with_the_slopes_of_one_point_at_a_time():
+    """The validity checks take an expression program's slope as the gradient of one summed
+    call (elementwise by construction); a function of unknown make gets one call per point.
+    Both give the same slopes, kinks and clipped regions included."""
+    import jax
+    import numpy as np
+
+    from benchmarks.campaign import gp_candidates
+    from sandbox.pieces.base import JaxProbe
+    from sandbox.training.program import expression_program, program_function
+
+    inputs = tuple(TASK.inputs)
+    rng = np.random.default_rng(0)
+    ratio = np.concatenate([np.exp(rng.normal(0.0, 0.7, 300)), [0.8, 1.0, 1.2, 2.0]])
+    advantage = np.concatenate([rng.normal(0.0, 2.0, 300), [0.0, 0.0, 1.0, -1.0]])
+    for source in [*gp_candidates(3, seed=7), DPO]:
+        function = program_function(expression_program(source, TASK.entry_point, inputs))
+        with jax.enable_x64(True):
+            summed = JaxProbe(function)
+            pointwise = JaxProbe(lambda r, a, f=function: f(r, a))
+            assert summed.elementwise and not pointwise.elementwise
+            np.testing.assert_array_equal(
+                summed.slope(ratio, advantage), pointwise.slope(ratio, advantage)
+            )
+
+
 @pytest.mark.parametrize(
     "source",
     [
