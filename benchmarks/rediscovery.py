@@ -88,6 +88,10 @@ class Arm:
     quick_score: float | None = None
 
 
+# The grammar's pieces that carry PPO's clip: without them no GP arm can assemble PPO.
+CLIP = ("r-clip(r)", "relu((r-clip(r))*X)")
+
+
 # -- the campaign arms --------------------------------------------------------------------------
 def campaign_arm(engine, name: str, seconds: float, args) -> Arm:
     kind = CAMPAIGN_ARMS[name]
@@ -107,7 +111,8 @@ def campaign_arm(engine, name: str, seconds: float, args) -> Arm:
         reevaluation_blocks=args.reevaluation_blocks,
     )
     start = time.monotonic()
-    CampaignLoop(engine, config, MutationProposer(load_task(TASK))).run()
+    proposer = MutationProposer(load_task(TASK), without=args.without)
+    CampaignLoop(engine, config, proposer).run()
     return read_arm(engine, name, time.monotonic() - start)
 
 
@@ -292,14 +297,29 @@ def main() -> None:
     parser.add_argument("--db", help="archive URL (default: a new SQLite file)")
     parser.add_argument("--tiny", action="store_true", help="the path in minutes, for CI")
     parser.add_argument("--figure", help="a PNG of each arm's best paired difference over time")
+    parser.add_argument(
+        "--without",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="grammar terminals and wrappers the GP arms may not use (--without-clip: PPO's)",
+    )
+    parser.add_argument(
+        "--without-clip",
+        action="store_true",
+        help=f"leave out PPO's clip: --without {' '.join(repr(n) for n in CLIP)}",
+    )
     args = parser.parse_args()
     if args.tiny:
         args.seconds, args.population, args.islands = 30.0, 2, 1
         args.es_population, args.es_seeds, args.fresh_blocks, args.quick = 2, 1, 1, False
         args.reevaluation_blocks = 1
+    args.without = [*args.without, *(CLIP if args.without_clip else ())]
     db = args.db or f"sqlite:///{Path(tempfile.mkdtemp(prefix='rediscovery-')) / 'archive.db'}"
     engine = open_engine(db)
     print(f"archive {db}; {args.seconds:.0f} s per arm at the {args.budget} budget", flush=True)
+    if args.without:
+        print(f"the GP arms' grammar leaves out {', '.join(args.without)}", flush=True)
 
     arms = []
     for name in args.arms:
@@ -347,6 +367,7 @@ def main() -> None:
     figures = {
         "seconds_per_arm": args.seconds,
         "budget": args.budget,
+        "grammar_without": args.without,
         "ppo_quick_score": ppo_quick,
         "arms": {
             a.name: {

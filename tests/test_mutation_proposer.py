@@ -339,3 +339,31 @@ def test_no_passing_child_gives_no_code(monkeypatch):
     monkeypatch.setattr(proposer.screen, "reject", lambda tree: "negative")
     proposal = proposer.propose(request(task, [parent(task, "ppo", 1)], random.Random(0)))
     assert proposal.code is None and "no child passed the pre-screen in 5 attempts" in proposal.note
+
+
+def test_a_grammar_without_the_clip_never_proposes_it():
+    """The rediscovery ablation (benchmarks.rediscovery --without-clip): with PPO's clip
+    terminal and wrapper left out, no proposal from the zero drift uses a clip; a name the
+    grammar does not have is refused, by name."""
+    from benchmarks.rediscovery import CLIP
+
+    task = load_task("mirror_drift")
+    proposer = MutationProposer(task, without=CLIP)
+    zero = ParentView(1, task.baseline_source("zero"), "ok", 0.0, "baseline")
+    rng, proposed = random.Random(3), []
+    for generation in range(40):
+        request = ProposalRequest(
+            task=task,
+            island=0,
+            generation=generation,
+            parents=[zero],
+            inspirations=[],
+            failures=[],
+            rng=rng,
+        )
+        code = proposer.propose(request).code
+        if code is not None:
+            proposed.append(code)
+    assert len(proposed) >= 30 and not any("clip" in code for code in proposed)
+    with pytest.raises(ProposerError, match="not in the grammar: no-such-terminal"):
+        MutationProposer(task, without=["no-such-terminal"])

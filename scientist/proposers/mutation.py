@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,19 @@ def load_grammar(task: TaskSpec) -> ex.Grammar | None:
         for name, text in raw.get("wrappers", {}).items()
     }
     return ex.Grammar(terminals=terminals, ops=ops, constant_range=(low, high), wrappers=wrappers)
+
+
+def _without(grammar: ex.Grammar, names: set[str]) -> ex.Grammar:
+    """The grammar less the named terminals and wrappers."""
+    unknown = names - set(grammar.terminals) - set(grammar.wrappers)
+    if unknown:
+        known = ", ".join([*grammar.terminals, *grammar.wrappers])
+        raise ProposerError(f"not in the grammar: {', '.join(sorted(unknown))}; it has {known}")
+    terminals = {n: t for n, t in grammar.terminals.items() if n not in names}
+    if not terminals:
+        raise ProposerError("leaving those out leaves the grammar no terminal")
+    wrappers = {n: t for n, t in grammar.wrappers.items() if n not in names}
+    return dataclasses.replace(grammar, terminals=terminals, wrappers=wrappers)
 
 
 # --- the pre-screen ------------------------------------------------------------------------------
@@ -172,12 +186,16 @@ class MutationProposer:
         p_random: float = 0.1,
         prescreen: bool = True,
         max_attempts: int = 50,
+        without: Collection[str] = (),
     ):
+        """`without`: names of the grammar's terminals and wrappers to leave out (an
+        ablation: say, PPO's clip, so that a search cannot assemble PPO from one piece)."""
         grammar = load_grammar(task)
         if grammar is None or task.piece.screen is None:
             raise ProposerError(
                 f"task {task.name} declares no [mutation] grammar; use --proposer llm"
             )
+        grammar = _without(grammar, set(without))
         self.task = task
         self.grammar = grammar
         self.inputs = tuple(task.inputs)
