@@ -471,13 +471,19 @@ def member_at_rank(session: Session, campaign_id: int, island: int, rank: int) -
     return session.exec(query.offset(rank).limit(1)).first()
 
 
-def best_member_ids(session: Session, campaign_id: int, island: int, k: int) -> list[int]:
-    """The ids of the island's best k scored members, best first."""
-    return list(
-        session.exec(
-            _members_by_fitness(campaign_id, island, IslandMember.candidate_id).limit(k)
-        ).all()
-    )
+def best_member_ids(
+    session: Session, campaign_id: int, island: int, k: int, absent_from: int | None = None
+) -> list[int]:
+    """The ids of the island's best k scored members, best first; with `absent_from`, the
+    best k of those that are not members of that island (a migration's candidates: where
+    the baselines seed every island, its best are everywhere already)."""
+    query = _members_by_fitness(campaign_id, island, IslandMember.candidate_id)
+    if absent_from is not None:
+        there = select(IslandMember.candidate_id).where(
+            IslandMember.campaign_id == campaign_id, IslandMember.island == absent_from
+        )
+        query = query.where(col(IslandMember.candidate_id).not_in(there))
+    return list(session.exec(query.limit(k)).all())
 
 
 def membership(

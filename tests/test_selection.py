@@ -16,7 +16,9 @@ from scientist.search.strategies.islands import IslandEvolution
 from scientist.search.strategy import SearchSettings
 
 
-def populate(engine, islands: int, per_island: int) -> tuple[Campaign, dict[int, list[int]]]:
+def populate(
+    engine, islands: int, per_island: int, baseline_fitness: float = -1.0
+) -> tuple[Campaign, dict[int, list[int]]]:
     """Candidates with fitness = their index within the island; one baseline on every island."""
     with transaction(engine) as session:
         campaign = Campaign(
@@ -35,7 +37,7 @@ def populate(engine, islands: int, per_island: int) -> tuple[Campaign, dict[int,
             generation=0,
             member_of=tuple(range(islands)),
         )
-        writes.record_evaluation(session, base.id, Evaluation("ok", -1.0))
+        writes.record_evaluation(session, base.id, Evaluation("ok", baseline_fitness))
         for island in range(islands):
             for k in range(per_island):
                 c = writes.add_candidate(
@@ -104,6 +106,16 @@ def test_migration_moves_the_best_around_the_ring_once_per_generation(engine):
     drawn = {p for _ in range(300) for p in selector.sample_parent_ids(1, 2, rng)}
     assert drawn <= set(ids[1]) | {ids["baseline"], ids[0][-1]}
     assert ids[0][-1] in drawn and not drawn & (set(ids[0][:-1]) | set(ids[2]))
+
+
+def test_migration_skips_the_best_that_the_next_island_already_holds(engine):
+    """Baselines seed every island; when one is an island's best, the migrant is the best
+    member the next island lacks, not nothing."""
+    campaign, ids = populate(engine, islands=2, per_island=3, baseline_fitness=10.0)
+    selector = IslandEvolution(
+        engine, campaign.id, SearchSettings(islands=2, migration_interval=1, migrants=1)
+    )
+    assert sorted(selector.migrate(2)) == [(ids[0][-1], 0, 1), (ids[1][-1], 1, 0)]
 
 
 # -- the registry, and a strategy added as one file --------------------------------------------

@@ -51,8 +51,8 @@ class IslandEvolution(ArchivedStrategy):
 
     def migrate(self, generation: int) -> list[tuple[int, int, int]]:
         """Ring migration before `generation`: each island's best `migrants` scored members
-        join the next island. Happens once per generation, also across resumes (the event
-        key is unique). Returns (candidate, from island, to island)."""
+        that the next island lacks join it. Happens once per generation, also across resumes
+        (the event key is unique). Returns (candidate, from island, to island)."""
         s = self.settings
         if (
             s.islands < 2
@@ -69,10 +69,9 @@ class IslandEvolution(ArchivedStrategy):
             for island in range(s.islands):
                 target = (island + 1) % s.islands
                 for candidate_id in reads.best_member_ids(
-                    session, self.campaign_id, island, s.migrants
+                    session, self.campaign_id, island, s.migrants, absent_from=target
                 ):
-                    if reads.membership(session, self.campaign_id, target, candidate_id) is None:
-                        moves.append((candidate_id, island, target))
+                    moves.append((candidate_id, island, target))
             # Inserted after all reads, so a migrant does not travel on around the ring at once.
             for candidate_id, source, target in moves:
                 writes.add_migrant(
