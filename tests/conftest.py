@@ -27,17 +27,11 @@ def postgres_url():
         server.stop()
 
 
-# Tests that look at the machine's processes (orphans of the sandbox user, sandboxes outliving
-# a killed campaign) run one after another on one worker, so another worker's evaluations are
-# never mistaken for leftovers.
-PROCESS_WATCHERS = {"test_hostile_candidates", "test_campaign", "test_ray_executor"}
-
-
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks into node ids
 def pytest_collection_modifyitems(items):
     """Under `-n 2 --dist loadgroup` (pyproject's addopts) a module is the unit a worker takes,
-    so its module-scoped fixtures are built once; the process watchers share one unit."""
+    so its module-scoped fixtures are built once. Tests that look at the machine's processes
+    look only at their own (their process tree, their scratch root), so they need no worker of
+    their own."""
     for item in items:
-        module = item.path.stem
-        group = "process-watchers" if module in PROCESS_WATCHERS else module
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(item.path.stem))

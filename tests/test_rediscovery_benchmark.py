@@ -1,0 +1,30 @@
+"""The rediscovery benchmark as users run it, at its tiny size (its own module: the longest
+of the benchmark commands, so the two test workers can share them out)."""
+
+import pytest
+from test_benchmark_commands import last_json
+
+pytestmark = pytest.mark.slow
+
+
+def test_rediscovery_runs_its_three_arms_tiny_and_reports_each(tmp_path):
+    """Each arm runs for real at the discovery budget (tiny: seconds of search), its winner
+    is trained again on fresh paired seeds with PPO; the JSON names every arm."""
+    picture = tmp_path / "timeline.png"
+    figures = last_json(
+        "benchmarks.rediscovery",
+        "--tiny",
+        "--db",
+        f"sqlite:///{tmp_path}/a.db",
+        "--figure",
+        str(picture),
+    )
+    assert set(figures["arms"]) == {"gp_evolution", "gp_best_of_n", "es"}
+    assert picture.read_bytes().startswith(b"\x89PNG")
+    for name, arm in figures["arms"].items():
+        assert set(arm) >= {"reached_ppo_seconds", "quick_score", "fresh", "seconds"}, name
+        assert arm["seconds"] > 0 and arm["quick_score"] is None  # --tiny skips the quick budget
+        reached = arm["reached_ppo_seconds"]
+        assert reached is None or 0 < reached <= arm["seconds"] + 1, name
+    evolved = figures["arms"]["gp_evolution"]
+    assert evolved["candidates"] > 0 and "difference" in evolved["fresh"]
