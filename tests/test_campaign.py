@@ -232,9 +232,9 @@ def test_kill_9_mid_evaluation_on_the_docker_backend_then_resume_at_once(tmp_pat
 
     try:
         docker = DockerBackend()
-        docker.preflight()
     except SandboxUnavailable as error:
         pytest.skip(f"Docker backend unavailable here: {error}")
+    docker.preflight()  # an engine answers: a sandbox that cannot start in it is a failure
     plan = dict(generations=1, population=1, islands=1)
     path = tmp_path / "archive.db"
     command = campaign_command(f"sqlite:///{path}", "crashy-docker", plan, "docker")

@@ -35,8 +35,8 @@ from harness.backends.base import (
     platform_env,
 )
 from harness.backends.filesystem import SANDBOX_UID, hand_over_scratch, sandbox_mounts
-from harness.backends.output_cap import MARKER
 from harness.backends.process import TAIL_BYTES, require_imports, wait_or_kill
+from sandbox.output_cap import MARKER
 from sandbox.vocabulary import Sandbox
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ class DockerBackend:
             command=[
                 python,
                 "-m",
-                "harness.backends.output_cap",
+                "sandbox.output_cap",
                 str(limits.output_bytes),
                 python,
                 *run.args,

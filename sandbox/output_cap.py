@@ -1,6 +1,6 @@
 """PID 1 of a sandbox container: runs the command and forwards at most N bytes of its output.
 
-`python -m harness.backends.output_cap N python ARGS...`
+`python -m sandbox.output_cap N python ARGS...`
 
 Following `docker logs` from the host proved unreliable under load (the stream stalls when the
 json-file log rotates), so a flood went unnoticed until the wall-clock limit. Counting inside
