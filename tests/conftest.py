@@ -27,27 +27,11 @@ def postgres_url():
         server.stop()
 
 
-# The longest modules (minutes each on 2 cores), handed out first: a worker that picks one up
-# last would keep the whole run waiting on it.
-LONGEST_FIRST = (
-    "test_rediscovery_benchmark",
-    "test_compare",
-    "test_campaign",
-    "test_reevaluation",
-    "test_ray_executor",
-    "test_hostile_candidates",
-    "test_batch_evaluation",
-    "test_smoke_campaign_end_to_end",
-)
-
-
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks into node ids
 def pytest_collection_modifyitems(items):
     """Under `-n 2 --dist loadgroup` (pyproject's addopts) a module is the unit a worker takes,
     so its module-scoped fixtures are built once. Tests that look at the machine's processes
     look only at their own (their process tree, their scratch root), so they need no worker of
-    their own. The longest modules go first (a stable sort keeps each module's own order)."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+    their own."""
     for item in items:
         item.add_marker(pytest.mark.xdist_group(item.path.stem))
