@@ -311,7 +311,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.tiny:
-        args.seconds, args.population, args.islands = 30.0, 2, 1
+        args.seconds, args.population, args.islands = 10.0, 2, 1
         args.es_population, args.es_seeds, args.fresh_blocks, args.quick = 2, 1, 1, False
         args.reevaluation_blocks = 1
     args.without = [*args.without, *(CLIP if args.without_clip else ())]

@@ -1,12 +1,16 @@
 """The ES baseline: the LPO drift network, its rendering as a candidate, one compiled ES
-generation, checkpoints in the archive with exact resumption, and `scientist es` end to end."""
+generation, checkpoints in the archive with exact resumption, `scientist es` end to end, and
+`scientist compare` on its result beside the other kinds of candidate."""
 
 import sandbox  # noqa: F401  (sets XLA flags before jax is imported)
 
 # isort: split
 
 import dataclasses
+import json
 import os
+import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -18,9 +22,9 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from archive import reads
+from archive import reads, writes
 from archive.db import open_engine, transaction
-from archive.schema import Candidate, ESCheckpoint, Event
+from archive.schema import Campaign, Candidate, ESCheckpoint, Event
 from harness.cascade import Evaluation
 from sandbox.budgets import get_budget
 from sandbox.candidate import load_entry_point
@@ -38,6 +42,8 @@ from scientist.es.checkpoint import (
 )
 from scientist.es.lpo import LPOParams, init_params, lpo_drift, render_lpo_candidate, slope_at_one
 from scientist.es.trainer import ESSettings, GenerationUnits, make_es_generation, tail_returns
+from scientist.proposers.base import CallRecord, ParentView, ProposalRequest
+from scientist.proposers.mutation import MutationProposer
 
 TINY = ESSettings(population=4, seeds=1)
 # 4 updates of 4 envs x 128 steps: compiles and runs in seconds.
@@ -278,10 +284,11 @@ def test_the_command_refuses_other_tasks_and_odd_populations(tmp_path):
     assert result.exit_code == 2 and "even" in result.output
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_scientist_es_end_to_end_at_the_smoke_budget(tmp_path):
-    path = tmp_path / "archive.db"
+@pytest.fixture(scope="module")
+def es_run(tmp_path_factory):
+    """`scientist es` at the smoke budget (2 generations of 4), its archive: shared by the
+    end-to-end test and the comparison that re-trains its result (one ES compile for both)."""
+    path = tmp_path_factory.mktemp("es") / "archive.db"
     result = subprocess.run(
         [
             sys.executable,
@@ -310,6 +317,12 @@ def test_scientist_es_end_to_end_at_the_smoke_budget(tmp_path):
         timeout=600,
         env={**os.environ, "COLUMNS": "200"},
     )
+    return path, result
+
+
+@pytest.mark.slow
+def test_scientist_es_end_to_end_at_the_smoke_budget(es_run):
+    path, result = es_run
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "generation 1/2: best" in result.stdout and "generation 2/2: best" in result.stdout
     assert "sandbox score (fitness)" in result.stdout
@@ -328,3 +341,121 @@ def test_scientist_es_end_to_end_at_the_smoke_budget(tmp_path):
         fitness, float
     )
     assert check_candidate(load_task("mirror_drift"), code).valid
+
+
+LLM_DRIFT = (
+    "import jax.numpy as jnp\n\n\ndef drift(ratio, advantage):\n"
+    "    return 0.5 * jnp.square(jnp.log(ratio)) * (1.0 + jnp.abs(advantage))\n"
+)
+DISTILLED = (
+    load_task("mirror_drift")
+    .baseline_source("dpo")
+    .replace("alpha, beta = 2.0, 0.6", "alpha, beta = 1.8, 0.5")
+)
+
+
+@pytest.mark.slow
+def test_compare_prints_every_row_with_fresh_seed_scores_and_costs(es_run, tmp_path):
+    """`scientist compare` end to end: the ES campaign above plus, archived directly in a
+    second campaign, an LLM-written, a GP-proposed and a distilled drift with their
+    search-time scores (their searches are covered end to end by test_campaign_llm,
+    test_campaign and test_distill). compare re-trains all six rows for real on 4 fresh
+    blocks of seeds (8 seeds, one run per batch), each batch as a task on a Ray cluster it
+    starts on this machine (`--executor ray`), and prints one table."""
+    path, es = es_run
+    assert es.returncode == 0, es.stderr[-3000:]
+    copy = tmp_path / "archive.db"  # the search campaign is added to a copy of the ES archive
+    shutil.copyfile(path, copy)
+    db = f"sqlite:///{copy}"
+
+    task = load_task("mirror_drift")
+    proposal = MutationProposer(task).propose(
+        ProposalRequest(
+            task=task,
+            island=0,
+            generation=1,
+            rng=random.Random(0),
+            inspirations=[],
+            failures=[],
+            parents=[ParentView(1, task.baseline_source("ppo"), "ok", 1.0, "baseline")],
+        )
+    )
+    engine = open_engine(db)
+    with transaction(engine) as session:
+        campaign = Campaign(
+            name="search", task="mirror_drift", budget="smoke", proposer="llm", config={}
+        )
+        session.add(campaign)
+        session.flush()
+        for origin, code, fitness, calls in (
+            ("llm", LLM_DRIFT, 1.1, [CallRecord("openai/recorded", [], "reply", 100, 50, 0.25)]),
+            ("mutation", proposal.code, 1.05, []),
+            ("distilled", DISTILLED, 0.97, []),
+        ):
+            candidate = writes.add_candidate(
+                session,
+                campaign,
+                code=code,
+                origin=origin,
+                operator="stand-in",
+                island=0,
+                generation=1,
+                calls=calls,
+            )
+            writes.record_evaluation(
+                session, candidate.id, Evaluation("ok", fitness, 1.0, seconds=30.0)
+            )
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scientist.cli",
+            "compare",
+            "es1",
+            "search",
+            "--sandbox",
+            "process",
+            "--executor",
+            "ray",
+            "--seed",
+            "4242",
+            "--blocks",
+            "4",
+            "--json",
+            "--out",
+            str(tmp_path / "report"),
+            "--db",
+            db,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout)
+    rows = {r["label"]: r for r in record["rows"]}
+    assert list(rows) == ["PPO", "DPO", "LLM", "mutation", "ES (LPO)", "distilled"]
+    assert record["blocks"] == 4 and record["seeds"] == 8
+    for label, row in rows.items():
+        assert row["status"] == "ok", (label, row)
+        for split in ("meta_train", "meta_test"):
+            score = row[split]
+            # 4 blocks of the smoke budget's 2 seeds: 8, enough for an interval (one block
+            # alone is too few: sandbox/fitness.py).
+            assert score["seeds"] == 8 and score["ci_low"] <= score["ci_high"], (label, split)
+        if label != "PPO":  # every row trained on PPO's seeds: a paired difference
+            versus = row["versus_ppo"]
+            assert versus["seeds"] == 8 and versus["low"] <= versus["high"], (label, versus)
+    assert rows["LLM"]["search_fitness"] == 1.1 and rows["LLM"]["cost"]["dollars"] == pytest.approx(
+        0.25
+    )
+    es_cost = rows["ES (LPO)"]["cost"]
+    assert (
+        es_cost["training_runs"] >= 2 * 4 and es_cost["env_steps"] > 0 and es_cost["dollars"] == 0
+    )
+    assert rows["PPO"]["cost"] is None and rows["PPO"]["candidate_id"] is None
+    table = (tmp_path / "report" / "comparison.md").read_text()
+    assert (
+        all(label in table for label in rows) and "8 fresh seeds from training seed 4242" in table
+    )

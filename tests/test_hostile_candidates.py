@@ -14,7 +14,7 @@ from harness.cascade import evaluate_candidate
 
 PLANTED = "sk-planted-hostile-key"
 HEAD = "import jax\nimport jax.numpy as jnp\n\n\n"
-LIMITS = {"trace": 20.0, "validity": 60.0, "trial": 60.0, "full": 90.0}  # trial compiles
+LIMITS = {"trace": 10.0, "validity": 60.0, "trial": 60.0, "full": 90.0}  # trial compiles
 
 HOSTILE = {
     # name: (source, expected status)
