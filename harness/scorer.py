@@ -98,11 +98,11 @@ def score_all(
 
 @functools.cache
 def _template(config):
-    """The parameter tree a run's artifact must match, rebuilt from the budget alone."""
+    """The parameter tree a run's artifact must match (its structure and shapes, traced, not
+    computed), rebuilt from the budget alone."""
     spec = make_env(config.env_id)
-    return make_network(config, spec.num_actions).init(
-        jax.random.key(0), jnp.zeros((1, *spec.obs_shape))
-    )
+    network = make_network(config, spec.num_actions)
+    return jax.eval_shape(network.init, jax.random.key(0), jnp.zeros((1, *spec.obs_shape)))
 
 
 def _entry(returns, curve, reference, training_seed, runs: int, eval_seed: int) -> dict:

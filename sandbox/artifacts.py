@@ -49,8 +49,9 @@ def write_training_artifact(out_dir: Path, env_id: str, params, curve) -> Path:
 
 
 def read_training_artifact(out_dir: Path, env_id: str, template, seeds: int):
-    """Load and validate against `template` (the parameter tree of one network, built by
-    the trusted side). Returns (params with a leading seed axis, learning curve)."""
+    """Load and validate against `template` (the parameter tree of one network, its arrays
+    or their shapes, built by the trusted side). Returns (params with a leading seed axis,
+    learning curve)."""
     path = artifact_path(out_dir, env_id)
     if not path.is_file():
         raise ArtifactError(f"the training run left no artifact for {env_id}")
@@ -58,7 +59,10 @@ def read_training_artifact(out_dir: Path, env_id: str, template, seeds: int):
         raise ArtifactError(
             f"the artifact for {env_id} is {path.stat().st_size} bytes, over the limit"
         )
-    expected = {key: value.shape for key, value in _flatten(template).items()}
+    expected = {
+        PARAM_PREFIX + jax.tree_util.keystr(path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(template)[0]
+    }
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}

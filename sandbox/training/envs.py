@@ -1,5 +1,9 @@
 """The discrete-action gymnax environments the trainer supports, behind one constructor."""
 
+import importlib
+import importlib.util
+import sys
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +42,28 @@ def check_env_id(env_id: str) -> None:
         )
 
 
+# gymnax imports these at module level for rendering (its Pong, Catch, Rooms), which nothing
+# here does: a stand-in module imports the real one on first use, so they no longer cost
+# every sandbox and scorer process about a second at start.
+RENDERING_ONLY = ("seaborn", "matplotlib.pyplot")
+
+
+class _OnFirstUse(types.ModuleType):
+    def __getattr__(self, attribute: str):  # only for what the stand-in lacks: all of it
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attribute)
+
+
+def _defer_rendering_imports() -> None:
+    for name in RENDERING_ONLY:
+        if name not in sys.modules and importlib.util.find_spec(name) is not None:
+            sys.modules[name] = _OnFirstUse(name)
+
+
 def make_env(env_id: str, *, flatten: bool = True) -> EnvSpec:
     """Build a gymnax environment; MinAtar image observations are flattened for an MLP."""
+    _defer_rendering_imports()
     import gymnax  # imported here: it is slow to import and most callers only need the ids
     from gymnax.environments import spaces
     from gymnax.wrappers.purerl import FlattenObservationWrapper
