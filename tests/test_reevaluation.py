@@ -7,6 +7,7 @@ stand-in for the sandbox (no training) to watch selection decisions as they are 
 """
 
 import hashlib
+from concurrent.futures import Future
 
 import pytest
 
@@ -318,6 +319,34 @@ def test_a_round_that_fails_on_fresh_seeds_ends_the_candidate_as_a_parent(tmp_pa
     for c in failed:
         assert c.status == Status.NONFINITE and c.fitness is None and c.id not in members
         assert [r.status for r in rounds[c.id]][:2] == [Status.OK, Status.NONFINITE]
+
+
+class Holding:
+    """An executor that only records what it is handed (nothing runs)."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def submit(self, function, *args):
+        self.jobs.append(function.__name__)
+        return Future()
+
+
+def test_collecting_a_batch_never_starts_a_second_review_of_its_held_members(tmp_path):
+    """A batch's verdicts are recorded (and its elites held) in the evaluator's thread,
+    before its future is collected: a re-evaluation may already have taken them. Collecting
+    the batch then must not start another (each fresh block would be trained and written
+    twice: the duplicate-round failure seen once in CI)."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'archive.db'}")
+    config = CampaignConfig(name="race", task="mirror_drift", generations=1, workers=1)
+    loop = CampaignLoop(engine, config, Fixed(PPO_VARIANTS))
+    loop.strategy.promotions = lambda: [(5, "code")]  # #5: held by its batch's recording
+    pool, batch = Holding(), Future()
+    loop._pool, loop.in_flight, loop.gathering = pool, {batch: [4, 5]}, []
+    batch.set_result([])
+    loop._review(pool)  # another future collected first: #5 goes out for review
+    loop._collect([batch])  # then its own batch
+    assert pool.jobs == ["_reevaluate"]
 
 
 def test_resuming_an_older_campaign_with_new_review_settings_is_refused_not_dropped():

@@ -103,7 +103,7 @@ class CampaignLoop:
             tell=self.strategy.tell,
             screening=c.screens,
         )
-        self.reviewing: set[int] = set()  # held candidates in a re-evaluation in flight
+        self.review: Future | None = None  # the re-evaluation job in flight (one at a time)
         self.progress = Progress(self.config.name, planned=self._planned())
 
     # -- the loop --------------------------------------------------------------------------
@@ -246,7 +246,9 @@ class CampaignLoop:
 
     def _collect(self, done) -> None:
         for future in done:
-            self.reviewing.difference_update(self.in_flight.pop(future))
+            self.in_flight.pop(future)
+            if future is self.review:
+                self.review = None
             # A sandbox or archive failure stops the campaign; the batch stays pending.
             for candidate, parent_fitness in future.result():
                 self.progress.evaluated += 1
@@ -268,12 +270,12 @@ class CampaignLoop:
         """Send the held candidates out as one re-evaluation job, unless one is in flight
         (one at a time: two would both train a baseline's missing block); those held
         meanwhile go when it is collected."""
-        if self.reviewing:
+        if self.review is not None:
             return
         batch = self.strategy.promotions()
         if batch:
-            self.reviewing.update(i for i, _ in batch)
-            self.in_flight[executor.submit(self._reevaluate, batch)] = [i for i, _ in batch]
+            self.review = executor.submit(self._reevaluate, batch)
+            self.in_flight[self.review] = [i for i, _ in batch]
 
     def _reevaluate(self, held: list[tuple[int, str]]) -> list:
         """The further blocks of seeds the held candidates lack, and the baselines lack (the
