@@ -36,9 +36,14 @@ def artifact_path(out_dir: Path, env_id: str) -> Path:
     return Path(out_dir) / f"{env_id}.npz"
 
 
+def _named_leaves(tree) -> dict:
+    """Each leaf of a parameter tree under its artifact key, in the tree's order."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {PARAM_PREFIX + jax.tree_util.keystr(path): leaf for path, leaf in leaves}
+
+
 def _flatten(params) -> dict[str, np.ndarray]:
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    return {PARAM_PREFIX + jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+    return {key: np.asarray(leaf) for key, leaf in _named_leaves(params).items()}
 
 
 def write_training_artifact(out_dir: Path, env_id: str, params, curve) -> Path:
@@ -59,10 +64,7 @@ def read_training_artifact(out_dir: Path, env_id: str, template, seeds: int):
         raise ArtifactError(
             f"the artifact for {env_id} is {path.stat().st_size} bytes, over the limit"
         )
-    expected = {
-        PARAM_PREFIX + jax.tree_util.keystr(path): tuple(leaf.shape)
-        for path, leaf in jax.tree_util.tree_flatten_with_path(template)[0]
-    }
+    expected = {key: tuple(leaf.shape) for key, leaf in _named_leaves(template).items()}
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
@@ -86,10 +88,7 @@ def read_training_artifact(out_dir: Path, env_id: str, template, seeds: int):
     curve = arrays[CURVE_KEY]
     if curve.dtype != np.float32 or curve.ndim != 1:
         raise ArtifactError(f"{env_id}: malformed learning curve")
-    leaves = [
-        arrays[PARAM_PREFIX + jax.tree_util.keystr(path)]
-        for path, _ in jax.tree_util.tree_flatten_with_path(template)[0]
-    ]
+    leaves = [arrays[key] for key in expected]  # the template's order
     return jax.tree.unflatten(jax.tree.structure(template), leaves), curve
 
 
