@@ -13,8 +13,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +22,7 @@ from pathlib import Path
 from harness.backends import Limits, SandboxInfraError, SandboxRun, get_backend
 from harness.backends.filesystem import new_scratch, program_cache, scratch_root
 from harness.outputs import OutputError, Outputs
+from harness.scoring import score
 from sandbox.artifacts import block_dir
 from sandbox.budgets import get_budget
 from sandbox.checks.pipeline import static_check
@@ -35,7 +34,6 @@ from sandbox.vocabulary import STAGE_VERDICTS, Fidelity, Sandbox, Stage, Status
 
 CANDIDATE_STAGES = (Stage.TRACE, Stage.VALIDITY, Stage.TRIAL, Stage.FULL)
 STAGE_SECONDS = {Stage.TRACE: 180.0, Stage.VALIDITY: 120.0, Stage.TRIAL: 180.0}
-SCORER_SECONDS = 900.0
 LOG_TAIL_CHARS = 4000
 INFRA_RETRY_SECONDS = (2.0, 10.0)  # waits before the second and third try after a backend failure
 
@@ -473,7 +471,7 @@ class _BatchRunner:
         handle, request = tempfile.mkstemp(prefix="score-", suffix=".json", dir=scratch_root())
         os.close(handle)
         try:
-            verdicts = _score(
+            verdicts = score(
                 Path(request),
                 self.task,
                 self.budget,
@@ -627,52 +625,3 @@ def _read_checks(outputs: Outputs) -> dict | None:
         return data if isinstance(data, dict) and isinstance(data.get("checks"), list) else None
     except (OutputError, ValueError, TypeError):
         return None
-
-
-def _score(
-    request: Path,
-    task: str,
-    budget: str,
-    out_dirs: list[Path],
-    eval_seeds: list[int | None],
-    training_seeds: list[int],
-    fidelity: Fidelity = Fidelity.FULL,
-) -> list[dict]:
-    """Run the trusted scorer in its own process, once for the batch; one verdict per
-    directory (each with its block's seeds), each with the scorer's seconds shared out."""
-    start = time.monotonic()
-    request.write_text(
-        json.dumps(
-            {
-                "task": task,
-                "budget": budget,
-                "out_dirs": [str(d) for d in out_dirs],
-                "eval_seeds": eval_seeds,
-                "training_seeds": training_seeds,
-                "fidelity": fidelity,
-            }
-        )
-    )
-
-    def everyone(verdict: dict) -> list[dict]:
-        seconds = (time.monotonic() - start) / len(out_dirs)
-        return [{**verdict, "seconds": seconds} for _ in out_dirs]
-
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "harness.scorer", str(request)],
-            # On a GPU host it shares the device with the sandboxes: no up-front allocation.
-            env={"XLA_PYTHON_CLIENT_PREALLOCATE": "false", **os.environ},
-            capture_output=True,
-            text=True,
-            timeout=SCORER_SECONDS,
-        )
-    except subprocess.TimeoutExpired:
-        return everyone({"status": Status.TIMEOUT, "detail": "the scorer timed out"})
-    try:
-        verdicts = json.loads(done.stdout.strip().splitlines()[-1])
-        assert isinstance(verdicts, list) and len(verdicts) == len(out_dirs)
-    except (ValueError, IndexError, AssertionError):
-        return everyone({"status": Status.FAILED, "detail": f"scorer error: {done.stderr[-1500:]}"})
-    seconds = (time.monotonic() - start) / len(out_dirs)
-    return [{**verdict, "seconds": seconds} for verdict in verdicts]

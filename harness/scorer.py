@@ -1,6 +1,7 @@
 """The trusted scorer: the only code that turns a training run into a fitness.
 
     python -m harness.scorer request.json     # prints a JSON list: one verdict per out_dir
+    python -m harness.scorer --serve          # the same, request after request (a warm scorer)
 
 It never imports the candidate. It rebuilds the expected parameter tree from the budget's
 configuration, validates the artifacts the sandboxed run left (see artifacts.py), and
@@ -17,6 +18,8 @@ import json
 import os
 import secrets
 import sys
+import threading
+import time
 from pathlib import Path
 
 import jax
@@ -134,16 +137,15 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
-if __name__ == "__main__":
-    enable_compilation_cache()
-    request = json.loads(Path(sys.argv[1]).read_text())
+def score_request(request: dict) -> list[dict]:
+    """The verdicts for one request file's contents (see `harness/scoring.py`)."""
     dirs = request["out_dirs"]
     # One evaluation seed for the whole batch, unless each directory (a block of seeds) names
     # its own: members are compared on the same episodes.
     drawn = secrets.randbits(31)
     eval_seeds = request.get("eval_seeds") or [request.get("eval_seed")] * len(dirs)
     training_seeds = request.get("training_seeds") or [request.get("training_seed")] * len(dirs)
-    verdicts = score_all(
+    return score_all(
         request["task"],
         request["budget"],
         [Path(d) for d in dirs],
@@ -151,4 +153,33 @@ if __name__ == "__main__":
         training_seeds,
         Fidelity(request.get("fidelity", Fidelity.FULL)),
     )
-    sys.stdout.write(json.dumps(verdicts) + "\n")
+
+
+def serve() -> None:
+    """Score request after request: a request file's path per line on stdin, one JSON line of
+    verdicts per request on stdout; ends at the end of stdin, or mid-request once its caller
+    is gone (nobody is left to read the verdict). Whatever a library prints goes to stderr,
+    so stdout carries verdicts alone."""
+    caller = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == caller:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    for line in sys.stdin:
+        verdicts = score_request(json.loads(Path(line.strip()).read_text()))
+        replies.write(json.dumps(verdicts) + "\n")
+        replies.flush()
+
+
+if __name__ == "__main__":
+    enable_compilation_cache()
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        verdicts = score_request(json.loads(Path(sys.argv[1]).read_text()))
+        sys.stdout.write(json.dumps(verdicts) + "\n")
