@@ -27,8 +27,8 @@ import jax
 
 from benchmarks.campaign import gp_candidates
 from sandbox.budgets import get_budget
+from sandbox.training.bytecode import expression_bytecode
 from sandbox.training.config import preset
-from sandbox.training.program import expression_program
 from sandbox.training.run import lower_batch, lower_members
 
 FULL = {"env": "Breakout-MinAtar", "seeds": (1, 64, 1024), "steps": 500_000, "members": 8}
@@ -74,7 +74,7 @@ def main() -> None:
     paper_steps = budget.config(env).total_timesteps if not args.tiny else steps
     watched = preset(env, total_timesteps=steps, monitor=("drift",))  # as the sandbox trains
     members = [
-        expression_program(code, "drift", ("ratio", "advantage"))
+        expression_bytecode(code, "drift", ("ratio", "advantage"))
         for code in gp_candidates(plan["members"])
     ]
     scale = paper_steps / watched.env_steps

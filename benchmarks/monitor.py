@@ -8,7 +8,7 @@ As in the sandbox evaluating a drift candidate, "on" watches the drift alone (th
 points hold trusted baselines): each minibatch's drift call also evaluates its probes, a
 quarter of the minibatch three times over, inside the compiled run
 (sandbox/training/monitor.py). The `gp-8` case trains 8 mutation-proposer drifts x 2
-seeds as one program batch through the expression interpreter, as the sandbox trains a GP
+seeds as one bytecode batch through the expression interpreter, as the sandbox trains a GP
 batch at the smoke budget. `--all` watches every plug point with a monitor. Measured, never
 asserted.
 """
@@ -22,11 +22,11 @@ import json
 
 from benchmarks.campaign import gp_candidates
 from benchmarks.trainer import steps_per_second
+from sandbox.training.bytecode import expression_bytecode
 from sandbox.training.config import PPOConfig, preset
-from sandbox.training.program import expression_program
 from sandbox.training.run import lower_batch, lower_members
 
-# name: (env, seeds, total timesteps, GP programs trained as one batch; 0: the PPO drift)
+# name: (env, seeds, total timesteps, GP expressions trained as one batch; 0: the PPO drift)
 CASES = {
     "cartpole-1": ("CartPole-v1", 1, 200_000, 0),
     "cartpole-8": ("CartPole-v1", 8, 200_000, 0),
@@ -36,18 +36,18 @@ CASES = {
 }
 
 
-def compiled(env_id: str, seeds: int, timesteps: int, programs: int, monitor: tuple[str, ...]):
+def compiled(env_id: str, seeds: int, timesteps: int, expressions: int, monitor: tuple[str, ...]):
     config = preset(env_id, total_timesteps=timesteps, monitor=monitor)
-    if programs:
+    if expressions:
         members = [
-            expression_program(code, "drift", ("ratio", "advantage"))
-            for code in gp_candidates(programs)
+            expression_bytecode(code, "drift", ("ratio", "advantage"))
+            for code in gp_candidates(expressions)
         ]
         lowered = lower_members(config, "drift", members, seeds=seeds)
     else:
         lowered = lower_batch(config, seeds=seeds)
     program = lowered.lowered.compile()
-    return lambda: program(*lowered.args), config.env_steps * seeds * max(programs, 1)
+    return lambda: program(*lowered.args), config.env_steps * seeds * max(expressions, 1)
 
 
 def main() -> None:

@@ -37,8 +37,8 @@ from scipy import stats
 from benchmarks.campaign import gp_candidates
 from sandbox.budgets import get_budget, random_return
 from sandbox.tasks import load_task
+from sandbox.training.bytecode import expression_bytecode
 from sandbox.training.config import preset
-from sandbox.training.program import expression_program
 from sandbox.training.run import evaluate_batch, lower_members
 
 TASK = "mirror_drift"
@@ -78,10 +78,10 @@ def drifts(gp: int) -> dict[str, str]:
 def member(code: str):
     """A drift as data for the trainer's interpreter: candidate code is never loaded outside
     a sandbox, and every drift here (the baselines, the GP proposals) is an expression."""
-    program = expression_program(code, "drift", ("ratio", "advantage"))
-    if program is None:
+    bytecode = expression_bytecode(code, "drift", ("ratio", "advantage"))
+    if bytecode is None:
         raise ValueError(f"not an expression the interpreter runs:\n{code}")
-    return program
+    return bytecode
 
 
 def train(config, named: dict[str, str], seeds: int) -> tuple[dict[str, np.ndarray], float]:

@@ -29,7 +29,7 @@ from sandbox.checks.pipeline import static_check
 from sandbox.checks.report import CheckReport
 from sandbox.pieces import Contract
 from sandbox.tasks import load_task
-from sandbox.training.program import expression_program
+from sandbox.training.bytecode import expression_bytecode
 from sandbox.vocabulary import STAGE_VERDICTS, Fidelity, Sandbox, Stage, Status
 
 CANDIDATE_STAGES = (Stage.TRACE, Stage.VALIDITY, Stage.TRIAL, Stage.FULL)
@@ -414,10 +414,10 @@ class _BatchRunner:
                 request["seeds"] = [training_seed for training_seed, _ in self.blocks]
             # A batch of expressions executes no candidate code (the sandbox interprets them),
             # so it may write the compilation cache the next such batch reads.
-            cache = program_cache() if self._programs_only(sources) else None
+            cache = program_cache() if self._bytecode_only(sources) else None
             if cache is not None:
                 cache.mkdir(exist_ok=True)
-                request.update(programs_only=True, compilation_cache=str(cache))
+                request.update(bytecode_only=True, compilation_cache=str(cache))
             # Beside in/, not in it: the stages delete it (it holds the tokens) once read.
             request_file = scratch / "request.json"
             request_file.write_text(
@@ -490,14 +490,14 @@ class _BatchRunner:
                     _apply_score(block, verdict)
             _apply_score(evaluations[i], mine[0])
 
-    def _programs_only(self, sources: list[str]) -> bool:
+    def _bytecode_only(self, sources: list[str]) -> bool:
         if not self.backend.isolates_files:
             return False
         spec = load_task(self.task)
         if spec.piece.contract is not Contract.ELEMENTWISE:
             return False
         inputs = tuple(spec.inputs)
-        return all(expression_program(s, spec.entry_point, inputs) is not None for s in sources)
+        return all(expression_bytecode(s, spec.entry_point, inputs) is not None for s in sources)
 
     def _member_evaluation(
         self, outputs: Outputs, name: str, outcome, watch: _BatchWatch

@@ -1,5 +1,5 @@
 """Expression trees: the genome of the offline mutation proposer, and what the sandbox's
-interpreter runs (sandbox/training/program.py) instead of executing a candidate's code.
+interpreter runs (sandbox/training/bytecode.py) instead of executing a candidate's code.
 
 A tree is built from constants, named variables (a task's inputs) and operators from a small
 fixed table. Trees are immutable, hashable and our own data, so they are evaluated in-process

@@ -71,10 +71,15 @@ from sandbox.checks.signature import behaviour_signature
 from sandbox.landscape import LANDSCAPE_FILE, landscape_axes
 from sandbox.pieces import Contract
 from sandbox.tasks import TaskSpec, load_task
+from sandbox.training.bytecode import (
+    Bytecode,
+    bytecode_function,
+    expression_bytecode,
+    tree_function,
+)
 from sandbox.training.config import PPOConfig
 from sandbox.training.monitor import violations
 from sandbox.training.ppo import CandidateContractError, Components, checked_call
-from sandbox.training.program import Program, expression_program, program_function, tree_function
 from sandbox.training.run import (
     LoweredBatch,
     TrainingBatch,
@@ -186,8 +191,8 @@ class Member:
     source: str
     out: Path
     function: Callable | None = None
-    program: Program | None = None  # when the source is exactly an expression: run as data
-    certified: bool = False  # a program whose every condition is proved: no monitor needed
+    bytecode: Bytecode | None = None  # when the source is exactly an expression: run as data
+    certified: bool = False  # bytecode whose every condition is proved: no monitor needed
     failed: bool = False
     trained: dict[tuple[str, int], TrainingBatch] = dataclasses.field(default_factory=dict)
 
@@ -255,9 +260,9 @@ class Batch:
         self.shared_program = self.task.piece.contract is Contract.ELEMENTWISE
         # The trusted side found every member to be an expression: nothing here executes a
         # candidate's code, so this run may keep what it compiles (see cascade.py).
-        self.programs_only = bool(request.get("programs_only"))
-        self.exported = None  # where trainers of program batches are kept, exported
-        if self.programs_only and request.get("compilation_cache"):
+        self.bytecode_only = bool(request.get("bytecode_only"))
+        self.exported = None  # where trainers of bytecode batches are kept, exported
+        if self.bytecode_only and request.get("compilation_cache"):
             jax.config.update("jax_compilation_cache_dir", request["compilation_cache"])
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
             self.exported = Path(request["compilation_cache"]) / "exported"
@@ -268,16 +273,15 @@ class Batch:
     # -- per member ------------------------------------------------------------------------
     def load(self, member: Member) -> str:
         task = self.task
-        member.program = self._program(member.source)
-        if member.program is not None:
-            program = member.program
+        member.bytecode = self._bytecode(member.source)
+        if member.bytecode is not None:
+            bytecode = member.bytecode
             # Checked and trained through the one interpreter: what is checked is what trains,
-            # and every program of the batch shares the checks' compiled probes.
-            member.function = program_function(program)
-            return (
-                f"{task.entry_point}() is an expression: {program.length} instructions, run as data"
-            )
-        if self.programs_only:
+            # and every bytecode member of the batch shares the checks' compiled probes.
+            member.function = bytecode_function(bytecode)
+            length = bytecode.length
+            return f"{task.entry_point}() is an expression: {length} instructions, run as data"
+        if self.bytecode_only:
             raise StageFailure(Status.FAILED, "not an expression, in a run for expressions only")
         try:
             function = load_entry_point(member.source, task.entry_point, filename="candidate.py")
@@ -299,10 +303,10 @@ class Batch:
         member.function = function
         return f"loaded {task.entry_point}()"
 
-    def _program(self, source: str) -> Program | None:
+    def _bytecode(self, source: str) -> Bytecode | None:
         if not self.shared_program:
             return None
-        return expression_program(source, self.task.entry_point, tuple(self.task.inputs))
+        return expression_bytecode(source, self.task.entry_point, tuple(self.task.inputs))
 
     def trace(self, member: Member) -> str:
         loaded = self.load(member)
@@ -362,8 +366,8 @@ class Batch:
 
     def validity(self, member: Member) -> str:
         proof_function = None
-        if member.program is not None:  # bound the tree the interpreter runs, not the interpreter
-            proof_function = tree_function(member.program.tree, tuple(self.task.inputs))
+        if member.bytecode is not None:  # bound the tree the interpreter runs, not the interpreter
+            proof_function = tree_function(member.bytecode.tree, tuple(self.task.inputs))
         report = run_conditions(
             self.task,
             member.function,
@@ -385,7 +389,7 @@ class Batch:
         # elementwise operators only), so once proved it has nothing left to hide from the
         # monitor. Code can, and is always watched.
         assurance = report.assurance
-        member.certified = member.program is not None and assurance == Assurance.CERTIFIED
+        member.certified = member.bytecode is not None and assurance == Assurance.CERTIFIED
         proved = sum(1 for c in report.checks if c.proof and c.proof["verdict"] == Proof.PROVED)
         proofs = f", {proved} proved" if any(c.proof for c in report.checks) else ""
         return f"{len(report.checks)} conditions hold{proofs} ({assurance})"
@@ -402,7 +406,7 @@ class Batch:
             return lower_members(
                 config,
                 self.plug_point,
-                [m.program or m.function for m in members],
+                [m.bytecode or m.function for m in members],
                 seeds=seeds,
                 seed=self.seed,
                 exported=self.exported,

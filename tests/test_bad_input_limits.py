@@ -23,7 +23,7 @@ from archive.schema import Campaign
 from sandbox import expressions as ex
 from sandbox import formulas
 from sandbox.checks.static import MAX_INT_LITERAL, check_source
-from sandbox.training.program import expression_program
+from sandbox.training.bytecode import expression_bytecode
 from scientist.cli import app
 from scientist.commands.options import MAX_AT_ONCE, MAX_COUNT, MAX_ID, MAX_SEED
 from scientist.web.app import create_app
@@ -52,7 +52,7 @@ def test_a_literal_beyond_float64_is_not_an_expression(literal):
     assert ex.parse_function(source, "drift", INPUTS) is None
     assert ex.parse_expression(f"{literal} * ratio", INPUTS) is None
     assert formulas.of_source(source, "drift", INPUTS) is None
-    assert expression_program(source, "drift", INPUTS) is None
+    assert expression_bytecode(source, "drift", INPUTS) is None
     assert len(code_hash(source)) == 64  # the archive's fingerprint of any code
 
 

@@ -34,7 +34,7 @@ def alone():
     return result
 
 
-# Not an expression of the mutation grammar (log1p): it runs as code, the others as programs.
+# Not an expression of the mutation grammar (log1p): it runs as code, the others as bytecode.
 CODE = (
     "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
     "    return jnp.abs(advantage) * jnp.log1p((ratio - 1.0) ** 2)\n"
@@ -206,7 +206,7 @@ def test_a_member_may_not_change_what_the_others_train_with():
 
 
 def test_an_expression_runs_as_data_and_computes_what_its_module_computes():
-    """Programs from the mutation proposer's candidates: the interpreter, as training and as
+    """Bytecode of the mutation proposer's candidates: the interpreter, as training and as
     the validity checks call it, and the executed module agree in value and in the derivative
     training uses."""
     import jax
@@ -215,18 +215,18 @@ def test_an_expression_runs_as_data_and_computes_what_its_module_computes():
 
     from benchmarks.campaign import gp_candidates
     from sandbox.candidate import load_entry_point
-    from sandbox.training.program import expression_program, interpret, program_function
+    from sandbox.training.bytecode import bytecode_function, expression_bytecode, interpret
 
     inputs = tuple(TASK.inputs)
     ratio = np.geomspace(0.05, 5.0, 257).astype(np.float32)
     advantage = np.linspace(-4.0, 4.0, 257).astype(np.float32)
     for source in [*gp_candidates(12, seed=3), DPO]:
-        program = expression_program(source, TASK.entry_point, inputs)
-        assert program is not None, source
+        bytecode = expression_bytecode(source, TASK.entry_point, inputs)
+        assert bytecode is not None, source
         module = load_entry_point(source, TASK.entry_point)
         for function in (
-            lambda r, a: interpret(program.arrays(), r, a),
-            program_function(program),  # what the validity checks probe
+            lambda r, a: interpret(bytecode.arrays(), r, a),
+            bytecode_function(bytecode),  # what the validity checks probe
         ):
             want, got = module(ratio, advantage), function(ratio, advantage)
             np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-5, equal_nan=True)
@@ -236,7 +236,7 @@ def test_an_expression_runs_as_data_and_computes_what_its_module_computes():
 
 
 def test_an_expression_is_probed_in_one_call_with_the_slopes_of_one_point_at_a_time():
-    """The validity checks take an expression program's slope as the gradient of one summed
+    """The validity checks take an expression's bytecode's slope as the gradient of one summed
     call (elementwise by construction); a function of unknown make gets one call per point.
     Both give the same slopes, kinks and clipped regions included."""
     import jax
@@ -244,14 +244,14 @@ def test_an_expression_is_probed_in_one_call_with_the_slopes_of_one_point_at_a_t
 
     from benchmarks.campaign import gp_candidates
     from sandbox.pieces.base import JaxProbe
-    from sandbox.training.program import expression_program, program_function
+    from sandbox.training.bytecode import bytecode_function, expression_bytecode
 
     inputs = tuple(TASK.inputs)
     rng = np.random.default_rng(0)
     ratio = np.concatenate([np.exp(rng.normal(0.0, 0.7, 300)), [0.8, 1.0, 1.2, 2.0]])
     advantage = np.concatenate([rng.normal(0.0, 2.0, 300), [0.0, 0.0, 1.0, -1.0]])
     for source in [*gp_candidates(3, seed=7), DPO]:
-        function = program_function(expression_program(source, TASK.entry_point, inputs))
+        function = bytecode_function(expression_bytecode(source, TASK.entry_point, inputs))
         with jax.enable_x64(True):
             summed = JaxProbe(function)
             pointwise = JaxProbe(lambda r, a, f=function: f(r, a))
@@ -275,27 +275,27 @@ def test_an_expression_is_probed_in_one_call_with_the_slopes_of_one_point_at_a_t
     ],
 )
 def test_only_a_module_that_is_exactly_an_expression_runs_as_data(source):
-    from sandbox.training.program import expression_program
+    from sandbox.training.bytecode import expression_bytecode
 
-    assert expression_program(source, TASK.entry_point, tuple(TASK.inputs)) is None
+    assert expression_bytecode(source, TASK.entry_point, tuple(TASK.inputs)) is None
 
 
-def test_a_program_batch_reuses_its_exported_trainer_and_trains_the_same(tmp_path):
-    """The trainer of a batch of programs is exported once (to the directory only runs
+def test_a_bytecode_batch_reuses_its_exported_trainer_and_trains_the_same(tmp_path):
+    """The trainer of a bytecode batch is exported once (to the directory only runs
     without candidate code write) and loaded by the next batch of that shape, whichever
-    programs it holds; trained through it, the numbers are those of tracing it afresh."""
+    expressions it holds; trained through it, the numbers are those of tracing it afresh."""
     import jax
     import numpy as np
 
     from benchmarks.campaign import gp_candidates
+    from sandbox.training.bytecode import expression_bytecode
     from sandbox.training.config import preset
-    from sandbox.training.program import expression_program
     from sandbox.training.run import lower_members
 
     config = preset("CartPole-v1", total_timesteps=4 * 512)
     inputs = tuple(TASK.inputs)
     first, second = (
-        [expression_program(s, TASK.entry_point, inputs) for s in gp_candidates(2, seed=seed)]
+        [expression_bytecode(s, TASK.entry_point, inputs) for s in gp_candidates(2, seed=seed)]
         for seed in (5, 6)
     )
     plug = TASK.piece.plug_point

@@ -26,10 +26,10 @@ from sandbox.pieces import get_piece
 from sandbox.pieces._drift_certificate import certify_drift
 from sandbox.pieces.base import SizedProbe, call_sizes
 from sandbox.tasks import load_baseline, load_task
+from sandbox.training.bytecode import expression_bytecode, tree_function
 from sandbox.training.config import preset
 from sandbox.training.monitor import violations
 from sandbox.training.ppo import Components
-from sandbox.training.program import expression_program, tree_function
 from sandbox.training.run import lower_batch, lower_members
 from sandbox.vocabulary import Assurance, Proof
 from scientist.proposers.mutation import load_grammar
@@ -155,15 +155,15 @@ def test_genetic_programming_outputs_are_certified_or_honestly_unproved():
     certificate never calls one of them violated (that would be a false alarm: its
     counterexamples are confirmed by evaluation), and proves most of them."""
     from benchmarks.campaign import gp_candidates
-    from sandbox.training.program import expression_program
+    from sandbox.training.bytecode import expression_bytecode
 
     proved, total = 0, 0
     for source in gp_candidates(12, seed=3):
-        program = expression_program(source, "drift", ("ratio", "advantage"))
+        bytecode = expression_bytecode(source, "drift", ("ratio", "advantage"))
         report = _check(source.split("def drift(ratio, advantage):\n", 1)[1])
-        if program is None or not report.valid:
+        if bytecode is None or not report.valid:
             continue
-        drift = tree_function(program.tree, ("ratio", "advantage"))
+        drift = tree_function(bytecode.tree, ("ratio", "advantage"))
         proofs = certify_drift(drift, (512,))
         assert all(p.verdict != Proof.VIOLATED for p in proofs), [p.detail for p in proofs]
         proved += all(p.verdict == Proof.PROVED for p in proofs)
@@ -240,11 +240,11 @@ def test_the_baselines_pass_the_monitor():
     for the three, the interpreter at the plug point), never trip the monitor."""
     names = ["ppo", "dpo", "zero"]
     inputs = tuple(TASK.inputs)
-    programs = [
-        expression_program(TASK.baseline_source(n), TASK.entry_point, inputs) for n in names
+    bytecode = [
+        expression_bytecode(TASK.baseline_source(n), TASK.entry_point, inputs) for n in names
     ]
     config = preset("CartPole-v1", total_timesteps=20_480)
-    batch = lower_members(config, TASK.piece.plug_point, programs, seeds=2).compile().run()
+    batch = lower_members(config, TASK.piece.plug_point, bytecode, seeds=2).compile().run()
     for i, name in enumerate(names):
         watch = jax.tree.map(np.asarray, batch.member(i).output.watch["drift"])
         assert violations(watch, get_piece("drift").monitor) == [], name

@@ -14,7 +14,7 @@ from sandbox.checks.static import check_source
 from sandbox.pieces import Contract
 from sandbox.pieces.base import OTHER_SIZES, call_sizes, training_batches
 from sandbox.tasks import TaskSpec
-from sandbox.training.program import is_program_function
+from sandbox.training.bytecode import is_bytecode_function
 from sandbox.vocabulary import Stage
 
 
@@ -28,17 +28,17 @@ def run_conditions(
 ) -> CheckReport:
     """The task's validity conditions on an already loaded and traced entry point, at every
     call length training uses at `budgets` (default: all budgets). An elementwise piece's
-    program must first differentiate as its values do (checks/gradient_path.py): the
+    code must first differentiate as its values do (checks/gradient_path.py): the
     conditions hold for values, and training follows the derivative."""
     piece = task.piece
     sizes = call_sizes(piece, budgets)
-    if is_program_function(function):
+    if is_bytecode_function(function):
         # Elementwise operators on data: no call length can be singled out, so the lengths
         # training uses are enough (dtype still matters, and the float32 layer stays).
         sizes = tuple(s for s in sizes if s not in OTHER_SIZES) or sizes
     report = CheckReport()
     if piece.contract is Contract.ELEMENTWISE:
-        # `proof_function`: an expression program's tree, not the interpreter that runs it
+        # `proof_function`: an expression's bytecode's tree, not the interpreter that runs it
         path = check_gradient_path(proof_function or function, piece.arity, sizes, filename)
         if not report.add(path).passed:
             return report

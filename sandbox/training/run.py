@@ -20,10 +20,10 @@ import numpy as np
 from sandbox import expressions as ex
 from sandbox.budgets import EnvBudget
 from sandbox.fitness import Aggregate, normalise
+from sandbox.training.bytecode import Bytecode, encode, interpret
 from sandbox.training.config import PPOConfig
 from sandbox.training.evaluate import evaluate_params
 from sandbox.training.ppo import Components, TrainOutput, batched, batched_members, make_train
-from sandbox.training.program import Program, encode, interpret
 
 # Called as progress(phase, completed, total) with phase in {"compile", "train", "evaluate"}.
 ProgressFn = Callable[[str, int, int], None]
@@ -58,7 +58,7 @@ class LoweredBatch:
 
     config: PPOConfig
     learning_rates: list[float]
-    args: tuple  # (seed keys [S], learning rates [L][, members: branch index [K], programs])
+    args: tuple  # (seed keys [S], learning rates [L][, members: branch index [K], bytecode])
     lowered: Any
     lower_seconds: float
 
@@ -118,7 +118,7 @@ def lower_batch(
 def lower_members(
     config: PPOConfig,
     plug_point: str,
-    members: Sequence[Callable | Program],
+    members: Sequence[Callable | Bytecode],
     *,
     seeds: int,
     seed: int = 0,
@@ -126,22 +126,22 @@ def lower_members(
 ) -> LoweredBatch:
     """Trace `seeds` training runs for each member at `plug_point` as one program, on the
     seed keys `lower_batch` would use: every member trains on the same seeds. A member is a
-    function (a branch of its own) or a Program (data for the one interpreter branch), so a
-    batch of programs lowers to the same computation whichever programs they are; with
+    function (a branch of its own) or a Bytecode (data for the one interpreter branch), so a
+    batch of bytecode lowers to the same computation whichever expressions they are; with
     `exported` (a directory only runs without candidate code write) such a batch reuses the
     trainer exported there."""
     start = time.perf_counter()
-    functions = [m for m in members if not isinstance(m, Program)]
+    functions = [m for m in members if not isinstance(m, Bytecode)]
     interpreted = len(functions) < len(members)
     branches = [interpret] if interpreted else []
-    branches += [lambda program, *args, f=f: f(*args) for f in functions]
+    branches += [lambda bytecode, *args, f=f: f(*args) for f in functions]
     empty = encode(ex.Const(0.0), ())
-    index, programs, code = [], [], iter(range(int(interpreted), len(branches)))
+    index, bytecodes, code = [], [], iter(range(int(interpreted), len(branches)))
     for member in members:
-        index.append(0 if isinstance(member, Program) else next(code))
-        programs.append(member if isinstance(member, Program) else empty)
+        index.append(0 if isinstance(member, Bytecode) else next(code))
+        bytecodes.append(member if isinstance(member, Bytecode) else empty)
     stacked = tuple(
-        jnp.asarray(np.stack([getattr(p, field) for p in programs]))
+        jnp.asarray(np.stack([getattr(p, field) for p in bytecodes]))
         for field in ("opcodes", "args", "constants")
     )
     lrs = [float(config.learning_rate)]
@@ -159,9 +159,9 @@ def lower_members(
     return LoweredBatch(config, lrs, args, lowered, time.perf_counter() - start)
 
 
-# -- exported trainers of program batches ---------------------------------------------------
+# -- exported trainers of bytecode batches ---------------------------------------------------
 # Lowering a trainer traces it (seconds per environment); its exported StableHLO does not
-# depend on which programs it runs, so a batch of programs loads the one exported before and
+# depend on which bytecode it runs, so a bytecode batch loads the one exported before and
 # lowers only a call to it, which the persistent compilation cache then also finds.
 
 

@@ -1,15 +1,17 @@
-"""Expression programs: a candidate that is nothing but an expression, run as data.
+"""Bytecode: a candidate that is nothing but an expression, run as data.
 
 A tree from sandbox/expressions.py (the mutation proposer's genome, or any candidate module
-that parses exactly into one, `parse_module`) compiles to a fixed-size register program:
+that parses exactly into one, `parse_module`) compiles to fixed-size register bytecode:
 `MAX_INSTRUCTIONS` rows of (opcode, three argument registers, a constant), each writing its
-own register, the last one the result. One interpreter runs every program, so a batch of
+own register, the last one the result. One interpreter runs all bytecode, so a batch of
 such candidates trains with one compiled program that does not depend on which candidates
 they are: the same XLA executable for every batch of that size at a budget, which a
 persistent compilation cache then keeps across batches and campaigns.
 
 The interpreter's operators are the jax functions `expressions.render_body` writes, so a
-program computes what its rendered module computes.
+bytecode computes what its rendered module computes.
+
+("Program" elsewhere means a compiled XLA program; this is the candidate's own data.)
 """
 
 import functools
@@ -58,7 +60,7 @@ def _jax_operators() -> dict:
 
 
 @dataclass(frozen=True)
-class Program:
+class Bytecode:
     """[MAX_INSTRUCTIONS] opcodes, [MAX_INSTRUCTIONS, 3] argument registers, constants."""
 
     opcodes: np.ndarray
@@ -77,8 +79,8 @@ class TooLong(ValueError):
     pass
 
 
-def encode(tree: ex.Node, inputs: tuple[str, ...]) -> Program:
-    """The program of a tree over `inputs`; shared subtrees are computed once. TooLong when
+def encode(tree: ex.Node, inputs: tuple[str, ...]) -> Bytecode:
+    """The bytecode of a tree over `inputs`; shared subtrees are computed once. TooLong when
     it needs more than MAX_INSTRUCTIONS registers."""
     rows: list[tuple[int, tuple[int, int, int], float]] = []
     register: dict[ex.Node, int] = {}
@@ -107,11 +109,11 @@ def encode(tree: ex.Node, inputs: tuple[str, ...]) -> Program:
     opcodes = np.array([r[0] for r in rows], np.int32)
     args = np.array([r[1] for r in rows], np.int32)
     constants = np.array([r[2] for r in rows], np.float64)  # cast to the inputs' dtype when run
-    return Program(opcodes, args, constants, length, tree)
+    return Bytecode(opcodes, args, constants, length, tree)
 
 
-def expression_program(source: str, entry_point: str, inputs: tuple[str, ...]) -> Program | None:
-    """The program of a candidate module that is exactly an expression (never executed:
+def expression_bytecode(source: str, entry_point: str, inputs: tuple[str, ...]) -> Bytecode | None:
+    """The bytecode of a candidate module that is exactly an expression (never executed:
     parsed with `ast`), or None."""
     tree = ex.parse_module(source, entry_point, inputs)
     if tree is None:
@@ -122,18 +124,18 @@ def expression_program(source: str, entry_point: str, inputs: tuple[str, ...]) -
         return None
 
 
-def program_function(program: Program):
-    """The program as a function of its inputs, `Partial(jit(interpret), arrays)`: a pytree
-    whose leaves are the program's arrays, so whatever takes it as an argument of a jitted
-    function (the validity probes, sandbox/pieces/base.py) compiles once for every program.
+def bytecode_function(bytecode: Bytecode):
+    """The bytecode as a function of its inputs, `Partial(jit(interpret), arrays)`: a pytree
+    whose leaves are the bytecode's arrays, so whatever takes it as an argument of a jitted
+    function (the validity probes, sandbox/pieces/base.py) compiles once for all bytecode.
     The constants stay float64 until the inputs' dtype is known."""
     from jax.tree_util import Partial
 
-    return Partial(_jitted_interpret(), (program.opcodes, program.args, program.constants))
+    return Partial(_jitted_interpret(), (bytecode.opcodes, bytecode.args, bytecode.constants))
 
 
 def tree_function(tree: ex.Node, inputs: tuple[str, ...]):
-    """What a program computes, as plain JAX operations on its tree (no scan, no switch):
+    """What bytecode computes, as plain JAX operations on its tree (no scan, no switch):
     the form the certificate bounds (sandbox/checks/intervals.py), the same operators the
     interpreter runs. Built from the parsed tree, never from candidate code."""
     import jax.numpy as jnp
@@ -156,8 +158,8 @@ def tree_function(tree: ex.Node, inputs: tuple[str, ...]):
     return function
 
 
-def is_program_function(function) -> bool:
-    """Whether `function` is a `program_function`: elementwise by construction."""
+def is_bytecode_function(function) -> bool:
+    """Whether `function` is a `bytecode_function`: elementwise by construction."""
     return getattr(function, "func", None) is _jitted_interpret()
 
 
@@ -168,12 +170,12 @@ def _jitted_interpret():
     return jax.jit(interpret)
 
 
-def interpret(program, *inputs):
-    """The program's value, elementwise on `inputs` (arrays of one shape). `program` is the
+def interpret(bytecode, *inputs):
+    """The bytecode's value, elementwise on `inputs` (arrays of one shape). `bytecode` is the
     (opcodes, args, constants) triple, concrete or traced: only the registers' values depend
     on it, never the computation. The instructions are a scan whose body is one conditional
     on the opcode, so only the chosen operator runs (no NaN from an unchosen one reaches a
-    gradient) and the compiled program stays small whatever the program length."""
+    gradient) and the compiled program stays small whatever the bytecode's length."""
     import jax.numpy as jnp
     from jax import lax
 
@@ -196,7 +198,7 @@ def interpret(program, *inputs):
         value = lax.switch(opcode, branches, a, b, c, constant.astype(dtype), arg[0])
         return registers.at[row].set(value), None
 
-    opcodes, args, constants = program
+    opcodes, args, constants = bytecode
     registers = jnp.zeros((MAX_INSTRUCTIONS, *x[0].shape), dtype)
     rows = jnp.arange(MAX_INSTRUCTIONS)
     registers, _ = lax.scan(step, registers, (rows, opcodes, args, constants))
