@@ -57,10 +57,16 @@ def warm_pids() -> list[int]:
     return [s.process.pid for s in scoring._idle]
 
 
-@pytest.fixture
-def runs(tmp_path):
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return [write_run(root / f"run{i}", seed=i) for i in range(2)]
+
+
+@pytest.fixture(autouse=True)
+def no_warm_scorers():
     scoring.close_all()
-    yield [write_run(tmp_path / f"run{i}", seed=i) for i in range(2)]
+    yield
     scoring.close_all()
 
 
@@ -123,7 +129,7 @@ def test_a_scorer_ends_with_its_caller_even_mid_request(tmp_path, runs):
     while not (scorers := _children(process.pid, b"harness.scorer")):
         assert time.monotonic() < deadline, "no scorer started"
         time.sleep(0.1)
-    time.sleep(3.0)  # let it import and reach the request it will wait on
+    time.sleep(2.0)  # let it import and reach the request it will wait on
     process.kill()
     process.wait()
     deadline = time.monotonic() + 60
