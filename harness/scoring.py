@@ -1,7 +1,7 @@
 """The trusted side's calls to the scorer (`harness/scorer.py`), through warm processes.
 
 A scorer process imports JAX and compiles the evaluation program once, then scores request
-after request (`python -m harness.scorer --serve`); that start-up was a third of a smoke
+after request (`python -m harness.scorer --serve`); that start-up was a quarter of a smoke
 evaluation's wall time. Processes are pooled, one per concurrent caller (the campaign's
 evaluator threads), and each is used by one caller at a time. One that fails, times out or
 answers anything but a verdict line is killed and never reused: the next call starts a
