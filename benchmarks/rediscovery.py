@@ -86,6 +86,12 @@ class Arm:
     timeline: list[tuple[float, float, float | None]] = field(default_factory=list)
     fresh: dict | None = None  # the winner vs PPO on the final check's fresh seeds
     quick_score: float | None = None
+    # A rediscovery arm's first to reach PPO is picked by its re-evaluation's luck among
+    # many; the arm's state at its end (the highest lower bound vs PPO) is checked beside it.
+    end: "Arm | None" = None
+
+    def entrants(self) -> list["Arm"]:
+        return [a for a in (self, self.end) if a is not None and a.winner_code]
 
 
 # The grammar's pieces that carry PPO's clip: without them no GP arm can assemble PPO.
@@ -129,6 +135,7 @@ def read_arm(engine, name: str, seconds: float) -> Arm:
         paired = versus_baselines(session, reviewed)
         finished = _review_times(session, campaign.id, campaign.created_at)
     best, highest = None, None  # the best point so far (the timeline), the highest lower bound
+    first = None  # the first to reach PPO
     for c in sorted(reviewed, key=lambda c: finished.get(c.id, float("inf"))):
         ppo = next((p for p in paired.get(c.id, []) if p.baseline == "ppo"), None)
         if ppo is None or c.id not in finished:
@@ -143,10 +150,14 @@ def read_arm(engine, name: str, seconds: float) -> Arm:
             arm.reached_ppo_seconds = finished[c.id]
             if kind.first_to_reach:
                 arm.winner_code, arm.winner_note = c.code, f"#{c.id}, first to reach PPO"
-    if arm.winner_code is None and highest is not None:
-        c = highest[0]
-        arm.winner_code = c.code
-        arm.winner_note = f"#{c.id}, highest lower bound vs PPO ({highest[1]:+.3f})"
+                first = c
+    if highest is not None:
+        c, note = highest[0], f"#{highest[0].id}, highest lower bound vs PPO ({highest[1]:+.3f})"
+        if arm.winner_code is None:
+            arm.winner_code, arm.winner_note = c.code, note
+        elif c is not first:  # it reached PPO too (its bound is above the first's), later
+            arm.end = Arm(f"{name} (end)", seconds, arm.candidates, c.code, note)
+            arm.end.reached_ppo_seconds = finished[c.id]
     if arm.winner_code is None and best is not None:
         c = best[0]
         arm.winner_code, arm.winner_note = c.code, f"#{c.id}, best re-evaluated"
@@ -219,7 +230,7 @@ def es_arm(engine, seconds: float, args) -> Arm:
 def fresh_check(arms: list[Arm], budget: str, blocks: int) -> None:
     """Every winner and PPO in one batch on `blocks` blocks of seeds no arm saw, paired."""
     ppo = load_task(TASK).baseline_source("ppo")
-    entrants = [a for a in arms if a.winner_code]
+    entrants = [a for arm in arms for a in arm.entrants()]
     if not entrants:
         return
     seeds = [
@@ -260,7 +271,7 @@ def _per_seed(evaluation) -> list[list[float]] | None:
 def quick_check(arms: list[Arm]) -> float | None:
     """The winners and PPO at the quick budget's meta-train environments; PPO's own score."""
     ppo = load_task(TASK).baseline_source("ppo")
-    entrants = [a for a in arms if a.winner_code]
+    entrants = [a for arm in arms for a in arm.entrants()]
     evaluations = evaluate_batch(
         TASK,
         [ppo, *(a.winner_code for a in entrants)],
@@ -330,7 +341,8 @@ def main() -> None:
         arms.append(arm)
         print(
             f"{arm.name}: {arm.candidates} candidates in {arm.seconds:.0f} s; reached PPO: "
-            f"{_seconds(arm.reached_ppo_seconds)}; winner {arm.winner_note or 'none'}",
+            f"{_seconds(arm.reached_ppo_seconds)}; winner {arm.winner_note or 'none'}"
+            + (f"; at its end {arm.end.winner_note}" if arm.end else ""),
             flush=True,
         )
         for seconds, point, low in arm.timeline:
@@ -342,10 +354,10 @@ def main() -> None:
     ppo_quick = quick_check(arms) if args.quick else None
     print()
     print(
-        f"{'arm':<14}{'candidates':>11}{'seconds':>9}{'reached PPO':>13}"
+        f"{'arm':<20}{'candidates':>11}{'seconds':>9}{'reached PPO':>13}"
         f"{'fresh vs PPO':>28}{'quick':>8}"
     )
-    for arm in arms:
+    for arm in (a for arm in arms for a in ([arm, arm.end] if arm.end else [arm])):
         fresh = arm.fresh or {}
         if "difference" in fresh:
             interval = (
@@ -356,7 +368,7 @@ def main() -> None:
             text = fresh.get("status", "no winner")
         quick = "-" if arm.quick_score is None else f"{arm.quick_score:.2f}"
         print(
-            f"{arm.name:<14}{arm.candidates:>11}{arm.seconds:>9.0f}"
+            f"{arm.name:<20}{arm.candidates:>11}{arm.seconds:>9.0f}"
             f"{_seconds(arm.reached_ppo_seconds):>13}{text:>28}{quick:>8}"
         )
     if ppo_quick is not None:
@@ -376,6 +388,12 @@ def main() -> None:
                 "fresh": a.fresh,
                 "seconds": round(a.seconds, 1),
                 "candidates": a.candidates,
+                "end": a.end
+                and {
+                    "winner": a.end.winner_note,
+                    "fresh": a.end.fresh,
+                    "quick_score": a.end.quick_score,
+                },
             }
             for a in arms
         },
