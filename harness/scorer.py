@@ -28,9 +28,9 @@ import numpy as np
 
 from sandbox.artifacts import ArtifactError, read_training_artifact
 from sandbox.budgets import get_budget
+from sandbox.families import make_env
 from sandbox.fitness import Aggregate, normalise
 from sandbox.tasks import load_task
-from sandbox.training.envs import make_env
 from sandbox.training.evaluate import evaluate_runs
 from sandbox.training.ppo import make_network
 from sandbox.vocabulary import META_TEST, META_TRAIN, Fidelity, Status
@@ -104,7 +104,7 @@ def _template(config):
     """The parameter tree a run's artifact must match (its structure and shapes, traced, not
     computed), rebuilt from the budget alone."""
     spec = make_env(config.env_id)
-    network = make_network(config, spec.num_actions)
+    network = make_network(config, spec)
     return jax.eval_shape(network.init, jax.random.key(0), jnp.zeros((1, *spec.obs_shape)))
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from harness.backends.base import platform_env
 from sandbox.budgets import BUDGETS
+from sandbox.families import SIZES, SUPPORTED_ENVS, make_env
 from sandbox.training.config import preset
-from sandbox.training.envs import SIZES, SUPPORTED_ENVS, make_env
 from sandbox.training.ppo import make_network
 from scientist.executors.base import LocalExecutor
 from scientist.executors.sizing import (
@@ -34,11 +34,9 @@ from scientist.executors.sizing import (
 @pytest.mark.parametrize("env_id", SUPPORTED_ENVS)
 def test_the_size_table_and_parameter_count_match_gymnax_and_the_network(env_id):
     spec = make_env(env_id)
-    assert SIZES[env_id] == (int(jnp.prod(jnp.array(spec.obs_shape))), spec.num_actions)
+    assert SIZES[env_id] == (int(jnp.prod(jnp.array(spec.obs_shape))), spec.action_size)
     config = preset(env_id)
-    params = make_network(config, spec.num_actions).init(
-        jax.random.key(0), jnp.zeros((1, *spec.obs_shape))
-    )
+    params = make_network(config, spec).init(jax.random.key(0), jnp.zeros((1, *spec.obs_shape)))
     assert parameter_count(config) == sum(x.size for x in jax.tree.leaves(params))
 
 

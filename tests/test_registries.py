@@ -12,7 +12,9 @@ from archive import reads
 from archive.db import open_engine, transaction
 from harness.backends import BACKENDS, _make
 from sandbox.budgets import BUDGETS, Budget, EnvBudget
+from sandbox.families import FAMILIES, SIZES, SUPPORTED_ENVS, family_of
 from sandbox.tasks import Split, load_task
+from sandbox.training.config import preset
 from sandbox.vocabulary import ExecutorName, Origin, Sandbox
 from scientist.campaign.config import CampaignConfig
 from scientist.campaign.loop import CampaignLoop
@@ -25,6 +27,11 @@ from tests.stand_ins import blockwise
 
 def test_every_name_in_the_vocabulary_is_registered():
     assert set(BACKENDS) == set(Sandbox) - {Sandbox.AUTO}
+    # every environment of every budget belongs to exactly one family
+    owners = [f.name for f in FAMILIES.values() for _ in f.env_ids]
+    assert len(owners) == len(SUPPORTED_ENVS)
+    assert {e for b in BUDGETS.values() for e in b.env_ids} <= set(SUPPORTED_ENVS)
+    assert all(family_of(e).sizes[e] == SIZES[e] for e in SUPPORTED_ENVS)
     assert set(EXECUTORS) == set(ExecutorName)
     assert set(PROPOSERS) == {Origin.MUTATION, Origin.LLM}
 
@@ -38,6 +45,8 @@ def test_unknown_names_are_refused_with_the_known_ones():
         make_proposer(SimpleNamespace(proposer="oracle"), load_task("mirror_drift"))
     with pytest.raises(ValueError, match="unknown proposer 'oracle'"):
         CampaignConfig(name="x", task="mirror_drift", proposer="oracle")
+    with pytest.raises(ValueError, match="unknown environment 'Ant'.*CartPole-v1, Acrobot-v1"):
+        preset("Ant")
     with pytest.raises(ValueError, match="unknown sandbox 'gvisor'; choose auto, docker, process"):
         CampaignConfig(name="x", task="mirror_drift", sandbox="gvisor")
 

@@ -19,8 +19,8 @@ import pytest
 from harness import scoring
 from sandbox.artifacts import write_training_artifact
 from sandbox.budgets import get_budget
+from sandbox.families import make_env
 from sandbox.tasks import load_task
-from sandbox.training.envs import make_env
 from sandbox.training.ppo import make_network
 from sandbox.vocabulary import Fidelity, Status
 
@@ -34,7 +34,7 @@ def write_run(out: Path, seed: int) -> Path:
     for env_ids in TASK.split(BUDGET.name).trained(Fidelity.FULL).values():
         for env_id in env_ids:
             config, spec = BUDGET.config(env_id), make_env(env_id)
-            network = make_network(config, spec.num_actions)
+            network = make_network(config, spec)
             keys = jax.random.split(jax.random.key(seed), BUDGET.seeds)
             params = jax.vmap(lambda k: network.init(k, jnp.zeros((1, *spec.obs_shape))))(keys)
             # Scaled apart, so that the runs' policies (near uniform at init) really differ.

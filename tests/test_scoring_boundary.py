@@ -12,8 +12,8 @@ from sandbox.artifacts import (
     read_training_artifact,
     write_training_artifact,
 )
+from sandbox.families import make_env
 from sandbox.training.config import preset
-from sandbox.training.envs import make_env
 from sandbox.training.ppo import make_network
 
 SEEDS = 2
@@ -23,9 +23,7 @@ SEEDS = 2
 def template():
     config = preset("CartPole-v1")
     spec = make_env("CartPole-v1")
-    return make_network(config, spec.num_actions).init(
-        jax.random.key(0), jnp.zeros((1, *spec.obs_shape))
-    )
+    return make_network(config, spec).init(jax.random.key(0), jnp.zeros((1, *spec.obs_shape)))
 
 
 def batched(template, value=None):

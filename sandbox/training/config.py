@@ -1,9 +1,9 @@
-"""PPO hyperparameters, with per-environment presets from the public PureJaxRL-family settings."""
+"""PPO hyperparameters, with per-environment presets declared by each environment family."""
 
 import dataclasses
 from dataclasses import dataclass
 
-from sandbox.training.envs import CLASSIC_CONTROL, MINATAR, check_env_id
+from sandbox.families import family_of
 
 
 @dataclass(frozen=True)
@@ -60,33 +60,10 @@ class PPOConfig:
             )
 
 
-# Per-env learning rates for MinAtar follow the tuned PPO settings of the public
-# "How Should We Meta-Learn RL Algorithms?" code (64-unit relu MLP, 64 envs x 128 steps).
-_MINATAR_LR = {
-    "Breakout-MinAtar": 1e-2,
-    "SpaceInvaders-MinAtar": 7e-3,
-    "Asterix-MinAtar": 3e-3,
-    "Freeway-MinAtar": 1e-3,
-}
-
-
 def preset(env_id: str, **overrides) -> PPOConfig:
-    """The default PPO configuration for an environment, with keyword overrides."""
-    check_env_id(env_id)
-    if env_id in CLASSIC_CONTROL:
-        base = PPOConfig(env_id=env_id)  # PureJaxRL's CartPole example
-    elif env_id in MINATAR:
-        base = PPOConfig(
-            env_id=env_id,
-            total_timesteps=10_000_000,
-            num_envs=64,
-            num_steps=128,
-            num_minibatches=8,
-            learning_rate=_MINATAR_LR[env_id],
-            activation="relu",
-        )
-    else:
-        raise AssertionError(f"{env_id} is supported but has no preset")
+    """The environment family's PPO configuration for an environment, with keyword
+    overrides."""
+    base = PPOConfig(env_id=env_id, **family_of(env_id).preset(env_id))
     config = dataclasses.replace(base, **overrides)
     config.validate()
     return config

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from sandbox.families import make_env
 from sandbox.training.config import PPOConfig
-from sandbox.training.envs import make_env
 from sandbox.training.networks import ActorCritic
 from sandbox.training.ppo import make_network
 
@@ -19,8 +19,8 @@ from sandbox.training.ppo import make_network
 def make_evaluate(config: PPOConfig):
     """Returns evaluate(params, rng) -> [eval_episodes] undiscounted episode returns."""
     spec = make_env(config.env_id)
-    env, env_params = spec.env, spec.params
-    network = make_network(config, spec.num_actions)
+    env, env_params, distribution = spec.env, spec.params, spec.distribution
+    network = make_network(config, spec)
     episodes = config.eval_episodes
 
     def evaluate(params, rng):
@@ -36,11 +36,11 @@ def make_evaluate(config: PPOConfig):
         def step(carry):
             t, obs, state, done, returns, rng = carry
             rng, action_rng, step_rng = jax.random.split(rng, 3)
-            logits = network.apply(params, obs, method=ActorCritic.policy)
+            head = network.apply(params, obs, method=ActorCritic.policy)
             if config.eval_greedy:
-                action = jnp.argmax(logits, axis=-1)
+                action = distribution.mode(head)
             else:
-                action = jax.random.categorical(action_rng, logits)
+                action = distribution.sample(action_rng, head)
             obs, state, reward, terminated, truncated, _ = jax.vmap(
                 env.step, in_axes=(0, 0, 0, None)
             )(jax.random.split(step_rng, episodes), state, action, env_params)
@@ -85,7 +85,7 @@ def uniform_policy_params(config: PPOConfig, rng):
     """Network parameters whose policy is uniform over actions (actor output weights zeroed),
     for measuring the random-policy return with the same evaluation code."""
     spec = make_env(config.env_id)
-    params = make_network(config, spec.num_actions).init(rng, jnp.zeros((1, *spec.obs_shape)))
+    params = make_network(config, spec).init(rng, jnp.zeros((1, *spec.obs_shape)))
     return jax.tree_util.tree_map_with_path(
         lambda path, x: jnp.zeros_like(x) if "actor" in jax.tree_util.keystr(path) else x, params
     )

@@ -27,14 +27,15 @@ class MLP(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """Returns (action logits, state value). `value` alone skips the actor."""
+    """Returns (the policy head: what the family's action distribution takes, e.g. logits;
+    state value). `value` alone skips the actor."""
 
-    num_actions: int
+    head_size: int
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
 
     def setup(self):
-        self.actor = MLP(self.hidden_sizes, self.activation, self.num_actions, 0.01)
+        self.actor = MLP(self.hidden_sizes, self.activation, self.head_size, 0.01)
         self.critic = MLP(self.hidden_sizes, self.activation, 1, 1.0)
 
     def __call__(self, obs):

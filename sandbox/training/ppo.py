@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from sandbox.families import EnvSpec, make_env
 from sandbox.training.components import (
     AdvantageTransform,
     Drift,
@@ -31,7 +32,6 @@ from sandbox.training.components import (
     ValueLoss,
 )
 from sandbox.training.config import PPOConfig
-from sandbox.training.envs import make_env
 from sandbox.training.monitor import keep_worst, unseen, watched_call
 from sandbox.training.networks import ActorCritic
 
@@ -118,15 +118,8 @@ def generalized_advantages(reward, value, next_value, terminated, done, *, gamma
     return advantages
 
 
-def make_network(config: PPOConfig, num_actions: int) -> ActorCritic:
-    return ActorCritic(num_actions, tuple(config.hidden_sizes), config.activation)
-
-
-def _log_prob_and_entropy(logits, action):
-    log_probs = jax.nn.log_softmax(logits)
-    log_prob = jnp.take_along_axis(log_probs, action[..., None], axis=-1)[..., 0]
-    entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
-    return log_prob, entropy
+def make_network(config: PPOConfig, spec: EnvSpec) -> ActorCritic:
+    return ActorCritic(spec.head_size, tuple(config.hidden_sizes), config.activation)
 
 
 def checked_call(name: str, fn, *args):
@@ -161,15 +154,17 @@ def monitors(config: PPOConfig) -> dict[str, Any]:
     return {point: piece.monitor for point, piece in found.items() if piece and piece.monitor}
 
 
-def make_loss(config: PPOConfig, components: Components, network: ActorCritic, watching):
+def make_loss(config: PPOConfig, components: Components, spec: EnvSpec, watching):
     """The minibatch loss: the Mirror Learning policy loss, the value loss (clipped around the
     old values where the config asks) and the entropy bonus; its aux carries the entropy, the
     approximate KL and the monitors' watch of the plugged-in pieces."""
 
+    network, distribution = make_network(config, spec), spec.distribution
+
     def loss_fn(params, minibatch, noise):
         traj, advantages, targets = minibatch
-        logits, value = network.apply(params, traj.obs)
-        log_prob, entropy = _log_prob_and_entropy(logits, traj.action)
+        head, value = network.apply(params, traj.obs)
+        log_prob, entropy = distribution.log_prob_and_entropy(head, traj.action)
 
         value_error, value_watch = watched_call(
             functools.partial(checked_call, PlugPoint.VALUE_LOSS.value, components.value_loss),
@@ -210,13 +205,13 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
     config.validate()
     components = components or Components()
     spec = make_env(config.env_id)
-    env, env_params = spec.env, spec.params
-    network = make_network(config, spec.num_actions)
+    env, env_params, distribution = spec.env, spec.params, spec.distribution
+    network = make_network(config, spec)
     num_updates, num_envs, num_steps = config.num_updates, config.num_envs, config.num_steps
     steps_per_update = config.update_epochs * config.num_minibatches
     watching = monitors(config)
 
-    loss_fn = make_loss(config, components, network, watching)
+    loss_fn = make_loss(config, components, spec, watching)
 
     def train(rng, learning_rate=config.learning_rate):
         def schedule(count):
@@ -235,9 +230,9 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
         def env_step(carry, _):
             params, env_state, obs, episode_return, ended, rng = carry
             rng, action_rng, step_rng = jax.random.split(rng, 3)
-            logits = network.apply(params, obs, method=ActorCritic.policy)
-            action = jax.random.categorical(action_rng, logits)
-            log_prob, _ = _log_prob_and_entropy(logits, action)
+            head = network.apply(params, obs, method=ActorCritic.policy)
+            action = distribution.sample(action_rng, head)
+            log_prob, _ = distribution.log_prob_and_entropy(head, action)
             next_obs, env_state, reward, terminated, truncated, info = jax.vmap(
                 env.step, in_axes=(0, 0, 0, None)
             )(jax.random.split(step_rng, num_envs), env_state, action, env_params)

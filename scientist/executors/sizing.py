@@ -15,8 +15,8 @@ import subprocess
 from dataclasses import dataclass
 
 from sandbox.budgets import get_budget
+from sandbox.families import SIZES, family_of
 from sandbox.training.config import PPOConfig
-from sandbox.training.envs import SIZES
 
 CPU_BATCH = 8
 GPU_BATCH = 8  # members train in sequence on a GPU too: more only delays the verdicts
@@ -32,9 +32,9 @@ class BatchChoice:
 
 def parameter_count(config: PPOConfig) -> int:
     """Weights and biases of the separate actor and critic MLPs (sandbox/training/networks)."""
-    obs, actions = SIZES[config.env_id]
+    obs, _ = SIZES[config.env_id]
     total = 0
-    for out in (actions, 1):
+    for out in (family_of(config.env_id).head_size(config.env_id), 1):
         widths = [obs, *config.hidden_sizes, out]
         total += sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
     return total
