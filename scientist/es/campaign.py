@@ -157,7 +157,10 @@ class ESCampaign:
         on_progress: Callable[[ESProgress], None] | None = None,
         executor: Executor | None = None,
         configs: dict[str, PPOConfig] | None = None,
+        screening: bool = False,
     ):
+        """`screening`: the rendered means train their meta-train environments alone (a
+        benchmark that only needs their validity and search score; their rows say so)."""
         if generations < 1:
             raise ESCampaignError("an ES campaign needs at least one generation")
         self.engine, self.settings, self.task, self.budget = engine, settings, task, budget
@@ -181,6 +184,7 @@ class ESCampaign:
             sandbox=sandbox,
             seed=seed,
             cancelled=self.stop.is_set,
+            screening=screening,
         )
         self.es_generation = _generation_for(
             budget, task, settings, tuple(sorted((configs or {}).items()))
