@@ -9,6 +9,7 @@ import pytest
 from harness.backends import get_backend
 from harness.cascade import evaluate_batch, evaluate_candidate
 from sandbox.tasks import load_task
+from sandbox.vocabulary import Fidelity
 from tests.test_hostile_candidates import HOSTILE, LIMITS
 
 TASK = load_task("mirror_drift")
@@ -16,13 +17,20 @@ DPO = TASK.baseline_source("dpo")
 EVAL_SEED = 1234  # the trusted side fixes it here so that two scorer runs are comparable
 
 
-def numbers(evaluation):
+def numbers(evaluation, parts=("meta_train", "meta_test")):
     """Everything a result says about training and scoring, per environment."""
     return {
         env: (entry["returns"], entry["learning_curve"])
-        for part in ("meta_train", "meta_test")
+        for part in parts
         for env, entry in evaluation.per_env[part].items()
     }
+
+
+def screened(evaluation):
+    """The meta-train numbers: all a screen trains (Fidelity.SCREEN). The isolation tests
+    screen, the cheapest sandbox run that still trains and scores every member (the full
+    stage trains through the trial's code; test_further_blocks_... runs it on every split)."""
+    return numbers(evaluation, ("meta_train",))
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +51,16 @@ CODE = (
 
 def test_a_member_scores_in_a_batch_what_it_scores_alone(alone):
     """DPO is an expression (run by the interpreter), CODE is not (its own branch): both get
-    in a mixed batch exactly what they get alone. Alone, DPO is a certified expression and
-    trains unmonitored; beside code the batch is monitored: the probes never change a number."""
+    in a mixed batch (screened) exactly what they get alone. Alone, DPO is a certified
+    expression and trains unmonitored; beside code the batch is monitored: the probes never
+    change a number."""
     ppo = TASK.baseline_source("ppo")
-    code_alone = evaluate_candidate(
-        "mirror_drift", CODE, "smoke", sandbox="process", eval_seed=EVAL_SEED
-    )
-    batch = evaluate_batch(
-        "mirror_drift", [ppo, CODE, DPO], "smoke", sandbox="process", eval_seed=EVAL_SEED
-    )
+    screen = {"sandbox": "process", "eval_seed": EVAL_SEED, "fidelity": Fidelity.SCREEN}
+    code_alone = evaluate_candidate("mirror_drift", CODE, "smoke", **screen)
+    batch = evaluate_batch("mirror_drift", [ppo, CODE, DPO], "smoke", **screen)
     assert [e.status for e in batch] == ["ok", "ok", "ok"]
-    assert numbers(batch[2]) == numbers(alone)  # same seeds: the same floats, not just close
-    assert numbers(batch[1]) == numbers(code_alone)
+    assert screened(batch[2]) == screened(alone)  # same seeds: the same floats, not just close
+    assert screened(batch[1]) == screened(code_alone)
     assert batch[2].fitness == alone.fitness
     assert "run as data" in batch[2].stages[1].detail
     assert "run as data" not in batch[1].stages[1].detail
@@ -65,7 +71,7 @@ def test_a_member_scores_in_a_batch_what_it_scores_alone(alone):
         "runs": 2,
         "evaluation": EVAL_SEED,
     }
-    assert numbers(batch[0]) != numbers(batch[2])  # and the members really differ
+    assert screened(batch[0]) != screened(batch[2])  # and the members really differ
     trial = next(s for s in batch[2].stages if s.name == "trial")
     assert "one program for 3" in trial.detail and "unmonitored" not in trial.detail
     smoke_alone = next(s for s in alone.stages if s.name == "trial")
@@ -136,6 +142,7 @@ def test_hostile_members_do_not_touch_the_others(alone, monkeypatch):
         sandbox="process",
         stage_seconds=LIMITS,
         eval_seed=EVAL_SEED,
+        fidelity=Fidelity.SCREEN,
     )
     dpo = batch.pop(4)
     got = {n: (e.status, e.fitness) for n, e in zip(names, batch, strict=True)}
@@ -143,7 +150,7 @@ def test_hostile_members_do_not_touch_the_others(alone, monkeypatch):
         (n, e.status, [(s.name, s.status, s.detail[:120]) for s in e.stages])
         for n, e in zip(names, batch, strict=True)
     ]
-    assert dpo.status == "ok" and numbers(dpo) == numbers(alone)
+    assert dpo.status == "ok" and screened(dpo) == screened(alone)
 
 
 def test_a_member_whose_own_outputs_are_tampered_with_fails_alone(alone, monkeypatch):
@@ -170,9 +177,14 @@ def test_a_member_whose_own_outputs_are_tampered_with_fails_alone(alone, monkeyp
 
     tamper(monkeypatch, before, after)
     dpo, *tampered = evaluate_batch(
-        "mirror_drift", [DPO, ppo, ppo, ppo, ppo], "smoke", sandbox="process", eval_seed=EVAL_SEED
+        "mirror_drift",
+        [DPO, ppo, ppo, ppo, ppo],
+        "smoke",
+        sandbox="process",
+        eval_seed=EVAL_SEED,
+        fidelity=Fidelity.SCREEN,
     )
-    assert dpo.status == "ok" and numbers(dpo) == numbers(alone)
+    assert dpo.status == "ok" and screened(dpo) == screened(alone)
     assert [e.status for e in tampered] == ["failed"] * 4
     assert all(e.fitness is None and e.stages[-1].name == "sandbox" for e in tampered)
     details = [e.stages[-1].detail for e in tampered]
@@ -220,12 +232,13 @@ def test_an_expression_runs_as_data_and_computes_what_its_module_computes():
     inputs = tuple(TASK.inputs)
     ratio = np.geomspace(0.05, 5.0, 257).astype(np.float32)
     advantage = np.linspace(-4.0, 4.0, 257).astype(np.float32)
+    traced = jax.jit(interpret)  # traced, as in training; the bytecode is an argument
     for source in [*gp_candidates(12, seed=3), DPO]:
         bytecode = expression_bytecode(source, TASK.entry_point, inputs)
         assert bytecode is not None, source
         module = load_entry_point(source, TASK.entry_point)
         for function in (
-            lambda r, a: interpret(bytecode.arrays(), r, a),
+            lambda r, a: traced(bytecode.arrays(), r, a),
             bytecode_function(bytecode),  # what the validity checks probe
         ):
             want, got = module(ratio, advantage), function(ratio, advantage)

@@ -73,18 +73,20 @@ def test_invalid_candidate_exits_1_with_counterexamples(tmp_path):
 
 def test_several_files_evaluate_as_one_batch_one_json_line_each(tmp_path):
     """Two files, one batch: one JSON object per line, in order, each naming its file; one
-    verdict against a candidate makes the exit status 1."""
+    verdict against a candidate makes the exit status 1. (The second is refused before the
+    sandbox, so PPO trains alone from the compiled-program cache; a verdict from inside the
+    sandbox is test_invalid_candidate_exits_1_with_counterexamples's.)"""
     honest = TASKS_DIR / "mirror_drift/baselines/ppo.py"
     broken = tmp_path / "broken.py"
-    broken.write_text("def drift(ratio, advantage):\n    raise ValueError('broken')\n")
+    broken.write_text("import os\n\ndef drift(ratio, advantage):\n    return ratio * os.getpid()\n")
     result = run(str(honest), str(broken), "--budget", "smoke", "--sandbox", "process", "--json")
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     first, second = (json.loads(line) for line in result.stdout.splitlines())
     assert first["file"] == str(honest) and first["status"] == "ok", first["stages"]
     assert isinstance(first["fitness"], float) and first["stages"][-1]["name"] == "score"
-    assert second["file"] == str(broken) and second["status"] == "failed"
-    assert second["fitness"] is None and second["stages"][-1]["name"] == "trace"
-    assert "broken" in second["stages"][-1]["detail"]
+    assert second["file"] == str(broken) and second["status"] == "rejected"
+    assert second["fitness"] is None and second["stages"][-1]["name"] == "static"
+    assert "import of 'os'" in second["stages"][-1]["detail"]
 
 
 def test_an_unreadable_file_among_several_is_a_usage_error(tmp_path):

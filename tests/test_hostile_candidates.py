@@ -11,6 +11,7 @@ import pytest
 
 from harness.backends.filesystem import scratch_root
 from harness.cascade import evaluate_candidate
+from sandbox.vocabulary import Fidelity
 
 PLANTED = "sk-planted-hostile-key"
 HEAD = "import jax\nimport jax.numpy as jnp\n\n\n"
@@ -138,8 +139,13 @@ def test_hostile_candidate(name):
     runs = lambda: {p for p in root.iterdir() if p.name.startswith("run-")}  # noqa: E731
     before = runs()
     start = time.monotonic()
-    result = evaluate_candidate(
-        "mirror_drift", source, "smoke", sandbox="process", stage_seconds=LIMITS
+    result = evaluate_candidate(  # a screen: no hostile candidate is meant to get further
+        "mirror_drift",
+        source,
+        "smoke",
+        sandbox="process",
+        stage_seconds=LIMITS,
+        fidelity=Fidelity.SCREEN,
     )
     elapsed = time.monotonic() - start
 
@@ -208,5 +214,6 @@ def test_machine_is_unharmed_after_the_hostile_suite():
         HEAD + "def drift(ratio, advantage):\n    return (ratio - 1.0) ** 2\n",
         "smoke",
         sandbox="process",  # production stage limits: the point is that it works, not how fast
+        fidelity=Fidelity.SCREEN,
     )
     assert result.status == "ok" and result.fitness is not None, result.stages

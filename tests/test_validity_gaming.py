@@ -234,20 +234,33 @@ def _trained_watch(drift, timesteps=20_480):
     return jax.tree.map(np.asarray, batch.output.watch["drift"])
 
 
-@pytest.mark.slow
-def test_the_baselines_pass_the_monitor():
-    """PPO, DPO and the zero drift, trained as the sandbox trains expressions (one program
-    for the three, the interpreter at the plug point), never trip the monitor."""
-    names = ["ppo", "dpo", "zero"]
+# Trained as the sandbox trains expressions (one program for all, the interpreter at the
+# plug point): the baselines, and two drifts that break a condition only at r = 1.
+MONITORED = {
+    **{name: TASK.baseline_source(name) for name in ("ppo", "dpo", "zero")},
+    "kink": HEADER + "    return jax.nn.relu(ratio - 1.0) * jnp.abs(advantage)\n",
+    "offset": HEADER + "    return (ratio - 1.0) ** 2 + 1e-2\n",
+}
+
+
+@pytest.fixture(scope="module")
+def monitored() -> dict[str, list]:
+    """Each of MONITORED's drifts -> the monitor's violations, from one compiled program."""
     inputs = tuple(TASK.inputs)
-    bytecode = [
-        expression_bytecode(TASK.baseline_source(n), TASK.entry_point, inputs) for n in names
-    ]
+    bytecode = [expression_bytecode(s, TASK.entry_point, inputs) for s in MONITORED.values()]
     config = preset("CartPole-v1", total_timesteps=20_480)
     batch = lower_members(config, TASK.piece.plug_point, bytecode, seeds=2).compile().run()
-    for i, name in enumerate(names):
-        watch = jax.tree.map(np.asarray, batch.member(i).output.watch["drift"])
-        assert violations(watch, get_piece("drift").monitor) == [], name
+    monitor = get_piece("drift").monitor
+    return {
+        name: violations(jax.tree.map(np.asarray, batch.member(i).output.watch["drift"]), monitor)
+        for i, name in enumerate(MONITORED)
+    }
+
+
+@pytest.mark.slow
+def test_the_baselines_pass_the_monitor(monitored):
+    for name in ("ppo", "dpo", "zero"):
+        assert monitored[name] == [], name
 
 
 @pytest.mark.slow
@@ -265,11 +278,9 @@ def test_the_monitor_catches_a_drift_that_only_misbehaves_in_training():
 
 
 @pytest.mark.slow
-def test_the_monitor_sees_a_kink_and_an_offset_at_one():
-    monitor = get_piece("drift").monitor
-    kink = dict(violations(_trained_watch(lambda r, a: jax.nn.relu(r - 1.0) * jnp.abs(a)), monitor))
+def test_the_monitor_sees_a_kink_and_an_offset_at_one(monitored):
+    kink, offset = dict(monitored["kink"]), dict(monitored["offset"])
     assert "zero_slope_at_one" in kink and "quotient" in kink["zero_slope_at_one"], kink
-    offset = dict(violations(_trained_watch(lambda r, a: (r - 1.0) ** 2 + 1e-2), monitor))
     assert "zero_at_one" in offset and offset["zero_at_one"].startswith("nonzero at r=1"), offset
 
 
@@ -314,7 +325,7 @@ def test_in_the_sandbox_the_monitor_fails_what_every_check_passed_and_spares_the
     counterexample; DPO in the same batch is scored as usual, and a drift that games the
     dtype is stopped before training."""
     from harness.cascade import evaluate_batch
-    from sandbox.vocabulary import Status
+    from sandbox.vocabulary import Fidelity, Status
 
     assert _check(HIDDEN_POCKET).assurance == Assurance.SAMPLED
     sources = [
@@ -322,7 +333,9 @@ def test_in_the_sandbox_the_monitor_fails_what_every_check_passed_and_spares_the
         HEADER + HIDDEN_POCKET,
         HEADER + GAMING["float32_only"][0],
     ]
-    dpo, pocket, dtype = evaluate_batch("mirror_drift", sources, "smoke", sandbox="process")
+    dpo, pocket, dtype = evaluate_batch(  # a screen: a campaign's first look at a proposal
+        "mirror_drift", sources, "smoke", sandbox="process", fidelity=Fidelity.SCREEN
+    )
     assert dpo.status == Status.OK and dpo.fitness is not None
     assert [s.name for s in dpo.stages][-1] == "score"
     assert pocket.status == Status.INVALID, [(s.name, s.status, s.detail) for s in pocket.stages]
