@@ -291,12 +291,9 @@ def calibrate(
     """Measure the random-policy and PPO reference returns that normalise scores at a budget."""
     import dataclasses
 
-    import jax
-    import numpy as np
-
     from sandbox.budgets import get_budget
     from sandbox.fitness import interquartile_mean
-    from sandbox.training.evaluate import make_evaluate, uniform_policy_params
+    from sandbox.training.evaluate import random_policy_return
     from sandbox.training.run import evaluate_batch, train_batch
 
     chosen = get_budget(budget)
@@ -305,13 +302,11 @@ def calibrate(
         config = chosen.config(env_id)
         # The random policy's return is cheap to pin down precisely: many more episodes.
         random_config = dataclasses.replace(config, eval_episodes=RANDOM_POLICY_EPISODES)
-        random_returns = jax.jit(make_evaluate(random_config))(
-            uniform_policy_params(config, jax.random.key(0)), jax.random.key(seed + 1)
-        )
+        random_return = random_policy_return(random_config, eval_seed=seed + 1)
         batch = train_batch(config, seeds=seeds, seed=seed)
         ppo_returns = evaluate_batch(batch, eval_seed=seed + 2)[0]
         rows[env_id] = {
-            "random_return": float(np.mean(random_returns)),
+            "random_return": random_return,
             "ppo_return": interquartile_mean(ppo_returns),
             "ppo_returns": [float(x) for x in ppo_returns],
             "timesteps": config.env_steps,

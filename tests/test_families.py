@@ -10,7 +10,7 @@ from scipy import stats
 from sandbox.families import family_of, make_env
 from sandbox.families.distributions import DIAGONAL_GAUSSIAN
 from sandbox.training.config import preset
-from sandbox.training.evaluate import make_evaluate, uniform_policy_params
+from sandbox.training.evaluate import random_policy_return
 from sandbox.training.run import evaluate_batch, train_batch
 
 
@@ -43,11 +43,5 @@ def test_ppo_learns_pendulum_through_the_gaussian_head():
     batch = train_batch(config, seeds=4)
     final = evaluate_batch(batch, eval_seed=3)
     assert final.shape == (1, 4) and np.isfinite(final).all()
-    random = float(
-        jnp.mean(
-            jax.jit(make_evaluate(config))(
-                uniform_policy_params(config, jax.random.key(0)), jax.random.key(1)
-            )
-        )
-    )
+    random = random_policy_return(config, eval_seed=1)
     assert (final > random + 600).all(), (final, random)

@@ -10,7 +10,7 @@ from sandbox.pieces import all_pieces
 from sandbox.tasks import load_baseline
 from sandbox.training.components import PlugPoint
 from sandbox.training.config import preset
-from sandbox.training.evaluate import make_evaluate, uniform_policy_params
+from sandbox.training.evaluate import random_policy_return
 from sandbox.training.ppo import Components, generalized_advantages
 from sandbox.training.run import evaluate_batch, summarise, train_batch
 
@@ -83,13 +83,7 @@ def test_cartpole_learns_in_seconds_with_a_learning_rate_sweep():
 
     final = evaluate_batch(batch, eval_seed=7)
     assert final.shape == (2, 2) and np.isfinite(final).all()
-    random = float(
-        jnp.mean(
-            jax.jit(make_evaluate(config))(
-                uniform_policy_params(config, jax.random.key(0)), jax.random.key(1)
-            )
-        )
-    )
+    random = random_policy_return(config, eval_seed=1)
     assert final.mean() > 2 * random, (final, random)  # trained policies beat the uniform one
 
     summaries = summarise(batch, final, get_budget("smoke").env("CartPole-v1"))

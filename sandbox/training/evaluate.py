@@ -8,6 +8,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from sandbox.families import make_env
@@ -79,6 +80,14 @@ def _batched_evaluate(config: PPOConfig, axes: int):
     for _ in range(axes):
         evaluate = jax.vmap(evaluate)
     return jax.jit(lambda params, keys: jnp.mean(evaluate(params, keys), axis=-1))
+
+
+def random_policy_return(config: PPOConfig, eval_seed: int) -> float:
+    """Mean return of the untrained policy with its actor's output zeroed (uniform over
+    discrete actions, standard-normal for continuous ones) over `config.eval_episodes`."""
+    evaluate = jax.jit(make_evaluate(config))
+    returns = evaluate(uniform_policy_params(config, jax.random.key(0)), jax.random.key(eval_seed))
+    return float(np.mean(np.asarray(returns)))
 
 
 def uniform_policy_params(config: PPOConfig, rng):
