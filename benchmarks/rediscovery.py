@@ -151,7 +151,8 @@ def read_arm(engine, name: str, seconds: float) -> Arm:
             arm.timeline.append((finished[c.id], d.point, d.low))
         if d.low is not None and (highest is None or d.low > highest[1]):
             highest = (c, d.low)
-        if arm.reached_ppo_campaign_wide_seconds is None and (ppo.bound or -1.0) >= REACHED:
+        wide = ppo.bound is not None and ppo.bound >= REACHED
+        if arm.reached_ppo_campaign_wide_seconds is None and wide:
             arm.reached_ppo_campaign_wide_seconds = finished[c.id]
         if arm.reached_ppo_seconds is None and d.low is not None and d.low >= REACHED:
             arm.reached_ppo_seconds = finished[c.id]

@@ -30,10 +30,6 @@ def family_of(env_id: str) -> Family:
         ) from None
 
 
-def check_env_id(env_id: str) -> None:
-    family_of(env_id)
-
-
 def make_env(env_id: str) -> EnvSpec:
     return family_of(env_id).make(env_id)
 
@@ -45,7 +41,6 @@ __all__ = [
     "EnvSpec",
     "Family",
     "UnknownEnvironmentError",
-    "check_env_id",
     "family_of",
     "make_env",
 ]
