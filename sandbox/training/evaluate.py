@@ -91,8 +91,9 @@ def random_policy_return(config: PPOConfig, eval_seed: int) -> float:
 
 
 def uniform_policy_params(config: PPOConfig, rng):
-    """Network parameters whose policy is uniform over actions (actor output weights zeroed),
-    for measuring the random-policy return with the same evaluation code."""
+    """Network parameters whose actor outputs zeros (its weights zeroed: uniform over discrete
+    actions, standard-normal continuous ones), for measuring the random-policy return with
+    the same evaluation code."""
     spec = make_env(config.env_id)
     params = make_network(config, spec).init(rng, jnp.zeros((1, *spec.obs_shape)))
     return jax.tree_util.tree_map_with_path(

@@ -154,12 +154,12 @@ def monitors(config: PPOConfig) -> dict[str, Any]:
     return {point: piece.monitor for point, piece in found.items() if piece and piece.monitor}
 
 
-def make_loss(config: PPOConfig, components: Components, spec: EnvSpec, watching):
+def make_loss(
+    config: PPOConfig, components: Components, network: ActorCritic, distribution, watching
+):
     """The minibatch loss: the Mirror Learning policy loss, the value loss (clipped around the
     old values where the config asks) and the entropy bonus; its aux carries the entropy, the
     approximate KL and the monitors' watch of the plugged-in pieces."""
-
-    network, distribution = make_network(config, spec), spec.distribution
 
     def loss_fn(params, minibatch, noise):
         traj, advantages, targets = minibatch
@@ -211,7 +211,7 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
     steps_per_update = config.update_epochs * config.num_minibatches
     watching = monitors(config)
 
-    loss_fn = make_loss(config, components, spec, watching)
+    loss_fn = make_loss(config, components, network, distribution, watching)
 
     def train(rng, learning_rate=config.learning_rate):
         def schedule(count):
