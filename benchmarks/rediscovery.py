@@ -21,6 +21,8 @@ meta-train (Breakout-MinAtar, 1e6 steps), where PPO normalises to 1 (transfer).
     python -m benchmarks.rediscovery                         # 3 arms x 1 h, fresh seeds, quick
     python -m benchmarks.rediscovery --seconds 900 --no-quick
     python -m benchmarks.rediscovery --tiny                  # minutes: the CI check of the path
+    python -m benchmarks.rediscovery --db URL --arms gp_evolution --check-only --fresh-blocks 160
+                                                             # the final checks again, more seeds
 
 The last line is JSON: per arm `reached_ppo_seconds` (null if never), `quick_score` (null if
 not trained), the winner's fresh paired difference and the seconds the arm used.
@@ -322,6 +324,11 @@ def main() -> None:
     parser.add_argument("--quick", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--db", help="archive URL (default: a new SQLite file)")
+    parser.add_argument(
+        "--check-only",
+        action="store_true",
+        help="run no arm: read the campaign arms from --db and run the final checks again",
+    )
     parser.add_argument("--tiny", action="store_true", help="the path in minutes, for CI")
     parser.add_argument("--figure", help="a PNG of each arm's best paired difference over time")
     parser.add_argument(
@@ -342,6 +349,8 @@ def main() -> None:
         args.es_population, args.es_seeds, args.fresh_blocks, args.quick = 2, 1, 1, False
         args.reevaluation_blocks = 1
     args.without = [*args.without, *(CLIP if args.without_clip else ())]
+    if args.check_only and (not args.db or "es" in args.arms):
+        parser.error("--check-only reads campaign arms (not es) from an existing --db")
     db = args.db or f"sqlite:///{Path(tempfile.mkdtemp(prefix='rediscovery-')) / 'archive.db'}"
     engine = open_engine(db)
     print(f"archive {db}; {args.seconds:.0f} s per arm at the {args.budget} budget", flush=True)
@@ -350,7 +359,9 @@ def main() -> None:
 
     arms = []
     for name in args.arms:
-        if name == "es":
+        if args.check_only:
+            arm = read_arm(engine, name, args.seconds)
+        elif name == "es":
             arm = es_arm(engine, args.seconds, args)
         else:
             arm = campaign_arm(engine, name, args.seconds, args)

@@ -323,6 +323,15 @@ def evaluate(
     return results
 
 
+def interpreted(task: str, source: str) -> bool:
+    """Whether the sandbox interprets this candidate as an expression (no candidate code runs)
+    rather than loading it: a batch of such members shares one compiled, cached program."""
+    spec = load_task(task)
+    if spec.piece.contract is not Contract.ELEMENTWISE:
+        return False
+    return expression_bytecode(source, spec.entry_point, tuple(spec.inputs)) is not None
+
+
 def _share_out(evaluation: Evaluation, blocks: int) -> None:
     """Every block of a multi-block evaluation: a member never scored has the same verdict on
     each; the time is shared out between them."""
@@ -491,13 +500,7 @@ class _BatchRunner:
             _apply_score(evaluations[i], mine[0])
 
     def _bytecode_only(self, sources: list[str]) -> bool:
-        if not self.backend.isolates_files:
-            return False
-        spec = load_task(self.task)
-        if spec.piece.contract is not Contract.ELEMENTWISE:
-            return False
-        inputs = tuple(spec.inputs)
-        return all(expression_bytecode(s, spec.entry_point, inputs) is not None for s in sources)
+        return self.backend.isolates_files and all(interpreted(self.task, s) for s in sources)
 
     def _member_evaluation(
         self, outputs: Outputs, name: str, outcome, watch: _BatchWatch

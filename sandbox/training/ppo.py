@@ -360,14 +360,15 @@ def batched(train):
 
 def batched_members(config: PPOConfig, plug_point: str, branches, on_update=None):
     """Every member's training runs in one function: (keys [S], lrs [L], members) -> outputs
-    [K, L, S, ...], where members = (branch index [K], program [K, ...]) and member k trains
-    with branches[index[k]](program[k], *inputs) at `plug_point`.
+    [K, L, S, ...], where members = (branch index [K], program [K, ...], count) and member
+    k < count trains with branches[index[k]](program[k], *inputs) at `plug_point`; the slots
+    from `count` on stay zero, untrained, so one program serves every batch of up to K.
 
-    Members are a loop (lax.map) around the seed-vectorised trainer, and the plug point is a
-    real conditional on the branch index, so each member runs only its own code, the same
-    program body for any batch. Vmapping members instead makes the switch a select that runs
-    every branch on every lane (one candidate's NaN derivative would reach the others' through
-    the zero cotangent), and its numerics change with the batch size."""
+    Members are a loop around the seed-vectorised trainer, and the plug point is a real
+    conditional on the branch index, so each member runs only its own code, the same program
+    body for any batch. Vmapping members instead makes the switch a select that runs every
+    branch on every lane (one candidate's NaN derivative would reach the others' through the
+    zero cotangent), and its numerics change with the batch size."""
 
     def checked(branch):
         return lambda program, *args: checked_call(
@@ -385,6 +386,18 @@ def batched_members(config: PPOConfig, plug_point: str, branches, on_update=None
         return batched(make_train(config, components, on_update))(keys, lrs)
 
     def train(keys, lrs, members):
-        return lax.map(lambda member: for_member(keys, lrs, member), members)
+        index, program, count = members
+        slots = jax.tree.map(lambda x: x[0], (index, program))
+        shape = jax.eval_shape(for_member, keys, lrs, slots)
+        outputs = jax.tree.map(lambda x: jnp.zeros((index.shape[0], *x.shape), x.dtype), shape)
+
+        def one(k, outputs):
+            member = jax.tree.map(lambda x: x[k], (index, program))
+            trained = for_member(keys, lrs, member)
+            return jax.tree.map(
+                lambda all_, x: lax.dynamic_update_index_in_dim(all_, x, k, 0), outputs, trained
+            )
+
+        return lax.fori_loop(0, count, one, outputs)
 
     return train

@@ -25,6 +25,10 @@ from sandbox.training.config import PPOConfig
 from sandbox.training.evaluate import evaluate_params
 from sandbox.training.ppo import Components, TrainOutput, batched, batched_members, make_train
 
+# A batch of members fills slots in multiples of this, the empty ones never trained: one
+# program (exported once, compiled once) serves every batch of up to 8 (a campaign's default).
+MEMBER_SLOTS = 8
+
 # Called as progress(phase, completed, total) with phase in {"compile", "train", "evaluate"}.
 ProgressFn = Callable[[str, int, int], None]
 
@@ -58,7 +62,8 @@ class LoweredBatch:
 
     config: PPOConfig
     learning_rates: list[float]
-    args: tuple  # (seed keys [S], learning rates [L][, members: branch index [K], bytecode])
+    # (seed keys [S], learning rates [L][, members: branch index [K], bytecode, member count])
+    args: tuple
     lowered: Any
     lower_seconds: float
 
@@ -140,6 +145,9 @@ def lower_members(
     for member in members:
         index.append(0 if isinstance(member, Bytecode) else next(code))
         bytecodes.append(member if isinstance(member, Bytecode) else empty)
+    slots = -(-len(members) // MEMBER_SLOTS) * MEMBER_SLOTS  # empty slots are never trained
+    index += [0] * (slots - len(members))
+    bytecodes += [empty] * (slots - len(members))
     stacked = tuple(
         jnp.asarray(np.stack([getattr(p, field) for p in bytecodes]))
         for field in ("opcodes", "args", "constants")
@@ -148,11 +156,11 @@ def lower_members(
     args = (
         jax.random.split(jax.random.key(seed), seeds),
         jnp.asarray(lrs, dtype=jnp.float32),
-        (jnp.asarray(index, dtype=jnp.int32), stacked),
+        (jnp.asarray(index, dtype=jnp.int32), stacked, jnp.asarray(len(members), jnp.int32)),
     )
     trainer = jax.jit(batched_members(config, plug_point, branches))
     if exported is not None and not functions:
-        key = _export_key(config, plug_point, len(members), seeds)
+        key = _export_key(config, plug_point, slots, seeds)
         lowered = _lower_exported(trainer, args, exported / f"{key}.jax-exported")
     else:
         lowered = trainer.lower(*args)

@@ -6,7 +6,8 @@ where it fits, fewer where it does not: the members of a batch train one after a
 inside one program (sandbox/training/ppo.py, `batched_members`), so a bigger batch amortises
 start-up and compilation further but does not fill the device any more, while the device
 holds one member's working set (its seeds' rollouts and optimiser state) plus every
-member's outputs (final parameters and learning curves of each seed). A worker's share of
+member's outputs (final parameters and learning curves of each seed; a program holds them
+for 8 members, training/run.py MEMBER_SLOTS, so up to 8 share one program). A worker's share of
 the free memory bounds the batch. The byte counts below are a model of those arrays, not a
 measurement; HEADROOM leaves room for XLA's temporaries.
 """
