@@ -42,7 +42,7 @@ from pathlib import Path
 
 from archive import reads
 from archive.db import open_engine, transaction
-from harness.cascade import evaluate_batch
+from harness.cascade import evaluate_batch, program_groups
 from sandbox.budgets import get_budget
 from sandbox.fitness import paired_difference
 from sandbox.tasks import load_task
@@ -254,15 +254,12 @@ def fresh_check(arms: list[Arm], budget: str, blocks: int) -> None:
     seeds = [
         seed_block(b, FRESH_SEED, FRESH_SEED + 1, get_budget(budget).seeds) for b in range(blocks)
     ]
-    evaluations = evaluate_batch(
-        TASK,
+    evaluations = _evaluate(
         [ppo, *(a.winner_code for a in entrants)],
         budget,
-        sandbox="process",
         seed=seeds[0].training_seed,
         eval_seed=seeds[0].eval_seed,
         further_blocks=[s.seeds for s in seeds[1:]],
-        fidelity=Fidelity.SCREEN,
     )
     reference = _per_seed(evaluations[0])
     for arm, evaluation in zip(entrants, evaluations[1:], strict=True):
@@ -272,6 +269,20 @@ def fresh_check(arms: list[Arm], budget: str, blocks: int) -> None:
             continue
         d = paired_difference(mine, reference)
         arm.fresh = {"difference": d.point, "low": d.low, "high": d.high, "seeds": d.seeds}
+
+
+def _evaluate(sources: list[str], budget: str, **seeds) -> list:
+    """The sources' meta-train screens, in order, on the same seeds: expressions and code
+    batched apart (harness/cascade.py `program_groups`)."""
+    evaluations = [None] * len(sources)
+    for group in program_groups(TASK, sources):
+        batch = [sources[i] for i in group]
+        done = evaluate_batch(
+            TASK, batch, budget, sandbox="process", fidelity=Fidelity.SCREEN, **seeds
+        )
+        for i, evaluation in zip(group, done, strict=True):
+            evaluations[i] = evaluation
+    return evaluations
 
 
 def _per_seed(evaluation) -> list[list[float]] | None:
@@ -290,14 +301,11 @@ def quick_check(arms: list[Arm]) -> float | None:
     """The winners and PPO at the quick budget's meta-train environments; PPO's own score."""
     ppo = load_task(TASK).baseline_source("ppo")
     entrants = [a for arm in arms for a in arm.entrants()]
-    evaluations = evaluate_batch(
-        TASK,
+    evaluations = _evaluate(
         [ppo, *(a.winner_code for a in entrants)],
         "quick",
-        sandbox="process",
         seed=FRESH_SEED,
         eval_seed=FRESH_SEED + 1,
-        fidelity=Fidelity.SCREEN,
     )
     for arm, evaluation in zip(entrants, evaluations[1:], strict=True):
         arm.quick_score = evaluation.fitness

@@ -332,6 +332,14 @@ def interpreted(task: str, source: str) -> bool:
     return expression_bytecode(source, spec.entry_point, tuple(spec.inputs)) is not None
 
 
+def program_groups(task: str, sources: Sequence[str]) -> list[list[int]]:
+    """The indices of `sources` that are expressions, then those that are code (empty groups
+    left out): batched apart, the expressions run the shared, cached program, where in a
+    mixed batch every member compiles afresh. The numbers are the same either way."""
+    kinds = [[i for i, s in enumerate(sources) if interpreted(task, s) is k] for k in (True, False)]
+    return [group for group in kinds if group]
+
+
 def _share_out(evaluation: Evaluation, blocks: int) -> None:
     """Every block of a multi-block evaluation: a member never scored has the same verdict on
     each; the time is shared out between them."""

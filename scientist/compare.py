@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from archive import reads
 from archive.db import Session
 from archive.schema import Campaign, Candidate
-from harness.cascade import EvaluationRequest, interpreted
+from harness.cascade import EvaluationRequest, program_groups
 from sandbox.budgets import get_budget
 from sandbox.fitness import Estimate, paired_difference, split_estimate
 from sandbox.tasks import load_task
@@ -209,8 +209,9 @@ def reevaluate(
                 on_done(row)
 
     batch = batch or batch_choice(executor, budget, workers).size
-    # Expressions apart from code: a batch of expressions runs the shared, cached program.
-    kinds = [[r for r in present if interpreted(task, r.code) is k] for k in (True, False)]
+    kinds = [
+        [present[i] for i in group] for group in program_groups(task, [r.code for r in present])
+    ]
     groups = [kind[i : i + batch] for kind in kinds for i in range(0, len(kind), batch)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(run, groups))
