@@ -7,6 +7,7 @@ expected keys, shapes and dtypes, and finite values.
 """
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -90,6 +91,14 @@ def read_training_artifact(out_dir: Path, env_id: str, template, seeds: int):
         raise ArtifactError(f"{env_id}: malformed learning curve")
     leaves = [arrays[key] for key in expected]  # the template's order
     return jax.tree.unflatten(jax.tree.structure(template), leaves), curve
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """For files shared between runs (caches): a concurrent run reads a whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
 
 
 def write_json(path: Path, data) -> None:

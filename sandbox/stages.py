@@ -44,6 +44,7 @@ import sandbox  # noqa: F401  (XLA flags)
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import stat
@@ -58,7 +59,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sandbox.artifacts import append_stage, block_dir, write_json, write_training_artifact
+from sandbox.artifacts import (
+    append_stage,
+    block_dir,
+    write_atomically,
+    write_json,
+    write_training_artifact,
+)
 from sandbox.budgets import get_budget
 from sandbox.candidate import CandidateLoadError, load_entry_point
 from sandbox.checks.contract import (
@@ -67,6 +74,7 @@ from sandbox.checks.contract import (
     is_resource_exhaustion,
 )
 from sandbox.checks.pipeline import contract_check, run_conditions
+from sandbox.checks.report import CheckReport, CheckResult
 from sandbox.checks.signature import behaviour_signature
 from sandbox.landscape import LANDSCAPE_FILE, landscape_axes
 from sandbox.pieces import Contract
@@ -86,6 +94,7 @@ from sandbox.training.run import (
     lower_batch,
     lower_members,
     pooled_learning_curve,
+    sandbox_source_digest,
 )
 from sandbox.vocabulary import Assurance, Fidelity, Proof, Stage, Status
 
@@ -181,6 +190,15 @@ def drift_landscape(
         jnp.asarray(ratio), jnp.asarray(advantage)
     )
     return np.asarray(drift, np.float32), np.asarray(slope, np.float32)
+
+
+def _read_report(path: Path) -> CheckReport | None:
+    """A cached check report, or None when there is none or it cannot be read."""
+    try:
+        stored = json.loads(path.read_text())
+        return CheckReport([CheckResult(**c) for c in stored["checks"]])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclasses.dataclass
@@ -368,13 +386,19 @@ class Batch:
         proof_function = None
         if member.bytecode is not None:  # bound the tree the interpreter runs, not the interpreter
             proof_function = tree_function(member.bytecode.tree, tuple(self.task.inputs))
-        report = run_conditions(
-            self.task,
-            member.function,
-            "candidate.py",
-            budgets=[self.budget.name],
-            proof_function=proof_function,
-        )
+        cache = self._checks_cache(member)
+        report = _read_report(cache) if cache else None
+        again = report is not None
+        if report is None:
+            report = run_conditions(
+                self.task,
+                member.function,
+                "candidate.py",
+                budgets=[self.budget.name],
+                proof_function=proof_function,
+            )
+            if cache:
+                write_atomically(cache, json.dumps(report.to_dict()).encode())
         write_json(member.out / "checks.json", report.to_dict())
         if not report.valid:
             raise StageFailure(
@@ -392,7 +416,19 @@ class Batch:
         member.certified = member.bytecode is not None and assurance == Assurance.CERTIFIED
         proved = sum(1 for c in report.checks if c.proof and c.proof["verdict"] == Proof.PROVED)
         proofs = f", {proved} proved" if any(c.proof for c in report.checks) else ""
-        return f"{len(report.checks)} conditions hold{proofs} ({assurance})"
+        before = ", as checked before" if again else ""
+        return f"{len(report.checks)} conditions hold{proofs} ({assurance}{before})"
+
+    def _checks_cache(self, member: Member) -> Path | None:
+        """Where a run without candidate code keeps an expression's check report: the report
+        depends only on the expression, the task, the budget's call lengths and the sandbox's
+        code, and only such runs can write there (the program cache beside it)."""
+        if self.exported is None or member.bytecode is None:
+            return None
+        digest = hashlib.sha256()
+        for part in (self.task.name, self.budget.name, member.source, sandbox_source_digest()):
+            digest.update(f"{part}\0".encode())
+        return self.exported.parent / "checks" / f"{digest.hexdigest()[:40]}.json"
 
     # -- the batch -------------------------------------------------------------------------
     def _watched(self, members: list[Member]) -> tuple[str, ...]:

@@ -295,8 +295,9 @@ def test_only_a_module_that_is_exactly_an_expression_runs_as_data(source):
 
 def test_a_bytecode_batch_reuses_its_exported_trainer_and_trains_the_same(tmp_path):
     """The trainer of a bytecode batch is exported once (to the directory only runs
-    without candidate code write) and loaded by the next batch of that shape, whichever
-    expressions it holds; trained through it, the numbers are those of tracing it afresh."""
+    without candidate code write) and loaded by the next batch of up to its 8 member slots,
+    whichever expressions it holds and however many; trained through it, the numbers are
+    those of tracing it afresh."""
     import jax
     import numpy as np
 
@@ -308,8 +309,8 @@ def test_a_bytecode_batch_reuses_its_exported_trainer_and_trains_the_same(tmp_pa
     config = preset("CartPole-v1", total_timesteps=4 * 512)
     inputs = tuple(TASK.inputs)
     first, second = (
-        [expression_bytecode(s, TASK.entry_point, inputs) for s in gp_candidates(2, seed=seed)]
-        for seed in (5, 6)
+        [expression_bytecode(s, TASK.entry_point, inputs) for s in gp_candidates(n, seed=seed)]
+        for n, seed in ((2, 5), (3, 6))
     )
     plug = TASK.piece.plug_point
 
@@ -317,18 +318,49 @@ def test_a_bytecode_batch_reuses_its_exported_trainer_and_trains_the_same(tmp_pa
         lowered = lower_members(config, plug, programs, seeds=2, seed=3, exported=exported)
         return jax.tree.leaves(lowered.compile().run().output)
 
+    def export(programs, cache):  # lowering alone writes (or reads) the exported trainer
+        lower_members(config, plug, programs, seeds=2, seed=3, exported=cache)
+
     cache = tmp_path / "exported"
-    trained(first, cache)
+    export(first, cache)
     (file,) = cache.iterdir()
     written = file.stat().st_mtime_ns
-    through_export = trained(second, cache)  # another batch of the same shape: loaded
+    through_export = trained(second, cache)  # another batch, of another size: loaded
     assert [p.name for p in cache.iterdir()] == [file.name]
     assert file.stat().st_mtime_ns == written
     for got, want in zip(through_export, trained(second), strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     file.write_bytes(b"not an exported program")  # unreadable: exported again, not an error
-    trained(first, cache)
+    export(first, cache)
     assert file.stat().st_size > 100
+
+
+def test_an_expression_checked_once_is_not_checked_again_in_a_run_without_code():
+    """A run of expressions alone keeps each one's check report beside its programs (only
+    such runs write there) and the next such run reads it back: the same report, the stage
+    saying so. The expression is new to this machine (a random constant)."""
+    import random
+
+    source = (
+        f"def drift(ratio, advantage):\n    return {random.uniform(1, 2):.12f} * "
+        "(ratio - 1.0) ** 2\n"
+    )
+
+    def validity(evaluation):
+        assert evaluation.status == "ok", evaluation.stages
+        (stage,) = [s for s in evaluation.stages if s.name == "validity"]
+        return stage.detail, evaluation.checks
+
+    (first, checks), (second, again) = (
+        validity(
+            evaluate_batch(
+                TASK.name, [source], "smoke", sandbox="process", fidelity=Fidelity.SCREEN
+            )[0]
+        )
+        for _ in range(2)
+    )
+    assert "as checked before" not in first and "as checked before" in second
+    assert again == checks and checks["assurance"] == "certified"
 
 
 def test_further_blocks_of_seeds_train_in_one_run_as_each_block_alone(alone):

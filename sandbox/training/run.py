@@ -6,7 +6,6 @@ seed, so a scorer can re-run it on the parameters alone.
 """
 
 import functools
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sandbox import expressions as ex
+from sandbox.artifacts import write_atomically
 from sandbox.budgets import EnvBudget
 from sandbox.fitness import Aggregate, normalise
 from sandbox.training.bytecode import Bytecode, encode, interpret
@@ -181,12 +181,14 @@ def _export_key(config: PPOConfig, plug_point: str, members: int, seeds: int) ->
     digest = hashlib.sha256()
     for part in (repr(config), plug_point, members, seeds, jax.__version__, jax.default_backend()):
         digest.update(f"{part}\0".encode())
-    digest.update(_sandbox_source_digest().encode())
+    digest.update(sandbox_source_digest().encode())
     return digest.hexdigest()[:40]
 
 
 @functools.cache
-def _sandbox_source_digest() -> str:
+def sandbox_source_digest() -> str:
+    """Of every module of the sandbox package: what a cached program or check report was
+    made by."""
     import hashlib
 
     import sandbox
@@ -213,10 +215,7 @@ def _lower_exported(trainer, args: tuple, path: Path):
         program = export.deserialize(bytearray(path.read_bytes()))
     except Exception:  # none yet, or unreadable: export it (again)
         program = export.export(trainer)(*args)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        partial.write_bytes(program.serialize())
-        os.replace(partial, path)  # a concurrent batch reads a whole file or none
+        write_atomically(path, program.serialize())
     return jax.jit(program.call).lower(*args)
 
 
