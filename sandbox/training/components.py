@@ -11,6 +11,8 @@ dataclass. Each is a pure JAX function:
   learning_rate may be a float or an optax schedule.
 - advantage(advantage) -> array, elementwise: a transform of the normalised minibatch
   advantages before the policy loss sees them (PPO: none).
+- temporal_drift(ratio, advantage, progress) -> array, elementwise: a drift that also sees
+  the training progress n/N of the current update (TA-LPO); where set, it replaces `drift`.
 
 PPO's own choices are the defaults, written out in `ppo.py` (`Components`) so PPO reads top
 to bottom in one file; each kind of piece's default baseline (sandbox/pieces, its task folder)
@@ -29,8 +31,9 @@ if TYPE_CHECKING:  # no JAX at import: task specs and plug points are read outsi
     ValueLoss = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
     OptimizerFactory = Callable[[float | optax.Schedule, float], optax.GradientTransformation]
     AdvantageTransform = Callable[[jnp.ndarray], jnp.ndarray]
+    TemporalDrift = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 else:
-    Drift = ValueLoss = OptimizerFactory = AdvantageTransform = Callable[..., Any]
+    Drift = ValueLoss = OptimizerFactory = AdvantageTransform = TemporalDrift = Callable[..., Any]
 
 
 class PlugPoint(StrEnum):
@@ -38,3 +41,4 @@ class PlugPoint(StrEnum):
     VALUE_LOSS = "value_loss"
     OPTIMIZER = "make_optimizer"
     ADVANTAGE = "advantage"
+    TEMPORAL_DRIFT = "temporal_drift"

@@ -29,6 +29,7 @@ from sandbox.training.components import (
     Drift,
     OptimizerFactory,
     PlugPoint,
+    TemporalDrift,
     ValueLoss,
 )
 from sandbox.training.config import PPOConfig
@@ -66,6 +67,7 @@ class Components:
     value_loss: ValueLoss = squared_error
     make_optimizer: OptimizerFactory = adam
     advantage: AdvantageTransform = unchanged
+    temporal_drift: TemporalDrift | None = None  # TA-LPO: drift(r, A, n/N) in place of drift
 
 
 class CandidateContractError(ValueError):
@@ -136,12 +138,20 @@ def checked_call(name: str, fn, *args):
     return out.astype(jnp.float32)
 
 
-def policy_loss(components: Components, ratio, advantage, *, monitor=None, noise=None):
-    """Mirror Learning policy loss, the negated surrogate r*A minus the drift penalty, and the
-    drift monitor's watch of the call ({} without a monitor)."""
-    checked = functools.partial(checked_call, PlugPoint.DRIFT.value, components.drift)
-    drift, watch = watched_call(checked, monitor, noise, ratio, advantage)
-    return -jnp.mean(ratio * advantage - drift), watch
+def policy_loss(
+    components: Components, ratio, advantage, progress=0.0, *, watching=None, noise=None
+):
+    """Mirror Learning policy loss, the negated surrogate r*A minus the drift penalty, and
+    (plug point, the drift monitor's watch of the call, {} without a monitor). A temporal
+    drift also sees the training progress, the same for every entry of the call."""
+    point, drift, inputs = PlugPoint.DRIFT, components.drift, (ratio, advantage)
+    if components.temporal_drift is not None:
+        point, drift = PlugPoint.TEMPORAL_DRIFT, components.temporal_drift
+        inputs = (ratio, advantage, jnp.full_like(ratio, progress))
+    checked = functools.partial(checked_call, point.value, drift)
+    monitor, noise = (watching or {}).get(point), (noise or {}).get(point)
+    values, watch = watched_call(checked, monitor, noise, *inputs)
+    return -jnp.mean(ratio * advantage - values), (point, watch)
 
 
 def monitors(config: PPOConfig) -> dict[str, Any]:
@@ -161,7 +171,7 @@ def make_loss(
     old values where the config asks) and the entropy bonus; its aux carries the entropy, the
     approximate KL and the monitors' watch of the plugged-in pieces."""
 
-    def loss_fn(params, minibatch, noise):
+    def loss_fn(params, minibatch, noise, progress):
         traj, advantages, targets = minibatch
         head, value = network.apply(params, traj.obs)
         log_prob, entropy = distribution.log_prob_and_entropy(head, traj.action)
@@ -182,18 +192,14 @@ def make_loss(
         ratio = jnp.exp(log_ratio)
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         advantages = checked_call("advantage", components.advantage, advantages)
-        actor_loss, drift_watch = policy_loss(
-            components,
-            ratio,
-            advantages,
-            monitor=watching.get(PlugPoint.DRIFT),
-            noise=noise.get(PlugPoint.DRIFT),
+        actor_loss, (drift_point, drift_watch) = policy_loss(
+            components, ratio, advantages, progress, watching=watching, noise=noise
         )
 
         entropy = entropy.mean()
         total = actor_loss + config.vf_coef * value_loss - config.ent_coef * entropy
         approx_kl = jnp.mean((ratio - 1.0) - log_ratio)
-        watch = {PlugPoint.DRIFT.value: drift_watch, PlugPoint.VALUE_LOSS.value: value_watch}
+        watch = {drift_point.value: drift_watch, PlugPoint.VALUE_LOSS.value: value_watch}
         return total, (entropy, approx_kl, {k: v for k, v in watch.items() if v})
 
     return loss_fn
@@ -284,7 +290,8 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
                 for point, monitor in watching.items()
                 if monitor.noise_size(config.minibatch_size)
             }
-            watch_start = unseen(jax.eval_shape(loss_fn, params, first, silence)[1][-1])
+            progress = update_index / num_updates  # n/N, for a temporal drift (TA-LPO)
+            watch_start = unseen(jax.eval_shape(loss_fn, params, first, silence, progress)[1][-1])
 
             def update_epoch(carry, _):
                 params, opt_state, rng, watch = carry
@@ -310,7 +317,7 @@ def make_train(config: PPOConfig, components: Components | None = None, on_updat
                 def update_minibatch(carry, minibatch_and_noise):
                     params, opt_state, watch = carry
                     grads, (*aux, seen) = jax.grad(loss_fn, has_aux=True)(
-                        params, *minibatch_and_noise
+                        params, *minibatch_and_noise, progress
                     )
                     updates, opt_state = tx.update(grads, opt_state, params)
                     params = jax.tree.map(lambda p, u: p + u, params, updates)
