@@ -397,9 +397,10 @@ class Batch:
                 budgets=[self.budget.name],
                 proof_function=proof_function,
             )
-            if cache:
-                write_atomically(cache, json.dumps(report.to_dict()).encode())
-        write_json(member.out / "checks.json", report.to_dict())
+        stored = report.to_dict()
+        if cache and not again:
+            write_atomically(cache, json.dumps(stored).encode())
+        write_json(member.out / "checks.json", stored)
         if not report.valid:
             raise StageFailure(
                 Status.INVALID, "; ".join(f"{c.name}: {c.detail}" for c in report.failures)

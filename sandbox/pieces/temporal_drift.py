@@ -88,8 +88,8 @@ def _at(result: CheckResult, progress: float) -> CheckResult:
 
 
 def _between(results: tuple[CheckResult, ...]) -> CheckResult:
-    """One condition's results at every progress value, as one: its proof `unproved` unless
-    nothing was proved at all (then no proof)."""
+    """One condition's results at every progress value, as one: its proof `unproved` (saying
+    where it was proved), or none where some progress value had none."""
     first = results[0]
     proofs = [r.proof for r in results]
     if any(p is None for p in proofs):
