@@ -8,6 +8,7 @@ expected keys, shapes and dtypes, and finite values.
 
 import json
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -94,11 +95,19 @@ def read_training_artifact(out_dir: Path, env_id: str, template, seeds: int):
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """For files shared between runs (caches): a concurrent run reads a whole file or none."""
+    """For files shared between runs (caches): a concurrent run reads a whole file or none.
+    The partial file's name is unique (not the pid: sandboxes in their own PID namespaces
+    share pids, and two of them once renamed each other's partial file away)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            os.fchmod(file.fileno(), 0o644)  # as a plain write leaves it: other runs read it
+            file.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, data) -> None:

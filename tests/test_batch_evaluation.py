@@ -297,14 +297,18 @@ def test_a_bytecode_batch_reuses_its_exported_trainer_and_trains_the_same(tmp_pa
     """The trainer of a bytecode batch is exported once (to the directory only runs
     without candidate code write) and loaded by the next batch of up to its 8 member slots,
     whichever expressions it holds and however many; trained through it, the numbers are
-    those of tracing it afresh."""
+    those of tracing it afresh. Sandboxes that need it at once (a campaign's workers
+    starting together) take turns on its lock, so the later ones read what the first
+    compiled: here the lock is held as another process would hold it, and compiling waits."""
+    import threading
+
     import jax
     import numpy as np
 
     from benchmarks.campaign import gp_candidates
     from sandbox.training.bytecode import expression_bytecode
     from sandbox.training.config import preset
-    from sandbox.training.run import lower_members
+    from sandbox.training.run import held, lower_members
 
     config = preset("CartPole-v1", total_timesteps=4 * 512)
     inputs = tuple(TASK.inputs)
@@ -323,10 +327,20 @@ def test_a_bytecode_batch_reuses_its_exported_trainer_and_trains_the_same(tmp_pa
 
     cache = tmp_path / "exported"
     export(first, cache)
-    (file,) = cache.iterdir()
+    (file,) = cache.glob("*.jax-exported")
     written = file.stat().st_mtime_ns
-    through_export = trained(second, cache)  # another batch, of another size: loaded
-    assert [p.name for p in cache.iterdir()] == [file.name]
+    # another batch, of another size: loaded, and compiled once its lock is free
+    lowered = lower_members(config, plug, second, seeds=2, seed=3, exported=cache)
+    assert lowered.lock == file.with_suffix(".lock")
+    compiled = []
+    with held(lowered.lock):  # a second open file: flock makes it wait as another process
+        compiling = threading.Thread(target=lambda: compiled.append(lowered.compile()))
+        compiling.start()
+        compiling.join(timeout=3)
+        assert compiling.is_alive() and not compiled
+    compiling.join(timeout=300)
+    through_export = jax.tree.leaves(compiled[0].run().output)
+    assert [p.name for p in cache.glob("*.jax-exported")] == [file.name]
     assert file.stat().st_mtime_ns == written
     for got, want in zip(through_export, trained(second), strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

@@ -8,14 +8,18 @@ pytestmark = pytest.mark.slow
 
 
 def test_rediscovery_runs_its_arms_tiny_and_reports_each(tmp_path):
-    """A campaign arm and the ES arm run for real at the discovery budget (tiny: seconds of
-    search), each winner is trained again on fresh paired seeds with PPO; the JSON names
-    every arm run. (The best-of-N arm is the same campaign with selection "none", whose
-    parent choice tests/test_reevaluation.py checks.)"""
+    """A campaign arm and the ES arm run for real (tiny: seconds of search), each winner is
+    trained again on fresh paired seeds with PPO; the JSON names every arm run. The smoke
+    budget, whose compiled programs the rest of the suite shares: the path does not depend
+    on the budget, and the discovery budget's settings are scored in test_benchmark_commands.
+    (The best-of-N arm is the same campaign with selection "none", whose parent choice
+    tests/test_reevaluation.py checks.)"""
     picture = tmp_path / "timeline.png"
     figures = last_json(
         "benchmarks.rediscovery",
         "--tiny",
+        "--budget",
+        "smoke",
         "--arms",
         "gp_evolution",
         "es",

@@ -10,6 +10,7 @@ from sandbox.artifacts import (
     ArtifactError,
     artifact_path,
     read_training_artifact,
+    write_atomically,
     write_training_artifact,
 )
 from sandbox.families import make_env
@@ -67,3 +68,22 @@ def test_missing_forged_or_malformed_artifacts_are_refused(tmp_path, template):
     with pytest.raises(ArtifactError) as error:
         read_training_artifact(tmp_path, "CartPole-v1", template, SEEDS)
     assert error.value.status == "nonfinite"
+
+
+def test_cache_writers_at_once_never_take_each_others_partial_file(tmp_path):
+    """Runs that share a cache file (an exported trainer, a check report) write it at the
+    same moment; inside sandboxes in their own PID namespaces they even share a pid, as the
+    threads here do. Every write lands whole and none fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "cache" / "program"
+    contents = [bytes([i]) * 200_000 for i in range(8)]
+
+    def write(data: bytes) -> None:
+        for _ in range(20):
+            write_atomically(path, data)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, contents))
+    assert path.read_bytes() in contents
+    assert [p.name for p in path.parent.iterdir()] == ["program"]  # no partial file left

@@ -5,9 +5,11 @@ Training is one compiled call; evaluation of the final policies is a second one 
 seed, so a scorer can re-run it on the parameters alone.
 """
 
+import contextlib
+import fcntl
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,7 @@ class LoweredBatch:
     args: tuple
     lowered: Any
     lower_seconds: float
+    lock: Path | None = None  # an exported program's lock: one process compiles it at a time
 
     @property
     def hlo_bytes(self) -> int:
@@ -73,7 +76,8 @@ class LoweredBatch:
 
     def compile(self) -> "CompiledBatch":
         start = time.perf_counter()
-        compiled = self.lowered.compile()
+        with held(self.lock):
+            compiled = self.lowered.compile()
         return CompiledBatch(self, compiled, self.lower_seconds + time.perf_counter() - start)
 
 
@@ -159,18 +163,38 @@ def lower_members(
         (jnp.asarray(index, dtype=jnp.int32), stacked, jnp.asarray(len(members), jnp.int32)),
     )
     trainer = jax.jit(batched_members(config, plug_point, branches))
-    if exported is not None and not functions:
-        key = _export_key(config, plug_point, slots, seeds)
-        lowered = _lower_exported(trainer, args, exported / f"{key}.jax-exported")
-    else:
+    if exported is None or functions:
         lowered = trainer.lower(*args)
-    return LoweredBatch(config, lrs, args, lowered, time.perf_counter() - start)
+        return LoweredBatch(config, lrs, args, lowered, time.perf_counter() - start)
+    path = exported / f"{_export_key(config, plug_point, slots, seeds)}.jax-exported"
+    lock = path.with_suffix(".lock")
+    with held(lock):
+        lowered = _lower_exported(trainer, args, path)
+    return LoweredBatch(config, lrs, args, lowered, time.perf_counter() - start, lock)
 
 
 # -- exported trainers of bytecode batches ---------------------------------------------------
 # Lowering a trainer traces it (seconds per environment); its exported StableHLO does not
 # depend on which bytecode it runs, so a bytecode batch loads the one exported before and
-# lowers only a call to it, which the persistent compilation cache then also finds.
+# lowers only a call to it, which the persistent compilation cache then also finds. Sandboxes
+# started together (a campaign's workers, a test's) would each export and compile the same
+# program; a lock beside it makes the later ones wait and read what the first wrote.
+
+
+@contextlib.contextmanager
+def held(lock: Path | None) -> Iterator[None]:
+    """An exclusive lock on the file `lock` (made if missing) for the block; none for None.
+    The kernel drops it when the process dies, so a killed sandbox never leaves it held."""
+    if lock is None:
+        yield
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _export_key(config: PPOConfig, plug_point: str, members: int, seeds: int) -> str:
