@@ -29,7 +29,7 @@ from sandbox.checks.pipeline import static_check
 from sandbox.checks.report import CheckReport
 from sandbox.pieces import Contract
 from sandbox.tasks import load_task
-from sandbox.training.bytecode import expression_bytecode
+from sandbox.training.members import member_data
 from sandbox.vocabulary import STAGE_VERDICTS, Fidelity, Sandbox, Stage, Status
 
 CANDIDATE_STAGES = (Stage.TRACE, Stage.VALIDITY, Stage.TRIAL, Stage.FULL)
@@ -323,21 +323,25 @@ def evaluate(
     return results
 
 
-def interpreted(task: str, source: str) -> bool:
-    """Whether the sandbox interprets this candidate as an expression (no candidate code runs)
-    rather than loading it: a batch of such members shares one compiled, cached program."""
+def data_kind(task: str, source: str) -> str | None:
+    """The kind of data the sandbox runs this candidate as ("Bytecode" for an expression,
+    "LPONetwork" for a rendered network; no candidate code runs), None for code it loads. A
+    batch of one kind shares one compiled, cached program."""
     spec = load_task(task)
     if spec.piece.contract is not Contract.ELEMENTWISE:
-        return False
-    return expression_bytecode(source, spec.entry_point, tuple(spec.inputs)) is not None
+        return None
+    data = member_data(source, spec.entry_point, tuple(spec.inputs))
+    return None if data is None else type(data).__name__
 
 
 def program_groups(task: str, sources: Sequence[str]) -> list[list[int]]:
-    """The indices of `sources` that are expressions, then those that are code (empty groups
-    left out): batched apart, the expressions run the shared, cached program, where in a
-    mixed batch every member compiles afresh. The numbers are the same either way."""
-    kinds = [[i for i, s in enumerate(sources) if interpreted(task, s) is k] for k in (True, False)]
-    return [group for group in kinds if group]
+    """The indices of `sources` by the kind of data they run as (expressions, networks), then
+    those that are code (empty groups left out): batched apart, each kind runs its shared,
+    cached program, where in a mixed batch every member compiles afresh. The numbers are the
+    same either way."""
+    kinds = [data_kind(task, s) for s in sources]
+    order = sorted(set(kinds), key=lambda kind: (kind is None, kind or ""))
+    return [[i for i, kind in enumerate(kinds) if kind == k] for k in order]
 
 
 def _share_out(evaluation: Evaluation, blocks: int) -> None:
@@ -429,12 +433,12 @@ class _BatchRunner:
             }
             if len(self.blocks) > 1:
                 request["seeds"] = [training_seed for training_seed, _ in self.blocks]
-            # A batch of expressions executes no candidate code (the sandbox interprets them),
-            # so it may write the compilation cache the next such batch reads.
-            cache = program_cache() if self._bytecode_only(sources) else None
+            # A batch run as data executes no candidate code (the sandbox runs trusted code on
+            # it), so it may write the compilation cache the next such batch reads.
+            cache = program_cache() if self._data_only(sources) else None
             if cache is not None:
                 cache.mkdir(exist_ok=True)
-                request.update(bytecode_only=True, compilation_cache=str(cache))
+                request.update(data_only=True, compilation_cache=str(cache))
             # Beside in/, not in it: the stages delete it (it holds the tokens) once read.
             request_file = scratch / "request.json"
             request_file.write_text(
@@ -507,8 +511,8 @@ class _BatchRunner:
                     _apply_score(block, verdict)
             _apply_score(evaluations[i], mine[0])
 
-    def _bytecode_only(self, sources: list[str]) -> bool:
-        return self.backend.isolates_files and all(interpreted(self.task, s) for s in sources)
+    def _data_only(self, sources: list[str]) -> bool:
+        return self.backend.isolates_files and all(data_kind(self.task, s) for s in sources)
 
     def _member_evaluation(
         self, outputs: Outputs, name: str, outcome, watch: _BatchWatch

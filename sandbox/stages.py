@@ -79,13 +79,9 @@ from sandbox.checks.signature import behaviour_signature
 from sandbox.landscape import LANDSCAPE_FILE, landscape_axes
 from sandbox.pieces import Contract
 from sandbox.tasks import TaskSpec, load_task
-from sandbox.training.bytecode import (
-    Bytecode,
-    bytecode_function,
-    expression_bytecode,
-    tree_function,
-)
+from sandbox.training.bytecode import Bytecode, tree_function
 from sandbox.training.config import PPOConfig
+from sandbox.training.members import DataMember, as_function, describe, member_data
 from sandbox.training.monitor import violations
 from sandbox.training.ppo import CandidateContractError, Components, checked_call
 from sandbox.training.run import (
@@ -209,7 +205,7 @@ class Member:
     source: str
     out: Path
     function: Callable | None = None
-    bytecode: Bytecode | None = None  # when the source is exactly an expression: run as data
+    data: DataMember | None = None  # an expression or a rendered LPO network: run as data
     certified: bool = False  # bytecode whose every condition is proved: no monitor needed
     failed: bool = False
     trained: dict[tuple[str, int], TrainingBatch] = dataclasses.field(default_factory=dict)
@@ -276,11 +272,11 @@ class Batch:
         self.plug_point = self.task.piece.plug_point
         # Functions of arrays share one trainer; optimizer factories get a program each.
         self.shared_program = self.task.piece.contract is Contract.ELEMENTWISE
-        # The trusted side found every member to be an expression: nothing here executes a
+        # The trusted side found every member to run as data: nothing here executes a
         # candidate's code, so this run may keep what it compiles (see cascade.py).
-        self.bytecode_only = bool(request.get("bytecode_only"))
-        self.exported = None  # where trainers of bytecode batches are kept, exported
-        if self.bytecode_only and request.get("compilation_cache"):
+        self.data_only = bool(request.get("data_only"))
+        self.exported = None  # where trainers of batches run as data are kept, exported
+        if self.data_only and request.get("compilation_cache"):
             jax.config.update("jax_compilation_cache_dir", request["compilation_cache"])
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
             self.exported = Path(request["compilation_cache"]) / "exported"
@@ -291,16 +287,14 @@ class Batch:
     # -- per member ------------------------------------------------------------------------
     def load(self, member: Member) -> str:
         task = self.task
-        member.bytecode = self._bytecode(member.source)
-        if member.bytecode is not None:
-            bytecode = member.bytecode
-            # Checked and trained through the one interpreter: what is checked is what trains,
-            # and every bytecode member of the batch shares the checks' compiled probes.
-            member.function = bytecode_function(bytecode)
-            length = bytecode.length
-            return f"{task.entry_point}() is an expression: {length} instructions, run as data"
-        if self.bytecode_only:
-            raise StageFailure(Status.FAILED, "not an expression, in a run for expressions only")
+        member.data = self._data(member.source)
+        if member.data is not None:
+            # Checked and trained through its kind's runner: what is checked is what trains,
+            # and every member of that kind shares the checks' compiled probes.
+            member.function = as_function(member.data)
+            return describe(member.data, task.entry_point)
+        if self.data_only:
+            raise StageFailure(Status.FAILED, "code, in a run for candidates run as data only")
         try:
             function = load_entry_point(member.source, task.entry_point, filename="candidate.py")
         except CandidateLoadError as error:
@@ -321,10 +315,10 @@ class Batch:
         member.function = function
         return f"loaded {task.entry_point}()"
 
-    def _bytecode(self, source: str) -> Bytecode | None:
+    def _data(self, source: str) -> DataMember | None:
         if not self.shared_program:
             return None
-        return expression_bytecode(source, self.task.entry_point, tuple(self.task.inputs))
+        return member_data(source, self.task.entry_point, tuple(self.task.inputs))
 
     def trace(self, member: Member) -> str:
         loaded = self.load(member)
@@ -384,8 +378,8 @@ class Batch:
 
     def validity(self, member: Member) -> str:
         proof_function = None
-        if member.bytecode is not None:  # bound the tree the interpreter runs, not the interpreter
-            proof_function = tree_function(member.bytecode.tree, tuple(self.task.inputs))
+        if isinstance(member.data, Bytecode):  # bound the tree the interpreter runs
+            proof_function = tree_function(member.data.tree, tuple(self.task.inputs))
         cache = self._checks_cache(member)
         report = _read_report(cache) if cache else None
         again = report is not None
@@ -414,17 +408,17 @@ class Batch:
         # elementwise operators only), so once proved it has nothing left to hide from the
         # monitor. Code can, and is always watched.
         assurance = report.assurance
-        member.certified = member.bytecode is not None and assurance == Assurance.CERTIFIED
+        member.certified = isinstance(member.data, Bytecode) and assurance == Assurance.CERTIFIED
         proved = sum(1 for c in report.checks if c.proof and c.proof["verdict"] == Proof.PROVED)
         proofs = f", {proved} proved" if any(c.proof for c in report.checks) else ""
         before = ", as checked before" if again else ""
         return f"{len(report.checks)} conditions hold{proofs} ({assurance}{before})"
 
     def _checks_cache(self, member: Member) -> Path | None:
-        """Where a run without candidate code keeps an expression's check report: the report
-        depends only on the expression, the task, the budget's call lengths and the sandbox's
-        code, and only such runs can write there (the program cache beside it)."""
-        if self.exported is None or member.bytecode is None:
+        """Where a run without candidate code keeps the check report of a member run as data:
+        the report depends only on its source, the task, the budget's call lengths and the
+        sandbox's code, and only such runs can write there (the program cache beside it)."""
+        if self.exported is None or member.data is None:
             return None
         digest = hashlib.sha256()
         for part in (self.task.name, self.budget.name, member.source, sandbox_source_digest()):
@@ -443,7 +437,7 @@ class Batch:
             return lower_members(
                 config,
                 self.plug_point,
-                [m.bytecode or m.function for m in members],
+                [m.data or m.function for m in members],
                 seeds=seeds,
                 seed=self.seed,
                 exported=self.exported,

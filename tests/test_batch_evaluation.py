@@ -238,7 +238,7 @@ def test_an_expression_runs_as_data_and_computes_what_its_module_computes():
         assert bytecode is not None, source
         module = load_entry_point(source, TASK.entry_point)
         for function in (
-            lambda r, a: traced(bytecode.arrays(), r, a),
+            lambda r, a: traced(bytecode.slot(), r, a),
             bytecode_function(bytecode),  # what the validity checks probe
         ):
             want, got = module(ratio, advantage), function(ratio, advantage)

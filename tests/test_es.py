@@ -25,13 +25,21 @@ from typer.testing import CliRunner
 from archive import reads, writes
 from archive.db import open_engine, transaction
 from archive.schema import Campaign, Candidate, ESCheckpoint, Event
-from harness.cascade import Evaluation
+from harness.cascade import Evaluation, data_kind, evaluate_batch
 from sandbox.budgets import get_budget
 from sandbox.candidate import load_entry_point
 from sandbox.checks.pipeline import check_candidate
 from sandbox.checks.static import MAX_SOURCE_BYTES, check_source
 from sandbox.pieces.drift import check_drift
 from sandbox.tasks import load_baseline, load_task
+from sandbox.training.lpo_network import (
+    LPOParams,
+    lpo_drift,
+    network_function,
+    parse_lpo_module,
+    render_lpo_candidate,
+)
+from sandbox.vocabulary import Fidelity
 from scientist.es.campaign import ESCampaignError, run_es_campaign
 from scientist.es.checkpoint import (
     CheckpointError,
@@ -40,7 +48,7 @@ from scientist.es.checkpoint import (
     state_from_bytes,
     state_to_bytes,
 )
-from scientist.es.lpo import LPOParams, init_params, lpo_drift, render_lpo_candidate, slope_at_one
+from scientist.es.lpo import init_params, slope_at_one
 from scientist.es.trainer import ESSettings, GenerationUnits, make_es_generation, tail_returns
 from scientist.proposers.base import CallRecord, ParentView, ProposalRequest
 from scientist.proposers.mutation import MutationProposer
@@ -341,6 +349,68 @@ def test_scientist_es_end_to_end_at_the_smoke_budget(es_run):
         fitness, float
     )
     assert check_candidate(load_task("mirror_drift"), code).valid
+    with sqlite3.connect(path) as db:
+        (stages,) = db.execute("SELECT stages FROM candidate").fetchone()
+    trace = next(s for s in json.loads(stages) if s["name"] == "trace")
+    assert "LPO network (128 hidden units): run as data" in trace["detail"]
+
+
+CODE = (  # not of the mutation grammar (log1p): code
+    "import jax.numpy as jnp\n\ndef drift(ratio, advantage):\n"
+    "    return jnp.log1p((ratio - 1.0) ** 2)\n"
+)
+
+
+def test_a_network_runs_as_data_only_when_its_module_is_exactly_its_rendering():
+    """The sandbox runs a rendered LPO module as data (trusted code on its weights, read as
+    literals) only when rendering those weights again gives the module's very text: any other
+    statement, body or form is code, loaded in a sandbox like any candidate."""
+    inputs = ("ratio", "advantage")
+    for ppo_init in (True, False):
+        params = perturbed(0.01, ppo_init=ppo_init)
+        code = render_lpo_candidate(params, ppo_init=ppo_init, note="generation 3 of es1")
+        network = parse_lpo_module(code, "drift", inputs)
+        assert network is not None and network.ppo_init is ppo_init and network.shift == 1e-6
+        np.testing.assert_array_equal(network.hidden, np.asarray(params.hidden, np.float32))
+        assert data_kind("mirror_drift", code) == "LPONetwork"
+        R, A = grid()
+        np.testing.assert_array_equal(
+            np.asarray(network_function(network)(R, A)),
+            np.asarray(jax.jit(load_entry_point(code, "drift"))(R, A)),
+        )
+        other_ppo = code.replace(" + ppo(r, A)", "") if ppo_init else None
+        for changed in (
+            code + "\nimport os\n",
+            code.replace("out - 1e-06", "out - 1e-05"),  # the body says one shift, the text another
+            code.replace("jnp.tanh(x @", "jnp.sin(x @"),
+            code.replace("HIDDEN = 128", "HIDDEN = 64"),
+            other_ppo,
+        ):
+            if changed is not None:
+                assert parse_lpo_module(changed, "drift", inputs) is None
+    assert parse_lpo_module(code, "drift", (*inputs, "progress")) is None  # another task's form
+    assert (
+        data_kind("mirror_drift", LLM_DRIFT) == "Bytecode"
+        and data_kind("mirror_drift", CODE) is None
+    )
+
+
+@pytest.mark.slow
+def test_a_network_trains_as_data_exactly_as_its_module_loaded_as_code(es_run):
+    """The ES mean of the campaign above, screened as data and, with one comment more (so no
+    longer exactly a rendering), loaded as code: the same training numbers and score."""
+    path, _ = es_run
+    with sqlite3.connect(path) as db:
+        (code,) = db.execute("SELECT code FROM candidate").fetchone()
+    as_code = code + "# a comment: no longer exactly a rendering\n"
+    assert data_kind("mirror_drift", as_code) is None
+    screen = {"sandbox": "process", "eval_seed": 99, "fidelity": Fidelity.SCREEN}
+    data, loaded = (
+        evaluate_batch("mirror_drift", [c], "smoke", **screen)[0] for c in (code, as_code)
+    )
+    assert data.status == loaded.status == "ok", (data.stages, loaded.stages)
+    assert "run as data" in data.stages[1].detail and "loaded drift()" in loaded.stages[1].detail
+    assert data.per_env == loaded.per_env and data.fitness == loaded.fitness
 
 
 LLM_DRIFT = (

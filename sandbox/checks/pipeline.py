@@ -14,7 +14,7 @@ from sandbox.checks.static import check_source
 from sandbox.pieces import Contract
 from sandbox.pieces.base import OTHER_SIZES, call_sizes, training_batches
 from sandbox.tasks import TaskSpec
-from sandbox.training.bytecode import is_bytecode_function
+from sandbox.training.as_data import runs_as_data
 from sandbox.vocabulary import Stage
 
 
@@ -32,8 +32,8 @@ def run_conditions(
     conditions hold for values, and training follows the derivative."""
     piece = task.piece
     sizes = call_sizes(piece, budgets)
-    if is_bytecode_function(function):
-        # Elementwise operators on data: no call length can be singled out, so the lengths
+    if runs_as_data(function):
+        # Elementwise trusted code on data: no call length can be singled out, so the lengths
         # training uses are enough (dtype still matters, and the float32 layer stays).
         sizes = tuple(s for s in sizes if s not in OTHER_SIZES) or sizes
     report = CheckReport()

@@ -47,21 +47,22 @@ class JaxProbe:
     """A loaded elementwise function, evaluated with JAX in float64 (the caller enables x64).
 
     The function reaches the compiled probes as an argument (a `jax.tree_util.Partial`), so
-    functions that differ only in their arrays share compiled code: an expression's bytecode
-    (`Partial(interpret, arrays)`) is compiled once per process for all bytecode.
+    functions that differ only in their arrays share compiled code: a candidate run as data
+    (`Partial(runner, data)`, sandbox/training/as_data.py) is compiled once per process for
+    all candidates of its kind.
 
     Slopes are taken one point at a time (each point its own call), so a function that mixes
-    entries cannot pass off another entry's derivative as its own; an expression's bytecode is
-    elementwise by construction (sandbox/training/bytecode.py), so its slope is the gradient
-    of one call's sum: the same derivatives, without a per-point interpreter."""
+    entries cannot pass off another entry's derivative as its own; a candidate run as data is
+    elementwise by construction (sandbox/training/as_data.py), so its slope is the gradient
+    of one call's sum: the same derivatives, without a per-point call."""
 
     def __init__(self, function: Callable):
         from jax.tree_util import Partial  # only where a real candidate is probed: the sandbox
 
-        from sandbox.training.bytecode import is_bytecode_function
+        from sandbox.training.as_data import runs_as_data
 
         self.function = function if isinstance(function, Partial) else Partial(function)
-        self.elementwise = is_bytecode_function(self.function)
+        self.elementwise = runs_as_data(self.function)
 
     def values(self, *inputs: np.ndarray) -> np.ndarray:
         return self._run(_compiled_probes()[0], inputs)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sandbox import expressions as ex
+from sandbox.training.as_data import runner
 
 MAX_INSTRUCTIONS = 32  # GP trees have at most 30 nodes; longer expressions run as code
 # The opcodes: constant, input number `a`, then the operators (no JAX needed to encode: the
@@ -69,10 +70,13 @@ class Bytecode:
     length: int  # instructions before the padding
     tree: ex.Node  # what it computes
 
-    def arrays(self) -> tuple:
-        import jax.numpy as jnp
+    def slot(self) -> tuple[np.ndarray, ...]:
+        """The arrays a trainer's member slot holds."""
+        return self.opcodes, self.args, self.constants
 
-        return jnp.asarray(self.opcodes), jnp.asarray(self.args), jnp.asarray(self.constants)
+    def empty(self) -> "Bytecode":
+        """A slot's filler (never trained)."""
+        return encode(ex.Const(0.0), ())
 
 
 class TooLong(ValueError):
@@ -158,18 +162,6 @@ def tree_function(tree: ex.Node, inputs: tuple[str, ...]):
     return function
 
 
-def is_bytecode_function(function) -> bool:
-    """Whether `function` is a `bytecode_function`: elementwise by construction."""
-    return getattr(function, "func", None) is _jitted_interpret()
-
-
-@functools.cache
-def _jitted_interpret():
-    import jax
-
-    return jax.jit(interpret)
-
-
 def interpret(bytecode, *inputs):
     """The bytecode's value, elementwise on `inputs` (arrays of one shape). `bytecode` is the
     (opcodes, args, constants) triple, concrete or traced: only the registers' values depend
@@ -203,3 +195,6 @@ def interpret(bytecode, *inputs):
     rows = jnp.arange(MAX_INSTRUCTIONS)
     registers, _ = lax.scan(step, registers, (rows, opcodes, args, constants))
     return registers[-1]
+
+
+_jitted_interpret = runner(interpret)

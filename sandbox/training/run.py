@@ -22,9 +22,10 @@ from sandbox import expressions as ex
 from sandbox.artifacts import write_atomically
 from sandbox.budgets import EnvBudget
 from sandbox.fitness import Aggregate, normalise
-from sandbox.training.bytecode import Bytecode, encode, interpret
+from sandbox.training.bytecode import encode
 from sandbox.training.config import PPOConfig
 from sandbox.training.evaluate import evaluate_params
+from sandbox.training.members import RUNNERS, DataMember, as_function
 from sandbox.training.ppo import Components, TrainOutput, batched, batched_members, make_train
 
 # A batch of members fills slots in multiples of this, the empty ones never trained: one
@@ -127,7 +128,7 @@ def lower_batch(
 def lower_members(
     config: PPOConfig,
     plug_point: str,
-    members: Sequence[Callable | Bytecode],
+    members: Sequence[Callable | DataMember],
     *,
     seeds: int,
     seed: int = 0,
@@ -135,27 +136,27 @@ def lower_members(
 ) -> LoweredBatch:
     """Trace `seeds` training runs for each member at `plug_point` as one program, on the
     seed keys `lower_batch` would use: every member trains on the same seeds. A member is a
-    function (a branch of its own) or a Bytecode (data for the one interpreter branch), so a
-    batch of bytecode lowers to the same computation whichever expressions they are; with
-    `exported` (a directory only runs without candidate code write) such a batch reuses the
-    trainer exported there."""
+    function (a branch of its own) or data (Bytecode, LPONetwork) for its kind's one runner
+    branch, so a batch of one kind of data lowers to the same computation whichever members
+    they are; with `exported` (a directory only runs without candidate code write) such a
+    batch reuses the trainer exported there. Data of a second kind in one batch runs as a
+    function of its own."""
     start = time.perf_counter()
-    functions = [m for m in members if not isinstance(m, Bytecode)]
-    interpreted = len(functions) < len(members)
-    branches = [interpret] if interpreted else []
-    branches += [lambda bytecode, *args, f=f: f(*args) for f in functions]
-    empty = encode(ex.Const(0.0), ())
-    index, bytecodes, code = [], [], iter(range(int(interpreted), len(branches)))
+    kind = next((type(m) for m in members if type(m) in RUNNERS), None)
+    shared = [m for m in members if kind is not None and isinstance(m, kind)]
+    functions = [as_function(m) for m in members if not (kind and isinstance(m, kind))]
+    branches = [RUNNERS[kind]] if kind else []
+    branches += [lambda data, *args, f=f: f(*args) for f in functions]
+    empty = shared[0].empty() if shared else encode(ex.Const(0.0), ())
+    index, data, code = [], [], iter(range(len(branches) - len(functions), len(branches)))
     for member in members:
-        index.append(0 if isinstance(member, Bytecode) else next(code))
-        bytecodes.append(member if isinstance(member, Bytecode) else empty)
+        own = bool(shared) and isinstance(member, kind)
+        index.append(0 if own else next(code))
+        data.append(member.slot() if own else empty.slot())
     slots = -(-len(members) // MEMBER_SLOTS) * MEMBER_SLOTS  # empty slots are never trained
     index += [0] * (slots - len(members))
-    bytecodes += [empty] * (slots - len(members))
-    stacked = tuple(
-        jnp.asarray(np.stack([getattr(p, field) for p in bytecodes]))
-        for field in ("opcodes", "args", "constants")
-    )
+    data += [empty.slot()] * (slots - len(members))
+    stacked = tuple(jnp.asarray(np.stack(column)) for column in zip(*data, strict=True))
     lrs = [float(config.learning_rate)]
     args = (
         jax.random.split(jax.random.key(seed), seeds),
@@ -166,7 +167,9 @@ def lower_members(
     if exported is None or functions:
         lowered = trainer.lower(*args)
         return LoweredBatch(config, lrs, args, lowered, time.perf_counter() - start)
-    path = exported / f"{_export_key(config, plug_point, slots, seeds)}.jax-exported"
+    shapes = [(a.shape, str(a.dtype)) for a in stacked]
+    key = _export_key(config, plug_point, kind.__name__, shapes, seeds)
+    path = exported / f"{key}.jax-exported"
     lock = path.with_suffix(".lock")
     with held(lock):
         lowered = _lower_exported(trainer, args, path)
@@ -197,13 +200,14 @@ def held(lock: Path | None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _export_key(config: PPOConfig, plug_point: str, members: int, seeds: int) -> str:
-    """What the exported program depends on: the run, the batch's shape, this trainer's code
-    and the JAX that wrote it."""
+def _export_key(config: PPOConfig, plug_point: str, kind: str, shapes: list, seeds: int) -> str:
+    """What the exported program depends on: the run, the kind of data and its shapes (the
+    member slots included), this trainer's code and the JAX that wrote it."""
     import hashlib
 
     digest = hashlib.sha256()
-    for part in (repr(config), plug_point, members, seeds, jax.__version__, jax.default_backend()):
+    parts = (repr(config), plug_point, kind, shapes, seeds, jax.__version__, jax.default_backend())
+    for part in parts:
         digest.update(f"{part}\0".encode())
     digest.update(sandbox_source_digest().encode())
     return digest.hexdigest()[:40]

@@ -25,11 +25,12 @@ from archive.db import Engine, transaction
 from archive.schema import Campaign, Candidate, ESCheckpoint
 from sandbox.tasks import load_task
 from sandbox.training.config import PPOConfig
+from sandbox.training.lpo_network import render_lpo_candidate
 from sandbox.vocabulary import EventKind, Origin, Sandbox, Status
 from scientist.campaign.config import check_unchanged
 from scientist.campaign.lifecycle import leased_run
 from scientist.es.checkpoint import params_to_bytes, state_from_bytes, state_to_bytes
-from scientist.es.lpo import render_lpo_candidate, slope_at_one
+from scientist.es.lpo import slope_at_one
 from scientist.es.trainer import ESGeneration, ESSettings, GenerationResult, make_es_generation
 from scientist.executors.base import Executor, LocalExecutor
 from scientist.search.recorder import EventNote, Recorder
@@ -324,7 +325,7 @@ class ESCampaign:
             )
             params = self.es_generation.mean_params(state)
             # The drift check calls a first-order slope of about 2 at r = 1 a kink (see
-            # scientist.es.lpo).
+            # sandbox/training/lpo_network.py).
             slope = float(np.abs(slope_at_one(params, np.linspace(-10.0, 10.0, 41))).max())
             note = (
                 f"ES mean network after generation {generation} of campaign {self.campaign.name}; "

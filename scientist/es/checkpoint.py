@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scientist.es.lpo import LPOParams
+from sandbox.training.lpo_network import LPOParams
 
 
 class CheckpointError(ValueError):

@@ -37,8 +37,9 @@ from sandbox.fitness import normalise
 from sandbox.tasks import TaskSpec
 from sandbox.training.components import PlugPoint
 from sandbox.training.config import PPOConfig
+from sandbox.training.lpo_network import HIDDEN, SHIFT, LPOParams, lpo_drift
 from sandbox.training.ppo import Components, make_train
-from scientist.es.lpo import HIDDEN, SHIFT, LPOParams, init_params, lpo_drift
+from scientist.es.lpo import init_params
 
 
 @dataclass(frozen=True)
