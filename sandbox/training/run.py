@@ -143,16 +143,15 @@ def lower_members(
     function of its own."""
     start = time.perf_counter()
     kind = next((type(m) for m in members if type(m) in RUNNERS), None)
-    shared = [m for m in members if kind is not None and isinstance(m, kind)]
-    functions = [as_function(m) for m in members if not (kind and isinstance(m, kind))]
+    own = [kind is not None and isinstance(m, kind) for m in members]  # in the runner's branch
+    functions = [as_function(m) for m, mine in zip(members, own, strict=True) if not mine]
     branches = [RUNNERS[kind]] if kind else []
     branches += [lambda data, *args, f=f: f(*args) for f in functions]
-    empty = shared[0].empty() if shared else encode(ex.Const(0.0), ())
+    empty = members[own.index(True)].empty() if kind else encode(ex.Const(0.0), ())
     index, data, code = [], [], iter(range(len(branches) - len(functions), len(branches)))
-    for member in members:
-        own = bool(shared) and isinstance(member, kind)
-        index.append(0 if own else next(code))
-        data.append(member.slot() if own else empty.slot())
+    for member, mine in zip(members, own, strict=True):
+        index.append(0 if mine else next(code))
+        data.append(member.slot() if mine else empty.slot())
     slots = -(-len(members) // MEMBER_SLOTS) * MEMBER_SLOTS  # empty slots are never trained
     index += [0] * (slots - len(members))
     data += [empty.slot()] * (slots - len(members))
